@@ -1,0 +1,116 @@
+//! Reading certificates: the SPIFFE ID in a URI SAN, validity, and the
+//! X509-SVID leaf rules (SPIFFE X509-SVID standard; shared SPIFFE.md §3).
+
+use hallmark_core::SpiffeId;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::CaError;
+
+/// What Hallmark needs to know about an X.509-SVID leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafInfo {
+    /// The one SPIFFE ID in the URI SAN.
+    pub spiffe_id: SpiffeId,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// Parses a DER certificate and checks every X509-SVID leaf rule: exactly one
+/// URI SAN holding a SPIFFE ID with a path, `cA=false`, key usage present and
+/// critical with digitalSignature and without keyCertSign/cRLSign.
+pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
+    let (rest, cert) = X509Certificate::from_der(der)
+        .map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
+    if !rest.is_empty() {
+        return Err(CaError::Cert("trailing bytes after certificate".into()));
+    }
+    let spiffe_id = spiffe_id_of(&cert)?;
+    if spiffe_id.path().is_empty() {
+        return Err(CaError::Cert(format!(
+            "leaf SPIFFE ID `{spiffe_id}` has no path"
+        )));
+    }
+    let mut saw_ku = false;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::BasicConstraints(bc) if bc.ca => {
+                return Err(CaError::Cert("leaf certificate has cA=true".into()));
+            }
+            ParsedExtension::KeyUsage(ku) => {
+                if !ext.critical {
+                    return Err(CaError::Cert("leaf key usage is not critical".into()));
+                }
+                if !ku.digital_signature() || ku.key_cert_sign() || ku.crl_sign() {
+                    return Err(CaError::Cert("leaf key usage must have digitalSignature and neither keyCertSign nor cRLSign".into()));
+                }
+                saw_ku = true;
+            }
+            _ => {}
+        }
+    }
+    if !saw_ku {
+        return Err(CaError::Cert("leaf has no key usage extension".into()));
+    }
+    Ok(LeafInfo {
+        spiffe_id,
+        serial: hex::encode(cert.raw_serial()),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// The single SPIFFE ID in a certificate's URI SANs; more than one URI SAN is refused.
+pub fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, CaError> {
+    let mut uris = Vec::new();
+    for ext in cert.extensions() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext.parsed_extension() {
+            for name in &san.general_names {
+                if let GeneralName::URI(u) = name {
+                    uris.push(*u);
+                }
+            }
+        }
+    }
+    match uris.as_slice() {
+        [one] => SpiffeId::new(one).map_err(|e| CaError::Cert(e.to_string())),
+        [] => Err(CaError::Cert("certificate has no URI SAN".into())),
+        _ => Err(CaError::Cert(
+            "certificate has more than one URI SAN".into(),
+        )),
+    }
+}
+
+/// `not_after` of a DER certificate, unix seconds.
+pub fn not_after(der: &[u8]) -> Result<i64, CaError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Splits concatenated DER certificates (the Workload API bundle encoding) and PEM.
+pub fn pem_certs(pem_text: &str) -> Result<Vec<Vec<u8>>, CaError> {
+    let items =
+        pem::parse_many(pem_text).map_err(|e| CaError::Cert(format!("invalid PEM: {e}")))?;
+    let certs: Vec<Vec<u8>> = items
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.into_contents())
+        .collect();
+    if certs.is_empty() {
+        return Err(CaError::Cert("no CERTIFICATE block in PEM".into()));
+    }
+    Ok(certs)
+}
+
+/// Encodes DER certificates as PEM.
+pub fn to_pem(certs: &[Vec<u8>]) -> String {
+    certs
+        .iter()
+        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.clone())))
+        .collect()
+}

@@ -1,0 +1,424 @@
+//! The X.509 signing authority: a self-signed root, or an intermediate signed by
+//! an upstream CA so that the root can stay offline.
+
+use hallmark_core::{SpiffeId, TrustDomain};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{CaError, svid};
+
+/// How far back certificates are dated, to absorb clock skew between hosts.
+pub const BACKDATE_SECS: i64 = 10;
+
+/// An X.509-SVID as signed: the chain to hand the workload, and what the inventory records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedSvid {
+    /// DER certificates, leaf first, then any intermediates up to (not including) the trust anchor.
+    pub chain: Vec<Vec<u8>>,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds; never later than the authority's own `not_after`.
+    pub not_after: i64,
+}
+
+/// What to issue: the identity and lifetime are decided by the caller, never by the CSR.
+#[derive(Debug, Clone)]
+pub struct SvidTemplate<'a> {
+    /// The CSR (DER) whose public key is certified. Its signature is verified.
+    pub csr_der: &'a [u8],
+    /// The SPIFFE ID to certify. A URI SAN in the CSR must equal it.
+    pub spiffe_id: &'a SpiffeId,
+    /// DNS SANs to include.
+    pub dns_names: &'a [String],
+    /// Requested lifetime; cut short at the authority's expiry.
+    pub ttl_secs: u64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// A loaded X.509 CA able to sign SVIDs.
+pub struct X509Authority {
+    issuer: Issuer<'static, KeyPair>,
+    key_pem: String,
+    cert_der: Vec<u8>,
+    /// Certificates after the leaf in every chain we hand out.
+    chain_tail: Vec<Vec<u8>>,
+    /// Trust anchors to publish in the bundle.
+    anchors: Vec<Vec<u8>>,
+    not_after: i64,
+}
+
+impl std::fmt::Debug for X509Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X509Authority")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b)
+        .map_err(|_| CaError::Key("random number generator failed".into()))?;
+    // Positive and without a leading zero byte, so the DER INTEGER is exactly 16 bytes.
+    b[0] = (b[0] & 0x7f) | 0x01;
+    Ok(SerialNumber::from_slice(&b))
+}
+
+fn datetime(unix: i64) -> Result<OffsetDateTime, CaError> {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .map_err(|e| CaError::Cert(format!("time out of range: {e}")))
+}
+
+fn ca_params(
+    td: &TrustDomain,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Hallmark");
+    dn.push(DnType::CommonName, format!("Hallmark CA {td}"));
+    p.distinguished_name = dn;
+    let uri = td
+        .id()
+        .as_str()
+        .try_into()
+        .map_err(|_| CaError::Cert("trust domain is not IA5".into()))?;
+    p.subject_alt_names = vec![SanType::URI(uri)];
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_before = datetime(not_before)?;
+    p.not_after = datetime(not_after)?;
+    p.serial_number = Some(random_serial()?);
+    p.use_authority_key_identifier_extension = true;
+    Ok(p)
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CaError> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c)
+        .map_err(|e| CaError::Cert(format!("unparsable CA certificate: {e}")))
+}
+
+impl X509Authority {
+    /// Generates a new self-signed root for `td`, valid `ttl_secs` from `now`.
+    pub fn generate_self_signed(
+        td: &TrustDomain,
+        ttl_secs: u64,
+        now: i64,
+    ) -> Result<Self, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Key(e.to_string()))?;
+        let ttl =
+            i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
+        let cert = ca_params(td, now - BACKDATE_SECS, now + ttl)?.self_signed(&key)?;
+        Self::from_parts(&key.serialize_pem(), vec![cert.der().to_vec()])
+    }
+
+    /// Generates a new intermediate for `td`, signed by the upstream CA whose
+    /// certificate chain (issuing certificate first, root last) and key are given
+    /// as PEM. Its lifetime is cut short at the upstream certificate's expiry.
+    pub fn generate_intermediate(
+        td: &TrustDomain,
+        ttl_secs: u64,
+        now: i64,
+        upstream_chain_pem: &str,
+        upstream_key_pem: &str,
+    ) -> Result<Self, CaError> {
+        let upstream = svid::pem_certs(upstream_chain_pem)?;
+        let upstream_key = KeyPair::from_pem(upstream_key_pem)
+            .map_err(|e| CaError::Key(format!("upstream key: {e}")))?;
+        let issuing = upstream
+            .first()
+            .ok_or_else(|| CaError::Cert("empty upstream chain".into()))?;
+        let upstream_not_after = parse(issuing)?.validity().not_after.timestamp();
+        let upstream_issuer = Issuer::from_ca_cert_der(&issuing.as_slice().into(), upstream_key)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CaError::Key(e.to_string()))?;
+        let ttl =
+            i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
+        let not_after = (now + ttl).min(upstream_not_after);
+        if not_after <= now {
+            return Err(CaError::AuthorityExpired(upstream_not_after));
+        }
+        let cert =
+            ca_params(td, now - BACKDATE_SECS, not_after)?.signed_by(&key, &upstream_issuer)?;
+        let mut chain = vec![cert.der().to_vec()];
+        chain.extend(upstream);
+        Self::from_parts(&key.serialize_pem(), chain)
+    }
+
+    /// Loads an authority from its key (PEM) and chain: its own certificate first,
+    /// then the upstream chain if it is an intermediate.
+    pub fn from_parts(key_pem: &str, chain: Vec<Vec<u8>>) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::Key(format!("CA key: {e}")))?;
+        let cert_der = chain
+            .first()
+            .cloned()
+            .ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
+        let cert = parse(&cert_der)?;
+        if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+            return Err(CaError::Key(
+                "CA key does not match the CA certificate".into(),
+            ));
+        }
+        let not_after = cert.validity().not_after.timestamp();
+        let (chain_tail, anchors) = if chain.len() == 1 {
+            (Vec::new(), chain.clone())
+        } else {
+            let (last, rest) = chain
+                .split_last()
+                .ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
+            (rest.to_vec(), vec![last.clone()])
+        };
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)?;
+        Ok(Self {
+            issuer,
+            key_pem: key_pem.to_owned(),
+            cert_der,
+            chain_tail,
+            anchors,
+            not_after,
+        })
+    }
+
+    /// The private key as PEM, for the 0600 key file. Never log it.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The authority's own certificate then its upstream chain, as PEM.
+    pub fn chain_pem(&self) -> String {
+        let mut all = vec![self.cert_der.clone()];
+        if !self.chain_tail.is_empty() {
+            all.extend(self.chain_tail.iter().skip(1).cloned());
+            all.extend(self.anchors.iter().cloned());
+        }
+        svid::to_pem(&all)
+    }
+
+    /// The authority's own certificate (DER).
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// The trust anchors relying parties need (DER): this root, or the upstream root.
+    pub fn anchors(&self) -> &[Vec<u8>] {
+        &self.anchors
+    }
+
+    /// Unix seconds after which nothing this authority signed is valid.
+    pub fn not_after(&self) -> i64 {
+        self.not_after
+    }
+
+    /// Verifies the CSR, checks it asks for no other identity, and signs an X509-SVID.
+    pub fn sign_svid(&self, t: &SvidTemplate<'_>) -> Result<SignedSvid, CaError> {
+        let csr = CertificateSigningRequestParams::from_der(&t.csr_der.into())
+            .map_err(|e| CaError::Csr(e.to_string()))?;
+        let mut uris = csr.params.subject_alt_names.iter().filter_map(|s| match s {
+            SanType::URI(u) => Some(u.as_str()),
+            _ => None,
+        });
+        match (uris.next(), uris.next()) {
+            (None, _) => {}
+            (Some(u), None) if u == t.spiffe_id.as_str() => {}
+            (Some(u), None) => {
+                return Err(CaError::CsrIdentity {
+                    requested: u.to_owned(),
+                    entry: t.spiffe_id.to_string(),
+                });
+            }
+            (Some(_), Some(_)) => {
+                return Err(CaError::Csr("more than one URI SAN requested".into()));
+            }
+        }
+        let ttl =
+            i64::try_from(t.ttl_secs).map_err(|_| CaError::Cert("TTL out of range".into()))?;
+        if self.not_after <= t.now + 1 {
+            return Err(CaError::AuthorityExpired(self.not_after));
+        }
+        let not_before = t.now - BACKDATE_SECS;
+        let not_after = (t.now + ttl).min(self.not_after);
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Hallmark");
+        p.distinguished_name = dn;
+        let uri = t
+            .spiffe_id
+            .as_str()
+            .try_into()
+            .map_err(|_| CaError::Cert("SPIFFE ID is not IA5".into()))?;
+        p.subject_alt_names = vec![SanType::URI(uri)];
+        for d in t.dns_names {
+            let name = d
+                .as_str()
+                .try_into()
+                .map_err(|_| CaError::Cert(format!("DNS name `{d}` is not IA5")))?;
+            p.subject_alt_names.push(SanType::DnsName(name));
+        }
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+            KeyUsagePurpose::KeyAgreement,
+        ];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        p.not_before = datetime(not_before)?;
+        p.not_after = datetime(not_after)?;
+        let serial = random_serial()?;
+        let serial_hex = hex::encode(serial.to_bytes());
+        p.serial_number = Some(serial);
+        p.use_authority_key_identifier_extension = true;
+        let leaf = p.signed_by(&csr.public_key, &self.issuer)?;
+        let mut chain = Vec::with_capacity(1 + self.chain_tail.len());
+        chain.push(leaf.der().to_vec());
+        chain.extend(self.chain_tail.iter().cloned());
+        Ok(SignedSvid {
+            chain,
+            serial: serial_hex,
+            not_before,
+            not_after,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::new_key_and_csr;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    #[test]
+    fn signs_a_conforming_leaf() {
+        let now = hallmark_core::now_unix();
+        let ca = X509Authority::generate_self_signed(&td(), 86_400, now).unwrap();
+        let id = SpiffeId::new("spiffe://example.org/web").unwrap();
+        let kc = new_key_and_csr(&id).unwrap();
+        let dns = vec!["web.internal".to_owned()];
+        let s = ca
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &dns,
+                ttl_secs: 3600,
+                now,
+            })
+            .unwrap();
+        assert_eq!(s.chain.len(), 1);
+        let info = svid::parse_leaf(&s.chain[0]).unwrap();
+        assert_eq!(info.spiffe_id, id);
+        assert_eq!(info.serial, s.serial);
+        assert_eq!(info.not_after, now + 3600);
+        assert_eq!(info.not_before, now - BACKDATE_SECS);
+        assert_eq!(ca.anchors().len(), 1);
+    }
+
+    #[test]
+    fn svid_never_outlives_authority() {
+        let now = hallmark_core::now_unix();
+        let ca = X509Authority::generate_self_signed(&td(), 600, now).unwrap();
+        let id = SpiffeId::new("spiffe://example.org/web").unwrap();
+        let kc = new_key_and_csr(&id).unwrap();
+        let s = ca
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 7200,
+                now,
+            })
+            .unwrap();
+        assert_eq!(s.not_after, ca.not_after());
+    }
+
+    #[test]
+    fn refuses_csr_for_another_identity_and_bad_signature() {
+        let now = hallmark_core::now_unix();
+        let ca = X509Authority::generate_self_signed(&td(), 86_400, now).unwrap();
+        let id = SpiffeId::new("spiffe://example.org/web").unwrap();
+        let other = SpiffeId::new("spiffe://example.org/db").unwrap();
+        let kc = new_key_and_csr(&other).unwrap();
+        let t = SvidTemplate {
+            csr_der: &kc.csr_der,
+            spiffe_id: &id,
+            dns_names: &[],
+            ttl_secs: 60,
+            now,
+        };
+        assert!(matches!(ca.sign_svid(&t), Err(CaError::CsrIdentity { .. })));
+        let mut bad = new_key_and_csr(&id).unwrap().csr_der;
+        let n = bad.len();
+        bad[n - 5] ^= 0x55;
+        let t = SvidTemplate {
+            csr_der: &bad,
+            spiffe_id: &id,
+            dns_names: &[],
+            ttl_secs: 60,
+            now,
+        };
+        assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
+        let t = SvidTemplate {
+            csr_der: b"garbage",
+            spiffe_id: &id,
+            dns_names: &[],
+            ttl_secs: 60,
+            now,
+        };
+        assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
+    }
+
+    #[test]
+    fn intermediate_under_upstream_root() {
+        let now = hallmark_core::now_unix();
+        let root = X509Authority::generate_self_signed(&td(), 10 * 86_400, now).unwrap();
+        let inter = X509Authority::generate_intermediate(
+            &td(),
+            86_400,
+            now,
+            &svid::to_pem(&[root.cert_der().to_vec()]),
+            root.key_pem(),
+        )
+        .unwrap();
+        assert_eq!(inter.anchors(), &[root.cert_der().to_vec()]);
+        let id = SpiffeId::new("spiffe://example.org/web").unwrap();
+        let kc = new_key_and_csr(&id).unwrap();
+        let s = inter
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 60,
+                now,
+            })
+            .unwrap();
+        assert_eq!(s.chain.len(), 2);
+        assert_eq!(s.chain[1], inter.cert_der());
+        // Reload from what would be persisted.
+        let again = X509Authority::from_parts(
+            inter.key_pem(),
+            svid::pem_certs(&inter.chain_pem()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(again.anchors(), inter.anchors());
+        assert_eq!(again.not_after(), inter.not_after());
+    }
+}

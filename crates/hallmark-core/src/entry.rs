@@ -1,0 +1,419 @@
+//! Registration entries: which workload gets which SPIFFE ID, under which rules.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Selector, SelectorError, SelectorSet, SpiffeId, SpiffeIdError, TrustDomain, Ttl, TtlError,
+};
+
+/// Longest hint, in bytes (the Workload API says SHOULD NOT exceed 1024).
+pub const MAX_HINT_LEN: usize = 1024;
+/// Most selectors one entry may require.
+pub const MAX_SELECTORS: usize = 64;
+/// Most DNS names one entry may carry.
+pub const MAX_DNS_NAMES: usize = 64;
+
+/// The lifecycle class of an identity: each has its own TTL ceiling, renewal and
+/// recovery rules.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Services and jobs. Fails closed; never recovered by a human path.
+    #[default]
+    Machine,
+    /// AI agents: task-bound, fails closed.
+    Agent,
+    /// People: the only class that may ever use a recovery path.
+    Human,
+}
+
+/// An unknown class name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown class `{0}` (known: machine, agent, human)")]
+pub struct ClassError(pub String);
+
+impl Class {
+    /// The class's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Machine => "machine",
+            Self::Agent => "agent",
+            Self::Human => "human",
+        }
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Class {
+    type Err = ClassError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "machine" => Ok(Self::Machine),
+            "agent" => Ok(Self::Agent),
+            "human" => Ok(Self::Human),
+            other => Err(ClassError(other.to_owned())),
+        }
+    }
+}
+
+/// Why an entry was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryError {
+    /// A bad SPIFFE ID (the entry's or its parent's).
+    #[error(transparent)]
+    SpiffeId(#[from] SpiffeIdError),
+    /// A bad selector.
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    /// A bad TTL.
+    #[error(transparent)]
+    Ttl(#[from] TtlError),
+    /// A bad class.
+    #[error(transparent)]
+    Class(#[from] ClassError),
+    /// No selectors were given.
+    #[error("an entry needs at least one selector")]
+    NoSelectors,
+    /// Too many selectors or DNS names.
+    #[error("too many {0} (at most {1})")]
+    TooMany(&'static str, usize),
+    /// The same selector was given twice.
+    #[error("duplicate selector `{0}`")]
+    DuplicateSelector(String),
+    /// The owner name is missing or malformed.
+    #[error("invalid owner `{0}`: 1-128 characters of letters, digits, `.`, `-`, `_`, `@`")]
+    Owner(String),
+    /// A DNS name is malformed.
+    #[error("invalid DNS name `{0}`")]
+    DnsName(String),
+    /// The hint is too long or has control characters.
+    #[error("invalid hint: at most 1024 bytes with no control characters")]
+    Hint,
+    /// No parent was given and no default applies.
+    #[error("an entry needs a parent (`--parent`): the SPIFFE ID of the agent that serves it")]
+    NoParent,
+}
+
+/// A validated registration entry as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Stable identifier, assigned by the store.
+    pub id: String,
+    /// The SPIFFE ID the workload receives.
+    pub spiffe_id: SpiffeId,
+    /// The agent (node) that may serve this entry.
+    pub parent_id: SpiffeId,
+    /// Facts a workload must all show to match.
+    pub selectors: SelectorSet,
+    /// The accountable owner (a team name).
+    pub owner: String,
+    /// Lifecycle class.
+    pub class: Class,
+    /// X.509-SVID lifetime, seconds.
+    #[serde(with = "ttl_secs")]
+    pub x509_ttl: Ttl,
+    /// JWT-SVID lifetime, seconds.
+    #[serde(with = "ttl_secs")]
+    pub jwt_ttl: Ttl,
+    /// DNS SANs for the X.509-SVID.
+    pub dns_names: Vec<String>,
+    /// Optional hint shown to workloads holding several identities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Incremented on every change.
+    pub revision: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+impl Entry {
+    /// True when every selector the entry requires is among the workload's.
+    pub fn matches(&self, workload: &SelectorSet) -> bool {
+        self.selectors.is_subset(workload)
+    }
+}
+
+mod ttl_secs {
+    use super::Ttl;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(t: &Ttl, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ttl, D::Error> {
+        Ttl::from_secs(u64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An entry as an operator asks for it, before validation: the admin API's
+/// request body for create and update.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntrySpec {
+    /// SPIFFE ID to issue.
+    pub spiffe_id: String,
+    /// Parent agent ID; the server may supply a default.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// `type:key:value` selectors.
+    pub selectors: Vec<String>,
+    /// Owner name.
+    pub owner: String,
+    /// `machine` (default), `agent` or `human`.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// X.509 TTL like `1h`; the server default applies when absent.
+    #[serde(default)]
+    pub x509_ttl: Option<String>,
+    /// JWT TTL like `5m`; the server default applies when absent.
+    #[serde(default)]
+    pub jwt_ttl: Option<String>,
+    /// DNS SANs.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// Hint.
+    #[serde(default)]
+    pub hint: Option<String>,
+}
+
+/// The checked content of an [`EntrySpec`]: everything but the store-assigned fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidEntrySpec {
+    /// SPIFFE ID to issue.
+    pub spiffe_id: SpiffeId,
+    /// Parent agent ID.
+    pub parent_id: SpiffeId,
+    /// Selectors.
+    pub selectors: SelectorSet,
+    /// Owner.
+    pub owner: String,
+    /// Class.
+    pub class: Class,
+    /// X.509 TTL.
+    pub x509_ttl: Ttl,
+    /// JWT TTL.
+    pub jwt_ttl: Ttl,
+    /// DNS names, lowercased, in the order given.
+    pub dns_names: Vec<String>,
+    /// Hint.
+    pub hint: Option<String>,
+}
+
+impl EntrySpec {
+    /// Checks every field against the trust domain and fills defaults.
+    pub fn validate(
+        &self,
+        td: &TrustDomain,
+        default_parent: Option<&SpiffeId>,
+        default_x509_ttl: Ttl,
+        default_jwt_ttl: Ttl,
+    ) -> Result<ValidEntrySpec, EntryError> {
+        let spiffe_id = SpiffeId::workload_in(&self.spiffe_id, td)?;
+        let parent_id = match (&self.parent_id, default_parent) {
+            (Some(p), _) => SpiffeId::workload_in(p, td)?,
+            (None, Some(d)) => d.clone(),
+            (None, None) => return Err(EntryError::NoParent),
+        };
+        if self.selectors.is_empty() {
+            return Err(EntryError::NoSelectors);
+        }
+        if self.selectors.len() > MAX_SELECTORS {
+            return Err(EntryError::TooMany("selectors", MAX_SELECTORS));
+        }
+        let mut selectors = SelectorSet::new();
+        for s in &self.selectors {
+            let sel: Selector = s.parse()?;
+            if !selectors.insert(sel) {
+                return Err(EntryError::DuplicateSelector(s.clone()));
+            }
+        }
+        validate_owner(&self.owner)?;
+        let class = match &self.class {
+            Some(c) => c.parse()?,
+            None => Class::default(),
+        };
+        let x509_ttl = self
+            .x509_ttl
+            .as_deref()
+            .map(Ttl::parse)
+            .transpose()?
+            .unwrap_or(default_x509_ttl);
+        let jwt_ttl = self
+            .jwt_ttl
+            .as_deref()
+            .map(Ttl::parse)
+            .transpose()?
+            .unwrap_or(default_jwt_ttl);
+        if self.dns_names.len() > MAX_DNS_NAMES {
+            return Err(EntryError::TooMany("DNS names", MAX_DNS_NAMES));
+        }
+        let mut dns_names = Vec::with_capacity(self.dns_names.len());
+        for d in &self.dns_names {
+            validate_dns_name(d)?;
+            let d = d.to_ascii_lowercase();
+            if !dns_names.contains(&d) {
+                dns_names.push(d);
+            }
+        }
+        if let Some(h) = &self.hint {
+            validate_hint(h)?;
+        }
+        Ok(ValidEntrySpec {
+            spiffe_id,
+            parent_id,
+            selectors,
+            owner: self.owner.clone(),
+            class,
+            x509_ttl,
+            jwt_ttl,
+            dns_names,
+            hint: self.hint.clone().filter(|h| !h.is_empty()),
+        })
+    }
+}
+
+/// Checks an owner name: 1-128 of `[A-Za-z0-9._@-]`.
+pub fn validate_owner(owner: &str) -> Result<(), EntryError> {
+    let ok = !owner.is_empty()
+        && owner.len() <= 128
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EntryError::Owner(owner.to_owned()))
+    }
+}
+
+/// Checks a DNS name: labels of letters, digits and `-`, an optional leading `*.`, at most 253 bytes.
+pub fn validate_dns_name(name: &str) -> Result<(), EntryError> {
+    let err = || EntryError::DnsName(name.to_owned());
+    let body = name.strip_prefix("*.").unwrap_or(name);
+    if body.is_empty() || name.len() > 253 {
+        return Err(err());
+    }
+    for label in body.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(err());
+        }
+    }
+    Ok(())
+}
+
+/// Checks a hint: at most 1024 bytes, no control characters.
+pub fn validate_hint(hint: &str) -> Result<(), EntryError> {
+    if hint.len() > MAX_HINT_LEN || hint.chars().any(char::is_control) {
+        return Err(EntryError::Hint);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> EntrySpec {
+        EntrySpec {
+            spiffe_id: "spiffe://example.org/web".into(),
+            parent_id: Some("spiffe://example.org/hallmark/agent/join_token/abc".into()),
+            selectors: vec!["unix:uid:1000".into()],
+            owner: "payments".into(),
+            ..Default::default()
+        }
+    }
+
+    fn validate(s: &EntrySpec) -> Result<ValidEntrySpec, EntryError> {
+        let td = TrustDomain::new("example.org").unwrap();
+        s.validate(
+            &td,
+            None,
+            Ttl::parse("1h").unwrap(),
+            Ttl::parse("5m").unwrap(),
+        )
+    }
+
+    #[test]
+    fn valid_with_defaults() {
+        let v = validate(&spec()).unwrap();
+        assert_eq!(v.x509_ttl.secs(), 3600);
+        assert_eq!(v.jwt_ttl.secs(), 300);
+        assert_eq!(v.class, Class::Machine);
+    }
+
+    #[test]
+    fn refusals_name_the_value() {
+        let cases: Vec<(fn(&mut EntrySpec), &str)> = vec![
+            (|s| s.spiffe_id = "spiffe://example.org/a//b".into(), "a//b"),
+            (|s| s.spiffe_id = "spiffe://other.org/a".into(), "other.org"),
+            (|s| s.selectors = vec!["k8s:ns:x".into()], "k8s"),
+            (
+                |s| s.selectors = vec!["unix:uid:1".into(), "unix:uid:1".into()],
+                "unix:uid:1",
+            ),
+            (|s| s.selectors.clear(), "selector"),
+            (|s| s.x509_ttl = Some("0s".into()), "0s"),
+            (|s| s.jwt_ttl = Some("soon".into()), "soon"),
+            (|s| s.owner = String::new(), "owner"),
+            (|s| s.class = Some("robot".into()), "robot"),
+            (|s| s.dns_names = vec!["bad..name".into()], "bad..name"),
+            (|s| s.hint = Some("x".repeat(2000)), "hint"),
+            (|s| s.parent_id = None, "parent"),
+        ];
+        for (mutate, needle) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let err = validate(&s).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should name {needle:?}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn matching_is_subset() {
+        let v = validate(&spec()).unwrap();
+        let e = Entry {
+            id: "e1".into(),
+            spiffe_id: v.spiffe_id,
+            parent_id: v.parent_id,
+            selectors: v.selectors,
+            owner: v.owner,
+            class: v.class,
+            x509_ttl: v.x509_ttl,
+            jwt_ttl: v.jwt_ttl,
+            dns_names: v.dns_names,
+            hint: None,
+            revision: 1,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let mut w: SelectorSet = ["unix:uid:1000", "unix:gid:1000"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert!(e.matches(&w));
+        w.remove(&"unix:uid:1000".parse().unwrap());
+        assert!(!e.matches(&w));
+    }
+}

@@ -1,0 +1,26 @@
+//! Hallmark's identity model, with no I/O.
+//!
+//! Every type here can only hold a valid value: a [`SpiffeId`] always obeys the
+//! SPIFFE ID rules, a [`Selector`] always has a known type and key, a [`Ttl`] is
+//! never zero. Input is checked once, at the edge, by their parsers.
+
+mod duration;
+mod entry;
+mod selector;
+mod spiffe_id;
+
+pub use duration::{Ttl, TtlError, format_duration, parse_duration};
+pub use entry::{
+    Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name,
+    validate_hint, validate_owner,
+};
+pub use selector::{Selector, SelectorError, SelectorSet};
+pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+
+/// Current time as unix seconds. Hallmark stores and compares every instant this way.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
