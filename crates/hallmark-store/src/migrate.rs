@@ -1,0 +1,67 @@
+//! Versioned schema migrations, embedded in the binary and run at start.
+//!
+//! Each migration is applied once, inside a transaction, and recorded in
+//! `schema_migrations`. A database newer than this binary is refused rather
+//! than used with a schema it does not understand.
+
+use sqlx::{AnyPool, Row};
+
+use crate::{Backend, StoreError};
+
+/// (version, SQL). Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_identity.sql"))];
+
+fn render(sql: &str, backend: Backend) -> String {
+    let auto_pk = match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
+        Backend::Postgres => "BIGSERIAL PRIMARY KEY",
+    };
+    sql.replace("{{AUTO_PK}}", auto_pk)
+}
+
+/// Applies every migration this database has not seen yet.
+pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    if backend == Backend::Postgres {
+        // Several servers may start at once against one fresh database: one
+        // migrates while the others wait, then find nothing left to do.
+        sqlx::query("SELECT pg_advisory_xact_lock(7316151)")
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+    let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if current > latest {
+        return Err(StoreError::Schema(format!(
+            "database schema version {current} is newer than this binary understands ({latest}); upgrade hallmark"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        for stmt in render(sql, backend).split(';') {
+            let body: String = stmt
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if body.trim().is_empty() {
+                continue;
+            }
+            sqlx::query(sqlx::AssertSqlSafe(body))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(*version)
+            .bind(hallmark_core::now_unix())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,652 @@
+//! The [`Store`]: every read and write Hallmark makes to its database.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use hallmark_core::{Class, Entry, SelectorSet, SpiffeId, Ttl, ValidEntrySpec, now_unix};
+use sha2::{Digest, Sha256};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+/// Errors from the datastore. Each is one line and names what was wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL is not `sqlite://...` or `postgres://...`.
+    #[error("unsupported datastore URL `{0}`: use sqlite://PATH or postgres://...")]
+    Url(String),
+    /// The database failed.
+    #[error("datastore: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The schema is not one this binary understands.
+    #[error("{0}")]
+    Schema(String),
+    /// No such record.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A record with the same identity already exists.
+    #[error("{0}")]
+    Duplicate(String),
+    /// The record changed since the caller read it.
+    #[error("entry `{id}` is at revision {actual}, not {expected}; re-read and retry")]
+    Conflict {
+        /// Entry id.
+        id: String,
+        /// The revision the caller expected.
+        expected: u64,
+        /// The revision stored.
+        actual: u64,
+    },
+    /// A stored row does not decode: the database was edited by hand or is damaged.
+    #[error("corrupt row in `{table}`: {detail}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// Why a join token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinTokenError {
+    /// Never issued.
+    #[error("join token is not valid")]
+    Unknown,
+    /// Already used by an agent.
+    #[error("join token has already been used")]
+    Used,
+    /// Past its expiry.
+    #[error("join token has expired")]
+    Expired,
+}
+
+/// Which database engine is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// An attested node (agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// The agent's SPIFFE ID.
+    pub agent_id: String,
+    /// How it attested (`join_token`).
+    pub attestation_type: String,
+    /// Serial of its current agent SVID.
+    pub serial: String,
+    /// Expiry of its current agent SVID.
+    pub not_after: i64,
+    /// Banned nodes are refused.
+    pub banned: bool,
+}
+
+/// An admin API credential, as stored (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    /// A label for audit and display.
+    pub name: String,
+    /// The role it grants.
+    pub role: String,
+}
+
+/// The public half of a signing authority, published in the shared bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityRow {
+    /// Stable id (for X.509: certificate SHA-256; for JWT: the kid).
+    pub id: String,
+    /// `x509` (public = base64 DER certificate) or `jwt` (public = JWK JSON).
+    pub kind: String,
+    /// The public material.
+    pub public: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// One change in the entry log: entry `entry_id` changed for agent `parent_id`.
+/// Readers load the entry's current state to learn what it now is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryChange {
+    /// Position in the log; strictly increasing in commit order.
+    pub seq: i64,
+    /// The entry.
+    pub entry_id: String,
+    /// The agent it changed for.
+    pub parent_id: String,
+}
+
+/// SHA-256 hex of a secret (join tokens, admin tokens): only the hash is stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// The datastore handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, revision, created_at, updated_at";
+
+fn canonical_selectors(s: &SelectorSet) -> String {
+    s.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    hex::encode(b)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn corrupt(detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table: "entries",
+        detail: detail.to_string(),
+    }
+}
+
+fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
+    let id: String = r.try_get("id")?;
+    let ctx = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("entry `{id}` {what}: {e}"));
+    let selectors = r
+        .try_get::<String, _>("selectors")?
+        .lines()
+        .map(|s| s.parse().map_err(|e| ctx("selector", &e)))
+        .collect::<Result<SelectorSet, _>>()?;
+    let dns_names: Vec<String> = serde_json::from_str(&r.try_get::<String, _>("dns_names")?)
+        .map_err(|e| ctx("dns_names", &e))?;
+    let ttl = |col: &str| -> Result<Ttl, StoreError> {
+        let v: i64 = r.try_get(col)?;
+        Ttl::from_secs(u64::try_from(v).unwrap_or(0)).map_err(|e| ctx(col, &e))
+    };
+    Ok(Entry {
+        spiffe_id: SpiffeId::new(&r.try_get::<String, _>("spiffe_id")?)
+            .map_err(|e| ctx("spiffe_id", &e))?,
+        parent_id: SpiffeId::new(&r.try_get::<String, _>("parent_id")?)
+            .map_err(|e| ctx("parent_id", &e))?,
+        selectors,
+        owner: r.try_get("owner")?,
+        class: Class::from_str(&r.try_get::<String, _>("class")?).map_err(|e| ctx("class", &e))?,
+        x509_ttl: ttl("x509_ttl")?,
+        jwt_ttl: ttl("jwt_ttl")?,
+        dns_names,
+        hint: r.try_get("hint")?,
+        revision: u64::try_from(r.try_get::<i64, _>("revision")?).unwrap_or(0),
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        id,
+    })
+}
+
+fn duplicate_or(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::Duplicate(what()),
+        _ => StoreError::Db(e),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` and runs migrations.
+    ///
+    /// `sqlite://PATH` opens or creates a file; `postgres://...` connects to a server.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::Url(url.to_owned()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let pool = match backend {
+            Backend::Sqlite => {
+                opts.max_connections(4)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers proceed during writes; FULL makes each commit durable.
+                            sqlx::query("PRAGMA journal_mode = WAL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA synchronous = FULL")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA busy_timeout = 10000")
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("PRAGMA foreign_keys = ON")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => opts.max_connections(16).connect(&url).await?,
+        };
+        crate::migrate::run(&pool, backend).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Which engine this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool, for checks that need raw SQL (tests, health).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a transaction that appends to the entry change log. On PostgreSQL
+    /// the log table is locked so that sequence numbers become visible in commit
+    /// order, and a reader polling `seq > last` never skips a change.
+    async fn begin_entry_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    async fn log_change(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        entry_id: &str,
+        parent_id: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO entry_events (entry_id, parent_id, at) VALUES ($1, $2, $3)")
+            .bind(entry_id.to_owned())
+            .bind(parent_id.to_owned())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Creates an entry. The same SPIFFE ID, parent and selectors twice is refused.
+    pub async fn create_entry(&self, spec: &ValidEntrySpec) -> Result<Entry, StoreError> {
+        let now = now_unix();
+        let id = new_id();
+        let mut tx = self.begin_entry_tx().await?;
+        sqlx::query(
+            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, revision, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+        )
+        .bind(id.clone())
+        .bind(spec.spiffe_id.to_string())
+        .bind(spec.parent_id.to_string())
+        .bind(canonical_selectors(&spec.selectors))
+        .bind(spec.owner.clone())
+        .bind(spec.class.as_str())
+        .bind(to_i64(spec.x509_ttl.secs()))
+        .bind(to_i64(spec.jwt_ttl.secs()))
+        .bind(serde_json::to_string(&spec.dns_names).unwrap_or_else(|_| "[]".into()))
+        .bind(spec.hint.clone())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            duplicate_or(e, || {
+                format!("an entry for `{}` with the same parent and selectors already exists", spec.spiffe_id)
+            })
+        })?;
+        Self::log_change(&mut tx, &id, spec.parent_id.as_str(), now).await?;
+        tx.commit().await?;
+        self.entry(&id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
+    }
+
+    /// Replaces an entry's content; `expected_revision`, when given, must match.
+    pub async fn update_entry(
+        &self,
+        id: &str,
+        spec: &ValidEntrySpec,
+        expected_revision: Option<u64>,
+    ) -> Result<Entry, StoreError> {
+        let now = now_unix();
+        let mut tx = self.begin_entry_tx().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
+        )))
+        .bind(id.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
+        let old = entry_from_row(&row)?;
+        if let Some(expected) = expected_revision {
+            if expected != old.revision {
+                return Err(StoreError::Conflict {
+                    id: id.to_owned(),
+                    expected,
+                    actual: old.revision,
+                });
+            }
+        }
+        sqlx::query(
+            "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
+             jwt_ttl = $7, dns_names = $8, hint = $9, revision = revision + 1, updated_at = $10 WHERE id = $11",
+        )
+        .bind(spec.spiffe_id.to_string())
+        .bind(spec.parent_id.to_string())
+        .bind(canonical_selectors(&spec.selectors))
+        .bind(spec.owner.clone())
+        .bind(spec.class.as_str())
+        .bind(to_i64(spec.x509_ttl.secs()))
+        .bind(to_i64(spec.jwt_ttl.secs()))
+        .bind(serde_json::to_string(&spec.dns_names).unwrap_or_else(|_| "[]".into()))
+        .bind(spec.hint.clone())
+        .bind(now)
+        .bind(id.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            duplicate_or(e, || {
+                format!("an entry for `{}` with the same parent and selectors already exists", spec.spiffe_id)
+            })
+        })?;
+        Self::log_change(&mut tx, id, spec.parent_id.as_str(), now).await?;
+        if old.parent_id != spec.parent_id {
+            Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
+        }
+        tx.commit().await?;
+        self.entry(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
+    }
+
+    /// Deletes an entry and returns what it was.
+    pub async fn delete_entry(&self, id: &str) -> Result<Entry, StoreError> {
+        let now = now_unix();
+        let mut tx = self.begin_entry_tx().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
+        )))
+        .bind(id.to_owned())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
+        let old = entry_from_row(&row)?;
+        sqlx::query("DELETE FROM entries WHERE id = $1")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    /// One entry by id.
+    pub async fn entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
+        )))
+        .bind(id.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(entry_from_row).transpose()
+    }
+
+    /// Every entry, optionally only those under one parent, ordered by SPIFFE ID.
+    pub async fn entries(&self, parent: Option<&str>) -> Result<Vec<Entry>, StoreError> {
+        let rows = match parent {
+            Some(p) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 ORDER BY spiffe_id, id"
+            )))
+            .bind(p.to_owned())
+            .fetch_all(&self.pool)
+            .await?,
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {ENTRY_COLUMNS} FROM entries ORDER BY spiffe_id, id"
+                )))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    /// Entries a given parent may serve, with the change-log position they reflect.
+    /// Reading both in one transaction means no change is missed or seen twice.
+    pub async fn entries_snapshot(&self, parent: &str) -> Result<(Vec<Entry>, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM entry_events")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("s")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 ORDER BY spiffe_id, id"
+        )))
+        .bind(parent.to_owned())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            rows.iter().map(entry_from_row).collect::<Result<_, _>>()?,
+            seq,
+        ))
+    }
+
+    /// Changes after `seq`, oldest first, at most `limit`.
+    pub async fn changes_since(
+        &self,
+        seq: i64,
+        limit: i64,
+    ) -> Result<Vec<EntryChange>, StoreError> {
+        let rows = sqlx::query("SELECT seq, entry_id, parent_id FROM entry_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(EntryChange {
+                    seq: r.try_get("seq")?,
+                    entry_id: r.try_get("entry_id")?,
+                    parent_id: r.try_get("parent_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The newest change-log position.
+    pub async fn last_change(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM entry_events")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("s")?,
+        )
+    }
+
+    /// Records a join token (by hash) valid until `expires_at`.
+    pub async fn create_join_token(
+        &self,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO join_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(token_hash.to_owned())
+        .bind(now_unix())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks a join token used by `agent_id`, atomically: of two agents racing
+    /// with one token, exactly one succeeds.
+    pub async fn consume_join_token(
+        &self,
+        token_hash: &str,
+        agent_id: &str,
+        now: i64,
+    ) -> Result<Result<(), JoinTokenError>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE join_tokens SET used_at = $1, agent_id = $2 WHERE token_hash = $3 AND used_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(agent_id.to_owned())
+        .bind(token_hash.to_owned())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Ok(()));
+        }
+        let row = sqlx::query("SELECT used_at, expires_at FROM join_tokens WHERE token_hash = $1")
+            .bind(token_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Err(match row {
+            None => JoinTokenError::Unknown,
+            Some(r) if r.try_get::<Option<i64>, _>("used_at")?.is_some() => JoinTokenError::Used,
+            Some(_) => JoinTokenError::Expired,
+        }))
+    }
+
+    /// Records a node's current agent SVID, creating the node on first attestation.
+    pub async fn upsert_node(
+        &self,
+        agent_id: &str,
+        attestation_type: &str,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<(), StoreError> {
+        let now = now_unix();
+        sqlx::query(
+            "INSERT INTO nodes (agent_id, attestation_type, serial, not_after, banned, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 0, $5, $5) \
+             ON CONFLICT (agent_id) DO UPDATE SET serial = excluded.serial, not_after = excluded.not_after, updated_at = excluded.updated_at",
+        )
+        .bind(agent_id.to_owned())
+        .bind(attestation_type.to_owned())
+        .bind(serial.to_owned())
+        .bind(not_after)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A node by agent ID.
+    pub async fn node(&self, agent_id: &str) -> Result<Option<Node>, StoreError> {
+        let row = sqlx::query("SELECT agent_id, attestation_type, serial, not_after, banned FROM nodes WHERE agent_id = $1")
+            .bind(agent_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Node {
+                agent_id: r.try_get("agent_id")?,
+                attestation_type: r.try_get("attestation_type")?,
+                serial: r.try_get("serial")?,
+                not_after: r.try_get("not_after")?,
+                banned: r.try_get::<i64, _>("banned")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores an admin token by hash.
+    pub async fn add_admin_token(
+        &self,
+        token_hash: &str,
+        name: &str,
+        role: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO admin_tokens (token_hash, name, role, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash.to_owned())
+        .bind(name.to_owned())
+        .bind(role.to_owned())
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| duplicate_or(e, || "admin token already exists".into()))?;
+        Ok(())
+    }
+
+    /// Looks up an admin token by hash.
+    pub async fn admin_token(&self, token_hash: &str) -> Result<Option<AdminToken>, StoreError> {
+        let row = sqlx::query("SELECT name, role FROM admin_tokens WHERE token_hash = $1")
+            .bind(token_hash.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(AdminToken {
+                name: r.try_get("name")?,
+                role: r.try_get("role")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Publishes an authority's public half (idempotent) and bumps the bundle sequence when new.
+    pub async fn publish_authority(&self, a: &AuthorityRow) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO authorities (id, kind, public, not_after, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(a.id.clone())
+        .bind(a.kind.clone())
+        .bind(a.public.clone())
+        .bind(a.not_after)
+        .bind(now_unix())
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            sqlx::query("UPDATE meta SET value = value + 1 WHERE name = 'bundle_sequence'")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Authorities not yet expired at `now`, oldest first, and the bundle sequence.
+    pub async fn authorities(&self, now: i64) -> Result<(Vec<AuthorityRow>, u64), StoreError> {
+        let rows = sqlx::query("SELECT id, kind, public, not_after FROM authorities WHERE not_after > $1 ORDER BY created_at, id")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        let seq: i64 = sqlx::query("SELECT value FROM meta WHERE name = 'bundle_sequence'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("value")?;
+        let list = rows
+            .iter()
+            .map(|r| {
+                Ok(AuthorityRow {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    public: r.try_get("public")?,
+                    not_after: r.try_get("not_after")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok((list, u64::try_from(seq).unwrap_or(0)))
+    }
+}

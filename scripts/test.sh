@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs Hallmark's whole test suite on a fresh machine: installs what the tests
+# need (PostgreSQL from Debian packages, cargo-nextest if missing), starts a
+# throwaway PostgreSQL as the postgres user, runs every test, and stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+
+need_apt=()
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+[ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
+command -v openssl >/dev/null || need_apt+=(openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]} from Debian packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+fi
+
+# A throwaway PostgreSQL cluster on a private port, owned by the postgres user
+# (PostgreSQL refuses to run as root).
+pg_dir=$(mktemp -d /tmp/hallmark-pg.XXXXXX)
+pg_port=${HALLMARK_TEST_PG_PORT:-55432}
+chown postgres:postgres "$pg_dir" 2>/dev/null || true
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+    as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pg_dir"
+}
+trap cleanup EXIT
+log "starting PostgreSQL ($("$pg_bin/postgres" --version)) on port $pg_port"
+as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/log" -w \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >/dev/null
+export HALLMARK_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres"
+
+if ! command -v cargo-nextest >/dev/null; then
+    log "cargo-nextest not found; using cargo test"
+    runner=(cargo test --workspace --all-targets)
+else
+    runner=(cargo nextest run --workspace --no-fail-fast)
+fi
+log "clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "tests: ${runner[*]}"
+"${runner[@]}"
