@@ -5,12 +5,14 @@
 //! - [`jwt`]: the ES256 JWT signing key, JWT-SVID minting and validation.
 //! - [`bundle`]: the trust bundle as PEM and as a SPIFFE bundle (JWKS).
 //! - [`svid`]: reading SPIFFE IDs and checking SPIFFE rules on certificates.
+//! - [`tls`]: rustls verifiers that authorize agents and servers by SPIFFE ID.
 //! - [`keys`]: generating workload keys and CSRs, and key files at mode 0600.
 
 pub mod bundle;
 pub mod jwt;
 pub mod keys;
 pub mod svid;
+pub mod tls;
 pub mod x509;
 
 pub use bundle::{Bundle, JwtAuthority};

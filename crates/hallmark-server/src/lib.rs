@@ -1,1 +1,306 @@
-//! stub
+//! The Hallmark server: signing authorities, node attestation, the issuance
+//! path, entry sync to agents, and the admin API.
+//!
+//! - [`issuance`]: the issuance path, top to bottom.
+//! - [`node_api`]: the mTLS gRPC service agents call.
+//! - [`admin`]: the HTTP/JSON admin API.
+//! - [`authority`]: CA and JWT key lifecycle and the bundle.
+//! - [`config`]: the configuration file.
+
+pub mod admin;
+pub mod authority;
+pub mod config;
+pub mod issuance;
+pub mod node_api;
+pub mod tls_listener;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
+use hallmark_ca::tls::{AgentClientVerifier, provider};
+use hallmark_ca::x509::SvidTemplate;
+use hallmark_core::{SpiffeId, now_unix};
+use hallmark_proto::node::node_server::NodeServer;
+use hallmark_store::{EntryChange, Store, StoreError, hash_secret};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::authority::Authorities;
+use crate::config::ServerSettings;
+use crate::tls_listener::SwappableCert;
+
+/// Server failures. One line each; never carries key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A file or socket operation failed.
+    #[error("{0}")]
+    Io(String),
+    /// The datastore failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A signing authority failed.
+    #[error("CA: {0}")]
+    Ca(String),
+    /// Anything else.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Everything the server's handlers share.
+pub struct ServerState {
+    /// Validated settings.
+    pub settings: ServerSettings,
+    /// The datastore.
+    pub store: Store,
+    /// Signing authorities and bundle.
+    pub authorities: Arc<Authorities>,
+    /// Entry changes, as read from the datastore's change log.
+    pub changes: broadcast::Sender<EntryChange>,
+    /// Wakes the change feed right after a local write.
+    pub change_notify: Notify,
+    /// Parent used for entries that name none (set by `hallmark up`).
+    pub default_parent: RwLock<Option<SpiffeId>>,
+    server_cert: RwLock<Option<(Arc<SwappableCert>, i64)>>,
+}
+
+/// A started server.
+pub struct RunningServer {
+    /// Shared state, for in-process use by `hallmark up` and tests.
+    pub state: Arc<ServerState>,
+    /// Where the agent API listens.
+    pub agent_addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    tasks: JoinSet<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Runs until a listener or background task fails.
+    pub async fn wait(mut self) -> Result<(), ServerError> {
+        match self.tasks.join_next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(ServerError::Internal(format!("server task failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The SPIFFE ID servers present to agents.
+pub fn server_id(settings: &ServerSettings) -> Result<SpiffeId, ServerError> {
+    settings
+        .trust_domain
+        .workload_id(&["hallmark", "server"])
+        .map_err(|e| ServerError::Internal(e.to_string()))
+}
+
+/// Creates the data directory with mode 0700.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(dir).map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))
+}
+
+impl ServerState {
+    /// Issues the server's own TLS certificate from the active CA.
+    fn issue_server_cert(&self) -> Result<(CertifiedKey, i64), ServerError> {
+        let id = server_id(&self.settings)?;
+        let kc = new_key_and_csr(&id).map_err(|e| ServerError::Ca(e.to_string()))?;
+        let ca = self.authorities.x509()?;
+        let t = SvidTemplate {
+            csr_der: &kc.csr_der,
+            spiffe_id: &id,
+            dns_names: &["hallmark-server".to_owned()],
+            ttl_secs: self.settings.agent_svid_ttl.secs(),
+            now: now_unix(),
+        };
+        let signed = ca
+            .sign_svid(&t)
+            .map_err(|e| ServerError::Ca(e.to_string()))?;
+        let key = provider()
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(kc.key_pkcs8)))
+            .map_err(|e| ServerError::Ca(e.to_string()))?;
+        let chain = signed.chain.into_iter().map(CertificateDer::from).collect();
+        Ok((CertifiedKey::new(chain, key), signed.not_after))
+    }
+
+    /// Renews the server certificate past half its life.
+    fn renew_server_cert_if_due(&self) -> Result<(), ServerError> {
+        let guard = self
+            .server_cert
+            .read()
+            .map_err(|_| ServerError::Internal("lock poisoned".into()))?;
+        let Some((swap, not_after)) = guard.as_ref() else {
+            return Ok(());
+        };
+        let half = i64::try_from(self.settings.agent_svid_ttl.secs() / 2).unwrap_or(i64::MAX);
+        if not_after - now_unix() > half {
+            return Ok(());
+        }
+        let swap = swap.clone();
+        drop(guard);
+        let (key, not_after) = self.issue_server_cert()?;
+        swap.set(key);
+        *self
+            .server_cert
+            .write()
+            .map_err(|_| ServerError::Internal("lock poisoned".into()))? = Some((swap, not_after));
+        Ok(())
+    }
+
+    /// Makes sure an admin token exists in `path` (0600) and the store; returns it.
+    /// An existing file is reused when the store still knows its token.
+    pub async fn ensure_admin_token(&self, path: &Path) -> Result<String, ServerError> {
+        if path.exists() {
+            let bytes = read_secret_file(path).map_err(|e| ServerError::Ca(e.to_string()))?;
+            let token = String::from_utf8_lossy(&bytes).trim().to_owned();
+            if self
+                .store
+                .admin_token(&hash_secret(&token))
+                .await?
+                .is_some()
+            {
+                return Ok(token);
+            }
+        }
+        let mut b = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut b);
+        let token = format!("hmk_{}", hex::encode(b));
+        self.store
+            .add_admin_token(&hash_secret(&token), "bootstrap", "trust-admin")
+            .await?;
+        write_secret_file(path, token.as_bytes()).map_err(|e| ServerError::Ca(e.to_string()))?;
+        tracing::info!(path = %path.display(), "wrote bootstrap admin token");
+        Ok(token)
+    }
+}
+
+/// Starts the server: opens the store, loads the authorities, and serves the
+/// agent API (mTLS gRPC) and the admin API (HTTP).
+pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
+    ensure_private_dir(&settings.data_dir)?;
+    let store = Store::open(&settings.datastore).await?;
+    let authorities = Authorities::load_or_create(&settings, store.clone()).await?;
+    let (changes, _) = broadcast::channel(4096);
+    let state = Arc::new(ServerState {
+        settings,
+        store,
+        authorities,
+        changes,
+        change_notify: Notify::new(),
+        default_parent: RwLock::new(None),
+        server_cert: RwLock::new(None),
+    });
+
+    // Agent API: TLS 1.3, client certificates verified against the live bundle.
+    let (key, not_after) = state.issue_server_cert()?;
+    let swap = Arc::new(SwappableCert::new(key));
+    *state
+        .server_cert
+        .write()
+        .map_err(|_| ServerError::Internal("lock poisoned".into()))? =
+        Some((swap.clone(), not_after));
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(AgentClientVerifier::new(
+            state.authorities.anchors(),
+        )))
+        .with_cert_resolver(swap);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let listener = TcpListener::bind(&state.settings.listen)
+        .await
+        .map_err(|e| ServerError::Io(format!("cannot listen on {}: {e}", state.settings.listen)))?;
+    let agent_addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let incoming = tls_listener::incoming(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
+
+    let admin_listener = TcpListener::bind(&state.settings.admin_listen)
+        .await
+        .map_err(|e| {
+            ServerError::Io(format!(
+                "cannot listen on {}: {e}",
+                state.settings.admin_listen
+            ))
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|e| ServerError::Io(e.to_string()))?;
+
+    let mut tasks = JoinSet::new();
+    let node = node_api::NodeApi::new(state.clone());
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(NodeServer::new(node).max_decoding_message_size(16 * 1024 * 1024))
+            .serve_with_incoming(ReceiverStream::new(incoming))
+            .await
+            .map_err(|e| ServerError::Io(format!("agent API: {e}")))
+    });
+    let router = admin::router(state.clone());
+    tasks.spawn(async move {
+        axum::serve(admin_listener, router)
+            .await
+            .map_err(|e| ServerError::Io(format!("admin API: {e}")))
+    });
+    tasks.spawn(change_feed(state.clone()));
+    tasks.spawn(maintenance(state.clone()));
+    tracing::info!(%agent_addr, %admin_addr, trust_domain = %state.settings.trust_domain, "server ready");
+    Ok(RunningServer {
+        state,
+        agent_addr,
+        admin_addr,
+        tasks,
+    })
+}
+
+/// Reads the datastore's entry change log and broadcasts each change. Polling
+/// the log (not only local writes) is what lets several servers share one
+/// PostgreSQL: every server sees every change.
+async fn change_feed(state: Arc<ServerState>) -> Result<(), ServerError> {
+    let mut last = state.store.last_change().await?;
+    loop {
+        tokio::select! {
+            () = state.change_notify.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        match state.store.changes_since(last, 1000).await {
+            Ok(list) => {
+                for c in list {
+                    last = c.seq;
+                    let _ = state.changes.send(c);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "change feed read failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Rotates authorities, refreshes the shared bundle, renews the server certificate.
+async fn maintenance(state: Arc<ServerState>) -> Result<(), ServerError> {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if let Err(e) = state.authorities.rotate_if_due().await {
+            tracing::error!(error = %e, "authority rotation failed");
+        }
+        if let Err(e) = state.authorities.refresh_bundle().await {
+            tracing::warn!(error = %e, "bundle refresh failed");
+        }
+        if let Err(e) = state.renew_server_cert_if_due() {
+            tracing::error!(error = %e, "server certificate renewal failed");
+        }
+    }
+}

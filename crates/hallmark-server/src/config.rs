@@ -1,0 +1,241 @@
+//! Server configuration: TOML with every key checked, then turned into
+//! validated [`ServerSettings`] in one place.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use hallmark_core::{TrustDomain, Ttl};
+use serde::Deserialize;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not valid TOML, or an unknown or mistyped key.
+    #[error("config: {0}")]
+    Toml(String),
+    /// A value is out of range or malformed.
+    #[error("config `{key}`: {msg}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// The server configuration file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Trust domain name, e.g. `example.org`.
+    pub trust_domain: String,
+    /// Directory for keys and the default SQLite database.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; default `sqlite://DATA_DIR/hallmark.db`.
+    #[serde(default)]
+    pub datastore: Option<String>,
+    /// Agent API (mTLS gRPC) listen address.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Admin HTTP API listen address.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Signing authorities.
+    #[serde(default)]
+    pub ca: CaConfig,
+    /// Defaults for entries that do not set TTLs.
+    #[serde(default = "default_x509_ttl")]
+    pub default_x509_ttl: String,
+    /// Default JWT-SVID TTL.
+    #[serde(default = "default_jwt_ttl")]
+    pub default_jwt_ttl: String,
+    /// Lifetime of agent SVIDs.
+    #[serde(default = "default_agent_ttl")]
+    pub agent_svid_ttl: String,
+    /// Default join token lifetime.
+    #[serde(default = "default_token_ttl")]
+    pub join_token_ttl: String,
+    /// Optional `iss` claim for JWT-SVIDs.
+    #[serde(default)]
+    pub jwt_issuer: Option<String>,
+}
+
+/// The `[ca]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaConfig {
+    /// Lifetime of each X.509 CA and JWT key (default 24h); rotated at half life.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Upstream CA certificate chain (PEM); with `upstream_key`, makes our CA an intermediate.
+    #[serde(default)]
+    pub upstream_cert: Option<PathBuf>,
+    /// Upstream CA private key (PEM), mode 0600.
+    #[serde(default)]
+    pub upstream_key: Option<PathBuf>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8443".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_x509_ttl() -> String {
+    "1h".into()
+}
+fn default_jwt_ttl() -> String {
+    "5m".into()
+}
+fn default_agent_ttl() -> String {
+    "1h".into()
+}
+fn default_token_ttl() -> String {
+    "10m".into()
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Trust domain.
+    pub trust_domain: TrustDomain,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Datastore URL.
+    pub datastore: String,
+    /// Agent API address.
+    pub listen: String,
+    /// Admin API address.
+    pub admin_listen: String,
+    /// CA lifetime.
+    pub ca_ttl: Ttl,
+    /// Upstream CA (chain, key) files.
+    pub upstream: Option<(PathBuf, PathBuf)>,
+    /// Default X.509 TTL.
+    pub default_x509_ttl: Ttl,
+    /// Default JWT TTL.
+    pub default_jwt_ttl: Ttl,
+    /// Agent SVID TTL.
+    pub agent_svid_ttl: Ttl,
+    /// Join token TTL.
+    pub join_token_ttl: Ttl,
+    /// JWT issuer.
+    pub jwt_issuer: Option<String>,
+}
+
+fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
+    Ttl::parse(v).map_err(|e| ConfigError::Value {
+        key,
+        msg: e.to_string(),
+    })
+}
+
+impl ServerConfig {
+    /// Parses TOML, then applies `HALLMARK_DATASTORE`, `HALLMARK_LISTEN` and
+    /// `HALLMARK_ADMIN_LISTEN` from `env` (passed in, so tests never touch the
+    /// process environment).
+    pub fn parse(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut c: Self =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(e.message().to_owned()))?;
+        if let Some(v) = env.get("HALLMARK_DATASTORE") {
+            c.datastore = Some(v.clone());
+        }
+        if let Some(v) = env.get("HALLMARK_LISTEN") {
+            c.listen = v.clone();
+        }
+        if let Some(v) = env.get("HALLMARK_ADMIN_LISTEN") {
+            c.admin_listen = v.clone();
+        }
+        Ok(c)
+    }
+
+    /// Checks every value and returns settings ready to run.
+    pub fn validate(&self) -> Result<ServerSettings, ConfigError> {
+        let trust_domain =
+            TrustDomain::new(&self.trust_domain).map_err(|e| ConfigError::Value {
+                key: "trust_domain",
+                msg: e.to_string(),
+            })?;
+        let upstream = match (&self.ca.upstream_cert, &self.ca.upstream_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Value {
+                    key: "ca.upstream_cert",
+                    msg: "`upstream_cert` and `upstream_key` must be given together".into(),
+                });
+            }
+        };
+        let datastore = self
+            .datastore
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("hallmark.db").display()));
+        let ca_ttl = ttl("ca.ttl", self.ca.ttl.as_deref().unwrap_or("24h"))?;
+        let settings = ServerSettings {
+            trust_domain,
+            data_dir: self.data_dir.clone(),
+            datastore,
+            listen: self.listen.clone(),
+            admin_listen: self.admin_listen.clone(),
+            ca_ttl,
+            upstream,
+            default_x509_ttl: ttl("default_x509_ttl", &self.default_x509_ttl)?,
+            default_jwt_ttl: ttl("default_jwt_ttl", &self.default_jwt_ttl)?,
+            agent_svid_ttl: ttl("agent_svid_ttl", &self.agent_svid_ttl)?,
+            join_token_ttl: ttl("join_token_ttl", &self.join_token_ttl)?,
+            jwt_issuer: self.jwt_issuer.clone(),
+        };
+        if settings.ca_ttl.secs() < 120 {
+            return Err(ConfigError::Value {
+                key: "ca.ttl",
+                msg: "must be at least 2m".into(),
+            });
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let env = HashMap::new();
+        let c = ServerConfig::parse(
+            "trust_domain = \"example.org\"\ndata_dir = \"/tmp/x\"\n",
+            &env,
+        )
+        .unwrap();
+        let s = c.validate().unwrap();
+        assert_eq!(s.datastore, "sqlite:///tmp/x/hallmark.db");
+        assert_eq!(s.default_x509_ttl.secs(), 3600);
+        let bad = ServerConfig::parse(
+            "trust_domain = \"x\"\ndata_dir = \"/tmp\"\nlisten_addr = 1\n",
+            &env,
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("listen_addr"), "{bad}");
+        let c = ServerConfig::parse("trust_domain = \"Bad\"\ndata_dir = \"/tmp\"\n", &env).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("Bad"));
+        let c = ServerConfig::parse(
+            "trust_domain = \"x\"\ndata_dir = \"/tmp\"\ndefault_x509_ttl = \"0s\"\n",
+            &env,
+        )
+        .unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("default_x509_ttl")
+        );
+        let env: HashMap<String, String> = [(
+            "HALLMARK_DATASTORE".to_owned(),
+            "postgres://h/db".to_owned(),
+        )]
+        .into();
+        let c = ServerConfig::parse("trust_domain = \"x\"\ndata_dir = \"/tmp\"\n", &env).unwrap();
+        assert_eq!(c.validate().unwrap().datastore, "postgres://h/db");
+    }
+}
