@@ -1,1 +1,592 @@
-//! stub
+//! The Hallmark agent: attests its node to the server, syncs the entries it
+//! may serve, holds and rotates their SVIDs, and serves the SPIFFE Workload
+//! API to local processes attested from kernel facts.
+//!
+//! - [`attest`]: unix workload attestation (SO_PEERCRED, pidfd, /proc).
+//! - [`cache`]: entries, bundle and SVIDs; never serves an expired SVID.
+//! - [`workload_api`]: the Workload API.
+//! - [`server_conn`]: mTLS to the server.
+
+pub mod attest;
+pub mod cache;
+pub mod config;
+pub mod server_conn;
+pub mod workload_api;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
+use hallmark_ca::tls::SharedAnchors;
+use hallmark_ca::{Bundle, JwtAuthority, svid};
+use hallmark_core::{Class, Entry, SpiffeId, Ttl, now_unix};
+use hallmark_proto::node::node_client::NodeClient;
+use hallmark_proto::node::{self as pb, sync_event};
+use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio::net::UnixListener;
+use tokio::task::JoinSet;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::attest::UnixAttestor;
+use crate::cache::{Cache, HeldSvid};
+use crate::config::{AgentSettings, Bootstrap};
+use crate::server_conn::Trust;
+
+/// Agent failures; one line each, never with key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// File or socket trouble.
+    #[error("{0}")]
+    Io(String),
+    /// TLS setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Node attestation failed or is impossible.
+    #[error("node attestation: {0}")]
+    Attestation(String),
+    /// The server refused or failed a call.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+/// The agent's own identity.
+#[derive(Clone)]
+pub struct AgentIdentity {
+    /// Its SPIFFE ID.
+    pub id: SpiffeId,
+    /// Its SVID chain, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    /// Its key (PKCS#8).
+    pub key: Vec<u8>,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+const IDENTITY_KEY: &str = "agent.key.der";
+const IDENTITY_CHAIN: &str = "agent.chain.pem";
+const BUNDLE_FILE: &str = "bundle.json";
+
+fn io_err(p: &Path, e: impl std::fmt::Display) -> AgentError {
+    AgentError::Io(format!("{}: {e}", p.display()))
+}
+
+impl AgentIdentity {
+    fn from_chain(chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self, AgentError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| AgentError::Attestation("empty agent SVID chain".into()))?;
+        let info = svid::parse_leaf(leaf).map_err(|e| AgentError::Attestation(e.to_string()))?;
+        Ok(Self {
+            id: info.spiffe_id,
+            not_before: info.not_before,
+            not_after: info.not_after,
+            chain,
+            key,
+        })
+    }
+
+    /// Writes the identity to `dir` (key 0600).
+    pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
+        write_secret_file(&dir.join(IDENTITY_KEY), &self.key)
+            .map_err(|e| AgentError::Io(e.to_string()))?;
+        let p = dir.join(IDENTITY_CHAIN);
+        std::fs::write(&p, svid::to_pem(&self.chain)).map_err(|e| io_err(&p, e))
+    }
+
+    /// Reads a stored identity, if any.
+    pub fn load(dir: &Path) -> Result<Option<Self>, AgentError> {
+        let (kp, cp) = (dir.join(IDENTITY_KEY), dir.join(IDENTITY_CHAIN));
+        if !kp.exists() || !cp.exists() {
+            return Ok(None);
+        }
+        let key = read_secret_file(&kp).map_err(|e| AgentError::Io(e.to_string()))?;
+        let chain = std::fs::read_to_string(&cp).map_err(|e| io_err(&cp, e))?;
+        let chain = svid::pem_certs(&chain).map_err(|e| io_err(&cp, e))?;
+        Self::from_chain(chain, key).map(Some)
+    }
+}
+
+/// Stores a bundle where a restarted agent will find it.
+pub fn save_bundle(dir: &Path, b: &Bundle) -> Result<(), AgentError> {
+    let doc = b
+        .to_spiffe_json()
+        .map_err(|e| AgentError::Io(e.to_string()))?;
+    let p = dir.join(BUNDLE_FILE);
+    std::fs::write(&p, doc.to_string()).map_err(|e| io_err(&p, e))
+}
+
+fn bundle_from_proto(td: &hallmark_core::TrustDomain, b: &pb::Bundle) -> Bundle {
+    let jwt_authorities = serde_json::from_str::<serde_json::Value>(&b.jwks)
+        .ok()
+        .and_then(|v| v.get("keys").and_then(|k| k.as_array()).cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|k| k.as_object().and_then(JwtAuthority::from_jwk))
+        .collect();
+    Bundle {
+        trust_domain: td.clone(),
+        x509_authorities: b.x509_authorities.clone(),
+        jwt_authorities,
+        sequence: b.sequence,
+        refresh_hint: hallmark_ca::bundle::DEFAULT_REFRESH_HINT,
+    }
+}
+
+fn entry_from_proto(e: pb::Entry) -> Option<Entry> {
+    Some(Entry {
+        spiffe_id: SpiffeId::new(&e.spiffe_id).ok()?,
+        parent_id: SpiffeId::new(&e.parent_id).ok()?,
+        selectors: e
+            .selectors
+            .iter()
+            .map(|s| s.parse().ok())
+            .collect::<Option<_>>()?,
+        owner: e.owner,
+        class: e.class.parse().unwrap_or(Class::Machine),
+        x509_ttl: Ttl::from_secs(e.x509_ttl_seconds).ok()?,
+        jwt_ttl: Ttl::from_secs(e.jwt_ttl_seconds).ok()?,
+        dns_names: e.dns_names,
+        hint: Some(e.hint).filter(|h| !h.is_empty()),
+        revision: e.revision,
+        created_at: 0,
+        updated_at: 0,
+        id: e.id,
+    })
+}
+
+/// Shared agent state.
+pub struct AgentInner {
+    /// Settings.
+    pub settings: AgentSettings,
+    /// Entries, bundle and SVIDs.
+    pub cache: Cache,
+    /// The workload attestor.
+    pub attestor: UnixAttestor,
+    anchors: SharedAnchors,
+    identity: RwLock<AgentIdentity>,
+    client: RwLock<NodeClient<Channel>>,
+}
+
+fn server_id(s: &AgentSettings) -> Result<SpiffeId, AgentError> {
+    s.trust_domain
+        .workload_id(&["hallmark", "server"])
+        .map_err(|e| AgentError::Tls(e.to_string()))
+}
+
+impl AgentInner {
+    fn client(&self) -> NodeClient<Channel> {
+        match self.client.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The agent's SPIFFE ID.
+    pub fn id(&self) -> SpiffeId {
+        match self.identity.read() {
+            Ok(i) => i.id.clone(),
+            Err(p) => p.into_inner().id.clone(),
+        }
+    }
+
+    fn identity(&self) -> AgentIdentity {
+        match self.identity.read() {
+            Ok(i) => i.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_bundle(&self, b: Bundle) {
+        if let Ok(mut a) = self.anchors.write() {
+            *a = b.x509_authorities.clone();
+        }
+        if let Err(e) = save_bundle(&self.settings.data_dir, &b) {
+            tracing::warn!(error = %e, "cannot persist bundle");
+        }
+        self.cache.set_bundle(b);
+    }
+
+    /// Mints a JWT-SVID through the server.
+    pub async fn mint_jwt(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<(String, i64), Status> {
+        let req = pb::MintJwtSvidRequest {
+            entry_id: entry_id.to_owned(),
+            audience: audience.to_vec(),
+        };
+        match self.client().mint_jwt_svid(req).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                Ok((r.token, r.expires_at))
+            }
+            Err(s) if s.code() == Code::PermissionDenied || s.code() == Code::NotFound => {
+                Err(Status::permission_denied("no identity issued"))
+            }
+            Err(s) if s.code() == Code::InvalidArgument => {
+                Err(Status::invalid_argument(s.message().to_owned()))
+            }
+            Err(s) => {
+                tracing::warn!(status = %s, "JWT-SVID mint failed");
+                Err(Status::unavailable("server unavailable"))
+            }
+        }
+    }
+
+    /// Applies one sync event from the server.
+    fn apply(&self, ev: sync_event::Event) {
+        match ev {
+            sync_event::Event::Snapshot(s) => {
+                if let Some(b) = &s.bundle {
+                    self.set_bundle(bundle_from_proto(&self.settings.trust_domain, b));
+                }
+                self.cache
+                    .replace_entries(s.entries.into_iter().filter_map(entry_from_proto).collect());
+            }
+            sync_event::Event::Upsert(e) => {
+                if let Some(e) = entry_from_proto(e) {
+                    self.cache.upsert_entry(e);
+                }
+            }
+            sync_event::Event::Delete(id) => self.cache.delete_entry(&id),
+            sync_event::Event::Bundle(b) => {
+                self.set_bundle(bundle_from_proto(&self.settings.trust_domain, &b))
+            }
+        }
+    }
+}
+
+/// The rotation point: half the lifetime, +-10% jitter.
+fn rotate_at(not_before: i64, not_after: i64) -> i64 {
+    let life = (not_after - not_before).max(2);
+    let jitter = life / 10;
+    let j = if jitter > 0 {
+        rand::Rng::random_range(&mut rand::rng(), -jitter..=jitter)
+    } else {
+        0
+    };
+    not_before + life / 2 + j
+}
+
+/// A running agent.
+pub struct RunningAgent {
+    /// Shared state.
+    pub inner: Arc<AgentInner>,
+    /// The Workload API socket.
+    pub socket_path: PathBuf,
+    tasks: JoinSet<Result<(), AgentError>>,
+}
+
+impl RunningAgent {
+    /// Runs until a task fails.
+    pub async fn wait(mut self) -> Result<(), AgentError> {
+        match self.tasks.join_next().await {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(AgentError::Io(format!("agent task failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), AgentError> {
+    let token = settings.join_token.clone().ok_or_else(|| {
+        AgentError::Attestation(
+            "no stored agent SVID is valid and no join token is configured (`join_token`)".into(),
+        )
+    })?;
+    let anchors = match &settings.bootstrap {
+        Bootstrap::Anchors(a) => Some(Arc::new(RwLock::new(a.clone()))),
+        Bootstrap::BundleFile(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| io_err(p, e))?;
+            Some(Arc::new(RwLock::new(
+                svid::pem_certs(&text).map_err(|e| io_err(p, e))?,
+            )))
+        }
+        Bootstrap::Insecure => None,
+        Bootstrap::None => {
+            return Err(AgentError::Attestation(
+                "no bundle to verify the server: set `trust_bundle_path` (or `insecure_bootstrap = true`)".into(),
+            ));
+        }
+    };
+    // The CSR carries no SPIFFE ID: the server assigns it from the token.
+    let kc = new_key_and_csr(&settings.trust_domain.id())
+        .map_err(|e| AgentError::Attestation(e.to_string()))?;
+    let mut client = server_conn::channel(
+        &settings.server_address,
+        Trust::Attest {
+            anchors,
+            server_id: server_id(settings)?,
+        },
+    )?;
+    let reply = client
+        .attest_node(pb::AttestNodeRequest {
+            join_token: token,
+            csr: kc.csr_der,
+        })
+        .await
+        .map_err(|s| AgentError::Attestation(s.message().to_owned()))?
+        .into_inner();
+    let identity = AgentIdentity::from_chain(reply.cert_chain, kc.key_pkcs8)?;
+    let bundle = reply
+        .bundle
+        .map(|b| bundle_from_proto(&settings.trust_domain, &b))
+        .ok_or_else(|| AgentError::Attestation("server sent no bundle".into()))?;
+    Ok((identity, bundle))
+}
+
+/// Starts the agent: resumes its stored identity or attests, then serves.
+pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
+    let dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err(&dir, e))?;
+    let now = now_unix();
+    let stored = AgentIdentity::load(&dir)?.filter(|i| i.not_after > now + 5);
+    let stored_bundle = std::fs::read_to_string(dir.join(BUNDLE_FILE))
+        .ok()
+        .and_then(|t| Bundle::from_spiffe_json(&settings.trust_domain, &t).ok());
+    let (identity, bundle) = match (stored, stored_bundle) {
+        (Some(i), Some(b)) => {
+            tracing::info!(agent = %i.id, "resuming with stored agent SVID");
+            (i, b)
+        }
+        _ => {
+            let (i, b) = attest(&settings).await?;
+            i.save(&dir)?;
+            save_bundle(&dir, &b)?;
+            tracing::info!(agent = %i.id, "node attested");
+            (i, b)
+        }
+    };
+    let anchors: SharedAnchors = Arc::new(RwLock::new(bundle.x509_authorities.clone()));
+    let client = server_conn::channel(
+        &settings.server_address,
+        Trust::Mtls {
+            anchors: anchors.clone(),
+            server_id: server_id(&settings)?,
+            chain: identity.chain.clone(),
+            key: identity.key.clone(),
+        },
+    )?;
+    let cache = Cache::default();
+    cache.set_bundle(bundle);
+    let inner = Arc::new(AgentInner {
+        settings,
+        cache,
+        attestor: UnixAttestor::new(),
+        anchors,
+        identity: RwLock::new(identity),
+        client: RwLock::new(client),
+    });
+
+    // The Workload API socket: reachable by every local user; attestation decides who gets what.
+    let socket_path = inner.settings.socket_path.clone();
+    if let Some(parent) = socket_path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_err(parent, e))?;
+    }
+    match std::fs::remove_file(&socket_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err(&socket_path, e)),
+    }
+    let listener = UnixListener::bind(&socket_path).map_err(|e| io_err(&socket_path, e))?;
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| io_err(&socket_path, e))?;
+
+    let mut tasks = JoinSet::new();
+    let api = workload_api::WorkloadApi::new(inner.clone());
+    let incoming = workload_api::incoming(listener);
+    tasks.spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(SpiffeWorkloadApiServer::new(api))
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(|e| AgentError::Io(format!("workload API: {e}")))
+    });
+    tasks.spawn(sync_loop(inner.clone()));
+    tasks.spawn(rotation_loop(inner.clone()));
+    tasks.spawn(renewal_loop(inner.clone()));
+    tracing::info!(agent = %inner.id(), socket = %socket_path.display(), "agent ready");
+    Ok(RunningAgent {
+        inner,
+        socket_path,
+        tasks,
+    })
+}
+
+/// Keeps a sync stream open; on any failure reconnects with backoff.
+async fn sync_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match agent.client().sync_entries(pb::SyncEntriesRequest {}).await {
+            Ok(resp) => {
+                let mut stream = resp.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(ev)) => {
+                            backoff = Duration::from_millis(200);
+                            if let Some(e) = ev.event {
+                                agent.apply(e);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(s) => {
+                            tracing::warn!(status = %s.message(), "entry sync stream ended");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), status = %s.message(), "cannot open entry sync")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Signs SVIDs for entries that need one and drops expired ones, every second
+/// and whenever the cache changes.
+async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
+    let mut version = agent.cache.subscribe();
+    let mut retry_after: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            r = version.changed() => if r.is_err() { return Ok(()) },
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let now = now_unix();
+        if agent.cache.expire(now) > 0 {
+            tracing::warn!("withdrew expired SVIDs that could not be renewed");
+        }
+        let due: Vec<Entry> = agent
+            .cache
+            .due(now)
+            .into_iter()
+            .filter(|e| retry_after.get(&e.id).is_none_or(|t| *t <= now))
+            .collect();
+        for chunk in due.chunks(500) {
+            let mut keys = std::collections::HashMap::new();
+            let mut requests = Vec::with_capacity(chunk.len());
+            for e in chunk {
+                match new_key_and_csr(&e.spiffe_id) {
+                    Ok(kc) => {
+                        requests.push(pb::SvidRequest {
+                            entry_id: e.id.clone(),
+                            csr: kc.csr_der,
+                        });
+                        keys.insert(e.id.clone(), (kc.key_pkcs8, e.revision));
+                    }
+                    Err(err) => tracing::error!(error = %err, "cannot generate workload key"),
+                }
+            }
+            let resp = match agent
+                .client()
+                .sign_x509_svids(pb::SignX509SvidsRequest { requests })
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) => {
+                    tracing::warn!(code = ?s.code(), status = %s.message(), "SVID signing failed; will retry");
+                    for e in chunk {
+                        retry_after.insert(e.id.clone(), now + 2);
+                    }
+                    continue;
+                }
+            };
+            for r in resp.results {
+                let Some((key, revision)) = keys.remove(&r.entry_id) else {
+                    continue;
+                };
+                if !r.error.is_empty() {
+                    tracing::warn!(entry = %r.entry_id, error = %r.error, "SVID refused");
+                    retry_after.insert(r.entry_id, now + 5);
+                    continue;
+                }
+                let Some(info) = r.cert_chain.first().and_then(|l| svid::parse_leaf(l).ok()) else {
+                    tracing::error!(entry = %r.entry_id, "server returned an unusable certificate");
+                    retry_after.insert(r.entry_id, now + 5);
+                    continue;
+                };
+                retry_after.remove(&r.entry_id);
+                agent.cache.put_svid(HeldSvid {
+                    entry_id: r.entry_id,
+                    revision,
+                    chain: r.cert_chain,
+                    key,
+                    not_before: info.not_before,
+                    not_after: info.not_after,
+                    rotate_at: rotate_at(info.not_before, info.not_after),
+                });
+            }
+        }
+        retry_after.retain(|_, t| *t > now - 60);
+    }
+}
+
+/// Renews the agent's own SVID past half its life and reconnects with it.
+async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let id = agent.identity();
+        let now = now_unix();
+        if now < id.not_before + (id.not_after - id.not_before) / 2 {
+            continue;
+        }
+        let kc = match new_key_and_csr(&id.id) {
+            Ok(kc) => kc,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot generate agent key");
+                continue;
+            }
+        };
+        match agent
+            .client()
+            .renew_agent(pb::RenewAgentRequest { csr: kc.csr_der })
+            .await
+        {
+            Ok(r) => {
+                let r = r.into_inner();
+                let new_id = match AgentIdentity::from_chain(r.cert_chain, kc.key_pkcs8) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        tracing::error!(error = %e, "server returned an unusable agent SVID");
+                        continue;
+                    }
+                };
+                if let Err(e) = new_id.save(&agent.settings.data_dir) {
+                    tracing::error!(error = %e, "cannot persist renewed agent SVID");
+                }
+                let trust = Trust::Mtls {
+                    anchors: agent.anchors.clone(),
+                    server_id: server_id(&agent.settings)?,
+                    chain: new_id.chain.clone(),
+                    key: new_id.key.clone(),
+                };
+                let client = server_conn::channel(&agent.settings.server_address, trust)?;
+                if let Ok(mut c) = agent.client.write() {
+                    *c = client;
+                }
+                if let Ok(mut i) = agent.identity.write() {
+                    *i = new_id;
+                }
+                tracing::info!("renewed agent SVID");
+            }
+            Err(s) => {
+                tracing::warn!(code = ?s.code(), status = %s.message(), "agent SVID renewal failed; will retry");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}

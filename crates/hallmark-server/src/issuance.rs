@@ -179,6 +179,20 @@ impl ServerState {
         Ok((agent_id, signed))
     }
 
+    /// Signs an agent SVID for the agent embedded in this process (`hallmark up`).
+    /// The caller is this process, so no attestation evidence is exchanged.
+    pub async fn attest_local(
+        &self,
+        agent_id: &SpiffeId,
+        csr: &[u8],
+    ) -> Result<SignedSvid, IssueError> {
+        let signed = self.sign_agent(agent_id, csr)?;
+        self.store
+            .upsert_node(agent_id.as_str(), "local", &signed.serial, signed.not_after)
+            .await?;
+        Ok(signed)
+    }
+
     /// Renews an authenticated agent's SVID.
     pub async fn renew_agent(
         &self,

@@ -1,1 +1,144 @@
-fn main() {}
+//! `hallmark`: the server, the agent, `up` (both in one process), and the admin CLI.
+
+mod api;
+mod client;
+mod commands;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Hallmark: verified, short-lived, governed workload identities (SPIFFE).
+#[derive(Parser)]
+#[command(name = "hallmark", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format for long-running commands.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the admin commands find the server.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// Admin API URL, e.g. http://127.0.0.1:8081.
+    #[arg(long, env = "HALLMARK_SERVER", global = true)]
+    server: Option<String>,
+    /// Admin bearer token.
+    #[arg(long, env = "HALLMARK_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (signing authorities, registry, agent API, admin API).
+    Server {
+        /// Server configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an agent (Workload API for this node).
+    Agent {
+        /// Agent configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run server and agent in one process on an embedded SQLite datastore.
+    ///
+    /// Writes DIR/env with SPIFFE_ENDPOINT_SOCKET, HALLMARK_SERVER and
+    /// HALLMARK_TOKEN, so `source DIR/env` makes every other command work.
+    /// Running it again on the same DIR resumes with the same CA, entries and tokens.
+    Up(up::UpArgs),
+    /// Manage registration entries.
+    Entry {
+        #[command(subcommand)]
+        cmd: commands::EntryCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Manage join tokens for node attestation.
+    Token {
+        #[command(subcommand)]
+        cmd: commands::TokenCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Ask the local Workload API what this process would receive.
+    Api {
+        #[command(subcommand)]
+        cmd: api::ApiCmd,
+    },
+    /// Show the trust bundle.
+    Bundle {
+        #[command(subcommand)]
+        cmd: commands::BundleCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HALLMARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Server { config } => {
+                init_logging(cli.log_format);
+                commands::run_server(&config).await
+            }
+            Command::Agent { config } => {
+                init_logging(cli.log_format);
+                commands::run_agent(&config).await
+            }
+            Command::Up(args) => {
+                init_logging(cli.log_format);
+                up::run(args).await
+            }
+            Command::Entry { cmd, conn } => commands::entry(cmd, &conn).await,
+            Command::Token { cmd, conn } => commands::token(cmd, &conn).await,
+            Command::Bundle { cmd, conn } => commands::bundle(cmd, &conn).await,
+            Command::Api { cmd } => api::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Unix workload attestation from kernel facts.
+//!
+//! The caller's process is pinned with a pidfd taken from the socket
+//! (SO_PEERPIDFD) at accept time. `/proc/<pid>` is read only while that pidfd
+//! still names a live process with that PID, and checked again afterwards: a
+//! PID recycled to another process can never lend it its identity.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
+
+use hallmark_core::{Selector, SelectorSet};
+use sha2::{Digest, Sha256};
+
+/// Why a caller could not be attested.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttestError {
+    /// The kernel gave no peer credentials.
+    #[error("no peer credentials on the connection")]
+    NoCredentials,
+    /// The process exited (or its PID was recycled) during attestation.
+    #[error("the calling process exited during attestation")]
+    Exited,
+    /// /proc could not be read or parsed.
+    #[error("cannot read process facts: {0}")]
+    Proc(String),
+}
+
+/// The identity facts the kernel reports for a connecting process.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// PID at connect time.
+    pub pid: i32,
+    /// A pidfd pinning that process, when the kernel supports SO_PEERPIDFD.
+    pub pidfd: Option<Arc<OwnedFd>>,
+}
+
+/// Parsed `/proc/<pid>/status` fields we use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcStatus {
+    /// Real uid.
+    pub uid: u32,
+    /// Real gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// Parses `/proc/<pid>/status`. Small and strict so that it can be fuzzed.
+pub fn parse_status(text: &str) -> Result<ProcStatus, AttestError> {
+    let mut uid = None;
+    let mut gid = None;
+    let mut groups = Vec::new();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let first = || {
+            v.split_whitespace()
+                .next()
+                .and_then(|x| x.parse::<u32>().ok())
+        };
+        match k {
+            "Uid" => uid = first(),
+            "Gid" => gid = first(),
+            "Groups" => {
+                for g in v.split_whitespace() {
+                    groups.push(
+                        g.parse()
+                            .map_err(|_| AttestError::Proc(format!("bad Groups entry `{g}`")))?,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    match (uid, gid) {
+        (Some(uid), Some(gid)) => Ok(ProcStatus { uid, gid, groups }),
+        _ => Err(AttestError::Proc("status has no Uid/Gid".into())),
+    }
+}
+
+/// Parses the `Pid:` line of `/proc/self/fdinfo/<pidfd>`: the PID the pidfd
+/// refers to, or `None` once that process has exited.
+pub fn parse_pidfd_fdinfo(text: &str) -> Option<i32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+}
+
+/// Parses field 22 (start time, clock ticks since boot) of `/proc/<pid>/stat`.
+/// The command name (field 2) may contain spaces and parentheses, so fields
+/// are counted from the last `)`.
+pub fn parse_stat_starttime(text: &str) -> Option<u64> {
+    let rest = &text[text.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Identity of an executable file's content, for the digest cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// Attests callers; caches executable digests by file identity.
+#[derive(Debug, Default, Clone)]
+pub struct UnixAttestor {
+    digests: Arc<Mutex<HashMap<FileKey, String>>>,
+}
+
+/// Most cached digests; the cache is cleared beyond this.
+const MAX_CACHED_DIGESTS: usize = 4096;
+
+impl UnixAttestor {
+    /// A new attestor with an empty digest cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Produces the caller's `unix:*` selectors. Blocking: call from a blocking task.
+    pub fn attest(&self, caller: &Caller) -> Result<SelectorSet, AttestError> {
+        let pid = caller.pid;
+        if pid <= 0 {
+            return Err(AttestError::NoCredentials);
+        }
+        let pinned = self.check_pinned(caller)?;
+        let proc_dir = format!("/proc/{pid}");
+        let status = std::fs::read_to_string(format!("{proc_dir}/status"))
+            .map_err(|_| AttestError::Exited)?;
+        let status = parse_status(&status)?;
+        let path = std::fs::read_link(format!("{proc_dir}/exe"))
+            .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        // Opening /proc/<pid>/exe yields the file actually running, even if the
+        // path has since been replaced or deleted.
+        let exe = File::open(format!("{proc_dir}/exe"))
+            .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let digest = self.digest(exe)?;
+        // Still the same live process? Then everything above described it.
+        let again = self.check_pinned(caller)?;
+        if again != pinned {
+            return Err(AttestError::Exited);
+        }
+
+        let mut set = SelectorSet::new();
+        let mut add = |k: &str, v: &str| {
+            if let Ok(s) = Selector::new("unix", k, v) {
+                set.insert(s);
+            }
+        };
+        add("uid", &status.uid.to_string());
+        add("gid", &status.gid.to_string());
+        for g in &status.groups {
+            add("supplementary_gid", &g.to_string());
+        }
+        if let Ok(Some(u)) = nix::unistd::User::from_uid(status.uid.into()) {
+            add("user", &u.name);
+        }
+        if let Ok(Some(g)) = nix::unistd::Group::from_gid(status.gid.into()) {
+            add("group", &g.name);
+        }
+        add("path", &path.to_string_lossy());
+        add("sha256", &digest);
+        Ok(set)
+    }
+
+    /// Confirms the caller's process is alive and still has its PID. Returns a
+    /// token that must be equal before and after reading /proc.
+    fn check_pinned(&self, caller: &Caller) -> Result<u64, AttestError> {
+        match &caller.pidfd {
+            Some(fd) => {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                    .map_err(|e| AttestError::Proc(format!("pidfd: {e}")))?;
+                match parse_pidfd_fdinfo(&info) {
+                    Some(p) if p == caller.pid => Ok(0),
+                    _ => Err(AttestError::Exited),
+                }
+            }
+            // Without a pidfd, the process start time tells a recycled PID apart.
+            None => {
+                let stat = std::fs::read_to_string(format!("/proc/{}/stat", caller.pid))
+                    .map_err(|_| AttestError::Exited)?;
+                parse_stat_starttime(&stat)
+                    .ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+            }
+        }
+    }
+
+    fn digest(&self, mut exe: File) -> Result<String, AttestError> {
+        let m = exe
+            .metadata()
+            .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let key = FileKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        };
+        if let Some(d) = self.digests.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(d);
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = exe
+                .read(&mut buf)
+                .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            h.update(buf.get(..n).unwrap_or_default());
+        }
+        let d = hex::encode(h.finalize());
+        if let Ok(mut c) = self.digests.lock() {
+            if c.len() >= MAX_CACHED_DIGESTS {
+                c.clear();
+            }
+            c.insert(key, d.clone());
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_parsing() {
+        let s =
+            "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nGroups:\t4 24 27 \n";
+        assert_eq!(
+            parse_status(s).unwrap(),
+            ProcStatus {
+                uid: 1000,
+                gid: 100,
+                groups: vec![4, 24, 27]
+            }
+        );
+        assert!(parse_status("Name: x\n").is_err());
+        assert!(parse_status("Uid:\tx\nGid:\t1\n").is_err());
+        assert!(parse_status("Uid:\t1\nGid:\t1\nGroups:\tz\n").is_err());
+    }
+
+    #[test]
+    fn fdinfo_and_stat_parsing() {
+        assert_eq!(
+            parse_pidfd_fdinfo("pos:\t0\nflags:\t02\nPid:\t4242\nNSpid:\t4242\n"),
+            Some(4242)
+        );
+        assert_eq!(parse_pidfd_fdinfo("Pid:\t-1\n"), None);
+        assert_eq!(parse_pidfd_fdinfo(""), None);
+        let stat =
+            "123 (a b) c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        assert_eq!(parse_stat_starttime(stat), Some(987_654));
+        assert_eq!(parse_stat_starttime("garbage"), None);
+    }
+
+    #[test]
+    fn attests_this_process() {
+        let me = std::process::id() as i32;
+        let a = UnixAttestor::new();
+        let set = a
+            .attest(&Caller {
+                pid: me,
+                pidfd: None,
+            })
+            .unwrap();
+        let uid = nix::unistd::getuid().as_raw().to_string();
+        assert!(set.iter().any(|s| s.key() == "uid" && s.value() == uid));
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let want = hex::encode(Sha256::digest(&exe));
+        assert!(set.iter().any(|s| s.key() == "sha256" && s.value() == want));
+        // Cached by file identity: the second call gives the same answer.
+        assert_eq!(
+            a.attest(&Caller {
+                pid: me,
+                pidfd: None
+            })
+            .unwrap(),
+            set
+        );
+        assert_eq!(a.digests.lock().unwrap().len(), 1);
+        assert!(
+            a.attest(&Caller {
+                pid: 0,
+                pidfd: None
+            })
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Agent configuration: TOML with every key checked.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use hallmark_core::TrustDomain;
+use serde::Deserialize;
+
+/// Why an agent configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentConfigError {
+    /// Not valid TOML, or an unknown or mistyped key.
+    #[error("config: {0}")]
+    Toml(String),
+    /// A value is out of range or malformed.
+    #[error("config `{key}`: {msg}")]
+    Value {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// The agent configuration file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Trust domain name.
+    pub trust_domain: String,
+    /// Server agent-API address, `host:port`.
+    pub server_address: String,
+    /// Directory for the agent's own SVID, key and bundle.
+    pub data_dir: PathBuf,
+    /// Workload API socket path; default `DATA_DIR/public/api.sock`.
+    #[serde(default)]
+    pub socket_path: Option<PathBuf>,
+    /// Join token for the first attestation.
+    #[serde(default)]
+    pub join_token: Option<String>,
+    /// PEM bundle to trust the server with on first contact.
+    #[serde(default)]
+    pub trust_bundle_path: Option<PathBuf>,
+    /// Trust any server certificate on first contact (the received bundle is pinned after).
+    #[serde(default)]
+    pub insecure_bootstrap: bool,
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Trust domain.
+    pub trust_domain: TrustDomain,
+    /// Server address.
+    pub server_address: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Workload API socket.
+    pub socket_path: PathBuf,
+    /// Join token.
+    pub join_token: Option<String>,
+    /// How to trust the server the first time.
+    pub bootstrap: Bootstrap,
+}
+
+/// How an agent with no stored bundle trusts the server on first contact.
+#[derive(Debug, Clone)]
+pub enum Bootstrap {
+    /// Trust these anchors (DER).
+    Anchors(Vec<Vec<u8>>),
+    /// Read anchors from a PEM file.
+    BundleFile(PathBuf),
+    /// Trust any server once.
+    Insecure,
+    /// No way given: only a stored bundle works.
+    None,
+}
+
+impl AgentConfig {
+    /// Parses TOML, then applies `HALLMARK_JOIN_TOKEN` and `HALLMARK_SERVER_ADDRESS` from `env`.
+    pub fn parse(text: &str, env: &HashMap<String, String>) -> Result<Self, AgentConfigError> {
+        let mut c: Self =
+            toml::from_str(text).map_err(|e| AgentConfigError::Toml(e.message().to_owned()))?;
+        if let Some(v) = env.get("HALLMARK_JOIN_TOKEN") {
+            c.join_token = Some(v.clone());
+        }
+        if let Some(v) = env.get("HALLMARK_SERVER_ADDRESS") {
+            c.server_address = v.clone();
+        }
+        Ok(c)
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<AgentSettings, AgentConfigError> {
+        let trust_domain =
+            TrustDomain::new(&self.trust_domain).map_err(|e| AgentConfigError::Value {
+                key: "trust_domain",
+                msg: e.to_string(),
+            })?;
+        if !self.server_address.contains(':') {
+            return Err(AgentConfigError::Value {
+                key: "server_address",
+                msg: format!("`{}` is not host:port", self.server_address),
+            });
+        }
+        let bootstrap = match (&self.trust_bundle_path, self.insecure_bootstrap) {
+            (Some(_), true) => {
+                return Err(AgentConfigError::Value {
+                    key: "insecure_bootstrap",
+                    msg: "give either `trust_bundle_path` or `insecure_bootstrap`, not both".into(),
+                });
+            }
+            (Some(p), false) => Bootstrap::BundleFile(p.clone()),
+            (None, true) => Bootstrap::Insecure,
+            (None, false) => Bootstrap::None,
+        };
+        Ok(AgentSettings {
+            trust_domain,
+            server_address: self.server_address.clone(),
+            socket_path: self
+                .socket_path
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("public").join("api.sock")),
+            data_dir: self.data_dir.clone(),
+            join_token: self.join_token.clone(),
+            bootstrap,
+        })
+    }
+}

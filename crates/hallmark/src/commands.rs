@@ -1,0 +1,414 @@
+//! The admin commands and the long-running `server` / `agent` commands.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use hallmark_core::{Selector, SpiffeId, Ttl};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::Conn;
+use crate::client::{Client, encode};
+
+/// `hallmark entry ...`
+#[derive(Subcommand)]
+pub enum EntryCmd {
+    /// Register a workload identity.
+    Create(EntryFields),
+    /// List entries.
+    List {
+        /// Only entries served by this agent.
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Show one entry.
+    Show {
+        /// Entry id.
+        id: String,
+    },
+    /// Change an entry; flags not given keep their value. Repeated flags replace the whole list.
+    Update {
+        /// Entry id.
+        id: String,
+        #[command(flatten)]
+        fields: EntryUpdate,
+    },
+    /// Delete an entry; agents drop its SVIDs within a second.
+    Delete {
+        /// Entry id.
+        id: String,
+    },
+}
+
+/// Fields of `entry create`.
+#[derive(clap::Args)]
+pub struct EntryFields {
+    /// SPIFFE ID to issue, e.g. spiffe://example.org/web.
+    #[arg(long)]
+    spiffe_id: String,
+    /// TYPE:KEY:VALUE a workload must show, e.g. unix:uid:1000. Repeat for several (all must match).
+    #[arg(long = "selector", required = true)]
+    selectors: Vec<String>,
+    /// SPIFFE ID of the agent that serves this entry (default under `up`: the local agent).
+    #[arg(long)]
+    parent: Option<String>,
+    /// Accountable owner (team name).
+    #[arg(long)]
+    owner: String,
+    /// Lifecycle class: machine (default), agent or human.
+    #[arg(long)]
+    class: Option<String>,
+    /// X.509-SVID lifetime, e.g. 1h (server default when omitted).
+    #[arg(long)]
+    x509_ttl: Option<String>,
+    /// JWT-SVID lifetime, e.g. 5m (server default when omitted).
+    #[arg(long)]
+    jwt_ttl: Option<String>,
+    /// DNS SAN for the X.509-SVID. Repeatable.
+    #[arg(long = "dns-name")]
+    dns_names: Vec<String>,
+    /// Hint that tells a workload's identities apart.
+    #[arg(long)]
+    hint: Option<String>,
+}
+
+/// Fields of `entry update`.
+#[derive(clap::Args)]
+pub struct EntryUpdate {
+    /// New SPIFFE ID.
+    #[arg(long)]
+    spiffe_id: Option<String>,
+    /// New selectors (replace all).
+    #[arg(long = "selector")]
+    selectors: Vec<String>,
+    /// New parent agent ID.
+    #[arg(long)]
+    parent: Option<String>,
+    /// New owner.
+    #[arg(long)]
+    owner: Option<String>,
+    /// New class.
+    #[arg(long)]
+    class: Option<String>,
+    /// New X.509 TTL.
+    #[arg(long)]
+    x509_ttl: Option<String>,
+    /// New JWT TTL.
+    #[arg(long)]
+    jwt_ttl: Option<String>,
+    /// New DNS names (replace all).
+    #[arg(long = "dns-name")]
+    dns_names: Vec<String>,
+    /// New hint (empty string removes it).
+    #[arg(long)]
+    hint: Option<String>,
+}
+
+/// `hallmark token ...`
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Create a single-use join token for an agent.
+    Create {
+        /// How long the token is valid, e.g. 10m.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+/// `hallmark bundle ...`
+#[derive(Subcommand)]
+pub enum BundleCmd {
+    /// Print the trust bundle.
+    Show {
+        /// pem (X.509 authorities) or jwks (the SPIFFE bundle document).
+        #[arg(long, default_value = "pem")]
+        format: String,
+    },
+}
+
+/// Checks flag values locally so a typo gets a one-line error before any network call.
+fn precheck(
+    spiffe_id: Option<&str>,
+    parent: Option<&str>,
+    selectors: &[String],
+    ttls: &[(&str, &Option<String>)],
+) -> anyhow::Result<()> {
+    if let Some(id) = spiffe_id {
+        SpiffeId::new(id)?;
+    }
+    if let Some(p) = parent {
+        SpiffeId::new(p)?;
+    }
+    for s in selectors {
+        s.parse::<Selector>()?;
+    }
+    for (flag, v) in ttls {
+        if let Some(v) = v {
+            Ttl::parse(v).with_context(|| format!("--{flag}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn print_entry(e: &Value) {
+    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
+    println!("Entry ID     : {}", s("id"));
+    println!("SPIFFE ID    : {}", s("spiffe_id"));
+    println!("Parent ID    : {}", s("parent_id"));
+    println!("Owner        : {}", s("owner"));
+    println!("Class        : {}", s("class"));
+    println!(
+        "X509 TTL     : {}",
+        hallmark_core::format_duration(std::time::Duration::from_secs(n("x509_ttl")))
+    );
+    println!(
+        "JWT TTL      : {}",
+        hallmark_core::format_duration(std::time::Duration::from_secs(n("jwt_ttl")))
+    );
+    for sel in e
+        .get("selectors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!("Selector     : {}", sel.as_str().unwrap_or(""));
+    }
+    for d in e
+        .get("dns_names")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!("DNS name     : {}", d.as_str().unwrap_or(""));
+    }
+    if let Some(h) = e.get("hint").and_then(Value::as_str) {
+        println!("Hint         : {h}");
+    }
+    println!("Revision     : {}", n("revision"));
+}
+
+fn emit(conn: &Conn, v: &Value, human: impl FnOnce(&Value)) -> anyhow::Result<()> {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        human(v);
+    }
+    Ok(())
+}
+
+/// `hallmark entry ...`
+pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
+    // Validate flags before needing a server, so mistakes are caught first.
+    match &cmd {
+        EntryCmd::Create(f) => precheck(
+            Some(&f.spiffe_id),
+            f.parent.as_deref(),
+            &f.selectors,
+            &[("x509-ttl", &f.x509_ttl), ("jwt-ttl", &f.jwt_ttl)],
+        )?,
+        EntryCmd::Update { fields: f, .. } => precheck(
+            f.spiffe_id.as_deref(),
+            f.parent.as_deref(),
+            &f.selectors,
+            &[("x509-ttl", &f.x509_ttl), ("jwt-ttl", &f.jwt_ttl)],
+        )?,
+        _ => {}
+    }
+    let c = Client::new(conn.server.clone(), conn.token.clone())?;
+    match cmd {
+        EntryCmd::Create(f) => {
+            let mut body = json!({
+                "spiffe_id": f.spiffe_id,
+                "selectors": f.selectors,
+                "owner": f.owner,
+                "dns_names": f.dns_names,
+            });
+            for (k, v) in [
+                ("parent_id", f.parent),
+                ("class", f.class),
+                ("x509_ttl", f.x509_ttl),
+                ("jwt_ttl", f.jwt_ttl),
+                ("hint", f.hint),
+            ] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
+            let e = c.json(Method::POST, "/v1/entries", Some(&body)).await?;
+            emit(conn, &e, print_entry)
+        }
+        EntryCmd::List { parent } => {
+            let path = match parent {
+                Some(p) => format!("/v1/entries?parent={}", encode(&p)),
+                None => "/v1/entries".to_owned(),
+            };
+            let v = c.json(Method::GET, &path, None).await?;
+            emit(conn, &v, |v| {
+                let list = v
+                    .get("entries")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                println!(
+                    "Found {} entr{}",
+                    list.len(),
+                    if list.len() == 1 { "y" } else { "ies" }
+                );
+                for e in &list {
+                    println!();
+                    print_entry(e);
+                }
+            })
+        }
+        EntryCmd::Show { id } => {
+            let e = c
+                .json(Method::GET, &format!("/v1/entries/{}", encode(&id)), None)
+                .await?;
+            emit(conn, &e, print_entry)
+        }
+        EntryCmd::Update { id, fields: f } => {
+            let path = format!("/v1/entries/{}", encode(&id));
+            let cur = c.json(Method::GET, &path, None).await?;
+            let revision = cur.get("revision").and_then(Value::as_u64);
+            let secs = |k: &str| cur.get(k).and_then(Value::as_u64).map(|s| format!("{s}s"));
+            let mut body = json!({
+                "spiffe_id": f.spiffe_id.clone().or_else(|| cur.get("spiffe_id").and_then(Value::as_str).map(str::to_owned)),
+                "parent_id": f.parent.clone().or_else(|| cur.get("parent_id").and_then(Value::as_str).map(str::to_owned)),
+                "selectors": if f.selectors.is_empty() { cur.get("selectors").cloned().unwrap_or(json!([])) } else { json!(f.selectors) },
+                "owner": f.owner.clone().or_else(|| cur.get("owner").and_then(Value::as_str).map(str::to_owned)),
+                "class": f.class.clone().or_else(|| cur.get("class").and_then(Value::as_str).map(str::to_owned)),
+                "x509_ttl": f.x509_ttl.clone().or_else(|| secs("x509_ttl")),
+                "jwt_ttl": f.jwt_ttl.clone().or_else(|| secs("jwt_ttl")),
+                "dns_names": if f.dns_names.is_empty() { cur.get("dns_names").cloned().unwrap_or(json!([])) } else { json!(f.dns_names) },
+            });
+            match f
+                .hint
+                .or_else(|| cur.get("hint").and_then(Value::as_str).map(str::to_owned))
+            {
+                Some(h) if !h.is_empty() => body["hint"] = json!(h),
+                _ => {}
+            }
+            let e = c
+                .send(Method::PUT, &path, Some(&body), revision)
+                .await?
+                .json()?;
+            emit(conn, &e, print_entry)
+        }
+        EntryCmd::Delete { id } => {
+            let e = c
+                .json(
+                    Method::DELETE,
+                    &format!("/v1/entries/{}", encode(&id)),
+                    None,
+                )
+                .await?;
+            emit(conn, &e, |e| {
+                println!(
+                    "Deleted entry {}",
+                    e.get("id").and_then(Value::as_str).unwrap_or("")
+                )
+            })
+        }
+    }
+}
+
+/// `hallmark token ...`
+pub async fn token(cmd: TokenCmd, conn: &Conn) -> anyhow::Result<()> {
+    let TokenCmd::Create { ttl } = cmd;
+    if let Some(t) = &ttl {
+        Ttl::parse(t).context("--ttl")?;
+    }
+    let c = Client::new(conn.server.clone(), conn.token.clone())?;
+    let body = match ttl {
+        Some(t) => json!({ "ttl": t }),
+        None => json!({}),
+    };
+    let v = c.json(Method::POST, "/v1/join-tokens", Some(&body)).await?;
+    emit(conn, &v, |v| {
+        println!(
+            "Agent ID : {}",
+            v.get("agent_id").and_then(Value::as_str).unwrap_or("")
+        );
+        println!(
+            "Expires  : {}",
+            v.get("expires_at").and_then(Value::as_i64).unwrap_or(0)
+        );
+        println!("{}", v.get("token").and_then(Value::as_str).unwrap_or(""));
+    })
+}
+
+/// `hallmark bundle ...`
+pub async fn bundle(cmd: BundleCmd, conn: &Conn) -> anyhow::Result<()> {
+    let BundleCmd::Show { format } = cmd;
+    if !matches!(format.as_str(), "pem" | "jwks") {
+        bail!("unknown bundle format `{format}` (pem, jwks)");
+    }
+    let c = Client::new(conn.server.clone(), conn.token.clone())?;
+    let r = c
+        .send(
+            Method::GET,
+            &format!("/v1/bundle?format={format}"),
+            None,
+            None,
+        )
+        .await?;
+    if !r.status.is_success() {
+        r.json()?;
+        bail!("bundle request failed");
+    }
+    print!("{}", String::from_utf8_lossy(&r.body));
+    if format == "jwks" {
+        println!();
+    }
+    Ok(())
+}
+
+fn env_map() -> HashMap<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("HALLMARK_"))
+        .collect()
+}
+
+fn read_config(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))
+}
+
+/// `hallmark server --config FILE`
+pub async fn run_server(config: &Path) -> anyhow::Result<()> {
+    let text = read_config(config)?;
+    let settings = hallmark_server::config::ServerConfig::parse(&text, &env_map())
+        .and_then(|c| c.validate())
+        .with_context(|| config.display().to_string())?;
+    let token_path = settings.data_dir.join("admin-token");
+    let running = hallmark_server::start(settings).await?;
+    running.state.ensure_admin_token(&token_path).await?;
+    println!("agent API: {}", running.agent_addr);
+    println!("admin API: http://{}", running.admin_addr);
+    println!("admin token: {}", token_path.display());
+    tokio::select! {
+        r = running.wait() => r?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// `hallmark agent --config FILE`
+pub async fn run_agent(config: &Path) -> anyhow::Result<()> {
+    let text = read_config(config)?;
+    let settings = hallmark_agent::config::AgentConfig::parse(&text, &env_map())
+        .and_then(|c| c.validate())
+        .with_context(|| config.display().to_string())?;
+    let running = hallmark_agent::start(settings).await?;
+    println!(
+        "SPIFFE_ENDPOINT_SOCKET=unix://{}",
+        running.socket_path.display()
+    );
+    tokio::select! {
+        r = running.wait() => r?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
