@@ -58,20 +58,13 @@ pub fn parse_status(text: &str) -> Result<ProcStatus, AttestError> {
         let Some((k, v)) = line.split_once(':') else {
             continue;
         };
-        let first = || {
-            v.split_whitespace()
-                .next()
-                .and_then(|x| x.parse::<u32>().ok())
-        };
+        let first = || v.split_whitespace().next().and_then(|x| x.parse::<u32>().ok());
         match k {
             "Uid" => uid = first(),
             "Gid" => gid = first(),
             "Groups" => {
                 for g in v.split_whitespace() {
-                    groups.push(
-                        g.parse()
-                            .map_err(|_| AttestError::Proc(format!("bad Groups entry `{g}`")))?,
-                    );
+                    groups.push(g.parse().map_err(|_| AttestError::Proc(format!("bad Groups entry `{g}`")))?);
                 }
             }
             _ => {}
@@ -86,10 +79,7 @@ pub fn parse_status(text: &str) -> Result<ProcStatus, AttestError> {
 /// Parses the `Pid:` line of `/proc/self/fdinfo/<pidfd>`: the PID the pidfd
 /// refers to, or `None` once that process has exited.
 pub fn parse_pidfd_fdinfo(text: &str) -> Option<i32> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("Pid:"))
-        .and_then(|v| v.trim().parse::<i32>().ok())
-        .filter(|p| *p > 0)
+    text.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse::<i32>().ok()).filter(|p| *p > 0)
 }
 
 /// Parses field 22 (start time, clock ticks since boot) of `/proc/<pid>/stat`.
@@ -133,15 +123,12 @@ impl UnixAttestor {
         }
         let pinned = self.check_pinned(caller)?;
         let proc_dir = format!("/proc/{pid}");
-        let status = std::fs::read_to_string(format!("{proc_dir}/status"))
-            .map_err(|_| AttestError::Exited)?;
+        let status = std::fs::read_to_string(format!("{proc_dir}/status")).map_err(|_| AttestError::Exited)?;
         let status = parse_status(&status)?;
-        let path = std::fs::read_link(format!("{proc_dir}/exe"))
-            .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let path = std::fs::read_link(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         // Opening /proc/<pid>/exe yields the file actually running, even if the
         // path has since been replaced or deleted.
-        let exe = File::open(format!("{proc_dir}/exe"))
-            .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let exe = File::open(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         let digest = self.digest(exe)?;
         // Still the same live process? Then everything above described it.
         let again = self.check_pinned(caller)?;
@@ -185,18 +172,15 @@ impl UnixAttestor {
             }
             // Without a pidfd, the process start time tells a recycled PID apart.
             None => {
-                let stat = std::fs::read_to_string(format!("/proc/{}/stat", caller.pid))
-                    .map_err(|_| AttestError::Exited)?;
-                parse_stat_starttime(&stat)
-                    .ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+                let stat =
+                    std::fs::read_to_string(format!("/proc/{}/stat", caller.pid)).map_err(|_| AttestError::Exited)?;
+                parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
             }
         }
     }
 
     fn digest(&self, mut exe: File) -> Result<String, AttestError> {
-        let m = exe
-            .metadata()
-            .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let m = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         let key = FileKey {
             dev: m.dev(),
             ino: m.ino(),
@@ -210,9 +194,7 @@ impl UnixAttestor {
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = exe
-                .read(&mut buf)
-                .map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+            let n = exe.read(&mut buf).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
             if n == 0 {
                 break;
             }
@@ -235,16 +217,8 @@ mod tests {
 
     #[test]
     fn status_parsing() {
-        let s =
-            "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nGroups:\t4 24 27 \n";
-        assert_eq!(
-            parse_status(s).unwrap(),
-            ProcStatus {
-                uid: 1000,
-                gid: 100,
-                groups: vec![4, 24, 27]
-            }
-        );
+        let s = "Name:\tx\nUid:\t1000\t1000\t1000\t1000\nGid:\t100\t100\t100\t100\nGroups:\t4 24 27 \n";
+        assert_eq!(parse_status(s).unwrap(), ProcStatus { uid: 1000, gid: 100, groups: vec![4, 24, 27] });
         assert!(parse_status("Name: x\n").is_err());
         assert!(parse_status("Uid:\tx\nGid:\t1\n").is_err());
         assert!(parse_status("Uid:\t1\nGid:\t1\nGroups:\tz\n").is_err());
@@ -252,14 +226,10 @@ mod tests {
 
     #[test]
     fn fdinfo_and_stat_parsing() {
-        assert_eq!(
-            parse_pidfd_fdinfo("pos:\t0\nflags:\t02\nPid:\t4242\nNSpid:\t4242\n"),
-            Some(4242)
-        );
+        assert_eq!(parse_pidfd_fdinfo("pos:\t0\nflags:\t02\nPid:\t4242\nNSpid:\t4242\n"), Some(4242));
         assert_eq!(parse_pidfd_fdinfo("Pid:\t-1\n"), None);
         assert_eq!(parse_pidfd_fdinfo(""), None);
-        let stat =
-            "123 (a b) c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        let stat = "123 (a b) c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
         assert_eq!(parse_stat_starttime(stat), Some(987_654));
         assert_eq!(parse_stat_starttime("garbage"), None);
     }
@@ -268,33 +238,15 @@ mod tests {
     fn attests_this_process() {
         let me = std::process::id() as i32;
         let a = UnixAttestor::new();
-        let set = a
-            .attest(&Caller {
-                pid: me,
-                pidfd: None,
-            })
-            .unwrap();
+        let set = a.attest(&Caller { pid: me, pidfd: None }).unwrap();
         let uid = nix::unistd::getuid().as_raw().to_string();
         assert!(set.iter().any(|s| s.key() == "uid" && s.value() == uid));
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let want = hex::encode(Sha256::digest(&exe));
         assert!(set.iter().any(|s| s.key() == "sha256" && s.value() == want));
         // Cached by file identity: the second call gives the same answer.
-        assert_eq!(
-            a.attest(&Caller {
-                pid: me,
-                pidfd: None
-            })
-            .unwrap(),
-            set
-        );
+        assert_eq!(a.attest(&Caller { pid: me, pidfd: None }).unwrap(), set);
         assert_eq!(a.digests.lock().unwrap().len(), 1);
-        assert!(
-            a.attest(&Caller {
-                pid: 0,
-                pidfd: None
-            })
-            .is_err()
-        );
+        assert!(a.attest(&Caller { pid: 0, pidfd: None }).is_err());
     }
 }

@@ -81,10 +81,7 @@ pub struct Cache {
 
 impl Default for Cache {
     fn default() -> Self {
-        Self {
-            inner: RwLock::new(Inner::default()),
-            version: watch::channel(0).0,
-        }
+        Self { inner: RwLock::new(Inner::default()), version: watch::channel(0).0 }
     }
 }
 
@@ -128,10 +125,8 @@ impl Cache {
     /// SVID only while the identity it certifies is unchanged.
     pub fn upsert_entry(&self, e: Entry) {
         self.write(|i| {
-            let identity_changed = i
-                .entries
-                .get(&e.id)
-                .is_some_and(|old| old.spiffe_id != e.spiffe_id || old.dns_names != e.dns_names);
+            let identity_changed =
+                i.entries.get(&e.id).is_some_and(|old| old.spiffe_id != e.spiffe_id || old.dns_names != e.dns_names);
             if identity_changed {
                 i.svids.remove(&e.id);
             }
@@ -168,13 +163,7 @@ impl Cache {
     /// Entries the workload's selectors match, ordered by SPIFFE ID then id,
     /// so the default identity (the first) is stable.
     pub fn matching(&self, selectors: &SelectorSet) -> Vec<Entry> {
-        let mut v: Vec<Entry> = self.read(|i| {
-            i.entries
-                .values()
-                .filter(|e| e.matches(selectors))
-                .cloned()
-                .collect()
-        });
+        let mut v: Vec<Entry> = self.read(|i| i.entries.values().filter(|e| e.matches(selectors)).cloned().collect());
         v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id).then_with(|| a.id.cmp(&b.id)));
         v
     }
@@ -247,12 +236,7 @@ impl Cache {
 
     /// A held JWT for (entry, audiences) still before its refresh point.
     pub fn jwt(&self, entry_id: &str, aud: &[String], now: i64) -> Option<HeldJwt> {
-        self.read(|i| {
-            i.jwts
-                .get(&(entry_id.to_owned(), aud.to_vec()))
-                .filter(|j| j.refresh_at > now)
-                .cloned()
-        })
+        self.read(|i| i.jwts.get(&(entry_id.to_owned(), aud.to_vec())).filter(|j| j.refresh_at > now).cloned())
     }
 
     /// Keeps a JWT for reuse until its refresh point.

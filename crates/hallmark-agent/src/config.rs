@@ -80,8 +80,7 @@ pub enum Bootstrap {
 impl AgentConfig {
     /// Parses TOML, then applies `HALLMARK_JOIN_TOKEN` and `HALLMARK_SERVER_ADDRESS` from `env`.
     pub fn parse(text: &str, env: &HashMap<String, String>) -> Result<Self, AgentConfigError> {
-        let mut c: Self =
-            toml::from_str(text).map_err(|e| AgentConfigError::Toml(e.message().to_owned()))?;
+        let mut c: Self = toml::from_str(text).map_err(|e| AgentConfigError::Toml(e.message().to_owned()))?;
         if let Some(v) = env.get("HALLMARK_JOIN_TOKEN") {
             c.join_token = Some(v.clone());
         }
@@ -93,11 +92,8 @@ impl AgentConfig {
 
     /// Checks every value.
     pub fn validate(&self) -> Result<AgentSettings, AgentConfigError> {
-        let trust_domain =
-            TrustDomain::new(&self.trust_domain).map_err(|e| AgentConfigError::Value {
-                key: "trust_domain",
-                msg: e.to_string(),
-            })?;
+        let trust_domain = TrustDomain::new(&self.trust_domain)
+            .map_err(|e| AgentConfigError::Value { key: "trust_domain", msg: e.to_string() })?;
         if !self.server_address.contains(':') {
             return Err(AgentConfigError::Value {
                 key: "server_address",
@@ -118,10 +114,7 @@ impl AgentConfig {
         Ok(AgentSettings {
             trust_domain,
             server_address: self.server_address.clone(),
-            socket_path: self
-                .socket_path
-                .clone()
-                .unwrap_or_else(|| self.data_dir.join("public").join("api.sock")),
+            socket_path: self.socket_path.clone().unwrap_or_else(|| self.data_dir.join("public").join("api.sock")),
             data_dir: self.data_dir.clone(),
             join_token: self.join_token.clone(),
             bootstrap,

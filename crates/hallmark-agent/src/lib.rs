@@ -78,23 +78,14 @@ fn io_err(p: &Path, e: impl std::fmt::Display) -> AgentError {
 
 impl AgentIdentity {
     fn from_chain(chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self, AgentError> {
-        let leaf = chain
-            .first()
-            .ok_or_else(|| AgentError::Attestation("empty agent SVID chain".into()))?;
+        let leaf = chain.first().ok_or_else(|| AgentError::Attestation("empty agent SVID chain".into()))?;
         let info = svid::parse_leaf(leaf).map_err(|e| AgentError::Attestation(e.to_string()))?;
-        Ok(Self {
-            id: info.spiffe_id,
-            not_before: info.not_before,
-            not_after: info.not_after,
-            chain,
-            key,
-        })
+        Ok(Self { id: info.spiffe_id, not_before: info.not_before, not_after: info.not_after, chain, key })
     }
 
     /// Writes the identity to `dir` (key 0600).
     pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
-        write_secret_file(&dir.join(IDENTITY_KEY), &self.key)
-            .map_err(|e| AgentError::Io(e.to_string()))?;
+        write_secret_file(&dir.join(IDENTITY_KEY), &self.key).map_err(|e| AgentError::Io(e.to_string()))?;
         let p = dir.join(IDENTITY_CHAIN);
         std::fs::write(&p, svid::to_pem(&self.chain)).map_err(|e| io_err(&p, e))
     }
@@ -114,9 +105,7 @@ impl AgentIdentity {
 
 /// Stores a bundle where a restarted agent will find it.
 pub fn save_bundle(dir: &Path, b: &Bundle) -> Result<(), AgentError> {
-    let doc = b
-        .to_spiffe_json()
-        .map_err(|e| AgentError::Io(e.to_string()))?;
+    let doc = b.to_spiffe_json().map_err(|e| AgentError::Io(e.to_string()))?;
     let p = dir.join(BUNDLE_FILE);
     std::fs::write(&p, doc.to_string()).map_err(|e| io_err(&p, e))
 }
@@ -142,11 +131,7 @@ fn entry_from_proto(e: pb::Entry) -> Option<Entry> {
     Some(Entry {
         spiffe_id: SpiffeId::new(&e.spiffe_id).ok()?,
         parent_id: SpiffeId::new(&e.parent_id).ok()?,
-        selectors: e
-            .selectors
-            .iter()
-            .map(|s| s.parse().ok())
-            .collect::<Option<_>>()?,
+        selectors: e.selectors.iter().map(|s| s.parse().ok()).collect::<Option<_>>()?,
         owner: e.owner,
         class: e.class.parse().unwrap_or(Class::Machine),
         x509_ttl: Ttl::from_secs(e.x509_ttl_seconds).ok()?,
@@ -174,9 +159,7 @@ pub struct AgentInner {
 }
 
 fn server_id(s: &AgentSettings) -> Result<SpiffeId, AgentError> {
-    s.trust_domain
-        .workload_id(&["hallmark", "server"])
-        .map_err(|e| AgentError::Tls(e.to_string()))
+    s.trust_domain.workload_id(&["hallmark", "server"]).map_err(|e| AgentError::Tls(e.to_string()))
 }
 
 impl AgentInner {
@@ -213,15 +196,8 @@ impl AgentInner {
     }
 
     /// Mints a JWT-SVID through the server.
-    pub async fn mint_jwt(
-        &self,
-        entry_id: &str,
-        audience: &[String],
-    ) -> Result<(String, i64), Status> {
-        let req = pb::MintJwtSvidRequest {
-            entry_id: entry_id.to_owned(),
-            audience: audience.to_vec(),
-        };
+    pub async fn mint_jwt(&self, entry_id: &str, audience: &[String]) -> Result<(String, i64), Status> {
+        let req = pb::MintJwtSvidRequest { entry_id: entry_id.to_owned(), audience: audience.to_vec() };
         match self.client().mint_jwt_svid(req).await {
             Ok(r) => {
                 let r = r.into_inner();
@@ -230,9 +206,7 @@ impl AgentInner {
             Err(s) if s.code() == Code::PermissionDenied || s.code() == Code::NotFound => {
                 Err(Status::permission_denied("no identity issued"))
             }
-            Err(s) if s.code() == Code::InvalidArgument => {
-                Err(Status::invalid_argument(s.message().to_owned()))
-            }
+            Err(s) if s.code() == Code::InvalidArgument => Err(Status::invalid_argument(s.message().to_owned())),
             Err(s) => {
                 tracing::warn!(status = %s, "JWT-SVID mint failed");
                 Err(Status::unavailable("server unavailable"))
@@ -247,8 +221,7 @@ impl AgentInner {
                 if let Some(b) = &s.bundle {
                     self.set_bundle(bundle_from_proto(&self.settings.trust_domain, b));
                 }
-                self.cache
-                    .replace_entries(s.entries.into_iter().filter_map(entry_from_proto).collect());
+                self.cache.replace_entries(s.entries.into_iter().filter_map(entry_from_proto).collect());
             }
             sync_event::Event::Upsert(e) => {
                 if let Some(e) = entry_from_proto(e) {
@@ -256,9 +229,7 @@ impl AgentInner {
                 }
             }
             sync_event::Event::Delete(id) => self.cache.delete_entry(&id),
-            sync_event::Event::Bundle(b) => {
-                self.set_bundle(bundle_from_proto(&self.settings.trust_domain, &b))
-            }
+            sync_event::Event::Bundle(b) => self.set_bundle(bundle_from_proto(&self.settings.trust_domain, &b)),
         }
     }
 }
@@ -267,11 +238,7 @@ impl AgentInner {
 fn rotate_at(not_before: i64, not_after: i64) -> i64 {
     let life = (not_after - not_before).max(2);
     let jitter = life / 10;
-    let j = if jitter > 0 {
-        rand::Rng::random_range(&mut rand::rng(), -jitter..=jitter)
-    } else {
-        0
-    };
+    let j = if jitter > 0 { rand::Rng::random_range(&mut rand::rng(), -jitter..=jitter) } else { 0 };
     not_before + life / 2 + j
 }
 
@@ -297,17 +264,13 @@ impl RunningAgent {
 
 async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), AgentError> {
     let token = settings.join_token.clone().ok_or_else(|| {
-        AgentError::Attestation(
-            "no stored agent SVID is valid and no join token is configured (`join_token`)".into(),
-        )
+        AgentError::Attestation("no stored agent SVID is valid and no join token is configured (`join_token`)".into())
     })?;
     let anchors = match &settings.bootstrap {
         Bootstrap::Anchors(a) => Some(Arc::new(RwLock::new(a.clone()))),
         Bootstrap::BundleFile(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| io_err(p, e))?;
-            Some(Arc::new(RwLock::new(
-                svid::pem_certs(&text).map_err(|e| io_err(p, e))?,
-            )))
+            Some(Arc::new(RwLock::new(svid::pem_certs(&text).map_err(|e| io_err(p, e))?)))
         }
         Bootstrap::Insecure => None,
         Bootstrap::None => {
@@ -317,20 +280,11 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
         }
     };
     // The CSR carries no SPIFFE ID: the server assigns it from the token.
-    let kc = new_key_and_csr(&settings.trust_domain.id())
-        .map_err(|e| AgentError::Attestation(e.to_string()))?;
-    let mut client = server_conn::channel(
-        &settings.server_address,
-        Trust::Attest {
-            anchors,
-            server_id: server_id(settings)?,
-        },
-    )?;
+    let kc = new_key_and_csr(None).map_err(|e| AgentError::Attestation(e.to_string()))?;
+    let mut client =
+        server_conn::channel(&settings.server_address, Trust::Attest { anchors, server_id: server_id(settings)? })?;
     let reply = client
-        .attest_node(pb::AttestNodeRequest {
-            join_token: token,
-            csr: kc.csr_der,
-        })
+        .attest_node(pb::AttestNodeRequest { join_token: token, csr: kc.csr_der })
         .await
         .map_err(|s| AgentError::Attestation(s.message().to_owned()))?
         .into_inner();
@@ -346,8 +300,7 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
 pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
     let dir = settings.data_dir.clone();
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| io_err(&dir, e))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_err(&dir, e))?;
     let now = now_unix();
     let stored = AgentIdentity::load(&dir)?.filter(|i| i.not_after > now + 5);
     let stored_bundle = std::fs::read_to_string(dir.join(BUNDLE_FILE))
@@ -391,8 +344,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
     let socket_path = inner.settings.socket_path.clone();
     if let Some(parent) = socket_path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| io_err(parent, e))?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).map_err(|e| io_err(parent, e))?;
     }
     match std::fs::remove_file(&socket_path) {
         Ok(()) => {}
@@ -417,11 +369,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
     tasks.spawn(rotation_loop(inner.clone()));
     tasks.spawn(renewal_loop(inner.clone()));
     tracing::info!(agent = %inner.id(), socket = %socket_path.display(), "agent ready");
-    Ok(RunningAgent {
-        inner,
-        socket_path,
-        tasks,
-    })
+    Ok(RunningAgent { inner, socket_path, tasks })
 }
 
 /// Keeps a sync stream open; on any failure reconnects with backoff.
@@ -470,32 +418,21 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
         if agent.cache.expire(now) > 0 {
             tracing::warn!("withdrew expired SVIDs that could not be renewed");
         }
-        let due: Vec<Entry> = agent
-            .cache
-            .due(now)
-            .into_iter()
-            .filter(|e| retry_after.get(&e.id).is_none_or(|t| *t <= now))
-            .collect();
+        let due: Vec<Entry> =
+            agent.cache.due(now).into_iter().filter(|e| retry_after.get(&e.id).is_none_or(|t| *t <= now)).collect();
         for chunk in due.chunks(500) {
             let mut keys = std::collections::HashMap::new();
             let mut requests = Vec::with_capacity(chunk.len());
             for e in chunk {
-                match new_key_and_csr(&e.spiffe_id) {
+                match new_key_and_csr(Some(&e.spiffe_id)) {
                     Ok(kc) => {
-                        requests.push(pb::SvidRequest {
-                            entry_id: e.id.clone(),
-                            csr: kc.csr_der,
-                        });
+                        requests.push(pb::SvidRequest { entry_id: e.id.clone(), csr: kc.csr_der });
                         keys.insert(e.id.clone(), (kc.key_pkcs8, e.revision));
                     }
                     Err(err) => tracing::error!(error = %err, "cannot generate workload key"),
                 }
             }
-            let resp = match agent
-                .client()
-                .sign_x509_svids(pb::SignX509SvidsRequest { requests })
-                .await
-            {
+            let resp = match agent.client().sign_x509_svids(pb::SignX509SvidsRequest { requests }).await {
                 Ok(r) => r.into_inner(),
                 Err(s) => {
                     tracing::warn!(code = ?s.code(), status = %s.message(), "SVID signing failed; will retry");
@@ -527,7 +464,7 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
                     key,
                     not_before: info.not_before,
                     not_after: info.not_after,
-                    rotate_at: rotate_at(info.not_before, info.not_after),
+                    rotate_at: rotate_at(now_unix(), info.not_after),
                 });
             }
         }
@@ -541,21 +478,19 @@ async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let id = agent.identity();
         let now = now_unix();
+        // Backdating makes not_before earlier than issuance; renewing at the
+        // midpoint of the certificate's span is still well before expiry.
         if now < id.not_before + (id.not_after - id.not_before) / 2 {
             continue;
         }
-        let kc = match new_key_and_csr(&id.id) {
+        let kc = match new_key_and_csr(Some(&id.id)) {
             Ok(kc) => kc,
             Err(e) => {
                 tracing::error!(error = %e, "cannot generate agent key");
                 continue;
             }
         };
-        match agent
-            .client()
-            .renew_agent(pb::RenewAgentRequest { csr: kc.csr_der })
-            .await
-        {
+        match agent.client().renew_agent(pb::RenewAgentRequest { csr: kc.csr_der }).await {
             Ok(r) => {
                 let r = r.into_inner();
                 let new_id = match AgentIdentity::from_chain(r.cert_chain, kc.key_pkcs8) {
@@ -587,6 +522,21 @@ async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
                 tracing::warn!(code = ?s.code(), status = %s.message(), "agent SVID renewal failed; will retry");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rotate_at;
+
+    #[test]
+    fn rotation_point_is_near_half_remaining_life() {
+        for _ in 0..100 {
+            let r = rotate_at(1000, 1000 + 3600);
+            assert!((1000 + 1800 - 360..=1000 + 1800 + 360).contains(&r), "{r}");
+            let short = rotate_at(1000, 1004);
+            assert!((1001..=1003).contains(&short), "{short}");
         }
     }
 }

@@ -43,14 +43,8 @@ pub fn channel(addr: &str, trust: Trust) -> Result<NodeClient<Channel>, AgentErr
         .map_err(|e| AgentError::Tls(e.to_string()))?
         .dangerous();
     let mut cfg = match trust {
-        Trust::Mtls {
-            anchors,
-            server_id,
-            chain,
-            key,
-        } => {
-            let verifier: Arc<dyn ServerCertVerifier> =
-                Arc::new(ServerIdVerifier::new(anchors, server_id));
+        Trust::Mtls { anchors, server_id, chain, key } => {
+            let verifier: Arc<dyn ServerCertVerifier> = Arc::new(ServerIdVerifier::new(anchors, server_id));
             let certs = chain.into_iter().map(CertificateDer::from).collect();
             let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
             builder
@@ -63,9 +57,7 @@ pub fn channel(addr: &str, trust: Trust) -> Result<NodeClient<Channel>, AgentErr
                 Some(a) => Arc::new(ServerIdVerifier::new(a, server_id)),
                 None => Arc::new(InsecureBootstrapVerifier::default()),
             };
-            builder
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth()
+            builder.with_custom_certificate_verifier(verifier).with_no_client_auth()
         }
     };
     cfg.alpn_protocols = vec![b"h2".to_vec()];

@@ -17,10 +17,9 @@ use futures_util::Stream;
 use hallmark_core::{SelectorSet, SpiffeId, now_unix};
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use hallmark_proto::workload::{
-    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
-    ValidateJwtsvidRequest, ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse,
-    WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid,
-    X509svidRequest, X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse, WitsvidRequest, WitsvidResponse,
+    X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest, X509svidResponse,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
@@ -54,21 +53,13 @@ impl Connected for UdsConn {
 }
 
 impl AsyncRead for UdsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for UdsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -89,12 +80,8 @@ pub fn incoming(listener: UnixListener) -> ReceiverStream<io::Result<UdsConn>> {
                 Ok((stream, _)) => {
                     let pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     let pidfd: Option<OwnedFd> =
-                        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerPidfd)
-                            .ok();
-                    let caller = pid.map(|pid| Caller {
-                        pid,
-                        pidfd: pidfd.map(Arc::new),
-                    });
+                        nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerPidfd).ok();
+                    let caller = pid.map(|pid| Caller { pid, pidfd: pidfd.map(Arc::new) });
                     if tx.send(Ok(UdsConn { stream, caller })).await.is_err() {
                         return;
                     }
@@ -123,15 +110,8 @@ impl WorkloadApi {
 
     /// Checks the security header and attests the caller.
     async fn admit<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
-        if req
-            .metadata()
-            .get("workload.spiffe.io")
-            .and_then(|v| v.to_str().ok())
-            != Some("true")
-        {
-            return Err(Status::invalid_argument(
-                "security header `workload.spiffe.io: true` is missing",
-            ));
+        if req.metadata().get("workload.spiffe.io").and_then(|v| v.to_str().ok()) != Some("true") {
+            return Err(Status::invalid_argument("security header `workload.spiffe.io: true` is missing"));
         }
         let caller = req
             .extensions()
@@ -220,11 +200,7 @@ fn x509_message(
         }
         return Err(no_identity());
     }
-    let bundle = agent
-        .cache
-        .bundle()
-        .map(|b| b.x509_der())
-        .unwrap_or_default();
+    let bundle = agent.cache.bundle().map(|b| b.x509_der()).unwrap_or_default();
     Ok(Some(X509svidResponse {
         svids: svids
             .into_iter()
@@ -248,14 +224,11 @@ fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
         serde_json::Value::Bool(b) => Kind::BoolValue(*b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Kind::StringValue(s.clone()),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.iter().map(json_to_prost).collect(),
-        }),
+        serde_json::Value::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.iter().map(json_to_prost).collect() })
+        }
         serde_json::Value::Object(o) => Kind::StructValue(prost_types::Struct {
-            fields: o
-                .iter()
-                .map(|(k, v)| (k.clone(), json_to_prost(v)))
-                .collect::<BTreeMap<_, _>>(),
+            fields: o.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect::<BTreeMap<_, _>>(),
         }),
     };
     prost_types::Value { kind: Some(kind) }
@@ -270,9 +243,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let selectors = self.admit_identified(&req).await?;
-        let stream = watch_stream(self.agent.clone(), move |agent, waiting| {
-            x509_message(agent, &selectors, waiting)
-        });
+        let stream = watch_stream(self.agent.clone(), move |agent, waiting| x509_message(agent, &selectors, waiting));
         Ok(Response::new(stream))
     }
 
@@ -288,18 +259,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 return Ok(None);
             };
             let bundles = HashMap::from([(trust_domain_key(agent), b.x509_der())]);
-            Ok(Some(X509BundlesResponse {
-                crl: Vec::new(),
-                bundles,
-            }))
+            Ok(Some(X509BundlesResponse { crl: Vec::new(), bundles }))
         });
         Ok(Response::new(stream))
     }
 
-    async fn fetch_jwtsvid(
-        &self,
-        req: Request<JwtsvidRequest>,
-    ) -> Result<Response<JwtsvidResponse>, Status> {
+    async fn fetch_jwtsvid(&self, req: Request<JwtsvidRequest>) -> Result<Response<JwtsvidResponse>, Status> {
         if req.get_ref().audience.is_empty() {
             // Check the header first: a request without it is InvalidArgument either way.
             self.admit(&req).await?;
@@ -307,19 +272,14 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let selectors = self.admit(&req).await?;
         let r = req.into_inner();
-        if r.audience.len() > MAX_AUDIENCES
-            || r.audience
-                .iter()
-                .any(|a| a.is_empty() || a.len() > MAX_AUDIENCE_LEN)
-        {
+        if r.audience.len() > MAX_AUDIENCES || r.audience.iter().any(|a| a.is_empty() || a.len() > MAX_AUDIENCE_LEN) {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_AUDIENCES} audiences, each 1-{MAX_AUDIENCE_LEN} bytes"
             )));
         }
         let mut entries = self.agent.cache.matching(&selectors);
         if !r.spiffe_id.is_empty() {
-            let want =
-                SpiffeId::new(&r.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let want = SpiffeId::new(&r.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
             entries.retain(|e| e.spiffe_id == want);
         }
         if entries.is_empty() {
@@ -336,11 +296,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                     self.agent.cache.put_jwt(
                         &e.id,
                         &r.audience,
-                        HeldJwt {
-                            token: token.clone(),
-                            expires_at,
-                            refresh_at,
-                        },
+                        HeldJwt { token: token.clone(), expires_at, refresh_at },
                     );
                     token
                 }
@@ -383,11 +339,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if r.svid.is_empty() {
             return Err(Status::invalid_argument("svid is required"));
         }
-        let bundle = self
-            .agent
-            .cache
-            .bundle()
-            .ok_or_else(|| Status::unavailable("no bundle yet"))?;
+        let bundle = self.agent.cache.bundle().ok_or_else(|| Status::unavailable("no bundle yet"))?;
         let claims = hallmark_ca::jwt::validate(
             &r.svid,
             &r.audience,
@@ -396,11 +348,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             now_unix(),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let fields = claims
-            .all
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_prost(v)))
-            .collect();
+        let fields = claims.all.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect();
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: claims.spiffe_id.to_string(),
             claims: Some(prost_types::Struct { fields }),
@@ -409,10 +357,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     type FetchWITSVIDStream = Streamed<WitsvidResponse>;
 
-    async fn fetch_witsvid(
-        &self,
-        _req: Request<WitsvidRequest>,
-    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+    async fn fetch_witsvid(&self, _req: Request<WitsvidRequest>) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
         Err(Status::unimplemented("WIT-SVIDs are not supported"))
     }
 

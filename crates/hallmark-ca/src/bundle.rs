@@ -31,10 +31,7 @@ impl JwtAuthority {
         jwk.insert("crv".into(), crv.into());
         jwk.insert("x".into(), B64.encode(x).into());
         jwk.insert("y".into(), B64.encode(y).into());
-        Self {
-            kid: kid.to_owned(),
-            jwk,
-        }
+        Self { kid: kid.to_owned(), jwk }
     }
 
     /// Reads a `jwt-svid` JWK; `None` if it is not one we can use.
@@ -46,10 +43,7 @@ impl JwtAuthority {
         if kid.is_empty() || !matches!(jwk.get("kty")?.as_str()?, "EC" | "RSA") {
             return None;
         }
-        Some(Self {
-            kid: kid.to_owned(),
-            jwk: jwk.clone(),
-        })
+        Some(Self { kid: kid.to_owned(), jwk: jwk.clone() })
     }
 
     /// The key id.
@@ -81,10 +75,7 @@ impl JwtAuthority {
         if self.jwk.get("kty")?.as_str()? != "RSA" {
             return None;
         }
-        Some((
-            B64.decode(self.jwk.get("n")?.as_str()?).ok()?,
-            B64.decode(self.jwk.get("e")?.as_str()?).ok()?,
-        ))
+        Some((B64.decode(self.jwk.get("n")?.as_str()?).ok()?, B64.decode(self.jwk.get("e")?.as_str()?).ok()?))
     }
 }
 
@@ -116,11 +107,7 @@ impl Bundle {
 
     /// The JWT keys alone as a JWKS (the Workload API's FetchJWTBundles value).
     pub fn jwt_jwks(&self) -> String {
-        let keys: Vec<Value> = self
-            .jwt_authorities
-            .iter()
-            .map(|a| Value::Object(a.jwk.clone()))
-            .collect();
+        let keys: Vec<Value> = self.jwt_authorities.iter().map(|a| Value::Object(a.jwk.clone())).collect();
         json!({ "keys": keys }).to_string()
     }
 
@@ -133,11 +120,7 @@ impl Bundle {
             jwk.insert("x5c".into(), json!([STANDARD.encode(der)]));
             keys.push(Value::Object(jwk));
         }
-        keys.extend(
-            self.jwt_authorities
-                .iter()
-                .map(|a| Value::Object(a.jwk.clone())),
-        );
+        keys.extend(self.jwt_authorities.iter().map(|a| Value::Object(a.jwk.clone())));
         Ok(json!({
             "keys": keys,
             "spiffe_sequence": self.sequence,
@@ -148,8 +131,7 @@ impl Bundle {
     /// Reads a SPIFFE bundle document. Keys with unknown `use` or `kty`, or
     /// `x509-svid` keys without `x5c`, are ignored as the standard requires.
     pub fn from_spiffe_json(td: &TrustDomain, text: &str) -> Result<Self, CaError> {
-        let doc: Value = serde_json::from_str(text)
-            .map_err(|e| CaError::Cert(format!("bundle is not JSON: {e}")))?;
+        let doc: Value = serde_json::from_str(text).map_err(|e| CaError::Cert(format!("bundle is not JSON: {e}")))?;
         let keys = doc
             .get("keys")
             .and_then(Value::as_array)
@@ -158,30 +140,18 @@ impl Bundle {
             trust_domain: td.clone(),
             x509_authorities: Vec::new(),
             jwt_authorities: Vec::new(),
-            sequence: doc
-                .get("spiffe_sequence")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            refresh_hint: doc
-                .get("spiffe_refresh_hint")
-                .and_then(Value::as_u64)
-                .unwrap_or(DEFAULT_REFRESH_HINT),
+            sequence: doc.get("spiffe_sequence").and_then(Value::as_u64).unwrap_or(0),
+            refresh_hint: doc.get("spiffe_refresh_hint").and_then(Value::as_u64).unwrap_or(DEFAULT_REFRESH_HINT),
         };
         for k in keys {
             let Some(jwk) = k.as_object() else { continue };
             match jwk.get("use").and_then(Value::as_str) {
                 Some("x509-svid") => {
-                    let first = jwk
-                        .get("x5c")
-                        .and_then(Value::as_array)
-                        .and_then(|a| a.first())
-                        .and_then(Value::as_str);
+                    let first =
+                        jwk.get("x5c").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str);
                     if let Some(c) = first {
-                        let der = STANDARD
-                            .decode(c)
-                            .map_err(|_| CaError::Cert("x5c is not base64".into()))?;
-                        X509Certificate::from_der(&der)
-                            .map_err(|e| CaError::Cert(format!("x5c certificate: {e}")))?;
+                        let der = STANDARD.decode(c).map_err(|_| CaError::Cert("x5c is not base64".into()))?;
+                        X509Certificate::from_der(&der).map_err(|e| CaError::Cert(format!("x5c certificate: {e}")))?;
                         b.x509_authorities.push(der);
                     }
                 }
@@ -195,8 +165,7 @@ impl Bundle {
 
 /// The JWK public members (`kty`, `crv`/`x`/`y` or `n`/`e`) of a certificate's key.
 fn public_jwk(der: &[u8]) -> Result<Map<String, Value>, CaError> {
-    let (_, cert) = X509Certificate::from_der(der)
-        .map_err(|e| CaError::Cert(format!("authority certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CaError::Cert(format!("authority certificate: {e}")))?;
     let spki = cert.public_key();
     let mut jwk = Map::new();
     match spki.parsed() {
@@ -209,10 +178,7 @@ fn public_jwk(der: &[u8]) -> Result<Map<String, Value>, CaError> {
                 66 => "P-521",
                 _ => return Err(CaError::Cert("unsupported EC curve in authority".into())),
             };
-            let (x, y) = raw
-                .get(1..)
-                .map(|xy| xy.split_at(half))
-                .unwrap_or((&[], &[]));
+            let (x, y) = raw.get(1..).map(|xy| xy.split_at(half)).unwrap_or((&[], &[]));
             jwk.insert("kty".into(), "EC".into());
             jwk.insert("crv".into(), crv.into());
             jwk.insert("x".into(), B64.encode(x).into());
@@ -220,11 +186,7 @@ fn public_jwk(der: &[u8]) -> Result<Map<String, Value>, CaError> {
         }
         Ok(PublicKey::RSA(rsa)) => {
             jwk.insert("kty".into(), "RSA".into());
-            jwk.insert(
-                "n".into(),
-                B64.encode(rsa.modulus.strip_prefix(&[0]).unwrap_or(rsa.modulus))
-                    .into(),
-            );
+            jwk.insert("n".into(), B64.encode(rsa.modulus.strip_prefix(&[0]).unwrap_or(rsa.modulus)).into());
             jwk.insert("e".into(), B64.encode(rsa.exponent).into());
         }
         _ => return Err(CaError::Cert("unsupported key type in authority".into())),
@@ -260,7 +222,8 @@ mod tests {
         let back = Bundle::from_spiffe_json(&td, &doc.to_string()).unwrap();
         assert_eq!(back, b);
         // Unknown `use` and missing x5c are ignored, not errors.
-        let odd = r#"{"keys":[{"kty":"EC","use":"other"},{"kty":"EC","use":"x509-svid"},{"kty":"EC","use":"jwt-svid"}]}"#;
+        let odd =
+            r#"{"keys":[{"kty":"EC","use":"other"},{"kty":"EC","use":"x509-svid"},{"kty":"EC","use":"jwt-svid"}]}"#;
         let parsed = Bundle::from_spiffe_json(&td, odd).unwrap();
         assert!(parsed.x509_authorities.is_empty() && parsed.jwt_authorities.is_empty());
         assert!(Bundle::from_spiffe_json(&td, "{}").is_err());

@@ -5,9 +5,7 @@
 //! (only `alg`, `kid`, `typ`) in our hands and adds no dependency.
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    self, EcdsaKeyPair, KeyPair as _, RsaPublicKeyComponents, UnparsedPublicKey,
-};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, RsaPublicKeyComponents, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hallmark_core::SpiffeId;
@@ -77,20 +75,15 @@ pub struct JwtKey {
 
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("JwtKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
 impl JwtKey {
     /// Generates a new key; its `kid` is derived from the public key.
     pub fn generate() -> Result<Self, CaError> {
-        let doc = EcdsaKeyPair::generate_pkcs8(
-            &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            &SystemRandom::new(),
-        )
-        .map_err(|_| CaError::Key("cannot generate JWT key".into()))?;
+        let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| CaError::Key("cannot generate JWT key".into()))?;
         Self::from_pkcs8(doc.as_ref())
     }
 
@@ -98,14 +91,9 @@ impl JwtKey {
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, CaError> {
         let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
             .map_err(|_| CaError::Key("JWT key is not an EC P-256 PKCS#8 key".into()))?;
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
         let kid = B64.encode(&digest.as_ref()[..18]);
-        Ok(Self {
-            kid,
-            key,
-            pkcs8: der.to_vec(),
-        })
+        Ok(Self { kid, key, pkcs8: der.to_vec() })
     }
 
     /// Loads a key from a PKCS#8 PEM document.
@@ -128,10 +116,7 @@ impl JwtKey {
     pub fn authority(&self) -> JwtAuthority {
         let point = self.key.public_key().as_ref();
         // Uncompressed SEC1 point: 0x04 || x (32) || y (32).
-        let (x, y) = point
-            .get(1..)
-            .map(|xy| xy.split_at(xy.len() / 2))
-            .unwrap_or((&[], &[]));
+        let (x, y) = point.get(1..).map(|xy| xy.split_at(xy.len() / 2)).unwrap_or((&[], &[]));
         JwtAuthority::ec(&self.kid, "P-256", x, y)
     }
 
@@ -146,16 +131,11 @@ impl JwtKey {
         issuer: Option<&str>,
     ) -> Result<String, CaError> {
         let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let mut claims =
-            json!({"sub": sub.as_str(), "aud": aud, "exp": exp, "iat": iat, "jti": jti});
+        let mut claims = json!({"sub": sub.as_str(), "aud": aud, "exp": exp, "iat": iat, "jti": jti});
         if let (Some(iss), Some(obj)) = (issuer, claims.as_object_mut()) {
             obj.insert("iss".into(), Value::String(iss.to_owned()));
         }
-        let signing_input = format!(
-            "{}.{}",
-            B64.encode(header.to_string()),
-            B64.encode(claims.to_string())
-        );
+        let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let sig = self
             .key
             .sign(&SystemRandom::new(), signing_input.as_bytes())
@@ -165,9 +145,7 @@ impl JwtKey {
 }
 
 fn b64_json(part: &str) -> Result<Map<String, Value>, JwtError> {
-    let bytes = B64
-        .decode(part)
-        .map_err(|_| JwtError::Malformed("part is not base64url"))?;
+    let bytes = B64.decode(part).map_err(|_| JwtError::Malformed("part is not base64url"))?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(JwtError::Malformed("part is not a JSON object")),
@@ -186,9 +164,7 @@ pub fn validate(
         return Err(JwtError::Malformed("token too long"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwtError::Malformed("not three dot-separated parts"));
     };
     let header = b64_json(h)?;
@@ -197,29 +173,19 @@ pub fn validate(
             return Err(JwtError::Header(format!("`{k}`")));
         }
     }
-    if let Some(typ) = header.get("typ") {
-        if !matches!(typ.as_str(), Some("JWT" | "JOSE")) {
-            return Err(JwtError::Header("`typ` must be JWT or JOSE".into()));
-        }
+    if let Some(typ) = header.get("typ")
+        && !matches!(typ.as_str(), Some("JWT" | "JOSE"))
+    {
+        return Err(JwtError::Header("`typ` must be JWT or JOSE".into()));
     }
-    let alg = header
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or(JwtError::Malformed("no `alg` header"))?;
+    let alg = header.get("alg").and_then(Value::as_str).ok_or(JwtError::Malformed("no `alg` header"))?;
     let claims = b64_json(c)?;
-    let sub = claims
-        .get("sub")
-        .and_then(Value::as_str)
-        .ok_or(JwtError::Claim("sub"))?;
+    let sub = claims.get("sub").and_then(Value::as_str).ok_or(JwtError::Claim("sub"))?;
     let spiffe_id = SpiffeId::new(sub).map_err(|_| JwtError::Claim("sub"))?;
     if spiffe_id.trust_domain_name() != trust_domain {
-        return Err(JwtError::TrustDomain(
-            spiffe_id.trust_domain_name().to_owned(),
-        ));
+        return Err(JwtError::TrustDomain(spiffe_id.trust_domain_name().to_owned()));
     }
-    let sig = B64
-        .decode(s)
-        .map_err(|_| JwtError::Malformed("signature is not base64url"))?;
+    let sig = B64.decode(s).map_err(|_| JwtError::Malformed("signature is not base64url"))?;
     let signing_input = &token[..h.len() + 1 + c.len()];
     let kid = header.get("kid").and_then(Value::as_str);
     let candidates: Vec<&JwtAuthority> = match kid {
@@ -243,50 +209,35 @@ pub fn validate(
     if !verified {
         return Err(JwtError::Signature);
     }
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .ok_or(JwtError::Claim("exp"))?;
+    let exp = claims.get("exp").and_then(Value::as_i64).ok_or(JwtError::Claim("exp"))?;
     if exp <= now {
         return Err(JwtError::Expired);
     }
-    if let Some(nbf) = claims.get("nbf") {
-        if nbf.as_i64().ok_or(JwtError::Claim("nbf"))? > now {
-            return Err(JwtError::NotYetValid);
-        }
+    if let Some(nbf) = claims.get("nbf")
+        && nbf.as_i64().ok_or(JwtError::Claim("nbf"))? > now
+    {
+        return Err(JwtError::NotYetValid);
     }
     let aud_ok = match claims.get("aud") {
         Some(Value::String(a)) => a == audience,
-        Some(Value::Array(list)) if !list.is_empty() => {
-            list.iter().any(|a| a.as_str() == Some(audience))
-        }
+        Some(Value::Array(list)) if !list.is_empty() => list.iter().any(|a| a.as_str() == Some(audience)),
         _ => return Err(JwtError::Claim("aud")),
     };
     if !aud_ok {
         return Err(JwtError::Audience(audience.to_owned()));
     }
     let jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
-    Ok(JwtClaims {
-        spiffe_id,
-        jti,
-        expires_at: exp,
-        all: claims,
-    })
+    Ok(JwtClaims { spiffe_id, jti, expires_at: exp, all: claims })
 }
 
 fn verify_sig(alg: &str, a: &JwtAuthority, msg: &[u8], sig: &[u8]) -> Result<(), JwtError> {
-    let ec =
-        |alg: &'static signature::EcdsaVerificationAlgorithm, crv: &str| -> Result<(), JwtError> {
-            let point = a.ec_point(crv).ok_or(JwtError::Signature)?;
-            UnparsedPublicKey::new(alg, point)
-                .verify(msg, sig)
-                .map_err(|_| JwtError::Signature)
-        };
+    let ec = |alg: &'static signature::EcdsaVerificationAlgorithm, crv: &str| -> Result<(), JwtError> {
+        let point = a.ec_point(crv).ok_or(JwtError::Signature)?;
+        UnparsedPublicKey::new(alg, point).verify(msg, sig).map_err(|_| JwtError::Signature)
+    };
     let rsa = |alg: &'static signature::RsaParameters| -> Result<(), JwtError> {
         let (n, e) = a.rsa_components().ok_or(JwtError::Signature)?;
-        RsaPublicKeyComponents { n, e }
-            .verify(alg, msg, sig)
-            .map_err(|_| JwtError::Signature)
+        RsaPublicKeyComponents { n, e }.verify(alg, msg, sig).map_err(|_| JwtError::Signature)
     };
     match alg {
         "ES256" => ec(&signature::ECDSA_P256_SHA256_FIXED, "P-256"),
@@ -310,10 +261,7 @@ mod tests {
         let now = hallmark_core::now_unix();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let aud: Vec<String> = aud.iter().map(|s| s.to_string()).collect();
-        (
-            key.mint(&id, &aud, now, now + exp_in, "j1", None).unwrap(),
-            now,
-        )
+        (key.mint(&id, &aud, now, now + exp_in, "j1", None).unwrap(), now)
     }
 
     #[test]
@@ -333,51 +281,24 @@ mod tests {
         let other = JwtKey::generate().unwrap();
         let (tok, now) = mint(&key, &["db"], 300);
         let auth = [key.authority()];
-        assert_eq!(
-            validate(&tok, "web", "example.org", &auth, now),
-            Err(JwtError::Audience("web".into()))
-        );
-        assert!(matches!(
-            validate(&tok, "db", "example.org", &[other.authority()], now),
-            Err(JwtError::UnknownKey(_))
-        ));
-        assert_eq!(
-            validate(&tok, "db", "example.org", &auth, now + 301),
-            Err(JwtError::Expired)
-        );
-        assert!(matches!(
-            validate(&tok, "db", "other.org", &auth, now),
-            Err(JwtError::TrustDomain(_))
-        ));
+        assert_eq!(validate(&tok, "web", "example.org", &auth, now), Err(JwtError::Audience("web".into())));
+        assert!(matches!(validate(&tok, "db", "example.org", &[other.authority()], now), Err(JwtError::UnknownKey(_))));
+        assert_eq!(validate(&tok, "db", "example.org", &auth, now + 301), Err(JwtError::Expired));
+        assert!(matches!(validate(&tok, "db", "other.org", &auth, now), Err(JwtError::TrustDomain(_))));
         // A tampered payload no longer verifies.
         let mut parts: Vec<String> = tok.split('.').map(str::to_owned).collect();
         let mut claims = b64_json(&parts[1]).unwrap();
         claims.insert("sub".into(), "spiffe://example.org/admin".into());
         parts[1] = B64.encode(Value::Object(claims).to_string());
-        assert_eq!(
-            validate(&parts.join("."), "db", "example.org", &auth, now),
-            Err(JwtError::Signature)
-        );
+        assert_eq!(validate(&parts.join("."), "db", "example.org", &auth, now), Err(JwtError::Signature));
         // Extra header, alg none.
         let hdr = B64.encode(r#"{"alg":"ES256","kid":"x","jku":"http://evil"}"#);
         let t = format!("{hdr}.{}.{}", parts[1], parts[2]);
-        assert!(matches!(
-            validate(&t, "db", "example.org", &auth, now),
-            Err(JwtError::Header(_))
-        ));
+        assert!(matches!(validate(&t, "db", "example.org", &auth, now), Err(JwtError::Header(_))));
         let hdr = B64.encode(r#"{"alg":"none"}"#);
         let t = format!("{hdr}.{}.", tok.split('.').nth(1).unwrap());
-        assert!(matches!(
-            validate(&t, "db", "example.org", &auth, now),
-            Err(JwtError::Algorithm(_))
-        ));
-        for junk in [
-            "",
-            "a.b",
-            "a.b.c.d",
-            "!!.!!.!!",
-            &"a".repeat(MAX_TOKEN_LEN + 1),
-        ] {
+        assert!(matches!(validate(&t, "db", "example.org", &auth, now), Err(JwtError::Algorithm(_))));
+        for junk in ["", "a.b", "a.b.c.d", "!!.!!.!!", &"a".repeat(MAX_TOKEN_LEN + 1)] {
             assert!(validate(junk, "db", "example.org", &auth, now).is_err());
         }
     }

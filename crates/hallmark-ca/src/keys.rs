@@ -13,50 +13,36 @@ use crate::CaError;
 pub struct KeyAndCsr {
     /// The private key, PKCS#8 DER. Never logged.
     pub key_pkcs8: Vec<u8>,
-    /// The PKCS#10 request, DER, carrying `id` as its only URI SAN.
+    /// The PKCS#10 request, DER, carrying the requested ID (if any) as its only URI SAN.
     pub csr_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for KeyAndCsr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyAndCsr")
-            .field("key_pkcs8", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("KeyAndCsr").field("key_pkcs8", &"<redacted>").finish_non_exhaustive()
     }
 }
 
-/// Generates an EC P-256 key locally and a CSR asking for `id`.
-pub fn new_key_and_csr(id: &SpiffeId) -> Result<KeyAndCsr, CaError> {
-    let key =
-        KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Key(e.to_string()))?;
+/// Generates an EC P-256 key locally and a CSR asking for `id`, or for no
+/// identity at all when the server assigns it (node attestation).
+pub fn new_key_and_csr(id: Option<&SpiffeId>) -> Result<KeyAndCsr, CaError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Key(e.to_string()))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    let uri = id
-        .as_str()
-        .try_into()
-        .map_err(|_| CaError::Cert(format!("`{id}` is not an IA5 string")))?;
-    params.subject_alt_names = vec![SanType::URI(uri)];
+    if let Some(id) = id {
+        let uri = id.as_str().try_into().map_err(|_| CaError::Cert(format!("`{id}` is not an IA5 string")))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+    }
     let csr = params.serialize_request(&key)?;
-    Ok(KeyAndCsr {
-        key_pkcs8: key.serialize_der(),
-        csr_der: csr.der().to_vec(),
-    })
+    Ok(KeyAndCsr { key_pkcs8: key.serialize_der(), csr_der: csr.der().to_vec() })
 }
 
 /// Writes `bytes` to `path` with mode 0600, atomically (write a temporary file, then rename).
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
-    let io = |source| CaError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| CaError::Io { path: path.display().to_string(), source };
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
     f.write_all(bytes).map_err(io)?;
     f.sync_all().map_err(io)?;
     drop(f);
@@ -65,10 +51,7 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
 
 /// Reads a file that holds a secret, refusing it if group or others may read it.
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, CaError> {
-    let io = |source| CaError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io = |source| CaError::Io { path: path.display().to_string(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -90,10 +73,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("k.pem");
         write_secret_file(&p, b"secret").unwrap();
-        assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(read_secret_file(&p).unwrap(), b"secret");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = read_secret_file(&p).unwrap_err().to_string();

@@ -24,16 +24,14 @@ pub struct LeafInfo {
 /// URI SAN holding a SPIFFE ID with a path, `cA=false`, key usage present and
 /// critical with digitalSignature and without keyCertSign/cRLSign.
 pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
-    let (rest, cert) = X509Certificate::from_der(der)
-        .map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
     if !rest.is_empty() {
         return Err(CaError::Cert("trailing bytes after certificate".into()));
     }
     let spiffe_id = spiffe_id_of(&cert)?;
     if spiffe_id.path().is_empty() {
-        return Err(CaError::Cert(format!(
-            "leaf SPIFFE ID `{spiffe_id}` has no path"
-        )));
+        return Err(CaError::Cert(format!("leaf SPIFFE ID `{spiffe_id}` has no path")));
     }
     let mut saw_ku = false;
     for ext in cert.extensions() {
@@ -46,7 +44,9 @@ pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
                     return Err(CaError::Cert("leaf key usage is not critical".into()));
                 }
                 if !ku.digital_signature() || ku.key_cert_sign() || ku.crl_sign() {
-                    return Err(CaError::Cert("leaf key usage must have digitalSignature and neither keyCertSign nor cRLSign".into()));
+                    return Err(CaError::Cert(
+                        "leaf key usage must have digitalSignature and neither keyCertSign nor cRLSign".into(),
+                    ));
                 }
                 saw_ku = true;
             }
@@ -79,28 +79,22 @@ pub fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, CaError> {
     match uris.as_slice() {
         [one] => SpiffeId::new(one).map_err(|e| CaError::Cert(e.to_string())),
         [] => Err(CaError::Cert("certificate has no URI SAN".into())),
-        _ => Err(CaError::Cert(
-            "certificate has more than one URI SAN".into(),
-        )),
+        _ => Err(CaError::Cert("certificate has more than one URI SAN".into())),
     }
 }
 
 /// `not_after` of a DER certificate, unix seconds.
 pub fn not_after(der: &[u8]) -> Result<i64, CaError> {
-    let (_, cert) = X509Certificate::from_der(der)
-        .map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
     Ok(cert.validity().not_after.timestamp())
 }
 
 /// Splits concatenated DER certificates (the Workload API bundle encoding) and PEM.
 pub fn pem_certs(pem_text: &str) -> Result<Vec<Vec<u8>>, CaError> {
-    let items =
-        pem::parse_many(pem_text).map_err(|e| CaError::Cert(format!("invalid PEM: {e}")))?;
-    let certs: Vec<Vec<u8>> = items
-        .into_iter()
-        .filter(|p| p.tag() == "CERTIFICATE")
-        .map(|p| p.into_contents())
-        .collect();
+    let items = pem::parse_many(pem_text).map_err(|e| CaError::Cert(format!("invalid PEM: {e}")))?;
+    let certs: Vec<Vec<u8>> =
+        items.into_iter().filter(|p| p.tag() == "CERTIFICATE").map(|p| p.into_contents()).collect();
     if certs.is_empty() {
         return Err(CaError::Cert("no CERTIFICATE block in PEM".into()));
     }
@@ -109,8 +103,5 @@ pub fn pem_certs(pem_text: &str) -> Result<Vec<Vec<u8>>, CaError> {
 
 /// Encodes DER certificates as PEM.
 pub fn to_pem(certs: &[Vec<u8>]) -> String {
-    certs
-        .iter()
-        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.clone())))
-        .collect()
+    certs.iter().map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.clone()))).collect()
 }

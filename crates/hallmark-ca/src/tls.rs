@@ -33,22 +33,13 @@ pub fn verify_chain(
     usage: webpki::KeyUsage,
     algs: &WebPkiSupportedAlgorithms,
 ) -> Result<SpiffeId, TlsError> {
-    let (leaf, intermediates) = chain
-        .split_first()
-        .ok_or(TlsError::NoCertificatesPresented)?;
-    let anchor_ders: Vec<CertificateDer<'_>> = anchors
-        .iter()
-        .map(|a| CertificateDer::from(a.as_slice()))
-        .collect();
-    let trust: Vec<_> = anchor_ders
-        .iter()
-        .filter_map(|a| webpki::anchor_from_trusted_cert(a).ok())
-        .collect();
+    let (leaf, intermediates) = chain.split_first().ok_or(TlsError::NoCertificatesPresented)?;
+    let anchor_ders: Vec<CertificateDer<'_>> = anchors.iter().map(|a| CertificateDer::from(a.as_slice())).collect();
+    let trust: Vec<_> = anchor_ders.iter().filter_map(|a| webpki::anchor_from_trusted_cert(a).ok()).collect();
     if trust.is_empty() {
         return Err(TlsError::General("no trust anchors".into()));
     }
-    let ee = webpki::EndEntityCert::try_from(leaf)
-        .map_err(|e| TlsError::General(format!("bad certificate: {e}")))?;
+    let ee = webpki::EndEntityCert::try_from(leaf).map_err(|e| TlsError::General(format!("bad certificate: {e}")))?;
     ee.verify_for_usage(algs.all, &trust, intermediates, now, usage, None, None)
         .map_err(|e| TlsError::General(format!("certificate does not verify: {e}")))?;
     let info = svid::parse_leaf(leaf.as_ref()).map_err(|e| TlsError::General(e.to_string()))?;
@@ -73,11 +64,7 @@ pub struct ServerIdVerifier {
 impl ServerIdVerifier {
     /// Verifies servers against `anchors`, accepting only `expected`.
     pub fn new(anchors: SharedAnchors, expected: SpiffeId) -> Self {
-        Self {
-            anchors,
-            expected,
-            provider: provider(),
-        }
+        Self { anchors, expected, provider: provider() }
     }
 }
 
@@ -98,11 +85,7 @@ impl ServerCertVerifier for ServerIdVerifier {
     ) -> Result<ServerCertVerified, TlsError> {
         let mut chain = vec![end_entity.clone()];
         chain.extend(intermediates.iter().cloned());
-        let anchors = self
-            .anchors
-            .read()
-            .map_err(|_| TlsError::General("bundle lock poisoned".into()))?
-            .clone();
+        let anchors = self.anchors.read().map_err(|_| TlsError::General("bundle lock poisoned".into()))?.clone();
         let id = verify_chain(
             &chain,
             &anchors,
@@ -111,10 +94,7 @@ impl ServerCertVerifier for ServerIdVerifier {
             &self.provider.signature_verification_algorithms,
         )?;
         if id != self.expected {
-            return Err(TlsError::General(format!(
-                "server presented `{id}`, expected `{}`",
-                self.expected
-            )));
+            return Err(TlsError::General(format!("server presented `{id}`, expected `{}`", self.expected)));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -125,12 +105,7 @@ impl ServerCertVerifier for ServerIdVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -139,18 +114,11 @@ impl ServerCertVerifier for ServerIdVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -184,12 +152,7 @@ impl ServerCertVerifier for InsecureBootstrapVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -198,12 +161,7 @@ impl ServerCertVerifier for InsecureBootstrapVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -223,10 +181,7 @@ pub struct AgentClientVerifier {
 impl AgentClientVerifier {
     /// Verifies clients against `anchors`.
     pub fn new(anchors: SharedAnchors) -> Self {
-        Self {
-            anchors,
-            provider: provider(),
-        }
+        Self { anchors, provider: provider() }
     }
 }
 
@@ -257,11 +212,7 @@ impl ClientCertVerifier for AgentClientVerifier {
     ) -> Result<ClientCertVerified, TlsError> {
         let mut chain = vec![end_entity.clone()];
         chain.extend(intermediates.iter().cloned());
-        let anchors = self
-            .anchors
-            .read()
-            .map_err(|_| TlsError::General("bundle lock poisoned".into()))?
-            .clone();
+        let anchors = self.anchors.read().map_err(|_| TlsError::General("bundle lock poisoned".into()))?.clone();
         verify_chain(
             &chain,
             &anchors,
@@ -278,12 +229,7 @@ impl ClientCertVerifier for AgentClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -292,18 +238,11 @@ impl ClientCertVerifier for AgentClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, TlsError> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -322,44 +261,15 @@ mod tests {
         let ca = X509Authority::generate_self_signed(&td, 3600, now).unwrap();
         let other = X509Authority::generate_self_signed(&td, 3600, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/x").unwrap();
-        let kc = new_key_and_csr(&id).unwrap();
+        let kc = new_key_and_csr(Some(&id)).unwrap();
         let s = ca
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 60,
-                now,
-            })
+            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now })
             .unwrap();
-        let chain: Vec<CertificateDer<'_>> = s
-            .chain
-            .iter()
-            .map(|c| CertificateDer::from(c.as_slice()))
-            .collect();
+        let chain: Vec<CertificateDer<'_>> = s.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let algs = provider().signature_verification_algorithms;
         let t = UnixTime::now();
-        assert_eq!(
-            verify_chain(
-                &chain,
-                ca.anchors(),
-                t,
-                webpki::KeyUsage::client_auth(),
-                &algs
-            )
-            .unwrap(),
-            id
-        );
-        assert!(
-            verify_chain(
-                &chain,
-                other.anchors(),
-                t,
-                webpki::KeyUsage::client_auth(),
-                &algs
-            )
-            .is_err()
-        );
+        assert_eq!(verify_chain(&chain, ca.anchors(), t, webpki::KeyUsage::client_auth(), &algs).unwrap(), id);
+        assert!(verify_chain(&chain, other.anchors(), t, webpki::KeyUsage::client_auth(), &algs).is_err());
         assert!(verify_chain(&chain, &[], t, webpki::KeyUsage::client_auth(), &algs).is_err());
     }
 }

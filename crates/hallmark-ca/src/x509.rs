@@ -3,9 +3,8 @@
 
 use hallmark_core::{SpiffeId, TrustDomain};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -57,48 +56,32 @@ pub struct X509Authority {
 
 impl std::fmt::Debug for X509Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("X509Authority")
-            .field("not_after", &self.not_after)
-            .finish_non_exhaustive()
+        f.debug_struct("X509Authority").field("not_after", &self.not_after).finish_non_exhaustive()
     }
 }
 
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b)
-        .map_err(|_| CaError::Key("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| CaError::Key("random number generator failed".into()))?;
     // Positive and without a leading zero byte, so the DER INTEGER is exactly 16 bytes.
     b[0] = (b[0] & 0x7f) | 0x01;
     Ok(SerialNumber::from_slice(&b))
 }
 
 fn datetime(unix: i64) -> Result<OffsetDateTime, CaError> {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .map_err(|e| CaError::Cert(format!("time out of range: {e}")))
+    OffsetDateTime::from_unix_timestamp(unix).map_err(|e| CaError::Cert(format!("time out of range: {e}")))
 }
 
-fn ca_params(
-    td: &TrustDomain,
-    not_before: i64,
-    not_after: i64,
-) -> Result<CertificateParams, CaError> {
+fn ca_params(td: &TrustDomain, not_before: i64, not_after: i64) -> Result<CertificateParams, CaError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Hallmark");
     dn.push(DnType::CommonName, format!("Hallmark CA {td}"));
     p.distinguished_name = dn;
-    let uri = td
-        .id()
-        .as_str()
-        .try_into()
-        .map_err(|_| CaError::Cert("trust domain is not IA5".into()))?;
+    let uri = td.id().as_str().try_into().map_err(|_| CaError::Cert("trust domain is not IA5".into()))?;
     p.subject_alt_names = vec![SanType::URI(uri)];
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     p.not_before = datetime(not_before)?;
     p.not_after = datetime(not_after)?;
     p.serial_number = Some(random_serial()?);
@@ -107,22 +90,14 @@ fn ca_params(
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CaError> {
-    X509Certificate::from_der(der)
-        .map(|(_, c)| c)
-        .map_err(|e| CaError::Cert(format!("unparsable CA certificate: {e}")))
+    X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| CaError::Cert(format!("unparsable CA certificate: {e}")))
 }
 
 impl X509Authority {
     /// Generates a new self-signed root for `td`, valid `ttl_secs` from `now`.
-    pub fn generate_self_signed(
-        td: &TrustDomain,
-        ttl_secs: u64,
-        now: i64,
-    ) -> Result<Self, CaError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| CaError::Key(e.to_string()))?;
-        let ttl =
-            i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
+    pub fn generate_self_signed(td: &TrustDomain, ttl_secs: u64, now: i64) -> Result<Self, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Key(e.to_string()))?;
+        let ttl = i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
         let cert = ca_params(td, now - BACKDATE_SECS, now + ttl)?.self_signed(&key)?;
         Self::from_parts(&key.serialize_pem(), vec![cert.der().to_vec()])
     }
@@ -138,23 +113,18 @@ impl X509Authority {
         upstream_key_pem: &str,
     ) -> Result<Self, CaError> {
         let upstream = svid::pem_certs(upstream_chain_pem)?;
-        let upstream_key = KeyPair::from_pem(upstream_key_pem)
-            .map_err(|e| CaError::Key(format!("upstream key: {e}")))?;
-        let issuing = upstream
-            .first()
-            .ok_or_else(|| CaError::Cert("empty upstream chain".into()))?;
+        let upstream_key =
+            KeyPair::from_pem(upstream_key_pem).map_err(|e| CaError::Key(format!("upstream key: {e}")))?;
+        let issuing = upstream.first().ok_or_else(|| CaError::Cert("empty upstream chain".into()))?;
         let upstream_not_after = parse(issuing)?.validity().not_after.timestamp();
         let upstream_issuer = Issuer::from_ca_cert_der(&issuing.as_slice().into(), upstream_key)?;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| CaError::Key(e.to_string()))?;
-        let ttl =
-            i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Key(e.to_string()))?;
+        let ttl = i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
         let not_after = (now + ttl).min(upstream_not_after);
         if not_after <= now {
             return Err(CaError::AuthorityExpired(upstream_not_after));
         }
-        let cert =
-            ca_params(td, now - BACKDATE_SECS, not_after)?.signed_by(&key, &upstream_issuer)?;
+        let cert = ca_params(td, now - BACKDATE_SECS, not_after)?.signed_by(&key, &upstream_issuer)?;
         let mut chain = vec![cert.der().to_vec()];
         chain.extend(upstream);
         Self::from_parts(&key.serialize_pem(), chain)
@@ -164,34 +134,20 @@ impl X509Authority {
     /// then the upstream chain if it is an intermediate.
     pub fn from_parts(key_pem: &str, chain: Vec<Vec<u8>>) -> Result<Self, CaError> {
         let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::Key(format!("CA key: {e}")))?;
-        let cert_der = chain
-            .first()
-            .cloned()
-            .ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
+        let cert_der = chain.first().cloned().ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
         let cert = parse(&cert_der)?;
         if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
-            return Err(CaError::Key(
-                "CA key does not match the CA certificate".into(),
-            ));
+            return Err(CaError::Key("CA key does not match the CA certificate".into()));
         }
         let not_after = cert.validity().not_after.timestamp();
         let (chain_tail, anchors) = if chain.len() == 1 {
             (Vec::new(), chain.clone())
         } else {
-            let (last, rest) = chain
-                .split_last()
-                .ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
+            let (last, rest) = chain.split_last().ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
             (rest.to_vec(), vec![last.clone()])
         };
         let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)?;
-        Ok(Self {
-            issuer,
-            key_pem: key_pem.to_owned(),
-            cert_der,
-            chain_tail,
-            anchors,
-            not_after,
-        })
+        Ok(Self { issuer, key_pem: key_pem.to_owned(), cert_der, chain_tail, anchors, not_after })
     }
 
     /// The private key as PEM, for the 0600 key file. Never log it.
@@ -226,8 +182,8 @@ impl X509Authority {
 
     /// Verifies the CSR, checks it asks for no other identity, and signs an X509-SVID.
     pub fn sign_svid(&self, t: &SvidTemplate<'_>) -> Result<SignedSvid, CaError> {
-        let csr = CertificateSigningRequestParams::from_der(&t.csr_der.into())
-            .map_err(|e| CaError::Csr(e.to_string()))?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&t.csr_der.into()).map_err(|e| CaError::Csr(e.to_string()))?;
         let mut uris = csr.params.subject_alt_names.iter().filter_map(|s| match s {
             SanType::URI(u) => Some(u.as_str()),
             _ => None,
@@ -236,17 +192,13 @@ impl X509Authority {
             (None, _) => {}
             (Some(u), None) if u == t.spiffe_id.as_str() => {}
             (Some(u), None) => {
-                return Err(CaError::CsrIdentity {
-                    requested: u.to_owned(),
-                    entry: t.spiffe_id.to_string(),
-                });
+                return Err(CaError::CsrIdentity { requested: u.to_owned(), entry: t.spiffe_id.to_string() });
             }
             (Some(_), Some(_)) => {
                 return Err(CaError::Csr("more than one URI SAN requested".into()));
             }
         }
-        let ttl =
-            i64::try_from(t.ttl_secs).map_err(|_| CaError::Cert("TTL out of range".into()))?;
+        let ttl = i64::try_from(t.ttl_secs).map_err(|_| CaError::Cert("TTL out of range".into()))?;
         if self.not_after <= t.now + 1 {
             return Err(CaError::AuthorityExpired(self.not_after));
         }
@@ -256,29 +208,16 @@ impl X509Authority {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Hallmark");
         p.distinguished_name = dn;
-        let uri = t
-            .spiffe_id
-            .as_str()
-            .try_into()
-            .map_err(|_| CaError::Cert("SPIFFE ID is not IA5".into()))?;
+        let uri = t.spiffe_id.as_str().try_into().map_err(|_| CaError::Cert("SPIFFE ID is not IA5".into()))?;
         p.subject_alt_names = vec![SanType::URI(uri)];
         for d in t.dns_names {
-            let name = d
-                .as_str()
-                .try_into()
-                .map_err(|_| CaError::Cert(format!("DNS name `{d}` is not IA5")))?;
+            let name = d.as_str().try_into().map_err(|_| CaError::Cert(format!("DNS name `{d}` is not IA5")))?;
             p.subject_alt_names.push(SanType::DnsName(name));
         }
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-            KeyUsagePurpose::KeyAgreement,
-        ];
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        p.key_usages =
+            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyAgreement];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         p.not_before = datetime(not_before)?;
         p.not_after = datetime(not_after)?;
         let serial = random_serial()?;
@@ -289,12 +228,7 @@ impl X509Authority {
         let mut chain = Vec::with_capacity(1 + self.chain_tail.len());
         chain.push(leaf.der().to_vec());
         chain.extend(self.chain_tail.iter().cloned());
-        Ok(SignedSvid {
-            chain,
-            serial: serial_hex,
-            not_before,
-            not_after,
-        })
+        Ok(SignedSvid { chain, serial: serial_hex, not_before, not_after })
     }
 }
 
@@ -312,16 +246,10 @@ mod tests {
         let now = hallmark_core::now_unix();
         let ca = X509Authority::generate_self_signed(&td(), 86_400, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
-        let kc = new_key_and_csr(&id).unwrap();
+        let kc = new_key_and_csr(Some(&id)).unwrap();
         let dns = vec!["web.internal".to_owned()];
         let s = ca
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &dns,
-                ttl_secs: 3600,
-                now,
-            })
+            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &dns, ttl_secs: 3600, now })
             .unwrap();
         assert_eq!(s.chain.len(), 1);
         let info = svid::parse_leaf(&s.chain[0]).unwrap();
@@ -337,15 +265,9 @@ mod tests {
         let now = hallmark_core::now_unix();
         let ca = X509Authority::generate_self_signed(&td(), 600, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
-        let kc = new_key_and_csr(&id).unwrap();
+        let kc = new_key_and_csr(Some(&id)).unwrap();
         let s = ca
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 7200,
-                now,
-            })
+            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 7200, now })
             .unwrap();
         assert_eq!(s.not_after, ca.not_after());
     }
@@ -356,33 +278,15 @@ mod tests {
         let ca = X509Authority::generate_self_signed(&td(), 86_400, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let other = SpiffeId::new("spiffe://example.org/db").unwrap();
-        let kc = new_key_and_csr(&other).unwrap();
-        let t = SvidTemplate {
-            csr_der: &kc.csr_der,
-            spiffe_id: &id,
-            dns_names: &[],
-            ttl_secs: 60,
-            now,
-        };
+        let kc = new_key_and_csr(Some(&other)).unwrap();
+        let t = SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now };
         assert!(matches!(ca.sign_svid(&t), Err(CaError::CsrIdentity { .. })));
-        let mut bad = new_key_and_csr(&id).unwrap().csr_der;
+        let mut bad = new_key_and_csr(Some(&id)).unwrap().csr_der;
         let n = bad.len();
         bad[n - 5] ^= 0x55;
-        let t = SvidTemplate {
-            csr_der: &bad,
-            spiffe_id: &id,
-            dns_names: &[],
-            ttl_secs: 60,
-            now,
-        };
+        let t = SvidTemplate { csr_der: &bad, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now };
         assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
-        let t = SvidTemplate {
-            csr_der: b"garbage",
-            spiffe_id: &id,
-            dns_names: &[],
-            ttl_secs: 60,
-            now,
-        };
+        let t = SvidTemplate { csr_der: b"garbage", spiffe_id: &id, dns_names: &[], ttl_secs: 60, now };
         assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
     }
 
@@ -400,24 +304,14 @@ mod tests {
         .unwrap();
         assert_eq!(inter.anchors(), &[root.cert_der().to_vec()]);
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
-        let kc = new_key_and_csr(&id).unwrap();
+        let kc = new_key_and_csr(Some(&id)).unwrap();
         let s = inter
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 60,
-                now,
-            })
+            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now })
             .unwrap();
         assert_eq!(s.chain.len(), 2);
         assert_eq!(s.chain[1], inter.cert_der());
         // Reload from what would be persisted.
-        let again = X509Authority::from_parts(
-            inter.key_pem(),
-            svid::pem_certs(&inter.chain_pem()).unwrap(),
-        )
-        .unwrap();
+        let again = X509Authority::from_parts(inter.key_pem(), svid::pem_certs(&inter.chain_pem()).unwrap()).unwrap();
         assert_eq!(again.anchors(), inter.anchors());
         assert_eq!(again.not_after(), inter.not_after());
     }

@@ -8,9 +8,7 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum TtlError {
     /// Not a duration like `90s`, `10m`, `1h30m` or `7d`.
-    #[error(
-        "invalid duration `{0}`: expected a number with a unit (s, m, h, d), e.g. `10m` or `1h30m`"
-    )]
+    #[error("invalid duration `{0}`: expected a number with a unit (s, m, h, d), e.g. `10m` or `1h30m`")]
     Parse(String),
     /// The duration is zero.
     #[error("invalid TTL `{0}`: must be greater than zero")]
@@ -49,10 +47,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, TtlError> {
             _ => return Err(err()),
         };
         let n: u64 = num.parse().map_err(|_| err())?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| TtlError::TooLong(s.to_owned()))?;
+        total =
+            n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(|| TtlError::TooLong(s.to_owned()))?;
         num.clear();
         saw_unit = true;
     }
@@ -136,18 +132,7 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
         assert_eq!(parse_duration("7d").unwrap().as_secs(), 604_800);
         assert_eq!(parse_duration("600").unwrap().as_secs(), 600);
-        for bad in [
-            "",
-            "m",
-            "10",
-            "10x",
-            "1h30",
-            "-5m",
-            "1.5h",
-            "h1",
-            "99999999999999999999s",
-            "36600d",
-        ] {
+        for bad in ["", "m", "10", "10x", "1h30", "-5m", "1.5h", "h1", "99999999999999999999s", "36600d"] {
             if bad == "10" {
                 continue;
             }

@@ -5,9 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Selector, SelectorError, SelectorSet, SpiffeId, SpiffeIdError, TrustDomain, Ttl, TtlError,
-};
+use crate::{Selector, SelectorError, SelectorSet, SpiffeId, SpiffeIdError, TrustDomain, Ttl, TtlError};
 
 /// Longest hint, in bytes (the Workload API says SHOULD NOT exceed 1024).
 pub const MAX_HINT_LEN: usize = 1024;
@@ -18,9 +16,7 @@ pub const MAX_DNS_NAMES: usize = 64;
 
 /// The lifecycle class of an identity: each has its own TTL ceiling, renewal and
 /// recovery rules.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Services and jobs. Fails closed; never recovered by a human path.
@@ -246,18 +242,8 @@ impl EntrySpec {
             Some(c) => c.parse()?,
             None => Class::default(),
         };
-        let x509_ttl = self
-            .x509_ttl
-            .as_deref()
-            .map(Ttl::parse)
-            .transpose()?
-            .unwrap_or(default_x509_ttl);
-        let jwt_ttl = self
-            .jwt_ttl
-            .as_deref()
-            .map(Ttl::parse)
-            .transpose()?
-            .unwrap_or(default_jwt_ttl);
+        let x509_ttl = self.x509_ttl.as_deref().map(Ttl::parse).transpose()?.unwrap_or(default_x509_ttl);
+        let jwt_ttl = self.jwt_ttl.as_deref().map(Ttl::parse).transpose()?.unwrap_or(default_jwt_ttl);
         if self.dns_names.len() > MAX_DNS_NAMES {
             return Err(EntryError::TooMany("DNS names", MAX_DNS_NAMES));
         }
@@ -290,14 +276,8 @@ impl EntrySpec {
 pub fn validate_owner(owner: &str) -> Result<(), EntryError> {
     let ok = !owner.is_empty()
         && owner.len() <= 128
-        && owner
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
-    if ok {
-        Ok(())
-    } else {
-        Err(EntryError::Owner(owner.to_owned()))
-    }
+        && owner.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
+    if ok { Ok(()) } else { Err(EntryError::Owner(owner.to_owned())) }
 }
 
 /// Checks a DNS name: labels of letters, digits and `-`, an optional leading `*.`, at most 253 bytes.
@@ -312,9 +292,7 @@ pub fn validate_dns_name(name: &str) -> Result<(), EntryError> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !ok {
             return Err(err());
         }
@@ -346,12 +324,7 @@ mod tests {
 
     fn validate(s: &EntrySpec) -> Result<ValidEntrySpec, EntryError> {
         let td = TrustDomain::new("example.org").unwrap();
-        s.validate(
-            &td,
-            None,
-            Ttl::parse("1h").unwrap(),
-            Ttl::parse("5m").unwrap(),
-        )
+        s.validate(&td, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
     }
 
     #[test]
@@ -364,14 +337,12 @@ mod tests {
 
     #[test]
     fn refusals_name_the_value() {
-        let cases: Vec<(fn(&mut EntrySpec), &str)> = vec![
+        type Mutation = fn(&mut EntrySpec);
+        let cases: Vec<(Mutation, &str)> = vec![
             (|s| s.spiffe_id = "spiffe://example.org/a//b".into(), "a//b"),
             (|s| s.spiffe_id = "spiffe://other.org/a".into(), "other.org"),
             (|s| s.selectors = vec!["k8s:ns:x".into()], "k8s"),
-            (
-                |s| s.selectors = vec!["unix:uid:1".into(), "unix:uid:1".into()],
-                "unix:uid:1",
-            ),
+            (|s| s.selectors = vec!["unix:uid:1".into(), "unix:uid:1".into()], "unix:uid:1"),
             (|s| s.selectors.clear(), "selector"),
             (|s| s.x509_ttl = Some("0s".into()), "0s"),
             (|s| s.jwt_ttl = Some("soon".into()), "soon"),
@@ -408,10 +379,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
         };
-        let mut w: SelectorSet = ["unix:uid:1000", "unix:gid:1000"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let mut w: SelectorSet = ["unix:uid:1000", "unix:gid:1000"].iter().map(|s| s.parse().unwrap()).collect();
         assert!(e.matches(&w));
         w.remove(&"unix:uid:1000".parse().unwrap());
         assert!(!e.matches(&w));

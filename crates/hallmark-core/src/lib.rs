@@ -11,8 +11,7 @@ mod spiffe_id;
 
 pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{
-    Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name,
-    validate_hint, validate_owner,
+    Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,
 };
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};

@@ -8,18 +8,7 @@ use std::str::FromStr;
 pub const MAX_SELECTOR_VALUE_LEN: usize = 4096;
 
 /// The selector types and the keys each one knows. An entry may only name these.
-const KNOWN: &[(&str, &[&str])] = &[(
-    "unix",
-    &[
-        "uid",
-        "gid",
-        "user",
-        "group",
-        "path",
-        "sha256",
-        "supplementary_gid",
-    ],
-)];
+const KNOWN: &[(&str, &[&str])] = &[("unix", &["uid", "gid", "user", "group", "path", "sha256", "supplementary_gid"])];
 
 /// Why a string is not a valid selector.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,45 +61,24 @@ impl Selector {
             return Err(SelectorError::Value(whole, "value is empty"));
         }
         if value.len() > MAX_SELECTOR_VALUE_LEN {
-            return Err(SelectorError::Value(
-                whole,
-                "value is longer than 4096 bytes",
-            ));
+            return Err(SelectorError::Value(whole, "value is longer than 4096 bytes"));
         }
         if value.chars().any(char::is_control) {
             return Err(SelectorError::Value(whole, "value has a control character"));
         }
         match key {
             "uid" | "gid" | "supplementary_gid" if value.parse::<u32>().is_err() => {
-                return Err(SelectorError::Value(
-                    whole,
-                    "value must be a decimal number",
-                ));
+                return Err(SelectorError::Value(whole, "value must be a decimal number"));
             }
-            "sha256"
-                if value.len() != 64
-                    || !value
-                        .bytes()
-                        .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
-            {
-                return Err(SelectorError::Value(
-                    whole,
-                    "value must be 64 lowercase hex digits",
-                ));
+            "sha256" if value.len() != 64 || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                return Err(SelectorError::Value(whole, "value must be 64 lowercase hex digits"));
             }
             "path" if !value.starts_with('/') => {
-                return Err(SelectorError::Value(
-                    whole,
-                    "value must be an absolute path",
-                ));
+                return Err(SelectorError::Value(whole, "value must be an absolute path"));
             }
             _ => {}
         }
-        Ok(Self {
-            kind: kind.to_owned(),
-            key: key.to_owned(),
-            value: value.to_owned(),
-        })
+        Ok(Self { kind: kind.to_owned(), key: key.to_owned(), value: value.to_owned() })
     }
 
     /// The selector type, e.g. `unix`.

@@ -19,9 +19,7 @@ pub enum SpiffeIdError {
     #[error("invalid SPIFFE ID `{0}`: trust domain is empty")]
     EmptyTrustDomain(String),
     /// The trust domain has a character outside `[a-z0-9.-_]`.
-    #[error(
-        "invalid trust domain `{0}`: only lowercase letters, digits, `.`, `-` and `_` are allowed"
-    )]
+    #[error("invalid trust domain `{0}`: only lowercase letters, digits, `.`, `-` and `_` are allowed")]
     TrustDomainChar(String),
     /// The trust domain is longer than 255 bytes.
     #[error("invalid trust domain `{0}`: longer than 255 bytes")]
@@ -70,10 +68,7 @@ impl TrustDomain {
 
     /// The trust domain's own SPIFFE ID, `spiffe://<name>` (no path).
     pub fn id(&self) -> SpiffeId {
-        SpiffeId {
-            uri: format!("spiffe://{}", self.0),
-            td_len: self.0.len(),
-        }
+        SpiffeId { uri: format!("spiffe://{}", self.0), td_len: self.0.len() }
     }
 
     /// Builds a workload ID in this trust domain from path segments, each checked.
@@ -112,9 +107,7 @@ impl SpiffeId {
         if s.len() > MAX_SPIFFE_ID_LEN {
             return Err(SpiffeIdError::TooLong);
         }
-        let rest = s
-            .strip_prefix("spiffe://")
-            .ok_or_else(|| SpiffeIdError::Scheme(s.to_owned()))?;
+        let rest = s.strip_prefix("spiffe://").ok_or_else(|| SpiffeIdError::Scheme(s.to_owned()))?;
         let (td, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -128,18 +121,12 @@ impl SpiffeId {
                 if seg == "." || seg == ".." {
                     return Err(SpiffeIdError::DotSegment(s.to_owned()));
                 }
-                if !seg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-                {
+                if !seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
                     return Err(SpiffeIdError::PathChar(s.to_owned()));
                 }
             }
         }
-        Ok(Self {
-            uri: s.to_owned(),
-            td_len: td.len(),
-        })
+        Ok(Self { uri: s.to_owned(), td_len: td.len() })
     }
 
     /// Parses a SPIFFE ID that must name a workload: it has a path and is in `td`.
@@ -149,10 +136,7 @@ impl SpiffeId {
             return Err(SpiffeIdError::NoPath(s.to_owned()));
         }
         if id.trust_domain_name() != td.as_str() {
-            return Err(SpiffeIdError::WrongTrustDomain {
-                id: s.to_owned(),
-                expected: td.to_string(),
-            });
+            return Err(SpiffeIdError::WrongTrustDomain { id: s.to_owned(), expected: td.to_string() });
         }
         Ok(id)
     }
@@ -185,10 +169,7 @@ fn check_trust_domain(td: &str, whole: &str) -> Result<(), SpiffeIdError> {
     if td.len() > MAX_TRUST_DOMAIN_LEN {
         return Err(SpiffeIdError::TrustDomainTooLong(td.to_owned()));
     }
-    if !td
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
-    {
+    if !td.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')) {
         return Err(SpiffeIdError::TrustDomainChar(td.to_owned()));
     }
     Ok(())
@@ -235,10 +216,7 @@ mod tests {
     fn corpus() {
         let corpus = include_str!("../tests/data/spiffe_ids.txt");
         let mut n = 0;
-        for line in corpus
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        {
+        for line in corpus.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
             let (verdict, id) = line.split_once(' ').unwrap_or((line, ""));
             let id = id.replace("<LONG>", &"a".repeat(2036));
             let got = SpiffeId::new(&id);
@@ -263,9 +241,6 @@ mod tests {
         assert!(SpiffeId::workload_in("spiffe://example.org", &td).is_err());
         assert!(SpiffeId::workload_in("spiffe://other.org/x", &td).is_err());
         assert!(SpiffeId::workload_in("spiffe://example.org/x", &td).is_ok());
-        assert_eq!(
-            td.workload_id(&["hallmark", "agent"]).unwrap().as_str(),
-            "spiffe://example.org/hallmark/agent"
-        );
+        assert_eq!(td.workload_id(&["hallmark", "agent"]).unwrap().as_str(), "spiffe://example.org/hallmark/agent");
     }
 }

@@ -5,25 +5,13 @@
 //! - [`node`]: Hallmark's own agent <-> server protocol (`hallmark.node.v1`).
 
 /// The SPIFFE Workload API.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#[allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod workload {
     tonic::include_proto!("_");
 }
 
 /// The agent <-> server protocol.
-#[allow(
-    missing_docs,
-    clippy::all,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#[allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub mod node {
     tonic::include_proto!("hallmark.node.v1");
 }

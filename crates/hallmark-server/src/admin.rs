@@ -41,15 +41,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => Self(StatusCode::NOT_FOUND, e.to_string()),
-            StoreError::Duplicate(_) | StoreError::Conflict { .. } => {
-                Self(StatusCode::CONFLICT, e.to_string())
-            }
+            StoreError::Duplicate(_) | StoreError::Conflict { .. } => Self(StatusCode::CONFLICT, e.to_string()),
             other => {
                 tracing::error!(error = %other, "datastore error");
-                Self(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal datastore error".into(),
-                )
+                Self(StatusCode::INTERNAL_SERVER_ERROR, "internal datastore error".into())
             }
         }
     }
@@ -68,25 +63,10 @@ pub struct Admin(pub AdminToken);
 impl FromRequestParts<Arc<ServerState>> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<ServerState>,
-    ) -> Result<Self, ApiError> {
-        let unauthorized = || {
-            ApiError(
-                StatusCode::UNAUTHORIZED,
-                "a valid bearer token is required".into(),
-            )
-        };
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(unauthorized)?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(unauthorized)?;
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<ServerState>) -> Result<Self, ApiError> {
+        let unauthorized = || ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into());
+        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(unauthorized)?;
+        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(unauthorized)?;
         if token.is_empty() || token.len() > 512 {
             return Err(unauthorized());
         }
@@ -108,10 +88,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/bundle", get(spiffe_bundle))
         .route("/v1/bundle", get(bundle))
         .route("/v1/entries", post(create_entry).get(list_entries))
-        .route(
-            "/v1/entries/{id}",
-            get(show_entry).put(update_entry).delete(delete_entry),
-        )
+        .route("/v1/entries/{id}", get(show_entry).put(update_entry).delete(delete_entry))
         .route("/v1/join-tokens", post(create_join_token))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -119,20 +96,16 @@ pub fn router(state: Arc<ServerState>) -> Router {
 }
 
 async fn ready(State(s): State<Arc<ServerState>>) -> Result<&'static str, ApiError> {
-    s.store.last_change().await.map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "datastore unavailable".into(),
-        )
-    })?;
+    s.store
+        .last_change()
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "datastore unavailable".into()))?;
     Ok("ok")
 }
 
 async fn spiffe_bundle(State(s): State<Arc<ServerState>>) -> Result<Response, ApiError> {
     let b = s.authorities.bundle().borrow().clone();
-    let doc = b
-        .to_spiffe_json()
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let doc = b.to_spiffe_json().map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(Json(doc).into_response())
 }
 
@@ -142,23 +115,14 @@ struct BundleQuery {
     format: Option<String>,
 }
 
-async fn bundle(
-    State(s): State<Arc<ServerState>>,
-    Query(q): Query<BundleQuery>,
-) -> Result<Response, ApiError> {
+async fn bundle(State(s): State<Arc<ServerState>>, Query(q): Query<BundleQuery>) -> Result<Response, ApiError> {
     match q.format.as_deref().unwrap_or("pem") {
         "pem" => {
             let b = s.authorities.bundle().borrow().clone();
-            Ok((
-                [(header::CONTENT_TYPE, "application/x-pem-file")],
-                b.x509_pem(),
-            )
-                .into_response())
+            Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], b.x509_pem()).into_response())
         }
         "jwks" => spiffe_bundle(State(s)).await,
-        other => Err(ApiError::bad(format!(
-            "unknown bundle format `{other}` (pem, jwks)"
-        ))),
+        other => Err(ApiError::bad(format!("unknown bundle format `{other}` (pem, jwks)"))),
     }
 }
 
@@ -259,10 +223,7 @@ async fn create_join_token(
     };
     let (token, agent_id, expires_at) = s.new_join_token(ttl).await?;
     tracing::info!(admin = %who.name, agent = %agent_id, "join token created");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "token": token, "agent_id": agent_id, "expires_at": expires_at })),
-    ))
+    Ok((StatusCode::CREATED, Json(json!({ "token": token, "agent_id": agent_id, "expires_at": expires_at }))))
 }
 
 impl ServerState {
@@ -283,14 +244,9 @@ impl ServerState {
         rand::Rng::fill(&mut rand::rng(), &mut b);
         let token = hex::encode(b);
         let expires_at = now_unix() + i64::try_from(ttl.secs()).unwrap_or(i64::MAX / 2);
-        self.store
-            .create_join_token(&hash_secret(&token), expires_at)
-            .await?;
-        let agent_id = format!(
-            "spiffe://{}/hallmark/agent/join_token/{}",
-            self.settings.trust_domain,
-            join_token_id(&token)
-        );
+        self.store.create_join_token(&hash_secret(&token), expires_at).await?;
+        let agent_id =
+            format!("spiffe://{}/hallmark/agent/join_token/{}", self.settings.trust_domain, join_token_id(&token));
         Ok((token, agent_id, expires_at))
     }
 }

@@ -43,23 +43,13 @@ fn lock_err() -> ServerError {
 impl Authorities {
     /// Loads the authorities from `DATA_DIR/keys`, creating them on first start
     /// (or when expired), and publishes them.
-    pub async fn load_or_create(
-        s: &ServerSettings,
-        store: Store,
-    ) -> Result<Arc<Self>, ServerError> {
+    pub async fn load_or_create(s: &ServerSettings, store: Store) -> Result<Arc<Self>, ServerError> {
         let dir = s.data_dir.join("keys");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
         let now = now_unix();
         let x509 = match load_x509(&dir)? {
             Some(ca) if ca.not_after() > now + 60 => ca,
-            _ => new_x509(
-                &s.trust_domain,
-                s.ca_ttl.secs(),
-                s.upstream.as_ref(),
-                &dir,
-                now,
-            )?,
+            _ => new_x509(&s.trust_domain, s.ca_ttl.secs(), s.upstream.as_ref(), &dir, now)?,
         };
         let (jwt, jwt_not_after) = match load_jwt(&dir)? {
             Some((k, na)) if na > now + 60 => (k, na),
@@ -119,26 +109,15 @@ impl Authorities {
         let ca = self.x509()?;
         for anchor in ca.anchors() {
             let id = hex::encode(Sha256::digest(anchor));
-            let not_after = svid::not_after(anchor)
-                .map_err(|e| ServerError::Internal(e.to_string()))?
-                .min(ca.not_after());
-            let row = AuthorityRow {
-                id,
-                kind: "x509".into(),
-                public: STANDARD.encode(anchor),
-                not_after,
-            };
+            let not_after =
+                svid::not_after(anchor).map_err(|e| ServerError::Internal(e.to_string()))?.min(ca.not_after());
+            let row = AuthorityRow { id, kind: "x509".into(), public: STANDARD.encode(anchor), not_after };
             self.store.publish_authority(&row).await?;
         }
         let jwt = self.jwt()?;
         let not_after = *self.jwt_not_after.read().map_err(|_| lock_err())?;
         let public = serde_json::Value::Object(jwt.authority().jwk().clone()).to_string();
-        let row = AuthorityRow {
-            id: jwt.kid().to_owned(),
-            kind: "jwt".into(),
-            public,
-            not_after,
-        };
+        let row = AuthorityRow { id: jwt.kid().to_owned(), kind: "jwt".into(), public, not_after };
         self.store.publish_authority(&row).await?;
         Ok(())
     }
@@ -164,10 +143,7 @@ impl Authorities {
                     }
                 },
                 "jwt" => {
-                    let jwk = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
-                        &r.public,
-                    )
-                    .ok();
+                    let jwk = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&r.public).ok();
                     match jwk.as_ref().and_then(JwtAuthority::from_jwk) {
                         Some(a) => b.jwt_authorities.push(a),
                         None => {
@@ -179,9 +155,7 @@ impl Authorities {
             }
         }
         if b.x509_authorities.is_empty() || b.jwt_authorities.is_empty() {
-            return Err(ServerError::Internal(
-                "bundle would be empty; refusing to publish it".into(),
-            ));
+            return Err(ServerError::Internal("bundle would be empty; refusing to publish it".into()));
         }
         *self.anchors.write().map_err(|_| lock_err())? = b.x509_authorities.clone();
         self.bundle_tx.send_if_modified(|cur| {
@@ -202,13 +176,7 @@ impl Authorities {
         let half = i64::try_from(self.ttl_secs / 2).unwrap_or(i64::MAX);
         let mut rotated = false;
         if self.x509()?.not_after() - now < half {
-            let ca = new_x509(
-                &self.td,
-                self.ttl_secs,
-                self.upstream.as_ref(),
-                &self.dir,
-                now,
-            )?;
+            let ca = new_x509(&self.td, self.ttl_secs, self.upstream.as_ref(), &self.dir, now)?;
             tracing::info!(not_after = ca.not_after(), "rotated X.509 CA");
             *self.x509.write().map_err(|_| lock_err())? = Arc::new(ca);
             rotated = true;
@@ -241,9 +209,7 @@ fn load_x509(dir: &Path) -> Result<Option<X509Authority>, ServerError> {
     let key = String::from_utf8(key).map_err(|e| io(&kp, e))?;
     let chain = std::fs::read_to_string(&cp).map_err(|e| io(&cp, e))?;
     let chain = svid::pem_certs(&chain).map_err(|e| io(&cp, e))?;
-    X509Authority::from_parts(&key, chain)
-        .map(Some)
-        .map_err(|e| io(&kp, e))
+    X509Authority::from_parts(&key, chain).map(Some).map_err(|e| io(&kp, e))
 }
 
 fn new_x509(
@@ -263,8 +229,7 @@ fn new_x509(
         }
     }
     .map_err(|e| ServerError::Ca(e.to_string()))?;
-    write_secret_file(&dir.join(X509_KEY), ca.key_pem().as_bytes())
-        .map_err(|e| ServerError::Ca(e.to_string()))?;
+    write_secret_file(&dir.join(X509_KEY), ca.key_pem().as_bytes()).map_err(|e| ServerError::Ca(e.to_string()))?;
     let cp = dir.join(X509_CHAIN);
     std::fs::write(&cp, ca.chain_pem()).map_err(|e| io(&cp, e))?;
     Ok(ca)
@@ -285,8 +250,7 @@ fn load_jwt(dir: &Path) -> Result<Option<(JwtKey, i64)>, ServerError> {
 fn new_jwt(dir: &Path, now: i64, ttl: u64) -> Result<(JwtKey, i64), ServerError> {
     let key = JwtKey::generate().map_err(|e| ServerError::Ca(e.to_string()))?;
     let not_after = now + i64::try_from(ttl).unwrap_or(i64::MAX / 2);
-    write_secret_file(&dir.join(JWT_KEY), key.to_pem().as_bytes())
-        .map_err(|e| ServerError::Ca(e.to_string()))?;
+    write_secret_file(&dir.join(JWT_KEY), key.to_pem().as_bytes()).map_err(|e| ServerError::Ca(e.to_string()))?;
     let mp = dir.join(JWT_META);
     std::fs::write(&mp, not_after.to_string()).map_err(|e| io(&mp, e))?;
     Ok((key, not_after))

@@ -125,10 +125,7 @@ pub struct ServerSettings {
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
-    Ttl::parse(v).map_err(|e| ConfigError::Value {
-        key,
-        msg: e.to_string(),
-    })
+    Ttl::parse(v).map_err(|e| ConfigError::Value { key, msg: e.to_string() })
 }
 
 impl ServerConfig {
@@ -136,8 +133,7 @@ impl ServerConfig {
     /// `HALLMARK_ADMIN_LISTEN` from `env` (passed in, so tests never touch the
     /// process environment).
     pub fn parse(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let mut c: Self =
-            toml::from_str(text).map_err(|e| ConfigError::Toml(e.message().to_owned()))?;
+        let mut c: Self = toml::from_str(text).map_err(|e| ConfigError::Toml(e.message().to_owned()))?;
         if let Some(v) = env.get("HALLMARK_DATASTORE") {
             c.datastore = Some(v.clone());
         }
@@ -152,11 +148,8 @@ impl ServerConfig {
 
     /// Checks every value and returns settings ready to run.
     pub fn validate(&self) -> Result<ServerSettings, ConfigError> {
-        let trust_domain =
-            TrustDomain::new(&self.trust_domain).map_err(|e| ConfigError::Value {
-                key: "trust_domain",
-                msg: e.to_string(),
-            })?;
+        let trust_domain = TrustDomain::new(&self.trust_domain)
+            .map_err(|e| ConfigError::Value { key: "trust_domain", msg: e.to_string() })?;
         let upstream = match (&self.ca.upstream_cert, &self.ca.upstream_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
@@ -187,10 +180,7 @@ impl ServerConfig {
             jwt_issuer: self.jwt_issuer.clone(),
         };
         if settings.ca_ttl.secs() < 120 {
-            return Err(ConfigError::Value {
-                key: "ca.ttl",
-                msg: "must be at least 2m".into(),
-            });
+            return Err(ConfigError::Value { key: "ca.ttl", msg: "must be at least 2m".into() });
         }
         Ok(settings)
     }
@@ -203,38 +193,19 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let env = HashMap::new();
-        let c = ServerConfig::parse(
-            "trust_domain = \"example.org\"\ndata_dir = \"/tmp/x\"\n",
-            &env,
-        )
-        .unwrap();
+        let c = ServerConfig::parse("trust_domain = \"example.org\"\ndata_dir = \"/tmp/x\"\n", &env).unwrap();
         let s = c.validate().unwrap();
         assert_eq!(s.datastore, "sqlite:///tmp/x/hallmark.db");
         assert_eq!(s.default_x509_ttl.secs(), 3600);
-        let bad = ServerConfig::parse(
-            "trust_domain = \"x\"\ndata_dir = \"/tmp\"\nlisten_addr = 1\n",
-            &env,
-        )
-        .unwrap_err();
+        let bad =
+            ServerConfig::parse("trust_domain = \"x\"\ndata_dir = \"/tmp\"\nlisten_addr = 1\n", &env).unwrap_err();
         assert!(bad.to_string().contains("listen_addr"), "{bad}");
         let c = ServerConfig::parse("trust_domain = \"Bad\"\ndata_dir = \"/tmp\"\n", &env).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("Bad"));
-        let c = ServerConfig::parse(
-            "trust_domain = \"x\"\ndata_dir = \"/tmp\"\ndefault_x509_ttl = \"0s\"\n",
-            &env,
-        )
-        .unwrap();
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("default_x509_ttl")
-        );
-        let env: HashMap<String, String> = [(
-            "HALLMARK_DATASTORE".to_owned(),
-            "postgres://h/db".to_owned(),
-        )]
-        .into();
+        let c = ServerConfig::parse("trust_domain = \"x\"\ndata_dir = \"/tmp\"\ndefault_x509_ttl = \"0s\"\n", &env)
+            .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("default_x509_ttl"));
+        let env: HashMap<String, String> = [("HALLMARK_DATASTORE".to_owned(), "postgres://h/db".to_owned())].into();
         let c = ServerConfig::parse("trust_domain = \"x\"\ndata_dir = \"/tmp\"\n", &env).unwrap();
         assert_eq!(c.validate().unwrap().datastore, "postgres://h/db");
     }

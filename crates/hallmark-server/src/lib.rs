@@ -96,10 +96,7 @@ impl RunningServer {
 
 /// The SPIFFE ID servers present to agents.
 pub fn server_id(settings: &ServerSettings) -> Result<SpiffeId, ServerError> {
-    settings
-        .trust_domain
-        .workload_id(&["hallmark", "server"])
-        .map_err(|e| ServerError::Internal(e.to_string()))
+    settings.trust_domain.workload_id(&["hallmark", "server"]).map_err(|e| ServerError::Internal(e.to_string()))
 }
 
 /// Creates the data directory with mode 0700.
@@ -113,7 +110,7 @@ impl ServerState {
     /// Issues the server's own TLS certificate from the active CA.
     fn issue_server_cert(&self) -> Result<(CertifiedKey, i64), ServerError> {
         let id = server_id(&self.settings)?;
-        let kc = new_key_and_csr(&id).map_err(|e| ServerError::Ca(e.to_string()))?;
+        let kc = new_key_and_csr(Some(&id)).map_err(|e| ServerError::Ca(e.to_string()))?;
         let ca = self.authorities.x509()?;
         let t = SvidTemplate {
             csr_der: &kc.csr_der,
@@ -122,9 +119,7 @@ impl ServerState {
             ttl_secs: self.settings.agent_svid_ttl.secs(),
             now: now_unix(),
         };
-        let signed = ca
-            .sign_svid(&t)
-            .map_err(|e| ServerError::Ca(e.to_string()))?;
+        let signed = ca.sign_svid(&t).map_err(|e| ServerError::Ca(e.to_string()))?;
         let key = provider()
             .key_provider
             .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(kc.key_pkcs8)))
@@ -135,10 +130,7 @@ impl ServerState {
 
     /// Renews the server certificate past half its life.
     fn renew_server_cert_if_due(&self) -> Result<(), ServerError> {
-        let guard = self
-            .server_cert
-            .read()
-            .map_err(|_| ServerError::Internal("lock poisoned".into()))?;
+        let guard = self.server_cert.read().map_err(|_| ServerError::Internal("lock poisoned".into()))?;
         let Some((swap, not_after)) = guard.as_ref() else {
             return Ok(());
         };
@@ -150,10 +142,7 @@ impl ServerState {
         drop(guard);
         let (key, not_after) = self.issue_server_cert()?;
         swap.set(key);
-        *self
-            .server_cert
-            .write()
-            .map_err(|_| ServerError::Internal("lock poisoned".into()))? = Some((swap, not_after));
+        *self.server_cert.write().map_err(|_| ServerError::Internal("lock poisoned".into()))? = Some((swap, not_after));
         Ok(())
     }
 
@@ -163,21 +152,14 @@ impl ServerState {
         if path.exists() {
             let bytes = read_secret_file(path).map_err(|e| ServerError::Ca(e.to_string()))?;
             let token = String::from_utf8_lossy(&bytes).trim().to_owned();
-            if self
-                .store
-                .admin_token(&hash_secret(&token))
-                .await?
-                .is_some()
-            {
+            if self.store.admin_token(&hash_secret(&token)).await?.is_some() {
                 return Ok(token);
             }
         }
         let mut b = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut b);
         let token = format!("hmk_{}", hex::encode(b));
-        self.store
-            .add_admin_token(&hash_secret(&token), "bootstrap", "trust-admin")
-            .await?;
+        self.store.add_admin_token(&hash_secret(&token), "bootstrap", "trust-admin").await?;
         write_secret_file(path, token.as_bytes()).map_err(|e| ServerError::Ca(e.to_string()))?;
         tracing::info!(path = %path.display(), "wrote bootstrap admin token");
         Ok(token)
@@ -204,38 +186,24 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     // Agent API: TLS 1.3, client certificates verified against the live bundle.
     let (key, not_after) = state.issue_server_cert()?;
     let swap = Arc::new(SwappableCert::new(key));
-    *state
-        .server_cert
-        .write()
-        .map_err(|_| ServerError::Internal("lock poisoned".into()))? =
+    *state.server_cert.write().map_err(|_| ServerError::Internal("lock poisoned".into()))? =
         Some((swap.clone(), not_after));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ServerError::Internal(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(AgentClientVerifier::new(
-            state.authorities.anchors(),
-        )))
+        .with_client_cert_verifier(Arc::new(AgentClientVerifier::new(state.authorities.anchors())))
         .with_cert_resolver(swap);
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let listener = TcpListener::bind(&state.settings.listen)
         .await
         .map_err(|e| ServerError::Io(format!("cannot listen on {}: {e}", state.settings.listen)))?;
-    let agent_addr = listener
-        .local_addr()
-        .map_err(|e| ServerError::Io(e.to_string()))?;
+    let agent_addr = listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
     let incoming = tls_listener::incoming(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
 
     let admin_listener = TcpListener::bind(&state.settings.admin_listen)
         .await
-        .map_err(|e| {
-            ServerError::Io(format!(
-                "cannot listen on {}: {e}",
-                state.settings.admin_listen
-            ))
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|e| ServerError::Io(e.to_string()))?;
+        .map_err(|e| ServerError::Io(format!("cannot listen on {}: {e}", state.settings.admin_listen)))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
 
     let mut tasks = JoinSet::new();
     let node = node_api::NodeApi::new(state.clone());
@@ -249,19 +217,12 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     });
     let router = admin::router(state.clone());
     tasks.spawn(async move {
-        axum::serve(admin_listener, router)
-            .await
-            .map_err(|e| ServerError::Io(format!("admin API: {e}")))
+        axum::serve(admin_listener, router).await.map_err(|e| ServerError::Io(format!("admin API: {e}")))
     });
     tasks.spawn(change_feed(state.clone()));
     tasks.spawn(maintenance(state.clone()));
     tracing::info!(%agent_addr, %admin_addr, trust_domain = %state.settings.trust_domain, "server ready");
-    Ok(RunningServer {
-        state,
-        agent_addr,
-        admin_addr,
-        tasks,
-    })
+    Ok(RunningServer { state, agent_addr, admin_addr, tasks })
 }
 
 /// Reads the datastore's entry change log and broadcasts each change. Polling

@@ -6,9 +6,8 @@ use hallmark_ca::Bundle;
 use hallmark_core::{Entry, SpiffeId};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
-    self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse,
-    RenewAgentRequest, SignX509SvidsRequest, SignX509SvidsResponse, SvidResult, SyncEntriesRequest,
-    SyncEvent, sync_event,
+    self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RenewAgentRequest,
+    SignX509SvidsRequest, SignX509SvidsResponse, SvidResult, SyncEntriesRequest, SyncEvent, sync_event,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,26 +37,17 @@ impl NodeApi {
             .get::<PeerInfo>()
             .and_then(|p| p.certs.as_ref())
             .and_then(|c| c.first().cloned())
-            .ok_or_else(|| {
-                Status::unauthenticated("an agent SVID (mTLS client certificate) is required")
-            })?;
+            .ok_or_else(|| Status::unauthenticated("an agent SVID (mTLS client certificate) is required"))?;
         let id = hallmark_ca::tls::peer_id(leaf.as_ref())
             .ok_or_else(|| Status::unauthenticated("client certificate carries no SPIFFE ID"))?;
-        let agent_prefix = format!(
-            "spiffe://{}/hallmark/agent/",
-            self.state.settings.trust_domain
-        );
+        let agent_prefix = format!("spiffe://{}/hallmark/agent/", self.state.settings.trust_domain);
         if !id.as_str().starts_with(&agent_prefix) {
-            return Err(Status::permission_denied(format!(
-                "`{id}` is not an agent identity"
-            )));
+            return Err(Status::permission_denied(format!("`{id}` is not an agent identity")));
         }
         match self.state.store.node(id.as_str()).await.map_err(internal)? {
             Some(n) if !n.banned => Ok(id),
             Some(_) => Err(Status::permission_denied(format!("node `{id}` is banned"))),
-            None => Err(Status::permission_denied(format!(
-                "node `{id}` is not attested"
-            ))),
+            None => Err(Status::permission_denied(format!("node `{id}` is not attested"))),
         }
     }
 }
@@ -105,42 +95,24 @@ pub fn bundle_to_proto(b: &Bundle) -> pb::Bundle {
 }
 
 fn svid_reply(id: &SpiffeId, chain: Vec<Vec<u8>>, bundle: &Bundle) -> AgentSvid {
-    AgentSvid {
-        spiffe_id: id.to_string(),
-        cert_chain: chain,
-        bundle: Some(bundle_to_proto(bundle)),
-    }
+    AgentSvid { spiffe_id: id.to_string(), cert_chain: chain, bundle: Some(bundle_to_proto(bundle)) }
 }
 
 #[tonic::async_trait]
 impl Node for NodeApi {
-    async fn attest_node(
-        &self,
-        req: Request<AttestNodeRequest>,
-    ) -> Result<Response<AgentSvid>, Status> {
+    async fn attest_node(&self, req: Request<AttestNodeRequest>) -> Result<Response<AgentSvid>, Status> {
         let r = req.into_inner();
         if r.join_token.is_empty() || r.join_token.len() > 256 {
             return Err(Status::invalid_argument("a join token is required"));
         }
-        let (id, signed) = self
-            .state
-            .attest_join_token(&r.join_token, &r.csr)
-            .await
-            .map_err(status)?;
+        let (id, signed) = self.state.attest_join_token(&r.join_token, &r.csr).await.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
         Ok(Response::new(svid_reply(&id, signed.chain, &bundle)))
     }
 
-    async fn renew_agent(
-        &self,
-        req: Request<RenewAgentRequest>,
-    ) -> Result<Response<AgentSvid>, Status> {
+    async fn renew_agent(&self, req: Request<RenewAgentRequest>) -> Result<Response<AgentSvid>, Status> {
         let agent = self.authenticate(&req).await?;
-        let signed = self
-            .state
-            .renew_agent(&agent, &req.into_inner().csr)
-            .await
-            .map_err(status)?;
+        let signed = self.state.renew_agent(&agent, &req.into_inner().csr).await.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
         Ok(Response::new(svid_reply(&agent, signed.chain, &bundle)))
     }
@@ -164,41 +136,24 @@ impl Node for NodeApi {
         let agent = self.authenticate(&req).await?;
         let requests = req.into_inner().requests;
         if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_BATCH} SVIDs per request"
-            )));
+            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} SVIDs per request")));
         }
         let mut results = Vec::with_capacity(requests.len());
         for r in requests {
             let result = match self.state.issue_x509(&agent, &r.entry_id, &r.csr).await {
-                Ok(s) => SvidResult {
-                    entry_id: r.entry_id,
-                    cert_chain: s.chain,
-                    error: String::new(),
-                },
+                Ok(s) => SvidResult { entry_id: r.entry_id, cert_chain: s.chain, error: String::new() },
                 Err(IssueError::Server(e)) => return Err(internal(e)),
-                Err(e) => SvidResult {
-                    entry_id: r.entry_id,
-                    cert_chain: Vec::new(),
-                    error: e.to_string(),
-                },
+                Err(e) => SvidResult { entry_id: r.entry_id, cert_chain: Vec::new(), error: e.to_string() },
             };
             results.push(result);
         }
         Ok(Response::new(SignX509SvidsResponse { results }))
     }
 
-    async fn mint_jwt_svid(
-        &self,
-        req: Request<MintJwtSvidRequest>,
-    ) -> Result<Response<MintJwtSvidResponse>, Status> {
+    async fn mint_jwt_svid(&self, req: Request<MintJwtSvidRequest>) -> Result<Response<MintJwtSvidResponse>, Status> {
         let agent = self.authenticate(&req).await?;
         let r = req.into_inner();
-        let (token, expires_at) = self
-            .state
-            .issue_jwt(&agent, &r.entry_id, &r.audience)
-            .await
-            .map_err(status)?;
+        let (token, expires_at) = self.state.issue_jwt(&agent, &r.entry_id, &r.audience).await.map_err(status)?;
         Ok(Response::new(MintJwtSvidResponse { token, expires_at }))
     }
 }
@@ -209,11 +164,7 @@ fn event(e: sync_event::Event) -> Result<SyncEvent, Status> {
 
 /// Feeds one agent: a snapshot, then each change to its entries and the
 /// bundle. If it falls behind the change feed it gets a fresh snapshot.
-async fn sync_agent(
-    state: Arc<ServerState>,
-    agent: SpiffeId,
-    tx: mpsc::Sender<Result<SyncEvent, Status>>,
-) {
+async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<Result<SyncEvent, Status>>) {
     // Subscribe before reading the snapshot, so no change can fall between them.
     let mut changes = state.changes.subscribe();
     let mut bundle_rx = state.authorities.bundle();
@@ -230,11 +181,7 @@ async fn sync_agent(
             entries: entries.iter().map(entry_to_proto).collect(),
             bundle: Some(bundle_to_proto(&bundle)),
         };
-        if tx
-            .send(event(sync_event::Event::Snapshot(snap)))
-            .await
-            .is_err()
-        {
+        if tx.send(event(sync_event::Event::Snapshot(snap))).await.is_err() {
             return;
         }
         loop {

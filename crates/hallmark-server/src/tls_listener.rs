@@ -36,30 +36,20 @@ impl Connected for TlsConn {
     fn connect_info(&self) -> PeerInfo {
         let (tcp, session) = self.0.get_ref();
         PeerInfo {
-            certs: session
-                .peer_certificates()
-                .map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect())),
+            certs: session.peer_certificates().map(|c| Arc::new(c.iter().map(|d| d.clone().into_owned()).collect())),
             remote: tcp.peer_addr().ok(),
         }
     }
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -96,10 +86,7 @@ impl ResolvesServerCert for SwappableCert {
 
 /// Accepts connections on `listener` and yields finished TLS handshakes.
 /// A slow or failed handshake never blocks other clients.
-pub fn incoming(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-) -> mpsc::Receiver<io::Result<TlsConn>> {
+pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> mpsc::Receiver<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(128);
     tokio::spawn(async move {
         loop {

@@ -8,7 +8,4 @@
 mod migrate;
 mod store;
 
-pub use store::{
-    AdminToken, AuthorityRow, Backend, EntryChange, JoinTokenError, Node, Store, StoreError,
-    hash_secret,
-};
+pub use store::{AdminToken, AuthorityRow, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret};

@@ -25,13 +25,13 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreErr
     if backend == Backend::Postgres {
         // Several servers may start at once against one fresh database: one
         // migrates while the others wait, then find nothing left to do.
-        sqlx::query("SELECT pg_advisory_xact_lock(7316151)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(7316151)").execute(&mut *tx).await?;
     }
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
     let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
         .fetch_one(&mut *tx)
         .await?
@@ -44,17 +44,12 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreErr
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         for stmt in render(sql, backend).split(';') {
-            let body: String = stmt
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let body: String =
+                stmt.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
             if body.trim().is_empty() {
                 continue;
             }
-            sqlx::query(sqlx::AssertSqlSafe(body))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(body)).execute(&mut *tx).await?;
         }
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(*version)

@@ -134,10 +134,7 @@ pub struct Store {
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, revision, created_at, updated_at";
 
 fn canonical_selectors(s: &SelectorSet) -> String {
-    s.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    s.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 fn new_id() -> String {
@@ -151,10 +148,7 @@ fn to_i64(v: u64) -> i64 {
 }
 
 fn corrupt(detail: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        table: "entries",
-        detail: detail.to_string(),
-    }
+    StoreError::Corrupt { table: "entries", detail: detail.to_string() }
 }
 
 fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
@@ -165,17 +159,15 @@ fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
         .lines()
         .map(|s| s.parse().map_err(|e| ctx("selector", &e)))
         .collect::<Result<SelectorSet, _>>()?;
-    let dns_names: Vec<String> = serde_json::from_str(&r.try_get::<String, _>("dns_names")?)
-        .map_err(|e| ctx("dns_names", &e))?;
+    let dns_names: Vec<String> =
+        serde_json::from_str(&r.try_get::<String, _>("dns_names")?).map_err(|e| ctx("dns_names", &e))?;
     let ttl = |col: &str| -> Result<Ttl, StoreError> {
         let v: i64 = r.try_get(col)?;
         Ttl::from_secs(u64::try_from(v).unwrap_or(0)).map_err(|e| ctx(col, &e))
     };
     Ok(Entry {
-        spiffe_id: SpiffeId::new(&r.try_get::<String, _>("spiffe_id")?)
-            .map_err(|e| ctx("spiffe_id", &e))?,
-        parent_id: SpiffeId::new(&r.try_get::<String, _>("parent_id")?)
-            .map_err(|e| ctx("parent_id", &e))?,
+        spiffe_id: SpiffeId::new(&r.try_get::<String, _>("spiffe_id")?).map_err(|e| ctx("spiffe_id", &e))?,
+        parent_id: SpiffeId::new(&r.try_get::<String, _>("parent_id")?).map_err(|e| ctx("parent_id", &e))?,
         selectors,
         owner: r.try_get("owner")?,
         class: Class::from_str(&r.try_get::<String, _>("class")?).map_err(|e| ctx("class", &e))?,
@@ -221,18 +213,10 @@ impl Store {
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers proceed during writes; FULL makes each commit durable.
-                            sqlx::query("PRAGMA journal_mode = WAL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA synchronous = FULL")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA busy_timeout = 10000")
-                                .execute(&mut *conn)
-                                .await?;
-                            sqlx::query("PRAGMA foreign_keys = ON")
-                                .execute(&mut *conn)
-                                .await?;
+                            sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
                             Ok(())
                         })
                     })
@@ -261,9 +245,7 @@ impl Store {
     async fn begin_entry_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
-            sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
         }
         Ok(tx)
     }
@@ -312,9 +294,7 @@ impl Store {
         })?;
         Self::log_change(&mut tx, &id, spec.parent_id.as_str(), now).await?;
         tx.commit().await?;
-        self.entry(&id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
+        self.entry(&id).await?.ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
     }
 
     /// Replaces an entry's content; `expected_revision`, when given, must match.
@@ -326,22 +306,16 @@ impl Store {
     ) -> Result<Entry, StoreError> {
         let now = now_unix();
         let mut tx = self.begin_entry_tx().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
-        )))
-        .bind(id.to_owned())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
         let old = entry_from_row(&row)?;
-        if let Some(expected) = expected_revision {
-            if expected != old.revision {
-                return Err(StoreError::Conflict {
-                    id: id.to_owned(),
-                    expected,
-                    actual: old.revision,
-                });
-            }
+        if let Some(expected) = expected_revision
+            && expected != old.revision
+        {
+            return Err(StoreError::Conflict { id: id.to_owned(), expected, actual: old.revision });
         }
         sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
@@ -370,27 +344,20 @@ impl Store {
             Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
         }
         tx.commit().await?;
-        self.entry(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
+        self.entry(id).await?.ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
     }
 
     /// Deletes an entry and returns what it was.
     pub async fn delete_entry(&self, id: &str) -> Result<Entry, StoreError> {
         let now = now_unix();
         let mut tx = self.begin_entry_tx().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
-        )))
-        .bind(id.to_owned())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
-        let old = entry_from_row(&row)?;
-        sqlx::query("DELETE FROM entries WHERE id = $1")
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
             .bind(id.to_owned())
-            .execute(&mut *tx)
-            .await?;
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
+        let old = entry_from_row(&row)?;
+        sqlx::query("DELETE FROM entries WHERE id = $1").bind(id.to_owned()).execute(&mut *tx).await?;
         Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
         tx.commit().await?;
         Ok(old)
@@ -398,30 +365,28 @@ impl Store {
 
     /// One entry by id.
     pub async fn entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"
-        )))
-        .bind(id.to_owned())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(entry_from_row).transpose()
     }
 
     /// Every entry, optionally only those under one parent, ordered by SPIFFE ID.
     pub async fn entries(&self, parent: Option<&str>) -> Result<Vec<Entry>, StoreError> {
         let rows = match parent {
-            Some(p) => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 ORDER BY spiffe_id, id"
-            )))
-            .bind(p.to_owned())
-            .fetch_all(&self.pool)
-            .await?,
-            None => {
+            Some(p) => {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {ENTRY_COLUMNS} FROM entries ORDER BY spiffe_id, id"
+                    "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 ORDER BY spiffe_id, id"
                 )))
+                .bind(p.to_owned())
                 .fetch_all(&self.pool)
                 .await?
+            }
+            None => {
+                sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries ORDER BY spiffe_id, id")))
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         rows.iter().map(entry_from_row).collect()
@@ -442,23 +407,17 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((
-            rows.iter().map(entry_from_row).collect::<Result<_, _>>()?,
-            seq,
-        ))
+        Ok((rows.iter().map(entry_from_row).collect::<Result<_, _>>()?, seq))
     }
 
     /// Changes after `seq`, oldest first, at most `limit`.
-    pub async fn changes_since(
-        &self,
-        seq: i64,
-        limit: i64,
-    ) -> Result<Vec<EntryChange>, StoreError> {
-        let rows = sqlx::query("SELECT seq, entry_id, parent_id FROM entry_events WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(seq)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+    pub async fn changes_since(&self, seq: i64, limit: i64) -> Result<Vec<EntryChange>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, entry_id, parent_id FROM entry_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(seq)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(EntryChange {
@@ -472,28 +431,20 @@ impl Store {
 
     /// The newest change-log position.
     pub async fn last_change(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM entry_events")
-                .fetch_one(&self.pool)
-                .await?
-                .try_get("s")?,
-        )
+        Ok(sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM entry_events")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("s")?)
     }
 
     /// Records a join token (by hash) valid until `expires_at`.
-    pub async fn create_join_token(
-        &self,
-        token_hash: &str,
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO join_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(token_hash.to_owned())
-        .bind(now_unix())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await?;
+    pub async fn create_join_token(&self, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO join_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)")
+            .bind(token_hash.to_owned())
+            .bind(now_unix())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -553,10 +504,11 @@ impl Store {
 
     /// A node by agent ID.
     pub async fn node(&self, agent_id: &str) -> Result<Option<Node>, StoreError> {
-        let row = sqlx::query("SELECT agent_id, attestation_type, serial, not_after, banned FROM nodes WHERE agent_id = $1")
-            .bind(agent_id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT agent_id, attestation_type, serial, not_after, banned FROM nodes WHERE agent_id = $1")
+                .bind(agent_id.to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(Node {
                 agent_id: r.try_get("agent_id")?,
@@ -570,22 +522,15 @@ impl Store {
     }
 
     /// Stores an admin token by hash.
-    pub async fn add_admin_token(
-        &self,
-        token_hash: &str,
-        name: &str,
-        role: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO admin_tokens (token_hash, name, role, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash.to_owned())
-        .bind(name.to_owned())
-        .bind(role.to_owned())
-        .bind(now_unix())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| duplicate_or(e, || "admin token already exists".into()))?;
+    pub async fn add_admin_token(&self, token_hash: &str, name: &str, role: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO admin_tokens (token_hash, name, role, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash.to_owned())
+            .bind(name.to_owned())
+            .bind(role.to_owned())
+            .bind(now_unix())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| duplicate_or(e, || "admin token already exists".into()))?;
         Ok(())
     }
 
@@ -595,13 +540,7 @@ impl Store {
             .bind(token_hash.to_owned())
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|r| {
-            Ok(AdminToken {
-                name: r.try_get("name")?,
-                role: r.try_get("role")?,
-            })
-        })
-        .transpose()
+        row.map(|r| Ok(AdminToken { name: r.try_get("name")?, role: r.try_get("role")? })).transpose()
     }
 
     /// Publishes an authority's public half (idempotent) and bumps the bundle sequence when new.
@@ -618,9 +557,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
-            sqlx::query("UPDATE meta SET value = value + 1 WHERE name = 'bundle_sequence'")
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query("UPDATE meta SET value = value + 1 WHERE name = 'bundle_sequence'").execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -628,10 +565,12 @@ impl Store {
 
     /// Authorities not yet expired at `now`, oldest first, and the bundle sequence.
     pub async fn authorities(&self, now: i64) -> Result<(Vec<AuthorityRow>, u64), StoreError> {
-        let rows = sqlx::query("SELECT id, kind, public, not_after FROM authorities WHERE not_after > $1 ORDER BY created_at, id")
-            .bind(now)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, public, not_after FROM authorities WHERE not_after > $1 ORDER BY created_at, id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
         let seq: i64 = sqlx::query("SELECT value FROM meta WHERE name = 'bundle_sequence'")
             .fetch_one(&self.pool)
             .await?

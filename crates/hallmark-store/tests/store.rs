@@ -1,17 +1,16 @@
 //! Datastore tests, each run on a real SQLite file and, when
 //! `HALLMARK_TEST_POSTGRES` names a server, on a fresh PostgreSQL database.
 
+// Integration tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use hallmark_core::{EntrySpec, SpiffeId, TrustDomain, Ttl, ValidEntrySpec};
 use hallmark_store::{AuthorityRow, JoinTokenError, Store, StoreError, hash_secret};
 
 /// Opens one store per available backend, each empty.
 async fn stores() -> Vec<(String, Store)> {
     let mut out = Vec::new();
-    let dir = std::env::temp_dir().join(format!(
-        "hallmark-store-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
+    let dir = std::env::temp_dir().join(format!("hallmark-store-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("test.db").display());
     out.push(("sqlite".to_owned(), Store::open(&url).await.unwrap()));
@@ -20,20 +19,12 @@ async fn stores() -> Vec<(String, Store)> {
             sqlx::any::install_default_drivers();
             let admin = sqlx::AnyPool::connect(&base).await.unwrap();
             let db = format!("hm_{}", rand_suffix());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-                .execute(&admin)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
             let (prefix, _) = base.rsplit_once('/').unwrap();
-            out.push((
-                "postgres".to_owned(),
-                Store::open(&format!("{prefix}/{db}")).await.unwrap(),
-            ));
+            out.push(("postgres".to_owned(), Store::open(&format!("{prefix}/{db}")).await.unwrap()));
         }
         Err(_) if std::env::var("CI").is_ok() => panic!("CI must provide HALLMARK_TEST_POSTGRES"),
-        Err(_) => eprintln!(
-            "HALLMARK_TEST_POSTGRES not set: PostgreSQL half skipped (the test script sets it)"
-        ),
+        Err(_) => eprintln!("HALLMARK_TEST_POSTGRES not set: PostgreSQL half skipped (the test script sets it)"),
     }
     out
 }
@@ -41,10 +32,7 @@ async fn stores() -> Vec<(String, Store)> {
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{t:x}{:x}", N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -59,12 +47,7 @@ fn spec(id: &str, uid: u32) -> ValidEntrySpec {
         hint: Some("primary".into()),
         ..Default::default()
     }
-    .validate(
-        &td,
-        None,
-        Ttl::parse("1h").unwrap(),
-        Ttl::parse("5m").unwrap(),
-    )
+    .validate(&td, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
     .unwrap()
 }
 
@@ -82,43 +65,24 @@ async fn entry_crud_and_change_log() {
         assert_eq!(s.entries(None).await.unwrap().len(), 1, "{name}");
         // Update with the right revision, then a stale one.
         let mut changed = spec("web", 1001);
-        changed.parent_id =
-            SpiffeId::new("spiffe://example.org/hallmark/agent/join_token/b2").unwrap();
+        changed.parent_id = SpiffeId::new("spiffe://example.org/hallmark/agent/join_token/b2").unwrap();
         let u = s.update_entry(&e.id, &changed, Some(1)).await.unwrap();
         assert_eq!(u.revision, 2);
-        assert!(
-            matches!(
-                s.update_entry(&e.id, &changed, Some(1)).await,
-                Err(StoreError::Conflict { .. })
-            ),
-            "{name}"
-        );
+        assert!(matches!(s.update_entry(&e.id, &changed, Some(1)).await, Err(StoreError::Conflict { .. })), "{name}");
         // A parent change logs the entry for both agents.
         let log = s.changes_since(start, 100).await.unwrap();
         let parents: Vec<&str> = log.iter().map(|c| c.parent_id.as_str()).collect();
         assert_eq!(parents.len(), 3, "{name}: {log:?}");
         assert!(parents.contains(&"spiffe://example.org/hallmark/agent/join_token/a1"));
         assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
-        let (snap, seq) = s
-            .entries_snapshot("spiffe://example.org/hallmark/agent/join_token/b2")
-            .await
-            .unwrap();
+        let (snap, seq) = s.entries_snapshot("spiffe://example.org/hallmark/agent/join_token/b2").await.unwrap();
         assert_eq!(snap.len(), 1);
         assert_eq!(seq, log.last().unwrap().seq);
-        assert!(
-            s.entries_snapshot("spiffe://example.org/hallmark/agent/join_token/a1")
-                .await
-                .unwrap()
-                .0
-                .is_empty()
-        );
+        assert!(s.entries_snapshot("spiffe://example.org/hallmark/agent/join_token/a1").await.unwrap().0.is_empty());
         let gone = s.delete_entry(&e.id).await.unwrap();
         assert_eq!(gone.id, e.id);
         assert!(s.entry(&e.id).await.unwrap().is_none());
-        assert!(
-            matches!(s.delete_entry(&e.id).await, Err(StoreError::NotFound(_))),
-            "{name}"
-        );
+        assert!(matches!(s.delete_entry(&e.id).await, Err(StoreError::NotFound(_))), "{name}");
         assert_eq!(s.changes_since(seq, 100).await.unwrap().len(), 1);
     }
 }
@@ -127,35 +91,16 @@ async fn entry_crud_and_change_log() {
 async fn join_tokens_are_single_use() {
     for (name, s) in stores().await {
         let now = hallmark_core::now_unix();
-        s.create_join_token(&hash_secret("t1"), now + 600)
-            .await
-            .unwrap();
-        s.create_join_token(&hash_secret("old"), now - 1)
-            .await
-            .unwrap();
+        s.create_join_token(&hash_secret("t1"), now + 600).await.unwrap();
+        s.create_join_token(&hash_secret("old"), now - 1).await.unwrap();
+        assert_eq!(s.consume_join_token(&hash_secret("t1"), "agent-a", now).await.unwrap(), Ok(()), "{name}");
+        assert_eq!(s.consume_join_token(&hash_secret("t1"), "agent-b", now).await.unwrap(), Err(JoinTokenError::Used));
         assert_eq!(
-            s.consume_join_token(&hash_secret("t1"), "agent-a", now)
-                .await
-                .unwrap(),
-            Ok(()),
-            "{name}"
-        );
-        assert_eq!(
-            s.consume_join_token(&hash_secret("t1"), "agent-b", now)
-                .await
-                .unwrap(),
-            Err(JoinTokenError::Used)
-        );
-        assert_eq!(
-            s.consume_join_token(&hash_secret("old"), "agent-c", now)
-                .await
-                .unwrap(),
+            s.consume_join_token(&hash_secret("old"), "agent-c", now).await.unwrap(),
             Err(JoinTokenError::Expired)
         );
         assert_eq!(
-            s.consume_join_token(&hash_secret("nope"), "agent-d", now)
-                .await
-                .unwrap(),
+            s.consume_join_token(&hash_secret("nope"), "agent-d", now).await.unwrap(),
             Err(JoinTokenError::Unknown)
         );
     }
@@ -164,50 +109,18 @@ async fn join_tokens_are_single_use() {
 #[tokio::test]
 async fn nodes_tokens_authorities() {
     for (name, s) in stores().await {
-        s.upsert_node("spiffe://example.org/a", "join_token", "01", 100)
-            .await
-            .unwrap();
-        s.upsert_node("spiffe://example.org/a", "join_token", "02", 200)
-            .await
-            .unwrap();
+        s.upsert_node("spiffe://example.org/a", "join_token", "01", 100).await.unwrap();
+        s.upsert_node("spiffe://example.org/a", "join_token", "02", 200).await.unwrap();
         let n = s.node("spiffe://example.org/a").await.unwrap().unwrap();
-        assert_eq!(
-            (n.serial.as_str(), n.not_after, n.banned),
-            ("02", 200, false),
-            "{name}"
-        );
-        s.add_admin_token(&hash_secret("secret"), "bootstrap", "trust-admin")
-            .await
-            .unwrap();
-        assert_eq!(
-            s.admin_token(&hash_secret("secret"))
-                .await
-                .unwrap()
-                .unwrap()
-                .role,
-            "trust-admin"
-        );
-        assert!(
-            s.admin_token(&hash_secret("other"))
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert_eq!((n.serial.as_str(), n.not_after, n.banned), ("02", 200, false), "{name}");
+        s.add_admin_token(&hash_secret("secret"), "bootstrap", "trust-admin").await.unwrap();
+        assert_eq!(s.admin_token(&hash_secret("secret")).await.unwrap().unwrap().role, "trust-admin");
+        assert!(s.admin_token(&hash_secret("other")).await.unwrap().is_none());
         let now = hallmark_core::now_unix();
-        let a = AuthorityRow {
-            id: "k1".into(),
-            kind: "jwt".into(),
-            public: "{}".into(),
-            not_after: now + 60,
-        };
+        let a = AuthorityRow { id: "k1".into(), kind: "jwt".into(), public: "{}".into(), not_after: now + 60 };
         s.publish_authority(&a).await.unwrap();
         s.publish_authority(&a).await.unwrap();
-        let old = AuthorityRow {
-            id: "k0".into(),
-            kind: "jwt".into(),
-            public: "{}".into(),
-            not_after: now - 60,
-        };
+        let old = AuthorityRow { id: "k0".into(), kind: "jwt".into(), public: "{}".into(), not_after: now - 60 };
         s.publish_authority(&old).await.unwrap();
         let (list, seq) = s.authorities(now).await.unwrap();
         assert_eq!(list, vec![a], "{name}");
@@ -240,10 +153,7 @@ async fn reopening_keeps_data_and_migrations_run_once() {
     drop(s);
     let s = Store::open(&url).await.unwrap();
     assert_eq!(s.entries(None).await.unwrap().len(), 1);
-    assert!(matches!(
-        Store::open("mysql://x").await,
-        Err(StoreError::Url(_))
-    ));
+    assert!(matches!(Store::open("mysql://x").await, Err(StoreError::Url(_))));
 }
 
 /// Several servers starting at once on one fresh PostgreSQL database must all
@@ -256,10 +166,7 @@ async fn concurrent_start_on_one_postgres() {
     sqlx::any::install_default_drivers();
     let admin = sqlx::AnyPool::connect(&base).await.unwrap();
     let db = format!("hm_{}", rand_suffix());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
     let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
     let opens: Vec<_> = (0..6)
         .map(|_| {

@@ -44,16 +44,12 @@ pub enum ApiCmd {
 }
 
 async fn connect(socket: &str) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
-    let path = socket
-        .strip_prefix("unix://")
-        .with_context(|| format!("socket `{socket}` must be a unix:// URI"))?
-        .to_owned();
+    let path =
+        socket.strip_prefix("unix://").with_context(|| format!("socket `{socket}` must be a unix:// URI"))?.to_owned();
     let ch = Endpoint::from_static("http://workload")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
+            async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
         }))
         .await
         .context("cannot connect to the Workload API")?;
@@ -62,32 +58,17 @@ async fn connect(socket: &str) -> anyhow::Result<SpiffeWorkloadApiClient<Channel
 
 fn request<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert(
-        "workload.spiffe.io",
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
+    r.metadata_mut().insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
     r
 }
 
 /// Runs an `api` command.
 pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
     match cmd {
-        ApiCmd::FetchX509 {
-            socket,
-            write,
-            json,
-        } => {
+        ApiCmd::FetchX509 { socket, write, json } => {
             let mut c = connect(&socket).await?;
-            let mut stream = c
-                .fetch_x509svid(request(X509svidRequest {}))
-                .await
-                .map_err(status)?
-                .into_inner();
-            let msg = stream
-                .message()
-                .await
-                .map_err(status)?
-                .context("stream ended with no message")?;
+            let mut stream = c.fetch_x509svid(request(X509svidRequest {})).await.map_err(status)?.into_inner();
+            let msg = stream.message().await.map_err(status)?.context("stream ended with no message")?;
             let mut out = Vec::new();
             for (i, s) in msg.svids.iter().enumerate() {
                 let leaf = hallmark_ca::svid::parse_leaf(first_cert(&s.x509_svid)?)?;
@@ -96,10 +77,7 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
                     std::fs::create_dir_all(dir)?;
                     std::fs::write(dir.join(format!("svid.{i}.pem")), split_pem(&s.x509_svid)?)?;
                     let key = pem::encode(&pem::Pem::new("PRIVATE KEY", s.x509_svid_key.clone()));
-                    hallmark_ca::keys::write_secret_file(
-                        &dir.join(format!("svid.{i}.key")),
-                        key.as_bytes(),
-                    )?;
+                    hallmark_ca::keys::write_secret_file(&dir.join(format!("svid.{i}.key")), key.as_bytes())?;
                     std::fs::write(dir.join("bundle.pem"), split_pem(&s.bundle)?)?;
                 }
             }
@@ -118,18 +96,10 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ApiCmd::FetchJwt {
-            socket,
-            audience,
-            spiffe_id,
-            json,
-        } => {
+        ApiCmd::FetchJwt { socket, audience, spiffe_id, json } => {
             let mut c = connect(&socket).await?;
             let r = c
-                .fetch_jwtsvid(request(JwtsvidRequest {
-                    audience,
-                    spiffe_id: spiffe_id.unwrap_or_default(),
-                }))
+                .fetch_jwtsvid(request(JwtsvidRequest { audience, spiffe_id: spiffe_id.unwrap_or_default() }))
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -158,8 +128,8 @@ fn status(s: tonic::Status) -> anyhow::Error {
 fn der_certs(mut der: &[u8]) -> anyhow::Result<Vec<&[u8]>> {
     let mut out = Vec::new();
     while !der.is_empty() {
-        let (rest, _) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| anyhow::anyhow!("bad certificate: {e}"))?;
+        let (rest, _) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| anyhow::anyhow!("bad certificate: {e}"))?;
         let len = der.len() - rest.len();
         out.push(&der[..len]);
         der = rest;
@@ -175,8 +145,5 @@ fn first_cert(der: &[u8]) -> anyhow::Result<&[u8]> {
 }
 
 fn split_pem(der: &[u8]) -> anyhow::Result<String> {
-    Ok(der_certs(der)?
-        .into_iter()
-        .map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.to_vec())))
-        .collect())
+    Ok(der_certs(der)?.into_iter().map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.to_vec()))).collect())
 }

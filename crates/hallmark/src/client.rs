@@ -24,11 +24,8 @@ impl Reply {
     pub fn json(self) -> anyhow::Result<Value> {
         let v: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
         if !self.status.is_success() {
-            let msg = v
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| self.status.to_string());
+            let msg =
+                v.get("error").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| self.status.to_string());
             bail!("{msg}");
         }
         Ok(v)
@@ -38,9 +35,7 @@ impl Reply {
 impl Client {
     /// From the `--server` URL (`http://host:port`) and token.
     pub fn new(server: Option<String>, token: Option<String>) -> anyhow::Result<Self> {
-        let server = server.context(
-            "no server given: set HALLMARK_SERVER (e.g. `source DIR/env`) or pass --server",
-        )?;
+        let server = server.context("no server given: set HALLMARK_SERVER (e.g. `source DIR/env`) or pass --server")?;
         let authority = server
             .strip_prefix("http://")
             .with_context(|| format!("server URL `{server}` must start with http://"))?
@@ -62,19 +57,10 @@ impl Client {
     ) -> anyhow::Result<Reply> {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to the Hallmark server at {}",
-                    self.authority
-                )
-            })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            .with_context(|| format!("cannot connect to the Hallmark server at {}", self.authority))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.authority);
+        let mut req = Request::builder().method(method).uri(path).header("host", &self.authority);
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -95,12 +81,7 @@ impl Client {
     }
 
     /// Sends and decodes JSON, failing with the API's error message.
-    pub async fn json(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
+    pub async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         self.send(method, path, body, None).await?.json()
     }
 }

@@ -160,28 +160,12 @@ fn print_entry(e: &Value) {
     println!("Parent ID    : {}", s("parent_id"));
     println!("Owner        : {}", s("owner"));
     println!("Class        : {}", s("class"));
-    println!(
-        "X509 TTL     : {}",
-        hallmark_core::format_duration(std::time::Duration::from_secs(n("x509_ttl")))
-    );
-    println!(
-        "JWT TTL      : {}",
-        hallmark_core::format_duration(std::time::Duration::from_secs(n("jwt_ttl")))
-    );
-    for sel in e
-        .get("selectors")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    println!("X509 TTL     : {}", hallmark_core::format_duration(std::time::Duration::from_secs(n("x509_ttl"))));
+    println!("JWT TTL      : {}", hallmark_core::format_duration(std::time::Duration::from_secs(n("jwt_ttl"))));
+    for sel in e.get("selectors").and_then(Value::as_array).into_iter().flatten() {
         println!("Selector     : {}", sel.as_str().unwrap_or(""));
     }
-    for d in e
-        .get("dns_names")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for d in e.get("dns_names").and_then(Value::as_array).into_iter().flatten() {
         println!("DNS name     : {}", d.as_str().unwrap_or(""));
     }
     if let Some(h) = e.get("hint").and_then(Value::as_str) {
@@ -247,16 +231,8 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             };
             let v = c.json(Method::GET, &path, None).await?;
             emit(conn, &v, |v| {
-                let list = v
-                    .get("entries")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                println!(
-                    "Found {} entr{}",
-                    list.len(),
-                    if list.len() == 1 { "y" } else { "ies" }
-                );
+                let list = v.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
+                println!("Found {} entr{}", list.len(), if list.len() == 1 { "y" } else { "ies" });
                 for e in &list {
                     println!();
                     print_entry(e);
@@ -264,9 +240,7 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             })
         }
         EntryCmd::Show { id } => {
-            let e = c
-                .json(Method::GET, &format!("/v1/entries/{}", encode(&id)), None)
-                .await?;
+            let e = c.json(Method::GET, &format!("/v1/entries/{}", encode(&id)), None).await?;
             emit(conn, &e, print_entry)
         }
         EntryCmd::Update { id, fields: f } => {
@@ -284,33 +258,16 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
                 "jwt_ttl": f.jwt_ttl.clone().or_else(|| secs("jwt_ttl")),
                 "dns_names": if f.dns_names.is_empty() { cur.get("dns_names").cloned().unwrap_or(json!([])) } else { json!(f.dns_names) },
             });
-            match f
-                .hint
-                .or_else(|| cur.get("hint").and_then(Value::as_str).map(str::to_owned))
-            {
+            match f.hint.or_else(|| cur.get("hint").and_then(Value::as_str).map(str::to_owned)) {
                 Some(h) if !h.is_empty() => body["hint"] = json!(h),
                 _ => {}
             }
-            let e = c
-                .send(Method::PUT, &path, Some(&body), revision)
-                .await?
-                .json()?;
+            let e = c.send(Method::PUT, &path, Some(&body), revision).await?.json()?;
             emit(conn, &e, print_entry)
         }
         EntryCmd::Delete { id } => {
-            let e = c
-                .json(
-                    Method::DELETE,
-                    &format!("/v1/entries/{}", encode(&id)),
-                    None,
-                )
-                .await?;
-            emit(conn, &e, |e| {
-                println!(
-                    "Deleted entry {}",
-                    e.get("id").and_then(Value::as_str).unwrap_or("")
-                )
-            })
+            let e = c.json(Method::DELETE, &format!("/v1/entries/{}", encode(&id)), None).await?;
+            emit(conn, &e, |e| println!("Deleted entry {}", e.get("id").and_then(Value::as_str).unwrap_or("")))
         }
     }
 }
@@ -328,14 +285,8 @@ pub async fn token(cmd: TokenCmd, conn: &Conn) -> anyhow::Result<()> {
     };
     let v = c.json(Method::POST, "/v1/join-tokens", Some(&body)).await?;
     emit(conn, &v, |v| {
-        println!(
-            "Agent ID : {}",
-            v.get("agent_id").and_then(Value::as_str).unwrap_or("")
-        );
-        println!(
-            "Expires  : {}",
-            v.get("expires_at").and_then(Value::as_i64).unwrap_or(0)
-        );
+        println!("Agent ID : {}", v.get("agent_id").and_then(Value::as_str).unwrap_or(""));
+        println!("Expires  : {}", v.get("expires_at").and_then(Value::as_i64).unwrap_or(0));
         println!("{}", v.get("token").and_then(Value::as_str).unwrap_or(""));
     })
 }
@@ -347,14 +298,7 @@ pub async fn bundle(cmd: BundleCmd, conn: &Conn) -> anyhow::Result<()> {
         bail!("unknown bundle format `{format}` (pem, jwks)");
     }
     let c = Client::new(conn.server.clone(), conn.token.clone())?;
-    let r = c
-        .send(
-            Method::GET,
-            &format!("/v1/bundle?format={format}"),
-            None,
-            None,
-        )
-        .await?;
+    let r = c.send(Method::GET, &format!("/v1/bundle?format={format}"), None, None).await?;
     if !r.status.is_success() {
         r.json()?;
         bail!("bundle request failed");
@@ -367,9 +311,7 @@ pub async fn bundle(cmd: BundleCmd, conn: &Conn) -> anyhow::Result<()> {
 }
 
 fn env_map() -> HashMap<String, String> {
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("HALLMARK_"))
-        .collect()
+    std::env::vars().filter(|(k, _)| k.starts_with("HALLMARK_")).collect()
 }
 
 fn read_config(path: &Path) -> anyhow::Result<String> {
@@ -402,10 +344,7 @@ pub async fn run_agent(config: &Path) -> anyhow::Result<()> {
         .and_then(|c| c.validate())
         .with_context(|| config.display().to_string())?;
     let running = hallmark_agent::start(settings).await?;
-    println!(
-        "SPIFFE_ENDPOINT_SOCKET=unix://{}",
-        running.socket_path.display()
-    );
+    println!("SPIFFE_ENDPOINT_SOCKET=unix://{}", running.socket_path.display());
     tokio::select! {
         r = running.wait() => r?,
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),

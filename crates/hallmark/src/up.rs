@@ -66,11 +66,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         .flatten()
         .is_some_and(|i| i.not_after > now_unix() + 60 && i.id == agent_id);
     if !resumable {
-        let kc = new_key_and_csr(&agent_id)?;
-        let signed = state
-            .attest_local(&agent_id, &kc.csr_der)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let kc = new_key_and_csr(Some(&agent_id))?;
+        let signed = state.attest_local(&agent_id, &kc.csr_der).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = AgentIdentity {
             id: agent_id.clone(),
             chain: signed.chain,
@@ -82,9 +79,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     let bundle = state.authorities.bundle().borrow().as_ref().clone();
     save_bundle(&agent_dir, &bundle)?;
-    let socket_path = a
-        .socket
-        .unwrap_or_else(|| agent_dir.join("public").join("api.sock"));
+    let socket_path = a.socket.unwrap_or_else(|| agent_dir.join("public").join("api.sock"));
     let agent = hallmark_agent::start(AgentSettings {
         trust_domain: td,
         server_address: server.agent_addr.to_string(),
@@ -105,11 +100,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     // The env file holds an admin credential.
     write_secret_file(&dir.join("env"), env.as_bytes())?;
     print!("{env}");
-    println!(
-        "# written to {}; run: source {}",
-        dir.join("env").display(),
-        dir.join("env").display()
-    );
+    println!("# written to {}; run: source {}", dir.join("env").display(), dir.join("env").display());
     tracing::info!("hallmark up: server and agent running");
     tokio::select! {
         r = server.wait() => r?,

@@ -1,1 +1,11 @@
+//! Integration tests: real `hallmark` processes, a real SQLite file (and
+//! PostgreSQL when `HALLMARK_TEST_POSTGRES` is set), real gRPC over a real Unix
+//! socket, and the independent `spiffe` crate as the Workload API client.
 
+// Integration tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod harness;
+mod separate;
+mod up;

@@ -1,0 +1,156 @@
+//! `hallmark server` and `hallmark agent` as separate processes joined by a
+//! single-use join token, on SQLite and on PostgreSQL.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use crate::harness::*;
+
+struct Deployment {
+    server: Proc,
+    dir: tempfile::TempDir,
+    env: HashMap<String, String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_server(datastore: Option<String>) -> Deployment {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut cfg = format!(
+        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n",
+        dir.path().join("server").display()
+    );
+    if let Some(ds) = datastore {
+        cfg.push_str(&format!("datastore = \"{ds}\"\n"));
+    }
+    std::fs::write(dir.path().join("server.toml"), cfg).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["server", "--config"]).arg(dir.path().join("server.toml"));
+    let server = Proc::spawn(cmd, &dir.path().join("server.log"));
+    let token_file = dir.path().join("server/admin-token");
+    let token =
+        wait_for("server admin token", 60, || std::fs::read_to_string(&token_file).ok().filter(|t| !t.is_empty()));
+    let env = HashMap::from([
+        ("HALLMARK_SERVER".to_owned(), format!("http://127.0.0.1:{admin}")),
+        ("HALLMARK_TOKEN".to_owned(), token.trim().to_owned()),
+        ("HALLMARK_AGENT_PORT".to_owned(), port.to_string()),
+    ]);
+    Deployment { server, dir, env }
+}
+
+impl Deployment {
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin()).args(args).envs(&self.env).output().unwrap()
+    }
+
+    fn agent_config(&self, name: &str, token: &str) -> std::path::PathBuf {
+        let d = self.dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = format!(
+            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\njoin_token = \"{token}\"\ntrust_bundle_path = \"{}\"\n",
+            self.env["HALLMARK_AGENT_PORT"],
+            d.join("data").display(),
+            d.join("api.sock").display(),
+            self.dir.path().join("bundle.pem").display()
+        );
+        let p = d.join("agent.toml");
+        std::fs::write(&p, cfg).unwrap();
+        p
+    }
+}
+
+async fn join_and_fetch(datastore: Option<String>) {
+    let dep = start_server(datastore);
+    let bundle = dep.cli(&["bundle", "show"]);
+    assert!(bundle.status.success(), "{}", String::from_utf8_lossy(&bundle.stderr));
+    std::fs::write(dep.dir.path().join("bundle.pem"), &bundle.stdout).unwrap();
+    let out = dep.cli(&["token", "create", "--ttl", "10m", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tok: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (token, agent_id) = (tok["token"].as_str().unwrap(), tok["agent_id"].as_str().unwrap());
+    assert!(agent_id.starts_with("spiffe://example.org/hallmark/agent/join_token/"));
+    assert!(!agent_id.contains(token), "the agent ID does not reveal the token");
+
+    let mut cmd = Command::new(bin());
+    cmd.args(["agent", "--config"]).arg(dep.agent_config("a1", token));
+    let agent = Proc::spawn(cmd, &dep.dir.path().join("agent1.log"));
+    let socket = dep.dir.path().join("a1/api.sock");
+    wait_for("agent socket", 60, || socket.exists().then_some(()));
+
+    let out = dep.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/svc",
+        "--selector",
+        &format!("unix:uid:{}", my_uid()),
+        "--parent",
+        agent_id,
+        "--owner",
+        "ops",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
+    let svid = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Ok(s) = client.fetch_x509_svid().await {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!("agent never served the SVID\nagent log:\n{}\nserver log:\n{}", agent.log(), dep.server.log())
+    });
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/svc");
+    let jwt = client.fetch_jwt_svid(["aud1"], None).await.unwrap();
+    assert_eq!(jwt.spiffe_id().to_string(), "spiffe://example.org/svc");
+
+    // The token is single-use: a second agent presenting it is refused.
+    let mut cmd = Command::new(bin());
+    cmd.args(["agent", "--config"]).arg(dep.agent_config("a2", token));
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already been used"), "{err}");
+    // An unknown token is refused too.
+    let mut cmd = Command::new(bin());
+    cmd.args(["agent", "--config"]).arg(dep.agent_config("a3", "not-a-token"));
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid"));
+    drop(agent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_and_agent_joined_by_token_on_sqlite() {
+    join_and_fetch(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_and_agent_joined_by_token_on_postgres() {
+    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else {
+        assert!(std::env::var("CI").is_err(), "CI must provide HALLMARK_TEST_POSTGRES");
+        eprintln!("HALLMARK_TEST_POSTGRES not set: skipped (scripts/test.sh sets it)");
+        return;
+    };
+    sqlx_free_create_db(&base, "hm_it_join").await;
+    let url = format!("{}/hm_it_join_{}", base.rsplit_once('/').unwrap().0, std::process::id());
+    join_and_fetch(Some(url)).await;
+}
+
+/// Creates a fresh database through `psql`-free means: the server creates its
+/// schema, but the database itself must exist.
+async fn sqlx_free_create_db(base: &str, prefix: &str) {
+    let out = Command::new("psql")
+        .arg(base)
+        .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {prefix}_{}", std::process::id())])
+        .output()
+        .expect("psql is installed with PostgreSQL");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
