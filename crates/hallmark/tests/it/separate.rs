@@ -17,6 +17,10 @@ fn free_port() -> u16 {
 }
 
 fn start_server(datastore: Option<String>) -> Deployment {
+    start_server_with(datastore, "")
+}
+
+fn start_server_with(datastore: Option<String>, extra_config: &str) -> Deployment {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let mut cfg = format!(
@@ -26,6 +30,7 @@ fn start_server(datastore: Option<String>) -> Deployment {
     if let Some(ds) = datastore {
         cfg.push_str(&format!("datastore = \"{ds}\"\n"));
     }
+    cfg.push_str(extra_config);
     std::fs::write(dir.path().join("server.toml"), cfg).unwrap();
     let mut cmd = Command::new(bin());
     cmd.args(["server", "--config"]).arg(dir.path().join("server.toml"));
@@ -60,6 +65,57 @@ impl Deployment {
         std::fs::write(&p, cfg).unwrap();
         p
     }
+}
+
+/// Starts an agent joined with a fresh token; returns it, its ID and its socket.
+fn join_agent(dep: &Deployment, name: &str) -> (Proc, String, std::path::PathBuf) {
+    let bundle = dep.cli(&["bundle", "show"]);
+    std::fs::write(dep.dir.path().join("bundle.pem"), &bundle.stdout).unwrap();
+    let out = dep.cli(&["token", "create", "--json"]);
+    let tok: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["agent", "--config"]).arg(dep.agent_config(name, tok["token"].as_str().unwrap()));
+    let agent = Proc::spawn(cmd, &dep.dir.path().join(format!("{name}.log")));
+    let socket = dep.dir.path().join(format!("{name}/api.sock"));
+    wait_for("agent socket", 60, || socket.exists().then_some(()));
+    (agent, tok["agent_id"].as_str().unwrap().to_owned(), socket)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_svid_renews_itself_before_expiry() {
+    let dep = start_server_with(None, "agent_svid_ttl = \"16s\"\n");
+    let (agent, agent_id, socket) = join_agent(&dep, "renew");
+    let chain_file = dep.dir.path().join("renew/data/agent.chain.pem");
+    let first = std::fs::read(&chain_file).unwrap();
+    // Past the first agent SVID's expiry, the agent must still be able to talk to the server.
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    assert_ne!(std::fs::read(&chain_file).unwrap(), first, "agent SVID was renewed and stored");
+    let out = dep.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/late",
+        "--selector",
+        &format!("unix:uid:{}", my_uid()),
+        "--parent",
+        &agent_id,
+        "--owner",
+        "ops",
+    ]);
+    assert!(out.status.success());
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
+    let svid = wait_for_svid(&client).await.unwrap_or_else(|| panic!("no SVID after renewal\n{}", agent.log()));
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/late");
+}
+
+async fn wait_for_svid(client: &spiffe::WorkloadApiClient) -> Option<spiffe::X509Svid> {
+    for _ in 0..300 {
+        if let Ok(s) = client.fetch_x509_svid().await {
+            return Some(s);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
 }
 
 async fn join_and_fetch(datastore: Option<String>) {

@@ -28,6 +28,15 @@ async fn x509_and_jwt_svids_conform() {
     let bundle = ctx.bundle_set().get(&td()).expect("own trust domain bundle");
     let ca = bundle.authorities().first().unwrap().as_bytes().to_vec();
     check_x509_svid_rules(svid.leaf().as_bytes(), &ca, "spiffe://example.org/web");
+    let (_, leaf) = x509_parser::parse_x509_certificate(svid.leaf().as_bytes()).unwrap();
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    assert!(
+        san.value
+            .general_names
+            .iter()
+            .any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName("web.internal"))),
+        "the entry's DNS name is a SAN"
+    );
 
     // openssl agrees the chain verifies against the published bundle.
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,177 @@
+//! The agent API over real mTLS: only attested agents get in, and each gets
+//! only what its entries entitle it to.
+
+// Integration tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use hallmark_agent::server_conn::{Trust, channel};
+use hallmark_ca::keys::new_key_and_csr;
+use hallmark_core::{EntrySpec, SpiffeId, Ttl};
+use hallmark_proto::node::node_client::NodeClient;
+use hallmark_proto::node::{
+    AttestNodeRequest, MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest, SyncEntriesRequest,
+};
+use hallmark_server::config::ServerConfig;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn server(dir: &std::path::Path) -> hallmark_server::RunningServer {
+    let cfg = format!(
+        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+        dir.display()
+    );
+    let settings = ServerConfig::parse(&cfg, &HashMap::new()).unwrap().validate().unwrap();
+    hallmark_server::start(settings).await.unwrap()
+}
+
+fn anchors(s: &hallmark_server::RunningServer) -> Arc<RwLock<Vec<Vec<u8>>>> {
+    Arc::new(RwLock::new(s.state.authorities.bundle().borrow().x509_authorities.clone()))
+}
+
+fn server_id() -> SpiffeId {
+    SpiffeId::new("spiffe://example.org/hallmark/server").unwrap()
+}
+
+/// Attests a new agent with a fresh join token; returns its ID and an mTLS client.
+async fn attested_agent(s: &hallmark_server::RunningServer) -> (SpiffeId, NodeClient<Channel>) {
+    let (token, agent_id, _) = s.state.new_join_token(Ttl::parse("10m").unwrap()).await.unwrap();
+    let addr = s.agent_addr.to_string();
+    let mut c = channel(&addr, Trust::Attest { anchors: Some(anchors(s)), server_id: server_id() }).unwrap();
+    let kc = new_key_and_csr(None).unwrap();
+    let r = c.attest_node(AttestNodeRequest { join_token: token.clone(), csr: kc.csr_der }).await.unwrap().into_inner();
+    assert_eq!(r.spiffe_id, agent_id);
+    // The token is single-use.
+    let kc2 = new_key_and_csr(None).unwrap();
+    let again = c.attest_node(AttestNodeRequest { join_token: token, csr: kc2.csr_der }).await.unwrap_err();
+    assert_eq!(again.code(), Code::PermissionDenied);
+    assert!(again.message().contains("already been used"));
+    let id = SpiffeId::new(&r.spiffe_id).unwrap();
+    let mtls = Trust::Mtls { anchors: anchors(s), server_id: server_id(), chain: r.cert_chain, key: kc.key_pkcs8 };
+    (id, channel(&addr, mtls).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_get_only_their_own_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let (a_id, mut a) = attested_agent(&s).await;
+    let (b_id, mut b) = attested_agent(&s).await;
+    let spec = EntrySpec {
+        spiffe_id: "spiffe://example.org/b-only".into(),
+        parent_id: Some(b_id.to_string()),
+        selectors: vec!["unix:uid:1000".into()],
+        owner: "team".into(),
+        ..Default::default()
+    };
+    let valid = spec
+        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
+        .unwrap();
+    let entry = s.state.store.create_entry(&valid).await.unwrap();
+    let sid = SpiffeId::new("spiffe://example.org/b-only").unwrap();
+
+    // B is entitled.
+    let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
+    let r = b
+        .sign_x509_svids(SignX509SvidsRequest { requests: vec![SvidRequest { entry_id: entry.id.clone(), csr }] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.results[0].error.is_empty(), "{}", r.results[0].error);
+    assert!(!r.results[0].cert_chain.is_empty());
+    assert!(
+        b.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()] }).await.is_ok()
+    );
+
+    // A is not: its request for B's entry is refused, not signed.
+    let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
+    let r = a
+        .sign_x509_svids(SignX509SvidsRequest { requests: vec![SvidRequest { entry_id: entry.id.clone(), csr }] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.results[0].cert_chain.is_empty());
+    assert!(r.results[0].error.contains("not entitled"), "{}", r.results[0].error);
+    let e = a
+        .mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()] })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains(a_id.as_str()));
+
+    // A CSR asking for another identity than the entry's is refused.
+    let other = SpiffeId::new("spiffe://example.org/admin").unwrap();
+    let csr = new_key_and_csr(Some(&other)).unwrap().csr_der;
+    let r = b
+        .sign_x509_svids(SignX509SvidsRequest { requests: vec![SvidRequest { entry_id: entry.id.clone(), csr }] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.results[0].error.contains("spiffe://example.org/admin"), "{}", r.results[0].error);
+    // Garbage CSR and empty audience are refused as bad input.
+    let r = b
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr: b"junk".to_vec() }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.results[0].error.contains("CSR"), "{}", r.results[0].error);
+    let e = b.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec![] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Sync: B's snapshot has the entry, A's has nothing.
+    let mut sb = b.sync_entries(SyncEntriesRequest {}).await.unwrap().into_inner();
+    let first = sb.message().await.unwrap().unwrap();
+    match first.event.unwrap() {
+        hallmark_proto::node::sync_event::Event::Snapshot(snap) => {
+            assert_eq!(snap.entries.len(), 1);
+            assert!(snap.bundle.is_some());
+        }
+        other => panic!("first sync message must be a snapshot, got {other:?}"),
+    }
+    let mut sa = a.sync_entries(SyncEntriesRequest {}).await.unwrap().into_inner();
+    match sa.message().await.unwrap().unwrap().event.unwrap() {
+        hallmark_proto::node::sync_event::Event::Snapshot(snap) => assert!(snap.entries.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_client_certificate_no_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let mut anon =
+        channel(&s.agent_addr.to_string(), Trust::Attest { anchors: Some(anchors(&s)), server_id: server_id() })
+            .unwrap();
+    let e = anon.sync_entries(SyncEntriesRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let e =
+        anon.mint_jwt_svid(MintJwtSvidRequest { entry_id: "x".into(), audience: vec!["a".into()] }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // Unknown and expired tokens are refused.
+    let kc = new_key_and_csr(None).unwrap();
+    let e =
+        anon.attest_node(AttestNodeRequest { join_token: "nope".into(), csr: kc.csr_der.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("not valid"));
+    let (token, _, _) = s.state.new_join_token(Ttl::parse("1s").unwrap()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let e = anon.attest_node(AttestNodeRequest { join_token: token, csr: kc.csr_der.clone() }).await.unwrap_err();
+    assert!(e.message().contains("expired"), "{e:?}");
+    // A bad CSR does not burn a token.
+    let (token, _, _) = s.state.new_join_token(Ttl::parse("1m").unwrap()).await.unwrap();
+    let e = anon.attest_node(AttestNodeRequest { join_token: token.clone(), csr: b"junk".to_vec() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(anon.attest_node(AttestNodeRequest { join_token: token, csr: kc.csr_der }).await.is_ok());
+    // A server that is not ours (different CA) is rejected by the agent side.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = server(other_dir.path()).await;
+    let mut wrong =
+        channel(&other.agent_addr.to_string(), Trust::Attest { anchors: Some(anchors(&s)), server_id: server_id() })
+            .unwrap();
+    let e = wrong.attest_node(AttestNodeRequest { join_token: "x".into(), csr: b"x".to_vec() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}
