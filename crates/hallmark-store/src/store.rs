@@ -189,6 +189,26 @@ fn duplicate_or(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds an entry's content as `$1..$9`, in the column order both the insert
+/// and the update use.
+fn bind_spec<'q>(q: AnyQuery<'q>, spec: &ValidEntrySpec) -> AnyQuery<'q> {
+    q.bind(spec.spiffe_id.to_string())
+        .bind(spec.parent_id.to_string())
+        .bind(canonical_selectors(&spec.selectors))
+        .bind(spec.owner.clone())
+        .bind(spec.class.as_str())
+        .bind(to_i64(spec.x509_ttl.secs()))
+        .bind(to_i64(spec.jwt_ttl.secs()))
+        .bind(serde_json::to_string(&spec.dns_names).unwrap_or_else(|_| "[]".into()))
+        .bind(spec.hint.clone())
+}
+
+fn duplicate_entry(e: sqlx::Error, spec: &ValidEntrySpec) -> StoreError {
+    duplicate_or(e, || format!("an entry for `{}` with the same parent and selectors already exists", spec.spiffe_id))
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` and runs migrations.
     ///
@@ -270,28 +290,17 @@ impl Store {
         let now = now_unix();
         let id = new_id();
         let mut tx = self.begin_entry_tx().await?;
-        sqlx::query(
-            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, revision, created_at, updated_at) \
+        bind_spec(sqlx::query(
+            "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, id, revision, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+            ),
+            spec,
         )
         .bind(id.clone())
-        .bind(spec.spiffe_id.to_string())
-        .bind(spec.parent_id.to_string())
-        .bind(canonical_selectors(&spec.selectors))
-        .bind(spec.owner.clone())
-        .bind(spec.class.as_str())
-        .bind(to_i64(spec.x509_ttl.secs()))
-        .bind(to_i64(spec.jwt_ttl.secs()))
-        .bind(serde_json::to_string(&spec.dns_names).unwrap_or_else(|_| "[]".into()))
-        .bind(spec.hint.clone())
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            duplicate_or(e, || {
-                format!("an entry for `{}` with the same parent and selectors already exists", spec.spiffe_id)
-            })
-        })?;
+        .map_err(|e| duplicate_entry(e, spec))?;
         Self::log_change(&mut tx, &id, spec.parent_id.as_str(), now).await?;
         tx.commit().await?;
         self.entry(&id).await?.ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
@@ -317,28 +326,17 @@ impl Store {
         {
             return Err(StoreError::Conflict { id: id.to_owned(), expected, actual: old.revision });
         }
-        sqlx::query(
+        bind_spec(sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
              jwt_ttl = $7, dns_names = $8, hint = $9, revision = revision + 1, updated_at = $10 WHERE id = $11",
+            ),
+            spec,
         )
-        .bind(spec.spiffe_id.to_string())
-        .bind(spec.parent_id.to_string())
-        .bind(canonical_selectors(&spec.selectors))
-        .bind(spec.owner.clone())
-        .bind(spec.class.as_str())
-        .bind(to_i64(spec.x509_ttl.secs()))
-        .bind(to_i64(spec.jwt_ttl.secs()))
-        .bind(serde_json::to_string(&spec.dns_names).unwrap_or_else(|_| "[]".into()))
-        .bind(spec.hint.clone())
         .bind(now)
         .bind(id.to_owned())
         .execute(&mut *tx)
         .await
-        .map_err(|e| {
-            duplicate_or(e, || {
-                format!("an entry for `{}` with the same parent and selectors already exists", spec.spiffe_id)
-            })
-        })?;
+        .map_err(|e| duplicate_entry(e, spec))?;
         Self::log_change(&mut tx, id, spec.parent_id.as_str(), now).await?;
         if old.parent_id != spec.parent_id {
             Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
