@@ -86,6 +86,9 @@ pub fn format_duration(d: Duration) -> String {
 pub struct Ttl(u64);
 
 impl Ttl {
+    /// The shortest TTL: one second.
+    pub const MIN: Ttl = Ttl(1);
+
     /// A TTL from seconds; zero is refused.
     pub fn from_secs(secs: u64) -> Result<Self, TtlError> {
         if secs == 0 {

@@ -1,0 +1,496 @@
+//! Cedar policies: compiled once per version, decided per request.
+//!
+//! Cedar evaluates every policy it is handed, so a decision over thousands of
+//! policies would cost milliseconds. Policies are therefore indexed by their
+//! principal and resource scope, and each decision hands Cedar only the
+//! policies whose scope can match the request: unscoped ones, those naming
+//! this workload or its owner, and those naming this resource.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
+    RestrictedExpression, Schema, ValidationMode, Validator,
+};
+use hallmark_core::{Entry, SelectorSet, Ttl};
+use sha2::{Digest, Sha256};
+
+use crate::{ActiveException, SCHEMA};
+
+/// Why a policy set was refused or a decision could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The text does not parse as Cedar.
+    #[error("policy does not parse: {0}")]
+    Parse(String),
+    /// The policies do not validate against Hallmark's schema.
+    #[error("policy fails schema validation: {0}")]
+    Validation(String),
+    /// An annotation is malformed, or two policies share an `@id`.
+    #[error("{0}")]
+    Annotation(String),
+    /// The request could not be built (a bug, or input the schema rejects).
+    #[error("cannot build policy request: {0}")]
+    Request(String),
+}
+
+/// What is being asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A first X.509-SVID for this workload.
+    IssueX509,
+    /// A replacement X.509-SVID while one is held.
+    Renew,
+    /// A JWT-SVID for one audience.
+    IssueJwt,
+}
+
+impl Action {
+    /// The Cedar action id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IssueX509 => "issue_x509",
+            Self::Renew => "renew",
+            Self::IssueJwt => "issue_jwt",
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "issue_x509" => Ok(Self::IssueX509),
+            "renew" => Ok(Self::Renew),
+            "issue_jwt" => Ok(Self::IssueJwt),
+            o => Err(format!("unknown action `{o}` (issue_x509, renew, issue_jwt)")),
+        }
+    }
+}
+
+/// What attestation proved about the requesting workload and its node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// The workload's attested selectors.
+    pub selectors: SelectorSet,
+    /// The agent's SPIFFE ID.
+    pub node_id: String,
+    /// How the node attested.
+    pub node_attestation: String,
+    /// Node facts.
+    pub node_selectors: Vec<String>,
+}
+
+impl Evidence {
+    /// The executable digest among the selectors, or "".
+    pub fn exe_sha256(&self) -> &str {
+        self.selectors.iter().find(|s| s.kind() == "unix" && s.key() == "sha256").map(|s| s.value()).unwrap_or("")
+    }
+
+    /// A stable digest of the workload evidence, for caches and records.
+    pub fn digest(&self) -> String {
+        selectors_digest(&self.selectors)
+    }
+}
+
+/// SHA-256 hex over the canonical (sorted, newline-joined) selectors.
+pub fn selectors_digest(s: &SelectorSet) -> String {
+    let mut h = Sha256::new();
+    for sel in s {
+        h.update(sel.to_string().as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+/// One question to the policy.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest<'a> {
+    /// What is asked for.
+    pub action: Action,
+    /// The entry the workload matched.
+    pub entry: &'a Entry,
+    /// The trust domain name.
+    pub trust_domain: &'a str,
+    /// The audience, for `issue_jwt`.
+    pub audience: Option<&'a str>,
+    /// The evidence.
+    pub evidence: &'a Evidence,
+    /// Active exceptions on the entry.
+    pub exceptions: &'a [ActiveException],
+    /// Seconds the entry asks for.
+    pub requested_ttl: u64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allowed or denied.
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision.
+    pub policy_ids: Vec<String>,
+    /// The least `@max_ttl` among the determining permits, seconds.
+    pub ttl_cap: Option<u64>,
+    /// Policies that failed to evaluate (they are skipped by Cedar).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Any,
+    Uid(EntityUid),
+}
+
+/// A compiled, validated, indexed policy version.
+pub struct PolicyEngine {
+    schema: Schema,
+    text: String,
+    hash: String,
+    version: u64,
+    count: usize,
+    index: HashMap<(Scope, Scope), Vec<Policy>>,
+    caps: HashMap<PolicyId, u64>,
+    authorizer: Authorizer,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine").field("version", &self.version).field("policies", &self.count).finish()
+    }
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
+    let t = EntityTypeName::from_str(kind).map_err(|e| PolicyError::Request(e.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+}
+
+fn str_set<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.into_iter().map(|s| RestrictedExpression::new_string(s.to_owned())))
+}
+
+/// Joins a multi-error report into one line.
+fn one_line(s: impl std::fmt::Display) -> String {
+    s.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+/// Renders a Cedar diagnostic as `line L:C: message (help)` on one line.
+fn diagnostic(text: &str, d: &dyn miette::Diagnostic) -> String {
+    let mut out = String::new();
+    if let Some(label) = d.labels().and_then(|mut l| l.next()) {
+        let offset = label.offset().min(text.len());
+        let before = text.get(..offset).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        out.push_str(&format!("line {line}:{col}: "));
+    }
+    out.push_str(&one_line(d));
+    if let Some(help) = d.help() {
+        out.push_str(&format!(" ({})", one_line(help)));
+    }
+    out
+}
+
+/// Hallmark's schema, parsed.
+pub fn schema() -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(SCHEMA)
+        .map(|(s, _)| s)
+        .map_err(|e| PolicyError::Validation(format!("built-in schema: {e}")))
+}
+
+impl PolicyEngine {
+    /// Parses, names (`@id`), validates (strict, against the schema), checks
+    /// annotations and indexes `text` as policy `version`.
+    pub fn compile(text: &str, version: u64) -> Result<Self, PolicyError> {
+        let schema = schema()?;
+        let parsed = PolicySet::from_str(text)
+            .map_err(|e| PolicyError::Parse(e.iter().map(|d| diagnostic(text, d)).collect::<Vec<_>>().join("; ")))?;
+        if parsed.templates().next().is_some() {
+            return Err(PolicyError::Parse("policy templates are not supported".into()));
+        }
+        let mut named = PolicySet::new();
+        let mut seen = HashSet::new();
+        let mut caps = HashMap::new();
+        for p in parsed.policies() {
+            let id = p.annotation("id").map(str::to_owned).unwrap_or_else(|| p.id().to_string());
+            if !seen.insert(id.clone()) {
+                return Err(PolicyError::Annotation(format!("two policies have the id `{id}`")));
+            }
+            let p = p.new_id(PolicyId::new(&id));
+            if let Some(v) = p.annotation("max_ttl") {
+                if p.effect() != Effect::Permit {
+                    return Err(PolicyError::Annotation(format!(
+                        "policy `{id}`: @max_ttl applies to permit policies only"
+                    )));
+                }
+                let ttl =
+                    Ttl::parse(v).map_err(|e| PolicyError::Annotation(format!("policy `{id}`: @max_ttl: {e}")))?;
+                caps.insert(p.id().clone(), ttl.secs());
+            }
+            named.add(p).map_err(|e| PolicyError::Parse(one_line(e)))?;
+        }
+        let result = Validator::new(schema.clone()).validate(&named, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let errs: Vec<String> = result.validation_errors().map(|d| diagnostic(text, d)).collect();
+            return Err(PolicyError::Validation(errs.join("; ")));
+        }
+        let mut index: HashMap<(Scope, Scope), Vec<Policy>> = HashMap::new();
+        let mut count = 0;
+        for p in named.policies() {
+            let principal = match p.principal_constraint() {
+                PrincipalConstraint::Any | PrincipalConstraint::Is(_) => Scope::Any,
+                PrincipalConstraint::Eq(u) | PrincipalConstraint::In(u) | PrincipalConstraint::IsIn(_, u) => {
+                    Scope::Uid(u)
+                }
+            };
+            let resource = match p.resource_constraint() {
+                ResourceConstraint::Any | ResourceConstraint::Is(_) => Scope::Any,
+                ResourceConstraint::Eq(u) | ResourceConstraint::In(u) | ResourceConstraint::IsIn(_, u) => Scope::Uid(u),
+            };
+            // Actions are few; Cedar checks the action constraint itself.
+            let _: ActionConstraint = p.action_constraint();
+            index.entry((principal, resource)).or_default().push(p.clone());
+            count += 1;
+        }
+        Ok(Self {
+            schema,
+            text: text.to_owned(),
+            hash: hex::encode(Sha256::digest(text.as_bytes())),
+            version,
+            count,
+            index,
+            caps,
+            authorizer: Authorizer::new(),
+        })
+    }
+
+    /// The version number in the store.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// SHA-256 of the policy text (goes into audit records).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The policy text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Number of policies.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when there are no policies (everything is denied).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Decides one request.
+    pub fn decide(&self, r: &DecisionRequest<'_>) -> Result<Decision, PolicyError> {
+        let principal = uid("Workload", &r.entry.id)?;
+        let owner = uid("Owner", &r.entry.owner)?;
+        let resource = match (r.action, r.audience) {
+            (Action::IssueJwt, Some(aud)) => uid("Audience", aud)?,
+            (Action::IssueJwt, None) => return Err(PolicyError::Request("issue_jwt needs an audience".into())),
+            _ => uid("TrustDomain", r.trust_domain)?,
+        };
+        // Hand Cedar only the policies whose scope can match.
+        let mut slice = Vec::new();
+        for p in [Scope::Any, Scope::Uid(principal.clone()), Scope::Uid(owner.clone())] {
+            for q in [Scope::Any, Scope::Uid(resource.clone())] {
+                if let Some(list) = self.index.get(&(p.clone(), q)) {
+                    slice.extend(list.iter().cloned());
+                }
+            }
+        }
+        if slice.is_empty() {
+            return Ok(Decision { allowed: false, policy_ids: Vec::new(), ttl_cap: None, errors: Vec::new() });
+        }
+        let set = PolicySet::from_policies(slice).map_err(|e| PolicyError::Request(one_line(e)))?;
+
+        let e = r.entry;
+        let attrs = HashMap::from([
+            ("entry_id".to_owned(), RestrictedExpression::new_string(e.id.clone())),
+            ("spiffe_id".to_owned(), RestrictedExpression::new_string(e.spiffe_id.to_string())),
+            ("path".to_owned(), RestrictedExpression::new_string(e.spiffe_id.path().to_owned())),
+            ("owner".to_owned(), RestrictedExpression::new_string(e.owner.clone())),
+            ("class".to_owned(), RestrictedExpression::new_string(e.class.to_string())),
+        ]);
+        let workload = Entity::new(principal.clone(), attrs, HashSet::from([owner.clone()]))
+            .map_err(|e| PolicyError::Request(e.to_string()))?;
+        let entities = Entities::from_entities(
+            [workload, Entity::with_uid(owner), Entity::with_uid(resource.clone())],
+            Some(&self.schema),
+        )
+        .map_err(|e| PolicyError::Request(one_line(e)))?;
+
+        let exceptions = r.exceptions.iter().map(|x| {
+            RestrictedExpression::new_record([
+                ("rule".to_owned(), RestrictedExpression::new_string(x.rule.as_str().to_owned())),
+                ("value".to_owned(), RestrictedExpression::new_string(x.value.clone())),
+                ("expires_at".to_owned(), RestrictedExpression::new_long(x.expires_at)),
+            ])
+        });
+        let exceptions: Vec<RestrictedExpression> =
+            exceptions.collect::<Result<_, _>>().map_err(|e| PolicyError::Request(e.to_string()))?;
+        let ev = r.evidence;
+        let selectors: Vec<String> = ev.selectors.iter().map(ToString::to_string).collect();
+        let context = Context::from_pairs([
+            ("selectors".to_owned(), str_set(selectors.iter().map(String::as_str))),
+            ("exe_sha256".to_owned(), RestrictedExpression::new_string(ev.exe_sha256().to_owned())),
+            ("node_id".to_owned(), RestrictedExpression::new_string(ev.node_id.clone())),
+            ("node_attestation".to_owned(), RestrictedExpression::new_string(ev.node_attestation.clone())),
+            ("node_selectors".to_owned(), str_set(ev.node_selectors.iter().map(String::as_str))),
+            (
+                "requested_ttl".to_owned(),
+                RestrictedExpression::new_long(i64::try_from(r.requested_ttl).unwrap_or(i64::MAX)),
+            ),
+            ("exceptions".to_owned(), RestrictedExpression::new_set(exceptions)),
+            ("exception_rules".to_owned(), str_set(r.exceptions.iter().map(|x| x.rule.as_str()))),
+            ("now".to_owned(), RestrictedExpression::new_long(r.now)),
+        ])
+        .map_err(|e| PolicyError::Request(e.to_string()))?;
+        let action = uid("Action", r.action.as_str())?;
+        let request = Request::new(principal, action, resource, context, Some(&self.schema))
+            .map_err(|e| PolicyError::Request(one_line(e)))?;
+
+        let resp = self.authorizer.is_authorized(&request, &set, &entities);
+        let allowed = resp.decision() == CedarDecision::Allow;
+        let mut policy_ids: Vec<String> = resp.diagnostics().reason().map(ToString::to_string).collect();
+        policy_ids.sort();
+        let ttl_cap =
+            if allowed { resp.diagnostics().reason().filter_map(|id| self.caps.get(id).copied()).min() } else { None };
+        let errors = resp.diagnostics().errors().map(one_line).collect();
+        Ok(Decision { allowed, policy_ids, ttl_cap, errors })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hallmark_core::{Class, SpiffeId};
+
+    pub(crate) fn entry(id: &str, owner: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            spiffe_id: SpiffeId::new(&format!("spiffe://example.org/{id}")).unwrap(),
+            parent_id: SpiffeId::new("spiffe://example.org/hallmark/agent/local").unwrap(),
+            selectors: ["unix:uid:1000".parse().unwrap()].into(),
+            owner: owner.into(),
+            class: Class::Machine,
+            x509_ttl: Ttl::parse("1h").unwrap(),
+            jwt_ttl: Ttl::parse("5m").unwrap(),
+            dns_names: vec![],
+            hint: None,
+            revision: 1,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn ask(engine: &PolicyEngine, e: &Entry, action: Action, aud: Option<&str>) -> Decision {
+        let ev = Evidence {
+            selectors: ["unix:uid:1000".parse().unwrap()].into(),
+            node_id: "spiffe://example.org/hallmark/agent/local".into(),
+            node_attestation: "local".into(),
+            node_selectors: vec![],
+        };
+        engine
+            .decide(&DecisionRequest {
+                action,
+                entry: e,
+                trust_domain: "example.org",
+                audience: aud,
+                evidence: &ev,
+                exceptions: &[],
+                requested_ttl: 3600,
+                now: 1_700_000_000,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn default_and_bare_forms_are_accepted() {
+        let d = PolicyEngine::compile(crate::DEFAULT_POLICY, 1).unwrap();
+        let e = entry("web", "team");
+        let r = ask(&d, &e, Action::IssueX509, None);
+        assert!(r.allowed);
+        assert_eq!(r.policy_ids, vec!["default-allow"]);
+        let f = PolicyEngine::compile("permit(principal, action, resource);\nforbid(principal, action, resource);", 2)
+            .unwrap();
+        let r = ask(&f, &e, Action::IssueX509, None);
+        assert!(!r.allowed);
+        assert_eq!(r.policy_ids, vec!["policy1"]);
+    }
+
+    #[test]
+    fn caps_scope_and_audiences() {
+        let text = r#"
+            @id("db-short") @max_ttl("15m")
+            permit(principal, action == Action::"issue_jwt", resource == Audience::"db");
+            @id("telemetry") @max_ttl("2m")
+            permit(principal in Owner::"obs", action == Action::"issue_jwt", resource == Audience::"telemetry");
+            @id("x509") permit(principal, action in [Action::"issue_x509", Action::"renew"], resource);
+            @id("no-web-jwt") forbid(principal == Workload::"web", action, resource == Audience::"db")
+              when { context.selectors.contains("unix:uid:1000") };
+        "#;
+        let p = PolicyEngine::compile(text, 3).unwrap();
+        let obs = entry("agent1", "obs");
+        let r = ask(&p, &obs, Action::IssueJwt, Some("db"));
+        assert!(r.allowed);
+        assert_eq!(r.ttl_cap, Some(900));
+        let r = ask(&p, &obs, Action::IssueJwt, Some("telemetry"));
+        assert_eq!((r.allowed, r.ttl_cap), (true, Some(120)));
+        let other = entry("svc", "payments");
+        assert!(!ask(&p, &other, Action::IssueJwt, Some("telemetry")).allowed, "scoped to owner obs");
+        assert!(!ask(&p, &other, Action::IssueJwt, Some("unknown")).allowed, "no permit for this audience");
+        let web = entry("web", "payments");
+        let r = ask(&p, &web, Action::IssueJwt, Some("db"));
+        assert!(!r.allowed);
+        assert_eq!(r.policy_ids, vec!["no-web-jwt"]);
+        let r = ask(&p, &web, Action::Renew, None);
+        assert_eq!((r.allowed, r.ttl_cap), (true, None));
+    }
+
+    #[test]
+    fn refusals_carry_cedar_diagnostics() {
+        let bad_parse = PolicyEngine::compile("permit(principal, action, resource", 1).unwrap_err();
+        assert!(matches!(bad_parse, PolicyError::Parse(_)), "{bad_parse}");
+        let bad_attr =
+            PolicyEngine::compile("permit(principal, action, resource) when { context.no_such_thing == 1 };", 1)
+                .unwrap_err();
+        assert!(matches!(bad_attr, PolicyError::Validation(_)), "{bad_attr}");
+        assert!(bad_attr.to_string().contains("no_such_thing"), "{bad_attr}");
+        let bad_action =
+            PolicyEngine::compile(r#"permit(principal, action == Action::"delete", resource);"#, 1).unwrap_err();
+        assert!(matches!(bad_action, PolicyError::Validation(_)), "{bad_action}");
+        let bad_ttl = PolicyEngine::compile(r#"@max_ttl("soon") permit(principal, action, resource);"#, 1).unwrap_err();
+        assert!(bad_ttl.to_string().contains("soon"));
+        let forbid_ttl =
+            PolicyEngine::compile(r#"@max_ttl("1m") forbid(principal, action, resource);"#, 1).unwrap_err();
+        assert!(forbid_ttl.to_string().contains("permit"));
+        let dup = PolicyEngine::compile(
+            r#"@id("a") permit(principal, action, resource); @id("a") forbid(principal, action, resource);"#,
+            1,
+        )
+        .unwrap_err();
+        assert!(dup.to_string().contains("`a`"));
+        for e in [bad_parse, bad_attr, bad_action, bad_ttl, forbid_ttl, dup] {
+            assert!(!e.to_string().contains('\n'), "one line: {e}");
+        }
+    }
+
+    #[test]
+    fn empty_policy_denies() {
+        let p = PolicyEngine::compile("", 1).unwrap();
+        assert!(!ask(&p, &entry("a", "b"), Action::IssueX509, None).allowed);
+    }
+}
