@@ -138,6 +138,7 @@ fn entry_from_proto(e: pb::Entry) -> Option<Entry> {
         jwt_ttl: Ttl::from_secs(e.jwt_ttl_seconds).ok()?,
         dns_names: e.dns_names,
         hint: Some(e.hint).filter(|h| !h.is_empty()),
+        recovery: false,
         revision: e.revision,
         created_at: 0,
         updated_at: 0,

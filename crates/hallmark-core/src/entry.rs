@@ -96,6 +96,9 @@ pub enum EntryError {
     /// The hint is too long or has control characters.
     #[error("invalid hint: at most 1024 bytes with no control characters")]
     Hint,
+    /// A machine or agent entry was attached to a recovery path.
+    #[error("only `human` entries may use a recovery path; this entry is `{0}`")]
+    Recovery(Class),
     /// No parent was given and no default applies.
     #[error("an entry needs a parent (`--parent`): the SPIFFE ID of the agent that serves it")]
     NoParent,
@@ -127,6 +130,9 @@ pub struct Entry {
     /// Optional hint shown to workloads holding several identities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Whether the entry may use a recovery path (only `human` entries may).
+    #[serde(default)]
+    pub recovery: bool,
     /// Incremented on every change.
     pub revision: u64,
     /// Unix seconds.
@@ -184,6 +190,9 @@ pub struct EntrySpec {
     /// Hint.
     #[serde(default)]
     pub hint: Option<String>,
+    /// Attach to a recovery path (human entries only).
+    #[serde(default)]
+    pub recovery: Option<bool>,
 }
 
 /// The checked content of an [`EntrySpec`]: everything but the store-assigned fields.
@@ -207,6 +216,8 @@ pub struct ValidEntrySpec {
     pub dns_names: Vec<String>,
     /// Hint.
     pub hint: Option<String>,
+    /// Recovery path attached.
+    pub recovery: bool,
 }
 
 impl EntrySpec {
@@ -258,6 +269,10 @@ impl EntrySpec {
         if let Some(h) = &self.hint {
             validate_hint(h)?;
         }
+        let recovery = self.recovery.unwrap_or(false);
+        if recovery && class != Class::Human {
+            return Err(EntryError::Recovery(class));
+        }
         Ok(ValidEntrySpec {
             spiffe_id,
             parent_id,
@@ -268,6 +283,7 @@ impl EntrySpec {
             jwt_ttl,
             dns_names,
             hint: self.hint.clone().filter(|h| !h.is_empty()),
+            recovery,
         })
     }
 }
@@ -351,6 +367,7 @@ mod tests {
             (|s| s.dns_names = vec!["bad..name".into()], "bad..name"),
             (|s| s.hint = Some("x".repeat(2000)), "hint"),
             (|s| s.parent_id = None, "parent"),
+            (|s| s.recovery = Some(true), "machine"),
         ];
         for (mutate, needle) in cases {
             let mut s = spec();
@@ -375,6 +392,7 @@ mod tests {
             jwt_ttl: v.jwt_ttl,
             dns_names: v.dns_names,
             hint: None,
+            recovery: false,
             revision: 1,
             created_at: 0,
             updated_at: 0,

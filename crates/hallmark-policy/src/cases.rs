@@ -144,6 +144,7 @@ pub fn run(engine: &PolicyEngine, classes: &Classes, file: &CaseFile) -> Result<
             jwt_ttl: ttl(&c.entry.jwt_ttl, "5m")?,
             dns_names: Vec::new(),
             hint: None,
+            recovery: false,
             revision: 1,
             created_at: 0,
             updated_at: 0,

@@ -390,6 +390,7 @@ mod tests {
             jwt_ttl: Ttl::parse("5m").unwrap(),
             dns_names: vec![],
             hint: None,
+            recovery: false,
             revision: 1,
             created_at: 0,
             updated_at: 0,

@@ -5,7 +5,9 @@
 //! unix-second timestamps and text identifiers, so the same statements run on
 //! both. Only the DDL differs, by a template variable in the migrations.
 
+mod governance;
 mod migrate;
 mod store;
 
+pub use governance::{Denial, ExceptionError, ExceptionRecord, PolicyVersion};
 pub use store::{AdminToken, AuthorityRow, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret};

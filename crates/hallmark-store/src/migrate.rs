@@ -9,7 +9,8 @@ use sqlx::{AnyPool, Row};
 use crate::{Backend, StoreError};
 
 /// (version, SQL). Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_identity.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/0001_identity.sql")), (2, include_str!("../migrations/0002_policy.sql"))];
 
 fn render(sql: &str, backend: Backend) -> String {
     let auto_pk = match backend {
@@ -43,13 +44,14 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreErr
         )));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
-        for stmt in render(sql, backend).split(';') {
-            let body: String =
-                stmt.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
-            if body.trim().is_empty() {
+        // Comment lines go first: a `;` inside a comment must not split a statement.
+        let sql: String =
+            render(sql, backend).lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+        for stmt in sql.split(';') {
+            if stmt.trim().is_empty() {
                 continue;
             }
-            sqlx::query(sqlx::AssertSqlSafe(body)).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(stmt.to_owned())).execute(&mut *tx).await?;
         }
         sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
             .bind(*version)

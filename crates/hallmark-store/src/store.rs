@@ -127,11 +127,11 @@ pub fn hash_secret(secret: &str) -> String {
 /// The datastore handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
-const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, revision, created_at, updated_at";
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at";
 
 fn canonical_selectors(s: &SelectorSet) -> String {
     s.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
@@ -175,6 +175,7 @@ fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
         jwt_ttl: ttl("jwt_ttl")?,
         dns_names,
         hint: r.try_get("hint")?,
+        recovery: r.try_get::<i64, _>("recovery")? != 0,
         revision: u64::try_from(r.try_get::<i64, _>("revision")?).unwrap_or(0),
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
@@ -182,7 +183,7 @@ fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
     })
 }
 
-fn duplicate_or(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
+pub(crate) fn duplicate_or(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
     match e.as_database_error() {
         Some(d) if d.is_unique_violation() => StoreError::Duplicate(what()),
         _ => StoreError::Db(e),
@@ -191,7 +192,7 @@ fn duplicate_or(e: sqlx::Error, what: impl FnOnce() -> String) -> StoreError {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-/// Binds an entry's content as `$1..$9`, in the column order both the insert
+/// Binds an entry's content as `$1..$10`, in the column order both the insert
 /// and the update use.
 fn bind_spec<'q>(q: AnyQuery<'q>, spec: &ValidEntrySpec) -> AnyQuery<'q> {
     q.bind(spec.spiffe_id.to_string())
@@ -203,6 +204,7 @@ fn bind_spec<'q>(q: AnyQuery<'q>, spec: &ValidEntrySpec) -> AnyQuery<'q> {
         .bind(to_i64(spec.jwt_ttl.secs()))
         .bind(serde_json::to_string(&spec.dns_names).unwrap_or_else(|_| "[]".into()))
         .bind(spec.hint.clone())
+        .bind(i64::from(spec.recovery))
 }
 
 fn duplicate_entry(e: sqlx::Error, spec: &ValidEntrySpec) -> StoreError {
@@ -291,8 +293,8 @@ impl Store {
         let id = new_id();
         let mut tx = self.begin_entry_tx().await?;
         bind_spec(sqlx::query(
-            "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, id, revision, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 1, $11, $11)",
+            "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, id, revision, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
             ),
             spec,
         )
@@ -328,7 +330,7 @@ impl Store {
         }
         bind_spec(sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
-             jwt_ttl = $7, dns_names = $8, hint = $9, revision = revision + 1, updated_at = $10 WHERE id = $11",
+             jwt_ttl = $7, dns_names = $8, hint = $9, recovery = $10, revision = revision + 1, updated_at = $11 WHERE id = $12",
             ),
             spec,
         )

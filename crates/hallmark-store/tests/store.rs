@@ -180,3 +180,67 @@ async fn concurrent_start_on_one_postgres() {
         o.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn policy_versions_are_append_only() {
+    for (name, s) in stores().await {
+        assert!(s.current_policy().await.unwrap().is_none(), "{name}");
+        assert_eq!(s.add_policy("permit(principal, action, resource);", "h1", "alice").await.unwrap(), 1);
+        assert_eq!(s.add_policy("forbid(principal, action, resource);", "h2", "bob").await.unwrap(), 2);
+        let cur = s.current_policy().await.unwrap().unwrap();
+        assert_eq!((cur.version, cur.created_by.as_str()), (2, "bob"), "{name}");
+        assert_eq!(s.policy(1).await.unwrap().unwrap().sha256, "h1");
+        assert_eq!(s.policy_history().await.unwrap().iter().map(|p| p.version).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(s.policy_version().await.unwrap(), 2);
+    }
+}
+
+#[tokio::test]
+async fn exceptions_need_a_second_person_and_expire() {
+    use hallmark_store::ExceptionError;
+    for (name, s) in stores().await {
+        let now = hallmark_core::now_unix();
+        let x = s.request_exception("e1", "ttl_above_class_max", "48h", "migration", now + 100, "alice").await.unwrap();
+        assert_eq!(x.state(now), "pending");
+        assert!(s.active_exceptions("e1", now).await.unwrap().is_empty(), "{name}: pending is not active");
+        assert_eq!(
+            s.approve_exception(&x.id, "alice", now).await.unwrap(),
+            Err(ExceptionError::SelfApproval("alice".into()))
+        );
+        let ok = s.approve_exception(&x.id, "bob", now).await.unwrap().unwrap();
+        assert_eq!(ok.approved_by.as_deref(), Some("bob"));
+        assert!(matches!(s.approve_exception(&x.id, "carol", now).await.unwrap(), Err(ExceptionError::State { .. })));
+        assert_eq!(s.active_exceptions("e1", now).await.unwrap().len(), 1);
+        // Past its expiry it is no longer active, and its expiry is recorded once.
+        assert!(s.active_exceptions("e1", now + 100).await.unwrap().is_empty());
+        assert_eq!(s.record_expired_exceptions(now + 100).await.unwrap().len(), 1, "{name}");
+        assert!(s.record_expired_exceptions(now + 200).await.unwrap().is_empty());
+        // Revocation ends an active one at once.
+        let y =
+            s.request_exception("e1", "long_lived_certificate", "30d", "legacy", now + 1000, "alice").await.unwrap();
+        s.approve_exception(&y.id, "bob", now).await.unwrap().unwrap();
+        assert_eq!(s.active_exceptions("e1", now).await.unwrap().len(), 2);
+        s.revoke_exception(&y.id, "bob", now).await.unwrap().unwrap();
+        let active: Vec<String> = s.active_exceptions("e1", now).await.unwrap().into_iter().map(|x| x.id).collect();
+        assert_eq!(active, vec![x.id.clone()], "{name}: the revoked one is gone at once");
+        assert_eq!(s.exception(&y.id).await.unwrap().unwrap().state(now), "revoked");
+    }
+}
+
+#[tokio::test]
+async fn the_database_refuses_recovery_on_machine_entries() {
+    for (name, s) in stores().await {
+        let e = s.create_entry(&spec("web", 1000)).await.unwrap();
+        let err =
+            sqlx::query("UPDATE entries SET recovery = 1 WHERE id = $1").bind(e.id.clone()).execute(s.pool()).await;
+        assert!(err.is_err(), "{name}: CHECK constraint must refuse recovery on a machine entry");
+        let mut human = spec("alice", 1001);
+        human.class = hallmark_core::Class::Human;
+        human.recovery = true;
+        let h = s.create_entry(&human).await.unwrap();
+        assert!(h.recovery, "{name}");
+        let mut machine = spec("bot", 1002);
+        machine.recovery = true;
+        assert!(s.create_entry(&machine).await.is_err(), "{name}");
+    }
+}

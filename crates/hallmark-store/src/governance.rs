@@ -1,0 +1,352 @@
+//! Policy versions, exceptions and recorded denials.
+
+use hallmark_core::now_unix;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Store, StoreError};
+
+/// A stored policy version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyVersion {
+    /// Version number, from 1.
+    pub version: i64,
+    /// Cedar text.
+    pub text: String,
+    /// SHA-256 of the text.
+    pub sha256: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Admin identity that set it.
+    pub created_by: String,
+}
+
+/// A stored exception.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExceptionRecord {
+    /// Id.
+    pub id: String,
+    /// The entry it applies to.
+    pub entry_id: String,
+    /// Rule name.
+    pub rule: String,
+    /// Rule value.
+    pub value: String,
+    /// Why.
+    pub justification: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Who asked.
+    pub requested_by: String,
+    /// When.
+    pub requested_at: i64,
+    /// Who approved, if anyone.
+    pub approved_by: Option<String>,
+    /// When.
+    pub approved_at: Option<i64>,
+    /// Who revoked, if anyone.
+    pub revoked_by: Option<String>,
+    /// When.
+    pub revoked_at: Option<i64>,
+    /// When the server recorded its expiry.
+    pub expiry_recorded_at: Option<i64>,
+}
+
+impl ExceptionRecord {
+    /// `pending`, `active`, `expired` or `revoked` at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at <= now {
+            "expired"
+        } else if self.approved_at.is_some() {
+            "active"
+        } else {
+            "pending"
+        }
+    }
+}
+
+/// Why an exception change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExceptionError {
+    /// The approver asked for it themselves.
+    #[error("an exception cannot be approved by the identity that requested it (`{0}`)")]
+    SelfApproval(String),
+    /// Already approved, revoked or expired.
+    #[error("exception `{id}` is {state}")]
+    State {
+        /// Id.
+        id: String,
+        /// Its state.
+        state: &'static str,
+    },
+}
+
+/// A denial to record.
+#[derive(Debug, Clone)]
+pub struct Denial<'a> {
+    /// Entry.
+    pub entry_id: &'a str,
+    /// Its SPIFFE ID.
+    pub spiffe_id: &'a str,
+    /// Action.
+    pub action: &'a str,
+    /// Audience, for JWTs.
+    pub audience: Option<&'a str>,
+    /// The agent.
+    pub node_id: &'a str,
+    /// Evidence digest.
+    pub evidence_digest: &'a str,
+    /// Policy version in force.
+    pub policy_version: i64,
+    /// Determining policies.
+    pub policy_ids: &'a [String],
+    /// Human-readable reason.
+    pub reason: &'a str,
+}
+
+const EXC_COLUMNS: &str = "id, entry_id, rule, value, justification, expires_at, requested_by, requested_at, approved_by, approved_at, revoked_by, revoked_at, expiry_recorded_at";
+
+fn exception_from_row(r: &AnyRow) -> Result<ExceptionRecord, StoreError> {
+    Ok(ExceptionRecord {
+        id: r.try_get("id")?,
+        entry_id: r.try_get("entry_id")?,
+        rule: r.try_get("rule")?,
+        value: r.try_get("value")?,
+        justification: r.try_get("justification")?,
+        expires_at: r.try_get("expires_at")?,
+        requested_by: r.try_get("requested_by")?,
+        requested_at: r.try_get("requested_at")?,
+        approved_by: r.try_get("approved_by")?,
+        approved_at: r.try_get("approved_at")?,
+        revoked_by: r.try_get("revoked_by")?,
+        revoked_at: r.try_get("revoked_at")?,
+        expiry_recorded_at: r.try_get("expiry_recorded_at")?,
+    })
+}
+
+fn policy_from_row(r: &AnyRow) -> Result<PolicyVersion, StoreError> {
+    Ok(PolicyVersion {
+        version: r.try_get("version")?,
+        text: r.try_get("text")?,
+        sha256: r.try_get("sha256")?,
+        created_at: r.try_get("created_at")?,
+        created_by: r.try_get("created_by")?,
+    })
+}
+
+impl Store {
+    /// Stores a new policy version (the next number) and returns it.
+    pub async fn add_policy(&self, text: &str, sha256: &str, by: &str) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM policies")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("v")?;
+        sqlx::query("INSERT INTO policies (version, text, sha256, created_at, created_by) VALUES ($1, $2, $3, $4, $5)")
+            .bind(next)
+            .bind(text.to_owned())
+            .bind(sha256.to_owned())
+            .bind(now_unix())
+            .bind(by.to_owned())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                crate::store::duplicate_or(e, || "another policy version was stored at the same moment; retry".into())
+            })?;
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    /// The policy in force (the highest version), if any was ever set.
+    pub async fn current_policy(&self) -> Result<Option<PolicyVersion>, StoreError> {
+        let r = sqlx::query(
+            "SELECT version, text, sha256, created_at, created_by FROM policies ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(policy_from_row).transpose()
+    }
+
+    /// The highest policy version number, or 0.
+    pub async fn policy_version(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM policies")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("v")?)
+    }
+
+    /// One policy version.
+    pub async fn policy(&self, version: i64) -> Result<Option<PolicyVersion>, StoreError> {
+        let r = sqlx::query("SELECT version, text, sha256, created_at, created_by FROM policies WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(policy_from_row).transpose()
+    }
+
+    /// Every policy version, newest first.
+    pub async fn policy_history(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        let rows =
+            sqlx::query("SELECT version, text, sha256, created_at, created_by FROM policies ORDER BY version DESC")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(policy_from_row).collect()
+    }
+
+    /// Records a requested (not yet approved) exception.
+    pub async fn request_exception(
+        &self,
+        entry_id: &str,
+        rule: &str,
+        value: &str,
+        justification: &str,
+        expires_at: i64,
+        by: &str,
+    ) -> Result<ExceptionRecord, StoreError> {
+        let mut b = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut b);
+        let id = format!("exc-{}", hex::encode(b));
+        sqlx::query(
+            "INSERT INTO exceptions (id, entry_id, rule, value, justification, expires_at, requested_by, requested_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.clone())
+        .bind(entry_id.to_owned())
+        .bind(rule.to_owned())
+        .bind(value.to_owned())
+        .bind(justification.to_owned())
+        .bind(expires_at)
+        .bind(by.to_owned())
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await?;
+        self.exception(&id).await?.ok_or_else(|| StoreError::NotFound(format!("exception `{id}`")))
+    }
+
+    /// One exception.
+    pub async fn exception(&self, id: &str) -> Result<Option<ExceptionRecord>, StoreError> {
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {EXC_COLUMNS} FROM exceptions WHERE id = $1")))
+            .bind(id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(exception_from_row).transpose()
+    }
+
+    /// Every exception, newest first.
+    pub async fn exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EXC_COLUMNS} FROM exceptions ORDER BY requested_at DESC, id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(exception_from_row).collect()
+    }
+
+    /// Approves a pending exception; the approver must not be the requester.
+    /// The check and the write are one statement, so two approvers racing
+    /// cannot both succeed and a self-approval can never slip through.
+    pub async fn approve_exception(
+        &self,
+        id: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<Result<ExceptionRecord, ExceptionError>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE exceptions SET approved_by = $1, approved_at = $2 \
+             WHERE id = $3 AND approved_at IS NULL AND revoked_at IS NULL AND expires_at > $2 AND requested_by <> $1",
+        )
+        .bind(by.to_owned())
+        .bind(now)
+        .bind(id.to_owned())
+        .execute(&self.pool)
+        .await?;
+        let rec = self.exception(id).await?.ok_or_else(|| StoreError::NotFound(format!("exception `{id}`")))?;
+        if done.rows_affected() == 1 {
+            return Ok(Ok(rec));
+        }
+        let state = rec.state(now);
+        if state == "pending" && rec.requested_by == by {
+            return Ok(Err(ExceptionError::SelfApproval(by.to_owned())));
+        }
+        Ok(Err(ExceptionError::State { id: id.to_owned(), state }))
+    }
+
+    /// Revokes an exception that is pending or active.
+    pub async fn revoke_exception(
+        &self,
+        id: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<Result<ExceptionRecord, ExceptionError>, StoreError> {
+        let done = sqlx::query("UPDATE exceptions SET revoked_by = $1, revoked_at = $2 WHERE id = $3 AND revoked_at IS NULL AND expires_at > $2")
+            .bind(by.to_owned())
+            .bind(now)
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        let rec = self.exception(id).await?.ok_or_else(|| StoreError::NotFound(format!("exception `{id}`")))?;
+        if done.rows_affected() == 1 {
+            Ok(Ok(rec))
+        } else {
+            Ok(Err(ExceptionError::State { id: id.to_owned(), state: rec.state(now) }))
+        }
+    }
+
+    /// Approved, unrevoked, unexpired exceptions on an entry.
+    pub async fn active_exceptions(&self, entry_id: &str, now: i64) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EXC_COLUMNS} FROM exceptions WHERE entry_id = $1 AND approved_at IS NOT NULL AND revoked_at IS NULL AND expires_at > $2 ORDER BY id"
+        )))
+        .bind(entry_id.to_owned())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(exception_from_row).collect()
+    }
+
+    /// Marks approved exceptions that have expired as recorded; returns them (once each).
+    pub async fn record_expired_exceptions(&self, now: i64) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE exceptions SET expiry_recorded_at = $1 WHERE expires_at <= $1 AND approved_at IS NOT NULL AND revoked_at IS NULL AND expiry_recorded_at IS NULL RETURNING {EXC_COLUMNS}"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(exception_from_row).collect()
+    }
+
+    /// Records a denied issuance.
+    pub async fn record_denial(&self, d: &Denial<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO denials (at, entry_id, spiffe_id, action, audience, node_id, evidence_digest, policy_version, policy_ids, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(now_unix())
+        .bind(d.entry_id.to_owned())
+        .bind(d.spiffe_id.to_owned())
+        .bind(d.action.to_owned())
+        .bind(d.audience.map(str::to_owned))
+        .bind(d.node_id.to_owned())
+        .bind(d.evidence_digest.to_owned())
+        .bind(d.policy_version)
+        .bind(d.policy_ids.join(","))
+        .bind(d.reason.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Recorded denials for an entry, newest first: (at, action, policy ids, reason).
+    pub async fn denials(&self, entry_id: &str) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT at, action, policy_ids, reason FROM denials WHERE entry_id = $1 ORDER BY id DESC")
+                .bind(entry_id.to_owned())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("at")?, r.try_get("action")?, r.try_get("policy_ids")?, r.try_get("reason")?)))
+            .collect()
+    }
+}
