@@ -1,20 +1,33 @@
-//! The agent's view of the world: the entries it may serve, the bundle, and the
-//! SVIDs it holds. Every change bumps a version that open Workload API streams
-//! wait on; every read filters out anything expired, so an expired SVID is
-//! never served even if renewal has stalled.
+//! The agent's view of the world: the entries it may serve, the bundle, the
+//! workloads that want identities, and the SVIDs it holds for them.
+//!
+//! SVIDs are issued on demand, for the evidence of the workload that asked,
+//! and held per (entry, evidence digest): a decision made on one process's
+//! evidence is never served to a process whose evidence differs. They are
+//! renewed while some workload with that evidence still wants them.
+//!
+//! Every change bumps a version that open Workload API streams wait on; every
+//! read filters out anything expired, so an expired SVID is never served even
+//! if renewal has stalled.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use hallmark_ca::Bundle;
-use hallmark_core::{Entry, SelectorSet};
+use hallmark_core::{Entry, SelectorSet, evidence_digest};
 use tokio::sync::watch;
 
-/// An X.509-SVID held for one entry.
+/// How long a workload's interest outlives its last request or stream.
+pub const INTEREST_KEEP_SECS: i64 = 600;
+/// Most distinct evidence sets tracked at once.
+pub const MAX_INTERESTS: usize = 10_000;
+
+/// (entry id, evidence digest).
+pub type SvidKey = (String, String);
+
+/// An X.509-SVID held for one entry and one evidence set.
 #[derive(Clone)]
 pub struct HeldSvid {
-    /// The entry it was issued for, at `revision`.
-    pub entry_id: String,
     /// The entry's revision when issued; a newer revision means re-issue.
     pub revision: u64,
     /// DER chain, leaf first.
@@ -25,21 +38,20 @@ pub struct HeldSvid {
     pub not_before: i64,
     /// Unix seconds.
     pub not_after: i64,
-    /// When to replace it: about half its life, with jitter.
+    /// When to replace it (the server's renewal point for the entry's class).
     pub rotate_at: i64,
 }
 
 impl std::fmt::Debug for HeldSvid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeldSvid")
-            .field("entry_id", &self.entry_id)
             .field("not_after", &self.not_after)
             .field("key", &"<redacted>")
             .finish_non_exhaustive()
     }
 }
 
-/// A JWT-SVID held for (entry, audiences).
+/// A JWT-SVID held for (entry, evidence, audiences).
 #[derive(Debug, Clone)]
 pub struct HeldJwt {
     /// The token.
@@ -50,19 +62,49 @@ pub struct HeldJwt {
     pub refresh_at: i64,
 }
 
+/// A workload evidence set that wants identities.
+#[derive(Debug, Clone)]
+struct Interest {
+    selectors: SelectorSet,
+    streams: usize,
+    last_seen: i64,
+}
+
+/// An SVID the agent should request now.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// Where the result goes.
+    pub key: SvidKey,
+    /// The entry.
+    pub entry: Entry,
+    /// The workload evidence to decide on.
+    pub selectors: SelectorSet,
+    /// A replacement for a current SVID (`renew`), or a first one (`issue_x509`).
+    pub renewal: bool,
+}
+
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
     bundle: Option<Arc<Bundle>>,
-    svids: HashMap<String, HeldSvid>,
-    jwts: HashMap<(String, Vec<String>), HeldJwt>,
+    svids: HashMap<SvidKey, HeldSvid>,
+    jwts: HashMap<(String, String, Vec<String>), HeldJwt>,
+    interests: HashMap<String, Interest>,
+    /// Denied keys and when to ask again.
+    denied: HashMap<SvidKey, i64>,
+}
+
+impl Inner {
+    fn drop_entry(&mut self, id: &str) {
+        self.svids.retain(|(e, _), _| e != id);
+        self.denied.retain(|(e, _), _| e != id);
+        self.jwts.retain(|(e, _, _), _| e != id);
+    }
 }
 
 /// One identity in a Workload API answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedSvid {
-    /// The entry.
-    pub entry_id: String,
     /// SPIFFE ID.
     pub spiffe_id: String,
     /// DER chain.
@@ -109,28 +151,33 @@ impl Cache {
         self.version.subscribe()
     }
 
-    /// Replaces the entry set (a sync snapshot). SVIDs of entries no longer
-    /// present are dropped at once.
+    /// Replaces the entry set (a sync snapshot). Everything held for entries
+    /// no longer present is dropped at once.
     pub fn replace_entries(&self, entries: Vec<Entry>) {
         self.write(|i| {
+            let gone: Vec<String> =
+                i.entries.keys().filter(|id| !entries.iter().any(|e| &e.id == *id)).cloned().collect();
+            for id in gone {
+                i.drop_entry(&id);
+            }
             i.entries = entries.into_iter().map(|e| (e.id.clone(), e)).collect();
-            let keep: HashSet<String> = i.entries.keys().cloned().collect();
-            i.svids.retain(|id, _| keep.contains(id));
-            i.jwts.retain(|(id, _), _| keep.contains(id));
             ((), true)
         });
     }
 
-    /// Adds or replaces one entry. A changed entry keeps serving its current
-    /// SVID only while the identity it certifies is unchanged.
+    /// Adds or replaces one entry. A changed identity (SPIFFE ID, DNS names,
+    /// selectors) drops what was issued under the old one; other changes are
+    /// picked up by re-issuing at the next rotation (the revision is newer).
     pub fn upsert_entry(&self, e: Entry) {
         self.write(|i| {
-            let identity_changed =
-                i.entries.get(&e.id).is_some_and(|old| old.spiffe_id != e.spiffe_id || old.dns_names != e.dns_names);
+            let identity_changed = i.entries.get(&e.id).is_some_and(|old| {
+                old.spiffe_id != e.spiffe_id || old.dns_names != e.dns_names || old.selectors != e.selectors
+            });
             if identity_changed {
-                i.svids.remove(&e.id);
+                i.drop_entry(&e.id);
             }
-            i.jwts.retain(|(id, _), _| id != &e.id);
+            i.jwts.retain(|(id, _, _), _| id != &e.id);
+            i.denied.retain(|(id, _), _| id != &e.id);
             i.entries.insert(e.id.clone(), e);
             ((), true)
         });
@@ -140,8 +187,7 @@ impl Cache {
     pub fn delete_entry(&self, id: &str) {
         self.write(|i| {
             let had = i.entries.remove(id).is_some();
-            i.svids.remove(id);
-            i.jwts.retain(|(e, _), _| e != id);
+            i.drop_entry(id);
             ((), had)
         });
     }
@@ -168,37 +214,120 @@ impl Cache {
         v
     }
 
-    /// Entries that need an X.509-SVID now: none held, a newer revision, or past the rotation point.
-    pub fn due(&self, now: i64) -> Vec<Entry> {
+    /// A workload with `selectors` opened a stream: keep its SVIDs issued and
+    /// renewed until [`Cache::close_interest`]. Returns the evidence digest.
+    pub fn open_interest(&self, selectors: &SelectorSet, now: i64) -> String {
+        let digest = evidence_digest(selectors);
+        self.write(|i| {
+            if !i.interests.contains_key(&digest) && i.interests.len() >= MAX_INTERESTS {
+                // Forget the idlest evidence set that has no open stream.
+                if let Some(old) = i
+                    .interests
+                    .iter()
+                    .filter(|(_, x)| x.streams == 0)
+                    .min_by_key(|(_, x)| x.last_seen)
+                    .map(|(k, _)| k.clone())
+                {
+                    i.interests.remove(&old);
+                }
+            }
+            let x = i.interests.entry(digest.clone()).or_insert_with(|| Interest {
+                selectors: selectors.clone(),
+                streams: 0,
+                last_seen: now,
+            });
+            x.streams += 1;
+            x.last_seen = now;
+            ((), true)
+        });
+        digest
+    }
+
+    /// The stream opened with [`Cache::open_interest`] ended.
+    pub fn close_interest(&self, digest: &str, now: i64) {
+        self.write(|i| {
+            if let Some(x) = i.interests.get_mut(digest) {
+                x.streams = x.streams.saturating_sub(1);
+                x.last_seen = now;
+            }
+            ((), false)
+        });
+    }
+
+    /// SVIDs to request now: for every wanted evidence set and every entry it
+    /// matches, one that is missing, stale (newer entry revision) or past its
+    /// renewal point, unless a denial is still cooling down.
+    pub fn due(&self, now: i64) -> Vec<Due> {
         self.read(|i| {
-            i.entries
-                .values()
-                .filter(|e| match i.svids.get(&e.id) {
-                    None => true,
-                    Some(s) => s.rotate_at <= now || s.not_after <= now || s.revision < e.revision,
-                })
-                .cloned()
-                .collect()
+            let mut out = Vec::new();
+            for (digest, interest) in &i.interests {
+                if interest.streams == 0 && now - interest.last_seen > INTEREST_KEEP_SECS {
+                    continue;
+                }
+                for e in i.entries.values().filter(|e| e.matches(&interest.selectors)) {
+                    let key = (e.id.clone(), digest.clone());
+                    if i.denied.get(&key).is_some_and(|t| *t > now) {
+                        continue;
+                    }
+                    let renewal = match i.svids.get(&key) {
+                        None => false,
+                        Some(s) if s.not_after <= now => false,
+                        Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
+                        Some(_) => continue,
+                    };
+                    out.push(Due { key, entry: e.clone(), selectors: interest.selectors.clone(), renewal });
+                }
+            }
+            out
+        })
+    }
+
+    /// Whether some entry this workload matches is still waiting for its
+    /// first SVID (not held, not denied).
+    pub fn pending(&self, selectors: &SelectorSet, now: i64) -> bool {
+        let digest = evidence_digest(selectors);
+        self.read(|i| {
+            i.entries.values().filter(|e| e.matches(selectors)).any(|e| {
+                let key = (e.id.clone(), digest.clone());
+                !i.svids.contains_key(&key) && i.denied.get(&key).is_none_or(|t| *t <= now)
+            })
         })
     }
 
     /// Stores a freshly issued SVID if its entry still exists.
-    pub fn put_svid(&self, s: HeldSvid) {
+    pub fn put_svid(&self, key: SvidKey, s: HeldSvid) {
         self.write(|i| {
-            if !i.entries.contains_key(&s.entry_id) {
+            if !i.entries.contains_key(&key.0) {
                 return ((), false);
             }
-            i.svids.insert(s.entry_id.clone(), s);
+            i.denied.remove(&key);
+            i.svids.insert(key, s);
             ((), true)
         });
     }
 
-    /// Drops SVIDs and JWTs that have expired; returns how many SVIDs went.
+    /// Policy denied `key`: withdraw what is held and do not ask again before `retry_at`.
+    pub fn deny(&self, key: SvidKey, retry_at: i64) {
+        self.write(|i| {
+            i.svids.remove(&key);
+            i.jwts.retain(|(e, d, _), _| !(e == &key.0 && d == &key.1));
+            i.denied.insert(key, retry_at);
+            ((), true)
+        });
+    }
+
+    /// Drops expired SVIDs and JWTs, idle interests and old denials; returns how many SVIDs went.
     pub fn expire(&self, now: i64) -> usize {
         self.write(|i| {
             let before = i.svids.len();
             i.svids.retain(|_, s| s.not_after > now);
             i.jwts.retain(|_, j| j.expires_at > now);
+            i.interests.retain(|_, x| x.streams > 0 || now - x.last_seen <= INTEREST_KEEP_SECS);
+            let live: HashSet<&String> = i.interests.keys().collect();
+            let stale: Vec<SvidKey> = i.denied.keys().filter(|(_, d)| !live.contains(d)).cloned().collect();
+            for k in stale {
+                i.denied.remove(&k);
+            }
             let gone = before - i.svids.len();
             (gone, gone > 0)
         })
@@ -208,13 +337,12 @@ impl Cache {
     /// SVIDs whose hint repeats an earlier one's are left out (hints are unique per response).
     pub fn x509_for(&self, selectors: &SelectorSet, now: i64) -> Vec<ServedSvid> {
         let entries = self.matching(selectors);
+        let digest = evidence_digest(selectors);
         self.read(|i| {
             let mut hints = HashSet::new();
             let mut out = Vec::new();
             for e in entries {
-                let Some(s) = i.svids.get(&e.id) else {
-                    continue;
-                };
+                let Some(s) = i.svids.get(&(e.id.clone(), digest.clone())) else { continue };
                 if s.not_after <= now || s.not_before > now + 60 {
                     continue;
                 }
@@ -223,7 +351,6 @@ impl Cache {
                     continue;
                 }
                 out.push(ServedSvid {
-                    entry_id: e.id.clone(),
                     spiffe_id: e.spiffe_id.to_string(),
                     chain: s.chain.clone(),
                     key: s.key.clone(),
@@ -234,16 +361,18 @@ impl Cache {
         })
     }
 
-    /// A held JWT for (entry, audiences) still before its refresh point.
-    pub fn jwt(&self, entry_id: &str, aud: &[String], now: i64) -> Option<HeldJwt> {
-        self.read(|i| i.jwts.get(&(entry_id.to_owned(), aud.to_vec())).filter(|j| j.refresh_at > now).cloned())
+    /// A held JWT for (entry, evidence, audiences) still before its refresh point.
+    pub fn jwt(&self, entry_id: &str, digest: &str, aud: &[String], now: i64) -> Option<HeldJwt> {
+        self.read(|i| {
+            i.jwts.get(&(entry_id.to_owned(), digest.to_owned(), aud.to_vec())).filter(|j| j.refresh_at > now).cloned()
+        })
     }
 
     /// Keeps a JWT for reuse until its refresh point.
-    pub fn put_jwt(&self, entry_id: &str, aud: &[String], j: HeldJwt) {
+    pub fn put_jwt(&self, entry_id: &str, digest: &str, aud: &[String], j: HeldJwt) {
         self.write(|i| {
             if i.entries.contains_key(entry_id) && i.jwts.len() < 100_000 {
-                i.jwts.insert((entry_id.to_owned(), aud.to_vec()), j);
+                i.jwts.insert((entry_id.to_owned(), digest.to_owned(), aud.to_vec()), j);
             }
             ((), false)
         });

@@ -31,7 +31,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::attest::UnixAttestor;
-use crate::cache::{Cache, HeldSvid};
+use crate::cache::{Cache, Due, HeldSvid, SvidKey};
 use crate::config::{AgentSettings, Bootstrap};
 use crate::server_conn::Trust;
 
@@ -196,15 +196,26 @@ impl AgentInner {
         self.cache.set_bundle(b);
     }
 
-    /// Mints a JWT-SVID through the server.
-    pub async fn mint_jwt(&self, entry_id: &str, audience: &[String]) -> Result<(String, i64), Status> {
-        let req = pb::MintJwtSvidRequest { entry_id: entry_id.to_owned(), audience: audience.to_vec() };
+    /// Mints a JWT-SVID through the server for a workload that showed
+    /// `evidence`; returns (token, expiry, refresh point).
+    pub async fn mint_jwt(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+        evidence: &hallmark_core::SelectorSet,
+    ) -> Result<(String, i64, i64), Status> {
+        let req = pb::MintJwtSvidRequest {
+            entry_id: entry_id.to_owned(),
+            audience: audience.to_vec(),
+            evidence: evidence.iter().map(ToString::to_string).collect(),
+        };
         match self.client().mint_jwt_svid(req).await {
             Ok(r) => {
                 let r = r.into_inner();
-                Ok((r.token, r.expires_at))
+                Ok((r.token, r.expires_at, r.refresh_at))
             }
             Err(s) if s.code() == Code::PermissionDenied || s.code() == Code::NotFound => {
+                tracing::info!(entry = entry_id, reason = %s.message(), "JWT-SVID denied");
                 Err(Status::permission_denied("no identity issued"))
             }
             Err(s) if s.code() == Code::InvalidArgument => Err(Status::invalid_argument(s.message().to_owned())),
@@ -405,11 +416,15 @@ async fn sync_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
     }
 }
 
-/// Signs SVIDs for entries that need one and drops expired ones, every second
+/// How long to wait before asking again after policy denied an SVID.
+const DENIAL_RETRY_SECS: i64 = 30;
+
+/// Requests the SVIDs workloads want (first issue or renewal, each decided by
+/// the server on the workload's evidence) and drops expired ones, every second
 /// and whenever the cache changes.
 async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
     let mut version = agent.cache.subscribe();
-    let mut retry_after: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut retry_after: std::collections::HashMap<SvidKey, i64> = std::collections::HashMap::new();
     loop {
         tokio::select! {
             r = version.changed() => if r.is_err() { return Ok(()) },
@@ -417,18 +432,23 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
         }
         let now = now_unix();
         if agent.cache.expire(now) > 0 {
-            tracing::warn!("withdrew expired SVIDs that could not be renewed");
+            tracing::warn!("withdrew expired SVIDs that were not renewed");
         }
-        let due: Vec<Entry> =
-            agent.cache.due(now).into_iter().filter(|e| retry_after.get(&e.id).is_none_or(|t| *t <= now)).collect();
+        let due: Vec<Due> =
+            agent.cache.due(now).into_iter().filter(|d| retry_after.get(&d.key).is_none_or(|t| *t <= now)).collect();
         for chunk in due.chunks(500) {
-            let mut keys = std::collections::HashMap::new();
+            let mut keys = Vec::with_capacity(chunk.len());
             let mut requests = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                match new_key_and_csr(Some(&e.spiffe_id)) {
+            for d in chunk {
+                match new_key_and_csr(Some(&d.entry.spiffe_id)) {
                     Ok(kc) => {
-                        requests.push(pb::SvidRequest { entry_id: e.id.clone(), csr: kc.csr_der });
-                        keys.insert(e.id.clone(), (kc.key_pkcs8, e.revision));
+                        requests.push(pb::SvidRequest {
+                            entry_id: d.entry.id.clone(),
+                            csr: kc.csr_der,
+                            evidence: d.selectors.iter().map(ToString::to_string).collect(),
+                            renewal: d.renewal,
+                        });
+                        keys.push((d.key.clone(), kc.key_pkcs8, d.entry.revision));
                     }
                     Err(err) => tracing::error!(error = %err, "cannot generate workload key"),
                 }
@@ -437,36 +457,47 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
                 Ok(r) => r.into_inner(),
                 Err(s) => {
                     tracing::warn!(code = ?s.code(), status = %s.message(), "SVID signing failed; will retry");
-                    for e in chunk {
-                        retry_after.insert(e.id.clone(), now + 2);
+                    for d in chunk {
+                        retry_after.insert(d.key.clone(), now + 2);
                     }
                     continue;
                 }
             };
-            for r in resp.results {
-                let Some((key, revision)) = keys.remove(&r.entry_id) else {
+            // Results come back in request order.
+            for ((key, private_key, revision), r) in keys.into_iter().zip(resp.results) {
+                if r.denied {
+                    tracing::info!(entry = %key.0, reason = %r.error, "SVID denied; withdrawn");
+                    agent.cache.deny(key, now + DENIAL_RETRY_SECS);
                     continue;
-                };
+                }
                 if !r.error.is_empty() {
-                    tracing::warn!(entry = %r.entry_id, error = %r.error, "SVID refused");
-                    retry_after.insert(r.entry_id, now + 5);
+                    tracing::warn!(entry = %key.0, error = %r.error, "SVID refused");
+                    retry_after.insert(key, now + 5);
                     continue;
                 }
                 let Some(info) = r.cert_chain.first().and_then(|l| svid::parse_leaf(l).ok()) else {
-                    tracing::error!(entry = %r.entry_id, "server returned an unusable certificate");
-                    retry_after.insert(r.entry_id, now + 5);
+                    tracing::error!(entry = %key.0, "server returned an unusable certificate");
+                    retry_after.insert(key, now + 5);
                     continue;
                 };
-                retry_after.remove(&r.entry_id);
-                agent.cache.put_svid(HeldSvid {
-                    entry_id: r.entry_id,
-                    revision,
-                    chain: r.cert_chain,
+                retry_after.remove(&key);
+                let received = now_unix();
+                let rotate_at = if r.renew_at > received {
+                    r.renew_at.min(info.not_after - 1)
+                } else {
+                    rotate_at(received, info.not_after)
+                };
+                agent.cache.put_svid(
                     key,
-                    not_before: info.not_before,
-                    not_after: info.not_after,
-                    rotate_at: rotate_at(now_unix(), info.not_after),
-                });
+                    HeldSvid {
+                        revision,
+                        chain: r.cert_chain,
+                        key: private_key,
+                        not_before: info.not_before,
+                        not_after: info.not_after,
+                        rotate_at,
+                    },
+                );
             }
         }
         retry_after.retain(|_, t| *t > now - 60);

@@ -147,15 +147,30 @@ fn trust_domain_key(agent: &AgentInner) -> String {
     agent.settings.trust_domain.id().to_string()
 }
 
+/// Ends a workload's interest when its stream ends, however it ends.
+struct InterestGuard {
+    agent: Arc<AgentInner>,
+    digest: String,
+}
+
+impl Drop for InterestGuard {
+    fn drop(&mut self) {
+        self.agent.cache.close_interest(&self.digest, now_unix());
+    }
+}
+
 /// Runs `next` on every cache change and sends its result when it differs from
 /// the last one sent. `next` returning `Err` ends the stream with that status.
-fn watch_stream<T, F>(agent: Arc<AgentInner>, mut next: F) -> Streamed<T>
+/// `guard` lives as long as the stream.
+fn watch_stream<T, F, G>(agent: Arc<AgentInner>, guard: G, mut next: F) -> Streamed<T>
 where
     T: PartialEq + Clone + Send + 'static,
     F: FnMut(&AgentInner, bool) -> Result<Option<T>, Status> + Send + 'static,
+    G: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
+        let _guard = guard;
         let mut version = agent.cache.subscribe();
         let mut last: Option<T> = None;
         let started = tokio::time::Instant::now();
@@ -192,10 +207,11 @@ fn x509_message(
     selectors: &SelectorSet,
     waiting_first: bool,
 ) -> Result<Option<X509svidResponse>, Status> {
-    let svids = agent.cache.x509_for(selectors, now_unix());
+    let now = now_unix();
+    let svids = agent.cache.x509_for(selectors, now);
     if svids.is_empty() {
-        // Entries match but their SVIDs are still being issued: wait briefly rather than deny.
-        if waiting_first && !agent.cache.matching(selectors).is_empty() {
+        // SVIDs are being issued for this workload: wait briefly rather than deny.
+        if waiting_first && agent.cache.pending(selectors, now) {
             return Ok(None);
         }
         return Err(no_identity());
@@ -243,7 +259,11 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let selectors = self.admit_identified(&req).await?;
-        let stream = watch_stream(self.agent.clone(), move |agent, waiting| x509_message(agent, &selectors, waiting));
+        // Registering interest is what gets SVIDs issued for this workload's evidence.
+        let digest = self.agent.cache.open_interest(&selectors, now_unix());
+        let guard = InterestGuard { agent: self.agent.clone(), digest };
+        let stream =
+            watch_stream(self.agent.clone(), guard, move |agent, waiting| x509_message(agent, &selectors, waiting));
         Ok(Response::new(stream))
     }
 
@@ -254,7 +274,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         self.admit_identified(&req).await?;
-        let stream = watch_stream(self.agent.clone(), |agent, _| {
+        let stream = watch_stream(self.agent.clone(), (), |agent, _| {
             let Some(b) = agent.cache.bundle() else {
                 return Ok(None);
             };
@@ -287,17 +307,15 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
+        let digest = hallmark_core::evidence_digest(&selectors);
         for e in entries {
-            let token = match self.agent.cache.jwt(&e.id, &r.audience, now) {
+            let token = match self.agent.cache.jwt(&e.id, &digest, &r.audience, now) {
                 Some(j) => j.token,
                 None => {
-                    let (token, expires_at) = self.agent.mint_jwt(&e.id, &r.audience).await?;
-                    let refresh_at = now + (expires_at - now) / 2;
-                    self.agent.cache.put_jwt(
-                        &e.id,
-                        &r.audience,
-                        HeldJwt { token: token.clone(), expires_at, refresh_at },
-                    );
+                    let (token, expires_at, refresh_at) = self.agent.mint_jwt(&e.id, &r.audience, &selectors).await?;
+                    let refresh_at = if refresh_at > now { refresh_at } else { now + (expires_at - now) / 2 };
+                    let held = HeldJwt { token: token.clone(), expires_at, refresh_at };
+                    self.agent.cache.put_jwt(&e.id, &digest, &r.audience, held);
                     token
                 }
             };
@@ -317,7 +335,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         self.admit_identified(&req).await?;
-        let stream = watch_stream(self.agent.clone(), |agent, _| {
+        let stream = watch_stream(self.agent.clone(), (), |agent, _| {
             let Some(b) = agent.cache.bundle() else {
                 return Ok(None);
             };

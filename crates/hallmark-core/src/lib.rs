@@ -13,7 +13,7 @@ pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{
     Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,
 };
-pub use selector::{Selector, SelectorError, SelectorSet};
+pub use selector::{Selector, SelectorError, SelectorSet, evidence_digest};
 pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Current time as unix seconds. Hallmark stores and compares every instant this way.

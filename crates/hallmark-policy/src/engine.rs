@@ -92,18 +92,8 @@ impl Evidence {
 
     /// A stable digest of the workload evidence, for caches and records.
     pub fn digest(&self) -> String {
-        selectors_digest(&self.selectors)
+        hallmark_core::evidence_digest(&self.selectors)
     }
-}
-
-/// SHA-256 hex over the canonical (sorted, newline-joined) selectors.
-pub fn selectors_digest(s: &SelectorSet) -> String {
-    let mut h = Sha256::new();
-    for sel in s {
-        h.update(sel.to_string().as_bytes());
-        h.update(b"\n");
-    }
-    hex::encode(h.finalize())
 }
 
 /// One question to the policy.

@@ -90,6 +90,13 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/entries", post(create_entry).get(list_entries))
         .route("/v1/entries/{id}", get(show_entry).put(update_entry).delete(delete_entry))
         .route("/v1/join-tokens", post(create_join_token))
+        .route("/v1/admin-tokens", post(create_admin_token))
+        .route("/v1/policy", get(show_policy).put(set_policy))
+        .route("/v1/policy/versions", get(policy_history))
+        .route("/v1/policy/versions/{version}", get(policy_version))
+        .route("/v1/exceptions", post(request_exception).get(list_exceptions))
+        .route("/v1/exceptions/{id}/approve", post(approve_exception))
+        .route("/v1/exceptions/{id}/revoke", post(revoke_exception))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -224,6 +231,235 @@ async fn create_join_token(
     let (token, agent_id, expires_at) = s.new_join_token(ttl).await?;
     tracing::info!(admin = %who.name, agent = %agent_id, "join token created");
     Ok((StatusCode::CREATED, Json(json!({ "token": token, "agent_id": agent_id, "expires_at": expires_at }))))
+}
+
+/// Roles an admin token may hold.
+pub const ROLES: &[&str] = &["trust-admin", "operator", "auditor"];
+
+fn valid_role(role: &str) -> bool {
+    ROLES.contains(&role) || role.strip_prefix("owner:").is_some_and(|o| hallmark_core::validate_owner(o).is_ok())
+}
+
+impl Admin {
+    /// 403 unless the caller holds `role`.
+    fn require(&self, role: &str) -> Result<(), ApiError> {
+        if self.0.role == role {
+            Ok(())
+        } else {
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("this needs the `{role}` role; `{}` has `{}`", self.0.name, self.0.role),
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminTokenRequest {
+    name: String,
+    role: String,
+}
+
+async fn create_admin_token(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<Json<AdminTokenRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    who.require("trust-admin")?;
+    let Json(req) = body?;
+    if hallmark_core::validate_owner(&req.name).is_err() {
+        return Err(ApiError::bad(format!(
+            "invalid name `{}`: 1-128 of letters, digits, `.`, `-`, `_`, `@`",
+            req.name
+        )));
+    }
+    if !valid_role(&req.role) {
+        return Err(ApiError::bad(format!("unknown role `{}` (trust-admin, operator, auditor, owner:NAME)", req.role)));
+    }
+    if s.store.admin_name_taken(&req.name).await? {
+        return Err(ApiError(StatusCode::CONFLICT, format!("an admin identity named `{}` already exists", req.name)));
+    }
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    let token = format!("hmk_{}", hex::encode(b));
+    s.store.add_admin_token(&hash_secret(&token), &req.name, &req.role).await?;
+    tracing::info!(admin = %who.0.name, name = %req.name, role = %req.role, "admin token created");
+    Ok((StatusCode::CREATED, Json(json!({ "name": req.name, "role": req.role, "token": token }))))
+}
+
+fn policy_json(p: &hallmark_store::PolicyVersion) -> serde_json::Value {
+    json!({ "version": p.version, "sha256": p.sha256, "created_at": p.created_at, "created_by": p.created_by, "policy": p.text })
+}
+
+async fn show_policy(State(s): State<Arc<ServerState>>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    let p =
+        s.store.current_policy().await?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no policy stored".into()))?;
+    Ok(Json(policy_json(&p)))
+}
+
+async fn policy_history(State(s): State<Arc<ServerState>>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    let list: Vec<serde_json::Value> = s
+        .store
+        .policy_history()
+        .await?
+        .iter()
+        .map(|p| json!({ "version": p.version, "sha256": p.sha256, "created_at": p.created_at, "created_by": p.created_by }))
+        .collect();
+    Ok(Json(json!({ "versions": list })))
+}
+
+async fn policy_version(
+    State(s): State<Arc<ServerState>>,
+    _: Admin,
+    Path(version): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v: i64 = version.parse().map_err(|_| ApiError::bad(format!("invalid policy version `{version}`")))?;
+    let p = s
+        .store
+        .policy(v)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("policy version {v} not found")))?;
+    Ok(Json(policy_json(&p)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetPolicyRequest {
+    policy: String,
+}
+
+async fn set_policy(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<Json<SetPolicyRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    who.require("trust-admin")?;
+    let Json(req) = body?;
+    match s.set_policy(&req.policy, &who.0.name).await {
+        Ok(engine) => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "version": engine.version(), "sha256": engine.hash(), "policies": engine.len() })),
+        )),
+        Err(crate::SetPolicyError::Invalid(e)) => Err(ApiError::bad(e)),
+        Err(crate::SetPolicyError::Store(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionRequest {
+    entry_id: String,
+    rule: String,
+    value: String,
+    justification: String,
+    expires_at: i64,
+}
+
+/// Longest an exception may last.
+const MAX_EXCEPTION_SECS: i64 = 366 * 86_400;
+
+async fn request_exception(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<Json<ExceptionRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<hallmark_store::ExceptionRecord>), ApiError> {
+    let Json(r) = body?;
+    let rule: hallmark_policy::ExceptionRule = r.rule.parse().map_err(ApiError::bad)?;
+    rule.check_value(&r.value).map_err(ApiError::bad)?;
+    let justification = r.justification.trim();
+    if justification.is_empty()
+        || justification.len() > 2048
+        || justification.chars().any(|c| c.is_control() && c != '\n')
+    {
+        return Err(ApiError::bad("a justification of 1-2048 characters is required"));
+    }
+    let now = now_unix();
+    if r.expires_at <= now {
+        return Err(ApiError::bad(format!("expiry {} is not in the future", r.expires_at)));
+    }
+    if r.expires_at > now + MAX_EXCEPTION_SECS {
+        return Err(ApiError::bad("an exception may last at most 366 days"));
+    }
+    if s.store.entry(&r.entry_id).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("entry `{}` not found", r.entry_id)));
+    }
+    let x = s
+        .store
+        .request_exception(&r.entry_id, rule.as_str(), &r.value, justification, r.expires_at, &who.0.name)
+        .await?;
+    tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, rule = %x.rule, "exception requested");
+    Ok((StatusCode::CREATED, Json(x)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionQuery {
+    #[serde(default)]
+    state: Option<String>,
+}
+
+async fn list_exceptions(
+    State(s): State<Arc<ServerState>>,
+    _: Admin,
+    q: Result<Query<ExceptionQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let want = q.state.unwrap_or_else(|| "all".into());
+    if !["all", "active", "expired", "pending", "revoked"].contains(&want.as_str()) {
+        return Err(ApiError::bad(format!("unknown state `{want}` (all, active, expired, pending, revoked)")));
+    }
+    let now = now_unix();
+    let list: Vec<serde_json::Value> = s
+        .store
+        .exceptions()
+        .await?
+        .into_iter()
+        .filter(|x| want == "all" || x.state(now) == want)
+        .map(|x| {
+            let state = x.state(now);
+            let mut v = serde_json::to_value(x).unwrap_or_default();
+            v["state"] = json!(state);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "exceptions": list })))
+}
+
+fn exception_outcome(
+    r: Result<hallmark_store::ExceptionRecord, hallmark_store::ExceptionError>,
+) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
+    match r {
+        Ok(x) => Ok(Json(x)),
+        Err(e @ hallmark_store::ExceptionError::SelfApproval(_)) => Err(ApiError(StatusCode::FORBIDDEN, e.to_string())),
+        Err(e) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+    }
+}
+
+async fn approve_exception(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
+    who.require("trust-admin")?;
+    let r = s.store.approve_exception(&id, &who.0.name, now_unix()).await?;
+    if let Ok(x) = &r {
+        tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, "exception approved");
+    }
+    exception_outcome(r)
+}
+
+async fn revoke_exception(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
+    who.require("trust-admin")?;
+    let r = s.store.revoke_exception(&id, &who.0.name, now_unix()).await?;
+    if let Ok(x) = &r {
+        tracing::info!(admin = %who.0.name, exception = %x.id, "exception revoked");
+    }
+    exception_outcome(r)
 }
 
 impl ServerState {

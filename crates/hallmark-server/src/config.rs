@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use hallmark_core::{TrustDomain, Ttl};
+use hallmark_policy::{ClassRules, Classes};
 use serde::Deserialize;
 
 /// Why a configuration was refused.
@@ -59,6 +60,39 @@ pub struct ServerConfig {
     /// Optional `iss` claim for JWT-SVIDs.
     #[serde(default)]
     pub jwt_issuer: Option<String>,
+    /// Lifecycle classes: `[classes.machine]`, `[classes.agent]`, `[classes.human]`.
+    #[serde(default)]
+    pub classes: ClassesConfig,
+}
+
+/// The `[classes]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassesConfig {
+    /// Services and jobs.
+    #[serde(default)]
+    pub machine: Option<ClassConfig>,
+    /// AI agents.
+    #[serde(default)]
+    pub agent: Option<ClassConfig>,
+    /// People.
+    #[serde(default)]
+    pub human: Option<ClassConfig>,
+}
+
+/// One class's rules; omitted keys keep the built-in default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassConfig {
+    /// Longest credential lifetime, e.g. `24h`.
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    /// Fraction of the lifetime after which credentials renew, e.g. 0.5.
+    #[serde(default)]
+    pub renew_at: Option<f64>,
+    /// Allowed issuance paths: `x509`, `jwt`, `recovery` (human only).
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
 }
 
 /// The `[ca]` table.
@@ -122,6 +156,8 @@ pub struct ServerSettings {
     pub join_token_ttl: Ttl,
     /// JWT issuer.
     pub jwt_issuer: Option<String>,
+    /// Lifecycle class rules.
+    pub classes: Classes,
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -178,12 +214,43 @@ impl ServerConfig {
             agent_svid_ttl: ttl("agent_svid_ttl", &self.agent_svid_ttl)?,
             join_token_ttl: ttl("join_token_ttl", &self.join_token_ttl)?,
             jwt_issuer: self.jwt_issuer.clone(),
+            classes: self.classes.validate()?,
         };
         if settings.ca_ttl.secs() < 120 {
             return Err(ConfigError::Value { key: "ca.ttl", msg: "must be at least 2m".into() });
         }
         Ok(settings)
     }
+}
+
+impl ClassesConfig {
+    fn validate(&self) -> Result<Classes, ConfigError> {
+        let mut c = Classes::default();
+        for (key, given, rules) in [
+            ("classes.machine", &self.machine, &mut c.machine),
+            ("classes.agent", &self.agent, &mut c.agent),
+            ("classes.human", &self.human, &mut c.human),
+        ] {
+            let Some(g) = given else { continue };
+            apply_class(key, g, rules)?;
+        }
+        c.validate().map_err(|e| ConfigError::Value { key: "classes", msg: e.to_string() })?;
+        Ok(c)
+    }
+}
+
+fn apply_class(key: &'static str, g: &ClassConfig, rules: &mut ClassRules) -> Result<(), ConfigError> {
+    if let Some(t) = &g.max_ttl {
+        rules.max_ttl = ttl(key, t)?;
+    }
+    if let Some(r) = g.renew_at {
+        rules.renew_at = r;
+    }
+    if let Some(p) = &g.paths {
+        rules.paths =
+            p.iter().map(|s| s.parse()).collect::<Result<_, _>>().map_err(|msg| ConfigError::Value { key, msg })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -205,6 +272,18 @@ mod tests {
         let c = ServerConfig::parse("trust_domain = \"x\"\ndata_dir = \"/tmp\"\ndefault_x509_ttl = \"0s\"\n", &env)
             .unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("default_x509_ttl"));
+        let c = ServerConfig::parse(
+            "trust_domain = \"x\"\ndata_dir = \"/tmp\"\n[classes.machine]\npaths = [\"x509\", \"recovery\"]\n",
+            &env,
+        )
+        .unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("recovery"));
+        let c = ServerConfig::parse(
+            "trust_domain = \"x\"\ndata_dir = \"/tmp\"\n[classes.agent]\nmax_ttl = \"15m\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.validate().unwrap().classes.agent.max_ttl.secs(), 900);
         let env: HashMap<String, String> = [("HALLMARK_DATASTORE".to_owned(), "postgres://h/db".to_owned())].into();
         let c = ServerConfig::parse("trust_domain = \"x\"\ndata_dir = \"/tmp\"\n", &env).unwrap();
         assert_eq!(c.validate().unwrap().datastore, "postgres://h/db");

@@ -1,13 +1,15 @@
 //! The issuance path, top to bottom: authenticate the agent, find the entry it
-//! is entitled to, decide, sign, record, return.
+//! is entitled to, check the workload's evidence against it, decide by class
+//! and policy, sign with the decided lifetime, record, return.
 //!
-//! Policy decisions (Cedar) and the inventory/audit records slot into the
-//! marked steps; nothing here caches an earlier "allowed".
+//! Every issuance and every renewal is decided here; nothing is cached as
+//! "already allowed".
 
 use hallmark_ca::SignedSvid;
 use hallmark_ca::x509::SvidTemplate;
-use hallmark_core::{Entry, SpiffeId, now_unix};
-use hallmark_store::{JoinTokenError, hash_secret};
+use hallmark_core::{Entry, SelectorSet, SpiffeId, now_unix};
+use hallmark_policy::{Action, ActiveException, ClassRules, Evidence, IssuancePath, effective_ttl};
+use hallmark_store::{Denial, JoinTokenError, hash_secret};
 
 use crate::{ServerError, ServerState};
 
@@ -17,6 +19,8 @@ pub const MAX_AUDIENCES: usize = 32;
 pub const MAX_AUDIENCE_LEN: usize = 512;
 /// Most X.509-SVIDs signed in one request.
 pub const MAX_BATCH: usize = 1000;
+/// Most evidence selectors accepted with one request.
+pub const MAX_EVIDENCE: usize = 256;
 
 /// Why an issuance was refused.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +36,13 @@ pub enum IssueError {
         /// The entry.
         entry: String,
     },
-    /// The request itself is malformed (bad CSR, bad audience).
+    /// Class or policy said no.
+    #[error("denied by {by}")]
+    Denied {
+        /// What decided: `policy [ids]` or `class machine`.
+        by: String,
+    },
+    /// The request itself is malformed (bad CSR, bad audience, bad evidence).
     #[error("{0}")]
     BadRequest(String),
     /// Node attestation failed.
@@ -49,9 +59,44 @@ impl From<hallmark_store::StoreError> for IssueError {
     }
 }
 
+/// The authenticated caller of an issuance RPC.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The agent's SPIFFE ID, from its verified certificate.
+    pub agent: SpiffeId,
+    /// How its node attested.
+    pub attestation: String,
+}
+
+/// An issued X.509-SVID and when the agent should renew it.
+#[derive(Debug)]
+pub struct IssuedX509 {
+    /// The signed SVID.
+    pub svid: SignedSvid,
+    /// Unix seconds: the class's renewal point, with jitter.
+    pub renew_at: i64,
+}
+
 /// The stable, non-secret id of a join token, used in the agent's SPIFFE ID.
 pub fn join_token_id(token: &str) -> String {
     hash_secret(token)[..16].to_owned()
+}
+
+/// Parses the evidence selectors an agent reports.
+pub fn parse_evidence(raw: &[String]) -> Result<SelectorSet, IssueError> {
+    if raw.len() > MAX_EVIDENCE {
+        return Err(IssueError::BadRequest(format!("at most {MAX_EVIDENCE} evidence selectors")));
+    }
+    raw.iter().map(|s| s.parse().map_err(|e| IssueError::BadRequest(format!("evidence: {e}")))).collect()
+}
+
+/// The renewal point: `renew_at` of the remaining life, +-5% jitter so a fleet
+/// issued together does not renew together.
+fn renewal_point(now: i64, not_after: i64, rules: &ClassRules) -> i64 {
+    let life = (not_after - now).max(1) as f64;
+    let jitter = (rand::random::<f64>() - 0.5) * 0.1;
+    let at = now + (life * (rules.renew_at + jitter).clamp(0.05, 0.95)) as i64;
+    at.min(not_after - 1).max(now)
 }
 
 impl ServerState {
@@ -64,34 +109,139 @@ impl ServerState {
         Ok(entry)
     }
 
-    /// Signs an X.509-SVID for `entry_id` from the agent's CSR.
-    pub async fn issue_x509(&self, agent: &SpiffeId, entry_id: &str, csr: &[u8]) -> Result<SignedSvid, IssueError> {
-        // 1. The entry exists and belongs to the calling agent.
-        let entry = self.entitled_entry(agent, entry_id).await?;
-        // 2. Decide: the entry's TTL, cut short by the authority's own expiry in the signer.
-        let ttl_secs = entry.x509_ttl.secs();
-        // 3. Sign: the CSR signature is verified and may ask for no other identity.
-        let ca = self.authorities.x509()?;
-        let template = SvidTemplate {
-            csr_der: csr,
-            spiffe_id: &entry.spiffe_id,
-            dns_names: &entry.dns_names,
-            ttl_secs,
-            now: now_unix(),
-        };
-        let signed = ca.sign_svid(&template).map_err(|e| IssueError::BadRequest(e.to_string()))?;
-        // 4. Record.
-        tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %signed.serial, "issued X.509-SVID");
-        Ok(signed)
+    async fn active_exceptions(&self, entry_id: &str, now: i64) -> Result<Vec<ActiveException>, IssueError> {
+        let rows = self.store.active_exceptions(entry_id, now).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                Some(ActiveException { rule: r.rule.parse().ok()?, id: r.id, value: r.value, expires_at: r.expires_at })
+            })
+            .collect())
     }
 
-    /// Mints a JWT-SVID for `entry_id` and `audience`; returns (token, expiry).
+    /// Decides one request by class and policy; records and returns a denial.
+    /// Returns the policy's TTL cap when allowed.
+    #[expect(clippy::too_many_arguments, reason = "the decision's inputs, named at the one call site per credential")]
+    async fn decide(
+        &self,
+        action: Action,
+        path: IssuancePath,
+        entry: &Entry,
+        audience: Option<&str>,
+        evidence: &Evidence,
+        exceptions: &[ActiveException],
+        requested_ttl: u64,
+        now: i64,
+    ) -> Result<Option<u64>, IssueError> {
+        let engine = self.policy()?;
+        let rules = self.settings.classes.rules(entry.class);
+        let (allowed, by, ids, cap) = if !rules.allows(path) {
+            (
+                false,
+                format!("class `{}` (no {path} issuance)", entry.class),
+                vec![format!("class:{}", entry.class)],
+                None,
+            )
+        } else {
+            let request = hallmark_policy::DecisionRequest {
+                action,
+                entry,
+                trust_domain: self.settings.trust_domain.as_str(),
+                audience,
+                evidence,
+                exceptions,
+                requested_ttl,
+                now,
+            };
+            match engine.decide(&request) {
+                Ok(d) => {
+                    for e in &d.errors {
+                        tracing::warn!(entry = %entry.id, error = %e, "policy evaluation error (policy skipped)");
+                    }
+                    let by = format!("policy v{} [{}]", engine.version(), d.policy_ids.join(", "));
+                    (d.allowed, by, d.policy_ids, d.ttl_cap)
+                }
+                Err(e) => {
+                    // Fail closed: a decision that cannot be made is a denial.
+                    tracing::error!(entry = %entry.id, error = %e, "policy decision failed");
+                    (false, format!("policy v{} (evaluation failed)", engine.version()), Vec::new(), None)
+                }
+            }
+        };
+        if allowed {
+            return Ok(cap);
+        }
+        let denial = Denial {
+            entry_id: &entry.id,
+            spiffe_id: entry.spiffe_id.as_str(),
+            action: action.as_str(),
+            audience,
+            node_id: &evidence.node_id,
+            evidence_digest: &evidence.digest(),
+            policy_version: i64::try_from(engine.version()).unwrap_or(i64::MAX),
+            policy_ids: &ids,
+            reason: &by,
+        };
+        self.store.record_denial(&denial).await?;
+        tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, action = action.as_str(), audience, %by, "issuance denied");
+        Err(IssueError::Denied { by })
+    }
+
+    fn evidence(caller: &Caller, selectors: SelectorSet) -> Evidence {
+        Evidence {
+            selectors,
+            node_id: caller.agent.to_string(),
+            node_attestation: caller.attestation.clone(),
+            node_selectors: vec![format!("node:attestation:{}", caller.attestation)],
+        }
+    }
+
+    /// Signs an X.509-SVID for `entry_id` from the agent's CSR, for a workload
+    /// that showed `evidence`.
+    pub async fn issue_x509(
+        &self,
+        caller: &Caller,
+        entry_id: &str,
+        csr: &[u8],
+        evidence: SelectorSet,
+        renewal: bool,
+    ) -> Result<IssuedX509, IssueError> {
+        let now = now_unix();
+        // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
+        let entry = self.entitled_entry(&caller.agent, entry_id).await?;
+        if !entry.matches(&evidence) {
+            return Err(IssueError::BadRequest(format!("the workload's evidence does not satisfy entry `{entry_id}`")));
+        }
+        let evidence = Self::evidence(caller, evidence);
+        // 2. Decide: class path, then policy, at this request.
+        let exceptions = self.active_exceptions(&entry.id, now).await?;
+        let action = if renewal { Action::Renew } else { Action::IssueX509 };
+        let ttl_secs = entry.x509_ttl.secs();
+        let cap = self.decide(action, IssuancePath::X509, &entry, None, &evidence, &exceptions, ttl_secs, now).await?;
+        // 3. The lifetime: least of entry TTL, class ceiling (raised by exceptions), policy cap.
+        let rules = self.settings.classes.rules(entry.class);
+        let ttl_secs = effective_ttl(ttl_secs, rules, IssuancePath::X509, &exceptions, cap);
+        // 4. Sign: the CSR signature is verified and may ask for no other identity.
+        let ca = self.authorities.x509()?;
+        let template =
+            SvidTemplate { csr_der: csr, spiffe_id: &entry.spiffe_id, dns_names: &entry.dns_names, ttl_secs, now };
+        let svid = ca.sign_svid(&template).map_err(|e| IssueError::BadRequest(e.to_string()))?;
+        // 5. Record.
+        tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs, "issued X.509-SVID");
+        let renew_at = renewal_point(now, svid.not_after, rules);
+        Ok(IssuedX509 { svid, renew_at })
+    }
+
+    /// Mints a JWT-SVID for `entry_id` and `audience`; returns (token, expiry, refresh point).
+    /// Each audience is decided on its own; all must be allowed, and the
+    /// token lives no longer than the shortest cap among them.
     pub async fn issue_jwt(
         &self,
-        agent: &SpiffeId,
+        caller: &Caller,
         entry_id: &str,
         audience: &[String],
-    ) -> Result<(String, i64), IssueError> {
+        evidence: SelectorSet,
+    ) -> Result<(String, i64, i64), IssueError> {
         if audience.is_empty() {
             return Err(IssueError::BadRequest("at least one audience is required".into()));
         }
@@ -103,23 +253,41 @@ impl ServerState {
                 "each audience must be 1-{MAX_AUDIENCE_LEN} bytes with no control characters"
             )));
         }
-        // 1. The entry exists and belongs to the calling agent.
-        let entry = self.entitled_entry(agent, entry_id).await?;
-        // 2. Decide the lifetime; a token never outlives the key that signs it.
         let now = now_unix();
+        // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
+        let entry = self.entitled_entry(&caller.agent, entry_id).await?;
+        if !entry.matches(&evidence) {
+            return Err(IssueError::BadRequest(format!("the workload's evidence does not satisfy entry `{entry_id}`")));
+        }
+        let evidence = Self::evidence(caller, evidence);
+        // 2. Decide each audience.
+        let exceptions = self.active_exceptions(&entry.id, now).await?;
+        let requested = entry.jwt_ttl.secs();
+        let mut cap: Option<u64> = None;
+        for aud in audience {
+            let c = self
+                .decide(Action::IssueJwt, IssuancePath::Jwt, &entry, Some(aud), &evidence, &exceptions, requested, now)
+                .await?;
+            cap = match (cap, c) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        // 3. The lifetime; a token never outlives the key that signs it.
+        let rules = self.settings.classes.rules(entry.class);
+        let ttl = effective_ttl(requested, rules, IssuancePath::Jwt, &exceptions, cap);
         let key = self.authorities.jwt()?;
-        let exp =
-            (now + i64::try_from(entry.jwt_ttl.secs()).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
-        // 3. Sign.
+        let exp = (now + i64::try_from(ttl).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
+        // 4. Sign.
         let mut jti = [0u8; 16];
         rand::Rng::fill(&mut rand::rng(), &mut jti);
         let jti = hex::encode(jti);
         let token = key
             .mint(&entry.spiffe_id, audience, now, exp, &jti, self.settings.jwt_issuer.as_deref())
             .map_err(|e| ServerError::Ca(e.to_string()))?;
-        // 4. Record.
+        // 5. Record.
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
-        Ok((token, exp))
+        Ok((token, exp, renewal_point(now, exp, rules)))
     }
 
     /// Node attestation by join token: verifies the CSR, burns the token, and
@@ -147,9 +315,9 @@ impl ServerState {
     }
 
     /// Renews an authenticated agent's SVID.
-    pub async fn renew_agent(&self, agent: &SpiffeId, csr: &[u8]) -> Result<SignedSvid, IssueError> {
-        let signed = self.sign_agent(agent, csr)?;
-        self.store.upsert_node(agent.as_str(), "join_token", &signed.serial, signed.not_after).await?;
+    pub async fn renew_agent(&self, caller: &Caller, csr: &[u8]) -> Result<SignedSvid, IssueError> {
+        let signed = self.sign_agent(&caller.agent, csr)?;
+        self.store.upsert_node(caller.agent.as_str(), &caller.attestation, &signed.serial, signed.not_after).await?;
         Ok(signed)
     }
 
@@ -162,7 +330,6 @@ impl ServerState {
             ttl_secs: self.settings.agent_svid_ttl.secs(),
             now: now_unix(),
         };
-        let signed = ca.sign_svid(&t).map_err(|e| IssueError::BadRequest(e.to_string()))?;
-        Ok(signed)
+        ca.sign_svid(&t).map_err(|e| IssueError::BadRequest(e.to_string()))
     }
 }

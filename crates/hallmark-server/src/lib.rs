@@ -24,6 +24,7 @@ use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
 use hallmark_ca::tls::{AgentClientVerifier, provider};
 use hallmark_ca::x509::SvidTemplate;
 use hallmark_core::{SpiffeId, now_unix};
+use hallmark_policy::{DEFAULT_POLICY, PolicyEngine};
 use hallmark_proto::node::node_server::NodeServer;
 use hallmark_store::{EntryChange, Store, StoreError, hash_secret};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -67,9 +68,22 @@ pub struct ServerState {
     pub changes: broadcast::Sender<EntryChange>,
     /// Wakes the change feed right after a local write.
     pub change_notify: Notify,
+    /// The policy version in force.
+    policy: RwLock<Arc<PolicyEngine>>,
     /// Parent used for entries that name none (set by `hallmark up`).
     pub default_parent: RwLock<Option<SpiffeId>>,
     server_cert: RwLock<Option<(Arc<SwappableCert>, i64)>>,
+}
+
+/// Why a policy was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum SetPolicyError {
+    /// It does not parse or validate.
+    #[error(transparent)]
+    Invalid(hallmark_policy::PolicyError),
+    /// The datastore failed.
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 /// A started server.
@@ -106,7 +120,54 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))
 }
 
+/// Loads the policy in force from the store, storing the default policy as
+/// version 1 on first start.
+async fn load_policy(store: &Store) -> Result<PolicyEngine, ServerError> {
+    let current = match store.current_policy().await? {
+        Some(p) => p,
+        None => {
+            let default = PolicyEngine::compile(DEFAULT_POLICY, 1).map_err(|e| ServerError::Internal(e.to_string()))?;
+            // Another server may store it at the same moment; either copy is the default.
+            if let Err(e) = store.add_policy(DEFAULT_POLICY, default.hash(), "hallmark (default)").await {
+                tracing::debug!(error = %e, "default policy stored concurrently");
+            }
+            store
+                .current_policy()
+                .await?
+                .ok_or_else(|| ServerError::Internal("no policy after storing the default".into()))?
+        }
+    };
+    let version = u64::try_from(current.version).unwrap_or(0);
+    PolicyEngine::compile(&current.text, version)
+        .map_err(|e| ServerError::Internal(format!("stored policy v{version} no longer compiles: {e}")))
+}
+
 impl ServerState {
+    /// The policy version in force.
+    pub fn policy(&self) -> Result<Arc<PolicyEngine>, ServerError> {
+        Ok(self.policy.read().map_err(|_| ServerError::Internal("policy lock poisoned".into()))?.clone())
+    }
+
+    /// Validates and stores a new policy version, then puts it in force here at
+    /// once (other servers pick it up within a second). An invalid policy is
+    /// refused with Cedar's diagnostics and the current one stays in force.
+    pub async fn set_policy(&self, text: &str, by: &str) -> Result<Arc<PolicyEngine>, SetPolicyError> {
+        let next = self.store.policy_version().await.map_err(SetPolicyError::Store)? + 1;
+        let engine = PolicyEngine::compile(text, u64::try_from(next).unwrap_or(0)).map_err(SetPolicyError::Invalid)?;
+        let version = self.store.add_policy(text, engine.hash(), by).await.map_err(SetPolicyError::Store)?;
+        let engine = if version == next {
+            engine
+        } else {
+            PolicyEngine::compile(text, u64::try_from(version).unwrap_or(0)).map_err(SetPolicyError::Invalid)?
+        };
+        let engine = Arc::new(engine);
+        if let Ok(mut p) = self.policy.write() {
+            *p = engine.clone();
+        }
+        tracing::info!(version, by, policies = engine.len(), sha256 = engine.hash(), "policy set");
+        Ok(engine)
+    }
+
     /// Issues the server's own TLS certificate from the active CA.
     fn issue_server_cert(&self) -> Result<(CertifiedKey, i64), ServerError> {
         let id = server_id(&self.settings)?;
@@ -172,6 +233,8 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     ensure_private_dir(&settings.data_dir)?;
     let store = Store::open(&settings.datastore).await?;
     let authorities = Authorities::load_or_create(&settings, store.clone()).await?;
+    let policy = load_policy(&store).await?;
+    tracing::info!(version = policy.version(), policies = policy.len(), "policy loaded");
     let (changes, _) = broadcast::channel(4096);
     let state = Arc::new(ServerState {
         settings,
@@ -179,6 +242,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         authorities,
         changes,
         change_notify: Notify::new(),
+        policy: RwLock::new(Arc::new(policy)),
         default_parent: RwLock::new(None),
         server_cert: RwLock::new(None),
     });
@@ -221,6 +285,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     });
     tasks.spawn(change_feed(state.clone()));
     tasks.spawn(maintenance(state.clone()));
+    tasks.spawn(policy_watch(state.clone()));
     tracing::info!(%agent_addr, %admin_addr, trust_domain = %state.settings.trust_domain, "server ready");
     Ok(RunningServer { state, agent_addr, admin_addr, tasks })
 }
@@ -246,6 +311,41 @@ async fn change_feed(state: Arc<ServerState>) -> Result<(), ServerError> {
                 tracing::warn!(error = %e, "change feed read failed; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Follows the policy version in the store, so a policy set through any
+/// server is in force on every server within a second; records exceptions
+/// that expired, so the return to the normal rule leaves a trace.
+async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerError> {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stored = match state.store.policy_version().await {
+            Ok(v) => u64::try_from(v).unwrap_or(0),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read policy version");
+                continue;
+            }
+        };
+        if stored != state.policy()?.version() {
+            match load_policy(&state.store).await {
+                Ok(engine) => {
+                    tracing::info!(version = engine.version(), "policy reloaded from the datastore");
+                    if let Ok(mut p) = state.policy.write() {
+                        *p = Arc::new(engine);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot load the stored policy; the previous one stays in force"),
+            }
+        }
+        match state.store.record_expired_exceptions(now_unix()).await {
+            Ok(list) => {
+                for x in list {
+                    tracing::info!(exception = %x.id, entry = %x.entry_id, rule = %x.rule, "exception expired; the normal rule applies again");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot record expired exceptions"),
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ServerState;
-use crate::issuance::{IssueError, MAX_BATCH};
+use crate::issuance::{Caller, IssueError, MAX_BATCH, parse_evidence};
 use crate::tls_listener::PeerInfo;
 
 /// The Node service implementation.
@@ -31,7 +31,7 @@ impl NodeApi {
 
     /// The calling agent's SPIFFE ID, from its verified client certificate. The
     /// node must be known and not banned.
-    async fn authenticate<T>(&self, req: &Request<T>) -> Result<SpiffeId, Status> {
+    async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let leaf = req
             .extensions()
             .get::<PeerInfo>()
@@ -45,7 +45,7 @@ impl NodeApi {
             return Err(Status::permission_denied(format!("`{id}` is not an agent identity")));
         }
         match self.state.store.node(id.as_str()).await.map_err(internal)? {
-            Some(n) if !n.banned => Ok(id),
+            Some(n) if !n.banned => Ok(Caller { agent: id, attestation: n.attestation_type }),
             Some(_) => Err(Status::permission_denied(format!("node `{id}` is banned"))),
             None => Err(Status::permission_denied(format!("node `{id}` is not attested"))),
         }
@@ -60,7 +60,7 @@ fn internal(e: impl std::fmt::Display) -> Status {
 fn status(e: IssueError) -> Status {
     match e {
         IssueError::NoEntry(_) => Status::not_found(e.to_string()),
-        IssueError::NotEntitled { .. } => Status::permission_denied(e.to_string()),
+        IssueError::NotEntitled { .. } | IssueError::Denied { .. } => Status::permission_denied(e.to_string()),
         IssueError::BadRequest(_) => Status::invalid_argument(e.to_string()),
         IssueError::Attestation(_) => Status::permission_denied(e.to_string()),
         IssueError::Server(s) => internal(s),
@@ -111,10 +111,10 @@ impl Node for NodeApi {
     }
 
     async fn renew_agent(&self, req: Request<RenewAgentRequest>) -> Result<Response<AgentSvid>, Status> {
-        let agent = self.authenticate(&req).await?;
-        let signed = self.state.renew_agent(&agent, &req.into_inner().csr).await.map_err(status)?;
+        let caller = self.authenticate(&req).await?;
+        let signed = self.state.renew_agent(&caller, &req.into_inner().csr).await.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
-        Ok(Response::new(svid_reply(&agent, signed.chain, &bundle)))
+        Ok(Response::new(svid_reply(&caller.agent, signed.chain, &bundle)))
     }
 
     type SyncEntriesStream = ReceiverStream<Result<SyncEvent, Status>>;
@@ -123,9 +123,9 @@ impl Node for NodeApi {
         &self,
         req: Request<SyncEntriesRequest>,
     ) -> Result<Response<Self::SyncEntriesStream>, Status> {
-        let agent = self.authenticate(&req).await?;
+        let caller = self.authenticate(&req).await?;
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(sync_agent(self.state.clone(), agent, tx));
+        tokio::spawn(sync_agent(self.state.clone(), caller.agent, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -133,17 +133,36 @@ impl Node for NodeApi {
         &self,
         req: Request<SignX509SvidsRequest>,
     ) -> Result<Response<SignX509SvidsResponse>, Status> {
-        let agent = self.authenticate(&req).await?;
+        let caller = self.authenticate(&req).await?;
         let requests = req.into_inner().requests;
         if requests.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!("at most {MAX_BATCH} SVIDs per request")));
         }
         let mut results = Vec::with_capacity(requests.len());
         for r in requests {
-            let result = match self.state.issue_x509(&agent, &r.entry_id, &r.csr).await {
-                Ok(s) => SvidResult { entry_id: r.entry_id, cert_chain: s.chain, error: String::new() },
+            let issued = match parse_evidence(&r.evidence) {
+                Ok(ev) => self.state.issue_x509(&caller, &r.entry_id, &r.csr, ev, r.renewal).await,
+                Err(e) => Err(e),
+            };
+            let result = match issued {
+                Ok(i) => SvidResult {
+                    entry_id: r.entry_id,
+                    cert_chain: i.svid.chain,
+                    error: String::new(),
+                    denied: false,
+                    renew_at: i.renew_at,
+                },
                 Err(IssueError::Server(e)) => return Err(internal(e)),
-                Err(e) => SvidResult { entry_id: r.entry_id, cert_chain: Vec::new(), error: e.to_string() },
+                Err(e) => SvidResult {
+                    entry_id: r.entry_id,
+                    cert_chain: Vec::new(),
+                    denied: matches!(
+                        e,
+                        IssueError::Denied { .. } | IssueError::NotEntitled { .. } | IssueError::NoEntry(_)
+                    ),
+                    error: e.to_string(),
+                    renew_at: 0,
+                },
             };
             results.push(result);
         }
@@ -151,10 +170,12 @@ impl Node for NodeApi {
     }
 
     async fn mint_jwt_svid(&self, req: Request<MintJwtSvidRequest>) -> Result<Response<MintJwtSvidResponse>, Status> {
-        let agent = self.authenticate(&req).await?;
+        let caller = self.authenticate(&req).await?;
         let r = req.into_inner();
-        let (token, expires_at) = self.state.issue_jwt(&agent, &r.entry_id, &r.audience).await.map_err(status)?;
-        Ok(Response::new(MintJwtSvidResponse { token, expires_at }))
+        let evidence = parse_evidence(&r.evidence).map_err(status)?;
+        let (token, expires_at, refresh_at) =
+            self.state.issue_jwt(&caller, &r.entry_id, &r.audience, evidence).await.map_err(status)?;
+        Ok(Response::new(MintJwtSvidResponse { token, expires_at, refresh_at }))
     }
 }
 

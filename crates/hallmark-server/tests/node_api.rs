@@ -31,6 +31,11 @@ fn anchors(s: &hallmark_server::RunningServer) -> Arc<RwLock<Vec<Vec<u8>>>> {
     Arc::new(RwLock::new(s.state.authorities.bundle().borrow().x509_authorities.clone()))
 }
 
+/// Evidence of a workload with uid 1000, as an agent reports it.
+fn ev() -> Vec<String> {
+    vec!["unix:uid:1000".into(), "unix:gid:1000".into()]
+}
+
 fn server_id() -> SpiffeId {
     SpiffeId::new("spiffe://example.org/hallmark/server").unwrap()
 }
@@ -75,27 +80,33 @@ async fn agents_get_only_their_own_entries() {
     // B is entitled.
     let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
     let r = b
-        .sign_x509_svids(SignX509SvidsRequest { requests: vec![SvidRequest { entry_id: entry.id.clone(), csr }] })
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false }],
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(r.results[0].error.is_empty(), "{}", r.results[0].error);
     assert!(!r.results[0].cert_chain.is_empty());
     assert!(
-        b.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()] }).await.is_ok()
+        b.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()], evidence: ev() })
+            .await
+            .is_ok()
     );
 
     // A is not: its request for B's entry is refused, not signed.
     let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
     let r = a
-        .sign_x509_svids(SignX509SvidsRequest { requests: vec![SvidRequest { entry_id: entry.id.clone(), csr }] })
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false }],
+        })
         .await
         .unwrap()
         .into_inner();
     assert!(r.results[0].cert_chain.is_empty());
     assert!(r.results[0].error.contains("not entitled"), "{}", r.results[0].error);
     let e = a
-        .mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()] })
+        .mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()], evidence: ev() })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -105,7 +116,9 @@ async fn agents_get_only_their_own_entries() {
     let other = SpiffeId::new("spiffe://example.org/admin").unwrap();
     let csr = new_key_and_csr(Some(&other)).unwrap().csr_der;
     let r = b
-        .sign_x509_svids(SignX509SvidsRequest { requests: vec![SvidRequest { entry_id: entry.id.clone(), csr }] })
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false }],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -113,14 +126,34 @@ async fn agents_get_only_their_own_entries() {
     // Garbage CSR and empty audience are refused as bad input.
     let r = b
         .sign_x509_svids(SignX509SvidsRequest {
-            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr: b"junk".to_vec() }],
+            requests: vec![SvidRequest {
+                entry_id: entry.id.clone(),
+                csr: b"junk".to_vec(),
+                evidence: ev(),
+                renewal: false,
+            }],
         })
         .await
         .unwrap()
         .into_inner();
     assert!(r.results[0].error.contains("CSR"), "{}", r.results[0].error);
-    let e = b.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec![] }).await.unwrap_err();
+    let e = b
+        .mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec![], evidence: ev() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Evidence that does not satisfy the entry is refused.
+    let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
+    let wrong = vec!["unix:uid:0".to_owned()];
+    let r = b
+        .sign_x509_svids(SignX509SvidsRequest {
+            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: wrong, renewal: false }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.results[0].cert_chain.is_empty() && r.results[0].error.contains("evidence"), "{:?}", r.results[0].error);
 
     // Sync: B's snapshot has the entry, A's has nothing.
     let mut sb = b.sync_entries(SyncEntriesRequest {}).await.unwrap().into_inner();
@@ -148,8 +181,10 @@ async fn no_client_certificate_no_access() {
             .unwrap();
     let e = anon.sync_entries(SyncEntriesRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let e =
-        anon.mint_jwt_svid(MintJwtSvidRequest { entry_id: "x".into(), audience: vec!["a".into()] }).await.unwrap_err();
+    let e = anon
+        .mint_jwt_svid(MintJwtSvidRequest { entry_id: "x".into(), audience: vec!["a".into()], evidence: ev() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     // Unknown and expired tokens are refused.
     let kc = new_key_and_csr(None).unwrap();

@@ -534,6 +534,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether an admin identity with this name exists.
+    pub async fn admin_name_taken(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 AS one FROM admin_tokens WHERE name = $1")
+            .bind(name.to_owned())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     /// Looks up an admin token by hash.
     pub async fn admin_token(&self, token_hash: &str) -> Result<Option<AdminToken>, StoreError> {
         let row = sqlx::query("SELECT name, role FROM admin_tokens WHERE token_hash = $1")

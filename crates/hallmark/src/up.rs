@@ -49,6 +49,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         agent_svid_ttl: ttl("1h")?,
         join_token_ttl: ttl("10m")?,
         jwt_issuer: None,
+        classes: hallmark_policy::Classes::default(),
     };
     let server = hallmark_server::start(settings).await?;
     let state = server.state.clone();
