@@ -72,6 +72,9 @@ pub struct EntryFields {
     /// Hint that tells a workload's identities apart.
     #[arg(long)]
     hint: Option<String>,
+    /// Attach a recovery path (only for --class human).
+    #[arg(long)]
+    recovery: bool,
 }
 
 /// Fields of `entry update`.
@@ -220,6 +223,9 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
                 if let Some(v) = v {
                     body[k] = json!(v);
                 }
+            }
+            if f.recovery {
+                body["recovery"] = json!(true);
             }
             let e = c.json(Method::POST, "/v1/entries", Some(&body)).await?;
             emit(conn, &e, print_entry)

@@ -3,6 +3,7 @@
 mod api;
 mod client;
 mod commands;
+mod governance;
 mod up;
 
 use std::path::PathBuf;
@@ -80,6 +81,27 @@ enum Command {
         #[command(subcommand)]
         cmd: api::ApiCmd,
     },
+    /// Manage the Cedar policy that decides every issuance.
+    Policy {
+        #[command(subcommand)]
+        cmd: governance::PolicyCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Request, approve, revoke and list expiring exceptions.
+    Exception {
+        #[command(subcommand)]
+        cmd: governance::ExceptionCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Admin identities.
+    Admin {
+        #[command(subcommand)]
+        cmd: governance::AdminCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show the trust bundle.
     Bundle {
         #[command(subcommand)]
@@ -126,6 +148,9 @@ fn main() -> ExitCode {
             Command::Token { cmd, conn } => commands::token(cmd, &conn).await,
             Command::Bundle { cmd, conn } => commands::bundle(cmd, &conn).await,
             Command::Api { cmd } => api::run(cmd).await,
+            Command::Policy { cmd, conn } => governance::policy(cmd, &conn).await,
+            Command::Exception { cmd, conn } => governance::exception(cmd, &conn).await,
+            Command::Admin { cmd, conn } => governance::admin(cmd, &conn).await,
         }
     });
     match result {
@@ -135,5 +160,15 @@ fn main() -> ExitCode {
             eprintln!("error: {}", chain.join(": "));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command's flags are well-formed (clap checks names, conflicts, defaults).
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -7,5 +7,6 @@
 
 mod cli;
 mod harness;
+mod policy;
 mod separate;
 mod up;

@@ -6,10 +6,10 @@ use std::process::Command;
 
 use crate::harness::*;
 
-struct Deployment {
-    server: Proc,
-    dir: tempfile::TempDir,
-    env: HashMap<String, String>,
+pub struct Deployment {
+    pub server: Proc,
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
 }
 
 fn free_port() -> u16 {
@@ -20,7 +20,7 @@ fn start_server(datastore: Option<String>) -> Deployment {
     start_server_with(datastore, "")
 }
 
-fn start_server_with(datastore: Option<String>, extra_config: &str) -> Deployment {
+pub fn start_server_with(datastore: Option<String>, extra_config: &str) -> Deployment {
     let dir = tempfile::tempdir().unwrap();
     let (port, admin) = (free_port(), free_port());
     let mut cfg = format!(
@@ -47,7 +47,7 @@ fn start_server_with(datastore: Option<String>, extra_config: &str) -> Deploymen
 }
 
 impl Deployment {
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin()).args(args).envs(&self.env).output().unwrap()
     }
 
@@ -68,7 +68,7 @@ impl Deployment {
 }
 
 /// Starts an agent joined with a fresh token; returns it, its ID and its socket.
-fn join_agent(dep: &Deployment, name: &str) -> (Proc, String, std::path::PathBuf) {
+pub fn join_agent(dep: &Deployment, name: &str) -> (Proc, String, std::path::PathBuf) {
     let bundle = dep.cli(&["bundle", "show"]);
     std::fs::write(dep.dir.path().join("bundle.pem"), &bundle.stdout).unwrap();
     let out = dep.cli(&["token", "create", "--json"]);
@@ -108,7 +108,7 @@ async fn agent_svid_renews_itself_before_expiry() {
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/late");
 }
 
-async fn wait_for_svid(client: &spiffe::WorkloadApiClient) -> Option<spiffe::X509Svid> {
+pub async fn wait_for_svid(client: &spiffe::WorkloadApiClient) -> Option<spiffe::X509Svid> {
     for _ in 0..300 {
         if let Ok(s) = client.fetch_x509_svid().await {
             return Some(s);

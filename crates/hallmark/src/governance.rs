@@ -1,0 +1,367 @@
+//! `hallmark policy ...`, `hallmark exception ...`, `hallmark admin ...`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use hallmark_core::{now_unix, parse_duration};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::Conn;
+use crate::client::{Client, encode};
+
+/// `hallmark policy ...`
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Validate a Cedar policy file and put it in force as the next version.
+    Set {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Print the policy in force.
+    Show {
+        /// A specific version instead of the current one.
+        #[arg(value_name = "VERSION")]
+        number: Option<i64>,
+    },
+    /// List every policy version.
+    History,
+    /// Show what changed between two versions.
+    Diff {
+        /// Older version.
+        v1: i64,
+        /// Newer version.
+        v2: i64,
+    },
+    /// Run a table of cases against a policy file, without a server; exits
+    /// non-zero on any mismatch.
+    Test {
+        /// The policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The cases (JSON: {"cases": [...]}; see the README).
+        #[arg(long)]
+        cases: PathBuf,
+    },
+}
+
+/// `hallmark exception ...`
+#[derive(Subcommand)]
+pub enum ExceptionCmd {
+    /// Ask for a recorded, expiring permission to break one rule.
+    Request {
+        /// The entry it applies to.
+        #[arg(long)]
+        entry: String,
+        /// ttl_above_class_max or long_lived_certificate.
+        #[arg(long)]
+        rule: String,
+        /// The rule's value, e.g. 48h.
+        #[arg(long)]
+        value: String,
+        /// Why it is needed.
+        #[arg(long)]
+        justification: String,
+        /// When it ends: a duration from now (48h), unix seconds, or 2026-12-31T00:00:00Z.
+        #[arg(long)]
+        expires: String,
+    },
+    /// Approve a pending exception (trust-admin, and not the requester).
+    Approve {
+        /// Exception id.
+        id: String,
+    },
+    /// Revoke an exception now.
+    Revoke {
+        /// Exception id.
+        id: String,
+    },
+    /// List exceptions.
+    List {
+        /// Only active (approved, unexpired) ones.
+        #[arg(long, conflicts_with = "expired")]
+        active: bool,
+        /// Only expired ones.
+        #[arg(long)]
+        expired: bool,
+    },
+}
+
+/// `hallmark admin ...`
+#[derive(Subcommand)]
+pub enum AdminCmd {
+    /// Manage admin API tokens.
+    #[command(subcommand)]
+    Token(AdminTokenCmd),
+}
+
+/// `hallmark admin token ...`
+#[derive(Subcommand)]
+pub enum AdminTokenCmd {
+    /// Create a named admin identity with a role; prints its token on the last line.
+    Create {
+        /// trust-admin, operator, auditor, or owner:NAME.
+        #[arg(long)]
+        role: String,
+        /// A unique name for the identity (shown in audit and approvals).
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn client(conn: &Conn) -> anyhow::Result<Client> {
+    Client::new(conn.server.clone(), conn.token.clone())
+}
+
+fn print(conn: &Conn, v: &Value, human: impl FnOnce(&Value)) -> anyhow::Result<()> {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        human(v);
+    }
+    Ok(())
+}
+
+/// `hallmark policy ...`
+pub async fn policy(cmd: PolicyCmd, conn: &Conn) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::Set { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let v = client(conn)?.json(Method::PUT, "/v1/policy", Some(&json!({ "policy": text }))).await?;
+            print(conn, &v, |v| {
+                println!(
+                    "policy version {} in force ({} policies, sha256 {})",
+                    v["version"],
+                    v["policies"],
+                    v["sha256"].as_str().unwrap_or("")
+                );
+            })
+        }
+        PolicyCmd::Show { number } => {
+            let path = match number {
+                Some(n) => format!("/v1/policy/versions/{n}"),
+                None => "/v1/policy".into(),
+            };
+            let v = client(conn)?.json(Method::GET, &path, None).await?;
+            print(conn, &v, |v| {
+                println!(
+                    "// version {} set by {} at {}",
+                    v["version"],
+                    v["created_by"].as_str().unwrap_or(""),
+                    v["created_at"]
+                );
+                print!("{}", v["policy"].as_str().unwrap_or(""));
+            })
+        }
+        PolicyCmd::History => {
+            let v = client(conn)?.json(Method::GET, "/v1/policy/versions", None).await?;
+            print(conn, &v, |v| {
+                for p in v["versions"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        p["version"],
+                        p["created_at"],
+                        p["created_by"].as_str().unwrap_or(""),
+                        p["sha256"].as_str().unwrap_or("")
+                    );
+                }
+            })
+        }
+        PolicyCmd::Diff { v1, v2 } => {
+            let c = client(conn)?;
+            let a = c.json(Method::GET, &format!("/v1/policy/versions/{v1}"), None).await?;
+            let b = c.json(Method::GET, &format!("/v1/policy/versions/{v2}"), None).await?;
+            let diff = line_diff(a["policy"].as_str().unwrap_or(""), b["policy"].as_str().unwrap_or(""));
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "from": v1, "to": v2, "diff": diff }))?);
+            } else {
+                println!("--- version {v1}\n+++ version {v2}");
+                for l in diff {
+                    println!("{l}");
+                }
+            }
+            Ok(())
+        }
+        PolicyCmd::Test { policy, cases } => {
+            let text = std::fs::read_to_string(&policy).with_context(|| format!("cannot read {}", policy.display()))?;
+            let engine =
+                hallmark_policy::PolicyEngine::compile(&text, 0).with_context(|| policy.display().to_string())?;
+            let raw = std::fs::read_to_string(&cases).with_context(|| format!("cannot read {}", cases.display()))?;
+            let file: hallmark_policy::cases::CaseFile =
+                serde_json::from_str(&raw).with_context(|| format!("{}: not a case file", cases.display()))?;
+            let outcomes = hallmark_policy::cases::run(&engine, &hallmark_policy::Classes::default(), &file)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let failed = outcomes.iter().filter(|o| !o.pass).count();
+            if conn.json {
+                let list: Vec<Value> = outcomes
+                    .iter()
+                    .map(|o| json!({ "name": o.name, "pass": o.pass, "expected": o.expected, "got": o.got }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&json!({ "cases": list, "failed": failed }))?);
+            } else {
+                for o in &outcomes {
+                    if o.pass {
+                        println!("ok   {}: {}", o.name, o.got);
+                    } else {
+                        println!("FAIL {}: expected {}, got {}", o.name, o.expected, o.got);
+                    }
+                }
+                println!("{} passed, {} failed", outcomes.len() - failed, failed);
+            }
+            if failed > 0 {
+                bail!("{failed} of {} policy cases failed", outcomes.len());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A line diff (longest common subsequence): ` ` kept, `-` removed, `+` added.
+pub fn line_diff(a: &str, b: &str) -> Vec<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    if a.len().saturating_mul(b.len()) > 16_000_000 {
+        // Too large for the quadratic table: show a whole replacement.
+        return a.iter().map(|l| format!("-{l}")).chain(b.iter().map(|l| format!("+{l}"))).collect();
+    }
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push(format!(" {}", a[i]));
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("+{}", b[j]));
+            j += 1;
+        } else {
+            out.push(format!("-{}", a[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Parses `--expires`: a duration from now, unix seconds, or `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn parse_expiry(s: &str, now: i64) -> anyhow::Result<i64> {
+    let t = s.trim();
+    if t.len() >= 9 && t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse().with_context(|| format!("invalid time `{s}`"));
+    }
+    if let Some(ts) = parse_rfc3339_utc(t) {
+        return Ok(ts);
+    }
+    let d = parse_duration(t.trim_start_matches('+')).map_err(|_| {
+        anyhow::anyhow!("invalid time `{s}`: use a duration (48h), unix seconds, or 2026-12-31T00:00:00Z")
+    })?;
+    Ok(now + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
+}
+
+fn parse_rfc3339_utc(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + sec)
+}
+
+fn print_exception(v: &Value) {
+    let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
+    println!("Exception ID  : {}", s("id"));
+    println!("Entry         : {}", s("entry_id"));
+    println!("Rule          : {} = {}", s("rule"), s("value"));
+    println!("Justification : {}", s("justification"));
+    println!("Requested by  : {}", s("requested_by"));
+    if let Some(a) = v["approved_by"].as_str() {
+        println!("Approved by   : {a}");
+    }
+    if let Some(st) = v["state"].as_str() {
+        println!("State         : {st}");
+    }
+    println!("Expires at    : {}", v["expires_at"]);
+}
+
+/// `hallmark exception ...`
+pub async fn exception(cmd: ExceptionCmd, conn: &Conn) -> anyhow::Result<()> {
+    match cmd {
+        ExceptionCmd::Request { entry, rule, value, justification, expires } => {
+            let rule_parsed: hallmark_policy::ExceptionRule = rule.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            rule_parsed.check_value(&value).map_err(|e| anyhow::anyhow!(e))?;
+            let expires_at = parse_expiry(&expires, now_unix())?;
+            let body = json!({ "entry_id": entry, "rule": rule, "value": value, "justification": justification, "expires_at": expires_at });
+            let v = client(conn)?.json(Method::POST, "/v1/exceptions", Some(&body)).await?;
+            print(conn, &v, print_exception)
+        }
+        ExceptionCmd::Approve { id } => {
+            let v = client(conn)?.json(Method::POST, &format!("/v1/exceptions/{}/approve", encode(&id)), None).await?;
+            print(conn, &v, print_exception)
+        }
+        ExceptionCmd::Revoke { id } => {
+            let v = client(conn)?.json(Method::POST, &format!("/v1/exceptions/{}/revoke", encode(&id)), None).await?;
+            print(conn, &v, print_exception)
+        }
+        ExceptionCmd::List { active, expired } => {
+            let state = if active {
+                "active"
+            } else if expired {
+                "expired"
+            } else {
+                "all"
+            };
+            let v = client(conn)?.json(Method::GET, &format!("/v1/exceptions?state={state}"), None).await?;
+            print(conn, &v, |v| {
+                for x in v["exceptions"].as_array().into_iter().flatten() {
+                    print_exception(x);
+                    println!();
+                }
+            })
+        }
+    }
+}
+
+/// `hallmark admin ...`
+pub async fn admin(cmd: AdminCmd, conn: &Conn) -> anyhow::Result<()> {
+    let AdminCmd::Token(AdminTokenCmd::Create { role, name }) = cmd;
+    let v = client(conn)?.json(Method::POST, "/v1/admin-tokens", Some(&json!({ "name": name, "role": role }))).await?;
+    print(conn, &v, |v| {
+        println!("Name : {}", v["name"].as_str().unwrap_or(""));
+        println!("Role : {}", v["role"].as_str().unwrap_or(""));
+        println!("{}", v["token"].as_str().unwrap_or(""));
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_and_expiry() {
+        let d = line_diff("a\nb\nc\n", "a\nc\nd\n");
+        assert_eq!(d, vec![" a", "-b", " c", "+d"]);
+        assert_eq!(parse_expiry("48h", 1000).unwrap(), 1000 + 48 * 3600);
+        assert_eq!(parse_expiry("+10m", 0).unwrap(), 600);
+        assert_eq!(parse_expiry("1800000000", 0).unwrap(), 1_800_000_000);
+        assert_eq!(parse_expiry("2026-11-22T00:00:00Z", 0).unwrap(), 1_795_305_600);
+        assert_eq!(parse_expiry("1970-01-01T00:00:00Z", 0).unwrap(), 0);
+        assert!(parse_expiry("tomorrow", 0).is_err());
+        assert!(parse_expiry("2026-13-01T00:00:00Z", 0).is_err());
+    }
+}
