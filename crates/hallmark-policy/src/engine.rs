@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
+    ActionConstraint, Authorizer, Context, Effect, Entities, Entity, EntityId,
     EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
     RestrictedExpression, Schema, ValidationMode, Validator,
 };
@@ -138,12 +138,12 @@ enum Scope {
 
 /// A compiled, validated, indexed policy version.
 pub struct PolicyEngine {
-    schema: Schema,
     text: String,
     hash: String,
     version: u64,
     count: usize,
-    index: HashMap<(Scope, Scope), Vec<Policy>>,
+    index: HashMap<(Scope, Scope), PolicySet>,
+    effects: HashMap<PolicyId, Effect>,
     caps: HashMap<PolicyId, u64>,
     authorizer: Authorizer,
 }
@@ -228,7 +228,8 @@ impl PolicyEngine {
             let errs: Vec<String> = result.validation_errors().map(|d| diagnostic(text, d)).collect();
             return Err(PolicyError::Validation(errs.join("; ")));
         }
-        let mut index: HashMap<(Scope, Scope), Vec<Policy>> = HashMap::new();
+        let mut buckets: HashMap<(Scope, Scope), Vec<Policy>> = HashMap::new();
+        let mut effects = HashMap::new();
         let mut count = 0;
         for p in named.policies() {
             let principal = match p.principal_constraint() {
@@ -243,16 +244,23 @@ impl PolicyEngine {
             };
             // Actions are few; Cedar checks the action constraint itself.
             let _: ActionConstraint = p.action_constraint();
-            index.entry((principal, resource)).or_default().push(p.clone());
+            effects.insert(p.id().clone(), p.effect());
+            buckets.entry((principal, resource)).or_default().push(p.clone());
             count += 1;
         }
+        // One precompiled set per scope bucket: a decision evaluates only the
+        // buckets that can match, with no per-request copying.
+        let mut index = HashMap::new();
+        for (k, list) in buckets {
+            index.insert(k, PolicySet::from_policies(list).map_err(|e| PolicyError::Parse(one_line(e)))?);
+        }
         Ok(Self {
-            schema,
             text: text.to_owned(),
             hash: hex::encode(Sha256::digest(text.as_bytes())),
             version,
             count,
             index,
+            effects,
             caps,
             authorizer: Authorizer::new(),
         })
@@ -292,19 +300,18 @@ impl PolicyEngine {
             (Action::IssueJwt, None) => return Err(PolicyError::Request("issue_jwt needs an audience".into())),
             _ => uid("TrustDomain", r.trust_domain)?,
         };
-        // Hand Cedar only the policies whose scope can match.
-        let mut slice = Vec::new();
+        // Hand Cedar only the policy buckets whose scope can match.
+        let mut sets = Vec::with_capacity(6);
         for p in [Scope::Any, Scope::Uid(principal.clone()), Scope::Uid(owner.clone())] {
             for q in [Scope::Any, Scope::Uid(resource.clone())] {
-                if let Some(list) = self.index.get(&(p.clone(), q)) {
-                    slice.extend(list.iter().cloned());
+                if let Some(set) = self.index.get(&(p.clone(), q)) {
+                    sets.push(set);
                 }
             }
         }
-        if slice.is_empty() {
+        if sets.is_empty() {
             return Ok(Decision { allowed: false, policy_ids: Vec::new(), ttl_cap: None, errors: Vec::new() });
         }
-        let set = PolicySet::from_policies(slice).map_err(|e| PolicyError::Request(one_line(e)))?;
 
         let e = r.entry;
         let attrs = HashMap::from([
@@ -316,11 +323,10 @@ impl PolicyEngine {
         ]);
         let workload = Entity::new(principal.clone(), attrs, HashSet::from([owner.clone()]))
             .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let entities = Entities::from_entities(
-            [workload, Entity::with_uid(owner), Entity::with_uid(resource.clone())],
-            Some(&self.schema),
-        )
-        .map_err(|e| PolicyError::Request(one_line(e)))?;
+        // Built exactly to the schema by this function, so not re-validated per
+        // request; the policies are what the schema validation protects.
+        let entities = Entities::from_entities([workload, Entity::with_uid(owner), Entity::with_uid(resource.clone())], None)
+            .map_err(|e| PolicyError::Request(one_line(e)))?;
 
         let exceptions = r.exceptions.iter().map(|x| {
             RestrictedExpression::new_record([
@@ -349,16 +355,29 @@ impl PolicyEngine {
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
         let action = uid("Action", r.action.as_str())?;
-        let request = Request::new(principal, action, resource, context, Some(&self.schema))
-            .map_err(|e| PolicyError::Request(one_line(e)))?;
+        let request =
+            Request::new(principal, action, resource, context, None).map_err(|e| PolicyError::Request(one_line(e)))?;
 
-        let resp = self.authorizer.is_authorized(&request, &set, &entities);
-        let allowed = resp.decision() == CedarDecision::Allow;
-        let mut policy_ids: Vec<String> = resp.diagnostics().reason().map(ToString::to_string).collect();
+        // Cedar's semantics across the buckets: any satisfied forbid denies;
+        // otherwise any satisfied permit allows; otherwise deny.
+        let mut forbids = Vec::new();
+        let mut permits = Vec::new();
+        let mut errors = Vec::new();
+        for set in sets {
+            let resp = self.authorizer.is_authorized(&request, set, &entities);
+            for id in resp.diagnostics().reason() {
+                match self.effects.get(id) {
+                    Some(Effect::Forbid) => forbids.push(id.clone()),
+                    _ => permits.push(id.clone()),
+                }
+            }
+            errors.extend(resp.diagnostics().errors().map(one_line));
+        }
+        let allowed = forbids.is_empty() && !permits.is_empty();
+        let determining = if forbids.is_empty() { &permits } else { &forbids };
+        let ttl_cap = if allowed { permits.iter().filter_map(|id| self.caps.get(id).copied()).min() } else { None };
+        let mut policy_ids: Vec<String> = determining.iter().map(ToString::to_string).collect();
         policy_ids.sort();
-        let ttl_cap =
-            if allowed { resp.diagnostics().reason().filter_map(|id| self.caps.get(id).copied()).min() } else { None };
-        let errors = resp.diagnostics().errors().map(one_line).collect();
         Ok(Decision { allowed, policy_ids, ttl_cap, errors })
     }
 }
