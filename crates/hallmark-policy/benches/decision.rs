@@ -28,10 +28,11 @@ fn policies(n: usize) -> String {
             0..=6 => s.push_str(&format!(
                 "@id(\"w{i}\") @max_ttl(\"1h\") permit(principal == Workload::\"e{i}\", action in [Action::\"issue_x509\", Action::\"renew\"], resource) when {{ context.selectors.contains(\"unix:uid:{i}\") }};\n"
             )),
+            // Team t may use audience aud{(i / 100) % 50}: distinct (team, audience) grants.
             7 | 8 => s.push_str(&format!(
                 "@id(\"o{i}\") permit(principal in Owner::\"team{}\", action == Action::\"issue_jwt\", resource == Audience::\"aud{}\");\n",
                 i % 100,
-                i % 50
+                (i / 100) % 50
             )),
             _ => s.push_str(&format!(
                 "@id(\"a{i}\") @max_ttl(\"5m\") permit(principal, action == Action::\"issue_jwt\", resource == Audience::\"svc{i}\") when {{ context.exe_sha256 != \"\" }};\n"
@@ -90,8 +91,11 @@ fn main() {
         // The first pass warms caches and allocator; only the second is measured.
         for k in 0..2 * iterations {
             let i = (k % iterations * 7919) % entries.len();
-            let (action, aud) =
-                if k % 4 == 3 { (Action::IssueJwt, Some(format!("aud{}", i % 50))) } else { (Action::IssueX509, None) };
+            let (action, aud) = if k % 4 == 3 {
+                (Action::IssueJwt, Some(format!("aud{}", (i / 100) % 50)))
+            } else {
+                (Action::IssueX509, None)
+            };
             let r = DecisionRequest {
                 action,
                 entry: &entries[i],

@@ -10,9 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use cedar_policy::{
-    ActionConstraint, Authorizer, Context, Effect, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint,
-    RestrictedExpression, Schema, ValidationMode, Validator,
+    ActionConstraint, Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
+    PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use hallmark_core::{Entry, SelectorSet, Ttl};
 use sha2::{Digest, Sha256};
@@ -146,6 +146,7 @@ pub struct PolicyEngine {
     effects: HashMap<PolicyId, Effect>,
     caps: HashMap<PolicyId, u64>,
     authorizer: Authorizer,
+    names: Names,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -154,9 +155,39 @@ impl std::fmt::Debug for PolicyEngine {
     }
 }
 
-fn uid(kind: &str, id: &str) -> Result<EntityUid, PolicyError> {
-    let t = EntityTypeName::from_str(kind).map_err(|e| PolicyError::Request(e.to_string()))?;
-    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+fn type_name(kind: &str) -> Result<EntityTypeName, PolicyError> {
+    EntityTypeName::from_str(kind).map_err(|e| PolicyError::Request(e.to_string()))
+}
+
+/// Entity types and action ids, parsed once: Cedar parses names with its full
+/// grammar, which would otherwise be a visible share of every decision.
+struct Names {
+    workload: EntityTypeName,
+    owner: EntityTypeName,
+    trust_domain: EntityTypeName,
+    audience: EntityTypeName,
+    actions: HashMap<Action, EntityUid>,
+}
+
+impl Names {
+    fn new() -> Result<Self, PolicyError> {
+        let action = type_name("Action")?;
+        let actions = [Action::IssueX509, Action::Renew, Action::IssueJwt]
+            .into_iter()
+            .map(|a| (a, EntityUid::from_type_name_and_id(action.clone(), EntityId::new(a.as_str()))))
+            .collect();
+        Ok(Self {
+            workload: type_name("Workload")?,
+            owner: type_name("Owner")?,
+            trust_domain: type_name("TrustDomain")?,
+            audience: type_name("Audience")?,
+            actions,
+        })
+    }
+
+    fn uid(t: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(t.clone(), EntityId::new(id))
+    }
 }
 
 fn str_set<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression {
@@ -263,6 +294,7 @@ impl PolicyEngine {
             effects,
             caps,
             authorizer: Authorizer::new(),
+            names: Names::new()?,
         })
     }
 
@@ -293,12 +325,13 @@ impl PolicyEngine {
 
     /// Decides one request.
     pub fn decide(&self, r: &DecisionRequest<'_>) -> Result<Decision, PolicyError> {
-        let principal = uid("Workload", &r.entry.id)?;
-        let owner = uid("Owner", &r.entry.owner)?;
+        let n = &self.names;
+        let principal = Names::uid(&n.workload, &r.entry.id);
+        let owner = Names::uid(&n.owner, &r.entry.owner);
         let resource = match (r.action, r.audience) {
-            (Action::IssueJwt, Some(aud)) => uid("Audience", aud)?,
+            (Action::IssueJwt, Some(aud)) => Names::uid(&n.audience, aud),
             (Action::IssueJwt, None) => return Err(PolicyError::Request("issue_jwt needs an audience".into())),
-            _ => uid("TrustDomain", r.trust_domain)?,
+            _ => Names::uid(&n.trust_domain, r.trust_domain),
         };
         // Hand Cedar only the policy buckets whose scope can match.
         let mut sets = Vec::with_capacity(6);
@@ -325,8 +358,9 @@ impl PolicyEngine {
             .map_err(|e| PolicyError::Request(e.to_string()))?;
         // Built exactly to the schema by this function, so not re-validated per
         // request; the policies are what the schema validation protects.
-        let entities = Entities::from_entities([workload, Entity::with_uid(owner), Entity::with_uid(resource.clone())], None)
-            .map_err(|e| PolicyError::Request(one_line(e)))?;
+        let entities =
+            Entities::from_entities([workload, Entity::with_uid(owner), Entity::with_uid(resource.clone())], None)
+                .map_err(|e| PolicyError::Request(one_line(e)))?;
 
         let exceptions = r.exceptions.iter().map(|x| {
             RestrictedExpression::new_record([
@@ -354,7 +388,7 @@ impl PolicyEngine {
             ("now".to_owned(), RestrictedExpression::new_long(r.now)),
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let action = uid("Action", r.action.as_str())?;
+        let action = n.actions.get(&r.action).cloned().ok_or_else(|| PolicyError::Request("unknown action".into()))?;
         let request =
             Request::new(principal, action, resource, context, None).map_err(|e| PolicyError::Request(one_line(e)))?;
 

@@ -89,6 +89,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/bundle", get(bundle))
         .route("/v1/entries", post(create_entry).get(list_entries))
         .route("/v1/entries/{id}", get(show_entry).put(update_entry).delete(delete_entry))
+        .route("/v1/entries/{id}/denials", get(entry_denials))
         .route("/v1/join-tokens", post(create_join_token))
         .route("/v1/admin-tokens", post(create_admin_token))
         .route("/v1/policy", get(show_policy).put(set_policy))
@@ -173,6 +174,21 @@ async fn show_entry(
         .await?
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("entry `{id}` not found")))
+}
+
+async fn entry_denials(
+    State(s): State<Arc<ServerState>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list: Vec<serde_json::Value> = s
+        .store
+        .denials(&id)
+        .await?
+        .into_iter()
+        .map(|(at, action, ids, reason)| json!({ "at": at, "action": action, "policy_ids": ids.split(',').filter(|x| !x.is_empty()).collect::<Vec<_>>(), "reason": reason }))
+        .collect();
+    Ok(Json(json!({ "denials": list })))
 }
 
 async fn update_entry(

@@ -93,7 +93,7 @@ async fn policy_decides_each_issuance_through_a_real_agent() {
     ));
     // (The first entry's SVID was issued under an older policy; only new issuances see the new one.)
     ok(dep.cli(&["entry", "delete", web["id"].as_str().unwrap()]));
-    ok(dep.cli(&[
+    let flip: serde_json::Value = serde_json::from_str(&ok(dep.cli(&[
         "entry",
         "create",
         "--spiffe-id",
@@ -106,7 +106,9 @@ async fn policy_decides_each_issuance_through_a_real_agent() {
         &agent_id,
         "--owner",
         "web-team",
-    ]));
+        "--json",
+    ])))
+    .unwrap();
     let mut stream = client.stream_x509_contexts().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -142,6 +144,11 @@ permit(principal, action, resource);"#,
     // A fresh request is denied too, and the denial is recorded with the policy id.
     let err = client.fetch_x509_svid().await.unwrap_err();
     assert!(denied(&format!("{err:?}")), "{err:?}");
+    let denials = admin_get(&dep, &format!("/v1/entries/{}/denials", flip["id"].as_str().unwrap())).await;
+    let first = &denials["denials"][0];
+    assert_eq!(first["policy_ids"], serde_json::json!(["stop-web"]), "{denials}");
+    assert!(first["reason"].as_str().unwrap().contains("policy v4"), "{denials}");
+    assert_eq!(first["action"], "renew", "the denial came at the renewal");
     let history = ok(dep.cli(&["policy", "history"]));
     assert!(history.lines().count() >= 4, "{history}");
     let diff = ok(dep.cli(&["policy", "diff", "3", "4"]));
@@ -265,4 +272,20 @@ fn policy_test_command_checks_a_case_table() {
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("FAIL db is 15m, not 1h: expected allow 1h, got allow 15m"), "{stdout}");
+}
+
+/// A GET on the admin API with the deployment's token.
+async fn admin_get(dep: &Deployment, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = dep.env["HALLMARK_SERVER"].trim_start_matches("http://").to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        dep.env["HALLMARK_TOKEN"]
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let body = buf.split("\r\n\r\n").nth(1).unwrap();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {buf}"))
 }
