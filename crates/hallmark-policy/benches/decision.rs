@@ -68,12 +68,17 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn main() {
-    let iterations = 20_000;
+    // HALLMARK_BENCH_ITERATIONS lowers the count for profiling under callgrind.
+    let iterations = std::env::var("HALLMARK_BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     println!(
         "| policies | indexed p50 | indexed p99 | policies handed to Cedar | all-in-one-set p50 | all-in-one-set p99 |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    for n in [10usize, 100, 1000, 10_000] {
+    let sizes: Vec<usize> = match std::env::var("HALLMARK_BENCH_SIZES") {
+        Ok(v) => v.split(',').filter_map(|x| x.parse().ok()).collect(),
+        Err(_) => vec![10, 100, 1000, 10_000],
+    };
+    for n in sizes {
         let text = policies(n);
         let engine = PolicyEngine::compile(&text, 1).unwrap_or_else(|e| panic!("{e}"));
         let entries: Vec<Entry> = (0..n.max(1)).map(entry).collect();

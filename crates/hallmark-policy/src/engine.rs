@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
     ActionConstraint, Authorizer, Context, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy,
@@ -147,7 +148,16 @@ pub struct PolicyEngine {
     caps: HashMap<PolicyId, u64>,
     authorizer: Authorizer,
     names: Names,
+    /// Cedar entities keyed by everything they are built from (entry id,
+    /// SPIFFE ID, owner, class). They come from the entry alone, never from
+    /// evidence or a previous decision, so reusing them caches data, not an answer.
+    entities: Mutex<HashMap<EntitiesKey, Arc<Entities>>>,
 }
+
+type EntitiesKey = (String, String, String, &'static str);
+
+/// Most entries whose Cedar entities are kept; the cache is cleared beyond this.
+const MAX_CACHED_ENTITIES: usize = 100_000;
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -295,6 +305,7 @@ impl PolicyEngine {
             caps,
             authorizer: Authorizer::new(),
             names: Names::new()?,
+            entities: Mutex::new(HashMap::new()),
         })
     }
 
@@ -323,6 +334,37 @@ impl PolicyEngine {
         self.count == 0
     }
 
+    /// The workload and its owner as Cedar entities, built once per entry revision.
+    fn entities_for(&self, e: &Entry, principal: &EntityUid, owner: &EntityUid) -> Result<Arc<Entities>, PolicyError> {
+        let key = (e.id.clone(), e.spiffe_id.to_string(), e.owner.clone(), e.class.as_str());
+        if let Some(found) = self.entities.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(found);
+        }
+        let attrs = HashMap::from([
+            ("entry_id".to_owned(), RestrictedExpression::new_string(e.id.clone())),
+            ("spiffe_id".to_owned(), RestrictedExpression::new_string(e.spiffe_id.to_string())),
+            ("path".to_owned(), RestrictedExpression::new_string(e.spiffe_id.path().to_owned())),
+            ("owner".to_owned(), RestrictedExpression::new_string(e.owner.clone())),
+            ("class".to_owned(), RestrictedExpression::new_string(e.class.to_string())),
+        ]);
+        let workload = Entity::new(principal.clone(), attrs, HashSet::from([owner.clone()]))
+            .map_err(|e| PolicyError::Request(e.to_string()))?;
+        // Built exactly to the schema by this function, so not re-validated;
+        // the policies are what the schema validation protects. Resources need
+        // no entity: they have no attributes or parents.
+        let entities = Arc::new(
+            Entities::from_entities([workload, Entity::with_uid(owner.clone())], None)
+                .map_err(|e| PolicyError::Request(one_line(e)))?,
+        );
+        if let Ok(mut c) = self.entities.lock() {
+            if c.len() >= MAX_CACHED_ENTITIES {
+                c.clear();
+            }
+            c.insert(key, entities.clone());
+        }
+        Ok(entities)
+    }
+
     /// Decides one request.
     pub fn decide(&self, r: &DecisionRequest<'_>) -> Result<Decision, PolicyError> {
         let n = &self.names;
@@ -346,21 +388,7 @@ impl PolicyEngine {
             return Ok(Decision { allowed: false, policy_ids: Vec::new(), ttl_cap: None, errors: Vec::new() });
         }
 
-        let e = r.entry;
-        let attrs = HashMap::from([
-            ("entry_id".to_owned(), RestrictedExpression::new_string(e.id.clone())),
-            ("spiffe_id".to_owned(), RestrictedExpression::new_string(e.spiffe_id.to_string())),
-            ("path".to_owned(), RestrictedExpression::new_string(e.spiffe_id.path().to_owned())),
-            ("owner".to_owned(), RestrictedExpression::new_string(e.owner.clone())),
-            ("class".to_owned(), RestrictedExpression::new_string(e.class.to_string())),
-        ]);
-        let workload = Entity::new(principal.clone(), attrs, HashSet::from([owner.clone()]))
-            .map_err(|e| PolicyError::Request(e.to_string()))?;
-        // Built exactly to the schema by this function, so not re-validated per
-        // request; the policies are what the schema validation protects.
-        let entities =
-            Entities::from_entities([workload, Entity::with_uid(owner), Entity::with_uid(resource.clone())], None)
-                .map_err(|e| PolicyError::Request(one_line(e)))?;
+        let entities = self.entities_for(r.entry, &principal, &owner)?;
 
         let exceptions = r.exceptions.iter().map(|x| {
             RestrictedExpression::new_record([
@@ -398,7 +426,7 @@ impl PolicyEngine {
         let mut permits = Vec::new();
         let mut errors = Vec::new();
         for set in sets {
-            let resp = self.authorizer.is_authorized(&request, set, &entities);
+            let resp = self.authorizer.is_authorized(&request, set, entities.as_ref());
             for id in resp.diagnostics().reason() {
                 match self.effects.get(id) {
                     Some(Effect::Forbid) => forbids.push(id.clone()),
