@@ -6,22 +6,7 @@ use std::path::PathBuf;
 use hallmark_core::TrustDomain;
 use serde::Deserialize;
 
-/// Why an agent configuration was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AgentConfigError {
-    /// Not valid TOML, or an unknown or mistyped key.
-    #[error("config: {0}")]
-    Toml(String),
-    /// A value is out of range or malformed.
-    #[error("config `{key}`: {msg}")]
-    Value {
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        msg: String,
-    },
-}
+pub use hallmark_core::ConfigError;
 
 /// The agent configuration file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,8 +64,8 @@ pub enum Bootstrap {
 
 impl AgentConfig {
     /// Parses TOML, then applies `HALLMARK_JOIN_TOKEN` and `HALLMARK_SERVER_ADDRESS` from `env`.
-    pub fn parse(text: &str, env: &HashMap<String, String>) -> Result<Self, AgentConfigError> {
-        let mut c: Self = toml::from_str(text).map_err(|e| AgentConfigError::Toml(e.message().to_owned()))?;
+    pub fn parse(text: &str, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut c: Self = toml::from_str(text).map_err(|e| ConfigError::Toml(e.message().to_owned()))?;
         if let Some(v) = env.get("HALLMARK_JOIN_TOKEN") {
             c.join_token = Some(v.clone());
         }
@@ -91,18 +76,18 @@ impl AgentConfig {
     }
 
     /// Checks every value.
-    pub fn validate(&self) -> Result<AgentSettings, AgentConfigError> {
+    pub fn validate(&self) -> Result<AgentSettings, ConfigError> {
         let trust_domain = TrustDomain::new(&self.trust_domain)
-            .map_err(|e| AgentConfigError::Value { key: "trust_domain", msg: e.to_string() })?;
+            .map_err(|e| ConfigError::Value { key: "trust_domain", msg: e.to_string() })?;
         if !self.server_address.contains(':') {
-            return Err(AgentConfigError::Value {
+            return Err(ConfigError::Value {
                 key: "server_address",
                 msg: format!("`{}` is not host:port", self.server_address),
             });
         }
         let bootstrap = match (&self.trust_bundle_path, self.insecure_bootstrap) {
             (Some(_), true) => {
-                return Err(AgentConfigError::Value {
+                return Err(ConfigError::Value {
                     key: "insecure_bootstrap",
                     msg: "give either `trust_bundle_path` or `insecure_bootstrap`, not both".into(),
                 });

@@ -4,11 +4,13 @@
 //! SPIFFE ID rules, a [`Selector`] always has a known type and key, a [`Ttl`] is
 //! never zero. Input is checked once, at the edge, by their parsers.
 
+mod config_error;
 mod duration;
 mod entry;
 mod selector;
 mod spiffe_id;
 
+pub use config_error::ConfigError;
 pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{
     Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,

@@ -8,22 +8,7 @@ use hallmark_core::{TrustDomain, Ttl};
 use hallmark_policy::{ClassRules, Classes};
 use serde::Deserialize;
 
-/// Why a configuration was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// Not valid TOML, or an unknown or mistyped key.
-    #[error("config: {0}")]
-    Toml(String),
-    /// A value is out of range or malformed.
-    #[error("config `{key}`: {msg}")]
-    Value {
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        msg: String,
-    },
-}
+pub use hallmark_core::ConfigError;
 
 /// The server configuration file as written.
 #[derive(Debug, Clone, Deserialize)]

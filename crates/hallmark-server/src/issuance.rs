@@ -100,13 +100,29 @@ fn renewal_point(now: i64, not_after: i64, rules: &ClassRules) -> i64 {
 }
 
 impl ServerState {
-    /// Loads the entry and checks that `agent` may serve it.
-    async fn entitled_entry(&self, agent: &SpiffeId, entry_id: &str) -> Result<Entry, IssueError> {
+    /// Loads the entry, checks that the calling agent may serve it and that
+    /// the workload's evidence satisfies it, and completes the evidence with
+    /// what the server knows of the node.
+    async fn entitled_entry(
+        &self,
+        caller: &Caller,
+        entry_id: &str,
+        selectors: SelectorSet,
+    ) -> Result<(Entry, Evidence), IssueError> {
         let entry = self.store.entry(entry_id).await?.ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
-        if &entry.parent_id != agent {
-            return Err(IssueError::NotEntitled { agent: agent.to_string(), entry: entry_id.to_owned() });
+        if entry.parent_id != caller.agent {
+            return Err(IssueError::NotEntitled { agent: caller.agent.to_string(), entry: entry_id.to_owned() });
         }
-        Ok(entry)
+        if !entry.matches(&selectors) {
+            return Err(IssueError::BadRequest(format!("the workload's evidence does not satisfy entry `{entry_id}`")));
+        }
+        let evidence = Evidence {
+            selectors,
+            node_id: caller.agent.to_string(),
+            node_attestation: caller.attestation.clone(),
+            node_selectors: vec![format!("node:attestation:{}", caller.attestation)],
+        };
+        Ok((entry, evidence))
     }
 
     async fn active_exceptions(&self, entry_id: &str, now: i64) -> Result<Vec<ActiveException>, IssueError> {
@@ -187,15 +203,6 @@ impl ServerState {
         Err(IssueError::Denied { by })
     }
 
-    fn evidence(caller: &Caller, selectors: SelectorSet) -> Evidence {
-        Evidence {
-            selectors,
-            node_id: caller.agent.to_string(),
-            node_attestation: caller.attestation.clone(),
-            node_selectors: vec![format!("node:attestation:{}", caller.attestation)],
-        }
-    }
-
     /// Signs an X.509-SVID for `entry_id` from the agent's CSR, for a workload
     /// that showed `evidence`.
     pub async fn issue_x509(
@@ -208,11 +215,7 @@ impl ServerState {
     ) -> Result<IssuedX509, IssueError> {
         let now = now_unix();
         // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
-        let entry = self.entitled_entry(&caller.agent, entry_id).await?;
-        if !entry.matches(&evidence) {
-            return Err(IssueError::BadRequest(format!("the workload's evidence does not satisfy entry `{entry_id}`")));
-        }
-        let evidence = Self::evidence(caller, evidence);
+        let (entry, evidence) = self.entitled_entry(caller, entry_id, evidence).await?;
         // 2. Decide: class path, then policy, at this request.
         let exceptions = self.active_exceptions(&entry.id, now).await?;
         let action = if renewal { Action::Renew } else { Action::IssueX509 };
@@ -255,11 +258,7 @@ impl ServerState {
         }
         let now = now_unix();
         // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
-        let entry = self.entitled_entry(&caller.agent, entry_id).await?;
-        if !entry.matches(&evidence) {
-            return Err(IssueError::BadRequest(format!("the workload's evidence does not satisfy entry `{entry_id}`")));
-        }
-        let evidence = Self::evidence(caller, evidence);
+        let (entry, evidence) = self.entitled_entry(caller, entry_id, evidence).await?;
         // 2. Decide each audience.
         let exceptions = self.active_exceptions(&entry.id, now).await?;
         let requested = entry.jwt_ttl.secs();

@@ -287,6 +287,16 @@ impl Store {
         Ok(())
     }
 
+    /// Reads an entry inside a transaction; a missing one is `NotFound`.
+    async fn entry_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str) -> Result<Entry, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
+        entry_from_row(&row)
+    }
+
     /// Creates an entry. The same SPIFFE ID, parent and selectors twice is refused.
     pub async fn create_entry(&self, spec: &ValidEntrySpec) -> Result<Entry, StoreError> {
         let now = now_unix();
@@ -317,12 +327,7 @@ impl Store {
     ) -> Result<Entry, StoreError> {
         let now = now_unix();
         let mut tx = self.begin_entry_tx().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
-            .bind(id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
-        let old = entry_from_row(&row)?;
+        let old = Self::entry_in(&mut tx, id).await?;
         if let Some(expected) = expected_revision
             && expected != old.revision
         {
@@ -351,12 +356,7 @@ impl Store {
     pub async fn delete_entry(&self, id: &str) -> Result<Entry, StoreError> {
         let now = now_unix();
         let mut tx = self.begin_entry_tx().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
-            .bind(id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
-        let old = entry_from_row(&row)?;
+        let old = Self::entry_in(&mut tx, id).await?;
         sqlx::query("DELETE FROM entries WHERE id = $1").bind(id.to_owned()).execute(&mut *tx).await?;
         Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
         tx.commit().await?;
