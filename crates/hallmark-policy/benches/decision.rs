@@ -18,6 +18,10 @@ use cedar_policy::{Authorizer, PolicySet};
 use hallmark_core::{Class, Entry, SpiffeId, Ttl};
 use hallmark_policy::{Action, DecisionRequest, Evidence, PolicyEngine};
 
+/// The allocator the `hallmark` binary uses, so the figures are the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn policies(n: usize) -> String {
     let mut s = String::from(
         "@id(\"guard-prod\") forbid(principal, action, resource) when { principal.path like \"/prod/*\" && context.node_attestation == \"local\" };\n\

@@ -11,6 +11,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of the system allocator: a policy decision is dominated by
+/// Cedar's small allocations, and glibc malloc/free were a quarter of its
+/// instructions (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Hallmark: verified, short-lived, governed workload identities (SPIFFE).
 #[derive(Parser)]
 #[command(name = "hallmark", version, about, long_about = None, propagate_version = true)]
