@@ -136,14 +136,16 @@ async fn bundle(State(s): State<Arc<ServerState>>, Query(q): Query<BundleQuery>)
 
 async fn create_entry(
     State(s): State<Arc<ServerState>>,
-    Admin(who): Admin,
+    who: Admin,
     body: Result<Json<EntrySpec>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
+    who.may(Perm::WriteEntries)?;
     let Json(spec) = body?;
+    who.may_touch(&spec.owner)?;
     let valid = s.validate_spec(&spec)?;
     let e = s.store.create_entry(&valid).await?;
     s.change_notify.notify_one();
-    tracing::info!(admin = %who.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
+    tracing::info!(admin = %who.0.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
     Ok((StatusCode::CREATED, Json(e)))
 }
 
@@ -156,31 +158,41 @@ struct ListQuery {
 
 async fn list_entries(
     State(s): State<Arc<ServerState>>,
-    _: Admin,
+    who: Admin,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
-    let entries = s.store.entries(q.parent.as_deref()).await?;
+    let mut entries = s.store.entries(q.parent.as_deref()).await?;
+    if let Some(mine) = who.owner_scope() {
+        entries.retain(|e| e.owner == mine);
+    }
     Ok(Json(json!({ "entries": entries })))
+}
+
+/// Loads an entry the caller may see.
+async fn visible_entry(s: &ServerState, who: &Admin, id: &str) -> Result<Entry, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    let e =
+        s.store.entry(id).await?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("entry `{id}` not found")))?;
+    who.may_touch(&e.owner)?;
+    Ok(e)
 }
 
 async fn show_entry(
     State(s): State<Arc<ServerState>>,
-    _: Admin,
+    who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Entry>, ApiError> {
-    s.store
-        .entry(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("entry `{id}` not found")))
+    visible_entry(&s, &who, &id).await.map(Json)
 }
 
 async fn entry_denials(
     State(s): State<Arc<ServerState>>,
-    _: Admin,
+    who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    visible_entry(&s, &who, &id).await?;
     let list: Vec<serde_json::Value> = s
         .store
         .denials(&id)
@@ -193,12 +205,16 @@ async fn entry_denials(
 
 async fn update_entry(
     State(s): State<Arc<ServerState>>,
-    Admin(who): Admin,
+    who: Admin,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Json<EntrySpec>, JsonRejection>,
 ) -> Result<Json<Entry>, ApiError> {
+    who.may(Perm::WriteEntries)?;
     let Json(spec) = body?;
+    // Both the entry as it is and as it would become must be the caller's.
+    who.may_touch(&spec.owner)?;
+    visible_entry(&s, &who, &id).await?;
     let expected = match headers.get(header::IF_MATCH) {
         None => None,
         Some(v) => Some(
@@ -212,18 +228,20 @@ async fn update_entry(
     let valid = s.validate_spec(&spec)?;
     let e = s.store.update_entry(&id, &valid, expected).await?;
     s.change_notify.notify_one();
-    tracing::info!(admin = %who.name, entry = %e.id, revision = e.revision, "entry updated");
+    tracing::info!(admin = %who.0.name, entry = %e.id, revision = e.revision, "entry updated");
     Ok(Json(e))
 }
 
 async fn delete_entry(
     State(s): State<Arc<ServerState>>,
-    Admin(who): Admin,
+    who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Entry>, ApiError> {
+    who.may(Perm::WriteEntries)?;
+    visible_entry(&s, &who, &id).await?;
     let e = s.store.delete_entry(&id).await?;
     s.change_notify.notify_one();
-    tracing::info!(admin = %who.name, entry = %e.id, "entry deleted");
+    tracing::info!(admin = %who.0.name, entry = %e.id, "entry deleted");
     Ok(Json(e))
 }
 
@@ -236,16 +254,17 @@ struct TokenRequest {
 
 async fn create_join_token(
     State(s): State<Arc<ServerState>>,
-    Admin(who): Admin,
+    who: Admin,
     body: Result<Json<TokenRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    who.may(Perm::JoinTokens)?;
     let Json(req) = body?;
     let ttl = match req.ttl {
         Some(t) => Ttl::parse(&t).map_err(ApiError::bad)?,
         None => s.settings.join_token_ttl,
     };
     let (token, agent_id, expires_at) = s.new_join_token(ttl).await?;
-    tracing::info!(admin = %who.name, agent = %agent_id, "join token created");
+    tracing::info!(admin = %who.0.name, agent = %agent_id, "join token created");
     Ok((StatusCode::CREATED, Json(json!({ "token": token, "agent_id": agent_id, "expires_at": expires_at }))))
 }
 
@@ -256,16 +275,98 @@ fn valid_role(role: &str) -> bool {
     ROLES.contains(&role) || role.strip_prefix("owner:").is_some_and(|o| hallmark_core::validate_owner(o).is_ok())
 }
 
+/// What an admin API call does, for the role check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Perm {
+    /// List and show entries, and their denials.
+    ReadEntries,
+    /// Create, update, delete entries.
+    WriteEntries,
+    /// Create join tokens (node onboarding).
+    JoinTokens,
+    /// Read the policy and its history.
+    ReadPolicy,
+    /// Set the policy.
+    WritePolicy,
+    /// Create admin identities.
+    ManageAdmins,
+    /// Ask for an exception.
+    RequestException,
+    /// Approve or revoke an exception.
+    DecideException,
+    /// List exceptions.
+    ReadExceptions,
+}
+
+impl Perm {
+    /// What the permission covers, for error messages.
+    fn describe(self) -> &'static str {
+        match self {
+            Self::ReadEntries => "read entries",
+            Self::WriteEntries => "change entries",
+            Self::JoinTokens => "create join tokens",
+            Self::ReadPolicy => "read the policy",
+            Self::WritePolicy => "set the policy",
+            Self::ManageAdmins => "create admin tokens",
+            Self::RequestException => "request exceptions",
+            Self::DecideException => "approve or revoke exceptions",
+            Self::ReadExceptions => "list exceptions",
+        }
+    }
+}
+
+/// Which roles may do what. `owner:NAME` is further confined to NAME's entries.
+pub fn role_allows(role: &str, p: Perm) -> bool {
+    use Perm::*;
+    match role {
+        "trust-admin" => true,
+        "operator" => {
+            matches!(p, ReadEntries | WriteEntries | JoinTokens | ReadPolicy | RequestException | ReadExceptions)
+        }
+        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions),
+        r if r.starts_with("owner:") => {
+            matches!(p, ReadEntries | WriteEntries | ReadPolicy | RequestException | ReadExceptions)
+        }
+        _ => false,
+    }
+}
+
 impl Admin {
-    /// 403 unless the caller holds `role`.
-    fn require(&self, role: &str) -> Result<(), ApiError> {
-        if self.0.role == role {
+    /// 403 unless the caller's role allows `p`.
+    fn may(&self, p: Perm) -> Result<(), ApiError> {
+        if role_allows(&self.0.role, p) {
             Ok(())
         } else {
+            let allowed: Vec<&str> = ["trust-admin", "operator", "auditor", "owner:NAME"]
+                .into_iter()
+                .filter(|r| role_allows(r, p))
+                .collect();
             Err(ApiError(
                 StatusCode::FORBIDDEN,
-                format!("this needs the `{role}` role; `{}` has `{}`", self.0.name, self.0.role),
+                format!(
+                    "`{}` has role `{}`, which may not {} (allowed: {})",
+                    self.0.name,
+                    self.0.role,
+                    p.describe(),
+                    allowed.join(", ")
+                ),
             ))
+        }
+    }
+
+    /// For `owner:NAME` callers, the owner they are confined to.
+    fn owner_scope(&self) -> Option<&str> {
+        self.0.role.strip_prefix("owner:")
+    }
+
+    /// 403 when an `owner:NAME` caller touches another owner's entry.
+    fn may_touch(&self, owner: &str) -> Result<(), ApiError> {
+        match self.owner_scope() {
+            Some(mine) if mine != owner => Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("role `{}` may only manage entries owned by `{mine}`", self.0.role),
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -282,7 +383,7 @@ async fn create_admin_token(
     who: Admin,
     body: Result<Json<AdminTokenRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    who.require("trust-admin")?;
+    who.may(Perm::ManageAdmins)?;
     let Json(req) = body?;
     if hallmark_core::validate_owner(&req.name).is_err() {
         return Err(ApiError::bad(format!(
@@ -308,13 +409,15 @@ fn policy_json(p: &hallmark_store::PolicyVersion) -> serde_json::Value {
     json!({ "version": p.version, "sha256": p.sha256, "created_at": p.created_at, "created_by": p.created_by, "policy": p.text })
 }
 
-async fn show_policy(State(s): State<Arc<ServerState>>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+async fn show_policy(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadPolicy)?;
     let p =
         s.store.current_policy().await?.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no policy stored".into()))?;
     Ok(Json(policy_json(&p)))
 }
 
-async fn policy_history(State(s): State<Arc<ServerState>>, _: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+async fn policy_history(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadPolicy)?;
     let list: Vec<serde_json::Value> = s
         .store
         .policy_history()
@@ -327,9 +430,10 @@ async fn policy_history(State(s): State<Arc<ServerState>>, _: Admin) -> Result<J
 
 async fn policy_version(
     State(s): State<Arc<ServerState>>,
-    _: Admin,
+    who: Admin,
     Path(version): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadPolicy)?;
     let v: i64 = version.parse().map_err(|_| ApiError::bad(format!("invalid policy version `{version}`")))?;
     let p = s
         .store
@@ -350,7 +454,7 @@ async fn set_policy(
     who: Admin,
     body: Result<Json<SetPolicyRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    who.require("trust-admin")?;
+    who.may(Perm::WritePolicy)?;
     let Json(req) = body?;
     match s.set_policy(&req.policy, &who.0.name).await {
         Ok(engine) => Ok((
@@ -380,6 +484,7 @@ async fn request_exception(
     who: Admin,
     body: Result<Json<ExceptionRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<hallmark_store::ExceptionRecord>), ApiError> {
+    who.may(Perm::RequestException)?;
     let Json(r) = body?;
     let rule: hallmark_policy::ExceptionRule = r.rule.parse().map_err(ApiError::bad)?;
     rule.check_value(&r.value).map_err(ApiError::bad)?;
@@ -397,9 +502,7 @@ async fn request_exception(
     if r.expires_at > now + MAX_EXCEPTION_SECS {
         return Err(ApiError::bad("an exception may last at most 366 days"));
     }
-    if s.store.entry(&r.entry_id).await?.is_none() {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("entry `{}` not found", r.entry_id)));
-    }
+    visible_entry(&s, &who, &r.entry_id).await?;
     let x = s
         .store
         .request_exception(&r.entry_id, rule.as_str(), &r.value, justification, r.expires_at, &who.0.name)
@@ -417,20 +520,29 @@ struct ExceptionQuery {
 
 async fn list_exceptions(
     State(s): State<Arc<ServerState>>,
-    _: Admin,
+    who: Admin,
     q: Result<Query<ExceptionQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadExceptions)?;
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
     let want = q.state.unwrap_or_else(|| "all".into());
     if !["all", "active", "expired", "pending", "revoked"].contains(&want.as_str()) {
         return Err(ApiError::bad(format!("unknown state `{want}` (all, active, expired, pending, revoked)")));
     }
     let now = now_unix();
+    // Owners see the exceptions on their own entries only.
+    let own: Option<std::collections::HashSet<String>> = match who.owner_scope() {
+        Some(mine) => {
+            Some(s.store.entries(None).await?.into_iter().filter(|e| e.owner == mine).map(|e| e.id).collect())
+        }
+        None => None,
+    };
     let list: Vec<serde_json::Value> = s
         .store
         .exceptions()
         .await?
         .into_iter()
+        .filter(|x| own.as_ref().is_none_or(|ids| ids.contains(&x.entry_id)))
         .filter(|x| want == "all" || x.state(now) == want)
         .map(|x| {
             let state = x.state(now);
@@ -457,7 +569,7 @@ async fn approve_exception(
     who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
-    who.require("trust-admin")?;
+    who.may(Perm::DecideException)?;
     let r = s.store.approve_exception(&id, &who.0.name, now_unix()).await?;
     if let Ok(x) = &r {
         tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, "exception approved");
@@ -470,7 +582,7 @@ async fn revoke_exception(
     who: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
-    who.require("trust-admin")?;
+    who.may(Perm::DecideException)?;
     let r = s.store.revoke_exception(&id, &who.0.name, now_unix()).await?;
     if let Ok(x) = &r {
         tracing::info!(admin = %who.0.name, exception = %x.id, "exception revoked");
