@@ -92,6 +92,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/entries/{id}/denials", get(entry_denials))
         .route("/v1/join-tokens", post(create_join_token))
         .route("/v1/admin-tokens", post(create_admin_token))
+        .route("/v1/owners", post(create_owner).get(list_owners))
+        .route("/v1/owners/{name}", get(show_owner))
+        .route("/v1/owners/{name}/deactivate", post(deactivate_owner))
+        .route("/v1/owners/{name}/transfer", post(transfer_owner))
         .route("/v1/policy", get(show_policy).put(set_policy))
         .route("/v1/policy/versions", get(policy_history))
         .route("/v1/policy/versions/{version}", get(policy_version))
@@ -143,6 +147,7 @@ async fn create_entry(
     let Json(spec) = body?;
     who.may_touch(&spec.owner)?;
     let valid = s.validate_spec(&spec)?;
+    active_owner(&s, &valid.owner).await?;
     let e = s.store.create_entry(&valid).await?;
     s.change_notify.notify_one();
     tracing::info!(admin = %who.0.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
@@ -168,6 +173,109 @@ async fn list_entries(
         entries.retain(|e| e.owner == mine);
     }
     Ok(Json(json!({ "entries": entries })))
+}
+
+/// Every entry names an existing, active owner.
+async fn active_owner(s: &ServerState, name: &str) -> Result<(), ApiError> {
+    match s.store.owner(name).await? {
+        Some(o) if o.active => Ok(()),
+        Some(_) => {
+            Err(ApiError::bad(format!("owner `{name}` is deactivated; transfer its entries to an active owner")))
+        }
+        None => Err(ApiError::bad(format!(
+            "owner `{name}` does not exist (create it with `hallmark owner create {name} --contact EMAIL`)"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerRequest {
+    name: String,
+    contact: String,
+    #[serde(default)]
+    description: String,
+}
+
+async fn create_owner(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<Json<OwnerRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<hallmark_store::Owner>), ApiError> {
+    who.may(Perm::ManageOwners)?;
+    let Json(r) = body?;
+    hallmark_core::validate_owner(&r.name).map_err(ApiError::bad)?;
+    let contact_ok = r.contact.len() <= 254
+        && r.contact.contains('@')
+        && !r.contact.starts_with('@')
+        && !r.contact.ends_with('@')
+        && !r.contact.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !contact_ok {
+        return Err(ApiError::bad(format!("invalid contact `{}`: an email address is expected", r.contact)));
+    }
+    if r.description.len() > 1024 || r.description.chars().any(char::is_control) {
+        return Err(ApiError::bad("a description has at most 1024 characters and no control characters"));
+    }
+    let o = s.store.create_owner(&r.name, &r.contact, &r.description).await?;
+    tracing::info!(admin = %who.0.name, owner = %o.name, "owner created");
+    Ok((StatusCode::CREATED, Json(o)))
+}
+
+async fn list_owners(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    Ok(Json(json!({ "owners": s.store.owners().await? })))
+}
+
+async fn show_owner(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    let o = s
+        .store
+        .owner(&name)
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("owner `{name}` not found")))?;
+    let entries = s.store.entries(None).await?.into_iter().filter(|e| e.owner == name).count();
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    v["entries"] = json!(entries);
+    Ok(Json(v))
+}
+
+async fn deactivate_owner(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<hallmark_store::Owner>, ApiError> {
+    who.may(Perm::ManageOwners)?;
+    let o = s.store.deactivate_owner(&name).await?;
+    tracing::info!(admin = %who.0.name, owner = %name, "owner deactivated; its entries are orphans until transferred");
+    Ok(Json(o))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferRequest {
+    to: String,
+}
+
+async fn transfer_owner(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(name): Path<String>,
+    body: Result<Json<TransferRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ManageOwners)?;
+    let Json(r) = body?;
+    if s.store.owner(&name).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("owner `{name}` not found")));
+    }
+    active_owner(&s, &r.to).await?;
+    let moved = s.store.transfer_entries(&name, &r.to).await?;
+    s.change_notify.notify_one();
+    tracing::info!(admin = %who.0.name, from = %name, to = %r.to, moved, "entries transferred");
+    Ok(Json(json!({ "from": name, "to": r.to, "entries": moved })))
 }
 
 /// Loads an entry the caller may see.
@@ -226,6 +334,7 @@ async fn update_entry(
         ),
     };
     let valid = s.validate_spec(&spec)?;
+    active_owner(&s, &valid.owner).await?;
     let e = s.store.update_entry(&id, &valid, expected).await?;
     s.change_notify.notify_one();
     tracing::info!(admin = %who.0.name, entry = %e.id, revision = e.revision, "entry updated");
@@ -296,6 +405,8 @@ pub enum Perm {
     DecideException,
     /// List exceptions.
     ReadExceptions,
+    /// Create, deactivate owners and transfer their entries.
+    ManageOwners,
 }
 
 impl Perm {
@@ -311,6 +422,7 @@ impl Perm {
             Self::RequestException => "request exceptions",
             Self::DecideException => "approve or revoke exceptions",
             Self::ReadExceptions => "list exceptions",
+            Self::ManageOwners => "manage owners",
         }
     }
 }
@@ -321,7 +433,10 @@ pub fn role_allows(role: &str, p: Perm) -> bool {
     match role {
         "trust-admin" => true,
         "operator" => {
-            matches!(p, ReadEntries | WriteEntries | JoinTokens | ReadPolicy | RequestException | ReadExceptions)
+            matches!(
+                p,
+                ReadEntries | WriteEntries | JoinTokens | ReadPolicy | RequestException | ReadExceptions | ManageOwners
+            )
         }
         "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions),
         r if r.starts_with("owner:") => {

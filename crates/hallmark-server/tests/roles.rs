@@ -50,6 +50,8 @@ async fn every_role_against_every_endpoint() {
     }
     let parent = "spiffe://example.org/hallmark/agent/join_token/x";
     let mk = |id: &str, owner: &str| json!({"spiffe_id": format!("spiffe://example.org/{id}"), "parent_id": parent, "selectors": ["unix:uid:1"], "owner": owner});
+    st.store.create_owner("team-a", "a@example.org", "").await.unwrap();
+    st.store.create_owner("team-b", "b@example.org", "").await.unwrap();
     let mut ids = HashMap::new();
     for (name, owner) in [("a", "team-a"), ("b", "team-b")] {
         let spec: EntrySpec = serde_json::from_value(mk(name, owner)).unwrap();
@@ -87,6 +89,16 @@ async fn every_role_against_every_endpoint() {
         ("GET", format!("/v1/entries/{b}/denials"), None, [true, true, true, false]),
         ("POST", "/v1/join-tokens".into(), Some(json!({})), [true, true, false, false]),
         ("POST", "/v1/admin-tokens".into(), None, [true, false, false, false]),
+        ("GET", "/v1/owners".into(), None, [true, true, true, true]),
+        ("GET", "/v1/owners/team-a".into(), None, [true, true, true, true]),
+        (
+            "POST",
+            "/v1/owners".into(),
+            Some(json!({"name": "team-c", "contact": "c@example.org"})),
+            [true, true, false, false],
+        ),
+        ("POST", "/v1/owners/team-c/transfer".into(), Some(json!({"to": "team-b"})), [true, true, false, false]),
+        ("POST", "/v1/owners/team-c/deactivate".into(), None, [true, true, false, false]),
         ("GET", "/v1/policy".into(), None, [true, true, true, true]),
         ("GET", "/v1/policy/versions".into(), None, [true, true, true, true]),
         ("GET", "/v1/policy/versions/1".into(), None, [true, true, true, true]),

@@ -21,6 +21,34 @@ pub struct PolicyVersion {
     pub created_by: String,
 }
 
+/// An accountable owner.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Owner {
+    /// Unique name (a team).
+    pub name: String,
+    /// Accountable contact, e.g. an email address.
+    pub contact: String,
+    /// Free text.
+    pub description: String,
+    /// Deactivated owners' entries are orphans.
+    pub active: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+fn owner_from_row(r: &AnyRow) -> Result<Owner, StoreError> {
+    Ok(Owner {
+        name: r.try_get("name")?,
+        contact: r.try_get("contact")?,
+        description: r.try_get("description")?,
+        active: r.try_get::<i64, _>("active")? != 0,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
 /// A stored exception.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ExceptionRecord {
@@ -137,6 +165,83 @@ fn policy_from_row(r: &AnyRow) -> Result<PolicyVersion, StoreError> {
 }
 
 impl Store {
+    /// Creates an owner; a duplicate name is refused.
+    pub async fn create_owner(&self, name: &str, contact: &str, description: &str) -> Result<Owner, StoreError> {
+        let now = now_unix();
+        sqlx::query("INSERT INTO owners (name, contact, description, active, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4)")
+            .bind(name.to_owned())
+            .bind(contact.to_owned())
+            .bind(description.to_owned())
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| crate::store::duplicate_or(e, || format!("owner `{name}` already exists")))?;
+        self.owner(name).await?.ok_or_else(|| StoreError::NotFound(format!("owner `{name}`")))
+    }
+
+    /// One owner.
+    pub async fn owner(&self, name: &str) -> Result<Option<Owner>, StoreError> {
+        let r = sqlx::query(
+            "SELECT name, contact, description, active, created_at, updated_at FROM owners WHERE name = $1",
+        )
+        .bind(name.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(owner_from_row).transpose()
+    }
+
+    /// Every owner, by name.
+    pub async fn owners(&self) -> Result<Vec<Owner>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, contact, description, active, created_at, updated_at FROM owners ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(owner_from_row).collect()
+    }
+
+    /// Deactivates an owner; its entries become orphans until transferred.
+    pub async fn deactivate_owner(&self, name: &str) -> Result<Owner, StoreError> {
+        let done = sqlx::query("UPDATE owners SET active = 0, updated_at = $1 WHERE name = $2")
+            .bind(now_unix())
+            .bind(name.to_owned())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("owner `{name}`")));
+        }
+        self.owner(name).await?.ok_or_else(|| StoreError::NotFound(format!("owner `{name}`")))
+    }
+
+    /// Moves every entry of `from` to `to`, each a new revision pushed to its
+    /// agent; returns how many moved.
+    pub async fn transfer_entries(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+        let now = now_unix();
+        let mut tx = self.pool.begin().await?;
+        if self.backend() == crate::Backend::Postgres {
+            sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let rows = sqlx::query("SELECT id, parent_id FROM entries WHERE owner = $1")
+            .bind(from.to_owned())
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE entries SET owner = $1, revision = revision + 1, updated_at = $2 WHERE owner = $3")
+            .bind(to.to_owned())
+            .bind(now)
+            .bind(from.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        for r in &rows {
+            sqlx::query("INSERT INTO entry_events (entry_id, parent_id, at) VALUES ($1, $2, $3)")
+                .bind(r.try_get::<String, _>("id")?)
+                .bind(r.try_get::<String, _>("parent_id")?)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
     /// Stores a new policy version (the next number) and returns it.
     pub async fn add_policy(&self, text: &str, sha256: &str, by: &str) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;

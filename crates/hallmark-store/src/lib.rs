@@ -9,5 +9,5 @@ mod governance;
 mod migrate;
 mod store;
 
-pub use governance::{Denial, ExceptionError, ExceptionRecord, PolicyVersion};
+pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
 pub use store::{AdminToken, AuthorityRow, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret};

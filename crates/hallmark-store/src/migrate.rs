@@ -9,8 +9,11 @@ use sqlx::{AnyPool, Row};
 use crate::{Backend, StoreError};
 
 /// (version, SQL). Append only: never edit a migration that has shipped.
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/0001_identity.sql")), (2, include_str!("../migrations/0002_policy.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_identity.sql")),
+    (2, include_str!("../migrations/0002_policy.sql")),
+    (3, include_str!("../migrations/0003_owners.sql")),
+];
 
 fn render(sql: &str, backend: Backend) -> String {
     let auto_pk = match backend {

@@ -244,3 +244,22 @@ async fn the_database_refuses_recovery_on_machine_entries() {
         assert!(s.create_entry(&machine).await.is_err(), "{name}");
     }
 }
+
+#[tokio::test]
+async fn owners_deactivate_and_transfer() {
+    for (name, s) in stores().await {
+        s.create_owner("team-a", "a@example.org", "first").await.unwrap();
+        s.create_owner("team-b", "b@example.org", "").await.unwrap();
+        assert!(matches!(s.create_owner("team-a", "x@example.org", "").await, Err(StoreError::Duplicate(_))), "{name}");
+        let e = s.create_entry(&spec("web", 1000)).await.unwrap();
+        let start = s.last_change().await.unwrap();
+        let d = s.deactivate_owner("team-a").await.unwrap();
+        assert!(!d.active);
+        assert_eq!(s.transfer_entries("team-a", "team-b").await.unwrap(), 1, "{name}");
+        let moved = s.entry(&e.id).await.unwrap().unwrap();
+        assert_eq!((moved.owner.as_str(), moved.revision), ("team-b", 2));
+        assert_eq!(s.changes_since(start, 10).await.unwrap().len(), 1, "the move is pushed to the agent");
+        assert_eq!(s.owners().await.unwrap().len(), 2);
+        assert!(matches!(s.deactivate_owner("nobody").await, Err(StoreError::NotFound(_))));
+    }
+}

@@ -88,6 +88,96 @@ pub enum ExceptionCmd {
     },
 }
 
+/// `hallmark owner ...`
+#[derive(Subcommand)]
+pub enum OwnerCmd {
+    /// Register an accountable owner (a team).
+    Create {
+        /// Unique name.
+        name: String,
+        /// Accountable contact (email).
+        #[arg(long)]
+        contact: String,
+        /// What the team is.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List owners.
+    List,
+    /// Show one owner and how many entries it has.
+    Show {
+        /// Owner name.
+        name: String,
+    },
+    /// Deactivate an owner: its entries become orphans until transferred.
+    Deactivate {
+        /// Owner name.
+        name: String,
+    },
+    /// Move every entry of an owner to another, active owner.
+    Transfer {
+        /// Current owner.
+        name: String,
+        /// New owner.
+        #[arg(long)]
+        to: String,
+    },
+}
+
+fn print_owner(v: &Value) {
+    println!("Owner       : {}", v["name"].as_str().unwrap_or(""));
+    println!("Contact     : {}", v["contact"].as_str().unwrap_or(""));
+    if let Some(d) = v["description"].as_str().filter(|d| !d.is_empty()) {
+        println!("Description : {d}");
+    }
+    println!("Active      : {}", v["active"]);
+    if let Some(n) = v["entries"].as_u64() {
+        println!("Entries     : {n}");
+    }
+}
+
+/// `hallmark owner ...`
+pub async fn owner(cmd: OwnerCmd, conn: &Conn) -> anyhow::Result<()> {
+    let c = client(conn)?;
+    match cmd {
+        OwnerCmd::Create { name, contact, description } => {
+            let body = json!({ "name": name, "contact": contact, "description": description });
+            let v = c.json(Method::POST, "/v1/owners", Some(&body)).await?;
+            print(conn, &v, print_owner)
+        }
+        OwnerCmd::List => {
+            let v = c.json(Method::GET, "/v1/owners", None).await?;
+            print(conn, &v, |v| {
+                for o in v["owners"].as_array().into_iter().flatten() {
+                    let state = if o["active"].as_bool() == Some(true) { "active" } else { "deactivated" };
+                    println!("{}\t{}\t{state}", o["name"].as_str().unwrap_or(""), o["contact"].as_str().unwrap_or(""));
+                }
+            })
+        }
+        OwnerCmd::Show { name } => {
+            let v = c.json(Method::GET, &format!("/v1/owners/{}", encode(&name)), None).await?;
+            print(conn, &v, print_owner)
+        }
+        OwnerCmd::Deactivate { name } => {
+            let v = c.json(Method::POST, &format!("/v1/owners/{}/deactivate", encode(&name)), None).await?;
+            print(conn, &v, print_owner)
+        }
+        OwnerCmd::Transfer { name, to } => {
+            let v = c
+                .json(Method::POST, &format!("/v1/owners/{}/transfer", encode(&name)), Some(&json!({ "to": to })))
+                .await?;
+            print(conn, &v, |v| {
+                println!(
+                    "moved {} entries from {} to {}",
+                    v["entries"],
+                    v["from"].as_str().unwrap_or(""),
+                    v["to"].as_str().unwrap_or("")
+                )
+            })
+        }
+    }
+}
+
 /// `hallmark admin ...`
 #[derive(Subcommand)]
 pub enum AdminCmd {

@@ -101,6 +101,13 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Accountable owners of entries.
+    Owner {
+        #[command(subcommand)]
+        cmd: governance::OwnerCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Admin identities.
     Admin {
         #[command(subcommand)]
@@ -157,6 +164,7 @@ fn main() -> ExitCode {
             Command::Policy { cmd, conn } => governance::policy(cmd, &conn).await,
             Command::Exception { cmd, conn } => governance::exception(cmd, &conn).await,
             Command::Admin { cmd, conn } => governance::admin(cmd, &conn).await,
+            Command::Owner { cmd, conn } => governance::owner(cmd, &conn).await,
         }
     });
     match result {

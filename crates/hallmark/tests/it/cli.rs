@@ -9,15 +9,33 @@ async fn bad_input_is_refused_with_one_line_naming_the_value() {
     up.create_entry("spiffe://example.org/dup", &["--selector", &uid]);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["entry", "create", "--spiffe-id", "spiffe://example.org/a//b", "--selector", &uid, "--owner", "o"],
+            vec![
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://example.org/a//b",
+                "--selector",
+                &uid,
+                "--owner",
+                "team-test",
+            ],
             "spiffe://example.org/a//b",
         ),
         (
-            vec!["entry", "create", "--spiffe-id", "spiffe://Example.org/a", "--selector", &uid, "--owner", "o"],
+            vec![
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://Example.org/a",
+                "--selector",
+                &uid,
+                "--owner",
+                "team-test",
+            ],
             "Example.org",
         ),
         (
-            vec!["entry", "create", "--spiffe-id", "http://example.org/a", "--selector", &uid, "--owner", "o"],
+            vec!["entry", "create", "--spiffe-id", "http://example.org/a", "--selector", &uid, "--owner", "team-test"],
             "http://example.org/a",
         ),
         (
@@ -34,7 +52,16 @@ async fn bad_input_is_refused_with_one_line_naming_the_value() {
             "k8s",
         ),
         (
-            vec!["entry", "create", "--spiffe-id", "spiffe://example.org/a", "--selector", "unix:uid", "--owner", "o"],
+            vec![
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://example.org/a",
+                "--selector",
+                "unix:uid",
+                "--owner",
+                "team-test",
+            ],
             "unix:uid",
         ),
         (
@@ -68,11 +95,20 @@ async fn bad_input_is_refused_with_one_line_naming_the_value() {
             "soon",
         ),
         (
-            vec!["entry", "create", "--spiffe-id", "spiffe://example.org/dup", "--selector", &uid, "--owner", "o"],
+            vec![
+                "entry",
+                "create",
+                "--spiffe-id",
+                "spiffe://example.org/dup",
+                "--selector",
+                &uid,
+                "--owner",
+                "team-test",
+            ],
             "already exists",
         ),
         (
-            vec!["entry", "create", "--spiffe-id", "spiffe://other.org/a", "--selector", &uid, "--owner", "o"],
+            vec!["entry", "create", "--spiffe-id", "spiffe://other.org/a", "--selector", &uid, "--owner", "team-test"],
             "other.org",
         ),
         (
@@ -131,4 +167,49 @@ async fn entry_update_bumps_revision_and_reaches_the_agent() {
         (s.spiffe_id().to_string() == "spiffe://example.org/after").then_some(s)
     });
     assert_eq!(got.spiffe_id().to_string(), "spiffe://example.org/after");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_need_an_active_owner_and_move_on_transfer() {
+    let up = Up::start();
+    let uid = format!("unix:uid:{}", my_uid());
+    let out =
+        up.cli(&["entry", "create", "--spiffe-id", "spiffe://example.org/x", "--selector", &uid, "--owner", "ghost"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("owner `ghost` does not exist"));
+    up.ensure_owner("old-team");
+    up.ensure_owner("new-team");
+    let bad = up.cli(&["owner", "create", "x-team", "--contact", "not an email"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an email"));
+    let e = up.cli_json(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/x",
+        "--selector",
+        &uid,
+        "--owner",
+        "old-team",
+    ]);
+    let d = up.cli_json(&["owner", "deactivate", "old-team"]);
+    assert_eq!(d["active"], false);
+    let out = up.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/y",
+        "--selector",
+        &uid,
+        "--owner",
+        "old-team",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deactivated"));
+    let shown = up.cli_json(&["owner", "show", "old-team"]);
+    assert_eq!(shown["entries"], 1, "the orphaned entry is still counted against its old owner");
+    let moved = up.cli_json(&["owner", "transfer", "old-team", "--to", "new-team"]);
+    assert_eq!(moved["entries"], 1);
+    let after = up.cli_json(&["entry", "show", e["id"].as_str().unwrap()]);
+    assert_eq!((after["owner"].as_str(), after["revision"].as_u64()), (Some("new-team"), Some(2)));
+    let to_inactive = up.cli(&["owner", "transfer", "new-team", "--to", "old-team"]);
+    assert!(!to_inactive.status.success(), "entries cannot move to a deactivated owner");
 }

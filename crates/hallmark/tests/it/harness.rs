@@ -100,7 +100,15 @@ impl Up {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// Creates an owner if it does not exist yet.
+    pub fn ensure_owner(&self, name: &str) {
+        let out = self.cli(&["owner", "create", name, "--contact", &format!("{name}@example.org")]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() || err.contains("already exists"), "{err}");
+    }
+
     pub fn create_entry(&self, spiffe_id: &str, extra: &[&str]) -> Value {
+        self.ensure_owner("team-test");
         let mut args = vec!["entry", "create", "--spiffe-id", spiffe_id, "--owner", "team-test"];
         args.extend_from_slice(extra);
         self.cli_json(&args)

@@ -34,6 +34,7 @@ const BACKDATE: i64 = 10;
 async fn policy_decides_each_issuance_through_a_real_agent() {
     let dep = start_server_with(None, "[classes.machine]\nmax_ttl = \"2m\"\n");
     let (_agent, agent_id, socket) = join_agent(&dep, "pol");
+    dep.owner("web-team");
     let uid = format!("unix:uid:{}", my_uid());
     let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
 
@@ -159,6 +160,7 @@ permit(principal, action, resource);"#,
 async fn exceptions_raise_the_cap_until_they_expire() {
     let dep = start_server_with(None, "[classes.machine]\nmax_ttl = \"12s\"\nrenew_at = 0.5\n");
     let (_agent, agent_id, socket) = join_agent(&dep, "exc");
+    dep.owner("legacy-team");
     let uid = format!("unix:uid:{}", my_uid());
     let e: serde_json::Value = serde_json::from_str(&ok(dep.cli(&[
         "entry",

@@ -47,6 +47,12 @@ pub fn start_server_with(datastore: Option<String>, extra_config: &str) -> Deplo
 }
 
 impl Deployment {
+    /// Creates an owner.
+    pub fn owner(&self, name: &str) {
+        let out = self.cli(&["owner", "create", name, "--contact", &format!("{name}@example.org")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin()).args(args).envs(&self.env).output().unwrap()
     }
@@ -85,6 +91,7 @@ pub fn join_agent(dep: &Deployment, name: &str) -> (Proc, String, std::path::Pat
 async fn agent_svid_renews_itself_before_expiry() {
     let dep = start_server_with(None, "agent_svid_ttl = \"16s\"\n");
     let (agent, agent_id, socket) = join_agent(&dep, "renew");
+    dep.owner("ops");
     let chain_file = dep.dir.path().join("renew/data/agent.chain.pem");
     let first = std::fs::read(&chain_file).unwrap();
     // Past the first agent SVID's expiry, the agent must still be able to talk to the server.
@@ -136,6 +143,7 @@ async fn join_and_fetch(datastore: Option<String>) {
     let socket = dep.dir.path().join("a1/api.sock");
     wait_for("agent socket", 60, || socket.exists().then_some(()));
 
+    dep.owner("ops");
     let out = dep.cli(&[
         "entry",
         "create",
