@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_identity.sql")),
     (2, include_str!("../migrations/0002_policy.sql")),
     (3, include_str!("../migrations/0003_owners.sql")),
+    (4, include_str!("../migrations/0004_audit.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

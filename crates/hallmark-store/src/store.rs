@@ -129,6 +129,8 @@ pub fn hash_secret(secret: &str) -> String {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
+    /// Serializes audit appends within this process.
+    pub(crate) audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at";
@@ -248,7 +250,7 @@ impl Store {
             Backend::Postgres => opts.max_connections(16).connect(&url).await?,
         };
         crate::migrate::run(&pool, backend).await?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool, backend, audit_lock: Default::default() })
     }
 
     /// Which engine this store runs on.

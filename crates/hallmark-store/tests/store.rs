@@ -263,3 +263,68 @@ async fn owners_deactivate_and_transfer() {
         assert!(matches!(s.deactivate_owner("nobody").await, Err(StoreError::NotFound(_))));
     }
 }
+
+fn event(i: i64) -> hallmark_store::AuditEvent {
+    hallmark_store::AuditEvent {
+        at: 1_700_000_000 + i,
+        actor: "node:spiffe://example.org/hallmark/agent/a".into(),
+        action: "issue_x509".into(),
+        subject: format!("entry-{i}"),
+        outcome: "ok".into(),
+        policy_version: 1,
+        details: serde_json::json!({"serial": format!("{i:x}"), "evidence": "abc"}),
+    }
+}
+
+#[tokio::test]
+async fn audit_chain_detects_edits_and_deletions() {
+    for (name, s) in stores().await {
+        let events: Vec<_> = (1..=20).map(event).collect();
+        assert_eq!(s.append_audit(&events[..10]).await.unwrap(), (1..=10).collect::<Vec<_>>());
+        s.append_audit(&events[10..]).await.unwrap();
+        let ok = s.verify_audit().await.unwrap();
+        assert_eq!((ok.records, ok.broken.clone()), (20, None), "{name}");
+        assert_eq!(s.audit_records(1_700_000_005, 1_700_000_007, 100).await.unwrap().len(), 3);
+        // Edit one record's content directly in the database.
+        sqlx::query("UPDATE audit SET outcome = 'denied' WHERE seq = 7").execute(s.pool()).await.unwrap();
+        let v = s.verify_audit().await.unwrap();
+        assert_eq!(v.broken.as_ref().map(|b| b.seq), Some(7), "{name}: {v:?}");
+        assert!(v.broken.unwrap().problem.contains("edited"));
+        // Even an edit that recomputes that record's own hash breaks the next link.
+        let r = &s.audit_records(1_700_000_007, 1_700_000_007, 1).await.unwrap()[0];
+        let rehash = hallmark_store::record_hash(7, &r.event, &r.prev_hash);
+        sqlx::query("UPDATE audit SET hash = $1 WHERE seq = 7").bind(rehash).execute(s.pool()).await.unwrap();
+        assert_eq!(s.verify_audit().await.unwrap().broken.map(|b| b.seq), Some(8), "{name}");
+        // Deleting a record is detected at its position.
+        sqlx::query("DELETE FROM audit WHERE seq = 3").execute(s.pool()).await.unwrap();
+        let v = s.verify_audit().await.unwrap();
+        assert_eq!(v.broken.as_ref().map(|b| b.seq), Some(3), "{name}: {v:?}");
+        assert!(v.broken.unwrap().problem.contains("missing"));
+    }
+}
+
+/// Several servers appending to one PostgreSQL at once extend a single valid chain.
+#[tokio::test]
+async fn audit_chain_with_several_writers_on_postgres() {
+    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else { return };
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
+    let db = format!("hm_{}", rand_suffix());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
+    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    // Separate stores: separate pools and process locks, like separate servers.
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let s = Store::open(&url).await.unwrap();
+        writers.push(tokio::spawn(async move {
+            for i in 0..25 {
+                s.append_audit(&[event(w * 100 + i), event(w * 100 + i + 50)]).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let v = Store::open(&url).await.unwrap().verify_audit().await.unwrap();
+    assert_eq!((v.records, v.broken), (200, None));
+}

@@ -1,0 +1,207 @@
+//! The audit chain: append-only records, each carrying the hash of the one
+//! before, so editing or deleting any record is detected by [`Store::verify_audit`].
+//!
+//! Appends are serialized (a process lock, and on PostgreSQL a table lock so
+//! several servers sharing the database extend one chain) and batched: a
+//! whole batch is one transaction, so recording does not cap issuance.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Backend, Store, StoreError};
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened, as given by the caller. Never carries secret material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who: an admin identity, or `node:<agent id>` (with the evidence digest in details).
+    pub actor: String,
+    /// What: `issue_x509`, `renew`, `issue_jwt`, `deny`, `attest_node`, `entry_create`, ...
+    pub action: String,
+    /// On what: an entry id, SPIFFE ID, owner, policy version, exception id.
+    pub subject: String,
+    /// `ok`, `denied`, `refused`.
+    pub outcome: String,
+    /// Policy version in force.
+    pub policy_version: i64,
+    /// Further facts as JSON (serial, jti, evidence digest, policy ids...).
+    pub details: serde_json::Value,
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// Hash of the previous record.
+    pub prev_hash: String,
+    /// SHA-256 over `prev_hash` and this record's canonical form.
+    pub hash: String,
+}
+
+/// The first break found by verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditBreak {
+    /// The first record that does not verify (or the first missing position).
+    pub seq: i64,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+/// Result of verifying the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditVerification {
+    /// Records checked.
+    pub records: i64,
+    /// `None` when the whole chain verifies.
+    pub broken: Option<AuditBreak>,
+}
+
+/// The hash of a record: SHA-256 over the previous hash and a canonical,
+/// length-prefixed encoding of every field.
+pub fn record_hash(seq: i64, e: &AuditEvent, prev_hash: &str) -> String {
+    let mut h = Sha256::new();
+    let details = e.details.to_string();
+    for part in [
+        prev_hash,
+        &seq.to_string(),
+        &e.at.to_string(),
+        &e.actor,
+        &e.action,
+        &e.subject,
+        &e.outcome,
+        &e.policy_version.to_string(),
+        &details,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn record_from_row(r: &AnyRow) -> Result<AuditRecord, StoreError> {
+    let details: String = r.try_get("details")?;
+    Ok(AuditRecord {
+        seq: r.try_get("seq")?,
+        event: AuditEvent {
+            at: r.try_get("at")?,
+            actor: r.try_get("actor")?,
+            action: r.try_get("action")?,
+            subject: r.try_get("subject")?,
+            outcome: r.try_get("outcome")?,
+            policy_version: r.try_get("policy_version")?,
+            // An unparsable details column is kept as a string so the hash check reports it.
+            details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+        },
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+const COLUMNS: &str = "seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash";
+
+impl Store {
+    /// Appends events to the chain in one transaction; returns their positions.
+    pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _local = self.audit_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("LOCK TABLE audit IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let last =
+            sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+        let (mut seq, mut prev) = match last {
+            Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+            None => (0, GENESIS.to_owned()),
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            seq += 1;
+            let hash = record_hash(seq, e, &prev);
+            sqlx::query(
+                "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(seq)
+            .bind(e.at)
+            .bind(e.actor.clone())
+            .bind(e.action.clone())
+            .bind(e.subject.clone())
+            .bind(e.outcome.clone())
+            .bind(e.policy_version)
+            .bind(e.details.to_string())
+            .bind(prev.clone())
+            .bind(hash.clone())
+            .execute(&mut *tx)
+            .await?;
+            prev = hash;
+            out.push(seq);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Records between two instants (inclusive), in chain order.
+    pub async fn audit_records(&self, since: i64, until: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM audit WHERE at >= $1 AND at <= $2 ORDER BY seq LIMIT $3"
+        )))
+        .bind(since)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    /// Checks the whole chain, page by page, and names the first broken record:
+    /// a missing position (deleted record), a hash that does not match the
+    /// record (edited record), or a `prev_hash` that does not match its
+    /// predecessor.
+    pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
+        let mut expected_seq = 1;
+        let mut prev = GENESIS.to_owned();
+        let mut count = 0;
+        loop {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM audit WHERE seq >= $1 ORDER BY seq LIMIT 10000"
+            )))
+            .bind(expected_seq)
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.is_empty() {
+                return Ok(AuditVerification { records: count, broken: None });
+            }
+            for row in &rows {
+                let r = record_from_row(row)?;
+                let broken = |problem: String| {
+                    Ok(AuditVerification { records: count, broken: Some(AuditBreak { seq: expected_seq, problem }) })
+                };
+                if r.seq != expected_seq {
+                    return broken(format!("record {expected_seq} is missing (next present is {})", r.seq));
+                }
+                if r.prev_hash != prev {
+                    return broken("its prev_hash does not match the previous record's hash".into());
+                }
+                if record_hash(r.seq, &r.event, &r.prev_hash) != r.hash {
+                    return broken("its content does not match its hash (edited)".into());
+                }
+                prev = r.hash;
+                expected_seq += 1;
+                count += 1;
+            }
+        }
+    }
+}
