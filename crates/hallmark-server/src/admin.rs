@@ -74,6 +74,11 @@ impl FromRequestParts<Arc<ServerState>> for Admin {
             Some(t) => Ok(Admin(t)),
             None => {
                 tracing::warn!("admin API authentication failed");
+                let path = parts.uri.path().to_owned();
+                state
+                    .audit
+                    .record_or_log(state.audit_event("unknown", "admin_auth", &path, "refused", json!({})))
+                    .await;
                 Err(unauthorized())
             }
         }
@@ -92,6 +97,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/entries/{id}/denials", get(entry_denials))
         .route("/v1/join-tokens", post(create_join_token))
         .route("/v1/admin-tokens", post(create_admin_token))
+        .route("/v1/audit", get(export_audit))
+        .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/owners", post(create_owner).get(list_owners))
         .route("/v1/owners/{name}", get(show_owner))
         .route("/v1/owners/{name}/deactivate", post(deactivate_owner))
@@ -151,6 +158,14 @@ async fn create_entry(
     let e = s.store.create_entry(&valid).await?;
     s.change_notify.notify_one();
     tracing::info!(admin = %who.0.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
+    audit(
+        &s,
+        &who,
+        "entry_create",
+        &e.id,
+        json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner, "revision": e.revision }),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(e)))
 }
 
@@ -173,6 +188,49 @@ async fn list_entries(
         entries.retain(|e| e.owner == mine);
     }
     Ok(Json(json!({ "entries": entries })))
+}
+
+/// Records an admin action in the audit chain (the action has taken effect).
+async fn audit(s: &ServerState, who: &Admin, action: &str, subject: &str, details: serde_json::Value) {
+    s.audit.record_or_log(s.audit_event(&who.0.name, action, subject, "ok", details)).await;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    since: Option<i64>,
+    #[serde(default)]
+    until: Option<i64>,
+}
+
+/// The audit records between `since` and `until` (unix seconds), as JSON lines.
+async fn export_audit(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    q: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    who.may(Perm::ReadAudit)?;
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let (since, until) = (q.since.unwrap_or(0), q.until.unwrap_or(i64::MAX));
+    let mut out = String::new();
+    let mut after = 0;
+    loop {
+        let page = s.store.audit_records(after, since, until, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in &page {
+            out.push_str(&serde_json::to_string(r).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+}
+
+async fn verify_audit(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadAudit)?;
+    let v = s.store.verify_audit().await?;
+    Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 
 /// Every entry names an existing, active owner.
@@ -217,6 +275,7 @@ async fn create_owner(
         return Err(ApiError::bad("a description has at most 1024 characters and no control characters"));
     }
     let o = s.store.create_owner(&r.name, &r.contact, &r.description).await?;
+    audit(&s, &who, "owner_create", &o.name, json!({ "contact": o.contact })).await;
     tracing::info!(admin = %who.0.name, owner = %o.name, "owner created");
     Ok((StatusCode::CREATED, Json(o)))
 }
@@ -250,6 +309,7 @@ async fn deactivate_owner(
 ) -> Result<Json<hallmark_store::Owner>, ApiError> {
     who.may(Perm::ManageOwners)?;
     let o = s.store.deactivate_owner(&name).await?;
+    audit(&s, &who, "owner_deactivate", &name, json!({})).await;
     tracing::info!(admin = %who.0.name, owner = %name, "owner deactivated; its entries are orphans until transferred");
     Ok(Json(o))
 }
@@ -273,6 +333,7 @@ async fn transfer_owner(
     }
     active_owner(&s, &r.to).await?;
     let moved = s.store.transfer_entries(&name, &r.to).await?;
+    audit(&s, &who, "owner_transfer", &name, json!({ "to": r.to, "entries": moved })).await;
     s.change_notify.notify_one();
     tracing::info!(admin = %who.0.name, from = %name, to = %r.to, moved, "entries transferred");
     Ok(Json(json!({ "from": name, "to": r.to, "entries": moved })))
@@ -338,6 +399,14 @@ async fn update_entry(
     let e = s.store.update_entry(&id, &valid, expected).await?;
     s.change_notify.notify_one();
     tracing::info!(admin = %who.0.name, entry = %e.id, revision = e.revision, "entry updated");
+    audit(
+        &s,
+        &who,
+        "entry_update",
+        &e.id,
+        json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner, "revision": e.revision }),
+    )
+    .await;
     Ok(Json(e))
 }
 
@@ -351,6 +420,7 @@ async fn delete_entry(
     let e = s.store.delete_entry(&id).await?;
     s.change_notify.notify_one();
     tracing::info!(admin = %who.0.name, entry = %e.id, "entry deleted");
+    audit(&s, &who, "entry_delete", &e.id, json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner })).await;
     Ok(Json(e))
 }
 
@@ -374,6 +444,7 @@ async fn create_join_token(
     };
     let (token, agent_id, expires_at) = s.new_join_token(ttl).await?;
     tracing::info!(admin = %who.0.name, agent = %agent_id, "join token created");
+    audit(&s, &who, "join_token_create", &agent_id, json!({ "expires_at": expires_at })).await;
     Ok((StatusCode::CREATED, Json(json!({ "token": token, "agent_id": agent_id, "expires_at": expires_at }))))
 }
 
@@ -407,6 +478,8 @@ pub enum Perm {
     ReadExceptions,
     /// Create, deactivate owners and transfer their entries.
     ManageOwners,
+    /// Export and verify the audit chain.
+    ReadAudit,
 }
 
 impl Perm {
@@ -423,6 +496,7 @@ impl Perm {
             Self::DecideException => "approve or revoke exceptions",
             Self::ReadExceptions => "list exceptions",
             Self::ManageOwners => "manage owners",
+            Self::ReadAudit => "read the audit chain",
         }
     }
 }
@@ -438,7 +512,7 @@ pub fn role_allows(role: &str, p: Perm) -> bool {
                 ReadEntries | WriteEntries | JoinTokens | ReadPolicy | RequestException | ReadExceptions | ManageOwners
             )
         }
-        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions),
+        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions | ReadAudit),
         r if r.starts_with("owner:") => {
             matches!(p, ReadEntries | WriteEntries | ReadPolicy | RequestException | ReadExceptions)
         }
@@ -517,6 +591,7 @@ async fn create_admin_token(
     let token = format!("hmk_{}", hex::encode(b));
     s.store.add_admin_token(&hash_secret(&token), &req.name, &req.role).await?;
     tracing::info!(admin = %who.0.name, name = %req.name, role = %req.role, "admin token created");
+    audit(&s, &who, "admin_token_create", &req.name, json!({ "role": req.role })).await;
     Ok((StatusCode::CREATED, Json(json!({ "name": req.name, "role": req.role, "token": token }))))
 }
 
@@ -572,10 +647,14 @@ async fn set_policy(
     who.may(Perm::WritePolicy)?;
     let Json(req) = body?;
     match s.set_policy(&req.policy, &who.0.name).await {
-        Ok(engine) => Ok((
-            StatusCode::CREATED,
-            Json(json!({ "version": engine.version(), "sha256": engine.hash(), "policies": engine.len() })),
-        )),
+        Ok(engine) => {
+            let v = engine.version().to_string();
+            audit(&s, &who, "policy_set", &v, json!({ "sha256": engine.hash(), "policies": engine.len() })).await;
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "version": engine.version(), "sha256": engine.hash(), "policies": engine.len() })),
+            ))
+        }
         Err(crate::SetPolicyError::Invalid(e)) => Err(ApiError::bad(e)),
         Err(crate::SetPolicyError::Store(e)) => Err(e.into()),
     }
@@ -623,6 +702,14 @@ async fn request_exception(
         .request_exception(&r.entry_id, rule.as_str(), &r.value, justification, r.expires_at, &who.0.name)
         .await?;
     tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, rule = %x.rule, "exception requested");
+    audit(
+        &s,
+        &who,
+        "exception_request",
+        &x.id,
+        json!({ "entry_id": x.entry_id, "rule": x.rule, "value": x.value, "expires_at": x.expires_at }),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(x)))
 }
 
@@ -688,6 +775,7 @@ async fn approve_exception(
     let r = s.store.approve_exception(&id, &who.0.name, now_unix()).await?;
     if let Ok(x) = &r {
         tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, "exception approved");
+        audit(&s, &who, "exception_approve", &x.id, json!({ "entry_id": x.entry_id, "rule": x.rule })).await;
     }
     exception_outcome(r)
 }
@@ -701,6 +789,7 @@ async fn revoke_exception(
     let r = s.store.revoke_exception(&id, &who.0.name, now_unix()).await?;
     if let Ok(x) = &r {
         tracing::info!(admin = %who.0.name, exception = %x.id, "exception revoked");
+        audit(&s, &who, "exception_revoke", &x.id, json!({ "entry_id": x.entry_id })).await;
     }
     exception_outcome(r)
 }

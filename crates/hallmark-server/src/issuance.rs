@@ -136,7 +136,7 @@ impl ServerState {
     }
 
     /// Decides one request by class and policy; records and returns a denial.
-    /// Returns the policy's TTL cap when allowed.
+    /// Returns the policy's TTL cap and the determining policy ids when allowed.
     #[expect(clippy::too_many_arguments, reason = "the decision's inputs, named at the one call site per credential")]
     async fn decide(
         &self,
@@ -148,7 +148,7 @@ impl ServerState {
         exceptions: &[ActiveException],
         requested_ttl: u64,
         now: i64,
-    ) -> Result<Option<u64>, IssueError> {
+    ) -> Result<(Option<u64>, Vec<String>), IssueError> {
         let engine = self.policy()?;
         let rules = self.settings.classes.rules(entry.class);
         let (allowed, by, ids, cap) = if !rules.allows(path) {
@@ -185,7 +185,7 @@ impl ServerState {
             }
         };
         if allowed {
-            return Ok(cap);
+            return Ok((cap, ids));
         }
         let denial = Denial {
             entry_id: &entry.id,
@@ -199,6 +199,17 @@ impl ServerState {
             reason: &by,
         };
         self.store.record_denial(&denial).await?;
+        let details = serde_json::json!({
+            "requested": action.as_str(),
+            "audience": audience,
+            "spiffe_id": entry.spiffe_id.as_str(),
+            "evidence_digest": evidence.digest(),
+            "policy_ids": ids,
+            "reason": by,
+        });
+        self.audit
+            .record(self.audit_event(&format!("node:{}", evidence.node_id), "deny", &entry.id, "denied", details))
+            .await?;
         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, action = action.as_str(), audience, %by, "issuance denied");
         Err(IssueError::Denied { by })
     }
@@ -220,7 +231,8 @@ impl ServerState {
         let exceptions = self.active_exceptions(&entry.id, now).await?;
         let action = if renewal { Action::Renew } else { Action::IssueX509 };
         let ttl_secs = entry.x509_ttl.secs();
-        let cap = self.decide(action, IssuancePath::X509, &entry, None, &evidence, &exceptions, ttl_secs, now).await?;
+        let (cap, policy_ids) =
+            self.decide(action, IssuancePath::X509, &entry, None, &evidence, &exceptions, ttl_secs, now).await?;
         // 3. The lifetime: least of entry TTL, class ceiling (raised by exceptions), policy cap.
         let rules = self.settings.classes.rules(entry.class);
         let ttl_secs = effective_ttl(ttl_secs, rules, IssuancePath::X509, &exceptions, cap);
@@ -229,7 +241,19 @@ impl ServerState {
         let template =
             SvidTemplate { csr_der: csr, spiffe_id: &entry.spiffe_id, dns_names: &entry.dns_names, ttl_secs, now };
         let svid = ca.sign_svid(&template).map_err(|e| IssueError::BadRequest(e.to_string()))?;
-        // 5. Record.
+        // 5. Record, durably, before the SVID leaves the server.
+        let details = serde_json::json!({
+            "spiffe_id": entry.spiffe_id.as_str(),
+            "serial": svid.serial,
+            "not_after": svid.not_after,
+            "owner": entry.owner,
+            "class": entry.class.as_str(),
+            "evidence_digest": evidence.digest(),
+            "policy_ids": policy_ids,
+        });
+        self.audit
+            .record(self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details))
+            .await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs, "issued X.509-SVID");
         let renew_at = renewal_point(now, svid.not_after, rules);
         Ok(IssuedX509 { svid, renew_at })
@@ -263,10 +287,12 @@ impl ServerState {
         let exceptions = self.active_exceptions(&entry.id, now).await?;
         let requested = entry.jwt_ttl.secs();
         let mut cap: Option<u64> = None;
+        let mut policy_ids = Vec::new();
         for aud in audience {
-            let c = self
+            let (c, ids) = self
                 .decide(Action::IssueJwt, IssuancePath::Jwt, &entry, Some(aud), &evidence, &exceptions, requested, now)
                 .await?;
+            policy_ids.extend(ids);
             cap = match (cap, c) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -284,7 +310,20 @@ impl ServerState {
         let token = key
             .mint(&entry.spiffe_id, audience, now, exp, &jti, self.settings.jwt_issuer.as_deref())
             .map_err(|e| ServerError::Ca(e.to_string()))?;
-        // 5. Record.
+        // 5. Record, durably, before the token leaves the server.
+        let details = serde_json::json!({
+            "spiffe_id": entry.spiffe_id.as_str(),
+            "jti": jti,
+            "audience": audience,
+            "not_after": exp,
+            "owner": entry.owner,
+            "class": entry.class.as_str(),
+            "evidence_digest": evidence.digest(),
+            "policy_ids": policy_ids,
+        });
+        self.audit
+            .record(self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details))
+            .await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         Ok((token, exp, renewal_point(now, exp, rules)))
     }
@@ -301,6 +340,9 @@ impl ServerState {
         let signed = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;
         self.store.upsert_node(agent_id.as_str(), "join_token", &signed.serial, signed.not_after).await?;
+        let details =
+            serde_json::json!({ "attestation": "join_token", "serial": signed.serial, "not_after": signed.not_after });
+        self.audit.record(self.audit_event(agent_id.as_str(), "attest_node", agent_id.as_str(), "ok", details)).await?;
         tracing::info!(agent = %agent_id, "node attested with join token");
         Ok((agent_id, signed))
     }

@@ -8,6 +8,7 @@
 //! - [`config`]: the configuration file.
 
 pub mod admin;
+pub mod audit;
 pub mod authority;
 pub mod config;
 pub mod issuance;
@@ -70,6 +71,8 @@ pub struct ServerState {
     pub change_notify: Notify,
     /// The policy version in force.
     policy: RwLock<Arc<PolicyEngine>>,
+    /// The audit chain's group-commit appender.
+    pub audit: audit::Auditor,
     /// Parent used for entries that name none (set by `hallmark up`).
     pub default_parent: RwLock<Option<SpiffeId>>,
     server_cert: RwLock<Option<(Arc<SwappableCert>, i64)>>,
@@ -143,6 +146,27 @@ async fn load_policy(store: &Store) -> Result<PolicyEngine, ServerError> {
 }
 
 impl ServerState {
+    /// An audit event at the current time under the policy version in force.
+    pub fn audit_event(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        outcome: &str,
+        details: serde_json::Value,
+    ) -> hallmark_store::AuditEvent {
+        let policy_version = self.policy().map(|p| i64::try_from(p.version()).unwrap_or(0)).unwrap_or(0);
+        hallmark_store::AuditEvent {
+            at: now_unix(),
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            outcome: outcome.to_owned(),
+            policy_version,
+            details,
+        }
+    }
+
     /// The policy version in force.
     pub fn policy(&self) -> Result<Arc<PolicyEngine>, ServerError> {
         Ok(self.policy.read().map_err(|_| ServerError::Internal("policy lock poisoned".into()))?.clone())
@@ -238,11 +262,12 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
     let (changes, _) = broadcast::channel(4096);
     let state = Arc::new(ServerState {
         settings,
-        store,
+        store: store.clone(),
         authorities,
         changes,
         change_notify: Notify::new(),
         policy: RwLock::new(Arc::new(policy)),
+        audit: audit::Auditor::start(store.clone()),
         default_parent: RwLock::new(None),
         server_cert: RwLock::new(None),
     });
@@ -343,6 +368,12 @@ async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerError> {
             Ok(list) => {
                 for x in list {
                     tracing::info!(exception = %x.id, entry = %x.entry_id, rule = %x.rule, "exception expired; the normal rule applies again");
+                    let details =
+                        serde_json::json!({ "entry_id": x.entry_id, "rule": x.rule, "expired_at": x.expires_at });
+                    state
+                        .audit
+                        .record_or_log(state.audit_event("hallmark", "exception_expire", &x.id, "ok", details))
+                        .await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot record expired exceptions"),

@@ -153,11 +153,19 @@ impl Store {
         Ok(out)
     }
 
-    /// Records between two instants (inclusive), in chain order.
-    pub async fn audit_records(&self, since: i64, until: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+    /// Records after position `after_seq` whose time is between two instants
+    /// (inclusive), in chain order, at most `limit`.
+    pub async fn audit_records(
+        &self,
+        after_seq: i64,
+        since: i64,
+        until: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM audit WHERE at >= $1 AND at <= $2 ORDER BY seq LIMIT $3"
+            "SELECT {COLUMNS} FROM audit WHERE seq > $1 AND at >= $2 AND at <= $3 ORDER BY seq LIMIT $4"
         )))
+        .bind(after_seq)
         .bind(since)
         .bind(until)
         .bind(limit)

@@ -284,14 +284,14 @@ async fn audit_chain_detects_edits_and_deletions() {
         s.append_audit(&events[10..]).await.unwrap();
         let ok = s.verify_audit().await.unwrap();
         assert_eq!((ok.records, ok.broken.clone()), (20, None), "{name}");
-        assert_eq!(s.audit_records(1_700_000_005, 1_700_000_007, 100).await.unwrap().len(), 3);
+        assert_eq!(s.audit_records(0, 1_700_000_005, 1_700_000_007, 100).await.unwrap().len(), 3);
         // Edit one record's content directly in the database.
         sqlx::query("UPDATE audit SET outcome = 'denied' WHERE seq = 7").execute(s.pool()).await.unwrap();
         let v = s.verify_audit().await.unwrap();
         assert_eq!(v.broken.as_ref().map(|b| b.seq), Some(7), "{name}: {v:?}");
         assert!(v.broken.unwrap().problem.contains("edited"));
         // Even an edit that recomputes that record's own hash breaks the next link.
-        let r = &s.audit_records(1_700_000_007, 1_700_000_007, 1).await.unwrap()[0];
+        let r = &s.audit_records(0, 1_700_000_007, 1_700_000_007, 1).await.unwrap()[0];
         let rehash = hallmark_store::record_hash(7, &r.event, &r.prev_hash);
         sqlx::query("UPDATE audit SET hash = $1 WHERE seq = 7").bind(rehash).execute(s.pool()).await.unwrap();
         assert_eq!(s.verify_audit().await.unwrap().broken.map(|b| b.seq), Some(8), "{name}");

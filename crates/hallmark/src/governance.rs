@@ -88,6 +88,72 @@ pub enum ExceptionCmd {
     },
 }
 
+/// `hallmark audit ...`
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the whole hash chain; exits non-zero and names the first broken record.
+    Verify,
+    /// Write the audit records as JSON lines.
+    Export {
+        /// From: a duration ago (24h), unix seconds, or 2026-12-31T00:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        /// Until: a duration ago, unix seconds, or an RFC 3339 UTC time.
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+/// Parses a point in the past: a duration ago, unix seconds, or `YYYY-MM-DDTHH:MM:SSZ`.
+fn parse_past(s: &str, now: i64) -> anyhow::Result<i64> {
+    let t = s.trim();
+    if (t.len() >= 9 && t.bytes().all(|b| b.is_ascii_digit())) || t.ends_with('Z') {
+        return parse_expiry(t, now);
+    }
+    let d = parse_duration(t).map_err(|_| {
+        anyhow::anyhow!("invalid time `{s}`: use a duration ago (24h), unix seconds, or 2026-12-31T00:00:00Z")
+    })?;
+    Ok(now - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
+}
+
+/// `hallmark audit ...`
+pub async fn audit(cmd: AuditCmd, conn: &Conn) -> anyhow::Result<()> {
+    let c = client(conn)?;
+    match cmd {
+        AuditCmd::Verify => {
+            let v = c.json(Method::GET, "/v1/audit/verify", None).await?;
+            print(conn, &v, |v| match v.get("broken").filter(|b| !b.is_null()) {
+                None => println!("audit chain verifies: {} records", v["records"]),
+                Some(b) => {
+                    println!("audit chain BROKEN at record {}: {}", b["seq"], b["problem"].as_str().unwrap_or(""))
+                }
+            })?;
+            if let Some(b) = v.get("broken").filter(|b| !b.is_null()) {
+                bail!("audit chain broken at record {}", b["seq"]);
+            }
+            Ok(())
+        }
+        AuditCmd::Export { since, until } => {
+            let now = now_unix();
+            let mut q = Vec::new();
+            if let Some(s) = since {
+                q.push(format!("since={}", parse_past(&s, now)?));
+            }
+            if let Some(u) = until {
+                q.push(format!("until={}", parse_past(&u, now)?));
+            }
+            let path = if q.is_empty() { "/v1/audit".to_owned() } else { format!("/v1/audit?{}", q.join("&")) };
+            let r = c.send(Method::GET, &path, None, None).await?;
+            if !r.status.is_success() {
+                r.json()?;
+                bail!("audit export failed");
+            }
+            print!("{}", String::from_utf8_lossy(&r.body));
+            Ok(())
+        }
+    }
+}
+
 /// `hallmark owner ...`
 #[derive(Subcommand)]
 pub enum OwnerCmd {

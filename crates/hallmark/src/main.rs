@@ -101,6 +101,13 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Verify and export the tamper-evident audit chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: governance::AuditCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Accountable owners of entries.
     Owner {
         #[command(subcommand)]
@@ -165,6 +172,7 @@ fn main() -> ExitCode {
             Command::Exception { cmd, conn } => governance::exception(cmd, &conn).await,
             Command::Admin { cmd, conn } => governance::admin(cmd, &conn).await,
             Command::Owner { cmd, conn } => governance::owner(cmd, &conn).await,
+            Command::Audit { cmd, conn } => governance::audit(cmd, &conn).await,
         }
     });
     match result {

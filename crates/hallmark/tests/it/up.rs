@@ -255,3 +255,49 @@ async fn up_resumes_with_the_same_ca_entries_and_token() {
         assert_eq!(mode, 0o600, "{f}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_issuance_and_change_is_in_the_audit_chain() {
+    let up = Up::start();
+    let e = up.create_entry("spiffe://example.org/audited", &["--selector", &format!("unix:uid:{}", my_uid())]);
+    let client = up.client().await;
+    let svid = client.fetch_x509_svid().await.unwrap();
+    let jwt = client.fetch_jwt_svid(["db"], None).await.unwrap();
+    let serial = {
+        let (_, c) = x509_parser::parse_x509_certificate(svid.leaf().as_bytes()).unwrap();
+        hex::encode(c.raw_serial())
+    };
+    let out = up.cli(&["audit", "export", "--since", "1h"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |action: &str| records.iter().find(|r| r["action"] == action).cloned();
+    let issued = find("issue_x509").expect("issuance recorded");
+    assert_eq!(issued["details"]["serial"], serial.as_str(), "the serial the client received is in the chain");
+    assert_eq!(issued["subject"], e["id"]);
+    assert!(issued["actor"].as_str().unwrap().starts_with("node:spiffe://example.org/hallmark/agent/"));
+    assert_eq!(issued["details"]["policy_ids"], serde_json::json!(["default-allow"]));
+    assert!(issued["details"]["evidence_digest"].as_str().is_some_and(|d| d.len() == 64));
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwt.token().split('.').nth(1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(find("issue_jwt").unwrap()["details"]["jti"], claims["jti"]);
+    assert!(find("entry_create").is_some() && find("owner_create").is_some());
+    // Nothing secret in any record.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("PRIVATE KEY") && !text.contains(&up.env["HALLMARK_TOKEN"]) && !text.contains(jwt.token()));
+    // A failed authentication is recorded too.
+    let bad = std::process::Command::new(bin())
+        .args(["entry", "list"])
+        .env("HALLMARK_SERVER", &up.env["HALLMARK_SERVER"])
+        .env("HALLMARK_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let verify = up.cli_json(&["audit", "verify"]);
+    assert!(verify["broken"].is_null(), "{verify}");
+    assert!(verify["records"].as_i64().unwrap() >= 5);
+    let all = up.cli(&["audit", "export"]);
+    assert!(String::from_utf8_lossy(&all.stdout).contains("\"admin_auth\""));
+}

@@ -1,0 +1,76 @@
+//! Recording to the audit chain with group commit.
+//!
+//! Callers hand a record to the [`Auditor`] and wait for its commit. One task
+//! drains everything queued meanwhile and appends it in a single transaction,
+//! so concurrent issuances share one durable write instead of each paying
+//! for its own. A credential is returned only after its record is committed:
+//! nothing a client received can be missing from the chain after a crash.
+
+use hallmark_store::{AuditEvent, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ServerError;
+
+/// Most records appended in one transaction.
+const MAX_BATCH: usize = 1000;
+
+type Ack = oneshot::Sender<Result<i64, String>>;
+
+/// The handle requests record through.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    tx: mpsc::Sender<(AuditEvent, Ack)>,
+}
+
+impl Auditor {
+    /// Starts the appender task over `store`.
+    pub fn start(store: Store) -> Self {
+        let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = batch.into_iter().unzip();
+                match store.append_audit(&events).await {
+                    Ok(seqs) => {
+                        for (ack, seq) in acks.into_iter().zip(seqs) {
+                            let _ = ack.send(Ok(seq));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, records = events.len(), "audit append failed");
+                        for ack in acks {
+                            let _ = ack.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Records `e` and waits until it is committed; returns its position.
+    pub async fn record(&self, e: AuditEvent) -> Result<i64, ServerError> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send((e, ack)).await.map_err(|_| ServerError::Internal("audit appender stopped".into()))?;
+        match done.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(ServerError::Internal(format!("audit record not committed: {e}"))),
+            Err(_) => Err(ServerError::Internal("audit appender stopped".into())),
+        }
+    }
+
+    /// Records `e`, logging (not failing) when it cannot: for events whose
+    /// action has already taken effect, such as an admin change.
+    pub async fn record_or_log(&self, e: AuditEvent) {
+        let action = e.action.clone();
+        if let Err(err) = self.record(e).await {
+            tracing::error!(error = %err, action, "could not record audit event");
+        }
+    }
+}
