@@ -97,6 +97,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/entries/{id}/denials", get(entry_denials))
         .route("/v1/join-tokens", post(create_join_token))
         .route("/v1/admin-tokens", post(create_admin_token))
+        .route("/v1/credentials", get(list_credentials))
         .route("/v1/audit", get(export_audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/owners", post(create_owner).get(list_owners))
@@ -193,6 +194,52 @@ async fn list_entries(
 /// Records an admin action in the audit chain (the action has taken effect).
 async fn audit(s: &ServerState, who: &Admin, action: &str, subject: &str, details: serde_json::Value) {
     s.audit.record_or_log(s.audit_event(&who.0.name, action, subject, "ok", details)).await;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialQuery {
+    #[serde(default)]
+    entry: Option<String>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    node: Option<String>,
+    /// Seconds from now.
+    #[serde(default)]
+    expiring_within: Option<i64>,
+    #[serde(default)]
+    live: Option<bool>,
+}
+
+async fn list_credentials(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    q: Result<Query<CredentialQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let now = now_unix();
+    if q.expiring_within.is_some_and(|w| w < 0) {
+        return Err(ApiError::bad("expiring_within must not be negative"));
+    }
+    // Owners see only their own credentials.
+    let owner = match (who.owner_scope(), q.owner) {
+        (Some(mine), Some(asked)) if asked != mine => {
+            return Err(ApiError(StatusCode::FORBIDDEN, format!("role `{}` may only see owner `{mine}`", who.0.role)));
+        }
+        (Some(mine), _) => Some(mine.to_owned()),
+        (None, asked) => asked,
+    };
+    let filter = hallmark_store::CredentialFilter {
+        entry_id: q.entry,
+        owner,
+        node_id: q.node,
+        expiring_before: q.expiring_within.map(|w| now.saturating_add(w)),
+        live_at: q.live.filter(|l| *l).map(|_| now),
+    };
+    let list = s.store.credentials(&filter, 100_000).await?;
+    Ok(Json(json!({ "credentials": list })))
 }
 
 #[derive(Deserialize)]

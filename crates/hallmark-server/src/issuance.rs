@@ -214,6 +214,37 @@ impl ServerState {
         Err(IssueError::Denied { by })
     }
 
+    /// The inventory row for a credential issued with `event`.
+    #[expect(clippy::too_many_arguments, reason = "every column of the inventory row, from one issuance")]
+    fn inventory_row(
+        &self,
+        kind: &str,
+        id: &str,
+        entry: &Entry,
+        caller: &Caller,
+        evidence: &Evidence,
+        event: &hallmark_store::AuditEvent,
+        not_before: i64,
+        not_after: i64,
+    ) -> hallmark_store::Credential {
+        hallmark_store::Credential {
+            id: id.to_owned(),
+            kind: kind.to_owned(),
+            entry_id: entry.id.clone(),
+            spiffe_id: entry.spiffe_id.to_string(),
+            node_id: caller.agent.to_string(),
+            class: entry.class.to_string(),
+            owner: entry.owner.clone(),
+            policy_version: event.policy_version,
+            evidence_digest: evidence.digest(),
+            issued_at: event.at,
+            not_before,
+            not_after,
+            revoked_at: None,
+            audit_seq: 0,
+        }
+    }
+
     /// Signs an X.509-SVID for `entry_id` from the agent's CSR, for a workload
     /// that showed `evidence`.
     pub async fn issue_x509(
@@ -251,9 +282,19 @@ impl ServerState {
             "evidence_digest": evidence.digest(),
             "policy_ids": policy_ids,
         });
-        self.audit
-            .record(self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details))
-            .await?;
+        let mut event = self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details);
+        let row = self.inventory_row(
+            "x509",
+            &svid.serial,
+            &entry,
+            caller,
+            &evidence,
+            &event,
+            svid.not_before,
+            svid.not_after,
+        );
+        event.credential = Some(row);
+        self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs, "issued X.509-SVID");
         let renew_at = renewal_point(now, svid.not_after, rules);
         Ok(IssuedX509 { svid, renew_at })
@@ -321,9 +362,9 @@ impl ServerState {
             "evidence_digest": evidence.digest(),
             "policy_ids": policy_ids,
         });
-        self.audit
-            .record(self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details))
-            .await?;
+        let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
+        event.credential = Some(self.inventory_row("jwt", &jti, &entry, caller, &evidence, &event, now, exp));
+        self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         Ok((token, exp, renewal_point(now, exp, rules)))
     }

@@ -164,6 +164,7 @@ impl ServerState {
             outcome: outcome.to_owned(),
             policy_version,
             details,
+            credential: None,
         }
     }
 

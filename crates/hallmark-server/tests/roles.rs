@@ -99,6 +99,8 @@ async fn every_role_against_every_endpoint() {
         ),
         ("POST", "/v1/owners/team-c/transfer".into(), Some(json!({"to": "team-b"})), [true, true, false, false]),
         ("POST", "/v1/owners/team-c/deactivate".into(), None, [true, true, false, false]),
+        ("GET", "/v1/credentials".into(), None, [true, true, true, true]),
+        ("GET", "/v1/credentials?owner=team-b".into(), None, [true, true, true, false]),
         ("GET", "/v1/audit".into(), None, [true, false, true, false]),
         ("GET", "/v1/audit/verify".into(), None, [true, false, true, false]),
         ("GET", "/v1/policy".into(), None, [true, true, true, true]),

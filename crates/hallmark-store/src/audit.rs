@@ -32,6 +32,58 @@ pub struct AuditEvent {
     pub policy_version: i64,
     /// Further facts as JSON (serial, jti, evidence digest, policy ids...).
     pub details: serde_json::Value,
+    /// The credential this event issued, recorded in the inventory in the
+    /// same transaction as the audit record.
+    #[serde(skip)]
+    pub credential: Option<Credential>,
+}
+
+/// An issued credential, as the inventory holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// X.509 serial (hex) or JWT `jti`.
+    pub id: String,
+    /// `x509` or `jwt`.
+    pub kind: String,
+    /// The entry.
+    pub entry_id: String,
+    /// The SPIFFE ID.
+    pub spiffe_id: String,
+    /// The agent it was issued through.
+    pub node_id: String,
+    /// Lifecycle class.
+    pub class: String,
+    /// Owner at issuance.
+    pub owner: String,
+    /// Policy version that allowed it.
+    pub policy_version: i64,
+    /// Digest of the workload evidence.
+    pub evidence_digest: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Unix seconds, when revoked.
+    pub revoked_at: Option<i64>,
+    /// The audit record of its issuance.
+    pub audit_seq: i64,
+}
+
+/// Inventory filters.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialFilter {
+    /// Only this entry.
+    pub entry_id: Option<String>,
+    /// Only this owner.
+    pub owner: Option<String>,
+    /// Only issued through this agent.
+    pub node_id: Option<String>,
+    /// Only those with not_after at or before this instant.
+    pub expiring_before: Option<i64>,
+    /// Only unexpired, unrevoked ones at this instant.
+    pub live_at: Option<i64>,
 }
 
 /// A stored record.
@@ -101,6 +153,7 @@ fn record_from_row(r: &AnyRow) -> Result<AuditRecord, StoreError> {
             policy_version: r.try_get("policy_version")?,
             // An unparsable details column is kept as a string so the hash check reports it.
             details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
+            credential: None,
         },
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
@@ -147,6 +200,27 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             prev = hash;
+            if let Some(c) = &e.credential {
+                sqlx::query(
+                    "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, \
+                     issued_at, not_before, not_after, audit_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(c.id.clone())
+                .bind(c.kind.clone())
+                .bind(c.entry_id.clone())
+                .bind(c.spiffe_id.clone())
+                .bind(c.node_id.clone())
+                .bind(c.class.clone())
+                .bind(c.owner.clone())
+                .bind(c.policy_version)
+                .bind(c.evidence_digest.clone())
+                .bind(c.issued_at)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            }
             out.push(seq);
         }
         tx.commit().await?;
@@ -172,6 +246,46 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record_from_row).collect()
+    }
+
+    /// Credentials in the inventory matching `f`, soonest expiry first, at most `limit`.
+    pub async fn credentials(&self, f: &CredentialFilter, limit: i64) -> Result<Vec<Credential>, StoreError> {
+        // One static statement: each filter is either bound or disabled by a NULL.
+        let rows = sqlx::query(
+            "SELECT id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, issued_at, \
+             not_before, not_after, revoked_at, audit_seq FROM credentials \
+             WHERE ($1 = '' OR entry_id = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR node_id = $3) \
+             AND ($4 < 0 OR not_after <= $4) AND ($5 < 0 OR (not_after > $5 AND revoked_at IS NULL)) \
+             ORDER BY not_after, id LIMIT $6",
+        )
+        .bind(f.entry_id.clone().unwrap_or_default())
+        .bind(f.owner.clone().unwrap_or_default())
+        .bind(f.node_id.clone().unwrap_or_default())
+        .bind(f.expiring_before.unwrap_or(-1))
+        .bind(f.live_at.unwrap_or(-1))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Credential {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    entry_id: r.try_get("entry_id")?,
+                    spiffe_id: r.try_get("spiffe_id")?,
+                    node_id: r.try_get("node_id")?,
+                    class: r.try_get("class")?,
+                    owner: r.try_get("owner")?,
+                    policy_version: r.try_get("policy_version")?,
+                    evidence_digest: r.try_get("evidence_digest")?,
+                    issued_at: r.try_get("issued_at")?,
+                    not_before: r.try_get("not_before")?,
+                    not_after: r.try_get("not_after")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    audit_seq: r.try_get("audit_seq")?,
+                })
+            })
+            .collect()
     }
 
     /// Checks the whole chain, page by page, and names the first broken record:

@@ -10,6 +10,8 @@ mod governance;
 mod migrate;
 mod store;
 
-pub use audit::{AuditBreak, AuditEvent, AuditRecord, AuditVerification, GENESIS, record_hash};
+pub use audit::{
+    AuditBreak, AuditEvent, AuditRecord, AuditVerification, Credential, CredentialFilter, GENESIS, record_hash,
+};
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
 pub use store::{AdminToken, AuthorityRow, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret};

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_policy.sql")),
     (3, include_str!("../migrations/0003_owners.sql")),
     (4, include_str!("../migrations/0004_audit.sql")),
+    (5, include_str!("../migrations/0005_inventory.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

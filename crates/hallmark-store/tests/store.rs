@@ -273,6 +273,7 @@ fn event(i: i64) -> hallmark_store::AuditEvent {
         outcome: "ok".into(),
         policy_version: 1,
         details: serde_json::json!({"serial": format!("{i:x}"), "evidence": "abc"}),
+        credential: None,
     }
 }
 
@@ -327,4 +328,43 @@ async fn audit_chain_with_several_writers_on_postgres() {
     }
     let v = Store::open(&url).await.unwrap().verify_audit().await.unwrap();
     assert_eq!((v.records, v.broken), (200, None));
+}
+
+#[tokio::test]
+async fn inventory_is_written_with_the_audit_record() {
+    for (name, s) in stores().await {
+        let mk = |id: &str, owner: &str, not_after: i64| {
+            let mut e = event(1);
+            e.credential = Some(hallmark_store::Credential {
+                id: id.into(),
+                kind: "x509".into(),
+                entry_id: format!("entry-{owner}"),
+                spiffe_id: "spiffe://example.org/w".into(),
+                node_id: "spiffe://example.org/hallmark/agent/a".into(),
+                class: "machine".into(),
+                owner: owner.into(),
+                policy_version: 1,
+                evidence_digest: "d".into(),
+                issued_at: 100,
+                not_before: 90,
+                not_after,
+                revoked_at: None,
+                audit_seq: 0,
+            });
+            e
+        };
+        let seqs = s.append_audit(&[mk("s1", "a", 1000), mk("s2", "b", 2000), mk("s3", "a", 3000)]).await.unwrap();
+        let all = s.credentials(&Default::default(), 100).await.unwrap();
+        assert_eq!(all.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["s1", "s2", "s3"], "{name}");
+        assert_eq!(all[0].audit_seq, seqs[0]);
+        let f = hallmark_store::CredentialFilter { owner: Some("a".into()), ..Default::default() };
+        assert_eq!(s.credentials(&f, 100).await.unwrap().len(), 2);
+        let f = hallmark_store::CredentialFilter { live_at: Some(1500), ..Default::default() };
+        assert_eq!(s.credentials(&f, 100).await.unwrap().len(), 2);
+        let f = hallmark_store::CredentialFilter { expiring_before: Some(2000), ..Default::default() };
+        assert_eq!(s.credentials(&f, 100).await.unwrap().len(), 2);
+        // A duplicate serial fails the whole batch: neither record nor row is half-written.
+        assert!(s.append_audit(&[event(9), mk("s1", "a", 1)]).await.is_err());
+        assert_eq!(s.verify_audit().await.unwrap().records, 3, "{name}");
+    }
 }

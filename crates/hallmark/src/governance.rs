@@ -88,6 +88,70 @@ pub enum ExceptionCmd {
     },
 }
 
+/// `hallmark credential ...`
+#[derive(Subcommand)]
+pub enum CredentialCmd {
+    /// List issued credentials (X.509 serials and JWT jtis), soonest expiry first.
+    List {
+        /// Only this entry.
+        #[arg(long)]
+        entry: Option<String>,
+        /// Only this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only issued through this agent (SPIFFE ID).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only those expiring within this duration (e.g. 24h).
+        #[arg(long)]
+        expiring_within: Option<String>,
+        /// Only unexpired, unrevoked credentials.
+        #[arg(long)]
+        live: bool,
+    },
+}
+
+/// `hallmark credential ...`
+pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
+    let CredentialCmd::List { entry, owner, node, expiring_within, live } = cmd;
+    let mut q = Vec::new();
+    for (k, v) in [("entry", entry), ("owner", owner), ("node", node)] {
+        if let Some(v) = v {
+            q.push(format!("{k}={}", encode(&v)));
+        }
+    }
+    if let Some(w) = expiring_within {
+        let d = parse_duration(&w).map_err(|e| anyhow::anyhow!("--expiring-within: {e}"))?;
+        q.push(format!("expiring_within={}", d.as_secs()));
+    }
+    if live {
+        q.push("live=true".into());
+    }
+    let path = if q.is_empty() { "/v1/credentials".to_owned() } else { format!("/v1/credentials?{}", q.join("&")) };
+    let v = client(conn)?.json(Method::GET, &path, None).await?;
+    print(conn, &v, |v| {
+        let now = now_unix();
+        for c in v["credentials"].as_array().into_iter().flatten() {
+            let na = c["not_after"].as_i64().unwrap_or(0);
+            let state = if !c["revoked_at"].is_null() {
+                "revoked"
+            } else if na <= now {
+                "expired"
+            } else {
+                "live"
+            };
+            println!(
+                "{}\t{}\t{}\t{}\t{}\tnot_after={na}\t{state}",
+                c["kind"].as_str().unwrap_or(""),
+                c["id"].as_str().unwrap_or(""),
+                c["spiffe_id"].as_str().unwrap_or(""),
+                c["owner"].as_str().unwrap_or(""),
+                c["node_id"].as_str().unwrap_or(""),
+            );
+        }
+    })
+}
+
 /// `hallmark audit ...`
 #[derive(Subcommand)]
 pub enum AuditCmd {

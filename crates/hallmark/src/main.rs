@@ -101,6 +101,13 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The inventory of every credential issued.
+    Credential {
+        #[command(subcommand)]
+        cmd: governance::CredentialCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Verify and export the tamper-evident audit chain.
     Audit {
         #[command(subcommand)]
@@ -173,6 +180,7 @@ fn main() -> ExitCode {
             Command::Admin { cmd, conn } => governance::admin(cmd, &conn).await,
             Command::Owner { cmd, conn } => governance::owner(cmd, &conn).await,
             Command::Audit { cmd, conn } => governance::audit(cmd, &conn).await,
+            Command::Credential { cmd, conn } => governance::credential(cmd, &conn).await,
         }
     });
     match result {

@@ -295,6 +295,21 @@ async fn every_issuance_and_change_is_in_the_audit_chain() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+    // The inventory holds both credentials, with owner, node and evidence.
+    let inv = up.cli_json(&["credential", "list", "--entry", e["id"].as_str().unwrap()]);
+    let list = inv["credentials"].as_array().unwrap();
+    let x = list.iter().find(|c| c["kind"] == "x509").expect("X.509 serial in the inventory");
+    assert_eq!(x["id"], serial.as_str());
+    assert_eq!((x["owner"].as_str(), x["class"].as_str()), (Some("team-test"), Some("machine")));
+    assert_eq!(x["evidence_digest"], issued["details"]["evidence_digest"]);
+    assert!(list.iter().any(|c| c["kind"] == "jwt" && c["id"] == claims["jti"]));
+    let live = up.cli_json(&["credential", "list", "--live", "--owner", "team-test"]);
+    assert!(live["credentials"].as_array().unwrap().len() >= 2);
+    let soon = up.cli_json(&["credential", "list", "--expiring-within", "10m"]);
+    assert!(
+        soon["credentials"].as_array().unwrap().iter().all(|c| c["kind"] == "jwt"),
+        "only the 5m JWT expires within 10m"
+    );
     let verify = up.cli_json(&["audit", "verify"]);
     assert!(verify["broken"].is_null(), "{verify}");
     assert!(verify["records"].as_i64().unwrap() >= 5);
