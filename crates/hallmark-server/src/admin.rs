@@ -98,6 +98,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/join-tokens", post(create_join_token))
         .route("/v1/admin-tokens", post(create_admin_token))
         .route("/v1/credentials", get(list_credentials))
+        .route("/v1/reports/{kind}", get(report))
         .route("/v1/audit", get(export_audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/owners", post(create_owner).get(list_owners))
@@ -194,6 +195,59 @@ async fn list_entries(
 /// Records an admin action in the audit chain (the action has taken effect).
 async fn audit(s: &ServerState, who: &Admin, action: &str, subject: &str, details: serde_json::Value) {
     s.audit.record_or_log(s.audit_event(&who.0.name, action, subject, "ok", details)).await;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    /// Seconds; default one day.
+    #[serde(default)]
+    within: Option<i64>,
+    /// Seconds; default 30 days.
+    #[serde(default)]
+    unused_for: Option<i64>,
+}
+
+async fn report(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(kind): Path<String>,
+    q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    if who.owner_scope().is_some() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "reports cover every owner; they need trust-admin, operator or auditor".into(),
+        ));
+    }
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    if !crate::reports::KINDS.contains(&kind.as_str()) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown report `{kind}` ({})", crate::reports::KINDS.join(", ")),
+        ));
+    }
+    let within = q.within.unwrap_or(86_400);
+    let unused_for = q.unused_for.unwrap_or(30 * 86_400);
+    if within < 0 || unused_for < 0 {
+        return Err(ApiError::bad("within and unused_for must not be negative"));
+    }
+    let params = crate::reports::ReportParams { within, unused_for };
+    let findings =
+        s.report(&kind, params).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut body = json!({ "kind": kind, "generated_at": now_unix(), "findings": findings });
+    if kind == "compliance" {
+        let items: Vec<serde_json::Value> = crate::reports::NHI
+            .iter()
+            .map(|(id, title)| {
+                let n = findings.iter().filter(|f| f.nhi == *id).count();
+                json!({ "id": id, "title": title, "findings": n })
+            })
+            .collect();
+        body["nhi"] = json!(items);
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]

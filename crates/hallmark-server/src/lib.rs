@@ -13,6 +13,7 @@ pub mod authority;
 pub mod config;
 pub mod issuance;
 pub mod node_api;
+pub mod reports;
 pub mod tls_listener;
 
 use std::net::SocketAddr;

@@ -101,6 +101,13 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Governance reports: expiring, orphans, exceptions, drift, rotation, compliance.
+    Report {
+        #[command(flatten)]
+        args: governance::ReportArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// The inventory of every credential issued.
     Credential {
         #[command(subcommand)]
@@ -181,6 +188,7 @@ fn main() -> ExitCode {
             Command::Owner { cmd, conn } => governance::owner(cmd, &conn).await,
             Command::Audit { cmd, conn } => governance::audit(cmd, &conn).await,
             Command::Credential { cmd, conn } => governance::credential(cmd, &conn).await,
+            Command::Report { args, conn } => governance::report(args, &conn).await,
         }
     });
     match result {

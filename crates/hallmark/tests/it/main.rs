@@ -8,5 +8,6 @@
 mod cli;
 mod harness;
 mod policy;
+mod reports;
 mod separate;
 mod up;
