@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Optional `iss` claim for JWT-SVIDs.
     #[serde(default)]
     pub jwt_issuer: Option<String>,
+    /// How long inventory rows of expired credentials are kept (default 30d).
+    #[serde(default)]
+    pub inventory_retention: Option<String>,
     /// Lifecycle classes: `[classes.machine]`, `[classes.agent]`, `[classes.human]`.
     #[serde(default)]
     pub classes: ClassesConfig,
@@ -143,6 +146,8 @@ pub struct ServerSettings {
     pub jwt_issuer: Option<String>,
     /// Lifecycle class rules.
     pub classes: Classes,
+    /// Inventory retention after expiry.
+    pub inventory_retention: Ttl,
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -200,6 +205,7 @@ impl ServerConfig {
             join_token_ttl: ttl("join_token_ttl", &self.join_token_ttl)?,
             jwt_issuer: self.jwt_issuer.clone(),
             classes: self.classes.validate()?,
+            inventory_retention: ttl("inventory_retention", self.inventory_retention.as_deref().unwrap_or("30d"))?,
         };
         if settings.ca_ttl.secs() < 120 {
             return Err(ConfigError::Value { key: "ca.ttl", msg: "must be at least 2m".into() });

@@ -383,10 +383,34 @@ async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerError> {
     }
 }
 
-/// Rotates authorities, refreshes the shared bundle, renews the server certificate.
+/// Prunes inventory rows of credentials expired longer than the retention,
+/// recording each pruning in the audit chain.
+async fn prune_inventory(state: &ServerState) {
+    let before = now_unix() - i64::try_from(state.settings.inventory_retention.secs()).unwrap_or(i64::MAX / 2);
+    match state.store.prune_credentials(before).await {
+        Ok(0) => {}
+        Ok(n) => {
+            tracing::info!(pruned = n, "pruned inventory rows of long-expired credentials");
+            let details = serde_json::json!({ "rows": n, "expired_before": before });
+            state
+                .audit
+                .record_or_log(state.audit_event("hallmark", "inventory_prune", "credentials", "ok", details))
+                .await;
+        }
+        Err(e) => tracing::warn!(error = %e, "inventory pruning failed"),
+    }
+}
+
+/// Rotates authorities, refreshes the shared bundle, renews the server
+/// certificate, and prunes the inventory (hourly).
 async fn maintenance(state: Arc<ServerState>) -> Result<(), ServerError> {
+    let mut ticks: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
+        if ticks % 720 == 0 {
+            prune_inventory(&state).await;
+        }
+        ticks += 1;
         if let Err(e) = state.authorities.rotate_if_due().await {
             tracing::error!(error = %e, "authority rotation failed");
         }

@@ -288,6 +288,14 @@ impl Store {
             .collect()
     }
 
+    /// Deletes inventory rows of credentials that expired before `before`;
+    /// returns how many. The audit records of their issuance stay, so the
+    /// chain is untouched and still verifies.
+    pub async fn prune_credentials(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM credentials WHERE not_after < $1").bind(before).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
     /// Checks the whole chain, page by page, and names the first broken record:
     /// a missing position (deleted record), a hash that does not match the
     /// record (edited record), or a `prev_hash` that does not match its

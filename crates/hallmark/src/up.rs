@@ -50,6 +50,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         join_token_ttl: ttl("10m")?,
         jwt_issuer: None,
         classes: hallmark_policy::Classes::default(),
+        inventory_retention: ttl("30d")?,
     };
     let server = hallmark_server::start(settings).await?;
     let state = server.state.clone();
