@@ -407,7 +407,7 @@ async fn maintenance(state: Arc<ServerState>) -> Result<(), ServerError> {
     let mut ticks: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        if ticks % 720 == 0 {
+        if ticks.is_multiple_of(720) {
             prune_inventory(&state).await;
         }
         ticks += 1;
