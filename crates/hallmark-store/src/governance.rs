@@ -216,10 +216,7 @@ impl Store {
     /// agent; returns how many moved.
     pub async fn transfer_entries(&self, from: &str, to: &str) -> Result<u64, StoreError> {
         let now = now_unix();
-        let mut tx = self.pool.begin().await?;
-        if self.backend() == crate::Backend::Postgres {
-            sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-        }
+        let mut tx = self.begin_entry_tx().await?;
         let rows = sqlx::query("SELECT id, parent_id FROM entries WHERE owner = $1")
             .bind(from.to_owned())
             .fetch_all(&mut *tx)
@@ -231,12 +228,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         for r in &rows {
-            sqlx::query("INSERT INTO entry_events (entry_id, parent_id, at) VALUES ($1, $2, $3)")
-                .bind(r.try_get::<String, _>("id")?)
-                .bind(r.try_get::<String, _>("parent_id")?)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let (id, parent): (String, String) = (r.try_get("id")?, r.try_get("parent_id")?);
+            Self::log_change(&mut tx, &id, &parent, now).await?;
         }
         tx.commit().await?;
         Ok(rows.len() as u64)

@@ -266,7 +266,7 @@ impl Store {
     /// Starts a transaction that appends to the entry change log. On PostgreSQL
     /// the log table is locked so that sequence numbers become visible in commit
     /// order, and a reader polling `seq > last` never skips a change.
-    async fn begin_entry_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    pub(crate) async fn begin_entry_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         let mut tx = self.pool.begin().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
@@ -274,7 +274,7 @@ impl Store {
         Ok(tx)
     }
 
-    async fn log_change(
+    pub(crate) async fn log_change(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         entry_id: &str,
         parent_id: &str,
