@@ -54,6 +54,20 @@ impl Auditor {
         Self { tx }
     }
 
+    /// An appender that acknowledges without writing: the baseline the
+    /// issuance benchmark compares recording against. Compiled only with the
+    /// `bench-baseline` feature.
+    #[cfg(feature = "bench-baseline")]
+    pub fn discarding() -> Self {
+        let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
+        tokio::spawn(async move {
+            while let Some((_, ack)) = rx.recv().await {
+                let _ = ack.send(Ok(0));
+            }
+        });
+        Self { tx }
+    }
+
     /// Records `e` and waits until it is committed; returns its position.
     pub async fn record(&self, e: AuditEvent) -> Result<i64, ServerError> {
         let (ack, done) = oneshot::channel();

@@ -124,6 +124,16 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))
 }
 
+#[cfg(feature = "bench-baseline")]
+fn new_auditor(store: &Store, record: bool) -> audit::Auditor {
+    if record { audit::Auditor::start(store.clone()) } else { audit::Auditor::discarding() }
+}
+
+#[cfg(not(feature = "bench-baseline"))]
+fn new_auditor(store: &Store, _record: bool) -> audit::Auditor {
+    audit::Auditor::start(store.clone())
+}
+
 /// Loads the policy in force from the store, storing the default policy as
 /// version 1 on first start.
 async fn load_policy(store: &Store) -> Result<PolicyEngine, ServerError> {
@@ -256,6 +266,17 @@ impl ServerState {
 /// Starts the server: opens the store, loads the authorities, and serves the
 /// agent API (mTLS gRPC) and the admin API (HTTP).
 pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerError> {
+    start_inner(settings, true).await
+}
+
+/// Starts a server that does not record audit or inventory: the issuance
+/// benchmark's baseline. Compiled only with the `bench-baseline` feature.
+#[cfg(feature = "bench-baseline")]
+pub async fn start_without_recording(settings: ServerSettings) -> Result<RunningServer, ServerError> {
+    start_inner(settings, false).await
+}
+
+async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningServer, ServerError> {
     ensure_private_dir(&settings.data_dir)?;
     let store = Store::open(&settings.datastore).await?;
     let authorities = Authorities::load_or_create(&settings, store.clone()).await?;
@@ -269,7 +290,7 @@ pub async fn start(settings: ServerSettings) -> Result<RunningServer, ServerErro
         changes,
         change_notify: Notify::new(),
         policy: RwLock::new(Arc::new(policy)),
-        audit: audit::Auditor::start(store.clone()),
+        audit: new_auditor(&store, record),
         default_parent: RwLock::new(None),
         server_cert: RwLock::new(None),
     });
