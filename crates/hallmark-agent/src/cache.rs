@@ -9,6 +9,10 @@
 //! Every change bumps a version that open Workload API streams wait on; every
 //! read filters out anything expired, so an expired SVID is never served even
 //! if renewal has stalled.
+//!
+//! Revocations pushed by the server drop what they name at once (and keep it
+//! from coming back); a tainted authority makes what it signed due for
+//! re-issue now; a revoked authority makes what it signed disappear.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -30,6 +34,10 @@ pub type SvidKey = (String, String);
 pub struct HeldSvid {
     /// The entry's revision when issued; a newer revision means re-issue.
     pub revision: u64,
+    /// Serial number (hex), as revocations name it.
+    pub serial: String,
+    /// The authority that signed it.
+    pub authority_id: String,
     /// DER chain, leaf first.
     pub chain: Vec<Vec<u8>>,
     /// The private key, PKCS#8 DER, generated here and never sent anywhere but to the workload.
@@ -45,6 +53,7 @@ pub struct HeldSvid {
 impl std::fmt::Debug for HeldSvid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeldSvid")
+            .field("serial", &self.serial)
             .field("not_after", &self.not_after)
             .field("key", &"<redacted>")
             .finish_non_exhaustive()
@@ -56,6 +65,10 @@ impl std::fmt::Debug for HeldSvid {
 pub struct HeldJwt {
     /// The token.
     pub token: String,
+    /// Its `jti`, as revocations name it.
+    pub jti: String,
+    /// The key that signed it.
+    pub kid: String,
     /// `exp`.
     pub expires_at: i64,
     /// Re-mint after this.
@@ -92,6 +105,8 @@ struct Inner {
     interests: HashMap<String, Interest>,
     /// Denied keys and when to ask again.
     denied: HashMap<SvidKey, i64>,
+    /// Revoked serials and jtis, until they would have expired anyway.
+    revoked: HashMap<String, i64>,
 }
 
 impl Inner {
@@ -192,12 +207,62 @@ impl Cache {
         });
     }
 
-    /// Sets the bundle.
-    pub fn set_bundle(&self, b: Bundle) {
+    /// Sets the bundle. SVIDs and JWTs signed by a revoked authority are
+    /// dropped; those signed by a tainted one become due for re-issue now.
+    pub fn set_bundle(&self, b: Bundle, now: i64) {
         self.write(|i| {
             let changed = i.bundle.as_deref() != Some(&b);
+            let revoked: HashSet<&String> = b.status.revoked.iter().collect();
+            let tainted: HashSet<&String> = b.status.tainted.iter().collect();
+            i.svids.retain(|_, s| !revoked.contains(&s.authority_id));
+            i.jwts.retain(|_, j| !revoked.contains(&j.kid) && !tainted.contains(&j.kid));
+            for s in i.svids.values_mut().filter(|s| tainted.contains(&s.authority_id)) {
+                s.rotate_at = s.rotate_at.min(now);
+            }
             i.bundle = Some(Arc::new(b));
             ((), changed)
+        });
+    }
+
+    /// Applies revocations (`(serial or jti, not_after)`): what they name is
+    /// dropped at once and refused if it arrives later. Returns how many held
+    /// SVIDs and JWTs were dropped.
+    pub fn revoke(&self, ids: &[(String, i64)], now: i64) -> usize {
+        self.write(|i| {
+            for (id, not_after) in ids.iter().filter(|(_, na)| *na > now) {
+                i.revoked.insert(id.clone(), *not_after);
+            }
+            let before = i.svids.len() + i.jwts.len();
+            let revoked = &i.revoked;
+            i.svids.retain(|_, s| !revoked.contains_key(&s.serial));
+            i.jwts.retain(|_, j| !revoked.contains_key(&j.jti));
+            let dropped = before - i.svids.len() - i.jwts.len();
+            (dropped, dropped > 0)
+        })
+    }
+
+    /// Replaces the revoked set (a sync snapshot), applying it.
+    pub fn replace_revoked(&self, ids: &[(String, i64)], now: i64) -> usize {
+        self.write(|i| {
+            i.revoked.clear();
+            ((), false)
+        });
+        self.revoke(ids, now)
+    }
+
+    /// Whether a serial or jti has been revoked.
+    pub fn is_revoked(&self, id: &str) -> bool {
+        self.read(|i| i.revoked.contains_key(id))
+    }
+
+    /// Drops everything held and every entry: the agent's node was banned.
+    pub fn clear(&self) {
+        self.write(|i| {
+            i.entries.clear();
+            i.svids.clear();
+            i.jwts.clear();
+            i.denied.clear();
+            ((), true)
         });
     }
 
@@ -294,10 +359,11 @@ impl Cache {
         })
     }
 
-    /// Stores a freshly issued SVID if its entry still exists.
+    /// Stores a freshly issued SVID if its entry still exists and it has not
+    /// been revoked meanwhile.
     pub fn put_svid(&self, key: SvidKey, s: HeldSvid) {
         self.write(|i| {
-            if !i.entries.contains_key(&key.0) {
+            if !i.entries.contains_key(&key.0) || i.revoked.contains_key(&s.serial) {
                 return ((), false);
             }
             i.denied.remove(&key);
@@ -322,6 +388,7 @@ impl Cache {
             let before = i.svids.len();
             i.svids.retain(|_, s| s.not_after > now);
             i.jwts.retain(|_, j| j.expires_at > now);
+            i.revoked.retain(|_, not_after| *not_after > now);
             i.interests.retain(|_, x| x.streams > 0 || now - x.last_seen <= INTEREST_KEEP_SECS);
             let live: HashSet<&String> = i.interests.keys().collect();
             let stale: Vec<SvidKey> = i.denied.keys().filter(|(_, d)| !live.contains(d)).cloned().collect();
@@ -371,7 +438,7 @@ impl Cache {
     /// Keeps a JWT for reuse until its refresh point.
     pub fn put_jwt(&self, entry_id: &str, digest: &str, aud: &[String], j: HeldJwt) {
         self.write(|i| {
-            if i.entries.contains_key(entry_id) && i.jwts.len() < 100_000 {
+            if i.entries.contains_key(entry_id) && i.jwts.len() < 100_000 && !i.revoked.contains_key(&j.jti) {
                 i.jwts.insert((entry_id.to_owned(), digest.to_owned(), aud.to_vec()), j);
             }
             ((), false)

@@ -30,6 +30,9 @@ pub struct AgentConfig {
     /// Trust any server certificate on first contact (the received bundle is pinned after).
     #[serde(default)]
     pub insecure_bootstrap: bool,
+    /// `host:port` for `/live`, `/ready` and `/metrics` (HTTP); off when absent.
+    #[serde(default)]
+    pub health_listen: Option<String>,
 }
 
 /// Validated agent settings.
@@ -47,6 +50,8 @@ pub struct AgentSettings {
     pub join_token: Option<String>,
     /// How to trust the server the first time.
     pub bootstrap: Bootstrap,
+    /// Where to serve `/live`, `/ready` and `/metrics`.
+    pub health_listen: Option<String>,
 }
 
 /// How an agent with no stored bundle trusts the server on first contact.
@@ -72,6 +77,9 @@ impl AgentConfig {
         if let Some(v) = env.get("HALLMARK_SERVER_ADDRESS") {
             c.server_address = v.clone();
         }
+        if let Some(v) = env.get("HALLMARK_HEALTH_LISTEN") {
+            c.health_listen = Some(v.clone());
+        }
         Ok(c)
     }
 
@@ -79,6 +87,11 @@ impl AgentConfig {
     pub fn validate(&self) -> Result<AgentSettings, ConfigError> {
         let trust_domain = TrustDomain::new(&self.trust_domain)
             .map_err(|e| ConfigError::Value { key: "trust_domain", msg: e.to_string() })?;
+        if let Some(h) = &self.health_listen
+            && h.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::Value { key: "health_listen", msg: format!("`{h}` is not ip:port") });
+        }
         if !self.server_address.contains(':') {
             return Err(ConfigError::Value {
                 key: "server_address",
@@ -103,6 +116,7 @@ impl AgentConfig {
             data_dir: self.data_dir.clone(),
             join_token: self.join_token.clone(),
             bootstrap,
+            health_listen: self.health_listen.clone(),
         })
     }
 }

@@ -6,10 +6,12 @@
 //! - [`cache`]: entries, bundle and SVIDs; never serves an expired SVID.
 //! - [`workload_api`]: the Workload API.
 //! - [`server_conn`]: mTLS to the server.
+//! - [`health`]: connected or degraded; `/live`, `/ready`, `/metrics`.
 
 pub mod attest;
 pub mod cache;
 pub mod config;
+pub mod health;
 pub mod server_conn;
 pub mod workload_api;
 
@@ -66,10 +68,13 @@ pub struct AgentIdentity {
     pub not_before: i64,
     /// Unix seconds.
     pub not_after: i64,
+    /// The authority that signed it (empty when not known, e.g. after a restart).
+    pub authority_id: String,
 }
 
 const IDENTITY_KEY: &str = "agent.key.der";
 const IDENTITY_CHAIN: &str = "agent.chain.pem";
+const IDENTITY_AUTHORITY: &str = "agent.authority";
 const BUNDLE_FILE: &str = "bundle.json";
 
 fn io_err(p: &Path, e: impl std::fmt::Display) -> AgentError {
@@ -77,17 +82,19 @@ fn io_err(p: &Path, e: impl std::fmt::Display) -> AgentError {
 }
 
 impl AgentIdentity {
-    fn from_chain(chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<Self, AgentError> {
+    fn from_chain(chain: Vec<Vec<u8>>, key: Vec<u8>, authority_id: String) -> Result<Self, AgentError> {
         let leaf = chain.first().ok_or_else(|| AgentError::Attestation("empty agent SVID chain".into()))?;
         let info = svid::parse_leaf(leaf).map_err(|e| AgentError::Attestation(e.to_string()))?;
-        Ok(Self { id: info.spiffe_id, not_before: info.not_before, not_after: info.not_after, chain, key })
+        Ok(Self { id: info.spiffe_id, not_before: info.not_before, not_after: info.not_after, chain, key, authority_id })
     }
 
     /// Writes the identity to `dir` (key 0600).
     pub fn save(&self, dir: &Path) -> Result<(), AgentError> {
         write_secret_file(&dir.join(IDENTITY_KEY), &self.key).map_err(|e| AgentError::Io(e.to_string()))?;
         let p = dir.join(IDENTITY_CHAIN);
-        std::fs::write(&p, svid::to_pem(&self.chain)).map_err(|e| io_err(&p, e))
+        std::fs::write(&p, svid::to_pem(&self.chain)).map_err(|e| io_err(&p, e))?;
+        let p = dir.join(IDENTITY_AUTHORITY);
+        std::fs::write(&p, &self.authority_id).map_err(|e| io_err(&p, e))
     }
 
     /// Reads a stored identity, if any.
@@ -99,7 +106,9 @@ impl AgentIdentity {
         let key = read_secret_file(&kp).map_err(|e| AgentError::Io(e.to_string()))?;
         let chain = std::fs::read_to_string(&cp).map_err(|e| io_err(&cp, e))?;
         let chain = svid::pem_certs(&chain).map_err(|e| io_err(&cp, e))?;
-        Self::from_chain(chain, key).map(Some)
+        // Which authority signed it: known from the server; absent in older data directories.
+        let authority = std::fs::read_to_string(dir.join(IDENTITY_AUTHORITY)).unwrap_or_default();
+        Self::from_chain(chain, key, authority.trim().to_owned()).map(Some)
     }
 }
 
@@ -110,7 +119,8 @@ pub fn save_bundle(dir: &Path, b: &Bundle) -> Result<(), AgentError> {
     std::fs::write(&p, doc.to_string()).map_err(|e| io_err(&p, e))
 }
 
-fn bundle_from_proto(td: &hallmark_core::TrustDomain, b: &pb::Bundle) -> Bundle {
+/// A bundle as received from the server.
+pub fn bundle_from_proto(td: &hallmark_core::TrustDomain, b: &pb::Bundle) -> Bundle {
     let jwt_authorities = serde_json::from_str::<serde_json::Value>(&b.jwks)
         .ok()
         .and_then(|v| v.get("keys").and_then(|k| k.as_array()).cloned())
@@ -124,7 +134,16 @@ fn bundle_from_proto(td: &hallmark_core::TrustDomain, b: &pb::Bundle) -> Bundle 
         jwt_authorities,
         sequence: b.sequence,
         refresh_hint: hallmark_ca::bundle::DEFAULT_REFRESH_HINT,
+        status: hallmark_ca::AuthorityStatus {
+            crls: b.crls.clone(),
+            tainted: b.tainted.clone(),
+            revoked: b.revoked_authorities.clone(),
+        },
     }
+}
+
+fn revoked_ids(items: &[pb::Revoked]) -> Vec<(String, i64)> {
+    items.iter().map(|r| (r.id.clone(), r.not_after)).collect()
 }
 
 fn entry_from_proto(e: pb::Entry) -> Option<Entry> {
@@ -142,6 +161,7 @@ fn entry_from_proto(e: pb::Entry) -> Option<Entry> {
         revision: e.revision,
         created_at: 0,
         updated_at: 0,
+        revoked_at: None,
         id: e.id,
     })
 }
@@ -154,9 +174,13 @@ pub struct AgentInner {
     pub cache: Cache,
     /// The workload attestor.
     pub attestor: UnixAttestor,
+    /// Connected or degraded.
+    pub health: health::Health,
     anchors: SharedAnchors,
     identity: RwLock<AgentIdentity>,
     client: RwLock<NodeClient<Channel>>,
+    /// Where `/live`, `/ready`, `/metrics` are served, once bound.
+    pub health_addr: RwLock<Option<std::net::SocketAddr>>,
 }
 
 fn server_id(s: &AgentSettings) -> Result<SpiffeId, AgentError> {
@@ -186,6 +210,14 @@ impl AgentInner {
         }
     }
 
+    /// Expiry of the agent's own SVID.
+    pub fn identity_not_after(&self) -> i64 {
+        match self.identity.read() {
+            Ok(i) => i.not_after,
+            Err(p) => p.into_inner().not_after,
+        }
+    }
+
     fn set_bundle(&self, b: Bundle) {
         if let Ok(mut a) = self.anchors.write() {
             *a = b.x509_authorities.clone();
@@ -193,27 +225,41 @@ impl AgentInner {
         if let Err(e) = save_bundle(&self.settings.data_dir, &b) {
             tracing::warn!(error = %e, "cannot persist bundle");
         }
-        self.cache.set_bundle(b);
+        self.cache.set_bundle(b, now_unix());
     }
 
-    /// Mints a JWT-SVID through the server for a workload that showed
-    /// `evidence`; returns (token, expiry, refresh point).
+    /// Replaces the server connection with one that presents `identity`.
+    fn use_identity(&self, identity: AgentIdentity) -> Result<(), AgentError> {
+        let trust = Trust::Mtls {
+            anchors: self.anchors.clone(),
+            server_id: server_id(&self.settings)?,
+            chain: identity.chain.clone(),
+            key: identity.key.clone(),
+        };
+        let client = server_conn::channel(&self.settings.server_address, trust)?;
+        if let Ok(mut c) = self.client.write() {
+            *c = client;
+        }
+        if let Ok(mut i) = self.identity.write() {
+            *i = identity;
+        }
+        Ok(())
+    }
+
+    /// Mints a JWT-SVID through the server for a workload that showed `evidence`.
     pub async fn mint_jwt(
         &self,
         entry_id: &str,
         audience: &[String],
         evidence: &hallmark_core::SelectorSet,
-    ) -> Result<(String, i64, i64), Status> {
+    ) -> Result<pb::MintJwtSvidResponse, Status> {
         let req = pb::MintJwtSvidRequest {
             entry_id: entry_id.to_owned(),
             audience: audience.to_vec(),
             evidence: evidence.iter().map(ToString::to_string).collect(),
         };
         match self.client().mint_jwt_svid(req).await {
-            Ok(r) => {
-                let r = r.into_inner();
-                Ok((r.token, r.expires_at, r.refresh_at))
-            }
+            Ok(r) => Ok(r.into_inner()),
             Err(s) if s.code() == Code::PermissionDenied || s.code() == Code::NotFound => {
                 tracing::info!(entry = entry_id, reason = %s.message(), "JWT-SVID denied");
                 Err(Status::permission_denied("no identity issued"))
@@ -230,10 +276,19 @@ impl AgentInner {
     fn apply(&self, ev: sync_event::Event) {
         match ev {
             sync_event::Event::Snapshot(s) => {
+                let dropped = self.cache.replace_revoked(&revoked_ids(&s.revoked), now_unix());
+                self.health.add_revoked(dropped);
                 if let Some(b) = &s.bundle {
                     self.set_bundle(bundle_from_proto(&self.settings.trust_domain, b));
                 }
                 self.cache.replace_entries(s.entries.into_iter().filter_map(entry_from_proto).collect());
+            }
+            sync_event::Event::Revoked(r) => {
+                let dropped = self.cache.revoke(&revoked_ids(&r.items), now_unix());
+                self.health.add_revoked(dropped);
+                if dropped > 0 {
+                    tracing::warn!(dropped, "revoked credentials withdrawn; replacements requested where still entitled");
+                }
             }
             sync_event::Event::Upsert(e) => {
                 if let Some(e) = entry_from_proto(e) {
@@ -300,7 +355,7 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
         .await
         .map_err(|s| AgentError::Attestation(s.message().to_owned()))?
         .into_inner();
-    let identity = AgentIdentity::from_chain(reply.cert_chain, kc.key_pkcs8)?;
+    let identity = AgentIdentity::from_chain(reply.cert_chain, kc.key_pkcs8, reply.authority_id)?;
     let bundle = reply
         .bundle
         .map(|b| bundle_from_proto(&settings.trust_domain, &b))
@@ -342,14 +397,16 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         },
     )?;
     let cache = Cache::default();
-    cache.set_bundle(bundle);
+    cache.set_bundle(bundle, now);
     let inner = Arc::new(AgentInner {
         settings,
         cache,
         attestor: UnixAttestor::new(),
+        health: health::Health::new(now),
         anchors,
         identity: RwLock::new(identity),
         client: RwLock::new(client),
+        health_addr: RwLock::new(None),
     });
 
     // The Workload API socket: reachable by every local user; attestation decides who gets what.
@@ -377,6 +434,15 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
             .await
             .map_err(|e| AgentError::Io(format!("workload API: {e}")))
     });
+    if let Some(addr) = &inner.settings.health_listen {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Io(format!("cannot listen on {addr} (health_listen): {e}")))?;
+        let local = l.local_addr().map_err(|e| AgentError::Io(e.to_string()))?;
+        tracing::info!(%local, "health endpoint: /live /ready /metrics");
+        *inner.health_addr.write().map_err(|_| AgentError::Io("lock poisoned".into()))? = Some(local);
+        tasks.spawn(health::serve(l, inner.clone()));
+    }
     tasks.spawn(sync_loop(inner.clone()));
     tasks.spawn(rotation_loop(inner.clone()));
     tasks.spawn(renewal_loop(inner.clone()));
@@ -384,7 +450,10 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
     Ok(RunningAgent { inner, socket_path, tasks })
 }
 
-/// Keeps a sync stream open; on any failure reconnects with backoff.
+/// Keeps a sync stream open; on any failure reconnects with backoff. While
+/// the stream is down the agent is degraded (see [`health`]). A ban ends the
+/// stream with PermissionDenied: everything is withdrawn at once and the agent
+/// keeps asking, in case the node is attested again.
 async fn sync_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -395,12 +464,14 @@ async fn sync_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
                     match stream.message().await {
                         Ok(Some(ev)) => {
                             backoff = Duration::from_millis(200);
+                            agent.health.set_connected(now_unix());
                             if let Some(e) = ev.event {
                                 agent.apply(e);
                             }
                         }
                         Ok(None) => break,
                         Err(s) => {
+                            refused(&agent, &s);
                             tracing::warn!(status = %s.message(), "entry sync stream ended");
                             break;
                         }
@@ -408,11 +479,22 @@ async fn sync_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
                 }
             }
             Err(s) => {
+                refused(&agent, &s);
                 tracing::warn!(code = ?s.code(), status = %s.message(), "cannot open entry sync")
             }
         }
+        agent.health.set_disconnected(now_unix());
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A PermissionDenied from the server means this node is banned (or unknown):
+/// fail closed and withdraw everything.
+fn refused(agent: &AgentInner, s: &Status) {
+    if s.code() == Code::PermissionDenied {
+        agent.health.set_banned();
+        agent.cache.clear();
     }
 }
 
@@ -431,8 +513,10 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let now = now_unix();
-        if agent.cache.expire(now) > 0 {
-            tracing::warn!("withdrew expired SVIDs that were not renewed");
+        let expired = agent.cache.expire(now);
+        if expired > 0 {
+            agent.health.add_expired(expired);
+            tracing::warn!(expired, "withdrew expired SVIDs that were not renewed");
         }
         let due: Vec<Due> =
             agent.cache.due(now).into_iter().filter(|d| retry_after.get(&d.key).is_none_or(|t| *t <= now)).collect();
@@ -491,6 +575,8 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
                     key,
                     HeldSvid {
                         revision,
+                        serial: info.serial,
+                        authority_id: r.authority_id,
                         chain: r.cert_chain,
                         key: private_key,
                         not_before: info.not_before,
@@ -504,15 +590,41 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
     }
 }
 
-/// Renews the agent's own SVID past half its life and reconnects with it.
+/// Renews the agent's own SVID past half its life, or at once when the
+/// authority that signed it is tainted, and reconnects with it. An agent SVID
+/// that expired (the server was unreachable all along) is never presented
+/// again: the agent attests afresh if it has a join token, and otherwise stays
+/// degraded, saying what it needs.
 async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
+    let mut expired_logged = false;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let id = agent.identity();
         let now = now_unix();
+        if id.not_after <= now {
+            if !expired_logged {
+                tracing::error!(agent = %id.id, "agent SVID expired without renewal; attesting again");
+                expired_logged = true;
+            }
+            match attest(&agent.settings).await {
+                Ok((new_id, bundle)) => {
+                    new_id.save(&agent.settings.data_dir)?;
+                    agent.set_bundle(bundle);
+                    tracing::info!(agent = %new_id.id, "node attested again");
+                    agent.use_identity(new_id)?;
+                    expired_logged = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot attest again; give the agent a new join token (`hallmark token create`)");
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+            continue;
+        }
+        let tainted = agent.cache.bundle().is_some_and(|b| b.status.tainted.contains(&id.authority_id));
         // Backdating makes not_before earlier than issuance; renewing at the
         // midpoint of the certificate's span is still well before expiry.
-        if now < id.not_before + (id.not_after - id.not_before) / 2 {
+        if now < id.not_before + (id.not_after - id.not_before) / 2 && !tainted {
             continue;
         }
         let kc = match new_key_and_csr(Some(&id.id)) {
@@ -525,7 +637,7 @@ async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
         match agent.client().renew_agent(pb::RenewAgentRequest { csr: kc.csr_der }).await {
             Ok(r) => {
                 let r = r.into_inner();
-                let new_id = match AgentIdentity::from_chain(r.cert_chain, kc.key_pkcs8) {
+                let new_id = match AgentIdentity::from_chain(r.cert_chain, kc.key_pkcs8, r.authority_id) {
                     Ok(i) => i,
                     Err(e) => {
                         tracing::error!(error = %e, "server returned an unusable agent SVID");
@@ -535,20 +647,8 @@ async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
                 if let Err(e) = new_id.save(&agent.settings.data_dir) {
                     tracing::error!(error = %e, "cannot persist renewed agent SVID");
                 }
-                let trust = Trust::Mtls {
-                    anchors: agent.anchors.clone(),
-                    server_id: server_id(&agent.settings)?,
-                    chain: new_id.chain.clone(),
-                    key: new_id.key.clone(),
-                };
-                let client = server_conn::channel(&agent.settings.server_address, trust)?;
-                if let Ok(mut c) = agent.client.write() {
-                    *c = client;
-                }
-                if let Ok(mut i) = agent.identity.write() {
-                    *i = new_id;
-                }
-                tracing::info!("renewed agent SVID");
+                agent.use_identity(new_id)?;
+                tracing::info!(tainted, "renewed agent SVID");
             }
             Err(s) => {
                 tracing::warn!(code = ?s.code(), status = %s.message(), "agent SVID renewal failed; will retry");

@@ -216,7 +216,9 @@ fn x509_message(
         }
         return Err(no_identity());
     }
-    let bundle = agent.cache.bundle().map(|b| b.x509_der()).unwrap_or_default();
+    let b = agent.cache.bundle();
+    let bundle = b.as_ref().map(|b| b.x509_der()).unwrap_or_default();
+    let crl = b.map(|b| b.status.crls.clone()).unwrap_or_default();
     Ok(Some(X509svidResponse {
         svids: svids
             .into_iter()
@@ -228,7 +230,7 @@ fn x509_message(
                 hint: s.hint,
             })
             .collect(),
-        crl: Vec::new(),
+        crl,
         federated_bundles: HashMap::new(),
     }))
 }
@@ -279,7 +281,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 return Ok(None);
             };
             let bundles = HashMap::from([(trust_domain_key(agent), b.x509_der())]);
-            Ok(Some(X509BundlesResponse { crl: Vec::new(), bundles }))
+            Ok(Some(X509BundlesResponse { crl: b.status.crls.clone(), bundles }))
         });
         Ok(Response::new(stream))
     }
@@ -312,11 +314,18 @@ impl SpiffeWorkloadApi for WorkloadApi {
             let token = match self.agent.cache.jwt(&e.id, &digest, &r.audience, now) {
                 Some(j) => j.token,
                 None => {
-                    let (token, expires_at, refresh_at) = self.agent.mint_jwt(&e.id, &r.audience, &selectors).await?;
-                    let refresh_at = if refresh_at > now { refresh_at } else { now + (expires_at - now) / 2 };
-                    let held = HeldJwt { token: token.clone(), expires_at, refresh_at };
+                    let m = self.agent.mint_jwt(&e.id, &r.audience, &selectors).await?;
+                    let refresh_at =
+                        if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
+                    let held = HeldJwt {
+                        token: m.token.clone(),
+                        jti: m.jti,
+                        kid: m.kid,
+                        expires_at: m.expires_at,
+                        refresh_at,
+                    };
                     self.agent.cache.put_jwt(&e.id, &digest, &r.audience, held);
-                    token
+                    m.token
                 }
             };
             svids.push(Jwtsvid {
@@ -366,6 +375,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
             now_unix(),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if claims.jti.as_deref().is_some_and(|j| self.agent.cache.is_revoked(j)) {
+            return Err(Status::invalid_argument("JWT-SVID has been revoked"));
+        }
         let fields = claims.all.iter().map(|(k, v)| (k.clone(), json_to_prost(v))).collect();
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: claims.spiffe_id.to_string(),

@@ -79,6 +79,20 @@ impl JwtAuthority {
     }
 }
 
+/// What agents learn about the authorities alongside the bundle. Not part of
+/// the SPIFFE bundle document: the CRLs reach workloads through the Workload
+/// API's `crl` fields, the rest tells agents what to re-issue or drop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorityStatus {
+    /// CRLs (DER), one per X.509 authority whose holder has signed one.
+    pub crls: Vec<Vec<u8>>,
+    /// Ids of tainted authorities (X.509 authority ids and JWT key ids):
+    /// everything they signed is to be re-issued under the active one.
+    pub tainted: Vec<String>,
+    /// Ids of revoked authorities: nothing they signed is valid any more.
+    pub revoked: Vec<String>,
+}
+
 /// Everything a relying party needs to validate SVIDs of one trust domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
@@ -92,6 +106,8 @@ pub struct Bundle {
     pub sequence: u64,
     /// Seconds between refreshes.
     pub refresh_hint: u64,
+    /// CRLs, tainted and revoked authorities.
+    pub status: AuthorityStatus,
 }
 
 impl Bundle {
@@ -142,6 +158,7 @@ impl Bundle {
             jwt_authorities: Vec::new(),
             sequence: doc.get("spiffe_sequence").and_then(Value::as_u64).unwrap_or(0),
             refresh_hint: doc.get("spiffe_refresh_hint").and_then(Value::as_u64).unwrap_or(DEFAULT_REFRESH_HINT),
+            status: AuthorityStatus::default(),
         };
         for k in keys {
             let Some(jwk) = k.as_object() else { continue };
@@ -210,6 +227,7 @@ mod tests {
             jwt_authorities: vec![jwt.authority()],
             sequence: 7,
             refresh_hint: 300,
+            status: AuthorityStatus::default(),
         };
         let doc = b.to_spiffe_json().unwrap();
         let keys = doc["keys"].as_array().unwrap();

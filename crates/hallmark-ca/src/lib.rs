@@ -15,9 +15,9 @@ pub mod svid;
 pub mod tls;
 pub mod x509;
 
-pub use bundle::{Bundle, JwtAuthority};
+pub use bundle::{AuthorityStatus, Bundle, JwtAuthority};
 pub use jwt::{JwtClaims, JwtError, JwtKey};
-pub use x509::{SignedSvid, X509Authority};
+pub use x509::{RevokedSerial, SignedSvid, X509Authority, authority_id};
 
 /// Errors from the CA layer. Messages are one line and never contain key material.
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,11 @@
 
 use hallmark_core::{SpiffeId, TrustDomain};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, RevokedCertParams, SanType, SerialNumber,
 };
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -25,6 +27,21 @@ pub struct SignedSvid {
     pub not_before: i64,
     /// Unix seconds; never later than the authority's own `not_after`.
     pub not_after: i64,
+}
+
+/// The stable id of an X.509 authority: the SHA-256 (lowercase hex) of its own
+/// certificate. Agents, the inventory and CRLs name authorities by it.
+pub fn authority_id(cert_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(cert_der))
+}
+
+/// A revoked certificate to list in a CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedSerial {
+    /// Serial number, hex, as [`SignedSvid::serial`].
+    pub serial: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
 }
 
 /// What to issue: the identity and lifetime are decided by the caller, never by the CSR.
@@ -180,6 +197,50 @@ impl X509Authority {
         self.not_after
     }
 
+    /// Unix seconds from which the authority's certificate is valid.
+    pub fn not_before(&self) -> Result<i64, CaError> {
+        Ok(parse(&self.cert_der)?.validity().not_before.timestamp())
+    }
+
+    /// This authority's id: see [`authority_id`].
+    pub fn id(&self) -> String {
+        authority_id(&self.cert_der)
+    }
+
+    /// Signs a CRL (DER) listing `revoked`, numbered `number`, valid from
+    /// `now` until `next_update`. A serial that is not hex is an error, never
+    /// silently dropped.
+    pub fn sign_crl(
+        &self,
+        revoked: &[RevokedSerial],
+        number: u64,
+        now: i64,
+        next_update: i64,
+    ) -> Result<Vec<u8>, CaError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                let bytes =
+                    hex::decode(&r.serial).map_err(|_| CaError::Cert(format!("serial `{}` is not hex", r.serial)))?;
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&bytes),
+                    revocation_time: datetime(r.revoked_at)?,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, CaError>>()?;
+        let params = CertificateRevocationListParams {
+            this_update: datetime(now - BACKDATE_SECS)?,
+            next_update: datetime(next_update)?,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.der().to_vec())
+    }
+
     /// Verifies the CSR, checks it asks for no other identity, and signs an X509-SVID.
     pub fn sign_svid(&self, t: &SvidTemplate<'_>) -> Result<SignedSvid, CaError> {
         let csr =
@@ -258,6 +319,29 @@ mod tests {
         assert_eq!(info.not_after, now + 3600);
         assert_eq!(info.not_before, now - BACKDATE_SECS);
         assert_eq!(ca.anchors().len(), 1);
+    }
+
+    #[test]
+    fn crl_lists_revoked_serials_and_verifies_under_the_ca() {
+        let now = hallmark_core::now_unix();
+        let ca = X509Authority::generate_self_signed(&td(), 86_400, now).unwrap();
+        let id = SpiffeId::new("spiffe://example.org/web").unwrap();
+        let kc = new_key_and_csr(Some(&id)).unwrap();
+        let s = ca
+            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now })
+            .unwrap();
+        let der = ca.sign_crl(&[RevokedSerial { serial: s.serial.clone(), revoked_at: now }], 7, now, now + 3600).unwrap();
+        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        let listed: Vec<String> = crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect();
+        assert_eq!(listed, vec![s.serial]);
+        let (_, cert) = X509Certificate::from_der(ca.cert_der()).unwrap();
+        let key = aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+            cert.public_key().subject_public_key.data.as_ref(),
+        );
+        key.verify(crl.tbs_cert_list.as_ref(), crl.signature_value.data.as_ref()).unwrap();
+        assert_eq!(ca.id().len(), 64);
+        assert!(ca.sign_crl(&[RevokedSerial { serial: "zz".into(), revoked_at: now }], 1, now, now + 60).is_err());
     }
 
     #[test]

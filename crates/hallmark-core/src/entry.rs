@@ -139,6 +139,10 @@ pub struct Entry {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// When the entry was revoked (`hallmark revoke --entry` or `--owner`).
+    /// A revoked entry stays as a record but is never served or issued again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
 }
 
 impl Entry {
@@ -396,6 +400,7 @@ mod tests {
             revision: 1,
             created_at: 0,
             updated_at: 0,
+            revoked_at: None,
         };
         let mut w: SelectorSet = ["unix:uid:1000", "unix:gid:1000"].iter().map(|s| s.parse().unwrap()).collect();
         assert!(e.matches(&w));

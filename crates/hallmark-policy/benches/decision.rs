@@ -62,6 +62,7 @@ fn entry(i: usize) -> Entry {
         revision: 1,
         created_at: 0,
         updated_at: 0,
+        revoked_at: None,
     }
 }
 

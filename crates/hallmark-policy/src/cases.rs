@@ -148,6 +148,7 @@ pub fn run(engine: &PolicyEngine, classes: &Classes, file: &CaseFile) -> Result<
             revision: 1,
             created_at: 0,
             updated_at: 0,
+            revoked_at: None,
         };
         let now = c.now.unwrap_or(1_700_000_000);
         let evidence = Evidence {

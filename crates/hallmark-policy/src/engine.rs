@@ -465,6 +465,7 @@ mod tests {
             revision: 1,
             created_at: 0,
             updated_at: 0,
+            revoked_at: None,
         }
     }
 

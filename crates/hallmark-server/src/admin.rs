@@ -23,7 +23,7 @@ pub const MAX_BODY: usize = 1024 * 1024;
 
 /// An API error: a status and a one-line message.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -32,7 +32,7 @@ impl IntoResponse for ApiError {
 }
 
 impl ApiError {
-    fn bad(msg: impl ToString) -> Self {
+    pub(crate) fn bad(msg: impl ToString) -> Self {
         Self(StatusCode::BAD_REQUEST, msg.to_string())
     }
 }
@@ -111,6 +111,14 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/exceptions", post(request_exception).get(list_exceptions))
         .route("/v1/exceptions/{id}/approve", post(approve_exception))
         .route("/v1/exceptions/{id}/revoke", post(revoke_exception))
+        .route("/v1/revocations", post(crate::admin_revocation::revoke).get(crate::admin_revocation::list))
+        .route("/v1/nodes", get(crate::admin_revocation::nodes))
+        .route("/v1/authorities", get(crate::admin_authority::list))
+        .route("/v1/authorities/prepare", post(crate::admin_authority::prepare))
+        .route("/v1/authorities/activate", post(crate::admin_authority::activate))
+        .route("/v1/authorities/{id}/taint", post(crate::admin_authority::taint))
+        .route("/v1/authorities/{id}/revoke", post(crate::admin_authority::revoke))
+        .route("/v1/crl/{id}", get(crate::admin_authority::crl))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -193,7 +201,7 @@ async fn list_entries(
 }
 
 /// Records an admin action in the audit chain (the action has taken effect).
-async fn audit(s: &ServerState, who: &Admin, action: &str, subject: &str, details: serde_json::Value) {
+pub(crate) async fn audit(s: &ServerState, who: &Admin, action: &str, subject: &str, details: serde_json::Value) {
     s.audit.record_or_log(s.audit_event(&who.0.name, action, subject, "ok", details)).await;
 }
 
@@ -291,6 +299,7 @@ async fn list_credentials(
         node_id: q.node,
         expiring_before: q.expiring_within.map(|w| now.saturating_add(w)),
         live_at: q.live.filter(|l| *l).map(|_| now),
+        id: None,
     };
     let list = s.store.credentials(&filter, 100_000).await?;
     Ok(Json(json!({ "credentials": list })))
@@ -581,6 +590,12 @@ pub enum Perm {
     ManageOwners,
     /// Export and verify the audit chain.
     ReadAudit,
+    /// Revoke credentials, entries, owners' entries and nodes.
+    Revoke,
+    /// List the signing authorities and their states.
+    ReadAuthorities,
+    /// Prepare, activate, taint and revoke signing authorities.
+    ManageAuthorities,
 }
 
 impl Perm {
@@ -598,6 +613,9 @@ impl Perm {
             Self::ReadExceptions => "list exceptions",
             Self::ManageOwners => "manage owners",
             Self::ReadAudit => "read the audit chain",
+            Self::Revoke => "revoke",
+            Self::ReadAuthorities => "read the signing authorities",
+            Self::ManageAuthorities => "manage the signing authorities",
         }
     }
 }
@@ -610,12 +628,20 @@ pub fn role_allows(role: &str, p: Perm) -> bool {
         "operator" => {
             matches!(
                 p,
-                ReadEntries | WriteEntries | JoinTokens | ReadPolicy | RequestException | ReadExceptions | ManageOwners
+                ReadEntries
+                    | WriteEntries
+                    | JoinTokens
+                    | ReadPolicy
+                    | RequestException
+                    | ReadExceptions
+                    | ManageOwners
+                    | Revoke
+                    | ReadAuthorities
             )
         }
-        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions | ReadAudit),
+        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions | ReadAudit | ReadAuthorities),
         r if r.starts_with("owner:") => {
-            matches!(p, ReadEntries | WriteEntries | ReadPolicy | RequestException | ReadExceptions)
+            matches!(p, ReadEntries | WriteEntries | ReadPolicy | RequestException | ReadExceptions | Revoke)
         }
         _ => false,
     }
@@ -623,7 +649,7 @@ pub fn role_allows(role: &str, p: Perm) -> bool {
 
 impl Admin {
     /// 403 unless the caller's role allows `p`.
-    fn may(&self, p: Perm) -> Result<(), ApiError> {
+    pub(crate) fn may(&self, p: Perm) -> Result<(), ApiError> {
         if role_allows(&self.0.role, p) {
             Ok(())
         } else {
@@ -645,12 +671,12 @@ impl Admin {
     }
 
     /// For `owner:NAME` callers, the owner they are confined to.
-    fn owner_scope(&self) -> Option<&str> {
+    pub(crate) fn owner_scope(&self) -> Option<&str> {
         self.0.role.strip_prefix("owner:")
     }
 
     /// 403 when an `owner:NAME` caller touches another owner's entry.
-    fn may_touch(&self, owner: &str) -> Result<(), ApiError> {
+    pub(crate) fn may_touch(&self, owner: &str) -> Result<(), ApiError> {
         match self.owner_scope() {
             Some(mine) if mine != owner => Err(ApiError(
                 StatusCode::FORBIDDEN,

@@ -1,6 +1,21 @@
-//! The server's signing authorities: loaded from (or created in) the data
-//! directory, rotated at half life, and published to the shared bundle.
+//! The server's signing authorities and their lifecycle.
+//!
+//! Each kind (the X.509 CA and the JWT key) moves through
+//! `prepared` (published in the bundle, not yet signing) -> `active` (signing)
+//! -> `old` (still published, so what it signed keeps validating) -> expired.
+//! Rotation is scheduled: the next authority is prepared at half the active
+//! one's life and activated at five sixths of it, so relying parties have
+//! trusted it for a sixth of a lifetime (hours, with the default 24h) before
+//! anything is signed by it, and nothing the old one signed outlives it.
+//! Operators can force each step (`hallmark ca prepare | activate`), taint a
+//! non-active authority (agents re-issue everything it signed under the active
+//! one) and then revoke it (it leaves the bundle).
+//!
+//! Private keys live in `DATA_DIR/keys/{x509,jwt}/` at mode 0600, one file per
+//! authority; the datastore holds the public halves, states, taints and CRLs,
+//! shared by every server on it.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -8,91 +23,278 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hallmark_ca::keys::{read_secret_file, write_secret_file};
 use hallmark_ca::tls::SharedAnchors;
-use hallmark_ca::{Bundle, JwtAuthority, JwtKey, X509Authority, svid};
+use hallmark_ca::{AuthorityStatus, Bundle, JwtAuthority, JwtKey, RevokedSerial, X509Authority, authority_id, svid};
 use hallmark_core::{TrustDomain, now_unix};
-use hallmark_store::{AuthorityRow, Store};
-use sha2::{Digest, Sha256};
+use hallmark_store::{AuthorityRow, AuthorityState, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::ServerError;
 use crate::config::ServerSettings;
 
-/// The active X.509 CA and JWT key, and the bundle everyone trusts.
+/// The two kinds of signing authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The X.509 CA.
+    X509,
+    /// The JWT signing key.
+    Jwt,
+}
+
+impl Kind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::X509 => "x509",
+            Self::Jwt => "jwt",
+        }
+    }
+
+    /// Parses `x509` or `jwt`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "x509" => Some(Self::X509),
+            "jwt" => Some(Self::Jwt),
+            _ => None,
+        }
+    }
+}
+
+/// Why an authority operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorityError {
+    /// No such authority (or none in the state asked for).
+    #[error("{0}")]
+    NotFound(String),
+    /// The authority is not in a state that allows this.
+    #[error("{0}")]
+    Refused(String),
+    /// A server-side failure.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl From<StoreError> for AuthorityError {
+    fn from(e: StoreError) -> Self {
+        Self::Server(e.into())
+    }
+}
+
+/// An authority whose private key this server holds.
+struct Local<K> {
+    id: String,
+    key: Arc<K>,
+    state: AuthorityState,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl<K> Clone for Local<K> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            key: self.key.clone(),
+            state: self.state,
+            not_before: self.not_before,
+            not_after: self.not_after,
+        }
+    }
+}
+
+/// The active authority's validity (not_before, not_after) and the prepared one's id.
+struct KindSummary {
+    active: Option<(i64, i64)>,
+    prepared: Option<String>,
+}
+
+#[derive(Default)]
+struct LocalKeys {
+    x509: Vec<Local<X509Authority>>,
+    jwt: Vec<Local<JwtKey>>,
+}
+
+fn active<K>(list: &[Local<K>]) -> Option<&Local<K>> {
+    list.iter().find(|l| l.state == AuthorityState::Active)
+}
+
+fn in_state<K>(list: &[Local<K>], state: AuthorityState) -> Option<&Local<K>> {
+    list.iter().find(|l| l.state == state)
+}
+
+/// Life fraction at which the next authority is prepared.
+const PREPARE_AT: f64 = 0.5;
+/// Life fraction at which the prepared authority is activated.
+const ACTIVATE_AT: f64 = 5.0 / 6.0;
+/// An active authority this close to expiry is replaced at once.
+const MIN_REMAINING_SECS: i64 = 60;
+/// How long a CRL is valid; it is re-signed at half of that, or on any revocation.
+const CRL_VALIDITY_SECS: i64 = 2 * 3600;
+
+/// The signing authorities and the bundle everyone trusts.
 pub struct Authorities {
     td: TrustDomain,
     dir: PathBuf,
     ttl_secs: u64,
     upstream: Option<(PathBuf, PathBuf)>,
     store: Store,
-    x509: RwLock<Arc<X509Authority>>,
-    jwt: RwLock<Arc<JwtKey>>,
-    jwt_not_after: RwLock<i64>,
+    server_id: String,
+    keys: RwLock<LocalKeys>,
     anchors: SharedAnchors,
     bundle_tx: watch::Sender<Arc<Bundle>>,
+    /// When each own CRL was last signed, to re-sign before it lapses.
+    crl_signed_at: RwLock<i64>,
 }
-
-const X509_KEY: &str = "x509-ca.key.pem";
-const X509_CHAIN: &str = "x509-ca.chain.pem";
-const JWT_KEY: &str = "jwt.key.pem";
-const JWT_META: &str = "jwt.not_after";
 
 fn lock_err() -> ServerError {
     ServerError::Internal("authority lock poisoned".into())
 }
 
+fn io(path: &Path, e: impl std::fmt::Display) -> ServerError {
+    ServerError::Io(format!("{}: {e}", path.display()))
+}
+
+fn ca_err(e: impl std::fmt::Display) -> ServerError {
+    ServerError::Ca(e.to_string())
+}
+
+/// This server's stable id (not secret), created on first start.
+fn server_id(data_dir: &Path) -> Result<String, ServerError> {
+    let p = data_dir.join("server-id");
+    match std::fs::read_to_string(&p) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
+        _ => {
+            let mut b = [0u8; 8];
+            rand::Rng::fill(&mut rand::rng(), &mut b);
+            let id = hex::encode(b);
+            std::fs::write(&p, &id).map_err(|e| io(&p, e))?;
+            Ok(id)
+        }
+    }
+}
+
 impl Authorities {
-    /// Loads the authorities from `DATA_DIR/keys`, creating them on first start
-    /// (or when expired), and publishes them.
+    /// Loads this server's authorities (keys from `DATA_DIR/keys`, states from
+    /// the datastore), creates an active one of each kind when there is none
+    /// usable, and publishes the bundle.
     pub async fn load_or_create(s: &ServerSettings, store: Store) -> Result<Arc<Self>, ServerError> {
         let dir = s.data_dir.join("keys");
-        std::fs::create_dir_all(&dir).map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
-        let now = now_unix();
-        let x509 = match load_x509(&dir)? {
-            Some(ca) if ca.not_after() > now + 60 => ca,
-            _ => new_x509(&s.trust_domain, s.ca_ttl.secs(), s.upstream.as_ref(), &dir, now)?,
-        };
-        let (jwt, jwt_not_after) = match load_jwt(&dir)? {
-            Some((k, na)) if na > now + 60 => (k, na),
-            _ => new_jwt(&dir, now, s.ca_ttl.secs())?,
-        };
-        let initial = Bundle {
+        for sub in ["x509", "jwt"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
+        }
+        let server_id = server_id(&s.data_dir)?;
+        let (tx, _) = watch::channel(Arc::new(Bundle {
             trust_domain: s.trust_domain.clone(),
-            x509_authorities: x509.anchors().to_vec(),
-            jwt_authorities: vec![jwt.authority()],
+            x509_authorities: Vec::new(),
+            jwt_authorities: Vec::new(),
             sequence: 0,
             refresh_hint: hallmark_ca::bundle::DEFAULT_REFRESH_HINT,
-        };
-        let (bundle_tx, _) = watch::channel(Arc::new(initial));
+            status: AuthorityStatus::default(),
+        }));
         let me = Arc::new(Self {
             td: s.trust_domain.clone(),
             dir,
             ttl_secs: s.ca_ttl.secs(),
             upstream: s.upstream.clone(),
             store,
-            anchors: Arc::new(RwLock::new(x509.anchors().to_vec())),
-            x509: RwLock::new(Arc::new(x509)),
-            jwt: RwLock::new(Arc::new(jwt)),
-            jwt_not_after: RwLock::new(jwt_not_after),
-            bundle_tx,
+            server_id,
+            keys: RwLock::new(LocalKeys::default()),
+            anchors: Arc::new(RwLock::new(Vec::new())),
+            bundle_tx: tx,
+            crl_signed_at: RwLock::new(0),
         });
-        me.publish().await?;
+        me.load().await?;
+        me.rotate_if_due().await?;
+        me.refresh_crls().await?;
         me.refresh_bundle().await?;
         Ok(me)
     }
 
+    /// This server's id, as recorded with the authorities it holds.
+    pub fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
+    /// Reads this server's live authorities from the datastore and their keys from disk.
+    async fn load(&self) -> Result<(), ServerError> {
+        let now = now_unix();
+        let (rows, _) = self.store.authorities(now).await?;
+        let mut keys = LocalKeys::default();
+        for r in rows.iter().filter(|r| r.server_id == self.server_id && r.state != AuthorityState::Revoked) {
+            match Kind::parse(&r.kind) {
+                Some(Kind::X509) => match self.read_x509(&r.id) {
+                    Ok(ca) => keys.x509.push(Local {
+                        id: r.id.clone(),
+                        key: Arc::new(ca),
+                        state: r.state,
+                        not_before: r.not_before,
+                        not_after: r.not_after,
+                    }),
+                    Err(e) => tracing::warn!(authority = %r.id, error = %e, "X.509 authority key unusable; not loaded"),
+                },
+                Some(Kind::Jwt) => match self.read_jwt(&r.id) {
+                    Ok(k) => keys.jwt.push(Local {
+                        id: r.id.clone(),
+                        key: Arc::new(k),
+                        state: r.state,
+                        not_before: r.not_before,
+                        not_after: r.not_after,
+                    }),
+                    Err(e) => tracing::warn!(authority = %r.id, error = %e, "JWT key unusable; not loaded"),
+                },
+                None => tracing::warn!(kind = %r.kind, "unknown authority kind; ignored"),
+            }
+        }
+        *self.keys.write().map_err(|_| lock_err())? = keys;
+        Ok(())
+    }
+
+    fn key_path(&self, kind: Kind, id: &str, suffix: &str) -> PathBuf {
+        self.dir.join(kind.as_str()).join(format!("{id}.{suffix}"))
+    }
+
+    fn read_x509(&self, id: &str) -> Result<X509Authority, ServerError> {
+        let (kp, cp) = (self.key_path(Kind::X509, id, "key.pem"), self.key_path(Kind::X509, id, "chain.pem"));
+        let key = read_secret_file(&kp).map_err(ca_err)?;
+        let key = String::from_utf8(key).map_err(|e| io(&kp, e))?;
+        let chain = std::fs::read_to_string(&cp).map_err(|e| io(&cp, e))?;
+        let chain = svid::pem_certs(&chain).map_err(|e| io(&cp, e))?;
+        X509Authority::from_parts(&key, chain).map_err(|e| io(&kp, e))
+    }
+
+    fn read_jwt(&self, id: &str) -> Result<JwtKey, ServerError> {
+        let kp = self.key_path(Kind::Jwt, id, "key.pem");
+        let key = read_secret_file(&kp).map_err(ca_err)?;
+        JwtKey::from_pem(&String::from_utf8_lossy(&key)).map_err(|e| io(&kp, e))
+    }
+
+    /// Removes the key files of an authority that will never sign again.
+    fn forget_key(&self, kind: Kind, id: &str) {
+        for suffix in ["key.pem", "chain.pem"] {
+            let p = self.key_path(kind, id, suffix);
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove retired authority key");
+            }
+        }
+    }
+
     /// The X.509 CA currently signing.
     pub fn x509(&self) -> Result<Arc<X509Authority>, ServerError> {
-        Ok(self.x509.read().map_err(|_| lock_err())?.clone())
+        let keys = self.keys.read().map_err(|_| lock_err())?;
+        active(&keys.x509).map(|l| l.key.clone()).ok_or_else(|| ServerError::Ca("no active X.509 authority".into()))
     }
 
     /// The JWT key currently signing.
     pub fn jwt(&self) -> Result<Arc<JwtKey>, ServerError> {
-        Ok(self.jwt.read().map_err(|_| lock_err())?.clone())
+        let keys = self.keys.read().map_err(|_| lock_err())?;
+        active(&keys.jwt).map(|l| l.key.clone()).ok_or_else(|| ServerError::Ca("no active JWT key".into()))
     }
 
-    /// Expiry of the current JWT key; no token may outlive it.
+    /// Expiry of the active JWT key; no token may outlive it.
     pub fn jwt_not_after(&self) -> Result<i64, ServerError> {
-        Ok(*self.jwt_not_after.read().map_err(|_| lock_err())?)
+        let keys = self.keys.read().map_err(|_| lock_err())?;
+        active(&keys.jwt).map(|l| l.not_after).ok_or_else(|| ServerError::Ca("no active JWT key".into()))
     }
 
     /// Trust anchors for mTLS verification; always the current bundle's.
@@ -105,24 +307,313 @@ impl Authorities {
         self.bundle_tx.subscribe()
     }
 
-    async fn publish(&self) -> Result<(), ServerError> {
-        let ca = self.x509()?;
-        for anchor in ca.anchors() {
-            let id = hex::encode(Sha256::digest(anchor));
-            let not_after =
-                svid::not_after(anchor).map_err(|e| ServerError::Internal(e.to_string()))?.min(ca.not_after());
-            let row = AuthorityRow { id, kind: "x509".into(), public: STANDARD.encode(anchor), not_after };
-            self.store.publish_authority(&row).await?;
-        }
-        let jwt = self.jwt()?;
-        let not_after = *self.jwt_not_after.read().map_err(|_| lock_err())?;
-        let public = serde_json::Value::Object(jwt.authority().jwk().clone()).to_string();
-        let row = AuthorityRow { id: jwt.kid().to_owned(), kind: "jwt".into(), public, not_after };
+    /// Every authority in the datastore that has not expired, with its state.
+    pub async fn list(&self) -> Result<Vec<AuthorityRow>, ServerError> {
+        Ok(self.store.authorities(now_unix()).await?.0)
+    }
+
+    /// Generates a new authority of `kind`, writes its key (0600) and
+    /// publishes it in `state`.
+    async fn generate(&self, kind: Kind, state: AuthorityState, now: i64) -> Result<AuthorityRow, ServerError> {
+        let row = match kind {
+            Kind::X509 => {
+                let ca = match &self.upstream {
+                    None => X509Authority::generate_self_signed(&self.td, self.ttl_secs, now),
+                    Some((cert, key)) => {
+                        let chain = std::fs::read_to_string(cert).map_err(|e| io(cert, e))?;
+                        let key_bytes = read_secret_file(key).map_err(ca_err)?;
+                        let key_pem = String::from_utf8(key_bytes).map_err(|e| io(key, e))?;
+                        X509Authority::generate_intermediate(&self.td, self.ttl_secs, now, &chain, &key_pem)
+                    }
+                }
+                .map_err(ca_err)?;
+                let id = ca.id();
+                write_secret_file(&self.key_path(kind, &id, "key.pem"), ca.key_pem().as_bytes()).map_err(ca_err)?;
+                let cp = self.key_path(kind, &id, "chain.pem");
+                std::fs::write(&cp, ca.chain_pem()).map_err(|e| io(&cp, e))?;
+                let anchor = ca.anchors().first().cloned().ok_or_else(|| ServerError::Ca("CA has no anchor".into()))?;
+                let row = AuthorityRow {
+                    id: id.clone(),
+                    kind: kind.as_str().into(),
+                    public: STANDARD.encode(&anchor),
+                    server_id: self.server_id.clone(),
+                    state,
+                    not_before: ca.not_before().map_err(ca_err)?,
+                    not_after: ca.not_after(),
+                    tainted_at: None,
+                    crl: None,
+                };
+                let local = Local {
+                    id,
+                    key: Arc::new(ca),
+                    state,
+                    not_before: row.not_before,
+                    not_after: row.not_after,
+                };
+                self.keys.write().map_err(|_| lock_err())?.x509.push(local);
+                row
+            }
+            Kind::Jwt => {
+                let key = JwtKey::generate().map_err(ca_err)?;
+                let id = key.kid().to_owned();
+                write_secret_file(&self.key_path(kind, &id, "key.pem"), key.to_pem().as_bytes()).map_err(ca_err)?;
+                let not_after = now + i64::try_from(self.ttl_secs).unwrap_or(i64::MAX / 2);
+                let row = AuthorityRow {
+                    id: id.clone(),
+                    kind: kind.as_str().into(),
+                    public: serde_json::Value::Object(key.authority().jwk().clone()).to_string(),
+                    server_id: self.server_id.clone(),
+                    state,
+                    not_before: now,
+                    not_after,
+                    tainted_at: None,
+                    crl: None,
+                };
+                let local = Local { id, key: Arc::new(key), state, not_before: now, not_after };
+                self.keys.write().map_err(|_| lock_err())?.jwt.push(local);
+                row
+            }
+        };
         self.store.publish_authority(&row).await?;
+        Ok(row)
+    }
+
+    fn set_local_states(&self, kind: Kind, id: &str) -> Result<(), ServerError> {
+        let mut keys = self.keys.write().map_err(|_| lock_err())?;
+        fn promote<K>(list: &mut [Local<K>], id: &str) {
+            for l in list.iter_mut() {
+                if l.id == id {
+                    l.state = AuthorityState::Active;
+                } else if l.state == AuthorityState::Active {
+                    l.state = AuthorityState::Old;
+                }
+            }
+        }
+        match kind {
+            Kind::X509 => promote(&mut keys.x509, id),
+            Kind::Jwt => promote(&mut keys.jwt, id),
+        }
         Ok(())
     }
 
-    /// Rebuilds the bundle from every server's published authorities.
+    /// This server's active and prepared authority of `kind`.
+    fn local_summary(&self, kind: Kind) -> Result<KindSummary, ServerError> {
+        let keys = self.keys.read().map_err(|_| lock_err())?;
+        fn pick<K>(list: &[Local<K>]) -> KindSummary {
+            KindSummary {
+                active: active(list).map(|a| (a.not_before, a.not_after)),
+                prepared: in_state(list, AuthorityState::Prepared).map(|p| p.id.clone()),
+            }
+        }
+        Ok(match kind {
+            Kind::X509 => pick(&keys.x509),
+            Kind::Jwt => pick(&keys.jwt),
+        })
+    }
+
+    /// Prepares the next authority of `kind`: published in the bundle, not yet
+    /// signing. Refused while one is already prepared.
+    pub async fn prepare(&self, kind: Kind) -> Result<AuthorityRow, AuthorityError> {
+        if let Some(p) = self.local_summary(kind)?.prepared {
+            return Err(AuthorityError::Refused(format!(
+                "{} authority `{p}` is already prepared; activate it first",
+                kind.as_str()
+            )));
+        }
+        let row = self.generate(kind, AuthorityState::Prepared, now_unix()).await?;
+        tracing::info!(kind = kind.as_str(), authority = %row.id, not_after = row.not_after, "prepared authority");
+        self.refresh_bundle().await?;
+        Ok(row)
+    }
+
+    /// Makes the prepared authority of `kind` the active one; the previous
+    /// active one becomes old and stays in the bundle until it expires.
+    pub async fn activate(&self, kind: Kind) -> Result<AuthorityRow, AuthorityError> {
+        let id = self.local_summary(kind)?.prepared.ok_or_else(|| {
+            AuthorityError::NotFound(format!(
+                "no prepared {} authority on this server; run `hallmark ca prepare` first",
+                kind.as_str()
+            ))
+        })?;
+        self.store.activate_authority(&id).await?;
+        self.set_local_states(kind, &id)?;
+        tracing::info!(kind = kind.as_str(), authority = %id, "activated authority");
+        self.refresh_crls().await?;
+        self.refresh_bundle().await?;
+        self.store.authority(&id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))
+    }
+
+    /// Taints a prepared or old authority: agents re-issue everything it signed
+    /// under the active one. The active authority cannot be tainted.
+    pub async fn taint(&self, id: &str) -> Result<AuthorityRow, AuthorityError> {
+        let row = self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))?;
+        match (row.state, row.tainted_at) {
+            (AuthorityState::Active, _) => {
+                return Err(AuthorityError::Refused(format!(
+                    "authority `{id}` is active; prepare and activate another before tainting it"
+                )));
+            }
+            (AuthorityState::Revoked, _) => {
+                return Err(AuthorityError::Refused(format!("authority `{id}` is already revoked")));
+            }
+            (_, Some(_)) => return Err(AuthorityError::Refused(format!("authority `{id}` is already tainted"))),
+            _ => {}
+        }
+        if !self.store.taint_authority(id, now_unix()).await? {
+            return Err(AuthorityError::Refused(format!("authority `{id}` changed state; look again")));
+        }
+        tracing::warn!(authority = %id, kind = %row.kind, "authority tainted; agents re-issue what it signed");
+        self.refresh_bundle().await?;
+        self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))
+    }
+
+    /// Revokes a tainted, non-active authority: it leaves the bundle and
+    /// nothing it signed validates any more; its key file is removed.
+    pub async fn revoke(&self, id: &str) -> Result<AuthorityRow, AuthorityError> {
+        let row = self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))?;
+        if row.state == AuthorityState::Active {
+            return Err(AuthorityError::Refused(format!(
+                "authority `{id}` is active; prepare, activate and taint before revoking"
+            )));
+        }
+        if row.state == AuthorityState::Revoked {
+            return Err(AuthorityError::Refused(format!("authority `{id}` is already revoked")));
+        }
+        if row.tainted_at.is_none() {
+            return Err(AuthorityError::Refused(format!(
+                "authority `{id}` is not tainted; taint it first so that what it signed is re-issued"
+            )));
+        }
+        if row.kind == Kind::X509.as_str() {
+            let anchor = STANDARD.decode(&row.public).unwrap_or_default();
+            if authority_id(&anchor) != row.id {
+                return Err(AuthorityError::Refused(format!(
+                    "authority `{id}` is an intermediate under the upstream root, which is what the bundle publishes; \
+                     it stays tainted (nothing it signed is renewed by it), revoke it at the upstream CA"
+                )));
+            }
+        }
+        if !self.store.revoke_authority(id).await? {
+            return Err(AuthorityError::Refused(format!("authority `{id}` changed state; look again")));
+        }
+        if let Some(kind) = Kind::parse(&row.kind) {
+            let mut keys = self.keys.write().map_err(|_| lock_err())?;
+            keys.x509.retain(|l| l.id != id);
+            keys.jwt.retain(|l| l.id != id);
+            drop(keys);
+            self.forget_key(kind, id);
+        }
+        tracing::warn!(authority = %id, kind = %row.kind, "authority revoked; removed from the bundle");
+        self.refresh_bundle().await?;
+        self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))
+    }
+
+    /// Scheduled rotation for both kinds: prepare at half life, activate at
+    /// five sixths; replace at once an active authority that is missing or
+    /// about to expire. Returns whether anything changed.
+    pub async fn rotate_if_due(&self) -> Result<bool, ServerError> {
+        let mut changed = false;
+        for kind in [Kind::X509, Kind::Jwt] {
+            let now = now_unix();
+            let KindSummary { active, prepared } = self.local_summary(kind)?;
+            let Some((nb, na)) = active.filter(|(_, na)| na - now > MIN_REMAINING_SECS) else {
+                // No usable active authority: use the prepared one, or make one now.
+                let id = match prepared {
+                    Some(p) => p,
+                    None => self.generate(kind, AuthorityState::Prepared, now).await?.id,
+                };
+                self.store.activate_authority(&id).await?;
+                self.set_local_states(kind, &id)?;
+                tracing::info!(kind = kind.as_str(), authority = %id, "activated authority (none usable)");
+                changed = true;
+                continue;
+            };
+            let life = (na - nb).max(1) as f64;
+            let age = (now - nb) as f64 / life;
+            match prepared {
+                None if age >= PREPARE_AT => {
+                    let row = self.generate(kind, AuthorityState::Prepared, now).await?;
+                    tracing::info!(kind = kind.as_str(), authority = %row.id, "prepared next authority (scheduled)");
+                    changed = true;
+                }
+                Some(id) if age >= ACTIVATE_AT => {
+                    self.store.activate_authority(&id).await?;
+                    self.set_local_states(kind, &id)?;
+                    tracing::info!(kind = kind.as_str(), authority = %id, "activated next authority (scheduled)");
+                    changed = true;
+                }
+                _ => {}
+            }
+        }
+        // Keys of authorities that have expired are never needed again.
+        let now = now_unix();
+        let expired: Vec<(Kind, String)> = {
+            let mut keys = self.keys.write().map_err(|_| lock_err())?;
+            let gone = keys
+                .x509
+                .iter()
+                .filter(|l| l.not_after <= now)
+                .map(|l| (Kind::X509, l.id.clone()))
+                .chain(keys.jwt.iter().filter(|l| l.not_after <= now).map(|l| (Kind::Jwt, l.id.clone())))
+                .collect();
+            keys.x509.retain(|l| l.not_after > now);
+            keys.jwt.retain(|l| l.not_after > now);
+            gone
+        };
+        for (kind, id) in expired {
+            self.forget_key(kind, &id);
+        }
+        if changed {
+            self.refresh_crls().await?;
+            self.refresh_bundle().await?;
+        }
+        Ok(changed)
+    }
+
+    /// Signs a fresh CRL for every X.509 authority this server holds, listing
+    /// the revoked serials it signed that have not expired, and stores it for
+    /// every server to publish.
+    pub async fn refresh_crls(&self) -> Result<(), ServerError> {
+        let now = now_unix();
+        let (revoked, _) = self.store.live_revocations(now).await?;
+        let cas: Vec<Local<X509Authority>> = self.keys.read().map_err(|_| lock_err())?.x509.clone();
+        let number = u64::try_from(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0))
+        .unwrap_or(u64::MAX);
+        for ca in cas.iter().filter(|c| c.not_after > now) {
+            let list: Vec<RevokedSerial> = revoked
+                .iter()
+                .filter(|r| r.kind == "x509" && r.authority_id == ca.id)
+                .map(|r| RevokedSerial { serial: r.id.clone(), revoked_at: r.at })
+                .collect();
+            let der = ca.key.sign_crl(&list, number, now, now + CRL_VALIDITY_SECS).map_err(ca_err)?;
+            self.store.set_authority_crl(&ca.id, &STANDARD.encode(der)).await?;
+        }
+        *self.crl_signed_at.write().map_err(|_| lock_err())? = now;
+        Ok(())
+    }
+
+    /// Re-signs the CRLs when half their validity has passed.
+    pub async fn refresh_crls_if_due(&self) -> Result<(), ServerError> {
+        let last = *self.crl_signed_at.read().map_err(|_| lock_err())?;
+        if now_unix() - last >= CRL_VALIDITY_SECS / 2 {
+            self.refresh_crls().await?;
+            self.refresh_bundle().await?;
+        }
+        Ok(())
+    }
+
+    /// The current CRL (DER) of authority `id`, if its holder has signed one.
+    pub async fn crl(&self, id: &str) -> Result<Option<Vec<u8>>, ServerError> {
+        let Some(row) = self.store.authority(id).await? else { return Ok(None) };
+        Ok(row.crl.and_then(|c| STANDARD.decode(c).ok()))
+    }
+
+    /// Rebuilds the bundle from every server's published authorities: prepared,
+    /// active and old ones (not revoked, not expired), with the CRLs and the
+    /// tainted and revoked ids agents act on.
     pub async fn refresh_bundle(&self) -> Result<(), ServerError> {
         let now = now_unix();
         let (rows, sequence) = self.store.authorities(now).await?;
@@ -132,16 +623,28 @@ impl Authorities {
             jwt_authorities: Vec::new(),
             sequence,
             refresh_hint: hallmark_ca::bundle::DEFAULT_REFRESH_HINT,
+            status: AuthorityStatus::default(),
         };
+        let mut tainted = HashSet::new();
         for r in rows {
+            if r.state == AuthorityState::Revoked {
+                b.status.revoked.push(r.id.clone());
+                continue;
+            }
+            if r.tainted_at.is_some() && tainted.insert(r.id.clone()) {
+                b.status.tainted.push(r.id.clone());
+            }
             match r.kind.as_str() {
-                "x509" => match STANDARD.decode(&r.public) {
-                    Ok(der) if !b.x509_authorities.contains(&der) => b.x509_authorities.push(der),
-                    Ok(_) => {}
-                    Err(_) => {
-                        tracing::warn!(authority = %r.id, "published X.509 authority is not base64; ignored")
+                "x509" => {
+                    match STANDARD.decode(&r.public) {
+                        Ok(der) if !b.x509_authorities.contains(&der) => b.x509_authorities.push(der),
+                        Ok(_) => {}
+                        Err(_) => tracing::warn!(authority = %r.id, "published X.509 authority is not base64; ignored"),
                     }
-                },
+                    if let Some(crl) = r.crl.as_deref().and_then(|c| STANDARD.decode(c).ok()) {
+                        b.status.crls.push(crl);
+                    }
+                }
                 "jwt" => {
                     let jwk = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&r.public).ok();
                     match jwk.as_ref().and_then(JwtAuthority::from_jwk) {
@@ -168,90 +671,4 @@ impl Authorities {
         });
         Ok(())
     }
-
-    /// Replaces an authority that has passed half its life. The old one stays
-    /// in the bundle until it expires, so everything it signed keeps validating.
-    pub async fn rotate_if_due(&self) -> Result<bool, ServerError> {
-        let now = now_unix();
-        let half = i64::try_from(self.ttl_secs / 2).unwrap_or(i64::MAX);
-        let mut rotated = false;
-        if self.x509()?.not_after() - now < half {
-            let ca = new_x509(&self.td, self.ttl_secs, self.upstream.as_ref(), &self.dir, now)?;
-            tracing::info!(not_after = ca.not_after(), "rotated X.509 CA");
-            *self.x509.write().map_err(|_| lock_err())? = Arc::new(ca);
-            rotated = true;
-        }
-        if *self.jwt_not_after.read().map_err(|_| lock_err())? - now < half {
-            let (k, na) = new_jwt(&self.dir, now, self.ttl_secs)?;
-            tracing::info!(kid = k.kid(), "rotated JWT key");
-            *self.jwt.write().map_err(|_| lock_err())? = Arc::new(k);
-            *self.jwt_not_after.write().map_err(|_| lock_err())? = na;
-            rotated = true;
-        }
-        if rotated {
-            self.publish().await?;
-            self.refresh_bundle().await?;
-        }
-        Ok(rotated)
-    }
-}
-
-fn io(path: &Path, e: impl std::fmt::Display) -> ServerError {
-    ServerError::Io(format!("{}: {e}", path.display()))
-}
-
-fn load_x509(dir: &Path) -> Result<Option<X509Authority>, ServerError> {
-    let (kp, cp) = (dir.join(X509_KEY), dir.join(X509_CHAIN));
-    if !kp.exists() || !cp.exists() {
-        return Ok(None);
-    }
-    let key = read_secret_file(&kp).map_err(|e| ServerError::Ca(e.to_string()))?;
-    let key = String::from_utf8(key).map_err(|e| io(&kp, e))?;
-    let chain = std::fs::read_to_string(&cp).map_err(|e| io(&cp, e))?;
-    let chain = svid::pem_certs(&chain).map_err(|e| io(&cp, e))?;
-    X509Authority::from_parts(&key, chain).map(Some).map_err(|e| io(&kp, e))
-}
-
-fn new_x509(
-    td: &TrustDomain,
-    ttl: u64,
-    upstream: Option<&(PathBuf, PathBuf)>,
-    dir: &Path,
-    now: i64,
-) -> Result<X509Authority, ServerError> {
-    let ca = match upstream {
-        None => X509Authority::generate_self_signed(td, ttl, now),
-        Some((cert, key)) => {
-            let chain = std::fs::read_to_string(cert).map_err(|e| io(cert, e))?;
-            let key_bytes = read_secret_file(key).map_err(|e| ServerError::Ca(e.to_string()))?;
-            let key_pem = String::from_utf8(key_bytes).map_err(|e| io(key, e))?;
-            X509Authority::generate_intermediate(td, ttl, now, &chain, &key_pem)
-        }
-    }
-    .map_err(|e| ServerError::Ca(e.to_string()))?;
-    write_secret_file(&dir.join(X509_KEY), ca.key_pem().as_bytes()).map_err(|e| ServerError::Ca(e.to_string()))?;
-    let cp = dir.join(X509_CHAIN);
-    std::fs::write(&cp, ca.chain_pem()).map_err(|e| io(&cp, e))?;
-    Ok(ca)
-}
-
-fn load_jwt(dir: &Path) -> Result<Option<(JwtKey, i64)>, ServerError> {
-    let (kp, mp) = (dir.join(JWT_KEY), dir.join(JWT_META));
-    if !kp.exists() || !mp.exists() {
-        return Ok(None);
-    }
-    let key = read_secret_file(&kp).map_err(|e| ServerError::Ca(e.to_string()))?;
-    let key = JwtKey::from_pem(&String::from_utf8_lossy(&key)).map_err(|e| io(&kp, e))?;
-    let na = std::fs::read_to_string(&mp).map_err(|e| io(&mp, e))?;
-    let na: i64 = na.trim().parse().map_err(|e| io(&mp, e))?;
-    Ok(Some((key, na)))
-}
-
-fn new_jwt(dir: &Path, now: i64, ttl: u64) -> Result<(JwtKey, i64), ServerError> {
-    let key = JwtKey::generate().map_err(|e| ServerError::Ca(e.to_string()))?;
-    let not_after = now + i64::try_from(ttl).unwrap_or(i64::MAX / 2);
-    write_secret_file(&dir.join(JWT_KEY), key.to_pem().as_bytes()).map_err(|e| ServerError::Ca(e.to_string()))?;
-    let mp = dir.join(JWT_META);
-    std::fs::write(&mp, not_after.to_string()).map_err(|e| io(&mp, e))?;
-    Ok((key, not_after))
 }

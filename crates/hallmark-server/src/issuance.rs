@@ -28,6 +28,9 @@ pub enum IssueError {
     /// The entry does not exist.
     #[error("entry `{0}` not found")]
     NoEntry(String),
+    /// The entry has been revoked: it is never issued again.
+    #[error("entry `{0}` is revoked")]
+    Revoked(String),
     /// The entry exists but is not served by the calling agent.
     #[error("agent `{agent}` is not entitled to entry `{entry}`")]
     NotEntitled {
@@ -75,6 +78,23 @@ pub struct IssuedX509 {
     pub svid: SignedSvid,
     /// Unix seconds: the class's renewal point, with jitter.
     pub renew_at: i64,
+    /// The authority that signed it.
+    pub authority_id: String,
+}
+
+/// An issued JWT-SVID.
+#[derive(Debug)]
+pub struct IssuedJwt {
+    /// The compact JWS.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// The key that signed it.
+    pub kid: String,
+    /// `exp`, unix seconds.
+    pub expires_at: i64,
+    /// When the agent should mint a replacement.
+    pub refresh_at: i64,
 }
 
 /// The stable, non-secret id of a join token, used in the agent's SPIFFE ID.
@@ -110,6 +130,9 @@ impl ServerState {
         selectors: SelectorSet,
     ) -> Result<(Entry, Evidence), IssueError> {
         let entry = self.store.entry(entry_id).await?.ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
+        if entry.revoked_at.is_some() {
+            return Err(IssueError::Revoked(entry_id.to_owned()));
+        }
         if entry.parent_id != caller.agent {
             return Err(IssueError::NotEntitled { agent: caller.agent.to_string(), entry: entry_id.to_owned() });
         }
@@ -241,6 +264,8 @@ impl ServerState {
             not_before,
             not_after,
             revoked_at: None,
+            revoke_reason: None,
+            authority_id: String::new(),
             audit_seq: 0,
         }
     }
@@ -283,7 +308,7 @@ impl ServerState {
             "policy_ids": policy_ids,
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details);
-        let row = self.inventory_row(
+        let mut row = self.inventory_row(
             "x509",
             &svid.serial,
             &entry,
@@ -293,14 +318,15 @@ impl ServerState {
             svid.not_before,
             svid.not_after,
         );
+        row.authority_id = ca.id();
         event.credential = Some(row);
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs, "issued X.509-SVID");
         let renew_at = renewal_point(now, svid.not_after, rules);
-        Ok(IssuedX509 { svid, renew_at })
+        Ok(IssuedX509 { svid, renew_at, authority_id: ca.id() })
     }
 
-    /// Mints a JWT-SVID for `entry_id` and `audience`; returns (token, expiry, refresh point).
+    /// Mints a JWT-SVID for `entry_id` and `audience`.
     /// Each audience is decided on its own; all must be allowed, and the
     /// token lives no longer than the shortest cap among them.
     pub async fn issue_jwt(
@@ -309,7 +335,7 @@ impl ServerState {
         entry_id: &str,
         audience: &[String],
         evidence: SelectorSet,
-    ) -> Result<(String, i64, i64), IssueError> {
+    ) -> Result<IssuedJwt, IssueError> {
         if audience.is_empty() {
             return Err(IssueError::BadRequest("at least one audience is required".into()));
         }
@@ -363,47 +389,63 @@ impl ServerState {
             "policy_ids": policy_ids,
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
-        event.credential = Some(self.inventory_row("jwt", &jti, &entry, caller, &evidence, &event, now, exp));
+        let mut row = self.inventory_row("jwt", &jti, &entry, caller, &evidence, &event, now, exp);
+        row.authority_id = key.kid().to_owned();
+        event.credential = Some(row);
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
-        Ok((token, exp, renewal_point(now, exp, rules)))
+        let kid = key.kid().to_owned();
+        Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at: renewal_point(now, exp, rules) })
     }
 
     /// Node attestation by join token: verifies the CSR, burns the token, and
     /// signs the agent SVID. The CSR is checked before the token is consumed,
     /// so a malformed request does not waste a token.
-    pub async fn attest_join_token(&self, token: &str, csr: &[u8]) -> Result<(SpiffeId, SignedSvid), IssueError> {
+    pub async fn attest_join_token(
+        &self,
+        token: &str,
+        csr: &[u8],
+    ) -> Result<(SpiffeId, SignedSvid, String), IssueError> {
         let agent_id = self
             .settings
             .trust_domain
             .workload_id(&["hallmark", "agent", "join_token", &join_token_id(token)])
             .map_err(|e| ServerError::Internal(e.to_string()))?;
-        let signed = self.sign_agent(&agent_id, csr)?;
+        let (signed, authority) = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;
-        self.store.upsert_node(agent_id.as_str(), "join_token", &signed.serial, signed.not_after).await?;
+        if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
+            return Err(IssueError::Revoked(agent_id.to_string()));
+        }
+        self.store.upsert_node(agent_id.as_str(), "join_token", &signed.serial, &authority, signed.not_after).await?;
         let details =
             serde_json::json!({ "attestation": "join_token", "serial": signed.serial, "not_after": signed.not_after });
         self.audit.record(self.audit_event(agent_id.as_str(), "attest_node", agent_id.as_str(), "ok", details)).await?;
         tracing::info!(agent = %agent_id, "node attested with join token");
-        Ok((agent_id, signed))
+        Ok((agent_id, signed, authority))
     }
 
     /// Signs an agent SVID for the agent embedded in this process (`hallmark up`).
     /// The caller is this process, so no attestation evidence is exchanged.
-    pub async fn attest_local(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<SignedSvid, IssueError> {
-        let signed = self.sign_agent(agent_id, csr)?;
-        self.store.upsert_node(agent_id.as_str(), "local", &signed.serial, signed.not_after).await?;
-        Ok(signed)
+    pub async fn attest_local(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
+        if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
+            return Err(IssueError::Revoked(agent_id.to_string()));
+        }
+        let (signed, authority) = self.sign_agent(agent_id, csr)?;
+        self.store.upsert_node(agent_id.as_str(), "local", &signed.serial, &authority, signed.not_after).await?;
+        Ok((signed, authority))
     }
 
     /// Renews an authenticated agent's SVID.
-    pub async fn renew_agent(&self, caller: &Caller, csr: &[u8]) -> Result<SignedSvid, IssueError> {
-        let signed = self.sign_agent(&caller.agent, csr)?;
-        self.store.upsert_node(caller.agent.as_str(), &caller.attestation, &signed.serial, signed.not_after).await?;
-        Ok(signed)
+    pub async fn renew_agent(&self, caller: &Caller, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
+        let (signed, authority) = self.sign_agent(&caller.agent, csr)?;
+        self.store
+            .upsert_node(caller.agent.as_str(), &caller.attestation, &signed.serial, &authority, signed.not_after)
+            .await?;
+        Ok((signed, authority))
     }
 
-    fn sign_agent(&self, agent: &SpiffeId, csr: &[u8]) -> Result<SignedSvid, IssueError> {
+    /// Signs an agent SVID; returns it with the id of the authority that signed it.
+    fn sign_agent(&self, agent: &SpiffeId, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
         let ca = self.authorities.x509()?;
         let t = SvidTemplate {
             csr_der: csr,
@@ -412,6 +454,7 @@ impl ServerState {
             ttl_secs: self.settings.agent_svid_ttl.secs(),
             now: now_unix(),
         };
-        ca.sign_svid(&t).map_err(|e| IssueError::BadRequest(e.to_string()))
+        let signed = ca.sign_svid(&t).map_err(|e| IssueError::BadRequest(e.to_string()))?;
+        Ok((signed, ca.id()))
     }
 }

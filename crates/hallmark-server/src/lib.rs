@@ -8,12 +8,15 @@
 //! - [`config`]: the configuration file.
 
 pub mod admin;
+mod admin_authority;
+mod admin_revocation;
 pub mod audit;
 pub mod authority;
 pub mod config;
 pub mod issuance;
 pub mod node_api;
 pub mod reports;
+pub mod revocation;
 pub mod tls_listener;
 
 use std::net::SocketAddr;
@@ -28,7 +31,7 @@ use hallmark_ca::x509::SvidTemplate;
 use hallmark_core::{SpiffeId, now_unix};
 use hallmark_policy::{DEFAULT_POLICY, PolicyEngine};
 use hallmark_proto::node::node_server::NodeServer;
-use hallmark_store::{EntryChange, Store, StoreError, hash_secret};
+use hallmark_store::{EntryChange, Revocation, Store, StoreError, hash_secret};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
@@ -70,13 +73,25 @@ pub struct ServerState {
     pub changes: broadcast::Sender<EntryChange>,
     /// Wakes the change feed right after a local write.
     pub change_notify: Notify,
+    /// Revocations, as read from the datastore's revocation log.
+    pub revocations: broadcast::Sender<Revocation>,
+    /// Wakes the revocation feed right after a local revocation.
+    pub revocation_notify: Notify,
     /// The policy version in force.
     policy: RwLock<Arc<PolicyEngine>>,
     /// The audit chain's group-commit appender.
     pub audit: audit::Auditor,
     /// Parent used for entries that name none (set by `hallmark up`).
     pub default_parent: RwLock<Option<SpiffeId>>,
-    server_cert: RwLock<Option<(Arc<SwappableCert>, i64)>>,
+    server_cert: RwLock<Option<ServerCert>>,
+}
+
+/// The server's own TLS certificate: the swappable key, its expiry, and the
+/// authority that signed it (a new active authority means a new certificate).
+struct ServerCert {
+    swap: Arc<SwappableCert>,
+    not_after: i64,
+    authority_id: String,
 }
 
 /// Why a policy was not set.
@@ -204,8 +219,9 @@ impl ServerState {
         Ok(engine)
     }
 
-    /// Issues the server's own TLS certificate from the active CA.
-    fn issue_server_cert(&self) -> Result<(CertifiedKey, i64), ServerError> {
+    /// Issues the server's own TLS certificate from the active CA; returns it
+    /// with its expiry and the id of the authority that signed it.
+    fn issue_server_cert(&self) -> Result<(CertifiedKey, i64, String), ServerError> {
         let id = server_id(&self.settings)?;
         let kc = new_key_and_csr(Some(&id)).map_err(|e| ServerError::Ca(e.to_string()))?;
         let ca = self.authorities.x509()?;
@@ -222,24 +238,27 @@ impl ServerState {
             .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(kc.key_pkcs8)))
             .map_err(|e| ServerError::Ca(e.to_string()))?;
         let chain = signed.chain.into_iter().map(CertificateDer::from).collect();
-        Ok((CertifiedKey::new(chain, key), signed.not_after))
+        Ok((CertifiedKey::new(chain, key), signed.not_after, ca.id()))
     }
 
-    /// Renews the server certificate past half its life.
+    /// Renews the server certificate past half its life, or at once when
+    /// another authority has become active (the old one may be tainted next).
     fn renew_server_cert_if_due(&self) -> Result<(), ServerError> {
         let guard = self.server_cert.read().map_err(|_| ServerError::Internal("lock poisoned".into()))?;
-        let Some((swap, not_after)) = guard.as_ref() else {
+        let Some(cur) = guard.as_ref() else {
             return Ok(());
         };
         let half = i64::try_from(self.settings.agent_svid_ttl.secs() / 2).unwrap_or(i64::MAX);
-        if not_after - now_unix() > half {
+        let active = self.authorities.x509()?.id();
+        if cur.not_after - now_unix() > half && cur.authority_id == active {
             return Ok(());
         }
-        let swap = swap.clone();
+        let swap = cur.swap.clone();
         drop(guard);
-        let (key, not_after) = self.issue_server_cert()?;
+        let (key, not_after, authority_id) = self.issue_server_cert()?;
         swap.set(key);
-        *self.server_cert.write().map_err(|_| ServerError::Internal("lock poisoned".into()))? = Some((swap, not_after));
+        *self.server_cert.write().map_err(|_| ServerError::Internal("lock poisoned".into()))? =
+            Some(ServerCert { swap, not_after, authority_id });
         Ok(())
     }
 
@@ -283,12 +302,15 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     let policy = load_policy(&store).await?;
     tracing::info!(version = policy.version(), policies = policy.len(), "policy loaded");
     let (changes, _) = broadcast::channel(4096);
+    let (revocations, _) = broadcast::channel(4096);
     let state = Arc::new(ServerState {
         settings,
         store: store.clone(),
         authorities,
         changes,
         change_notify: Notify::new(),
+        revocations,
+        revocation_notify: Notify::new(),
         policy: RwLock::new(Arc::new(policy)),
         audit: new_auditor(&store, record),
         default_parent: RwLock::new(None),
@@ -296,10 +318,10 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     });
 
     // Agent API: TLS 1.3, client certificates verified against the live bundle.
-    let (key, not_after) = state.issue_server_cert()?;
+    let (key, not_after, authority_id) = state.issue_server_cert()?;
     let swap = Arc::new(SwappableCert::new(key));
     *state.server_cert.write().map_err(|_| ServerError::Internal("lock poisoned".into()))? =
-        Some((swap.clone(), not_after));
+        Some(ServerCert { swap: swap.clone(), not_after, authority_id });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ServerError::Internal(e.to_string()))?
@@ -332,6 +354,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         axum::serve(admin_listener, router).await.map_err(|e| ServerError::Io(format!("admin API: {e}")))
     });
     tasks.spawn(change_feed(state.clone()));
+    tasks.spawn(revocation::revocation_feed(state.clone()));
     tasks.spawn(maintenance(state.clone()));
     tasks.spawn(policy_watch(state.clone()));
     tracing::info!(%agent_addr, %admin_addr, trust_domain = %state.settings.trust_domain, "server ready");
@@ -422,8 +445,10 @@ async fn prune_inventory(state: &ServerState) {
     }
 }
 
-/// Rotates authorities, refreshes the shared bundle, renews the server
-/// certificate, and prunes the inventory (hourly).
+/// Rotates authorities on schedule, re-signs CRLs before they lapse, refreshes
+/// the shared bundle (so taints, revocations and other servers' authorities
+/// are followed), renews the server certificate, and prunes the inventory
+/// (hourly).
 async fn maintenance(state: Arc<ServerState>) -> Result<(), ServerError> {
     let mut ticks: u64 = 0;
     loop {
@@ -434,6 +459,9 @@ async fn maintenance(state: Arc<ServerState>) -> Result<(), ServerError> {
         ticks += 1;
         if let Err(e) = state.authorities.rotate_if_due().await {
             tracing::error!(error = %e, "authority rotation failed");
+        }
+        if let Err(e) = state.authorities.refresh_crls_if_due().await {
+            tracing::warn!(error = %e, "CRL refresh failed");
         }
         if let Err(e) = state.authorities.refresh_bundle().await {
             tracing::warn!(error = %e, "bundle refresh failed");

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use hallmark_ca::Bundle;
 use hallmark_core::{Entry, SpiffeId};
+use hallmark_store::Revocation;
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RenewAgentRequest,
@@ -60,7 +61,9 @@ fn internal(e: impl std::fmt::Display) -> Status {
 fn status(e: IssueError) -> Status {
     match e {
         IssueError::NoEntry(_) => Status::not_found(e.to_string()),
-        IssueError::NotEntitled { .. } | IssueError::Denied { .. } => Status::permission_denied(e.to_string()),
+        IssueError::NotEntitled { .. } | IssueError::Denied { .. } | IssueError::Revoked(_) => {
+            Status::permission_denied(e.to_string())
+        }
         IssueError::BadRequest(_) => Status::invalid_argument(e.to_string()),
         IssueError::Attestation(_) => Status::permission_denied(e.to_string()),
         IssueError::Server(s) => internal(s),
@@ -91,11 +94,19 @@ pub fn bundle_to_proto(b: &Bundle) -> pb::Bundle {
         x509_authorities: b.x509_authorities.clone(),
         jwks: b.jwt_jwks(),
         sequence: b.sequence,
+        crls: b.status.crls.clone(),
+        tainted: b.status.tainted.clone(),
+        revoked_authorities: b.status.revoked.clone(),
     }
 }
 
-fn svid_reply(id: &SpiffeId, chain: Vec<Vec<u8>>, bundle: &Bundle) -> AgentSvid {
-    AgentSvid { spiffe_id: id.to_string(), cert_chain: chain, bundle: Some(bundle_to_proto(bundle)) }
+/// A revoked credential as sent to agents.
+pub fn revoked_to_proto(r: &Revocation) -> pb::Revoked {
+    pb::Revoked { kind: r.kind.clone(), id: r.id.clone(), not_after: r.not_after, authority_id: r.authority_id.clone() }
+}
+
+fn svid_reply(id: &SpiffeId, chain: Vec<Vec<u8>>, authority_id: String, bundle: &Bundle) -> AgentSvid {
+    AgentSvid { spiffe_id: id.to_string(), cert_chain: chain, bundle: Some(bundle_to_proto(bundle)), authority_id }
 }
 
 #[tonic::async_trait]
@@ -105,16 +116,16 @@ impl Node for NodeApi {
         if r.join_token.is_empty() || r.join_token.len() > 256 {
             return Err(Status::invalid_argument("a join token is required"));
         }
-        let (id, signed) = self.state.attest_join_token(&r.join_token, &r.csr).await.map_err(status)?;
+        let (id, signed, authority) = self.state.attest_join_token(&r.join_token, &r.csr).await.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
-        Ok(Response::new(svid_reply(&id, signed.chain, &bundle)))
+        Ok(Response::new(svid_reply(&id, signed.chain, authority, &bundle)))
     }
 
     async fn renew_agent(&self, req: Request<RenewAgentRequest>) -> Result<Response<AgentSvid>, Status> {
         let caller = self.authenticate(&req).await?;
-        let signed = self.state.renew_agent(&caller, &req.into_inner().csr).await.map_err(status)?;
+        let (signed, authority) = self.state.renew_agent(&caller, &req.into_inner().csr).await.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
-        Ok(Response::new(svid_reply(&caller.agent, signed.chain, &bundle)))
+        Ok(Response::new(svid_reply(&caller.agent, signed.chain, authority, &bundle)))
     }
 
     type SyncEntriesStream = ReceiverStream<Result<SyncEvent, Status>>;
@@ -151,6 +162,7 @@ impl Node for NodeApi {
                     error: String::new(),
                     denied: false,
                     renew_at: i.renew_at,
+                    authority_id: i.authority_id,
                 },
                 Err(IssueError::Server(e)) => return Err(internal(e)),
                 Err(e) => SvidResult {
@@ -158,10 +170,14 @@ impl Node for NodeApi {
                     cert_chain: Vec::new(),
                     denied: matches!(
                         e,
-                        IssueError::Denied { .. } | IssueError::NotEntitled { .. } | IssueError::NoEntry(_)
+                        IssueError::Denied { .. }
+                            | IssueError::NotEntitled { .. }
+                            | IssueError::NoEntry(_)
+                            | IssueError::Revoked(_)
                     ),
                     error: e.to_string(),
                     renew_at: 0,
+                    authority_id: String::new(),
                 },
             };
             results.push(result);
@@ -173,9 +189,14 @@ impl Node for NodeApi {
         let caller = self.authenticate(&req).await?;
         let r = req.into_inner();
         let evidence = parse_evidence(&r.evidence).map_err(status)?;
-        let (token, expires_at, refresh_at) =
-            self.state.issue_jwt(&caller, &r.entry_id, &r.audience, evidence).await.map_err(status)?;
-        Ok(Response::new(MintJwtSvidResponse { token, expires_at, refresh_at }))
+        let j = self.state.issue_jwt(&caller, &r.entry_id, &r.audience, evidence).await.map_err(status)?;
+        Ok(Response::new(MintJwtSvidResponse {
+            token: j.token,
+            expires_at: j.expires_at,
+            refresh_at: j.refresh_at,
+            jti: j.jti,
+            kid: j.kid,
+        }))
     }
 }
 
@@ -183,12 +204,16 @@ fn event(e: sync_event::Event) -> Result<SyncEvent, Status> {
     Ok(SyncEvent { event: Some(e) })
 }
 
-/// Feeds one agent: a snapshot, then each change to its entries and the
-/// bundle. If it falls behind the change feed it gets a fresh snapshot.
+/// Feeds one agent: a snapshot (entries, bundle, live revocations), then each
+/// change to its entries, each revocation and each new bundle. If it falls
+/// behind either feed it gets a fresh snapshot. A ban of the agent's node ends
+/// the stream with PermissionDenied.
 async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<Result<SyncEvent, Status>>) {
     // Subscribe before reading the snapshot, so no change can fall between them.
     let mut changes = state.changes.subscribe();
+    let mut revocations = state.revocations.subscribe();
     let mut bundle_rx = state.authorities.bundle();
+    let banned = || Status::permission_denied(format!("node `{agent}` is banned"));
     'snapshot: loop {
         let (entries, mut seq) = match state.store.entries_snapshot(agent.as_str()).await {
             Ok(s) => s,
@@ -197,10 +222,23 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                 return;
             }
         };
+        let (revoked, mut revoked_seq) = match state.store.live_revocations(hallmark_core::now_unix()).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(internal(e))).await;
+                return;
+            }
+        };
+        // A ban committed before the snapshot: the node check at connect may have raced it.
+        if matches!(state.store.node(agent.as_str()).await, Ok(Some(n)) if n.banned) {
+            let _ = tx.send(Err(banned())).await;
+            return;
+        }
         let bundle = bundle_rx.borrow_and_update().clone();
         let snap = pb::Snapshot {
             entries: entries.iter().map(entry_to_proto).collect(),
             bundle: Some(bundle_to_proto(&bundle)),
+            revoked: revoked.iter().map(revoked_to_proto).collect(),
         };
         if tx.send(event(sync_event::Event::Snapshot(snap))).await.is_err() {
             return;
@@ -214,7 +252,9 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                         }
                         seq = c.seq;
                         let ev = match state.store.entry(&c.entry_id).await {
-                            Ok(Some(e)) if e.parent_id == agent => sync_event::Event::Upsert(entry_to_proto(&e)),
+                            Ok(Some(e)) if e.parent_id == agent && e.revoked_at.is_none() => {
+                                sync_event::Event::Upsert(entry_to_proto(&e))
+                            }
                             Ok(_) => sync_event::Event::Delete(c.entry_id),
                             Err(e) => {
                                 tracing::warn!(error = %e, "entry read failed during sync; resending snapshot");
@@ -228,6 +268,44 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                     Err(broadcast::error::RecvError::Lagged(_)) => continue 'snapshot,
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                r = revocations.recv() => {
+                    // Everything revoked at once (an entry, a node) goes in one message.
+                    let mut batch = match r {
+                        Ok(r) => vec![r],
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue 'snapshot,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    };
+                    loop {
+                        match revocations.try_recv() {
+                            Ok(r) => batch.push(r),
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => continue 'snapshot,
+                            Err(_) => break,
+                        }
+                    }
+                    let mut items = Vec::new();
+                    let mut banned_now = false;
+                    for r in batch {
+                        if r.seq <= revoked_seq {
+                            continue;
+                        }
+                        revoked_seq = r.seq;
+                        if r.kind == "node" {
+                            banned_now |= r.id == agent.as_str();
+                            continue;
+                        }
+                        items.push(revoked_to_proto(&r));
+                    }
+                    if !items.is_empty() {
+                        let ev = sync_event::Event::Revoked(pb::Revocations { items });
+                        if tx.send(event(ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if banned_now {
+                        let _ = tx.send(Err(banned())).await;
+                        return;
+                    }
+                }
                 r = bundle_rx.changed() => {
                     if r.is_err() {
                         return;

@@ -67,6 +67,10 @@ pub struct Credential {
     pub not_after: i64,
     /// Unix seconds, when revoked.
     pub revoked_at: Option<i64>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// The authority that signed it: X.509 CA id or JWT key id.
+    pub authority_id: String,
     /// The audit record of its issuance.
     pub audit_seq: i64,
 }
@@ -74,6 +78,8 @@ pub struct Credential {
 /// Inventory filters.
 #[derive(Debug, Clone, Default)]
 pub struct CredentialFilter {
+    /// Only this serial or jti.
+    pub id: Option<String>,
     /// Only this entry.
     pub entry_id: Option<String>,
     /// Only this owner.
@@ -203,7 +209,8 @@ impl Store {
             if let Some(c) = &e.credential {
                 sqlx::query(
                     "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, \
-                     issued_at, not_before, not_after, audit_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                     issued_at, not_before, not_after, audit_seq, authority_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(c.id.clone())
                 .bind(c.kind.clone())
@@ -218,6 +225,7 @@ impl Store {
                 .bind(c.not_before)
                 .bind(c.not_after)
                 .bind(seq)
+                .bind(c.authority_id.clone())
                 .execute(&mut *tx)
                 .await?;
             }
@@ -253,10 +261,10 @@ impl Store {
         // One static statement: each filter is either bound or disabled by a NULL.
         let rows = sqlx::query(
             "SELECT id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, issued_at, \
-             not_before, not_after, revoked_at, audit_seq FROM credentials \
+             not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq FROM credentials \
              WHERE ($1 = '' OR entry_id = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR node_id = $3) \
              AND ($4 < 0 OR not_after <= $4) AND ($5 < 0 OR (not_after > $5 AND revoked_at IS NULL)) \
-             ORDER BY not_after, id LIMIT $6",
+             AND ($7 = '' OR id = $7) ORDER BY not_after, id LIMIT $6",
         )
         .bind(f.entry_id.clone().unwrap_or_default())
         .bind(f.owner.clone().unwrap_or_default())
@@ -264,6 +272,7 @@ impl Store {
         .bind(f.expiring_before.unwrap_or(-1))
         .bind(f.live_at.unwrap_or(-1))
         .bind(limit)
+        .bind(f.id.clone().unwrap_or_default())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -282,6 +291,8 @@ impl Store {
                     not_before: r.try_get("not_before")?,
                     not_after: r.try_get("not_after")?,
                     revoked_at: r.try_get("revoked_at")?,
+                    revoke_reason: r.try_get("revoke_reason")?,
+                    authority_id: r.try_get("authority_id")?,
                     audit_seq: r.try_get("audit_seq")?,
                 })
             })

@@ -6,12 +6,16 @@
 //! both. Only the DDL differs, by a template variable in the migrations.
 
 mod audit;
+mod authority;
 mod governance;
 mod migrate;
+mod revocation;
 mod store;
 
 pub use audit::{
     AuditBreak, AuditEvent, AuditRecord, AuditVerification, Credential, CredentialFilter, GENESIS, record_hash,
 };
+pub use authority::{AuthorityRow, AuthorityState};
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
-pub use store::{AdminToken, AuthorityRow, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret};
+pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
+pub use store::{AdminToken, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret};

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/0003_owners.sql")),
     (4, include_str!("../migrations/0004_audit.sql")),
     (5, include_str!("../migrations/0005_inventory.sql")),
+    (6, include_str!("../migrations/0006_revocation.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -71,7 +71,7 @@ pub enum Backend {
 }
 
 /// An attested node (agent).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Node {
     /// The agent's SPIFFE ID.
     pub agent_id: String,
@@ -83,6 +83,10 @@ pub struct Node {
     pub not_after: i64,
     /// Banned nodes are refused.
     pub banned: bool,
+    /// Why it was banned.
+    pub ban_reason: Option<String>,
+    /// The authority that signed its current agent SVID.
+    pub authority_id: String,
 }
 
 /// An admin API credential, as stored (the token itself is never stored).
@@ -92,19 +96,6 @@ pub struct AdminToken {
     pub name: String,
     /// The role it grants.
     pub role: String,
-}
-
-/// The public half of a signing authority, published in the shared bundle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthorityRow {
-    /// Stable id (for X.509: certificate SHA-256; for JWT: the kid).
-    pub id: String,
-    /// `x509` (public = base64 DER certificate) or `jwt` (public = JWK JSON).
-    pub kind: String,
-    /// The public material.
-    pub public: String,
-    /// Unix seconds.
-    pub not_after: i64,
 }
 
 /// One change in the entry log: entry `entry_id` changed for agent `parent_id`.
@@ -133,7 +124,7 @@ pub struct Store {
     pub(crate) audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
-const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at";
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at";
 
 fn canonical_selectors(s: &SelectorSet) -> String {
     s.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
@@ -181,7 +172,22 @@ fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
         revision: u64::try_from(r.try_get::<i64, _>("revision")?).unwrap_or(0),
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        revoked_at: r.try_get("revoked_at")?,
         id,
+    })
+}
+
+const NODE_COLUMNS: &str = "agent_id, attestation_type, serial, authority_id, not_after, banned, ban_reason";
+
+fn node_from_row(r: &AnyRow) -> Result<Node, StoreError> {
+    Ok(Node {
+        agent_id: r.try_get("agent_id")?,
+        attestation_type: r.try_get("attestation_type")?,
+        serial: r.try_get("serial")?,
+        not_after: r.try_get("not_after")?,
+        banned: r.try_get::<i64, _>("banned")? != 0,
+        ban_reason: r.try_get("ban_reason")?,
+        authority_id: r.try_get("authority_id")?,
     })
 }
 
@@ -394,8 +400,9 @@ impl Store {
         rows.iter().map(entry_from_row).collect()
     }
 
-    /// Entries a given parent may serve, with the change-log position they reflect.
-    /// Reading both in one transaction means no change is missed or seen twice.
+    /// Entries a given parent may serve (revoked ones excluded), with the
+    /// change-log position they reflect. Reading both in one transaction means
+    /// no change is missed or seen twice.
     pub async fn entries_snapshot(&self, parent: &str) -> Result<(Vec<Entry>, i64), StoreError> {
         let mut tx = self.pool.begin().await?;
         let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM entry_events")
@@ -403,7 +410,7 @@ impl Store {
             .await?
             .try_get("s")?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 ORDER BY spiffe_id, id"
+            "SELECT {ENTRY_COLUMNS} FROM entries WHERE parent_id = $1 AND revoked_at IS NULL ORDER BY spiffe_id, id"
         )))
         .bind(parent.to_owned())
         .fetch_all(&mut *tx)
@@ -480,23 +487,27 @@ impl Store {
         }))
     }
 
-    /// Records a node's current agent SVID, creating the node on first attestation.
+    /// Records a node's current agent SVID (signed by `authority_id`),
+    /// creating the node on first attestation. A banned node stays banned.
     pub async fn upsert_node(
         &self,
         agent_id: &str,
         attestation_type: &str,
         serial: &str,
+        authority_id: &str,
         not_after: i64,
     ) -> Result<(), StoreError> {
         let now = now_unix();
         sqlx::query(
-            "INSERT INTO nodes (agent_id, attestation_type, serial, not_after, banned, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 0, $5, $5) \
-             ON CONFLICT (agent_id) DO UPDATE SET serial = excluded.serial, not_after = excluded.not_after, updated_at = excluded.updated_at",
+            "INSERT INTO nodes (agent_id, attestation_type, serial, authority_id, not_after, banned, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6) \
+             ON CONFLICT (agent_id) DO UPDATE SET serial = excluded.serial, authority_id = excluded.authority_id, \
+             not_after = excluded.not_after, updated_at = excluded.updated_at",
         )
         .bind(agent_id.to_owned())
         .bind(attestation_type.to_owned())
         .bind(serial.to_owned())
+        .bind(authority_id.to_owned())
         .bind(not_after)
         .bind(now)
         .execute(&self.pool)
@@ -506,21 +517,19 @@ impl Store {
 
     /// A node by agent ID.
     pub async fn node(&self, agent_id: &str) -> Result<Option<Node>, StoreError> {
-        let row =
-            sqlx::query("SELECT agent_id, attestation_type, serial, not_after, banned FROM nodes WHERE agent_id = $1")
-                .bind(agent_id.to_owned())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok(Node {
-                agent_id: r.try_get("agent_id")?,
-                attestation_type: r.try_get("attestation_type")?,
-                serial: r.try_get("serial")?,
-                not_after: r.try_get("not_after")?,
-                banned: r.try_get::<i64, _>("banned")? != 0,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {NODE_COLUMNS} FROM nodes WHERE agent_id = $1")))
+            .bind(agent_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(node_from_row).transpose()
+    }
+
+    /// Every attested node, by agent ID.
+    pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY agent_id")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_from_row).collect()
     }
 
     /// Stores an admin token by hash.
@@ -552,51 +561,5 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| Ok(AdminToken { name: r.try_get("name")?, role: r.try_get("role")? })).transpose()
-    }
-
-    /// Publishes an authority's public half (idempotent) and bumps the bundle sequence when new.
-    pub async fn publish_authority(&self, a: &AuthorityRow) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO authorities (id, kind, public, not_after, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(a.id.clone())
-        .bind(a.kind.clone())
-        .bind(a.public.clone())
-        .bind(a.not_after)
-        .bind(now_unix())
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 1 {
-            sqlx::query("UPDATE meta SET value = value + 1 WHERE name = 'bundle_sequence'").execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Authorities not yet expired at `now`, oldest first, and the bundle sequence.
-    pub async fn authorities(&self, now: i64) -> Result<(Vec<AuthorityRow>, u64), StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, public, not_after FROM authorities WHERE not_after > $1 ORDER BY created_at, id",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?;
-        let seq: i64 = sqlx::query("SELECT value FROM meta WHERE name = 'bundle_sequence'")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("value")?;
-        let list = rows
-            .iter()
-            .map(|r| {
-                Ok(AuthorityRow {
-                    id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
-                    public: r.try_get("public")?,
-                    not_after: r.try_get("not_after")?,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        Ok((list, u64::try_from(seq).unwrap_or(0)))
     }
 }

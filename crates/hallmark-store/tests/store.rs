@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hallmark_core::{EntrySpec, SpiffeId, TrustDomain, Ttl, ValidEntrySpec};
-use hallmark_store::{AuthorityRow, JoinTokenError, Store, StoreError, hash_secret};
+use hallmark_store::{AuthorityRow, AuthorityState, JoinTokenError, RevokeTarget, Store, StoreError, hash_secret};
 
 /// Opens one store per available backend, each empty.
 async fn stores() -> Vec<(String, Store)> {
@@ -109,22 +109,52 @@ async fn join_tokens_are_single_use() {
 #[tokio::test]
 async fn nodes_tokens_authorities() {
     for (name, s) in stores().await {
-        s.upsert_node("spiffe://example.org/a", "join_token", "01", 100).await.unwrap();
-        s.upsert_node("spiffe://example.org/a", "join_token", "02", 200).await.unwrap();
+        s.upsert_node("spiffe://example.org/a", "join_token", "01", "ca1", 100).await.unwrap();
+        s.upsert_node("spiffe://example.org/a", "join_token", "02", "ca1", 200).await.unwrap();
         let n = s.node("spiffe://example.org/a").await.unwrap().unwrap();
         assert_eq!((n.serial.as_str(), n.not_after, n.banned), ("02", 200, false), "{name}");
         s.add_admin_token(&hash_secret("secret"), "bootstrap", "trust-admin").await.unwrap();
         assert_eq!(s.admin_token(&hash_secret("secret")).await.unwrap().unwrap().role, "trust-admin");
         assert!(s.admin_token(&hash_secret("other")).await.unwrap().is_none());
         let now = hallmark_core::now_unix();
-        let a = AuthorityRow { id: "k1".into(), kind: "jwt".into(), public: "{}".into(), not_after: now + 60 };
+        let row = |id: &str, state, not_after| AuthorityRow {
+            id: id.into(),
+            kind: "jwt".into(),
+            public: "{}".into(),
+            server_id: "srv".into(),
+            state,
+            not_before: now - 10,
+            not_after,
+            tainted_at: None,
+            crl: None,
+        };
+        let a = row("k1", AuthorityState::Active, now + 60);
         s.publish_authority(&a).await.unwrap();
         s.publish_authority(&a).await.unwrap();
-        let old = AuthorityRow { id: "k0".into(), kind: "jwt".into(), public: "{}".into(), not_after: now - 60 };
-        s.publish_authority(&old).await.unwrap();
+        s.publish_authority(&row("k0", AuthorityState::Active, now - 60)).await.unwrap();
         let (list, seq) = s.authorities(now).await.unwrap();
         assert_eq!(list, vec![a], "{name}");
         assert_eq!(seq, 2, "{name}: sequence counts new authorities only");
+        // Lifecycle: prepared -> active (the old active becomes old) -> tainted -> revoked.
+        s.publish_authority(&row("k2", AuthorityState::Prepared, now + 120)).await.unwrap();
+        assert!(!s.taint_authority("k1", now).await.unwrap(), "the active one cannot be tainted");
+        s.activate_authority("k2").await.unwrap();
+        assert!(matches!(s.activate_authority("k2").await, Err(StoreError::NotFound(_))), "only prepared ones");
+        let states = |list: Vec<AuthorityRow>| list.into_iter().map(|r| (r.id, r.state)).collect::<Vec<_>>();
+        assert_eq!(
+            states(s.authorities(now).await.unwrap().0),
+            vec![("k1".into(), AuthorityState::Old), ("k2".into(), AuthorityState::Active)],
+            "{name}"
+        );
+        assert!(!s.revoke_authority("k1").await.unwrap(), "revoking needs a taint first");
+        assert!(s.taint_authority("k1", now).await.unwrap());
+        assert!(!s.taint_authority("k1", now).await.unwrap(), "once");
+        assert!(s.revoke_authority("k1").await.unwrap());
+        let (list, seq) = s.authorities(now).await.unwrap();
+        assert_eq!(list[0].state, AuthorityState::Revoked);
+        assert_eq!(seq, 4, "{name}: a revocation changes the bundle");
+        s.set_authority_crl("k2", "AAAA").await.unwrap();
+        assert_eq!(s.authority("k2").await.unwrap().unwrap().crl.as_deref(), Some("AAAA"));
     }
 }
 
@@ -349,6 +379,8 @@ async fn inventory_is_written_with_the_audit_record() {
                 not_before: 90,
                 not_after,
                 revoked_at: None,
+                revoke_reason: None,
+                authority_id: "ca1".into(),
                 audit_seq: 0,
             });
             e
@@ -370,5 +402,112 @@ async fn inventory_is_written_with_the_audit_record() {
         // A duplicate serial fails the whole batch: neither record nor row is half-written.
         assert!(s.append_audit(&[event(9), mk("s2", "a", 1)]).await.is_err());
         assert_eq!(s.verify_audit().await.unwrap().records, 3, "{name}");
+    }
+}
+
+/// Every revocation path: one credential, an entry, an owner, a node; each in
+/// the inventory, the revocation log (in order) and the entries agents see.
+#[tokio::test]
+async fn revocation_by_credential_entry_owner_and_node() {
+    for (name, s) in stores().await {
+        let now = hallmark_core::now_unix();
+        for o in ["team-a", "team-b"] {
+            s.create_owner(o, "x@example.org", "").await.unwrap();
+        }
+        let agent = "spiffe://example.org/hallmark/agent/n1";
+        let mut ids = Vec::new();
+        for (i, owner) in ["team-a", "team-a", "team-b"].iter().enumerate() {
+            let mut v = spec(&format!("w{i}"), 1000 + i as u32);
+            v.parent_id = SpiffeId::new(agent).unwrap();
+            v.owner = (*owner).into();
+            ids.push(s.create_entry(&v).await.unwrap().id);
+        }
+        s.upsert_node(agent, "join_token", "aa01", "ca1", now + 600).await.unwrap();
+        // Two credentials per entry, issued through the node.
+        let mut events = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            for k in 0..2 {
+                let mut e = event(i as i64);
+                e.credential = Some(hallmark_store::Credential {
+                    id: format!("c{i}{k}"),
+                    kind: if k == 0 { "x509" } else { "jwt" }.into(),
+                    entry_id: id.clone(),
+                    spiffe_id: format!("spiffe://example.org/w{i}"),
+                    node_id: agent.into(),
+                    class: "machine".into(),
+                    owner: if i < 2 { "team-a" } else { "team-b" }.into(),
+                    policy_version: 1,
+                    evidence_digest: "d".into(),
+                    issued_at: now,
+                    not_before: now - 10,
+                    not_after: now + 600,
+                    revoked_at: None,
+                    revoke_reason: None,
+                    authority_id: if k == 0 { "ca1" } else { "kid1" }.into(),
+                    audit_seq: 0,
+                });
+                events.push(e);
+            }
+        }
+        s.append_audit(&events).await.unwrap();
+        let start = s.last_revocation().await.unwrap();
+        let changes_before = s.last_change().await.unwrap();
+
+        // One credential: only it; the entry stays served.
+        let out = s.revoke(&RevokeTarget::Credential("c00".into()), "key leaked", now).await.unwrap();
+        assert_eq!((out.credentials.clone(), out.entries.len()), (vec!["c00".to_owned()], 0), "{name}");
+        let c = s.credential("c00").await.unwrap().unwrap();
+        assert_eq!((c.revoked_at, c.revoke_reason.as_deref()), (Some(now), Some("key leaked")));
+        assert_eq!(s.entries_snapshot(agent).await.unwrap().0.len(), 3);
+        // Again: nothing more to do, not an error; unknown: NotFound.
+        assert!(s.revoke(&RevokeTarget::Credential("c00".into()), "again", now).await.unwrap().credentials.is_empty());
+        assert!(matches!(
+            s.revoke(&RevokeTarget::Credential("nope".into()), "x", now).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // An entry: disabled (not in the agent's snapshot), its other live credential revoked.
+        let out = s.revoke(&RevokeTarget::Entry(ids[0].clone()), "decommissioned", now).await.unwrap();
+        assert_eq!((out.entries.clone(), out.credentials.clone()), (vec![ids[0].clone()], vec!["c01".to_owned()]));
+        assert!(s.entry(&ids[0]).await.unwrap().unwrap().revoked_at.is_some());
+        assert_eq!(s.entries_snapshot(agent).await.unwrap().0.len(), 2, "{name}");
+        assert!(s.last_change().await.unwrap() > changes_before, "the agent is told through the change log");
+
+        // An owner: all its entries.
+        let out = s.revoke(&RevokeTarget::Owner("team-a".into()), "team dissolved", now).await.unwrap();
+        assert_eq!(out.entries, vec![ids[1].clone()], "{name}: the already revoked entry is not revoked twice");
+        assert_eq!(out.credentials.len(), 2);
+        assert_eq!(s.entries_snapshot(agent).await.unwrap().0.len(), 1);
+
+        // A node: banned, everything issued through it revoked, its own SVID on the CRL list.
+        let out = s.revoke(&RevokeTarget::Node(agent.into()), "compromised host", now).await.unwrap();
+        assert_eq!((out.node.as_deref(), out.credentials.len()), (Some(agent), 2), "{name}");
+        let n = s.node(agent).await.unwrap().unwrap();
+        assert!(n.banned && n.ban_reason.as_deref() == Some("compromised host"));
+        assert!(matches!(s.revoke(&RevokeTarget::Node("spiffe://x/y".into()), "x", now).await, Err(StoreError::NotFound(_))));
+
+        // The log holds every step in order; live revocations exclude the node record.
+        let log = s.revocations_since(start, 100).await.unwrap();
+        let kinds: Vec<(&str, &str)> = log.iter().map(|r| (r.kind.as_str(), r.id.as_str())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("x509", "c00"),
+                ("jwt", "c01"),
+                ("x509", "c10"),
+                ("jwt", "c11"),
+                ("x509", "c20"),
+                ("jwt", "c21"),
+                ("x509", "aa01"),
+                ("node", agent)
+            ],
+            "{name}"
+        );
+        assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+        let (live, seq) = s.live_revocations(now).await.unwrap();
+        assert_eq!((live.len(), seq), (7, log.last().unwrap().seq));
+        assert_eq!(s.live_revocations(now + 601).await.unwrap().0.len(), 0, "expired ones are forgotten");
+        let f = hallmark_store::CredentialFilter { live_at: Some(now), ..Default::default() };
+        assert!(s.credentials(&f, 100).await.unwrap().is_empty(), "{name}: nothing live is left");
     }
 }

@@ -28,6 +28,9 @@ pub struct UpArgs {
     /// Workload API socket (default DIR/agent/public/api.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// The embedded agent's /live, /ready, /metrics address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    agent_health_listen: String,
 }
 
 /// Runs server and agent until interrupted.
@@ -69,13 +72,15 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         .is_some_and(|i| i.not_after > now_unix() + 60 && i.id == agent_id);
     if !resumable {
         let kc = new_key_and_csr(Some(&agent_id))?;
-        let signed = state.attest_local(&agent_id, &kc.csr_der).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (signed, authority_id) =
+            state.attest_local(&agent_id, &kc.csr_der).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = AgentIdentity {
             id: agent_id.clone(),
             chain: signed.chain,
             key: kc.key_pkcs8,
             not_before: signed.not_before,
             not_after: signed.not_after,
+            authority_id,
         };
         id.save(&agent_dir)?;
     }
@@ -89,15 +94,19 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         socket_path: socket_path.clone(),
         join_token: None,
         bootstrap: Bootstrap::None,
+        health_listen: Some(a.agent_health_listen.clone()),
     })
     .await?;
+    let health = agent.inner.health_addr.read().ok().and_then(|a| *a).map(|a| a.to_string()).unwrap_or_default();
 
     let token = state.ensure_admin_token(&dir.join("admin-token")).await?;
     let env = format!(
-        "export SPIFFE_ENDPOINT_SOCKET=unix://{}\nexport HALLMARK_SERVER=http://{}\nexport HALLMARK_TOKEN={}\n",
+        "export SPIFFE_ENDPOINT_SOCKET=unix://{}\nexport HALLMARK_SERVER=http://{}\nexport HALLMARK_TOKEN={}\n\
+         export HALLMARK_AGENT_HEALTH=http://{}\n",
         socket_path.display(),
         server.admin_addr,
-        token
+        token,
+        health
     );
     // The env file holds an admin credential.
     write_secret_file(&dir.join("env"), env.as_bytes())?;

@@ -244,14 +244,19 @@ async fn up_resumes_with_the_same_ca_entries_and_token() {
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/keep");
     // Key material on disk is private.
     use std::os::unix::fs::PermissionsExt;
-    for f in [
-        "data/server/keys/x509-ca.key.pem",
-        "data/server/keys/jwt.key.pem",
-        "data/agent/agent.key.der",
-        "data/admin-token",
-        "data/env",
-    ] {
-        let mode = std::fs::metadata(up.dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+    let mut files = vec!["data/agent/agent.key.der".to_owned(), "data/admin-token".into(), "data/env".into()];
+    for kind in ["x509", "jwt"] {
+        let keys: Vec<String> = std::fs::read_dir(up.dir.path().join("data/server/keys").join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".key.pem"))
+            .map(|n| format!("data/server/keys/{kind}/{n}"))
+            .collect();
+        assert_eq!(keys.len(), 1, "one {kind} authority key: {keys:?}");
+        files.extend(keys);
+    }
+    for f in files {
+        let mode = std::fs::metadata(up.dir.path().join(&f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
 }

@@ -1,0 +1,120 @@
+//! Admin API: revocation in one step, and the nodes it can ban.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use hallmark_store::RevokeTarget;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ServerState;
+use crate::admin::{Admin, ApiError, Perm};
+use crate::revocation::MAX_REASON_LEN;
+
+/// `POST /v1/revocations`: exactly one target and a reason.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeRequest {
+    #[serde(default)]
+    serial: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    entry: Option<String>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    node: Option<String>,
+    reason: String,
+}
+
+impl RevokeRequest {
+    fn target(self) -> Result<(RevokeTarget, String), ApiError> {
+        let reason = self.reason.trim().to_owned();
+        if reason.is_empty() || reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
+            return Err(ApiError::bad(format!(
+                "reason must be 1-{MAX_REASON_LEN} bytes with no control characters"
+            )));
+        }
+        let mut given: Vec<RevokeTarget> = Vec::new();
+        given.extend(self.serial.map(|s| RevokeTarget::Credential(s.to_ascii_lowercase())));
+        given.extend(self.jti.map(RevokeTarget::Credential));
+        given.extend(self.entry.map(RevokeTarget::Entry));
+        given.extend(self.owner.map(RevokeTarget::Owner));
+        given.extend(self.node.map(RevokeTarget::Node));
+        let target = match given.len() {
+            1 => given.remove(0),
+            _ => return Err(ApiError::bad("give exactly one of serial, jti, entry, owner, node")),
+        };
+        let (_, value) = crate::revocation::describe(&target);
+        if value.is_empty() || value.len() > 2048 || value.chars().any(char::is_control) {
+            return Err(ApiError::bad("the revocation target must be 1-2048 bytes with no control characters"));
+        }
+        Ok((target, reason))
+    }
+}
+
+/// Confines an `owner:NAME` caller to its own credentials and entries.
+async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -> Result<(), ApiError> {
+    let Some(mine) = who.owner_scope() else { return Ok(()) };
+    let owner = match target {
+        RevokeTarget::Credential(id) => s.store.credential(id).await?.map(|c| c.owner),
+        RevokeTarget::Entry(id) => s.store.entry(id).await?.map(|e| e.owner),
+        RevokeTarget::Owner(name) => Some(name.clone()),
+        RevokeTarget::Node(_) => {
+            return Err(ApiError(StatusCode::FORBIDDEN, format!("role `{}` may not ban nodes", who.0.role)));
+        }
+    };
+    match owner {
+        Some(o) if o == mine => Ok(()),
+        // Unknown targets answer 404 below, whoever asks.
+        None => Ok(()),
+        Some(_) => Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("role `{}` may only revoke what owner `{mine}` holds", who.0.role),
+        )),
+    }
+}
+
+pub(crate) async fn revoke(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<Json<RevokeRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::Revoke)?;
+    let Json(req) = body?;
+    let (target, reason) = req.target()?;
+    owner_may_revoke(&s, &who, &target).await?;
+    let out = s.revoke(&target, &reason, &who.0.name).await.map_err(|e| match e {
+        crate::ServerError::Store(e) => ApiError::from(e),
+        other => {
+            tracing::error!(error = %other, "revocation failed");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "revocation failed".into())
+        }
+    })?;
+    let (kind, value) = crate::revocation::describe(&target);
+    Ok(Json(json!({
+        "target": kind,
+        "subject": value,
+        "reason": reason,
+        "credentials": out.credentials,
+        "entries": out.entries,
+        "node": out.node,
+    })))
+}
+
+/// `GET /v1/revocations`: revoked credentials that have not yet expired.
+pub(crate) async fn list(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    let (list, _) = s.store.live_revocations(hallmark_core::now_unix()).await?;
+    Ok(Json(json!({ "revocations": list })))
+}
+
+/// `GET /v1/nodes`: attested nodes, banned or not.
+pub(crate) async fn nodes(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::JoinTokens)?;
+    Ok(Json(json!({ "nodes": s.store.nodes().await? })))
+}

@@ -1,0 +1,95 @@
+//! Revocation in one step, and the feed that pushes it to agents.
+//!
+//! A revocation is one datastore transaction (see `Store::revoke`): the
+//! inventory is marked, an entry or node is disabled where the target calls
+//! for it, and the revocation log grows. Every server follows that log, so an
+//! agent connected to any of them receives each revocation as a pushed
+//! message; the server holding an X.509 authority re-signs its CRL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hallmark_core::now_unix;
+use hallmark_store::{RevokeOutcome, RevokeTarget};
+
+use crate::{ServerError, ServerState};
+
+/// Longest revocation reason accepted.
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// A target's kind and value, for audit records and logs.
+pub fn describe(target: &RevokeTarget) -> (&'static str, &str) {
+    match target {
+        RevokeTarget::Credential(id) => ("credential", id),
+        RevokeTarget::Entry(id) => ("entry", id),
+        RevokeTarget::Owner(name) => ("owner", name),
+        RevokeTarget::Node(id) => ("node", id),
+    }
+}
+
+impl ServerState {
+    /// Revokes `target` for `reason`, on behalf of admin identity `by`, records
+    /// it in the audit chain, and wakes the feeds so agents hear of it at once.
+    pub async fn revoke(&self, target: &RevokeTarget, reason: &str, by: &str) -> Result<RevokeOutcome, ServerError> {
+        let out = self.store.revoke(target, reason, now_unix()).await?;
+        self.change_notify.notify_one();
+        self.revocation_notify.notify_one();
+        let (kind, subject) = describe(target);
+        tracing::warn!(
+            by,
+            target = kind,
+            subject,
+            reason,
+            credentials = out.credentials.len(),
+            entries = out.entries.len(),
+            node = out.node.as_deref().unwrap_or(""),
+            "revoked"
+        );
+        let details = serde_json::json!({
+            "target": kind,
+            "reason": reason,
+            "credentials": out.credentials,
+            "entries": out.entries,
+            "node": out.node,
+        });
+        let action = if out.node.is_some() { "node_ban" } else { "revoke" };
+        self.audit.record_or_log(self.audit_event(by, action, subject, "ok", details)).await;
+        Ok(out)
+    }
+}
+
+/// Reads the datastore's revocation log and broadcasts each record to the
+/// agents' sync streams; re-signs this server's CRLs when an X.509 serial was
+/// revoked. Polling the log (not only local revocations) is what makes a
+/// revocation through any server reach agents connected to every server.
+pub(crate) async fn revocation_feed(state: Arc<ServerState>) -> Result<(), ServerError> {
+    let mut last = state.store.last_revocation().await?;
+    loop {
+        tokio::select! {
+            () = state.revocation_notify.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let list = match state.store.revocations_since(last, 1000).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation feed read failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut serial_revoked = false;
+        for r in list {
+            last = r.seq;
+            serial_revoked |= r.kind == "x509";
+            let _ = state.revocations.send(r);
+        }
+        if serial_revoked {
+            if let Err(e) = state.authorities.refresh_crls().await {
+                tracing::error!(error = %e, "cannot re-sign CRLs after a revocation");
+            }
+            if let Err(e) = state.authorities.refresh_bundle().await {
+                tracing::warn!(error = %e, "bundle refresh failed after a revocation");
+            }
+        }
+    }
+}

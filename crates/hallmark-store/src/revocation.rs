@@ -1,0 +1,285 @@
+//! Revocation: of one credential, an entry, everything an owner has, or a
+//! node, each in one transaction that marks the inventory, disables what must
+//! not be issued again, and appends to the revocation log.
+//!
+//! The revocation log is read in order by every server (as the entry change
+//! log is): it is what pushes revocations to agents and what CRLs are built
+//! from. On PostgreSQL the log table is locked in each revoking transaction so
+//! that positions become visible in commit order and a reader polling
+//! `seq > last` never skips one.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Backend, Store, StoreError};
+
+/// What to revoke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// One credential: an X.509-SVID serial or a JWT-SVID `jti`.
+    Credential(String),
+    /// An entry: it is never served again, and its live credentials are revoked.
+    Entry(String),
+    /// Every entry an owner has, and their live credentials.
+    Owner(String),
+    /// A node: it is banned (its agent SVID refused from then on) and every
+    /// live credential issued through it is revoked.
+    Node(String),
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RevokeOutcome {
+    /// Credentials (serials and jtis) revoked now.
+    pub credentials: Vec<String>,
+    /// Entries revoked now.
+    pub entries: Vec<String>,
+    /// The node banned, if any.
+    pub node: Option<String>,
+    /// Position of the last revocation-log record written (0 when none).
+    pub last_seq: i64,
+}
+
+/// One record of the revocation log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Revocation {
+    /// Position in the log.
+    pub seq: i64,
+    /// `x509` (a serial), `jwt` (a jti) or `node` (an agent ID).
+    pub kind: String,
+    /// The serial, jti or agent ID.
+    pub id: String,
+    /// The authority that signed the credential (empty for nodes).
+    pub authority_id: String,
+    /// When the credential would have expired anyway; CRLs and agents forget it after.
+    pub not_after: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Why.
+    pub reason: String,
+}
+
+fn revocation(r: &AnyRow) -> Result<Revocation, StoreError> {
+    Ok(Revocation {
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        id: r.try_get("id")?,
+        authority_id: r.try_get("authority_id")?,
+        not_after: r.try_get("not_after")?,
+        at: r.try_get("at")?,
+        reason: r.try_get("reason")?,
+    })
+}
+
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
+const REVOCATION_COLUMNS: &str = "seq, kind, id, authority_id, not_after, at, reason";
+
+impl Store {
+    async fn log_revocation(
+        tx: &mut Tx,
+        kind: &str,
+        id: &str,
+        authority_id: &str,
+        not_after: i64,
+        now: i64,
+        reason: &str,
+    ) -> Result<i64, StoreError> {
+        let r = sqlx::query(
+            "INSERT INTO revocations (kind, id, authority_id, not_after, at, reason) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+        )
+        .bind(kind.to_owned())
+        .bind(id.to_owned())
+        .bind(authority_id.to_owned())
+        .bind(not_after)
+        .bind(now)
+        .bind(reason.to_owned())
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(r.try_get("seq")?)
+    }
+
+    /// Revokes the unrevoked credentials selected by `condition` (a static
+    /// SQL predicate over `$1`), recording each in the log.
+    async fn revoke_credentials_where(
+        tx: &mut Tx,
+        condition: &'static str,
+        value: &str,
+        now: i64,
+        reason: &str,
+        out: &mut RevokeOutcome,
+    ) -> Result<(), StoreError> {
+        let select = match condition {
+            "id" => "SELECT id, kind, authority_id, not_after FROM credentials WHERE id = $1 AND revoked_at IS NULL",
+            "entry" => {
+                "SELECT id, kind, authority_id, not_after FROM credentials WHERE entry_id = $1 AND revoked_at IS NULL AND not_after > $2"
+            }
+            "node" => {
+                "SELECT id, kind, authority_id, not_after FROM credentials WHERE node_id = $1 AND revoked_at IS NULL AND not_after > $2"
+            }
+            other => return Err(StoreError::Schema(format!("unknown credential selector `{other}`"))),
+        };
+        let mut q = sqlx::query(select).bind(value.to_owned());
+        if condition != "id" {
+            q = q.bind(now);
+        }
+        let rows = q.fetch_all(&mut **tx).await?;
+        for r in &rows {
+            let (id, kind, authority, not_after): (String, String, String, i64) =
+                (r.try_get("id")?, r.try_get("kind")?, r.try_get("authority_id")?, r.try_get("not_after")?);
+            sqlx::query("UPDATE credentials SET revoked_at = $1, revoke_reason = $2 WHERE id = $3")
+                .bind(now)
+                .bind(reason.to_owned())
+                .bind(id.clone())
+                .execute(&mut **tx)
+                .await?;
+            out.last_seq = Self::log_revocation(tx, &kind, &id, &authority, not_after, now, reason).await?;
+            out.credentials.push(id);
+        }
+        Ok(())
+    }
+
+    /// Revokes one entry (already-revoked entries are left as they are) and
+    /// its live credentials, and tells its agent through the change log.
+    async fn revoke_entry_in(
+        tx: &mut Tx,
+        id: &str,
+        now: i64,
+        reason: &str,
+        out: &mut RevokeOutcome,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query("SELECT parent_id, revoked_at FROM entries WHERE id = $1")
+            .bind(id.to_owned())
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
+        let parent: String = r.try_get("parent_id")?;
+        if r.try_get::<Option<i64>, _>("revoked_at")?.is_none() {
+            sqlx::query(
+                "UPDATE entries SET revoked_at = $1, revoke_reason = $2, revision = revision + 1, updated_at = $1 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(reason.to_owned())
+            .bind(id.to_owned())
+            .execute(&mut **tx)
+            .await?;
+            Self::log_change(tx, id, &parent, now).await?;
+            out.entries.push(id.to_owned());
+        }
+        Self::revoke_credentials_where(tx, "entry", id, now, reason, out).await
+    }
+
+    /// Revokes `target` in one transaction and returns what was revoked.
+    /// Revoking something already revoked changes nothing and is not an error;
+    /// an unknown target is `NotFound`.
+    pub async fn revoke(&self, target: &RevokeTarget, reason: &str, now: i64) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.begin_entry_tx().await?;
+        if self.backend() == Backend::Postgres {
+            sqlx::query("LOCK TABLE revocations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let mut out = RevokeOutcome::default();
+        match target {
+            RevokeTarget::Credential(id) => {
+                let known = sqlx::query("SELECT 1 AS one FROM credentials WHERE id = $1")
+                    .bind(id.clone())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !known {
+                    return Err(StoreError::NotFound(format!("credential `{id}` in the inventory")));
+                }
+                Self::revoke_credentials_where(&mut tx, "id", id, now, reason, &mut out).await?;
+            }
+            RevokeTarget::Entry(id) => Self::revoke_entry_in(&mut tx, id, now, reason, &mut out).await?,
+            RevokeTarget::Owner(name) => {
+                let known = sqlx::query("SELECT 1 AS one FROM owners WHERE name = $1")
+                    .bind(name.clone())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !known {
+                    return Err(StoreError::NotFound(format!("owner `{name}`")));
+                }
+                let ids: Vec<String> = sqlx::query("SELECT id FROM entries WHERE owner = $1 ORDER BY id")
+                    .bind(name.clone())
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get("id"))
+                    .collect::<Result<_, _>>()?;
+                for id in ids {
+                    Self::revoke_entry_in(&mut tx, &id, now, reason, &mut out).await?;
+                }
+            }
+            RevokeTarget::Node(agent) => {
+                let node = sqlx::query("SELECT serial, authority_id, not_after, banned FROM nodes WHERE agent_id = $1")
+                    .bind(agent.clone())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("node `{agent}`")))?;
+                if node.try_get::<i64, _>("banned")? == 0 {
+                    sqlx::query("UPDATE nodes SET banned = 1, banned_at = $1, ban_reason = $2, updated_at = $1 WHERE agent_id = $3")
+                        .bind(now)
+                        .bind(reason.to_owned())
+                        .bind(agent.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    Self::revoke_credentials_where(&mut tx, "node", agent, now, reason, &mut out).await?;
+                    // The agent's own SVID goes on its authority's CRL; the
+                    // node record, last, is what ends the agent's sessions.
+                    let (serial, authority, not_after): (String, String, i64) =
+                        (node.try_get("serial")?, node.try_get("authority_id")?, node.try_get("not_after")?);
+                    Self::log_revocation(&mut tx, "x509", &serial, &authority, not_after, now, reason).await?;
+                    out.last_seq = Self::log_revocation(&mut tx, "node", agent, "", i64::MAX, now, reason).await?;
+                    out.node = Some(agent.clone());
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Revocation-log records after `seq`, oldest first, at most `limit`.
+    pub async fn revocations_since(&self, seq: i64, limit: i64) -> Result<Vec<Revocation>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {REVOCATION_COLUMNS} FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2"
+        )))
+        .bind(seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(revocation).collect()
+    }
+
+    /// The newest revocation-log position.
+    pub async fn last_revocation(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM revocations")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("s")?)
+    }
+
+    /// Revoked credentials that would still be valid at `now` (what agents
+    /// must refuse and CRLs must list), with the log position they reflect.
+    pub async fn live_revocations(&self, now: i64) -> Result<(Vec<Revocation>, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS s FROM revocations")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("s")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {REVOCATION_COLUMNS} FROM revocations WHERE not_after > $1 AND kind <> 'node' ORDER BY seq"
+        )))
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((rows.iter().map(revocation).collect::<Result<_, _>>()?, seq))
+    }
+
+    /// One credential from the inventory.
+    pub async fn credential(&self, id: &str) -> Result<Option<crate::Credential>, StoreError> {
+        let f = crate::CredentialFilter { id: Some(id.to_owned()), ..Default::default() };
+        Ok(self.credentials(&f, 1).await?.into_iter().next())
+    }
+}
