@@ -19,9 +19,23 @@ use hallmark_ca::keys::new_key_and_csr;
 use hallmark_core::{EntrySpec, SelectorSet, SpiffeId};
 use hallmark_server::issuance::Caller;
 
-const TASKS: usize = 64;
+/// Process CPU time (user + system) in seconds, from /proc/self/stat.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
 
-async fn rate(record: bool, per_task: usize) -> f64 {
+/// Concurrent issuances in flight.
+fn tasks() -> usize {
+    std::env::var("HALLMARK_BENCH_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
+
+/// Issuances per second and CPU microseconds per issuance.
+async fn rate(record: bool, per_task: usize) -> (f64, f64) {
+    let tasks = tasks();
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
@@ -45,43 +59,53 @@ async fn rate(record: bool, per_task: usize) -> f64 {
     let entry = st.store.create_entry(&valid).await.unwrap();
     let sid = SpiffeId::new("spiffe://example.org/bench").unwrap();
     let csrs: Vec<Vec<Vec<u8>>> =
-        (0..TASKS).map(|_| (0..per_task).map(|_| new_key_and_csr(Some(&sid)).unwrap().csr_der).collect()).collect();
+        (0..tasks).map(|_| (0..per_task).map(|_| new_key_and_csr(Some(&sid)).unwrap().csr_der).collect()).collect();
     let evidence: SelectorSet = ["unix:uid:1000".parse().unwrap()].into();
     let caller = Arc::new(Caller { agent, attestation: "local".into() });
-    let t = Instant::now();
-    let mut tasks = Vec::new();
+    let (t, cpu) = (Instant::now(), cpu_secs());
+    let mut handles = Vec::new();
     for batch in csrs {
         let (st, caller, id, ev) = (st.clone(), caller.clone(), entry.id.clone(), evidence.clone());
-        tasks.push(tokio::spawn(async move {
+        handles.push(tokio::spawn(async move {
             for csr in batch {
                 st.issue_x509(&caller, &id, &csr, ev.clone(), false).await.expect("issued");
             }
         }));
     }
-    for t in tasks {
-        t.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
     }
-    let secs = t.elapsed().as_secs_f64();
+    let (secs, cpu) = (t.elapsed().as_secs_f64(), cpu_secs() - cpu);
     if record {
         let n = st.store.credentials(&Default::default(), 10_000_000).await.unwrap().len();
-        assert_eq!(n, TASKS * per_task, "every issued SVID is in the inventory");
+        assert_eq!(n, tasks * per_task, "every issued SVID is in the inventory");
         assert!(st.store.verify_audit().await.unwrap().broken.is_none());
     }
-    (TASKS * per_task) as f64 / secs
+    let n = (tasks * per_task) as f64;
+    (n / secs, cpu * 1e6 / n)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let per_task: usize = std::env::var("HALLMARK_BENCH_PER_TASK").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
-    // Alternate the two, twice, so drift on a noisy machine hits both.
-    let mut with = Vec::new();
-    let mut without = Vec::new();
-    for _ in 0..2 {
+    // Alternate the two, three times, so drift on a noisy machine hits both.
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
         without.push(rate(false, per_task).await);
         with.push(rate(true, per_task).await);
     }
-    let (w, wo) = (with.iter().sum::<f64>() / 2.0, without.iter().sum::<f64>() / 2.0);
-    println!("| issuances per run | with recording | without recording | ratio |");
-    println!("|---:|---:|---:|---:|");
-    println!("| {} | {w:.0}/s ({:.0}, {:.0}) | {wo:.0}/s ({:.0}, {:.0}) | {:.2} |", TASKS * per_task, with[0], with[1], without[0], without[1], w / wo);
+    let mean = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| v.iter().map(f).sum::<f64>() / v.len() as f64;
+    let (w, wo) = (mean(&with, |r| r.0), mean(&without, |r| r.0));
+    let (wc, woc) = (mean(&with, |r| r.1), mean(&without, |r| r.1));
+    let runs = |v: &[(f64, f64)]| v.iter().map(|r| format!("{:.0}", r.0)).collect::<Vec<_>>().join(", ");
+    println!("| in flight | issuances per run | with recording | without recording | ratio | CPU per issuance with / without |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {} | {} | {w:.0}/s ({}) | {wo:.0}/s ({}) | {:.2} | {wc:.0} / {woc:.0} µs |",
+        tasks(),
+        tasks() * per_task,
+        runs(&with),
+        runs(&without),
+        w / wo
+    );
 }

@@ -5,6 +5,11 @@
 //! so concurrent issuances share one durable write instead of each paying
 //! for its own. A credential is returned only after its record is committed:
 //! nothing a client received can be missing from the chain after a crash.
+//!
+//! The appender runs on a thread of its own: a commit is a handful of round
+//! trips to the database, and on a runtime saturated with issuance work each
+//! of them would wait its turn behind signing tasks, stretching every batch
+//! (and with it every issuance waiting on it) several times over.
 
 use hallmark_store::{AuditEvent, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -23,10 +28,14 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Starts the appender task over `store`.
-    pub fn start(store: Store) -> Self {
+    /// Starts the appender thread over `store`.
+    pub fn start(store: Store) -> Result<Self, ServerError> {
         let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
-        tokio::spawn(async move {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ServerError::Internal(format!("cannot start the audit appender: {e}")))?;
+        let run = async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -50,8 +59,13 @@ impl Auditor {
                     }
                 }
             }
-        });
-        Self { tx }
+        };
+        // The thread ends when the last handle is dropped.
+        std::thread::Builder::new()
+            .name("hallmark-audit".into())
+            .spawn(move || rt.block_on(run))
+            .map_err(|e| ServerError::Internal(format!("cannot start the audit appender: {e}")))?;
+        Ok(Self { tx })
     }
 
     /// An appender that acknowledges without writing: the baseline the

@@ -10,6 +10,7 @@ use hallmark_proto::node::{
     self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RenewAgentRequest,
     SignX509SvidsRequest, SignX509SvidsResponse, SvidResult, SyncEntriesRequest, SyncEvent, sync_event,
 };
+use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -17,6 +18,9 @@ use tonic::{Request, Response, Status};
 use crate::ServerState;
 use crate::issuance::{Caller, IssueError, MAX_BATCH, parse_evidence};
 use crate::tls_listener::PeerInfo;
+
+/// SVIDs of one batch decided and signed at once.
+const BATCH_CONCURRENCY: usize = 64;
 
 /// The Node service implementation.
 #[derive(Clone)]
@@ -149,39 +153,45 @@ impl Node for NodeApi {
         if requests.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!("at most {MAX_BATCH} SVIDs per request")));
         }
-        let mut results = Vec::with_capacity(requests.len());
-        for r in requests {
-            let issued = match parse_evidence(&r.evidence) {
-                Ok(ev) => self.state.issue_x509(&caller, &r.entry_id, &r.csr, ev, r.renewal).await,
-                Err(e) => Err(e),
-            };
-            let result = match issued {
-                Ok(i) => SvidResult {
-                    entry_id: r.entry_id,
-                    cert_chain: i.svid.chain,
-                    error: String::new(),
-                    denied: false,
-                    renew_at: i.renew_at,
-                    authority_id: i.authority_id,
-                },
-                Err(IssueError::Server(e)) => return Err(internal(e)),
-                Err(e) => SvidResult {
-                    entry_id: r.entry_id,
-                    cert_chain: Vec::new(),
-                    denied: matches!(
-                        e,
-                        IssueError::Denied { .. }
-                            | IssueError::NotEntitled { .. }
-                            | IssueError::NoEntry(_)
-                            | IssueError::Revoked(_)
-                    ),
-                    error: e.to_string(),
-                    renew_at: 0,
-                    authority_id: String::new(),
-                },
-            };
-            results.push(result);
-        }
+        // Decided and signed concurrently (answers stay in request order), so
+        // one agent's batch shares group commits instead of waiting for one each.
+        let caller = &caller;
+        let results: Vec<Result<SvidResult, Status>> = futures_util::stream::iter(requests)
+            .map(|r| async move {
+                let issued = match parse_evidence(&r.evidence) {
+                    Ok(ev) => self.state.issue_x509(caller, &r.entry_id, &r.csr, ev, r.renewal).await,
+                    Err(e) => Err(e),
+                };
+                Ok(match issued {
+                    Ok(i) => SvidResult {
+                        entry_id: r.entry_id,
+                        cert_chain: i.svid.chain,
+                        error: String::new(),
+                        denied: false,
+                        renew_at: i.renew_at,
+                        authority_id: i.authority_id,
+                    },
+                    Err(IssueError::Server(e)) => return Err(internal(e)),
+                    Err(e) => SvidResult {
+                        entry_id: r.entry_id,
+                        cert_chain: Vec::new(),
+                        denied: matches!(
+                            e,
+                            IssueError::Denied { .. }
+                                | IssueError::NotEntitled { .. }
+                                | IssueError::NoEntry(_)
+                                | IssueError::Revoked(_)
+                        ),
+                        error: e.to_string(),
+                        renew_at: 0,
+                        authority_id: String::new(),
+                    },
+                })
+            })
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        let results = results.into_iter().collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(SignX509SvidsResponse { results }))
     }
 

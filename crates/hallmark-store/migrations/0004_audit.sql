@@ -1,6 +1,6 @@
 -- The audit chain: append-only; each record's hash covers the previous hash.
 CREATE TABLE audit (
-    seq             BIGINT PRIMARY KEY,
+    seq             {{SEQ_PK}},
     at              BIGINT NOT NULL,
     actor           TEXT NOT NULL,
     action          TEXT NOT NULL,

@@ -127,8 +127,189 @@ pub struct AuditVerification {
 /// The hash of a record: SHA-256 over the previous hash and a canonical,
 /// length-prefixed encoding of every field.
 pub fn record_hash(seq: i64, e: &AuditEvent, prev_hash: &str) -> String {
+    hash_parts(seq, e, &e.details.to_string(), prev_hash)
+}
+
+/// The batch's rows as two JSON arrays (audit records, inventory rows), which
+/// one static INSERT ... SELECT each turns into rows: the statement text never
+/// changes with the batch size (it stays prepared), and a batch is two bound
+/// values however large it is.
+fn json_rows(rows: &[Linked<'_>]) -> (String, String) {
+    let audit: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let e = r.event;
+            serde_json::json!([
+                r.seq, e.at, e.actor, e.action, e.subject, e.outcome, e.policy_version, r.details, r.prev_hash, r.hash
+            ])
+        })
+        .collect();
+    let creds: Vec<serde_json::Value> = rows
+        .iter()
+        .filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c)))
+        .map(|(seq, c)| {
+            serde_json::json!([
+                c.id, c.kind, c.entry_id, c.spiffe_id, c.node_id, c.class, c.owner, c.policy_version,
+                c.evidence_digest, c.issued_at, c.not_before, c.not_after, seq, c.authority_id
+            ])
+        })
+        .collect();
+    (serde_json::Value::Array(audit).to_string(), serde_json::Value::Array(creds).to_string())
+}
+
+/// Links `events` after (`seq`, `prev`).
+fn link<'a>(events: &'a [AuditEvent], mut seq: i64, mut prev: String) -> Vec<Linked<'a>> {
+    let mut rows = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let details = e.details.to_string();
+        let hash = hash_parts(seq, e, &details, &prev);
+        rows.push(Linked { seq, event: e, details, prev_hash: std::mem::replace(&mut prev, hash.clone()), hash });
+    }
+    rows
+}
+
+type PoolConn = sqlx::pool::PoolConnection<sqlx::Any>;
+
+/// SQLite: the whole batch in one round trip to the database thread: one
+/// multi-statement query (`BEGIN IMMEDIATE; INSERT ...; INSERT ...; COMMIT`)
+/// with positional parameters. This process is the only writer, so the
+/// chain's head is remembered between batches (read once).
+async fn append_sqlite(
+    conn: &mut PoolConn,
+    head: &mut Option<(i64, String)>,
+    events: &[AuditEvent],
+) -> Result<Vec<i64>, StoreError> {
+    let (seq, prev) = match head.take() {
+        Some(h) => h,
+        None => last_record(&mut **conn).await?,
+    };
+    let rows = link(events, seq, prev);
+    let creds: Vec<(i64, &Credential)> =
+        rows.iter().filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c))).collect();
+    let mut sql = String::from("BEGIN IMMEDIATE; ");
+    sql.push_str(&values_sql(AUDIT_INSERT, 10, rows.len()));
+    if !creds.is_empty() {
+        sql.push_str("; ");
+        sql.push_str(&values_sql(CREDENTIALS_INSERT, 14, creds.len()));
+    }
+    sql.push_str("; COMMIT;");
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for r in &rows {
+        let e = r.event;
+        q = q
+            .bind(r.seq)
+            .bind(e.at)
+            .bind(e.actor.clone())
+            .bind(e.action.clone())
+            .bind(e.subject.clone())
+            .bind(e.outcome.clone())
+            .bind(e.policy_version)
+            .bind(r.details.clone())
+            .bind(r.prev_hash.clone())
+            .bind(r.hash.clone());
+    }
+    for (seq, c) in creds {
+        q = q
+            .bind(c.id.clone())
+            .bind(c.kind.clone())
+            .bind(c.entry_id.clone())
+            .bind(c.spiffe_id.clone())
+            .bind(c.node_id.clone())
+            .bind(c.class.clone())
+            .bind(c.owner.clone())
+            .bind(c.policy_version)
+            .bind(c.evidence_digest.clone())
+            .bind(c.issued_at)
+            .bind(c.not_before)
+            .bind(c.not_after)
+            .bind(seq)
+            .bind(c.authority_id.clone());
+    }
+    if let Err(e) = q.execute(&mut **conn).await {
+        // Undo a half-done batch; the caller drops the connection either way.
+        let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
+        return Err(e.into());
+    }
+    if let Some(last) = rows.last() {
+        *head = Some((last.seq, last.hash.clone()));
+    }
+    Ok(rows.iter().map(|r| r.seq).collect())
+}
+
+const AUDIT_INSERT: &str =
+    "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) VALUES ";
+const CREDENTIALS_INSERT: &str = "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, \
+     policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id) VALUES ";
+
+/// `prefix` then `rows` groups of `cols` positional (`?`) placeholders. Not
+/// `$N`: SQLite's lookup of a numbered parameter walks every parameter, which
+/// is quadratic in a multi-row insert.
+fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
+    let group = format!("({})", vec!["?"; cols].join(", "));
+    let mut sql = String::with_capacity(prefix.len() + rows * (group.len() + 2));
+    sql.push_str(prefix);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&group);
+    }
+    sql
+}
+
+/// PostgreSQL: several servers may append, so the head is read under a
+/// table lock inside the transaction.
+async fn append_postgres(conn: &mut PoolConn, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+    sqlx::query("LOCK TABLE audit IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+    let (seq, prev) = last_record(&mut *tx).await?;
+    let rows = link(events, seq, prev);
+    let (audit, creds) = json_rows(&rows);
+    sqlx::query(
+        "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) \
+         SELECT (v->>0)::bigint, (v->>1)::bigint, v->>2, v->>3, v->>4, v->>5, (v->>6)::bigint, v->>7, v->>8, v->>9 \
+         FROM json_array_elements($1::json) AS v",
+    )
+    .bind(audit)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, \
+         issued_at, not_before, not_after, audit_seq, authority_id) \
+         SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, (v->>7)::bigint, v->>8, (v->>9)::bigint, \
+         (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, v->>13 FROM json_array_elements($1::json) AS v",
+    )
+    .bind(creds)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(|r| r.seq).collect())
+}
+
+/// The chain's last (seq, hash), or the genesis position.
+async fn last_record<'c, E>(conn: E) -> Result<(i64, String), StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let last = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(conn).await?;
+    Ok(match last {
+        Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+        None => (0, GENESIS.to_owned()),
+    })
+}
+
+/// A record placed in the chain, ready to write.
+struct Linked<'a> {
+    seq: i64,
+    event: &'a AuditEvent,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+fn hash_parts(seq: i64, e: &AuditEvent, details: &str, prev_hash: &str) -> String {
     let mut h = Sha256::new();
-    let details = e.details.to_string();
     for part in [
         prev_hash,
         &seq.to_string(),
@@ -138,7 +319,7 @@ pub fn record_hash(seq: i64, e: &AuditEvent, prev_hash: &str) -> String {
         &e.subject,
         &e.outcome,
         &e.policy_version.to_string(),
-        &details,
+        details,
     ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
@@ -174,65 +355,19 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let _local = self.audit_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
-        if self.backend() == Backend::Postgres {
-            sqlx::query("LOCK TABLE audit IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-        }
-        let last =
-            sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
-        let (mut seq, mut prev) = match last {
-            Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
-            None => (0, GENESIS.to_owned()),
+        let mut head = self.audit_lock.lock().await;
+        let mut conn = self.pool.acquire().await?;
+        let result = match self.backend() {
+            Backend::Sqlite => append_sqlite(&mut conn, &mut head, events).await,
+            Backend::Postgres => append_postgres(&mut conn, events).await,
         };
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            seq += 1;
-            let hash = record_hash(seq, e, &prev);
-            sqlx::query(
-                "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(seq)
-            .bind(e.at)
-            .bind(e.actor.clone())
-            .bind(e.action.clone())
-            .bind(e.subject.clone())
-            .bind(e.outcome.clone())
-            .bind(e.policy_version)
-            .bind(e.details.to_string())
-            .bind(prev.clone())
-            .bind(hash.clone())
-            .execute(&mut *tx)
-            .await?;
-            prev = hash;
-            if let Some(c) = &e.credential {
-                sqlx::query(
-                    "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, \
-                     issued_at, not_before, not_after, audit_seq, authority_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                )
-                .bind(c.id.clone())
-                .bind(c.kind.clone())
-                .bind(c.entry_id.clone())
-                .bind(c.spiffe_id.clone())
-                .bind(c.node_id.clone())
-                .bind(c.class.clone())
-                .bind(c.owner.clone())
-                .bind(c.policy_version)
-                .bind(c.evidence_digest.clone())
-                .bind(c.issued_at)
-                .bind(c.not_before)
-                .bind(c.not_after)
-                .bind(seq)
-                .bind(c.authority_id.clone())
-                .execute(&mut *tx)
-                .await?;
-            }
-            out.push(seq);
+        if result.is_err() {
+            // Whatever state the failed batch left, neither the connection
+            // nor the remembered head is trusted again.
+            *head = None;
+            conn.close_on_drop();
         }
-        tx.commit().await?;
-        Ok(out)
+        result
     }
 
     /// Records after position `after_seq` whose time is between two instants

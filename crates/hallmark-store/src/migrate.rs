@@ -23,7 +23,13 @@ fn render(sql: &str, backend: Backend) -> String {
         Backend::Sqlite => "INTEGER PRIMARY KEY AUTOINCREMENT",
         Backend::Postgres => "BIGSERIAL PRIMARY KEY",
     };
-    sql.replace("{{AUTO_PK}}", auto_pk)
+    // SQLite keys a table by its rowid; `INTEGER PRIMARY KEY` makes the column
+    // that rowid instead of a second index beside it.
+    let seq_pk = match backend {
+        Backend::Sqlite => "INTEGER PRIMARY KEY",
+        Backend::Postgres => "BIGINT PRIMARY KEY",
+    };
+    sql.replace("{{AUTO_PK}}", auto_pk).replace("{{SEQ_PK}}", seq_pk)
 }
 
 /// Applies every migration this database has not seen yet.

@@ -120,8 +120,10 @@ pub fn hash_secret(secret: &str) -> String {
 pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
-    /// Serializes audit appends within this process.
-    pub(crate) audit_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Serializes audit appends within this process. On SQLite, where this
+    /// process is the only writer, it also holds the chain's head (seq, hash)
+    /// once known, so an append need not read it back.
+    pub(crate) audit_lock: std::sync::Arc<tokio::sync::Mutex<Option<(i64, String)>>>,
 }
 
 const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at";
