@@ -57,6 +57,7 @@ async fn rate(record: bool, per_task: usize) -> (f64, f64) {
     .unwrap();
     let valid = spec.validate(&st.settings.trust_domain, None, st.settings.default_x509_ttl, st.settings.default_jwt_ttl).unwrap();
     let entry = st.store.create_entry(&valid).await.unwrap();
+    st.catch_up().await.unwrap();
     let sid = SpiffeId::new("spiffe://example.org/bench").unwrap();
     let csrs: Vec<Vec<Vec<u8>>> =
         (0..tasks).map(|_| (0..per_task).map(|_| new_key_and_csr(Some(&sid)).unwrap().csr_der).collect()).collect();

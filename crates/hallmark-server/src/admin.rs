@@ -166,7 +166,7 @@ async fn create_entry(
     let valid = s.validate_spec(&spec)?;
     active_owner(&s, &valid.owner).await?;
     let e = s.store.create_entry(&valid).await?;
-    s.change_notify.notify_one();
+    s.entries_written().await;
     tracing::info!(admin = %who.0.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
     audit(
         &s,
@@ -444,7 +444,7 @@ async fn transfer_owner(
     active_owner(&s, &r.to).await?;
     let moved = s.store.transfer_entries(&name, &r.to).await?;
     audit(&s, &who, "owner_transfer", &name, json!({ "to": r.to, "entries": moved })).await;
-    s.change_notify.notify_one();
+    s.entries_written().await;
     tracing::info!(admin = %who.0.name, from = %name, to = %r.to, moved, "entries transferred");
     Ok(Json(json!({ "from": name, "to": r.to, "entries": moved })))
 }
@@ -507,7 +507,7 @@ async fn update_entry(
     let valid = s.validate_spec(&spec)?;
     active_owner(&s, &valid.owner).await?;
     let e = s.store.update_entry(&id, &valid, expected).await?;
-    s.change_notify.notify_one();
+    s.entries_written().await;
     tracing::info!(admin = %who.0.name, entry = %e.id, revision = e.revision, "entry updated");
     audit(
         &s,
@@ -528,7 +528,7 @@ async fn delete_entry(
     who.may(Perm::WriteEntries)?;
     visible_entry(&s, &who, &id).await?;
     let e = s.store.delete_entry(&id).await?;
-    s.change_notify.notify_one();
+    s.entries_written().await;
     tracing::info!(admin = %who.0.name, entry = %e.id, "entry deleted");
     audit(&s, &who, "entry_delete", &e.id, json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner })).await;
     Ok(Json(e))
@@ -900,6 +900,9 @@ async fn approve_exception(
 ) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
     who.may(Perm::DecideException)?;
     let r = s.store.approve_exception(&id, &who.0.name, now_unix()).await?;
+    if let Err(e) = s.reload_exceptions().await {
+        tracing::warn!(error = %e, "cannot reload exceptions; they are re-read within a second");
+    }
     if let Ok(x) = &r {
         tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, "exception approved");
         audit(&s, &who, "exception_approve", &x.id, json!({ "entry_id": x.entry_id, "rule": x.rule })).await;
@@ -914,6 +917,9 @@ async fn revoke_exception(
 ) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
     who.may(Perm::DecideException)?;
     let r = s.store.revoke_exception(&id, &who.0.name, now_unix()).await?;
+    if let Err(e) = s.reload_exceptions().await {
+        tracing::warn!(error = %e, "cannot reload exceptions; they are re-read within a second");
+    }
     if let Ok(x) = &r {
         tracing::info!(admin = %who.0.name, exception = %x.id, "exception revoked");
         audit(&s, &who, "exception_revoke", &x.id, json!({ "entry_id": x.entry_id })).await;

@@ -5,6 +5,8 @@
 //! Every issuance and every renewal is decided here; nothing is cached as
 //! "already allowed".
 
+use std::sync::Arc;
+
 use hallmark_ca::SignedSvid;
 use hallmark_ca::x509::SvidTemplate;
 use hallmark_core::{Entry, SelectorSet, SpiffeId, now_unix};
@@ -128,8 +130,8 @@ impl ServerState {
         caller: &Caller,
         entry_id: &str,
         selectors: SelectorSet,
-    ) -> Result<(Entry, Evidence), IssueError> {
-        let entry = self.store.entry(entry_id).await?.ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
+    ) -> Result<(Arc<Entry>, Evidence), IssueError> {
+        let entry = self.registry.entry(entry_id).ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
         if entry.revoked_at.is_some() {
             return Err(IssueError::Revoked(entry_id.to_owned()));
         }
@@ -148,14 +150,14 @@ impl ServerState {
         Ok((entry, evidence))
     }
 
-    async fn active_exceptions(&self, entry_id: &str, now: i64) -> Result<Vec<ActiveException>, IssueError> {
-        let rows = self.store.active_exceptions(entry_id, now).await?;
-        Ok(rows
+    fn active_exceptions(&self, entry_id: &str, now: i64) -> Vec<ActiveException> {
+        self.registry
+            .active_exceptions(entry_id, now)
             .into_iter()
             .filter_map(|r| {
                 Some(ActiveException { rule: r.rule.parse().ok()?, id: r.id, value: r.value, expires_at: r.expires_at })
             })
-            .collect())
+            .collect()
     }
 
     /// Decides one request by class and policy; records and returns a denial.
@@ -284,7 +286,7 @@ impl ServerState {
         // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
         let (entry, evidence) = self.entitled_entry(caller, entry_id, evidence).await?;
         // 2. Decide: class path, then policy, at this request.
-        let exceptions = self.active_exceptions(&entry.id, now).await?;
+        let exceptions = self.active_exceptions(&entry.id, now);
         let action = if renewal { Action::Renew } else { Action::IssueX509 };
         let ttl_secs = entry.x509_ttl.secs();
         let (cap, policy_ids) =
@@ -351,7 +353,7 @@ impl ServerState {
         // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
         let (entry, evidence) = self.entitled_entry(caller, entry_id, evidence).await?;
         // 2. Decide each audience.
-        let exceptions = self.active_exceptions(&entry.id, now).await?;
+        let exceptions = self.active_exceptions(&entry.id, now);
         let requested = entry.jwt_ttl.secs();
         let mut cap: Option<u64> = None;
         let mut policy_ids = Vec::new();

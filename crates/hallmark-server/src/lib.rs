@@ -15,6 +15,7 @@ pub mod authority;
 pub mod config;
 pub mod issuance;
 pub mod node_api;
+pub mod registry;
 pub mod reports;
 pub mod revocation;
 pub mod tls_listener;
@@ -69,10 +70,14 @@ pub struct ServerState {
     pub store: Store,
     /// Signing authorities and bundle.
     pub authorities: Arc<Authorities>,
+    /// Entries and exceptions, in memory.
+    pub registry: registry::Registry,
     /// Entry changes, as read from the datastore's change log.
     pub changes: broadcast::Sender<EntryChange>,
     /// Wakes the change feed right after a local write.
     pub change_notify: Notify,
+    /// One reader of the change log at a time (the feed, or a local writer catching up).
+    catch_up_lock: tokio::sync::Mutex<()>,
     /// Revocations, as read from the datastore's revocation log.
     pub revocations: broadcast::Sender<Revocation>,
     /// Wakes the revocation feed right after a local revocation.
@@ -303,12 +308,16 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     tracing::info!(version = policy.version(), policies = policy.len(), "policy loaded");
     let (changes, _) = broadcast::channel(4096);
     let (revocations, _) = broadcast::channel(4096);
+    let registry = registry::Registry::load(&store, now_unix()).await?;
+    tracing::info!(entries = registry.len(), "registry loaded");
     let state = Arc::new(ServerState {
         settings,
         store: store.clone(),
         authorities,
+        registry,
         changes,
         change_notify: Notify::new(),
+        catch_up_lock: tokio::sync::Mutex::new(()),
         revocations,
         revocation_notify: Notify::new(),
         policy: RwLock::new(Arc::new(policy)),
@@ -361,27 +370,53 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     Ok(RunningServer { state, agent_addr, admin_addr, tasks })
 }
 
-/// Reads the datastore's entry change log and broadcasts each change. Polling
-/// the log (not only local writes) is what lets several servers share one
-/// PostgreSQL: every server sees every change.
+impl ServerState {
+    /// Applies every change logged since the registry's position to the
+    /// registry, then broadcasts it to the agents' sync streams. Local writers
+    /// call it before answering, so what they wrote is in force here at once.
+    pub async fn catch_up(&self) -> Result<(), ServerError> {
+        let _one = self.catch_up_lock.lock().await;
+        loop {
+            let list = self.store.changes_since(self.registry.seq(), 1000).await?;
+            if list.is_empty() {
+                return Ok(());
+            }
+            for c in list {
+                let current = self.store.entry(&c.entry_id).await?;
+                self.registry.apply(&c.entry_id, current, c.seq);
+                let _ = self.changes.send(c);
+            }
+        }
+    }
+
+    /// [`ServerState::catch_up`] after a local write, which has taken effect
+    /// whatever happens here: a failure is logged and the feed retries.
+    pub async fn entries_written(&self) {
+        if let Err(e) = self.catch_up().await {
+            tracing::warn!(error = %e, "registry catch-up failed; the change feed will retry");
+            self.change_notify.notify_one();
+        }
+    }
+
+    /// Re-reads the approved exceptions into the registry.
+    pub async fn reload_exceptions(&self) -> Result<(), ServerError> {
+        self.registry.set_exceptions(self.store.approved_exceptions(now_unix()).await?);
+        Ok(())
+    }
+}
+
+/// Follows the datastore's entry change log. Polling the log (not only local
+/// writes) is what lets several servers share one PostgreSQL: every server
+/// sees every change.
 async fn change_feed(state: Arc<ServerState>) -> Result<(), ServerError> {
-    let mut last = state.store.last_change().await?;
     loop {
         tokio::select! {
             () = state.change_notify.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
-        match state.store.changes_since(last, 1000).await {
-            Ok(list) => {
-                for c in list {
-                    last = c.seq;
-                    let _ = state.changes.send(c);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "change feed read failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+        if let Err(e) = state.catch_up().await {
+            tracing::warn!(error = %e, "change feed read failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 }
@@ -409,6 +444,9 @@ async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerError> {
                 }
                 Err(e) => tracing::error!(error = %e, "cannot load the stored policy; the previous one stays in force"),
             }
+        }
+        if let Err(e) = state.reload_exceptions().await {
+            tracing::warn!(error = %e, "cannot read exceptions");
         }
         match state.store.record_expired_exceptions(now_unix()).await {
             Ok(list) => {

@@ -225,13 +225,7 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
     let mut bundle_rx = state.authorities.bundle();
     let banned = || Status::permission_denied(format!("node `{agent}` is banned"));
     'snapshot: loop {
-        let (entries, mut seq) = match state.store.entries_snapshot(agent.as_str()).await {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send(Err(internal(e))).await;
-                return;
-            }
-        };
+        let (entries, mut seq) = state.registry.snapshot(agent.as_str());
         let (revoked, mut revoked_seq) = match state.store.live_revocations(hallmark_core::now_unix()).await {
             Ok(r) => r,
             Err(e) => {
@@ -246,7 +240,7 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
         }
         let bundle = bundle_rx.borrow_and_update().clone();
         let snap = pb::Snapshot {
-            entries: entries.iter().map(entry_to_proto).collect(),
+            entries: entries.iter().map(|e| entry_to_proto(e)).collect(),
             bundle: Some(bundle_to_proto(&bundle)),
             revoked: revoked.iter().map(revoked_to_proto).collect(),
         };
@@ -261,15 +255,11 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                             continue;
                         }
                         seq = c.seq;
-                        let ev = match state.store.entry(&c.entry_id).await {
-                            Ok(Some(e)) if e.parent_id == agent && e.revoked_at.is_none() => {
+                        let ev = match state.registry.entry(&c.entry_id) {
+                            Some(e) if e.parent_id == agent && e.revoked_at.is_none() => {
                                 sync_event::Event::Upsert(entry_to_proto(&e))
                             }
-                            Ok(_) => sync_event::Event::Delete(c.entry_id),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "entry read failed during sync; resending snapshot");
-                                continue 'snapshot;
-                            }
+                            _ => sync_event::Event::Delete(c.entry_id),
                         };
                         if tx.send(event(ev)).await.is_err() {
                             return;

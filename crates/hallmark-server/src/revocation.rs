@@ -32,8 +32,8 @@ impl ServerState {
     /// it in the audit chain, and wakes the feeds so agents hear of it at once.
     pub async fn revoke(&self, target: &RevokeTarget, reason: &str, by: &str) -> Result<RevokeOutcome, ServerError> {
         let out = self.store.revoke(target, reason, now_unix()).await?;
-        self.change_notify.notify_one();
         self.revocation_notify.notify_one();
+        self.entries_written().await;
         let (kind, subject) = describe(target);
         tracing::warn!(
             by,

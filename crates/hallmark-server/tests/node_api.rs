@@ -75,6 +75,7 @@ async fn agents_get_only_their_own_entries() {
         .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
         .unwrap();
     let entry = s.state.store.create_entry(&valid).await.unwrap();
+    s.state.catch_up().await.unwrap();
     let sid = SpiffeId::new("spiffe://example.org/b-only").unwrap();
 
     // B is entitled.

@@ -59,6 +59,7 @@ async fn every_role_against_every_endpoint() {
             .validate(&st.settings.trust_domain, None, st.settings.default_x509_ttl, st.settings.default_jwt_ttl)
             .unwrap();
         ids.insert(name, st.store.create_entry(&v).await.unwrap().id);
+        st.catch_up().await.unwrap();
     }
     let (a, b) = (ids["a"].clone(), ids["b"].clone());
     // An exception requested by the operator, for approve/revoke checks.

@@ -404,6 +404,17 @@ impl Store {
         rows.iter().map(exception_from_row).collect()
     }
 
+    /// Every approved, unrevoked exception not yet expired at `now`.
+    pub async fn approved_exceptions(&self, now: i64) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EXC_COLUMNS} FROM exceptions WHERE approved_at IS NOT NULL AND revoked_at IS NULL AND expires_at > $1 ORDER BY id"
+        )))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(exception_from_row).collect()
+    }
+
     /// Marks approved exceptions that have expired as recorded; returns them (once each).
     pub async fn record_expired_exceptions(&self, now: i64) -> Result<Vec<ExceptionRecord>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
