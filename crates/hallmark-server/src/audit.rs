@@ -17,7 +17,15 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ServerError;
 
 /// Most records appended in one transaction.
-const MAX_BATCH: usize = 1000;
+const MAX_BATCH: usize = 1024;
+
+/// How many of `queued` records the next transaction takes: the largest power
+/// of two not above it. A batch's statement text depends on its size, so
+/// keeping to a dozen sizes keeps every one of them prepared in the
+/// connection's statement cache; what is left over joins the next batch.
+fn batch_size(queued: usize) -> usize {
+    if queued == 0 { 0 } else { (1usize << queued.ilog2()).min(MAX_BATCH) }
+}
 
 type Ack = oneshot::Sender<Result<i64, String>>;
 
@@ -36,15 +44,22 @@ impl Auditor {
             .build()
             .map_err(|e| ServerError::Internal(format!("cannot start the audit appender: {e}")))?;
         let run = async move {
-            while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
+            let mut queued: std::collections::VecDeque<(AuditEvent, Ack)> = std::collections::VecDeque::new();
+            loop {
+                if queued.is_empty() {
+                    match rx.recv().await {
+                        Some(item) => queued.push_back(item),
+                        None => return,
+                    }
+                }
+                while queued.len() < 2 * MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(item) => batch.push(item),
+                        Ok(item) => queued.push_back(item),
                         Err(_) => break,
                     }
                 }
-                let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = batch.into_iter().unzip();
+                let n = batch_size(queued.len());
+                let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = queued.drain(..n).unzip();
                 match store.append_audit(&events).await {
                     Ok(seqs) => {
                         for (ack, seq) in acks.into_iter().zip(seqs) {
@@ -100,5 +115,14 @@ impl Auditor {
         if let Err(err) = self.record(e).await {
             tracing::error!(error = %err, action, "could not record audit event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_keep_to_powers_of_two() {
+        let sizes: Vec<usize> = [0, 1, 2, 3, 63, 64, 65, 1000, 1024, 5000].iter().map(|&n| super::batch_size(n)).collect();
+        assert_eq!(sizes, vec![0, 1, 2, 2, 32, 64, 64, 512, 1024, 1024]);
     }
 }
