@@ -77,10 +77,15 @@ impl std::fmt::Debug for X509Authority {
     }
 }
 
+/// A serial number: time-ordered with 64 random bits (see
+/// [`hallmark_core::time_ordered_id`]), unique and unpredictable.
 fn random_serial() -> Result<SerialNumber, CaError> {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).map_err(|_| CaError::Key("random number generator failed".into()))?;
-    // Positive and without a leading zero byte, so the DER INTEGER is exactly 16 bytes.
+    let mut r = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut r).map_err(|_| CaError::Key("random number generator failed".into()))?;
+    let mut b = hallmark_core::time_ordered_id(r);
+    // Positive and without a leading zero byte, so the DER INTEGER is exactly
+    // 16 bytes. The top byte of a current microsecond timestamp is 0, so this
+    // fixes it to 0x01 for every serial and keeps their order.
     b[0] = (b[0] & 0x7f) | 0x01;
     Ok(SerialNumber::from_slice(&b))
 }

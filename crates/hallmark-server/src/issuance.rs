@@ -373,9 +373,9 @@ impl ServerState {
         let key = self.authorities.jwt()?;
         let exp = (now + i64::try_from(ttl).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
         // 4. Sign.
-        let mut jti = [0u8; 16];
-        rand::Rng::fill(&mut rand::rng(), &mut jti);
-        let jti = hex::encode(jti);
+        let mut random = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut random);
+        let jti = hex::encode(hallmark_core::time_ordered_id(random));
         let token = key
             .mint(&entry.spiffe_id, audience, now, exp, &jti, self.settings.jwt_issuer.as_deref())
             .map_err(|e| ServerError::Ca(e.to_string()))?;
