@@ -177,7 +177,13 @@ fn print_entry(e: &Value) {
     println!("Revision     : {}", n("revision"));
 }
 
-fn emit(conn: &Conn, v: &Value, human: impl FnOnce(&Value)) -> anyhow::Result<()> {
+/// The admin API client for `conn`.
+pub(crate) fn client(conn: &Conn) -> anyhow::Result<Client> {
+    Client::new(conn.server.clone(), conn.token.clone())
+}
+
+/// Prints `v` as JSON with `--json`, else as `human` writes it.
+pub(crate) fn emit(conn: &Conn, v: &Value, human: impl FnOnce(&Value)) -> anyhow::Result<()> {
     if conn.json {
         println!("{}", serde_json::to_string_pretty(v)?);
     } else {
@@ -204,7 +210,7 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
         )?,
         _ => {}
     }
-    let c = Client::new(conn.server.clone(), conn.token.clone())?;
+    let c = client(conn)?;
     match cmd {
         EntryCmd::Create(f) => {
             let mut body = json!({
@@ -284,7 +290,7 @@ pub async fn token(cmd: TokenCmd, conn: &Conn) -> anyhow::Result<()> {
     if let Some(t) = &ttl {
         Ttl::parse(t).context("--ttl")?;
     }
-    let c = Client::new(conn.server.clone(), conn.token.clone())?;
+    let c = client(conn)?;
     let body = match ttl {
         Some(t) => json!({ "ttl": t }),
         None => json!({}),
@@ -303,7 +309,7 @@ pub async fn bundle(cmd: BundleCmd, conn: &Conn) -> anyhow::Result<()> {
     if !matches!(format.as_str(), "pem" | "jwks") {
         bail!("unknown bundle format `{format}` (pem, jwks)");
     }
-    let c = Client::new(conn.server.clone(), conn.token.clone())?;
+    let c = client(conn)?;
     let r = c.send(Method::GET, &format!("/v1/bundle?format={format}"), None, None).await?;
     if !r.status.is_success() {
         r.json()?;

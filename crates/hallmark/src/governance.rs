@@ -9,7 +9,8 @@ use hyper::Method;
 use serde_json::{Value, json};
 
 use crate::Conn;
-use crate::client::{Client, encode};
+use crate::client::encode;
+use crate::commands::{client, emit as print};
 
 /// `hallmark policy ...`
 #[derive(Subcommand)]
@@ -393,18 +394,6 @@ pub enum AdminTokenCmd {
     },
 }
 
-fn client(conn: &Conn) -> anyhow::Result<Client> {
-    Client::new(conn.server.clone(), conn.token.clone())
-}
-
-fn print(conn: &Conn, v: &Value, human: impl FnOnce(&Value)) -> anyhow::Result<()> {
-    if conn.json {
-        println!("{}", serde_json::to_string_pretty(v)?);
-    } else {
-        human(v);
-    }
-    Ok(())
-}
 
 /// `hallmark policy ...`
 pub async fn policy(cmd: PolicyCmd, conn: &Conn) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@ mod api;
 mod client;
 mod commands;
 mod governance;
+mod lifecycle;
 mod up;
 
 use std::path::PathBuf;
@@ -136,6 +137,27 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Revoke in one step: a credential, an entry, an owner's entries, or a node.
+    Revoke {
+        #[command(flatten)]
+        args: lifecycle::RevokeArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Signing authorities: show, prepare, activate, taint, revoke.
+    Ca {
+        #[command(subcommand)]
+        cmd: lifecycle::CaCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Attested nodes.
+    Node {
+        #[command(subcommand)]
+        cmd: lifecycle::NodeCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Show the trust bundle.
     Bundle {
         #[command(subcommand)]
@@ -189,6 +211,9 @@ fn main() -> ExitCode {
             Command::Audit { cmd, conn } => governance::audit(cmd, &conn).await,
             Command::Credential { cmd, conn } => governance::credential(cmd, &conn).await,
             Command::Report { args, conn } => governance::report(args, &conn).await,
+            Command::Revoke { args, conn } => lifecycle::revoke(args, &conn).await,
+            Command::Ca { cmd, conn } => lifecycle::ca(cmd, &conn).await,
+            Command::Node { cmd, conn } => lifecycle::node(cmd, &conn).await,
         }
     });
     match result {

@@ -235,3 +235,59 @@ pub fn openssl_verify(bundle: &Path, leaf: &Path) {
 pub fn denied(err_debug: &str) -> bool {
     err_debug.contains("PermissionDenied") || err_debug.contains("NoIdentityIssued")
 }
+
+/// A fresh PostgreSQL database when `HALLMARK_TEST_POSTGRES` names a server
+/// (CI always does); `None` outside CI without one.
+pub fn postgres_db(prefix: &str) -> Option<String> {
+    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else {
+        assert!(std::env::var("CI").is_err(), "CI must provide HALLMARK_TEST_POSTGRES");
+        eprintln!("HALLMARK_TEST_POSTGRES not set: PostgreSQL part skipped (scripts/test.sh sets it)");
+        return None;
+    };
+    let db = format!("{prefix}_{}", rand_tag().replace('-', "_"));
+    let out = Command::new("psql")
+        .arg(&base)
+        .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {db}")])
+        .output()
+        .expect("psql is installed with PostgreSQL");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(format!("{}/{db}", base.rsplit_once('/').unwrap().0))
+}
+
+/// The serial number (hex) of a DER certificate, as the inventory names it.
+pub fn serial_of(der: &[u8]) -> String {
+    let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+    hex::encode(c.raw_serial())
+}
+
+/// One HTTP/1.1 GET; returns (status, body bytes).
+pub fn http_get(url: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = buf[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 4 + n..];
+    }
+}

@@ -9,5 +9,6 @@ mod cli;
 mod harness;
 mod policy;
 mod reports;
+mod revocation;
 mod separate;
 mod up;

@@ -1,0 +1,160 @@
+//! `hallmark revoke`, `hallmark ca ...` and `hallmark node list`: revocation
+//! in one step, the signing authorities' lifecycle, and the nodes to ban.
+
+use anyhow::bail;
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{Value, json};
+
+use crate::Conn;
+use crate::client::encode;
+use crate::commands::{client, emit};
+
+/// `hallmark revoke`: exactly one target, and a reason.
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).multiple(false))]
+pub struct RevokeArgs {
+    /// One X.509-SVID, by serial number (hex, as `credential list` shows it).
+    #[arg(long, group = "target")]
+    serial: Option<String>,
+    /// One JWT-SVID, by its `jti`.
+    #[arg(long, group = "target")]
+    jti: Option<String>,
+    /// An entry: it is never served again and its live credentials are revoked.
+    #[arg(long, group = "target", value_name = "ENTRY_ID")]
+    entry: Option<String>,
+    /// Every entry of an owner, and their live credentials.
+    #[arg(long, group = "target", value_name = "NAME")]
+    owner: Option<String>,
+    /// A node (agent SPIFFE ID): banned, and everything issued through it revoked.
+    #[arg(long, group = "target", value_name = "AGENT_ID")]
+    node: Option<String>,
+    /// Why (recorded in the inventory and the audit chain).
+    #[arg(long)]
+    reason: String,
+}
+
+/// `hallmark revoke ...`
+pub async fn revoke(a: RevokeArgs, conn: &Conn) -> anyhow::Result<()> {
+    if a.reason.trim().is_empty() {
+        bail!("--reason must not be empty");
+    }
+    let mut body = json!({ "reason": a.reason });
+    for (k, v) in [("serial", a.serial), ("jti", a.jti), ("entry", a.entry), ("owner", a.owner), ("node", a.node)] {
+        if let Some(v) = v {
+            body[k] = json!(v);
+        }
+    }
+    let v = client(conn)?.json(Method::POST, "/v1/revocations", Some(&body)).await?;
+    emit(conn, &v, |v| {
+        let list = |k: &str| v[k].as_array().map(Vec::len).unwrap_or(0);
+        println!("Revoked {} {}", v["target"].as_str().unwrap_or(""), v["subject"].as_str().unwrap_or(""));
+        if let Some(n) = v["node"].as_str() {
+            println!("Node banned : {n}");
+        }
+        println!("Entries     : {}", list("entries"));
+        println!("Credentials : {}", list("credentials"));
+        for c in v["credentials"].as_array().into_iter().flatten() {
+            println!("  {}", c.as_str().unwrap_or(""));
+        }
+    })
+}
+
+/// `hallmark ca ...`
+#[derive(Subcommand)]
+pub enum CaCmd {
+    /// List the X.509 authorities and JWT keys: state, taint, validity, holder.
+    Show,
+    /// Create the next authority of a kind: published in the bundle, not yet signing.
+    Prepare {
+        /// x509 or jwt.
+        #[arg(long, default_value = "x509")]
+        kind: String,
+    },
+    /// Make the prepared authority of a kind the one that signs; the current
+    /// one stays in the bundle until it expires.
+    Activate {
+        /// x509 or jwt.
+        #[arg(long, default_value = "x509")]
+        kind: String,
+    },
+    /// Mark a non-active authority tainted: agents re-issue everything it
+    /// signed under the active one, at once.
+    Taint {
+        /// Authority id (from `ca show`).
+        id: String,
+    },
+    /// Remove a tainted, non-active authority from the bundle: nothing it
+    /// signed validates any more.
+    Revoke {
+        /// Authority id (from `ca show`).
+        id: String,
+    },
+}
+
+fn print_authority(a: &Value) {
+    let taint = if a["tainted_at"].is_null() { "" } else { " tainted" };
+    println!(
+        "{}\t{}\t{}{taint}\tnot_after={}\t{}",
+        a["kind"].as_str().unwrap_or(""),
+        a["id"].as_str().unwrap_or(""),
+        a["state"].as_str().unwrap_or(""),
+        a["not_after"].as_i64().unwrap_or(0),
+        if a["held_here"].as_bool() == Some(true) { "held by this server" } else { "held by another server" },
+    );
+}
+
+fn kind_body(kind: &str) -> anyhow::Result<Value> {
+    if !matches!(kind, "x509" | "jwt") {
+        bail!("unknown authority kind `{kind}` (x509, jwt)");
+    }
+    Ok(json!({ "kind": kind }))
+}
+
+/// `hallmark ca ...`
+pub async fn ca(cmd: CaCmd, conn: &Conn) -> anyhow::Result<()> {
+    let c = client(conn)?;
+    let v = match cmd {
+        CaCmd::Show => {
+            let v = c.json(Method::GET, "/v1/authorities", None).await?;
+            return emit(conn, &v, |v| {
+                for a in v["authorities"].as_array().into_iter().flatten() {
+                    print_authority(a);
+                }
+            });
+        }
+        CaCmd::Prepare { kind } => c.json(Method::POST, "/v1/authorities/prepare", Some(&kind_body(&kind)?)).await?,
+        CaCmd::Activate { kind } => c.json(Method::POST, "/v1/authorities/activate", Some(&kind_body(&kind)?)).await?,
+        CaCmd::Taint { id } => c.json(Method::POST, &format!("/v1/authorities/{}/taint", encode(&id)), None).await?,
+        CaCmd::Revoke { id } => c.json(Method::POST, &format!("/v1/authorities/{}/revoke", encode(&id)), None).await?,
+    };
+    emit(conn, &v, print_authority)
+}
+
+/// `hallmark node ...`
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// List attested nodes (agents), banned or not.
+    List,
+}
+
+/// `hallmark node ...`
+pub async fn node(cmd: NodeCmd, conn: &Conn) -> anyhow::Result<()> {
+    let NodeCmd::List = cmd;
+    let v = client(conn)?.json(Method::GET, "/v1/nodes", None).await?;
+    emit(conn, &v, |v| {
+        for n in v["nodes"].as_array().into_iter().flatten() {
+            let state = if n["banned"].as_bool() == Some(true) {
+                format!("banned: {}", n["ban_reason"].as_str().unwrap_or(""))
+            } else {
+                "active".into()
+            };
+            println!(
+                "{}\t{}\tagent SVID not_after={}\t{state}",
+                n["agent_id"].as_str().unwrap_or(""),
+                n["attestation_type"].as_str().unwrap_or(""),
+                n["not_after"].as_i64().unwrap_or(0)
+            );
+        }
+    })
+}
