@@ -124,7 +124,8 @@ fn in_state<K>(list: &[Local<K>], state: AuthorityState) -> Option<&Local<K>> {
 const PREPARE_AT: f64 = 0.5;
 /// Life fraction at which the prepared authority is activated.
 const ACTIVATE_AT: f64 = 5.0 / 6.0;
-/// An active authority this close to expiry is replaced at once.
+/// An active authority this close to expiry (or a tenth of its lifetime,
+/// when that is shorter) is replaced at once.
 const MIN_REMAINING_SECS: i64 = 60;
 /// How long a CRL is valid; it is re-signed at half of that, or on any revocation.
 const CRL_VALIDITY_SECS: i64 = 2 * 3600;
@@ -516,7 +517,8 @@ impl Authorities {
         for kind in [Kind::X509, Kind::Jwt] {
             let now = now_unix();
             let KindSummary { active, prepared } = self.local_summary(kind)?;
-            let Some((nb, na)) = active.filter(|(_, na)| na - now > MIN_REMAINING_SECS) else {
+            let min_remaining = MIN_REMAINING_SECS.min(i64::try_from(self.ttl_secs / 10).unwrap_or(i64::MAX));
+            let Some((nb, na)) = active.filter(|(_, na)| na - now > min_remaining) else {
                 // No usable active authority: use the prepared one, or make one now.
                 let id = match prepared {
                     Some(p) => p,

@@ -10,5 +10,6 @@ mod harness;
 mod policy;
 mod reports;
 mod revocation;
+mod rotation;
 mod separate;
 mod up;
