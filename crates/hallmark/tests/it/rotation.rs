@@ -14,11 +14,14 @@ use serde_json::Value;
 use crate::harness::*;
 use crate::separate::{join_agent, start_server_with};
 
+/// An X.509-SVID chain and the bundle's X.509 authorities, both DER.
+type Held = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// What a streaming workload saw.
 #[derive(Default)]
 struct Watch {
     /// The latest X.509 context: (chain DER, bundle anchors DER).
-    latest: Option<(Vec<Vec<u8>>, Vec<Vec<u8>>)>,
+    latest: Option<Held>,
     /// Instants (unix ms) at which what it held was not valid, and why.
     gaps: Vec<String>,
     /// Issuers (subject key of the signing CA, as the leaf names it) seen.
