@@ -27,10 +27,40 @@ pub fn describe(target: &RevokeTarget) -> (&'static str, &str) {
     }
 }
 
+/// How long after revoking an entry, owner or node to look again for
+/// credentials recorded after the revocation by issuances already under way
+/// (here or on another server) when it committed.
+const SWEEP_AFTER: Duration = Duration::from_secs(2);
+
 impl ServerState {
     /// Revokes `target` for `reason`, on behalf of admin identity `by`, records
     /// it in the audit chain, and wakes the feeds so agents hear of it at once.
-    pub async fn revoke(&self, target: &RevokeTarget, reason: &str, by: &str) -> Result<RevokeOutcome, ServerError> {
+    /// For an entry, owner or node it looks again shortly after and revokes
+    /// any credential an issuance in flight recorded meanwhile.
+    pub async fn revoke(
+        self: &Arc<Self>,
+        target: &RevokeTarget,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevokeOutcome, ServerError> {
+        let out = self.revoke_now(target, reason, by).await?;
+        if !matches!(target, RevokeTarget::Credential(_)) {
+            let (state, target, reason, by) = (self.clone(), target.clone(), reason.to_owned(), by.to_owned());
+            tokio::spawn(async move {
+                tokio::time::sleep(SWEEP_AFTER).await;
+                match state.revoke_now(&target, &reason, &by).await {
+                    Ok(late) if !late.credentials.is_empty() => {
+                        tracing::warn!(late = late.credentials.len(), "revoked credentials issued while revoking")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "revocation sweep failed"),
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn revoke_now(&self, target: &RevokeTarget, reason: &str, by: &str) -> Result<RevokeOutcome, ServerError> {
         let out = self.store.revoke(target, reason, now_unix()).await?;
         self.revocation_notify.notify_one();
         self.entries_written().await;
@@ -53,7 +83,10 @@ impl ServerState {
             "node": out.node,
         });
         let action = if out.node.is_some() { "node_ban" } else { "revoke" };
-        self.audit.record_or_log(self.audit_event(by, action, subject, "ok", details)).await;
+        // A sweep that found nothing new has nothing to record.
+        if !(out.credentials.is_empty() && out.entries.is_empty() && out.node.is_none()) {
+            self.audit.record_or_log(self.audit_event(by, action, subject, "ok", details)).await;
+        }
         Ok(out)
     }
 }

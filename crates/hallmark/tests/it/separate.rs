@@ -57,7 +57,22 @@ impl Deployment {
         Command::new(bin()).args(args).envs(&self.env).output().unwrap()
     }
 
+    /// Starts the server again after [`Proc::kill`] on `self.server`.
+    pub fn start_server_again(&mut self) {
+        let mut cmd = Command::new(bin());
+        cmd.args(["server", "--config"]).arg(self.dir.path().join("server.toml"));
+        self.server = Proc::spawn(cmd, &self.dir.path().join(format!("server-{}.log", rand_tag())));
+        let url = format!("{}/ready", self.env["HALLMARK_SERVER"]);
+        wait_for("the server to answer again", 60, || {
+            std::panic::catch_unwind(|| http_get(&url).0).ok().filter(|s| *s == 200)
+        });
+    }
+
     fn agent_config(&self, name: &str, token: &str) -> std::path::PathBuf {
+        self.agent_config_with(name, token, "")
+    }
+
+    fn agent_config_with(&self, name: &str, token: &str, extra: &str) -> std::path::PathBuf {
         let d = self.dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         let cfg = format!(
@@ -66,7 +81,7 @@ impl Deployment {
             d.join("data").display(),
             d.join("api.sock").display(),
             self.dir.path().join("bundle.pem").display()
-        );
+        ) + extra;
         let p = d.join("agent.toml");
         std::fs::write(&p, cfg).unwrap();
         p
@@ -75,12 +90,17 @@ impl Deployment {
 
 /// Starts an agent joined with a fresh token; returns it, its ID and its socket.
 pub fn join_agent(dep: &Deployment, name: &str) -> (Proc, String, std::path::PathBuf) {
+    join_agent_with(dep, name, "")
+}
+
+/// [`join_agent`] with more agent configuration.
+pub fn join_agent_with(dep: &Deployment, name: &str, extra: &str) -> (Proc, String, std::path::PathBuf) {
     let bundle = dep.cli(&["bundle", "show"]);
     std::fs::write(dep.dir.path().join("bundle.pem"), &bundle.stdout).unwrap();
     let out = dep.cli(&["token", "create", "--json"]);
     let tok: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut cmd = Command::new(bin());
-    cmd.args(["agent", "--config"]).arg(dep.agent_config(name, tok["token"].as_str().unwrap()));
+    cmd.args(["agent", "--config"]).arg(dep.agent_config_with(name, tok["token"].as_str().unwrap(), extra));
     let agent = Proc::spawn(cmd, &dep.dir.path().join(format!("{name}.log")));
     let socket = dep.dir.path().join(format!("{name}/api.sock"));
     wait_for("agent socket", 60, || socket.exists().then_some(()));
