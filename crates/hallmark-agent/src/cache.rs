@@ -445,6 +445,12 @@ impl Cache {
         });
     }
 
+    /// The earliest expiry (unix seconds) of anything held, so the agent can
+    /// withdraw it at that second rather than at its next periodic pass.
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.read(|i| i.svids.values().map(|s| s.not_after).chain(i.jwts.values().map(|j| j.expires_at)).min())
+    }
+
     /// Number of SVIDs held (for tests and metrics).
     pub fn svid_count(&self) -> usize {
         self.read(|i| i.svids.len())

@@ -498,6 +498,13 @@ fn refused(agent: &AgentInner, s: &Status) {
     }
 }
 
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// How long to wait before asking again after policy denied an SVID.
 const DENIAL_RETRY_SECS: i64 = 30;
 
@@ -508,9 +515,16 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
     let mut version = agent.cache.subscribe();
     let mut retry_after: std::collections::HashMap<SvidKey, i64> = std::collections::HashMap::new();
     loop {
+        // Wake at least every second, and at the very moment the next SVID expires.
+        let wake = agent
+            .cache
+            .next_expiry()
+            .map(|t| Duration::from_millis(u64::try_from(t * 1000 - now_millis()).unwrap_or(0)))
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_secs(1));
         tokio::select! {
             r = version.changed() => if r.is_err() { return Ok(()) },
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = tokio::time::sleep(wake) => {}
         }
         let now = now_unix();
         let expired = agent.cache.expire(now);

@@ -43,7 +43,7 @@ pub enum ApiCmd {
     },
 }
 
-async fn connect(socket: &str) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
+pub(crate) async fn connect(socket: &str) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
     let path =
         socket.strip_prefix("unix://").with_context(|| format!("socket `{socket}` must be a unix:// URI"))?.to_owned();
     let ch = Endpoint::from_static("http://workload")
@@ -56,7 +56,7 @@ async fn connect(socket: &str) -> anyhow::Result<SpiffeWorkloadApiClient<Channel
     Ok(SpiffeWorkloadApiClient::new(ch))
 }
 
-fn request<T>(msg: T) -> tonic::Request<T> {
+pub(crate) fn request<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
     r
@@ -125,7 +125,7 @@ fn status(s: tonic::Status) -> anyhow::Error {
 }
 
 /// Splits concatenated DER certificates.
-fn der_certs(mut der: &[u8]) -> anyhow::Result<Vec<&[u8]>> {
+pub(crate) fn der_certs(mut der: &[u8]) -> anyhow::Result<Vec<&[u8]>> {
     let mut out = Vec::new();
     while !der.is_empty() {
         let (rest, _) =

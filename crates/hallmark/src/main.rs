@@ -3,6 +3,7 @@
 mod api;
 mod client;
 mod commands;
+mod drill;
 mod governance;
 mod lifecycle;
 mod up;
@@ -151,6 +152,9 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Run a failure or response drill and write evidence (Markdown and JSON);
+    /// exits non-zero when a control did not hold.
+    Drill(drill::DrillArgs),
     /// Attested nodes.
     Node {
         #[command(subcommand)]
@@ -214,6 +218,7 @@ fn main() -> ExitCode {
             Command::Revoke { args, conn } => lifecycle::revoke(args, &conn).await,
             Command::Ca { cmd, conn } => lifecycle::ca(cmd, &conn).await,
             Command::Node { cmd, conn } => lifecycle::node(cmd, &conn).await,
+            Command::Drill(args) => drill::run(args).await,
         }
     });
     match result {

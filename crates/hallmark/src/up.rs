@@ -102,11 +102,12 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let token = state.ensure_admin_token(&dir.join("admin-token")).await?;
     let env = format!(
         "export SPIFFE_ENDPOINT_SOCKET=unix://{}\nexport HALLMARK_SERVER=http://{}\nexport HALLMARK_TOKEN={}\n\
-         export HALLMARK_AGENT_HEALTH=http://{}\n",
+         export HALLMARK_AGENT_HEALTH=http://{}\nexport HALLMARK_AGENT_API={}\n",
         socket_path.display(),
         server.admin_addr,
         token,
-        health
+        health,
+        server.agent_addr
     );
     // The env file holds an admin credential.
     write_secret_file(&dir.join("env"), env.as_bytes())?;

@@ -1,0 +1,89 @@
+//! Every drill, run as an operator would run it: self-contained, and against
+//! a live deployment (`hallmark up`). The drills' own controls are the
+//! assertions; here we check that they ran, held, and left their evidence.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+fn run_drill(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Value, String) {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .arg("drill")
+        .args(args)
+        .arg("--out")
+        .arg(out_dir.path())
+        .arg("--json")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let json = std::fs::read_to_string(out_dir.path().join("report.json")).unwrap_or_default();
+    let md = std::fs::read_to_string(out_dir.path().join("report.md")).unwrap_or_default();
+    (out, serde_json::from_str(&json).unwrap_or(Value::Null), md)
+}
+
+fn assert_held(kind: &str, out: &std::process::Output, report: &Value, md: &str) {
+    assert!(
+        out.status.success(),
+        "drill {kind} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        md
+    );
+    assert_eq!(report["drill"], kind);
+    assert_eq!(report["passed"], true, "{md}");
+    let controls = report["controls"].as_array().unwrap();
+    assert!(controls.len() >= 3, "{kind} checks several controls");
+    assert!(controls.iter().all(|c| c["held"] == true));
+    assert!(md.contains("PASSED") && md.contains("## Controls") && md.contains("## Measurements"));
+    let stdout: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stdout["drill"], kind, "--json prints the report");
+}
+
+#[test]
+fn drill_server_outage_self_contained() {
+    let (out, report, md) = run_drill(&["server-outage", "--self-contained"], &[]);
+    assert_held("server-outage", &out, &report, &md);
+    let names: Vec<&str> = report["measurements"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert!(names.iter().any(|n| n.contains("withdrawal")) && names.iter().any(|n| n.contains("recovery")));
+}
+
+#[test]
+fn drill_revocation_self_contained() {
+    let (out, report, md) = run_drill(&["revocation", "--self-contained"], &[]);
+    assert_held("revocation", &out, &report, &md);
+}
+
+#[test]
+fn drill_ca_rotation_self_contained() {
+    let (out, report, md) = run_drill(&["ca-rotation", "--self-contained"], &[]);
+    assert_held("ca-rotation", &out, &report, &md);
+}
+
+#[test]
+fn drill_node_ban_self_contained() {
+    let (out, report, md) = run_drill(&["node-ban", "--self-contained"], &[]);
+    assert_held("node-ban", &out, &report, &md);
+}
+
+#[test]
+fn drills_against_a_live_deployment() {
+    let up = Up::start();
+    let env: Vec<(&str, &str)> = up.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let api = up.env["HALLMARK_AGENT_API"].clone();
+    // A live server is never stopped: the outage is staged on a relay.
+    let (out, report, md) = run_drill(&["server-outage", "--agent-api", &api], &env);
+    assert_held("server-outage", &out, &report, &md);
+    assert_eq!(report["mode"], "live");
+    assert!(md.contains("relay"), "{md}");
+    let (out, report, md) = run_drill(&["revocation", "--agent-api", &api], &env);
+    assert_held("revocation", &out, &report, &md);
+    // Rotating a live deployment's authorities needs an explicit yes.
+    let (out, _, _) = run_drill(&["ca-rotation", "--agent-api", &api], &env);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm-rotation"));
+    // The deployment's own state is left clean: the probe entries are gone.
+    let entries = up.cli_json(&["entry", "list"]);
+    assert!(entries["entries"].as_array().unwrap().is_empty(), "{entries}");
+}
