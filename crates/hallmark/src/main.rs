@@ -1,11 +1,13 @@
 //! `hallmark`: the server, the agent, `up` (both in one process), and the admin CLI.
 
 mod api;
+mod bench;
 mod client;
 mod commands;
 mod drill;
 mod governance;
 mod lifecycle;
+mod local;
 mod up;
 
 use std::path::PathBuf;
@@ -155,6 +157,11 @@ enum Command {
     /// Run a failure or response drill and write evidence (Markdown and JSON);
     /// exits non-zero when a control did not hold.
     Drill(drill::DrillArgs),
+    /// Measure a scenario on this machine (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
     /// Attested nodes.
     Node {
         #[command(subcommand)]
@@ -219,6 +226,7 @@ fn main() -> ExitCode {
             Command::Ca { cmd, conn } => lifecycle::ca(cmd, &conn).await,
             Command::Node { cmd, conn } => lifecycle::node(cmd, &conn).await,
             Command::Drill(args) => drill::run(args).await,
+            Command::Bench { cmd } => bench::run(cmd).await,
         }
     });
     match result {

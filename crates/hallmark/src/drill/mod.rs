@@ -17,8 +17,7 @@ pub mod probe;
 pub mod proxy;
 pub mod report;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -27,11 +26,11 @@ use hallmark_core::{Ttl, now_unix};
 use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest};
 use hyper::Method;
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 use crate::Conn;
 use crate::api::{connect, request};
 use crate::client::{Client, encode};
+use crate::local::{self, Spawned, health_get, wait};
 use probe::{Probe, expired_served, gaps};
 use report::{Report, now_ms};
 
@@ -87,67 +86,6 @@ pub struct DrillArgs {
     conn: Conn,
 }
 
-/// A process the drill started; killed when dropped.
-struct Spawned {
-    child: Child,
-    cmd: Vec<String>,
-    log: PathBuf,
-}
-
-impl Spawned {
-    fn start(args: &[&str], log: &Path) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find this executable")?;
-        let out = std::fs::File::create(log).with_context(|| log.display().to_string())?;
-        let err = out.try_clone()?;
-        let child = Command::new(exe)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start a hallmark process")?;
-        Ok(Self { child, cmd: args.iter().map(|s| (*s).to_owned()).collect(), log: log.to_owned() })
-    }
-
-    async fn kill(&mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    async fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill().await;
-        let args: Vec<&str> = self.cmd.iter().map(String::as_str).collect();
-        *self = Self::start(&args, &self.log.clone())?;
-        Ok(())
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-async fn wait<T>(secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> Option<T> {
-    let deadline = now_ms() + i64::try_from(secs).unwrap_or(60) * 1000;
-    while now_ms() < deadline {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
-/// A plain HTTP GET to the agent's health endpoint: (status, body).
-async fn health_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let c = Client::new(Some(format!("http://{addr}")), None).ok()?;
-    let r = c.send(Method::GET, path, None, None).await.ok()?;
-    Some((r.status.as_u16(), String::from_utf8_lossy(&r.body).into_owned()))
-}
-
 /// The deployment under drill, the drill's agent and its probe.
 struct Setup {
     admin: Client,
@@ -168,87 +106,30 @@ impl Drop for Setup {
     }
 }
 
-fn trust_domain_of(bundle_pem: &str) -> anyhow::Result<String> {
-    let first = pem::parse_many(bundle_pem)?.into_iter().next().context("the bundle holds no certificate")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(first.contents()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let id = hallmark_ca::svid::spiffe_id_of(&cert)?;
-    Ok(id.trust_domain().to_string())
-}
-
 async fn setup(a: &DrillArgs, report: &mut Report) -> anyhow::Result<Setup> {
     let ttl = Ttl::parse(&a.svid_ttl).context("--svid-ttl")?;
     let work = std::env::temp_dir().join(format!("hallmark-drill-{}-{}", std::process::id(), now_ms()));
     std::fs::create_dir_all(&work)?;
     let (admin, server_url, server, agent_api) = if a.self_contained {
-        let (port, admin_port) = (free_port()?, free_port()?);
-        let cfg = format!(
-            "trust_domain = \"drill.hallmark.test\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\
-             admin_listen = \"127.0.0.1:{admin_port}\"\ndefault_x509_ttl = \"{}\"\n",
-            work.join("server").display(),
-            a.svid_ttl
-        );
-        std::fs::write(work.join("server.toml"), cfg)?;
-        let config = work.join("server.toml");
-        let server = Spawned::start(&["server", "--config", &config.display().to_string()], &work.join("server.log"))?;
-        let token_file = work.join("server/admin-token");
-        let token = wait(60, async || std::fs::read_to_string(&token_file).ok().filter(|t| !t.trim().is_empty()))
-            .await
-            .context("the drill's server did not start (see its log)")?;
-        let url = format!("http://127.0.0.1:{admin_port}");
-        report.step(format!("started a throwaway server (SQLite) at {url}"));
-        (Client::new(Some(url.clone()), Some(token.trim().to_owned()))?, url, Some(server), format!("127.0.0.1:{port}"))
+        let s = local::Server::start(&work, &format!("default_x509_ttl = \"{}\"\n", a.svid_ttl)).await?;
+        report.step(format!("started a throwaway server (SQLite) at {}", s.url));
+        (s.admin, s.url, Some(s.proc), s.agent_api)
     } else {
         let url = a.conn.server.clone().context("a live drill needs HALLMARK_SERVER (or --self-contained)")?;
         let api = a.agent_api.clone().context("a live drill needs --agent-api HOST:PORT (the server's agent API)")?;
         (crate::commands::client(&a.conn)?, url, None, api)
     };
-    let bundle = admin.send(Method::GET, "/v1/bundle?format=pem", None, None).await?;
-    let bundle = String::from_utf8_lossy(&bundle.body).into_owned();
-    report.trust_domain = trust_domain_of(&bundle)?;
-    std::fs::write(work.join("bundle.pem"), &bundle)?;
     // A live server is reached through a relay the drill can cut.
     let relay = if a.self_contained { None } else { Some(proxy::Relay::start(agent_api.clone()).await?) };
     let server_address = relay.as_ref().map(|r| r.addr.to_string()).unwrap_or(agent_api);
-    let tok = admin.json(Method::POST, "/v1/join-tokens", Some(&json!({ "ttl": "10m" }))).await?;
-    let agent_id = tok["agent_id"].as_str().context("no agent_id")?.to_owned();
-    let health = format!("127.0.0.1:{}", free_port()?);
-    let socket = work.join("agent/api.sock");
-    let cfg = format!(
-        "trust_domain = \"{}\"\nserver_address = \"{server_address}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
-         join_token = \"{}\"\ntrust_bundle_path = \"{}\"\nhealth_listen = \"{health}\"\n",
-        report.trust_domain,
-        work.join("agent/data").display(),
-        socket.display(),
-        tok["token"].as_str().unwrap_or(""),
-        work.join("bundle.pem").display()
-    );
-    std::fs::create_dir_all(work.join("agent"))?;
-    std::fs::write(work.join("agent.toml"), cfg)?;
-    let agent =
-        Spawned::start(&["agent", "--config", &work.join("agent.toml").display().to_string()], &work.join("agent.log"))?;
-    wait(60, async || (health_get(&health, "/ready").await?.0 == 200).then_some(()))
-        .await
-        .context("the drill's agent did not become ready (see its log)")?;
-    report.step(format!("joined the drill's agent {agent_id}"));
-
-    let owner = json!({ "name": "hallmark-drill", "contact": "drills@hallmark.invalid",
-        "description": "probe identities created by hallmark drill" });
-    let r = admin.send(Method::POST, "/v1/owners", Some(&owner), None).await?;
-    if !r.status.is_success() && r.status.as_u16() != 409 {
-        r.json()?;
-    }
-    let exe = std::env::current_exe()?;
-    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&exe)?));
-    let uid = std::fs::read_to_string("/proc/self/status")?
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .context("cannot read this process's uid")?
-        .to_owned();
+    let agent = local::Agent::join(&admin, &work, &server_address, "agent").await?;
+    report.trust_domain = agent.trust_domain.clone();
+    report.step(format!("joined the drill's agent {}", agent.id));
+    local::ensure_owner(&admin, "hallmark-drill", "probe identities created by hallmark drill").await?;
     let spiffe_id = format!("spiffe://{}/hallmark-drill/{}/{}", report.trust_domain, a.kind.name(), now_ms());
     let entry = json!({
-        "spiffe_id": spiffe_id, "parent_id": agent_id, "owner": "hallmark-drill",
-        "selectors": [format!("unix:uid:{uid}"), format!("unix:sha256:{digest}")],
+        "spiffe_id": spiffe_id, "parent_id": agent.id, "owner": "hallmark-drill",
+        "selectors": local::this_process_selectors()?,
         "x509_ttl": format!("{}s", ttl.secs()), "jwt_ttl": "1m",
     });
     let e = admin.json(Method::POST, "/v1/entries", Some(&entry)).await?;
@@ -260,10 +141,10 @@ async fn setup(a: &DrillArgs, report: &mut Report) -> anyhow::Result<Setup> {
         work,
         server,
         relay,
-        agent,
-        agent_id,
-        health,
-        socket: format!("unix://{}", socket.display()),
+        agent_id: agent.id,
+        health: agent.health,
+        socket: agent.socket,
+        agent: agent.proc,
         entry_id,
     })
 }

@@ -15,6 +15,8 @@ use crate::api::{connect, der_certs, request};
 /// An SVID the probe held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Held {
+    /// Its SPIFFE ID.
+    pub spiffe_id: String,
     /// Serial (hex), as the inventory names it.
     pub serial: String,
     /// Unix seconds.
@@ -83,7 +85,13 @@ fn authority_key_id(leaf: &[u8]) -> String {
 fn held(chain_der: &[u8]) -> Option<Held> {
     let chain: Vec<Vec<u8>> = der_certs(chain_der).ok()?.into_iter().map(<[u8]>::to_vec).collect();
     let leaf = hallmark_ca::svid::parse_leaf(chain.first()?).ok()?;
-    Some(Held { serial: leaf.serial, not_after: leaf.not_after, issuer: authority_key_id(&chain[0]), chain })
+    Some(Held {
+        spiffe_id: leaf.spiffe_id.to_string(),
+        serial: leaf.serial,
+        not_after: leaf.not_after,
+        issuer: authority_key_id(&chain[0]),
+        chain,
+    })
 }
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -158,6 +166,19 @@ impl Probe {
     /// The SVID held now.
     pub fn current(&self) -> Option<Held> {
         lock(&self.state).current.as_ref().map(|(h, _)| h.clone())
+    }
+
+    /// Waits up to `secs` for a message (after `after_ms`) that satisfies
+    /// `f`; returns when it arrived.
+    pub async fn wait_message(&self, secs: u64, after_ms: i64, f: impl Fn(&Message) -> bool) -> Option<i64> {
+        let deadline = now_ms() + i64::try_from(secs).unwrap_or(60) * 1000;
+        while now_ms() < deadline {
+            if let Some(m) = lock(&self.state).messages.iter().rev().take_while(|m| m.at_ms >= after_ms).find(|m| f(m)) {
+                return Some(m.at_ms);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
     }
 
     /// Every message received so far.
@@ -242,7 +263,13 @@ mod tests {
 
     #[test]
     fn expired_means_past_not_after_when_received() {
-        let h = Held { serial: "01".into(), not_after: 10, issuer: String::new(), chain: Vec::new() };
+        let h = Held {
+            spiffe_id: "spiffe://example.org/x".into(),
+            serial: "01".into(),
+            not_after: 10,
+            issuer: String::new(),
+            chain: Vec::new(),
+        };
         let m = |at_ms| Message { at_ms, svids: vec![h.clone()], error: None };
         assert!(expired_served(&[m(9_999)]).is_empty());
         assert_eq!(expired_served(&[m(10_000)]).len(), 1);

@@ -1,0 +1,42 @@
+//! `hallmark bench`: measure a scenario on this machine against real
+//! processes, printing each figure beside its target (see BENCHMARKS.md).
+
+mod propagation;
+pub mod simagent;
+
+use clap::Subcommand;
+
+/// The scenarios.
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Entry creation and revocation (of a serial and of an entry) until visible
+    /// on a workload's open stream, with many simulated agents connected.
+    Propagation(propagation::Args),
+}
+
+/// Runs a scenario.
+pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
+    match cmd {
+        BenchCmd::Propagation(a) => propagation::run(a).await,
+    }
+}
+
+/// (p50, p99, max) of `v`, which it sorts; zeros when empty.
+pub fn percentiles(v: &mut [i64]) -> (i64, i64, i64) {
+    if v.is_empty() {
+        return (0, 0, 0);
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percentiles_of_a_hundred() {
+        let mut v: Vec<i64> = (1..=100).rev().collect();
+        assert_eq!(super::percentiles(&mut v), (51, 99, 100));
+        assert_eq!(super::percentiles(&mut []), (0, 0, 0));
+    }
+}
