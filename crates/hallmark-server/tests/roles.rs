@@ -113,6 +113,22 @@ async fn every_role_against_every_endpoint() {
         ("GET", "/v1/exceptions".into(), None, [true, true, true, true]),
         ("POST", format!("/v1/exceptions/{}/approve", x.id), None, [true, false, false, false]),
         ("POST", format!("/v1/exceptions/{}/revoke", x.id), None, [true, false, false, false]),
+        ("GET", "/v1/revocations".into(), None, [true, true, true, true]),
+        ("GET", "/v1/nodes".into(), None, [true, true, false, false]),
+        ("GET", "/v1/authorities".into(), None, [true, true, true, false]),
+        // Unknown kinds and ids: the allowed role gets 400 or 404, the others 403.
+        ("POST", "/v1/authorities/prepare".into(), Some(json!({"kind": "none"})), [true, false, false, false]),
+        ("POST", "/v1/authorities/activate".into(), Some(json!({"kind": "none"})), [true, false, false, false]),
+        ("POST", "/v1/authorities/none/taint".into(), None, [true, false, false, false]),
+        ("POST", "/v1/authorities/none/revoke".into(), None, [true, false, false, false]),
+        ("POST", "/v1/revocations".into(), Some(json!({"serial": "00ff", "reason": "r"})), [true, true, false, true]),
+        (
+            "POST",
+            "/v1/revocations".into(),
+            Some(json!({"node": "spiffe://example.org/hallmark/agent/none", "reason": "r"})),
+            [true, true, false, false],
+        ),
+        ("POST", "/v1/revocations".into(), Some(json!({"entry": b, "reason": "r"})), [true, true, false, false]),
     ];
     for (method, path, body, allowed) in &cases {
         for (i, role) in roles.iter().enumerate() {
@@ -150,7 +166,9 @@ async fn every_role_against_every_endpoint() {
     // Owners list only their own entries.
     let (_, list) = call(&addr, "GET", "/v1/entries", Some(&tokens["owner:team-a"]), None).await;
     assert!(list["entries"].as_array().unwrap().iter().all(|e| e["owner"] == "team-a"), "{list}");
-    // The bundle is public.
+    // The bundle and the CRLs are public.
+    let active = st.authorities.x509().unwrap().id();
+    assert_eq!(call(&addr, "GET", &format!("/v1/crl/{active}"), None, None).await.0, 200);
     assert_eq!(call(&addr, "GET", "/bundle", None, None).await.0, 200);
     assert_eq!(call(&addr, "GET", "/v1/bundle?format=pem", None, None).await.0, 200);
 }
