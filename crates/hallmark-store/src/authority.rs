@@ -113,7 +113,7 @@ impl Store {
 
     /// Publishes an authority (idempotent) and bumps the bundle sequence when new.
     pub async fn publish_authority(&self, a: &AuthorityRow) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO authorities (id, kind, public, server_id, state, not_before, not_after, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
@@ -164,7 +164,7 @@ impl Store {
     /// Makes the prepared authority `id` the active one of its kind on its
     /// server; the previous active one becomes old. Both in one transaction.
     pub async fn activate_authority(&self, id: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query("SELECT kind, server_id FROM authorities WHERE id = $1 AND state = 'prepared'")
             .bind(id.to_owned())
             .fetch_optional(&mut *tx)
@@ -197,7 +197,7 @@ impl Store {
     /// Removes a tainted, non-active authority from the bundle; returns false
     /// when it is not one.
     pub async fn revoke_authority(&self, id: &str) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE authorities SET state = 'revoked', crl = NULL WHERE id = $1 AND state IN ('prepared', 'old') \
              AND tainted_at IS NOT NULL",

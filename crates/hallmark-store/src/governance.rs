@@ -237,7 +237,7 @@ impl Store {
 
     /// Stores a new policy version (the next number) and returns it.
     pub async fn add_policy(&self, text: &str, sha256: &str, by: &str) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM policies")
             .fetch_one(&mut *tx)
             .await?

@@ -34,7 +34,10 @@ fn render(sql: &str, backend: Backend) -> String {
 
 /// Applies every migration this database has not seen yet.
 pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Backend::Postgres => pool.begin().await?,
+    };
     if backend == Backend::Postgres {
         // Several servers may start at once against one fresh database: one
         // migrates while the others wait, then find nothing left to do.

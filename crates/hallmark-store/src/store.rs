@@ -271,11 +271,22 @@ impl Store {
         &self.pool
     }
 
+    /// Starts a transaction that will write. On SQLite it takes the write lock
+    /// at once (`BEGIN IMMEDIATE`): a deferred transaction that read first
+    /// could not upgrade after another write committed meanwhile (the WAL
+    /// "busy snapshot" error) and would fail instead of waiting its turn.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Starts a transaction that appends to the entry change log. On PostgreSQL
     /// the log table is locked so that sequence numbers become visible in commit
     /// order, and a reader polling `seq > last` never skips a change.
     pub(crate) async fn begin_entry_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
         }

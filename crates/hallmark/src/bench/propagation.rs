@@ -51,7 +51,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let work = std::env::temp_dir().join(format!("hallmark-bench-{}-{}", std::process::id(), now_ms()));
     std::fs::create_dir_all(&work)?;
     let result = measure(&a, &work).await;
-    let _ = std::fs::remove_dir_all(&work);
+    match &result {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        Err(_) => eprintln!("logs kept in {}", work.display()),
+    }
     result
 }
 
