@@ -6,15 +6,20 @@
 //! for its own. A credential is returned only after its record is committed:
 //! nothing a client received can be missing from the chain after a crash.
 //!
-//! The appender runs on a thread of its own: a commit is a handful of round
-//! trips to the database, and on a runtime saturated with issuance work each
-//! of them would wait its turn behind signing tasks, stretching every batch
-//! (and with it every issuance waiting on it) several times over.
+//! What a batch costs is mostly fixed (hand-offs between threads, one
+//! database round trip, the commit), so the appender waits a few
+//! milliseconds after the first record for others to join: under load that
+//! makes batches large and recording cheap per issuance (BENCHMARKS.md); when
+//! idle it adds those milliseconds to an issuance, well under a network
+//! round trip to the agent.
 
 use hallmark_store::{AuditEvent, Store};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ServerError;
+
+/// How long a batch waits for more records once the first has arrived.
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Most records appended in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -36,14 +41,10 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Starts the appender thread over `store`.
-    pub fn start(store: Store) -> Result<Self, ServerError> {
+    /// Starts the appender task over `store`.
+    pub fn start(store: Store) -> Self {
         let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ServerError::Internal(format!("cannot start the audit appender: {e}")))?;
-        let run = async move {
+        tokio::spawn(async move {
             let mut queued: std::collections::VecDeque<(AuditEvent, Ack)> = std::collections::VecDeque::new();
             loop {
                 if queued.is_empty() {
@@ -51,6 +52,11 @@ impl Auditor {
                         Some(item) => queued.push_back(item),
                         None => return,
                     }
+                    // Group commit: let the records of requests already under way
+                    // join this batch. Each batch costs thread hand-offs and a
+                    // commit whatever its size; a few milliseconds of waiting buy
+                    // far more records per batch than they cost in latency.
+                    tokio::time::sleep(COMMIT_DELAY).await;
                 }
                 while queued.len() < 2 * MAX_BATCH {
                     match rx.try_recv() {
@@ -74,13 +80,8 @@ impl Auditor {
                     }
                 }
             }
-        };
-        // The thread ends when the last handle is dropped.
-        std::thread::Builder::new()
-            .name("hallmark-audit".into())
-            .spawn(move || rt.block_on(run))
-            .map_err(|e| ServerError::Internal(format!("cannot start the audit appender: {e}")))?;
-        Ok(Self { tx })
+        });
+        Self { tx }
     }
 
     /// An appender that acknowledges without writing: the baseline the

@@ -145,12 +145,12 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
 }
 
 #[cfg(feature = "bench-baseline")]
-fn new_auditor(store: &Store, record: bool) -> Result<audit::Auditor, ServerError> {
-    if record { audit::Auditor::start(store.clone()) } else { Ok(audit::Auditor::discarding()) }
+fn new_auditor(store: &Store, record: bool) -> audit::Auditor {
+    if record { audit::Auditor::start(store.clone()) } else { audit::Auditor::discarding() }
 }
 
 #[cfg(not(feature = "bench-baseline"))]
-fn new_auditor(store: &Store, _record: bool) -> Result<audit::Auditor, ServerError> {
+fn new_auditor(store: &Store, _record: bool) -> audit::Auditor {
     audit::Auditor::start(store.clone())
 }
 
@@ -321,7 +321,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         revocations,
         revocation_notify: Notify::new(),
         policy: RwLock::new(Arc::new(policy)),
-        audit: new_auditor(&store, record)?,
+        audit: new_auditor(&store, record),
         default_parent: RwLock::new(None),
         server_cert: RwLock::new(None),
     });

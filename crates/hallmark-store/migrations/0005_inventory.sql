@@ -15,6 +15,7 @@ CREATE TABLE credentials (
     revoked_at       BIGINT,
     audit_seq        BIGINT NOT NULL
 );
+-- Only the index revocation by entry needs: every other index would be paid
+-- for on each issuance. Listing by owner, node or expiry, pruning and reports
+-- scan (ordered by the time-sorted primary key).
 CREATE INDEX credentials_entry ON credentials (entry_id);
-CREATE INDEX credentials_owner ON credentials (owner);
-CREATE INDEX credentials_not_after ON credentials (not_after);

@@ -19,7 +19,6 @@ CREATE TABLE revocations (
     reason        TEXT NOT NULL
 );
 CREATE INDEX revocations_live ON revocations (not_after);
-CREATE INDEX credentials_node ON credentials (node_id);
 -- Authority lifecycle: which server holds the key, prepared / active / old /
 -- revoked, tainted or not, and the CRL the holder signs for it.
 ALTER TABLE authorities ADD COLUMN server_id TEXT NOT NULL DEFAULT '';

@@ -241,7 +241,10 @@ impl Store {
         let opts = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
         let pool = match backend {
             Backend::Sqlite => {
+                // A SQLite connection cannot go stale: no ping before each use
+                // (it would be a round trip to the connection's thread).
                 opts.max_connections(4)
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers proceed during writes; FULL makes each commit durable.

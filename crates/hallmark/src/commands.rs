@@ -337,7 +337,7 @@ pub async fn run_server(config: &Path) -> anyhow::Result<()> {
         .and_then(|c| c.validate())
         .with_context(|| config.display().to_string())?;
     let token_path = settings.data_dir.join("admin-token");
-    let running = hallmark_server::start(settings).await?;
+    let running = start_server(settings).await?;
     running.state.ensure_admin_token(&token_path).await?;
     println!("agent API: {}", running.agent_addr);
     println!("admin API: http://{}", running.admin_addr);
@@ -347,6 +347,24 @@ pub async fn run_server(config: &Path) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+#[cfg(feature = "bench-baseline")]
+async fn start_server(
+    settings: hallmark_server::config::ServerSettings,
+) -> Result<hallmark_server::RunningServer, hallmark_server::ServerError> {
+    if std::env::var("HALLMARK_BENCH_NO_RECORD").is_ok_and(|v| v == "1") {
+        tracing::warn!("benchmark baseline: recording NOTHING in the audit chain or inventory");
+        return hallmark_server::start_without_recording(settings).await;
+    }
+    hallmark_server::start(settings).await
+}
+
+#[cfg(not(feature = "bench-baseline"))]
+async fn start_server(
+    settings: hallmark_server::config::ServerSettings,
+) -> Result<hallmark_server::RunningServer, hallmark_server::ServerError> {
+    hallmark_server::start(settings).await
 }
 
 /// `hallmark agent --config FILE`

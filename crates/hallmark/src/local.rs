@@ -25,11 +25,17 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `hallmark ARGS`, output to `log`.
     pub fn start(args: &[&str], log: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(args, &[], log)
+    }
+
+    /// [`Spawned::start`] with more environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this executable")?;
         let out = std::fs::File::create(log).with_context(|| log.display().to_string())?;
         let err = out.try_clone()?;
         let child = Command::new(exe)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -98,6 +104,11 @@ impl Server {
     /// Starts `hallmark server` in `work/server` with trust domain
     /// `drill.hallmark.test`, SQLite unless `extra_config` names a datastore.
     pub async fn start(work: &Path, extra_config: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(work, extra_config, &[]).await
+    }
+
+    /// [`Server::start`] with more environment for the server process.
+    pub async fn start_with_env(work: &Path, extra_config: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let (port, admin_port) = (free_port()?, free_port()?);
         let cfg = format!(
             "trust_domain = \"drill.hallmark.test\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n\
@@ -106,7 +117,11 @@ impl Server {
         );
         let config = work.join("server.toml");
         std::fs::write(&config, cfg)?;
-        let proc = Spawned::start(&["server", "--config", &config.display().to_string()], &work.join("server.log"))?;
+        let proc = Spawned::start_with_env(
+            &["server", "--config", &config.display().to_string()],
+            env,
+            &work.join("server.log"),
+        )?;
         let token_file = work.join("server/admin-token");
         let token = wait(120, async || std::fs::read_to_string(&token_file).ok().filter(|t| !t.trim().is_empty()))
             .await

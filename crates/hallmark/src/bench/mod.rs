@@ -1,6 +1,7 @@
 //! `hallmark bench`: measure a scenario on this machine against real
 //! processes, printing each figure beside its target (see BENCHMARKS.md).
 
+mod issuance;
 mod propagation;
 pub mod simagent;
 
@@ -12,12 +13,16 @@ pub enum BenchCmd {
     /// Entry creation and revocation (of a serial and of an entry) until visible
     /// on a workload's open stream, with many simulated agents connected.
     Propagation(propagation::Args),
+    /// X.509-SVIDs per second through the real agent → server path, beside the
+    /// raw ECDSA sign + verify rate of the same cores.
+    Issuance(issuance::Args),
 }
 
 /// Runs a scenario.
 pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Propagation(a) => propagation::run(a).await,
+        BenchCmd::Issuance(a) => issuance::run(a).await,
     }
 }
 
