@@ -458,26 +458,59 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
             if rows.is_empty() {
-                return Ok(AuditVerification { records: count, broken: None });
+                break;
             }
             for row in &rows {
-                let r = record_from_row(row)?;
+                // The hash is over the stored text of the details, exactly as
+                // written: even an edit that keeps the JSON's meaning shows.
+                let details: String = row.try_get("details")?;
+                let seq: i64 = row.try_get("seq")?;
+                let event = AuditEvent {
+                    at: row.try_get("at")?,
+                    actor: row.try_get("actor")?,
+                    action: row.try_get("action")?,
+                    subject: row.try_get("subject")?,
+                    outcome: row.try_get("outcome")?,
+                    policy_version: row.try_get("policy_version")?,
+                    details: serde_json::Value::Null,
+                    credential: None,
+                };
+                let (prev_hash, hash): (String, String) = (row.try_get("prev_hash")?, row.try_get("hash")?);
                 let broken = |problem: String| {
                     Ok(AuditVerification { records: count, broken: Some(AuditBreak { seq: expected_seq, problem }) })
                 };
-                if r.seq != expected_seq {
-                    return broken(format!("record {expected_seq} is missing (next present is {})", r.seq));
+                if seq != expected_seq {
+                    return broken(format!("record {expected_seq} is missing (next present is {seq})"));
                 }
-                if r.prev_hash != prev {
+                if prev_hash != prev {
                     return broken("its prev_hash does not match the previous record's hash".into());
                 }
-                if record_hash(r.seq, &r.event, &r.prev_hash) != r.hash {
+                if hash_parts(seq, &event, &details, &prev_hash) != hash {
                     return broken("its content does not match its hash (edited)".into());
                 }
-                prev = r.hash;
+                prev = hash;
                 expected_seq += 1;
                 count += 1;
             }
         }
+        // The chain alone cannot show that its newest records were deleted;
+        // the inventory names the record of every credential it holds.
+        let orphan = sqlx::query(
+            "SELECT c.id, c.audit_seq FROM credentials c LEFT JOIN audit a ON a.seq = c.audit_seq \
+             WHERE a.seq IS NULL ORDER BY c.audit_seq LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(r) = orphan {
+            let (id, seq): (String, i64) = (r.try_get("id")?, r.try_get("audit_seq")?);
+            return Ok(AuditVerification {
+                records: count,
+                broken: Some(AuditBreak {
+                    seq,
+                    problem: format!("record {seq}, which recorded credential `{id}`, is missing (deleted from the end)"),
+                }),
+            });
+        }
+        Ok(AuditVerification { records: count, broken: None })
     }
 }
