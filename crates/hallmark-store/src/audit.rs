@@ -187,13 +187,17 @@ async fn append_sqlite(
     let rows = link(events, seq, prev);
     let creds: Vec<(i64, &Credential)> =
         rows.iter().filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c))).collect();
+    // SQLite binds at most 32 766 parameters per statement: 1 024 rows of 14.
     let mut sql = String::from("BEGIN IMMEDIATE; ");
-    sql.push_str(&values_sql(AUDIT_INSERT, 10, rows.len()));
-    if !creds.is_empty() {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str(&values_sql(AUDIT_INSERT, 10, chunk.len()));
         sql.push_str("; ");
-        sql.push_str(&values_sql(CREDENTIALS_INSERT, 14, creds.len()));
     }
-    sql.push_str("; COMMIT;");
+    for chunk in creds.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str(&values_sql(CREDENTIALS_INSERT, 14, chunk.len()));
+        sql.push_str("; ");
+    }
+    sql.push_str("COMMIT;");
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for r in &rows {
         let e = r.event;
@@ -236,6 +240,8 @@ async fn append_sqlite(
     }
     Ok(rows.iter().map(|r| r.seq).collect())
 }
+
+const ROWS_PER_STATEMENT: usize = 1024;
 
 const AUDIT_INSERT: &str =
     "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) VALUES ";
