@@ -1,16 +1,25 @@
 //! Unix workload attestation from kernel facts.
 //!
 //! The caller's process is pinned with a pidfd taken from the socket
-//! (SO_PEERPIDFD) at accept time. `/proc/<pid>` is read only while that pidfd
-//! still names a live process with that PID, and checked again afterwards: a
-//! PID recycled to another process can never lend it its identity.
+//! (SO_PEERPIDFD) at accept time, for the same process the socket's peer
+//! credentials name. `/proc/<pid>` is read only while that pidfd shows the
+//! process alive, and checked again afterwards: a PID can be recycled only
+//! once its process has exited, so a recycled PID can never lend another
+//! process its identity.
+//!
+//! Every call is attested afresh (a process can change uid or executable
+//! between calls); what is cached is only what cannot change for a given
+//! file or id: an executable's digest by (device, inode, size, times), and a
+//! uid's or gid's name for a few seconds.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hallmark_core::{Selector, SelectorSet};
 use sha2::{Digest, Sha256};
@@ -104,7 +113,14 @@ struct FileKey {
 #[derive(Debug, Default, Clone)]
 pub struct UnixAttestor {
     digests: Arc<Mutex<HashMap<FileKey, String>>>,
+    names: Arc<Mutex<NameCache>>,
 }
+
+/// (is a group, id) -> (its name, if any; when it was looked up).
+type NameCache = HashMap<(bool, u32), (Option<String>, Instant)>;
+
+/// How long a uid's or gid's name is reused before it is looked up again.
+const NAME_TTL: Duration = Duration::from_secs(10);
 
 /// Most cached digests; the cache is cleared beyond this.
 const MAX_CACHED_DIGESTS: usize = 4096;
@@ -117,6 +133,17 @@ impl UnixAttestor {
 
     /// Produces the caller's `unix:*` selectors. Blocking: call from a blocking task.
     pub fn attest(&self, caller: &Caller) -> Result<SelectorSet, AttestError> {
+        self.attest_with(caller, true)?.ok_or_else(|| AttestError::Proc("executable digest unavailable".into()))
+    }
+
+    /// [`UnixAttestor::attest`] without reading the executable: `None` when
+    /// its digest is not cached yet (call `attest` off the async runtime
+    /// then). Everything else is a handful of /proc reads.
+    pub fn attest_cached(&self, caller: &Caller) -> Result<Option<SelectorSet>, AttestError> {
+        self.attest_with(caller, false)
+    }
+
+    fn attest_with(&self, caller: &Caller, may_hash: bool) -> Result<Option<SelectorSet>, AttestError> {
         let pid = caller.pid;
         if pid <= 0 {
             return Err(AttestError::NoCredentials);
@@ -126,11 +153,8 @@ impl UnixAttestor {
         let status = std::fs::read_to_string(format!("{proc_dir}/status")).map_err(|_| AttestError::Exited)?;
         let status = parse_status(&status)?;
         let path = std::fs::read_link(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        // Opening /proc/<pid>/exe yields the file actually running, even if the
-        // path has since been replaced or deleted.
         let exe = File::open(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        let digest = self.digest(exe)?;
-        // Still the same live process? Then everything above described it.
+        let Some(digest) = self.digest(exe, may_hash)? else { return Ok(None) };
         let again = self.check_pinned(caller)?;
         if again != pinned {
             return Err(AttestError::Exited);
@@ -147,27 +171,50 @@ impl UnixAttestor {
         for g in &status.groups {
             add("supplementary_gid", &g.to_string());
         }
-        if let Ok(Some(u)) = nix::unistd::User::from_uid(status.uid.into()) {
-            add("user", &u.name);
+        if let Some(u) = self.name(false, status.uid) {
+            add("user", &u);
         }
-        if let Ok(Some(g)) = nix::unistd::Group::from_gid(status.gid.into()) {
-            add("group", &g.name);
+        if let Some(g) = self.name(true, status.gid) {
+            add("group", &g);
         }
         add("path", &path.to_string_lossy());
         add("sha256", &digest);
-        Ok(set)
+        Ok(Some(set))
     }
 
-    /// Confirms the caller's process is alive and still has its PID. Returns a
-    /// token that must be equal before and after reading /proc.
+    /// The name of a uid (or gid), looked up at most every [`NAME_TTL`].
+    fn name(&self, group: bool, id: u32) -> Option<String> {
+        let now = Instant::now();
+        if let Some((name, at)) = self.names.lock().ok().and_then(|m| m.get(&(group, id)).cloned())
+            && now.duration_since(at) < NAME_TTL
+        {
+            return name;
+        }
+        let name = if group {
+            nix::unistd::Group::from_gid(id.into()).ok().flatten().map(|g| g.name)
+        } else {
+            nix::unistd::User::from_uid(id.into()).ok().flatten().map(|u| u.name)
+        };
+        if let Ok(mut m) = self.names.lock() {
+            if m.len() >= MAX_CACHED_DIGESTS {
+                m.clear();
+            }
+            m.insert((group, id), (name.clone(), now));
+        }
+        name
+    }
+
+    /// Fails when the caller's process has exited. With a pidfd, one poll: a
+    /// pidfd becomes readable when its process exits. Without one (older
+    /// kernels), the process start time, compared before and after.
     fn check_pinned(&self, caller: &Caller) -> Result<u64, AttestError> {
         match &caller.pidfd {
             Some(fd) => {
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
-                    .map_err(|e| AttestError::Proc(format!("pidfd: {e}")))?;
-                match parse_pidfd_fdinfo(&info) {
-                    Some(p) if p == caller.pid => Ok(0),
-                    _ => Err(AttestError::Exited),
+                let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+                match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+                    Ok(0) => Ok(0),
+                    Ok(_) => Err(AttestError::Exited),
+                    Err(e) => Err(AttestError::Proc(format!("pidfd: {e}"))),
                 }
             }
             // Without a pidfd, the process start time tells a recycled PID apart.
@@ -179,7 +226,8 @@ impl UnixAttestor {
         }
     }
 
-    fn digest(&self, mut exe: File) -> Result<String, AttestError> {
+    /// The executable's SHA-256, from the cache or (when `may_hash`) read in full.
+    fn digest(&self, mut exe: File, may_hash: bool) -> Result<Option<String>, AttestError> {
         let m = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         let key = FileKey {
             dev: m.dev(),
@@ -189,7 +237,10 @@ impl UnixAttestor {
             ctime: (m.ctime(), m.ctime_nsec()),
         };
         if let Some(d) = self.digests.lock().ok().and_then(|c| c.get(&key).cloned()) {
-            return Ok(d);
+            return Ok(Some(d));
+        }
+        if !may_hash {
+            return Ok(None);
         }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -207,7 +258,7 @@ impl UnixAttestor {
             }
             c.insert(key, d.clone());
         }
-        Ok(d)
+        Ok(Some(d))
     }
 }
 

@@ -296,6 +296,7 @@ impl Cache {
                     i.interests.remove(&old);
                 }
             }
+            let new = !i.interests.contains_key(&digest);
             let x = i.interests.entry(digest.clone()).or_insert_with(|| Interest {
                 selectors: selectors.clone(),
                 streams: 0,
@@ -303,7 +304,10 @@ impl Cache {
             });
             x.streams += 1;
             x.last_seen = now;
-            ((), true)
+            // Only a new evidence set changes what is due (and must wake the
+            // rotation loop); another stream for a known one changes nothing
+            // that open streams serve.
+            ((), new)
         });
         digest
     }

@@ -119,12 +119,16 @@ impl WorkloadApi {
             .cloned()
             .flatten()
             .ok_or_else(|| Status::permission_denied("caller has no kernel credentials"))?;
+        // A few /proc reads, inline; reading an executable not yet hashed
+        // goes to the blocking pool.
         let attestor = self.agent.attestor.clone();
-        let selectors = tokio::task::spawn_blocking(move || attestor.attest(&caller))
-            .await
-            .map_err(|_| Status::internal("attestation task failed"))?
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
-        Ok(selectors)
+        match attestor.attest_cached(&caller).map_err(|e| Status::permission_denied(e.to_string()))? {
+            Some(selectors) => Ok(selectors),
+            None => tokio::task::spawn_blocking(move || attestor.attest(&caller))
+                .await
+                .map_err(|_| Status::internal("attestation task failed"))?
+                .map_err(|e| Status::permission_denied(e.to_string())),
+        }
     }
 
     /// Like [`Self::admit`], but the caller must match at least one entry.

@@ -4,6 +4,7 @@
 mod issuance;
 mod propagation;
 pub mod simagent;
+mod workload_api;
 
 use clap::Subcommand;
 
@@ -16,6 +17,9 @@ pub enum BenchCmd {
     /// X.509-SVIDs per second through the real agent → server path, beside the
     /// raw ECDSA sign + verify rate of the same cores.
     Issuance(issuance::Args),
+    /// FetchJWTSVID and FetchX509SVID from the agent's cache, attestation
+    /// included, with many concurrent clients.
+    WorkloadApi(workload_api::Args),
 }
 
 /// Runs a scenario.
@@ -23,6 +27,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Propagation(a) => propagation::run(a).await,
         BenchCmd::Issuance(a) => issuance::run(a).await,
+        BenchCmd::WorkloadApi(a) => workload_api::run(a).await,
     }
 }
 
