@@ -93,6 +93,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/bundle", get(spiffe_bundle))
         .route("/v1/bundle", get(bundle))
         .route("/v1/entries", post(create_entry).get(list_entries))
+        .route("/v1/entries/batch", post(create_entries).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route("/v1/entries/{id}", get(show_entry).put(update_entry).delete(delete_entry))
         .route("/v1/entries/{id}/denials", get(entry_denials))
         .route("/v1/join-tokens", post(create_join_token))
@@ -177,6 +178,54 @@ async fn create_entry(
     )
     .await;
     Ok((StatusCode::CREATED, Json(e)))
+}
+
+/// Largest batch-registration body accepted.
+pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;
+
+/// Most entries registered by one batch request.
+pub const MAX_ENTRY_BATCH: usize = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryBatch {
+    entries: Vec<EntrySpec>,
+}
+
+/// `POST /v1/entries/batch`: many entries, all or none, in one transaction.
+async fn create_entries(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<Json<EntryBatch>, JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    who.may(Perm::WriteEntries)?;
+    let Json(batch) = body?;
+    if batch.entries.is_empty() || batch.entries.len() > MAX_ENTRY_BATCH {
+        return Err(ApiError::bad(format!("a batch holds 1 to {MAX_ENTRY_BATCH} entries")));
+    }
+    let mut valid = Vec::with_capacity(batch.entries.len());
+    let mut owners = std::collections::HashSet::new();
+    for (i, spec) in batch.entries.iter().enumerate() {
+        who.may_touch(&spec.owner)?;
+        let v = s.validate_spec(spec).map_err(|ApiError(code, msg)| ApiError(code, format!("entry {i}: {msg}")))?;
+        owners.insert(v.owner.clone());
+        valid.push(v);
+    }
+    for o in &owners {
+        active_owner(&s, o).await?;
+    }
+    let created = s.store.create_entries(&valid).await?;
+    s.entries_written().await;
+    tracing::info!(admin = %who.0.name, entries = created.len(), "entries created (batch)");
+    let events = created
+        .iter()
+        .map(|e| {
+            let details = json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner, "revision": e.revision });
+            s.audit_event(&who.0.name, "entry_create", &e.id, "ok", details)
+        })
+        .collect();
+    s.audit.record_all_or_log(events).await;
+    Ok((StatusCode::CREATED, Json(json!({ "entries": created }))))
 }
 
 #[derive(Deserialize)]

@@ -109,6 +109,16 @@ impl Auditor {
         }
     }
 
+    /// Records many events in one go (they share group commits), logging
+    /// (not failing) when some cannot be: for changes that have taken effect.
+    pub async fn record_all_or_log(&self, events: Vec<AuditEvent>) {
+        let results = futures_util::future::join_all(events.into_iter().map(|e| self.record(e))).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            tracing::error!(failed, "could not record audit events");
+        }
+    }
+
     /// Records `e`, logging (not failing) when it cannot: for events whose
     /// action has already taken effect, such as an admin change.
     pub async fn record_or_log(&self, e: AuditEvent) {

@@ -381,9 +381,13 @@ impl ServerState {
             if list.is_empty() {
                 return Ok(());
             }
+            // The changed entries' current state, read at once (a bulk
+            // registration logs thousands of changes).
+            let ids: Vec<String> = list.iter().map(|c| c.entry_id.clone()).collect();
+            let current: std::collections::HashMap<String, hallmark_core::Entry> =
+                self.store.entries_by_id(&ids).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
             for c in list {
-                let current = self.store.entry(&c.entry_id).await?;
-                self.registry.apply(&c.entry_id, current, c.seq);
+                self.registry.apply(&c.entry_id, current.get(&c.entry_id).cloned(), c.seq);
                 let _ = self.changes.send(c);
             }
         }

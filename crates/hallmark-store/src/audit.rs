@@ -248,20 +248,9 @@ const AUDIT_INSERT: &str =
 const CREDENTIALS_INSERT: &str = "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, \
      policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id) VALUES ";
 
-/// `prefix` then `rows` groups of `cols` positional (`?`) placeholders. Not
-/// `$N`: SQLite's lookup of a numbered parameter walks every parameter, which
-/// is quadratic in a multi-row insert.
+/// `prefix` then `rows` groups of `cols` placeholders (positional: SQLite).
 fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
-    let group = format!("({})", vec!["?"; cols].join(", "));
-    let mut sql = String::with_capacity(prefix.len() + rows * (group.len() + 2));
-    sql.push_str(prefix);
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&group);
-    }
-    sql
+    format!("{prefix}{}", crate::store::values_list(Backend::Sqlite, cols, rows))
 }
 
 /// PostgreSQL: several servers may append, so the head is read under a

@@ -217,6 +217,51 @@ fn bind_spec<'q>(q: AnyQuery<'q>, spec: &ValidEntrySpec) -> AnyQuery<'q> {
         .bind(i64::from(spec.recovery))
 }
 
+/// `rows` groups of `cols` placeholders for a multi-row `VALUES` list:
+/// positional (`?`) on SQLite, whose lookup of numbered parameters is
+/// quadratic in their count, numbered (`$1`) on PostgreSQL.
+pub(crate) fn values_list(backend: Backend, cols: usize, rows: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(r * cols + c + 1).to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The entry `spec` becomes when stored as `id` at `now`.
+fn new_entry(spec: &ValidEntrySpec, id: String, now: i64) -> Entry {
+    Entry {
+        id,
+        spiffe_id: spec.spiffe_id.clone(),
+        parent_id: spec.parent_id.clone(),
+        selectors: spec.selectors.clone(),
+        owner: spec.owner.clone(),
+        class: spec.class,
+        x509_ttl: spec.x509_ttl,
+        jwt_ttl: spec.jwt_ttl,
+        dns_names: spec.dns_names.clone(),
+        hint: spec.hint.clone(),
+        recovery: spec.recovery,
+        revision: 1,
+        created_at: now,
+        updated_at: now,
+        revoked_at: None,
+    }
+}
+
 fn duplicate_entry(e: sqlx::Error, spec: &ValidEntrySpec) -> StoreError {
     duplicate_or(e, || format!("an entry for `{}` with the same parent and selectors already exists", spec.spiffe_id))
 }
@@ -340,6 +385,60 @@ impl Store {
         Self::log_change(&mut tx, &id, spec.parent_id.as_str(), now).await?;
         tx.commit().await?;
         self.entry(&id).await?.ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
+    }
+
+    /// Creates many entries in one transaction (all or none), each pushed to
+    /// its agent through the change log. A duplicate of an existing entry or
+    /// of another in the batch refuses the whole batch.
+    pub async fn create_entries(&self, specs: &[ValidEntrySpec]) -> Result<Vec<Entry>, StoreError> {
+        const ROWS: usize = 500;
+        let now = now_unix();
+        let entries: Vec<Entry> = specs.iter().map(|s| new_entry(s, new_id(), now)).collect();
+        let mut tx = self.begin_entry_tx().await?;
+        for (chunk, specs) in entries.chunks(ROWS).zip(specs.chunks(ROWS)) {
+            let sql = format!(
+                "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, \
+                 recovery, id, revision, created_at, updated_at) VALUES {}",
+                values_list(self.backend, 14, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (e, spec) in chunk.iter().zip(specs) {
+                q = bind_spec(q, spec).bind(e.id.clone()).bind(1i64).bind(now).bind(now);
+            }
+            q.execute(&mut *tx).await.map_err(|e| {
+                duplicate_or(e, || "an entry in the batch has the same SPIFFE ID, parent and selectors as another".into())
+            })?;
+            let sql = format!(
+                "INSERT INTO entry_events (entry_id, parent_id, at) VALUES {}",
+                values_list(self.backend, 3, chunk.len())
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q.bind(e.id.clone()).bind(e.parent_id.to_string()).bind(now);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(entries)
+    }
+
+    /// Entries by id (those that exist), in no particular order.
+    pub async fn entries_by_id(&self, ids: &[String]) -> Result<Vec<Entry>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT {ENTRY_COLUMNS} FROM entries WHERE id IN {}",
+                values_list(self.backend, chunk.len(), 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(entry_from_row(&r)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Replaces an entry's content; `expected_revision`, when given, must match.

@@ -524,3 +524,26 @@ async fn revocation_by_credential_entry_owner_and_node() {
         assert!(s.credentials(&f, 100).await.unwrap().is_empty(), "{name}: nothing live is left");
     }
 }
+
+/// Batch registration: all entries in one transaction, each in the change
+/// log; a duplicate anywhere refuses the whole batch.
+#[tokio::test]
+async fn entries_register_in_batches_all_or_none() {
+    for (name, s) in stores().await {
+        let start = s.last_change().await.unwrap();
+        let specs: Vec<ValidEntrySpec> = (0..1200).map(|i| spec(&format!("b{i}"), 2000 + i)).collect();
+        let created = s.create_entries(&specs).await.unwrap();
+        assert_eq!(created.len(), 1200, "{name}");
+        assert_eq!(s.changes_since(start, 5000).await.unwrap().len(), 1200, "{name}: each one pushed to its agent");
+        let ids: Vec<String> = created.iter().map(|e| e.id.clone()).collect();
+        let read = s.entries_by_id(&ids).await.unwrap();
+        assert_eq!(read.len(), 1200);
+        assert!(read.iter().all(|e| created.iter().any(|c| c == e)), "{name}: what was returned is what was stored");
+        // One duplicate: nothing of the batch is stored.
+        let before = s.entries(None).await.unwrap().len();
+        let mut dup = vec![spec("fresh-1", 9001), spec("fresh-2", 9002)];
+        dup.push(specs[7].clone());
+        assert!(matches!(s.create_entries(&dup).await, Err(StoreError::Duplicate(_))), "{name}");
+        assert_eq!(s.entries(None).await.unwrap().len(), before, "{name}: all or none");
+    }
+}

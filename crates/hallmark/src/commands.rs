@@ -40,6 +40,13 @@ pub enum EntryCmd {
         /// Entry id.
         id: String,
     },
+    /// Register many entries from a JSON file (an array of entries, each with
+    /// the fields of `entry create`: spiffe_id, selectors, owner, parent_id, ...),
+    /// 10 000 per transaction: each batch is registered whole or not at all.
+    Import {
+        /// The JSON file.
+        file: std::path::PathBuf,
+    },
 }
 
 /// Fields of `entry create`.
@@ -276,6 +283,24 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             }
             let e = c.send(Method::PUT, &path, Some(&body), revision).await?.json()?;
             emit(conn, &e, print_entry)
+        }
+        EntryCmd::Import { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+            let doc: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+            let list = doc.get("entries").unwrap_or(&doc).as_array().cloned().with_context(|| {
+                format!("{}: expected an array of entries (or {{\"entries\": [...]}})", file.display())
+            })?;
+            let mut created = Vec::new();
+            for (n, chunk) in list.chunks(10_000).enumerate() {
+                let v = c
+                    .json(Method::POST, "/v1/entries/batch", Some(&json!({ "entries": chunk })))
+                    .await
+                    .with_context(|| format!("batch {} (entries {} to {})", n + 1, n * 10_000, n * 10_000 + chunk.len() - 1))?;
+                created.extend(v.get("entries").and_then(Value::as_array).cloned().unwrap_or_default());
+            }
+            emit(conn, &json!({ "entries": created }), |v| {
+                println!("Registered {} entries", v["entries"].as_array().map(Vec::len).unwrap_or(0));
+            })
         }
         EntryCmd::Delete { id } => {
             let e = c.json(Method::DELETE, &format!("/v1/entries/{}", encode(&id)), None).await?;

@@ -90,20 +90,19 @@ async fn measure(a: &Args, work: &std::path::Path) -> anyhow::Result<()> {
         bail!("--entries needs simulated agents to parent them");
     }
     let t = now_ms();
-    let created: Vec<anyhow::Result<serde_json::Value>> = futures_util::stream::iter(0..a.entries)
+    let all: Vec<serde_json::Value> = (0..a.entries)
         .map(|i| {
-            let body = json!({
+            json!({
                 "spiffe_id": format!("spiffe://{}/bench/e{i}", agent.trust_domain),
                 "parent_id": sim_ids[i % sim_ids.len()],
                 "selectors": [format!("unix:uid:{}", 100_000 + i)],
                 "owner": "bench",
-            });
-            async move { admin.json(Method::POST, "/v1/entries", Some(&body)).await }
+            })
         })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    created.into_iter().collect::<Result<Vec<_>, _>>()?;
+        .collect();
+    for chunk in all.chunks(5_000) {
+        admin.json(Method::POST, "/v1/entries/batch", Some(&json!({ "entries": chunk }))).await?;
+    }
     if a.entries > 0 {
         let ms = (now_ms() - t).max(1);
         eprintln!("registered {} entries in {ms} ms ({:.0}/s)", a.entries, a.entries as f64 * 1000.0 / ms as f64);

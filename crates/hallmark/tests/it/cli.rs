@@ -213,3 +213,33 @@ async fn entries_need_an_active_owner_and_move_on_transfer() {
     let to_inactive = up.cli(&["owner", "transfer", "new-team", "--to", "old-team"]);
     assert!(!to_inactive.status.success(), "entries cannot move to a deactivated owner");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_import_from_a_file_all_or_none() {
+    let up = Up::start();
+    up.ensure_owner("bulk");
+    let file = up.dir.path().join("entries.json");
+    let list: Vec<serde_json::Value> = (0..2500)
+        .map(|i| {
+            serde_json::json!({
+                "spiffe_id": format!("spiffe://example.org/bulk/{i}"),
+                "selectors": [format!("unix:uid:{}", 50_000 + i)],
+                "owner": "bulk",
+            })
+        })
+        .collect();
+    std::fs::write(&file, serde_json::to_string(&list).unwrap()).unwrap();
+    let v = up.cli_json(&["entry", "import", file.to_str().unwrap()]);
+    assert_eq!(v["entries"].as_array().unwrap().len(), 2500);
+    assert_eq!(up.cli_json(&["entry", "list"])["entries"].as_array().unwrap().len(), 2500);
+    // A bad entry names its place; nothing of that batch is registered.
+    let bad = serde_json::json!([
+        {"spiffe_id": "spiffe://example.org/ok", "selectors": ["unix:uid:1"], "owner": "bulk"},
+        {"spiffe_id": "spiffe://Example.org/bad", "selectors": ["unix:uid:2"], "owner": "bulk"}
+    ]);
+    std::fs::write(&file, bad.to_string()).unwrap();
+    let out = up.cli(&["entry", "import", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("entry 1:"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(up.cli_json(&["entry", "list"])["entries"].as_array().unwrap().len(), 2500);
+}
