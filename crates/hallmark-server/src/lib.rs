@@ -12,6 +12,7 @@ mod admin_authority;
 mod admin_revocation;
 pub mod audit;
 pub mod authority;
+pub mod change_hub;
 pub mod config;
 pub mod issuance;
 pub mod node_api;
@@ -32,7 +33,7 @@ use hallmark_ca::x509::SvidTemplate;
 use hallmark_core::{SpiffeId, now_unix};
 use hallmark_policy::{DEFAULT_POLICY, PolicyEngine};
 use hallmark_proto::node::node_server::NodeServer;
-use hallmark_store::{EntryChange, Revocation, Store, StoreError, hash_secret};
+use hallmark_store::{Revocation, Store, StoreError, hash_secret};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
@@ -72,8 +73,9 @@ pub struct ServerState {
     pub authorities: Arc<Authorities>,
     /// Entries and exceptions, in memory.
     pub registry: registry::Registry,
-    /// Entry changes, as read from the datastore's change log.
-    pub changes: broadcast::Sender<EntryChange>,
+    /// Entry changes, as read from the datastore's change log, routed to
+    /// the agent each concerns.
+    pub changes: change_hub::ChangeHub,
     /// Wakes the change feed right after a local write.
     pub change_notify: Notify,
     /// One reader of the change log at a time (the feed, or a local writer catching up).
@@ -306,7 +308,6 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     let authorities = Authorities::load_or_create(&settings, store.clone()).await?;
     let policy = load_policy(&store).await?;
     tracing::info!(version = policy.version(), policies = policy.len(), "policy loaded");
-    let (changes, _) = broadcast::channel(4096);
     let (revocations, _) = broadcast::channel(4096);
     let registry = registry::Registry::load(&store, now_unix()).await?;
     tracing::info!(entries = registry.len(), "registry loaded");
@@ -315,7 +316,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         store: store.clone(),
         authorities,
         registry,
-        changes,
+        changes: change_hub::ChangeHub::default(),
         change_notify: Notify::new(),
         catch_up_lock: tokio::sync::Mutex::new(()),
         revocations,
@@ -388,7 +389,7 @@ impl ServerState {
                 self.store.entries_by_id(&ids).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
             for c in list {
                 self.registry.apply(&c.entry_id, current.get(&c.entry_id).cloned(), c.seq);
-                let _ = self.changes.send(c);
+                self.changes.publish(c);
             }
         }
     }

@@ -220,7 +220,7 @@ fn event(e: sync_event::Event) -> Result<SyncEvent, Status> {
 /// the stream with PermissionDenied.
 async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<Result<SyncEvent, Status>>) {
     // Subscribe before reading the snapshot, so no change can fall between them.
-    let mut changes = state.changes.subscribe();
+    let mut changes = state.changes.subscribe(agent.as_str());
     let mut revocations = state.revocations.subscribe();
     let mut bundle_rx = state.authorities.bundle();
     let banned = || Status::permission_denied(format!("node `{agent}` is banned"));
@@ -251,7 +251,7 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
             tokio::select! {
                 c = changes.recv() => match c {
                     Ok(c) => {
-                        if c.seq <= seq || c.parent_id != agent.as_str() {
+                        if c.seq <= seq {
                             continue;
                         }
                         seq = c.seq;
