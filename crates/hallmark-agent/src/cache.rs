@@ -459,4 +459,9 @@ impl Cache {
     pub fn svid_count(&self) -> usize {
         self.read(|i| i.svids.len())
     }
+
+    /// Number of entries this agent may serve (for metrics).
+    pub fn entry_count(&self) -> usize {
+        self.read(|i| i.entries.len())
+    }
 }

@@ -129,6 +129,7 @@ fn metrics_text(agent: &AgentInner) -> String {
             now - h.last_contact.load(Ordering::Relaxed),
         ),
         gauge("hallmark_agent_svid_expiry_seconds", "Seconds until the agent's own SVID expires.", not_after - now),
+        gauge("hallmark_agent_entries", "Entries this agent may serve.", agent.cache.entry_count() as i64),
         gauge("hallmark_agent_x509_svids", "X.509-SVIDs held for workloads.", agent.cache.svid_count() as i64),
         counter(
             "hallmark_agent_svids_expired_withdrawn",

@@ -309,8 +309,9 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     let policy = load_policy(&store).await?;
     tracing::info!(version = policy.version(), policies = policy.len(), "policy loaded");
     let (revocations, _) = broadcast::channel(4096);
+    let loading = std::time::Instant::now();
     let registry = registry::Registry::load(&store, now_unix()).await?;
-    tracing::info!(entries = registry.len(), "registry loaded");
+    tracing::info!(entries = registry.len(), ms = loading.elapsed().as_millis(), "registry loaded");
     let state = Arc::new(ServerState {
         settings,
         store: store.clone(),

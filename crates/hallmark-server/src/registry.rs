@@ -9,17 +9,47 @@
 //! is sent; a write through another server sharing the database arrives with
 //! the change feed, within a quarter of a second.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use hallmark_core::Entry;
-use hallmark_store::{ExceptionRecord, Store, StoreError};
+use hallmark_store::{ExceptionRecord, Store, StoreError, parse_entries_page};
+
+/// Entries per page when loading the registry.
+const LOAD_PAGE: i64 = 20_000;
+
+/// An entry keyed by its own id (no second copy of the id as a map key).
+struct ById(Arc<Entry>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.id.hash(h);
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Arc<Entry>>,
-    /// Parent agent ID -> (SPIFFE ID, entry id) -> entry, ordered as agents see them.
-    by_parent: HashMap<String, BTreeMap<(String, String), Arc<Entry>>>,
+    entries: HashSet<ById>,
+    /// Parent agent ID -> the unrevoked entries that agent serves, shared
+    /// with the snapshots taken of it: a sync's lookup is one reference-count
+    /// increment, and a change copies only that agent's list.
+    by_parent: HashMap<String, Arc<Vec<Arc<Entry>>>>,
     /// Entry id -> its approved, unrevoked exceptions (expiry checked at use).
     exceptions: HashMap<String, Vec<ExceptionRecord>>,
     /// The change-log position the entries reflect.
@@ -28,11 +58,13 @@ struct Inner {
 
 impl Inner {
     fn remove(&mut self, id: &str) {
-        if let Some(old) = self.entries.remove(id) {
+        if let Some(ById(old)) = self.entries.take(id) {
             let parent = old.parent_id.as_str();
-            if let Some(m) = self.by_parent.get_mut(parent) {
-                m.remove(&(old.spiffe_id.to_string(), old.id.clone()));
-                if m.is_empty() {
+            if let Some(list) = self.by_parent.get_mut(parent) {
+                if let Some(at) = list.iter().position(|e| e.id == old.id) {
+                    Arc::make_mut(list).swap_remove(at);
+                }
+                if list.is_empty() {
                     self.by_parent.remove(parent);
                 }
             }
@@ -41,12 +73,23 @@ impl Inner {
 
     fn insert(&mut self, e: Entry) {
         self.remove(&e.id);
+        self.insert_new(e);
+    }
+
+    /// Adds an entry known not to be held (loading).
+    fn insert_new(&mut self, e: Entry) {
         let e = Arc::new(e);
-        self.by_parent
-            .entry(e.parent_id.to_string())
-            .or_default()
-            .insert((e.spiffe_id.to_string(), e.id.clone()), e.clone());
-        self.entries.insert(e.id.clone(), e);
+        if e.revoked_at.is_none() {
+            // Look up before inserting: most entries join an agent already known,
+            // and an owned key would cost an allocation each.
+            match self.by_parent.get_mut(e.parent_id.as_str()) {
+                Some(list) => Arc::make_mut(list).push(e.clone()),
+                None => {
+                    self.by_parent.insert(e.parent_id.to_string(), Arc::new(vec![e.clone()]));
+                }
+            }
+        }
+        self.entries.insert(ById(e));
     }
 }
 
@@ -69,42 +112,51 @@ impl Registry {
     /// position first so that no change made meanwhile is missed.
     pub async fn load(store: &Store, now: i64) -> Result<Self, StoreError> {
         let seq = store.last_change().await?;
-        let entries = store.entries(None).await?;
-        let exceptions = store.approved_exceptions(now).await?;
         let r = Self::default();
-        {
+        r.write().seq = seq;
+        // Page by id (a million entries are never held twice), each page one
+        // JSON value built by the database while the previous one is parsed
+        // on another thread.
+        let fetch = |after: String| {
+            let store = store.clone();
+            tokio::spawn(async move { store.entries_page_json(&after, LOAD_PAGE).await })
+        };
+        let mut next = fetch(String::new());
+        loop {
+            let page = next.await.map_err(|e| StoreError::Schema(format!("registry load: {e}")))??;
+            let Some((json, last)) = page else { break };
+            next = fetch(last);
+            let entries = tokio::task::spawn_blocking(move || parse_entries_page(&json))
+                .await
+                .map_err(|e| StoreError::Schema(format!("registry load: {e}")))??;
             let mut i = r.write();
-            i.seq = seq;
+            i.entries.reserve(entries.len());
             for e in entries {
-                i.insert(e);
+                i.insert_new(e);
             }
         }
-        r.set_exceptions(exceptions);
+        r.set_exceptions(store.approved_exceptions(now).await?);
         Ok(r)
     }
 
     /// One entry, revoked or not.
     pub fn entry(&self, id: &str) -> Option<Arc<Entry>> {
-        self.read().entries.get(id).cloned()
+        self.read().entries.get(id).map(|e| e.0.clone())
     }
 
     /// Every entry, ordered by SPIFFE ID then id.
     pub fn all(&self) -> Vec<Arc<Entry>> {
-        let mut v: Vec<Arc<Entry>> = self.read().entries.values().cloned().collect();
+        let mut v: Vec<Arc<Entry>> = self.read().entries.iter().map(|e| e.0.clone()).collect();
         v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id).then_with(|| a.id.cmp(&b.id)));
         v
     }
 
-    /// The entries agent `parent` serves (revoked ones excluded), in order,
-    /// and the change-log position they reflect.
-    pub fn snapshot(&self, parent: &str) -> (Vec<Arc<Entry>>, i64) {
+    /// The entries agent `parent` serves (revoked ones excluded; in no
+    /// particular order: the agent orders what it serves) and the change-log
+    /// position they reflect.
+    pub fn snapshot(&self, parent: &str) -> (Arc<Vec<Arc<Entry>>>, i64) {
         let i = self.read();
-        let list = i
-            .by_parent
-            .get(parent)
-            .map(|m| m.values().filter(|e| e.revoked_at.is_none()).cloned().collect())
-            .unwrap_or_default();
-        (list, i.seq)
+        (i.by_parent.get(parent).cloned().unwrap_or_default(), i.seq)
     }
 
     /// Applies one change: the entry's current state (`None`: it is gone),
@@ -194,7 +246,9 @@ mod tests {
         r.apply("e2", Some(entry("e2", "spiffe://example.org/z", a)), 1);
         r.apply("e1", Some(entry("e1", "spiffe://example.org/y", a)), 2);
         let (list, seq) = r.snapshot(a);
-        assert_eq!((list.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), seq), (vec!["e1", "e2"], 2));
+        let mut ids: Vec<&str> = list.iter().map(|e| e.id.as_str()).collect();
+        ids.sort_unstable();
+        assert_eq!((ids, seq), (vec!["e1", "e2"], 2));
         r.apply("e1", Some(entry("e1", "spiffe://example.org/y", b)), 3);
         assert_eq!(r.snapshot(a).0.len(), 1);
         assert_eq!(r.snapshot(b).0.len(), 1);

@@ -146,37 +146,99 @@ fn corrupt(detail: impl ToString) -> StoreError {
     StoreError::Corrupt { table: "entries", detail: detail.to_string() }
 }
 
+/// An entry's columns as stored, in `ENTRY_COLUMNS` order.
+#[derive(serde::Deserialize)]
+struct EntryColumns(
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+);
+
 fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
-    let id: String = r.try_get("id")?;
-    let ctx = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("entry `{id}` {what}: {e}"));
-    let selectors = r
-        .try_get::<String, _>("selectors")?
-        .lines()
-        .map(|s| s.parse().map_err(|e| ctx("selector", &e)))
-        .collect::<Result<SelectorSet, _>>()?;
-    let dns_names: Vec<String> =
-        serde_json::from_str(&r.try_get::<String, _>("dns_names")?).map_err(|e| ctx("dns_names", &e))?;
-    let ttl = |col: &str| -> Result<Ttl, StoreError> {
-        let v: i64 = r.try_get(col)?;
-        Ttl::from_secs(u64::try_from(v).unwrap_or(0)).map_err(|e| ctx(col, &e))
-    };
-    Ok(Entry {
-        spiffe_id: SpiffeId::new(&r.try_get::<String, _>("spiffe_id")?).map_err(|e| ctx("spiffe_id", &e))?,
-        parent_id: SpiffeId::new(&r.try_get::<String, _>("parent_id")?).map_err(|e| ctx("parent_id", &e))?,
+    entry_from_columns(EntryColumns(
+        r.try_get("id")?,
+        r.try_get("spiffe_id")?,
+        r.try_get("parent_id")?,
+        r.try_get("selectors")?,
+        r.try_get("owner")?,
+        r.try_get("class")?,
+        r.try_get("x509_ttl")?,
+        r.try_get("jwt_ttl")?,
+        r.try_get("dns_names")?,
+        r.try_get("hint")?,
+        r.try_get("recovery")?,
+        r.try_get("revision")?,
+        r.try_get("created_at")?,
+        r.try_get("updated_at")?,
+        r.try_get("revoked_at")?,
+    ))
+}
+
+/// Checks every column as a stored value may have been edited by hand: a
+/// bad one is a `Corrupt` error naming the entry, never a panic.
+fn entry_from_columns(c: EntryColumns) -> Result<Entry, StoreError> {
+    let EntryColumns(
+        id,
+        spiffe_id,
+        parent_id,
         selectors,
-        owner: r.try_get("owner")?,
-        class: Class::from_str(&r.try_get::<String, _>("class")?).map_err(|e| ctx("class", &e))?,
-        x509_ttl: ttl("x509_ttl")?,
-        jwt_ttl: ttl("jwt_ttl")?,
+        owner,
+        class,
+        x509_ttl,
+        jwt_ttl,
         dns_names,
-        hint: r.try_get("hint")?,
-        recovery: r.try_get::<i64, _>("recovery")? != 0,
-        revision: u64::try_from(r.try_get::<i64, _>("revision")?).unwrap_or(0),
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-        revoked_at: r.try_get("revoked_at")?,
+        hint,
+        recovery,
+        revision,
+        created_at,
+        updated_at,
+        revoked_at,
+    ) = c;
+    let ctx = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("entry `{id}` {what}: {e}"));
+    let selectors =
+        selectors.lines().map(|s| s.parse().map_err(|e| ctx("selector", &e))).collect::<Result<SelectorSet, _>>()?;
+    let dns_names: Vec<String> = if dns_names == "[]" {
+        Vec::new()
+    } else {
+        serde_json::from_str(&dns_names).map_err(|e| ctx("dns_names", &e))?
+    };
+    let ttl = |col: &str, v: i64| Ttl::from_secs(u64::try_from(v).unwrap_or(0)).map_err(|e| ctx(col, &e));
+    Ok(Entry {
+        spiffe_id: SpiffeId::new(&spiffe_id).map_err(|e| ctx("spiffe_id", &e))?,
+        parent_id: SpiffeId::new(&parent_id).map_err(|e| ctx("parent_id", &e))?,
+        selectors,
+        owner,
+        class: Class::from_str(&class).map_err(|e| ctx("class", &e))?,
+        x509_ttl: ttl("x509_ttl", x509_ttl)?,
+        jwt_ttl: ttl("jwt_ttl", jwt_ttl)?,
+        dns_names,
+        hint,
+        recovery: recovery != 0,
+        revision: u64::try_from(revision).unwrap_or(0),
+        created_at,
+        updated_at,
+        revoked_at,
         id,
     })
+}
+
+/// Entries from a page read by [`Store::entries_page_json`].
+pub fn parse_entries_page(json: &str) -> Result<Vec<Entry>, StoreError> {
+    let rows: Vec<EntryColumns> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt { table: "entries", detail: format!("page does not decode: {e}") })?;
+    rows.into_iter().map(entry_from_columns).collect()
 }
 
 const NODE_COLUMNS: &str = "agent_id, attestation_type, serial, authority_id, not_after, banned, ban_reason";
@@ -420,6 +482,51 @@ impl Store {
         }
         tx.commit().await?;
         Ok(entries)
+    }
+
+    /// Up to `limit` entries after the position `after` (start with `""`),
+    /// as one JSON array the database builds (parse it with
+    /// [`parse_entries_page`]), and the position to continue from; `None`
+    /// past the end. One value per page instead of one row per entry: reading
+    /// a million entries this way is a few hundred round trips rather than a
+    /// million hand-offs between threads. On SQLite pages follow the table's
+    /// storage order (rowid), a sequential read; on PostgreSQL the id.
+    pub async fn entries_page_json(&self, after: &str, limit: i64) -> Result<Option<(String, String)>, StoreError> {
+        let (page, last): (Option<String>, Option<String>) = match self.backend {
+            Backend::Sqlite => {
+                let after: i64 = if after.is_empty() {
+                    0
+                } else {
+                    after.parse().map_err(|_| StoreError::Schema(format!("bad entries page position `{after}`")))?
+                };
+                let r = sqlx::query(
+                    "SELECT json_group_array(json_array(id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, \
+                     jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at)) AS page, \
+                     MAX(rid) AS last FROM (SELECT rowid AS rid, * FROM entries WHERE rowid > $1 ORDER BY rowid LIMIT $2)",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_one(&self.pool)
+                .await?;
+                (r.try_get("page")?, r.try_get::<Option<i64>, _>("last")?.map(|l| l.to_string()))
+            }
+            Backend::Postgres => {
+                let r = sqlx::query(
+                    "SELECT json_agg(json_build_array(id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, \
+                     jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at) ORDER BY id)::text \
+                     AS page, MAX(id) AS last FROM (SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2) AS p",
+                )
+                .bind(after.to_owned())
+                .bind(limit)
+                .fetch_one(&self.pool)
+                .await?;
+                (r.try_get("page")?, r.try_get("last")?)
+            }
+        };
+        Ok(match (page, last) {
+            (Some(page), Some(last)) => Some((page, last)),
+            _ => None,
+        })
     }
 
     /// Entries by id (those that exist), in no particular order.

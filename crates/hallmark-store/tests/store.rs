@@ -539,6 +539,18 @@ async fn entries_register_in_batches_all_or_none() {
         let read = s.entries_by_id(&ids).await.unwrap();
         assert_eq!(read.len(), 1200);
         assert!(read.iter().all(|e| created.iter().any(|c| c == e)), "{name}: what was returned is what was stored");
+        // Read back in pages, as the server loads its registry.
+        let (mut after, mut paged) = (String::new(), Vec::new());
+        while let Some((json, last)) = s.entries_page_json(&after, 500).await.unwrap() {
+            paged.extend(hallmark_store::parse_entries_page(&json).unwrap());
+            after = last;
+        }
+        assert_eq!(paged.len(), 1200, "{name}");
+        let mut ids: Vec<&str> = paged.iter().map(|e| e.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 1200, "{name}: each entry once");
+        assert!(paged.iter().all(|e| created.iter().any(|c| c == e)), "{name}: every column round-trips");
         // One duplicate: nothing of the batch is stored.
         let before = s.entries(None).await.unwrap().len();
         let mut dup = vec![spec("fresh-1", 9001), spec("fresh-2", 9002)];

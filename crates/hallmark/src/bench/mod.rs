@@ -3,6 +3,7 @@
 
 mod issuance;
 mod propagation;
+mod scale;
 pub mod simagent;
 mod workload_api;
 
@@ -20,6 +21,9 @@ pub enum BenchCmd {
     /// FetchJWTSVID and FetchX509SVID from the agent's cache, attestation
     /// included, with many concurrent clients.
     WorkloadApi(workload_api::Args),
+    /// Server start with a million entries, authorized-entry lookup with
+    /// 50 000 agents, agent memory per cached SVID.
+    Scale(scale::Args),
 }
 
 /// Runs a scenario.
@@ -28,6 +32,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Propagation(a) => propagation::run(a).await,
         BenchCmd::Issuance(a) => issuance::run(a).await,
         BenchCmd::WorkloadApi(a) => workload_api::run(a).await,
+        BenchCmd::Scale(a) => scale::run(a).await,
     }
 }
 
