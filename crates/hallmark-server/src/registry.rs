@@ -114,12 +114,12 @@ impl Registry {
         let seq = store.last_change().await?;
         let r = Self::default();
         r.write().seq = seq;
-        // Page by id (a million entries are never held twice), each page one
-        // JSON value built by the database while the previous one is parsed
+        // Page by page (a million entries are never held twice), each page one
+        // text value built by the database while the previous one is parsed
         // on another thread.
         let fetch = |after: String| {
             let store = store.clone();
-            tokio::spawn(async move { store.entries_page_json(&after, LOAD_PAGE).await })
+            tokio::spawn(async move { store.entries_page(&after, LOAD_PAGE).await })
         };
         let mut next = fetch(String::new());
         loop {

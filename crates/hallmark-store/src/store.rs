@@ -147,7 +147,6 @@ fn corrupt(detail: impl ToString) -> StoreError {
 }
 
 /// An entry's columns as stored, in `ENTRY_COLUMNS` order.
-#[derive(serde::Deserialize)]
 struct EntryColumns(
     String,
     String,
@@ -234,11 +233,48 @@ fn entry_from_columns(c: EntryColumns) -> Result<Entry, StoreError> {
     })
 }
 
-/// Entries from a page read by [`Store::entries_page_json`].
-pub fn parse_entries_page(json: &str) -> Result<Vec<Entry>, StoreError> {
-    let rows: Vec<EntryColumns> = serde_json::from_str(json)
-        .map_err(|e| StoreError::Corrupt { table: "entries", detail: format!("page does not decode: {e}") })?;
-    rows.into_iter().map(entry_from_columns).collect()
+/// Separates the fields of one entry in a page.
+const FIELD: char = '\u{1f}';
+/// Separates entries in a page.
+const RECORD: char = '\u{1e}';
+/// Stands for NULL in a page (no valid field holds a control character).
+const NULL: &str = "\u{2}";
+
+/// Entries from a page read by [`Store::entries_page`]: records separated by
+/// U+001E, fields by U+001F, NULL written U+0002. Valid fields never hold
+/// control characters; a page that does not split into 15 fields per
+/// record, or whose numbers do not parse, is reported as corrupt.
+pub fn parse_entries_page(page: &str) -> Result<Vec<Entry>, StoreError> {
+    let bad = |detail: String| StoreError::Corrupt { table: "entries", detail };
+    page.split(RECORD)
+        .map(|rec| {
+            let f: Vec<&str> = rec.split(FIELD).collect();
+            let [id, spiffe_id, parent_id, selectors, owner, class, x509, jwt, dns, hint, recovery, revision, created, updated, revoked] =
+                f.as_slice()
+            else {
+                return Err(bad(format!("a record has {} fields, not 15", f.len())));
+            };
+            let int = |what: &str, v: &str| v.parse::<i64>().map_err(|_| bad(format!("entry `{id}` {what} `{v}` is not a number")));
+            let opt = |v: &str| (v != NULL).then(|| v.to_owned());
+            entry_from_columns(EntryColumns(
+                (*id).to_owned(),
+                (*spiffe_id).to_owned(),
+                (*parent_id).to_owned(),
+                (*selectors).to_owned(),
+                (*owner).to_owned(),
+                (*class).to_owned(),
+                int("x509_ttl", x509)?,
+                int("jwt_ttl", jwt)?,
+                (*dns).to_owned(),
+                opt(hint),
+                int("recovery", recovery)?,
+                int("revision", revision)?,
+                int("created_at", created)?,
+                int("updated_at", updated)?,
+                opt(revoked).map(|r| int("revoked_at", &r)).transpose()?,
+            ))
+        })
+        .collect()
 }
 
 const NODE_COLUMNS: &str = "agent_id, attestation_type, serial, authority_id, not_after, banned, ban_reason";
@@ -485,13 +521,13 @@ impl Store {
     }
 
     /// Up to `limit` entries after the position `after` (start with `""`),
-    /// as one JSON array the database builds (parse it with
+    /// as one delimited text value the database builds (parse it with
     /// [`parse_entries_page`]), and the position to continue from; `None`
     /// past the end. One value per page instead of one row per entry: reading
     /// a million entries this way is a few hundred round trips rather than a
     /// million hand-offs between threads. On SQLite pages follow the table's
     /// storage order (rowid), a sequential read; on PostgreSQL the id.
-    pub async fn entries_page_json(&self, after: &str, limit: i64) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn entries_page(&self, after: &str, limit: i64) -> Result<Option<(String, String)>, StoreError> {
         let (page, last): (Option<String>, Option<String>) = match self.backend {
             Backend::Sqlite => {
                 let after: i64 = if after.is_empty() {
@@ -500,9 +536,12 @@ impl Store {
                     after.parse().map_err(|_| StoreError::Schema(format!("bad entries page position `{after}`")))?
                 };
                 let r = sqlx::query(
-                    "SELECT json_group_array(json_array(id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, \
-                     jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at)) AS page, \
-                     MAX(rid) AS last FROM (SELECT rowid AS rid, * FROM entries WHERE rowid > $1 ORDER BY rowid LIMIT $2)",
+                    "SELECT group_concat(id || char(31) || spiffe_id || char(31) || parent_id || char(31) || selectors \
+                     || char(31) || owner || char(31) || class || char(31) || x509_ttl || char(31) || jwt_ttl || char(31) \
+                     || dns_names || char(31) || ifnull(hint, char(2)) || char(31) || recovery || char(31) || revision \
+                     || char(31) || created_at || char(31) || updated_at || char(31) || ifnull(revoked_at, char(2)), \
+                     char(30)) AS page, MAX(rid) AS last \
+                     FROM (SELECT rowid AS rid, * FROM entries WHERE rowid > $1 ORDER BY rowid LIMIT $2)",
                 )
                 .bind(after)
                 .bind(limit)
@@ -512,9 +551,11 @@ impl Store {
             }
             Backend::Postgres => {
                 let r = sqlx::query(
-                    "SELECT json_agg(json_build_array(id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, \
-                     jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at) ORDER BY id)::text \
-                     AS page, MAX(id) AS last FROM (SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2) AS p",
+                    "SELECT string_agg(concat(id, chr(31), spiffe_id, chr(31), parent_id, chr(31), selectors, chr(31), \
+                     owner, chr(31), class, chr(31), x509_ttl, chr(31), jwt_ttl, chr(31), dns_names, chr(31), \
+                     coalesce(hint, chr(2)), chr(31), recovery, chr(31), revision, chr(31), created_at, chr(31), \
+                     updated_at, chr(31), coalesce(revoked_at::text, chr(2))), chr(30)) AS page, MAX(id) AS last \
+                     FROM (SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2) AS p",
                 )
                 .bind(after.to_owned())
                 .bind(limit)
@@ -783,5 +824,65 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| Ok(AdminToken { name: r.try_get("name")?, role: r.try_get("role")? })).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(fields: &[&str]) -> String {
+        fields.join("\u{1f}")
+    }
+
+    const GOOD: [&str; 15] = [
+        "e1",
+        "spiffe://example.org/a",
+        "spiffe://example.org/hallmark/agent/x",
+        "unix:uid:1\nunix:path:/bin/a",
+        "team",
+        "machine",
+        "3600",
+        "300",
+        "[\"a.internal\"]",
+        "\u{2}",
+        "0",
+        "2",
+        "10",
+        "11",
+        "\u{2}",
+    ];
+
+    #[test]
+    fn pages_parse_and_refuse_what_does_not_fit() {
+        let mut second = GOOD;
+        second[0] = "e2";
+        second[9] = "primary";
+        second[14] = "99";
+        let page = format!("{}\u{1e}{}", record(&GOOD), record(&second));
+        let entries = parse_entries_page(&page).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].hint.as_deref(), entries[0].revoked_at), (None, None));
+        assert_eq!((entries[1].hint.as_deref(), entries[1].revoked_at), (Some("primary"), Some(99)));
+        assert_eq!(entries[0].dns_names, vec!["a.internal".to_owned()]);
+        assert_eq!(entries[0].selectors.len(), 2);
+        for broken in [
+            record(&GOOD[..14]),
+            format!("{}\u{1f}extra", record(&GOOD)),
+            record(&{
+                let mut f = GOOD;
+                f[6] = "an hour";
+                f
+            }),
+            record(&{
+                let mut f = GOOD;
+                f[1] = "spiffe://Example.org/a";
+                f
+            }),
+            String::new(),
+        ] {
+            let err = parse_entries_page(&broken).unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        }
     }
 }
