@@ -298,9 +298,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let selectors = self.admit(&req).await?;
         let r = req.into_inner();
-        if r.audience.len() > MAX_AUDIENCES || r.audience.iter().any(|a| a.is_empty() || a.len() > MAX_AUDIENCE_LEN) {
+        let bad = |a: &String| a.is_empty() || a.len() > MAX_AUDIENCE_LEN || a.chars().any(char::is_control);
+        if r.audience.len() > MAX_AUDIENCES || r.audience.iter().any(bad) {
             return Err(Status::invalid_argument(format!(
-                "at most {MAX_AUDIENCES} audiences, each 1-{MAX_AUDIENCE_LEN} bytes"
+                "at most {MAX_AUDIENCES} audiences, each 1-{MAX_AUDIENCE_LEN} bytes with no control characters"
             )));
         }
         let mut entries = self.agent.cache.matching(&selectors);
@@ -319,8 +320,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
                 Some(j) => j.token,
                 None => {
                     let m = self.agent.mint_jwt(&e.id, &r.audience, &selectors).await?;
-                    let refresh_at =
-                        if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
+                    let refresh_at = if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
                     let held = HeldJwt {
                         token: m.token.clone(),
                         jti: m.jti,

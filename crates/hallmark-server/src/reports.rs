@@ -77,7 +77,7 @@ impl ServerState {
     async fn expiring(&self, now: i64, p: ReportParams) -> Result<Vec<Finding>, ServerError> {
         let mut out = Vec::new();
         for c in self.live_credentials(now).await? {
-            if c.not_after <= now + p.within {
+            if c.not_after <= now.saturating_add(p.within) {
                 out.push(Finding {
                     check: "credential_expiring",
                     subject: c.id.clone(),
@@ -94,7 +94,7 @@ impl ServerState {
             }
         }
         let ca = self.authorities.x509()?;
-        if ca.not_after() <= now + p.within {
+        if ca.not_after() <= now.saturating_add(p.within) {
             out.push(Finding {
                 check: "ca_expiring",
                 subject: "x509-ca".into(),
@@ -103,7 +103,7 @@ impl ServerState {
             });
         }
         let jwt_na = self.authorities.jwt_not_after()?;
-        if jwt_na <= now + p.within {
+        if jwt_na <= now.saturating_add(p.within) {
             out.push(Finding {
                 check: "ca_expiring",
                 subject: self.authorities.jwt()?.kid().to_owned(),
@@ -147,7 +147,7 @@ impl ServerState {
         let mut out = Vec::new();
         for x in self.store.exceptions().await? {
             let (check, detail) = match x.state(now) {
-                "active" if x.expires_at <= now + p.within => (
+                "active" if x.expires_at <= now.saturating_add(p.within) => (
                     "exception_expiring",
                     format!("{} = {} on entry {} expires in {}s", x.rule, x.value, x.entry_id, x.expires_at - now),
                 ),

@@ -1,0 +1,90 @@
+//! Request hygiene for the admin API, applied to every route before its
+//! handler: input no handler should have to think about is refused here with
+//! a 4xx, and every error the framework produces itself (a malformed query
+//! string or path segment) leaves as the API's JSON error shape.
+
+use axum::body::{Body, to_bytes};
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::admin::{ApiError, MAX_BATCH_BODY};
+
+/// Refuses NUL characters anywhere in the URI or in a JSON body's strings.
+/// No identifier, name or text Hallmark stores may hold one, and PostgreSQL
+/// cannot store one in a text column at all: without this check the same
+/// request would succeed on SQLite and fail with a datastore error on
+/// PostgreSQL.
+pub(crate) async fn refuse_nul(req: Request, next: Next) -> Response {
+    let nul_in_uri = req.uri().to_string().to_ascii_lowercase().contains("%00");
+    if nul_in_uri {
+        return ApiError::bad("the request path or query contains a NUL character").into_response();
+    }
+    // Only bodies that could hold an escaped NUL are parsed here; the handler
+    // parses (and judges) the body as usual.
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, MAX_BATCH_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {MAX_BATCH_BODY} bytes"))
+                .into_response();
+        }
+    };
+    if contains(&bytes, b"\\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        && holds_nul(&value)
+    {
+        return ApiError::bad("a string in the request body contains a NUL character").into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// Gives plain-text error responses (the framework's own rejections of a
+/// query string or path segment) the API's `{"error": "..."}` shape.
+pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let plain = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(res.status().is_client_error() && plain) {
+        return res;
+    }
+    let status = res.status();
+    let text = match to_bytes(res.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).replace('\n', " "),
+        Err(_) => status.canonical_reason().unwrap_or("bad request").to_owned(),
+    };
+    ApiError(status, text).into_response()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn holds_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(holds_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_nul_in_nested_strings_and_keys() {
+        let v: serde_json::Value = serde_json::from_str(r#"{"a":[1,{"b":"x\u0000"}]}"#).unwrap();
+        assert!(holds_nul(&v));
+        let v: serde_json::Value = serde_json::from_str(r#"{"a\u0000":1}"#).unwrap();
+        assert!(holds_nul(&v));
+        // An escaped backslash followed by the text u0000 is not a NUL.
+        let v: serde_json::Value = serde_json::from_str(r#"{"a":"\\u0000"}"#).unwrap();
+        assert!(!holds_nul(&v));
+    }
+}
