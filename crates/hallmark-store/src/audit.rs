@@ -140,7 +140,16 @@ fn json_rows(rows: &[Linked<'_>]) -> (String, String) {
         .map(|r| {
             let e = r.event;
             serde_json::json!([
-                r.seq, e.at, e.actor, e.action, e.subject, e.outcome, e.policy_version, r.details, r.prev_hash, r.hash
+                r.seq,
+                e.at,
+                e.actor,
+                e.action,
+                e.subject,
+                e.outcome,
+                e.policy_version,
+                r.details,
+                r.prev_hash,
+                r.hash
             ])
         })
         .collect();
@@ -149,8 +158,20 @@ fn json_rows(rows: &[Linked<'_>]) -> (String, String) {
         .filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c)))
         .map(|(seq, c)| {
             serde_json::json!([
-                c.id, c.kind, c.entry_id, c.spiffe_id, c.node_id, c.class, c.owner, c.policy_version,
-                c.evidence_digest, c.issued_at, c.not_before, c.not_after, seq, c.authority_id
+                c.id,
+                c.kind,
+                c.entry_id,
+                c.spiffe_id,
+                c.node_id,
+                c.class,
+                c.owner,
+                c.policy_version,
+                c.evidence_digest,
+                c.issued_at,
+                c.not_before,
+                c.not_after,
+                seq,
+                c.authority_id
             ])
         })
         .collect();
@@ -389,13 +410,12 @@ impl Store {
     /// Credentials in the inventory matching `f`, soonest expiry first, at most `limit`.
     pub async fn credentials(&self, f: &CredentialFilter, limit: i64) -> Result<Vec<Credential>, StoreError> {
         // One static statement: each filter is either bound or disabled by a NULL.
-        let rows = sqlx::query(
-            "SELECT id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, issued_at, \
-             not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq FROM credentials \
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CREDENTIAL_COLUMNS} FROM credentials \
              WHERE ($1 = '' OR entry_id = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR node_id = $3) \
              AND ($4 < 0 OR not_after <= $4) AND ($5 < 0 OR (not_after > $5 AND revoked_at IS NULL)) \
-             AND ($7 = '' OR id = $7) ORDER BY not_after, id LIMIT $6",
-        )
+             AND ($7 = '' OR id = $7) ORDER BY not_after, id LIMIT $6"
+        )))
         .bind(f.entry_id.clone().unwrap_or_default())
         .bind(f.owner.clone().unwrap_or_default())
         .bind(f.node_id.clone().unwrap_or_default())
@@ -405,28 +425,36 @@ impl Store {
         .bind(f.id.clone().unwrap_or_default())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Credential {
-                    id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
-                    entry_id: r.try_get("entry_id")?,
-                    spiffe_id: r.try_get("spiffe_id")?,
-                    node_id: r.try_get("node_id")?,
-                    class: r.try_get("class")?,
-                    owner: r.try_get("owner")?,
-                    policy_version: r.try_get("policy_version")?,
-                    evidence_digest: r.try_get("evidence_digest")?,
-                    issued_at: r.try_get("issued_at")?,
-                    not_before: r.try_get("not_before")?,
-                    not_after: r.try_get("not_after")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    revoke_reason: r.try_get("revoke_reason")?,
-                    authority_id: r.try_get("authority_id")?,
-                    audit_seq: r.try_get("audit_seq")?,
-                })
-            })
-            .collect()
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    /// One credential from the inventory, by serial (X.509) or jti (JWT).
+    pub async fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1")))
+                .bind(id.to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(credential_from_row).transpose()
+    }
+
+    /// Which of `ids` (serials or jtis) the inventory holds.
+    pub async fn credentials_present(&self, ids: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut present = std::collections::HashSet::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT id FROM credentials WHERE id IN {}",
+                crate::store::values_list(self.backend(), chunk.len(), 1)
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                present.insert(r.try_get::<String, _>("id")?);
+            }
+        }
+        Ok(present)
     }
 
     /// Deletes inventory rows of credentials that expired before `before`;
@@ -502,10 +530,36 @@ impl Store {
                 records: count,
                 broken: Some(AuditBreak {
                     seq,
-                    problem: format!("record {seq}, which recorded credential `{id}`, is missing (deleted from the end)"),
+                    problem: format!(
+                        "record {seq}, which recorded credential `{id}`, is missing (deleted from the end)"
+                    ),
                 }),
             });
         }
         Ok(AuditVerification { records: count, broken: None })
     }
+}
+
+const CREDENTIAL_COLUMNS: &str = "id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
+    evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq";
+
+fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
+    Ok(Credential {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        entry_id: r.try_get("entry_id")?,
+        spiffe_id: r.try_get("spiffe_id")?,
+        node_id: r.try_get("node_id")?,
+        class: r.try_get("class")?,
+        owner: r.try_get("owner")?,
+        policy_version: r.try_get("policy_version")?,
+        evidence_digest: r.try_get("evidence_digest")?,
+        issued_at: r.try_get("issued_at")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revoke_reason: r.try_get("revoke_reason")?,
+        authority_id: r.try_get("authority_id")?,
+        audit_seq: r.try_get("audit_seq")?,
+    })
 }

@@ -276,10 +276,4 @@ impl Store {
         tx.commit().await?;
         Ok((rows.iter().map(revocation).collect::<Result<_, _>>()?, seq))
     }
-
-    /// One credential from the inventory.
-    pub async fn credential(&self, id: &str) -> Result<Option<crate::Credential>, StoreError> {
-        let f = crate::CredentialFilter { id: Some(id.to_owned()), ..Default::default() };
-        Ok(self.credentials(&f, 1).await?.into_iter().next())
-    }
 }

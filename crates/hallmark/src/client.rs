@@ -47,6 +47,11 @@ impl Client {
         Ok(Self { authority, token })
     }
 
+    /// The server's `HOST:PORT`.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
     /// Sends a request; `if_match` sets the If-Match header.
     pub async fn send(
         &self,

@@ -2,6 +2,7 @@
 
 mod api;
 mod bench;
+mod chaos;
 mod client;
 mod commands;
 mod drill;
@@ -162,6 +163,9 @@ enum Command {
         #[command(subcommand)]
         cmd: bench::BenchCmd,
     },
+    /// Crash the server, the agent or PostgreSQL under load, many times, and
+    /// check that nothing received was lost and everything recovers by itself.
+    Chaos(chaos::Args),
     /// Attested nodes.
     Node {
         #[command(subcommand)]
@@ -227,6 +231,7 @@ fn main() -> ExitCode {
             Command::Node { cmd, conn } => lifecycle::node(cmd, &conn).await,
             Command::Drill(args) => drill::run(args).await,
             Command::Bench { cmd } => bench::run(cmd).await,
+            Command::Chaos(args) => chaos::run(args).await,
         }
     });
     match result {
