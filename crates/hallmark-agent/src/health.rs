@@ -114,9 +114,8 @@ fn metrics_text(agent: &AgentInner) -> String {
     let h = &agent.health;
     let not_after = agent.identity_not_after();
     let gauge = |name: &str, help: &str, v: i64| format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
-    let counter = |name: &str, help: &str, v: u64| {
-        format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}\n")
-    };
+    let counter =
+        |name: &str, help: &str, v: u64| format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}\n");
     let ready = h.not_ready(not_after, now).is_none();
     [
         gauge("hallmark_agent_ready", "1 when connected to the server with a valid agent SVID.", i64::from(ready)),

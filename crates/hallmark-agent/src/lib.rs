@@ -85,7 +85,14 @@ impl AgentIdentity {
     fn from_chain(chain: Vec<Vec<u8>>, key: Vec<u8>, authority_id: String) -> Result<Self, AgentError> {
         let leaf = chain.first().ok_or_else(|| AgentError::Attestation("empty agent SVID chain".into()))?;
         let info = svid::parse_leaf(leaf).map_err(|e| AgentError::Attestation(e.to_string()))?;
-        Ok(Self { id: info.spiffe_id, not_before: info.not_before, not_after: info.not_after, chain, key, authority_id })
+        Ok(Self {
+            id: info.spiffe_id,
+            not_before: info.not_before,
+            not_after: info.not_after,
+            chain,
+            key,
+            authority_id,
+        })
     }
 
     /// Writes the identity to `dir` (key 0600).
@@ -287,7 +294,10 @@ impl AgentInner {
                 let dropped = self.cache.revoke(&revoked_ids(&r.items), now_unix());
                 self.health.add_revoked(dropped);
                 if dropped > 0 {
-                    tracing::warn!(dropped, "revoked credentials withdrawn; replacements requested where still entitled");
+                    tracing::warn!(
+                        dropped,
+                        "revoked credentials withdrawn; replacements requested where still entitled"
+                    );
                 }
             }
             sync_event::Event::Upsert(e) => {

@@ -335,7 +335,8 @@ mod tests {
         let s = ca
             .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now })
             .unwrap();
-        let der = ca.sign_crl(&[RevokedSerial { serial: s.serial.clone(), revoked_at: now }], 7, now, now + 3600).unwrap();
+        let der =
+            ca.sign_crl(&[RevokedSerial { serial: s.serial.clone(), revoked_at: now }], 7, now, now + 3600).unwrap();
         let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
         let listed: Vec<String> = crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect();
         assert_eq!(listed, vec![s.serial]);

@@ -35,9 +35,7 @@ impl RevokeRequest {
     fn target(self) -> Result<(RevokeTarget, String), ApiError> {
         let reason = self.reason.trim().to_owned();
         if reason.is_empty() || reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
-            return Err(ApiError::bad(format!(
-                "reason must be 1-{MAX_REASON_LEN} bytes with no control characters"
-            )));
+            return Err(ApiError::bad(format!("reason must be 1-{MAX_REASON_LEN} bytes with no control characters")));
         }
         let mut given: Vec<RevokeTarget> = Vec::new();
         given.extend(self.serial.map(|s| RevokeTarget::Credential(s.to_ascii_lowercase())));

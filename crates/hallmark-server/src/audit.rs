@@ -133,7 +133,8 @@ impl Auditor {
 mod tests {
     #[test]
     fn batches_keep_to_powers_of_two() {
-        let sizes: Vec<usize> = [0, 1, 2, 3, 63, 64, 65, 1000, 1024, 5000].iter().map(|&n| super::batch_size(n)).collect();
+        let sizes: Vec<usize> =
+            [0, 1, 2, 3, 63, 64, 65, 1000, 1024, 5000].iter().map(|&n| super::batch_size(n)).collect();
         assert_eq!(sizes, vec![0, 1, 2, 2, 32, 64, 64, 512, 1024, 1024]);
     }
 }

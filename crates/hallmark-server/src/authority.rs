@@ -344,13 +344,8 @@ impl Authorities {
                     tainted_at: None,
                     crl: None,
                 };
-                let local = Local {
-                    id,
-                    key: Arc::new(ca),
-                    state,
-                    not_before: row.not_before,
-                    not_after: row.not_after,
-                };
+                let local =
+                    Local { id, key: Arc::new(ca), state, not_before: row.not_before, not_after: row.not_after };
                 self.keys.write().map_err(|_| lock_err())?.x509.push(local);
                 row
             }
@@ -447,7 +442,8 @@ impl Authorities {
     /// Taints a prepared or old authority: agents re-issue everything it signed
     /// under the active one. The active authority cannot be tainted.
     pub async fn taint(&self, id: &str) -> Result<AuthorityRow, AuthorityError> {
-        let row = self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))?;
+        let row =
+            self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))?;
         match (row.state, row.tainted_at) {
             (AuthorityState::Active, _) => {
                 return Err(AuthorityError::Refused(format!(
@@ -471,7 +467,8 @@ impl Authorities {
     /// Revokes a tainted, non-active authority: it leaves the bundle and
     /// nothing it signed validates any more; its key file is removed.
     pub async fn revoke(&self, id: &str) -> Result<AuthorityRow, AuthorityError> {
-        let row = self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))?;
+        let row =
+            self.store.authority(id).await?.ok_or_else(|| AuthorityError::NotFound(format!("authority `{id}`")))?;
         if row.state == AuthorityState::Active {
             return Err(AuthorityError::Refused(format!(
                 "authority `{id}` is active; prepare, activate and taint before revoking"
@@ -579,10 +576,9 @@ impl Authorities {
         let now = now_unix();
         let (revoked, _) = self.store.live_revocations(now).await?;
         let cas: Vec<Local<X509Authority>> = self.keys.read().map_err(|_| lock_err())?.x509.clone();
-        let number = u64::try_from(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0))
+        let number = u64::try_from(
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
+        )
         .unwrap_or(u64::MAX);
         for ca in cas.iter().filter(|c| c.not_after > now) {
             let list: Vec<RevokedSerial> = revoked

@@ -27,10 +27,7 @@ impl ChangeHub {
 
     /// The changes to agent `parent`'s entries, from now on.
     pub fn subscribe(&self, parent: &str) -> broadcast::Receiver<EntryChange> {
-        self.map()
-            .entry(parent.to_owned())
-            .or_insert_with(|| broadcast::channel(PER_AGENT_BACKLOG).0)
-            .subscribe()
+        self.map().entry(parent.to_owned()).or_insert_with(|| broadcast::channel(PER_AGENT_BACKLOG).0).subscribe()
     }
 
     /// Sends `c` to the streams of the agent it concerns, if any is open.

@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use hallmark_ca::Bundle;
 use hallmark_core::{Entry, SpiffeId};
-use hallmark_store::Revocation;
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RenewAgentRequest,
     SignX509SvidsRequest, SignX509SvidsResponse, SvidResult, SyncEntriesRequest, SyncEvent, sync_event,
 };
-use futures_util::StreamExt;
+use hallmark_store::Revocation;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};

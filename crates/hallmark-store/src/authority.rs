@@ -176,7 +176,10 @@ impl Store {
             .bind(server)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE authorities SET state = 'active' WHERE id = $1").bind(id.to_owned()).execute(&mut *tx).await?;
+        sqlx::query("UPDATE authorities SET state = 'active' WHERE id = $1")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

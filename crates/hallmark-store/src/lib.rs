@@ -18,4 +18,6 @@ pub use audit::{
 pub use authority::{AuthorityRow, AuthorityState};
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
-pub use store::{AdminToken, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret, parse_entries_page};
+pub use store::{
+    AdminToken, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret, parse_entries_page,
+};

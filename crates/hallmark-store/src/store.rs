@@ -249,12 +249,29 @@ pub fn parse_entries_page(page: &str) -> Result<Vec<Entry>, StoreError> {
     page.split(RECORD)
         .map(|rec| {
             let f: Vec<&str> = rec.split(FIELD).collect();
-            let [id, spiffe_id, parent_id, selectors, owner, class, x509, jwt, dns, hint, recovery, revision, created, updated, revoked] =
-                f.as_slice()
+            let [
+                id,
+                spiffe_id,
+                parent_id,
+                selectors,
+                owner,
+                class,
+                x509,
+                jwt,
+                dns,
+                hint,
+                recovery,
+                revision,
+                created,
+                updated,
+                revoked,
+            ] = f.as_slice()
             else {
                 return Err(bad(format!("a record has {} fields, not 15", f.len())));
             };
-            let int = |what: &str, v: &str| v.parse::<i64>().map_err(|_| bad(format!("entry `{id}` {what} `{v}` is not a number")));
+            let int = |what: &str, v: &str| {
+                v.parse::<i64>().map_err(|_| bad(format!("entry `{id}` {what} `{v}` is not a number")))
+            };
             let opt = |v: &str| (v != NULL).then(|| v.to_owned());
             entry_from_columns(EntryColumns(
                 (*id).to_owned(),
@@ -504,7 +521,9 @@ impl Store {
                 q = bind_spec(q, spec).bind(e.id.clone()).bind(1i64).bind(now).bind(now);
             }
             q.execute(&mut *tx).await.map_err(|e| {
-                duplicate_or(e, || "an entry in the batch has the same SPIFFE ID, parent and selectors as another".into())
+                duplicate_or(e, || {
+                    "an entry in the batch has the same SPIFFE ID, parent and selectors as another".into()
+                })
             })?;
             let sql = format!(
                 "INSERT INTO entry_events (entry_id, parent_id, at) VALUES {}",

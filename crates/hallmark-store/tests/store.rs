@@ -497,7 +497,10 @@ async fn revocation_by_credential_entry_owner_and_node() {
         assert_eq!((out.node.as_deref(), out.credentials.len()), (Some(agent), 2), "{name}");
         let n = s.node(agent).await.unwrap().unwrap();
         assert!(n.banned && n.ban_reason.as_deref() == Some("compromised host"));
-        assert!(matches!(s.revoke(&RevokeTarget::Node("spiffe://x/y".into()), "x", now).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.revoke(&RevokeTarget::Node("spiffe://x/y".into()), "x", now).await,
+            Err(StoreError::NotFound(_))
+        ));
 
         // The log holds every step in order; live revocations exclude the node record.
         let log = s.revocations_since(start, 100).await.unwrap();

@@ -292,10 +292,10 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             })?;
             let mut created = Vec::new();
             for (n, chunk) in list.chunks(10_000).enumerate() {
-                let v = c
-                    .json(Method::POST, "/v1/entries/batch", Some(&json!({ "entries": chunk })))
-                    .await
-                    .with_context(|| format!("batch {} (entries {} to {})", n + 1, n * 10_000, n * 10_000 + chunk.len() - 1))?;
+                let v =
+                    c.json(Method::POST, "/v1/entries/batch", Some(&json!({ "entries": chunk }))).await.with_context(
+                        || format!("batch {} (entries {} to {})", n + 1, n * 10_000, n * 10_000 + chunk.len() - 1),
+                    )?;
                 created.extend(v.get("entries").and_then(Value::as_array).cloned().unwrap_or_default());
             }
             emit(conn, &json!({ "entries": created }), |v| {

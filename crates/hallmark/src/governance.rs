@@ -394,7 +394,6 @@ pub enum AdminTokenCmd {
     },
 }
 
-
 /// `hallmark policy ...`
 pub async fn policy(cmd: PolicyCmd, conn: &Conn) -> anyhow::Result<()> {
     match cmd {

@@ -182,8 +182,10 @@ impl Agent {
             dir.join("bundle.pem").display()
         );
         std::fs::write(dir.join("agent.toml"), cfg)?;
-        let proc =
-            Spawned::start(&["agent", "--config", &dir.join("agent.toml").display().to_string()], &dir.join("agent.log"))?;
+        let proc = Spawned::start(
+            &["agent", "--config", &dir.join("agent.toml").display().to_string()],
+            &dir.join("agent.log"),
+        )?;
         wait(60, async || (health_get(&health, "/ready").await?.0 == 200).then_some(()))
             .await
             .with_context(|| format!("the agent did not become ready (see {})", dir.join("agent.log").display()))?;

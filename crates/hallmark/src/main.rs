@@ -192,6 +192,23 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Lets a long-running server or agent hold as many open files as the system
+/// allows it (the hard limit): every Workload API connection holds two (the
+/// socket and the caller's pidfd), and the default soft limit of 1 024 would
+/// refuse clients long before memory runs short.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open file limit"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -205,14 +222,17 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server { config } => {
                 init_logging(cli.log_format);
+                raise_open_file_limit();
                 commands::run_server(&config).await
             }
             Command::Agent { config } => {
                 init_logging(cli.log_format);
+                raise_open_file_limit();
                 commands::run_agent(&config).await
             }
             Command::Up(args) => {
                 init_logging(cli.log_format);
+                raise_open_file_limit();
                 up::run(args).await
             }
             Command::Entry { cmd, conn } => commands::entry(cmd, &conn).await,

@@ -68,7 +68,8 @@ pub fn raw_sign_verify_rate(threads: usize, secs: f64) -> anyhow::Result<f64> {
                 let Ok(key) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8) else {
                     return;
                 };
-                let public = UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
+                let public =
+                    UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
                 let msg = [7u8; 300];
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
@@ -116,7 +117,8 @@ async fn rate(a: &Args, record: bool) -> anyhow::Result<f64> {
             )
             .await?;
         let id = SpiffeId::new(&spiffe)?;
-        let csrs: Vec<Vec<u8>> = (0..256).map(|_| new_key_and_csr(Some(&id)).map(|k| k.csr_der)).collect::<Result<_, _>>()?;
+        let csrs: Vec<Vec<u8>> =
+            (0..256).map(|_| new_key_and_csr(Some(&id)).map(|k| k.csr_der)).collect::<Result<_, _>>()?;
         agents.push((sim, e["id"].as_str().context("no entry id")?.to_owned(), Arc::new(csrs)));
     }
     let issued = Arc::new(AtomicU64::new(0));

@@ -127,7 +127,10 @@ async fn measure(a: &Args, work: &std::path::Path) -> anyhow::Result<()> {
         let gone = probe.wait_until_gone(10, |x| x.serial == h.serial).await.context("serial never withdrawn")?;
         serial_ms.push(gone - t0);
         revoked.push((h.serial.clone(), t0));
-        probe.wait_for(30, |x| x.spiffe_id.ends_with("/bench/probe") && x.serial != h.serial).await.context("no replacement")?;
+        probe
+            .wait_for(30, |x| x.spiffe_id.ends_with("/bench/probe") && x.serial != h.serial)
+            .await
+            .context("no replacement")?;
 
         // An entry: its SVID appears on the stream, then disappears when the entry is revoked.
         let id = format!("spiffe://{}/bench/new{i}", agent.trust_domain);

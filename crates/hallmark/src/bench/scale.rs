@@ -13,11 +13,11 @@
 
 use std::time::Instant;
 
+use crate::drill::report::now_ms;
+use crate::local;
 use anyhow::Context;
 use hallmark_core::{EntrySpec, TrustDomain, Ttl};
 use hallmark_server::registry::Registry;
-use crate::drill::report::now_ms;
-use crate::local;
 
 /// Flags of `hallmark bench scale`.
 #[derive(clap::Args)]
@@ -139,16 +139,18 @@ async fn measure(a: &Args, work: &std::path::Path) -> anyhow::Result<()> {
     let started = t.elapsed();
     let pid = server.proc.pid().context("server pid")?;
     let rss = rss_kib(pid)?;
+    println!("| server start to ready with {} entries | {:.2} s | under 10 s |", a.entries, started.as_secs_f64());
     println!(
-        "| server start to ready with {} entries | {:.2} s | under 10 s |",
-        a.entries,
-        started.as_secs_f64()
+        "| server resident memory once ready | {} MiB ({} bytes per entry) | |",
+        rss / 1024,
+        rss * 1024 / a.entries.max(1) as u64
     );
-    println!("| server resident memory once ready | {} MiB ({} bytes per entry) | |", rss / 1024, rss * 1024 / a.entries.max(1) as u64);
 
     // 3. Agent memory per cached SVID is counted exactly, in process, by
     // `cargo bench -p hallmark-agent --bench cache_memory`: an RSS delta here
     // would mostly measure the allocator's retention.
-    println!("| agent memory per cached SVID | see `cargo bench -p hallmark-agent --bench cache_memory` | under 1024 bytes beyond certificate and key |");
+    println!(
+        "| agent memory per cached SVID | see `cargo bench -p hallmark-agent --bench cache_memory` | under 1024 bytes beyond certificate and key |"
+    );
     Ok(())
 }

@@ -44,8 +44,7 @@ impl Target {
     /// Reads the bundle and trust domain from the admin API.
     pub async fn new(admin: &Client, addr: &str, trust_domain: &str) -> anyhow::Result<Self> {
         let pem_text = admin.send(Method::GET, "/v1/bundle?format=pem", None, None).await?.body;
-        let anchors =
-            pem::parse_many(&pem_text)?.into_iter().map(|p| p.into_contents()).collect::<Vec<Vec<u8>>>();
+        let anchors = pem::parse_many(&pem_text)?.into_iter().map(|p| p.into_contents()).collect::<Vec<Vec<u8>>>();
         let server_id = SpiffeId::new(&format!("spiffe://{trust_domain}/hallmark/server"))?;
         Ok(Self { addr: addr.to_owned(), anchors, server_id })
     }
@@ -61,8 +60,7 @@ pub async fn attest(admin: &Client, t: &Target) -> anyhow::Result<SimAgent> {
     let tok = admin.json(Method::POST, "/v1/join-tokens", Some(&json!({ "ttl": "10m" }))).await?;
     let token = tok["token"].as_str().context("no token")?.to_owned();
     let kc = new_key_and_csr(None)?;
-    let mut bootstrap =
-        channel(&t.addr, Trust::Attest { anchors: Some(t.anchors()), server_id: t.server_id.clone() })?;
+    let mut bootstrap = channel(&t.addr, Trust::Attest { anchors: Some(t.anchors()), server_id: t.server_id.clone() })?;
     let reply = bootstrap
         .attest_node(AttestNodeRequest { join_token: token, csr: kc.csr_der })
         .await
@@ -82,7 +80,11 @@ pub async fn attest(admin: &Client, t: &Target) -> anyhow::Result<SimAgent> {
 
 /// Keeps `agent`'s sync stream open, recording the arrival of every revoked
 /// id, every upserted entry id and every deleted entry id; counts snapshots.
-pub fn sync(agent: SimAgent, arrivals: Arrivals, snapshots: Arc<std::sync::atomic::AtomicUsize>) -> tokio::task::JoinHandle<()> {
+pub fn sync(
+    agent: SimAgent,
+    arrivals: Arrivals,
+    snapshots: Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut client = agent.client;
         loop {

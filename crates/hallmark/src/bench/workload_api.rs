@@ -102,7 +102,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     // Warm the agent's JWT cache and the executable digest cache.
     hammer(&agent.socket, 1, 1, Rpc::Jwt).await?;
     println!("\n{} s per pass; every client on its own connection\n", a.seconds);
-    println!("| RPC | clients | calls | per second | p50 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---:|---|");
+    println!(
+        "| RPC | clients | calls | per second | p50 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---:|---|"
+    );
     for (rpc, name, target) in [
         (Rpc::Jwt, "FetchJWTSVID (cached)", "p99 under 1000 µs; at least 20 000/s"),
         (Rpc::X509, "FetchX509SVID (first message)", "p99 under 1000 µs"),

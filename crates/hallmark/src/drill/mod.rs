@@ -202,7 +202,8 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         report.control("the drill ran to the end", false, format!("{e:#}"));
     }
     report.finish();
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("hallmark-drill-{}-{}", a.kind.name(), now_unix())));
+    let out =
+        a.out.clone().unwrap_or_else(|| PathBuf::from(format!("hallmark-drill-{}-{}", a.kind.name(), now_unix())));
     report.write(&out)?;
     if a.conn.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -283,7 +284,9 @@ async fn server_outage(s: &mut Setup, probe: &Probe, r: &mut Report) -> anyhow::
         "identities come back without restarting the agent",
         back.is_some() && agent_alive,
         match &back {
-            Some((t, h)) => format!("serial {} {} ms after the server returned; agent still running", h.serial, t - t_restore),
+            Some((t, h)) => {
+                format!("serial {} {} ms after the server returned; agent still running", h.serial, t - t_restore)
+            }
             None => "no SVID within 60 s of the server's return".into(),
         },
     );
@@ -327,7 +330,11 @@ async fn revocation(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<
     revoke(s, json!({ "serial": h.serial, "reason": "hallmark drill" })).await?;
     r.step(format!("revoked serial {}", h.serial));
     let dropped = probe.wait_until_gone(10, |x| x.serial == h.serial).await;
-    r.measure("serial revocation: command to withdrawal on the open stream", dropped.map(|t| t - t_cmd), "under 1000 ms");
+    r.measure(
+        "serial revocation: command to withdrawal on the open stream",
+        dropped.map(|t| t - t_cmd),
+        "under 1000 ms",
+    );
     r.control(
         "a revoked SVID is withdrawn from the workload within 1 s",
         dropped.is_some_and(|t| t - t_cmd <= 1000),
@@ -349,7 +356,11 @@ async fn revocation(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<
     r.control(
         "the revoked serial is never served again",
         again.is_empty(),
-        if again.is_empty() { "absent from every later message".to_owned() } else { format!("served again at {again:?}") },
+        if again.is_empty() {
+            "absent from every later message".to_owned()
+        } else {
+            format!("served again at {again:?}")
+        },
     );
     let listed = wait(15, async || crl_lists(s, &h.serial).await.then(now_ms)).await;
     r.measure("time until the CRL lists the serial", listed.map(|t| t - t_cmd), "under 10000 ms");
@@ -368,10 +379,8 @@ async fn revocation(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<
         .context("no JWT-SVID")?
         .svid;
     let claims = jwt.split('.').nth(1).context("not a JWT")?;
-    let claims: Value = serde_json::from_slice(&base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        claims,
-    )?)?;
+    let claims: Value =
+        serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)?)?;
     let jti = claims["jti"].as_str().context("no jti")?.to_owned();
     let t_jwt = now_ms();
     revoke(s, json!({ "jti": jti, "reason": "hallmark drill" })).await?;
@@ -429,7 +438,8 @@ async fn node_ban(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<()
     );
     let health = s.health.clone();
     let refused =
-        wait(10, async || health_get(&health, "/ready").await.filter(|(st, b)| *st == 503 && b.contains("banned"))).await;
+        wait(10, async || health_get(&health, "/ready").await.filter(|(st, b)| *st == 503 && b.contains("banned")))
+            .await;
     r.control(
         "the banned node's agent SVID is refused by the server",
         refused.is_some(),
@@ -445,7 +455,8 @@ async fn node_ban(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<()
         format!("serial {agent_serial} in GET /v1/crl/{{authority}}"),
     );
     let nodes = s.admin.json(Method::GET, "/v1/nodes", None).await?;
-    let banned = nodes["nodes"].as_array().into_iter().flatten().any(|n| n["agent_id"] == s.agent_id && n["banned"] == true);
+    let banned =
+        nodes["nodes"].as_array().into_iter().flatten().any(|n| n["agent_id"] == s.agent_id && n["banned"] == true);
     r.control("the node is recorded as banned", banned, "GET /v1/nodes");
     Ok(())
 }
@@ -478,11 +489,17 @@ async fn ca_rotation(s: &Setup, probe: &Probe, revoke_old: bool, r: &mut Report)
     }
     r.step("tainted the previous X.509 authority and JWT key");
     let reissued = probe.wait_for(30, |h| h.issuer != old_issuer).await;
-    r.measure("taint to the workload holding an SVID from the new authority", reissued.as_ref().map(|(t, _)| t - t_taint), "under 10000 ms");
+    r.measure(
+        "taint to the workload holding an SVID from the new authority",
+        reissued.as_ref().map(|(t, _)| t - t_taint),
+        "under 10000 ms",
+    );
     r.control(
         "tainting an authority re-issues what it signed under the active one",
         reissued.is_some(),
-        reissued.map(|(_, h)| format!("serial {} from the new authority", h.serial)).unwrap_or_else(|| "not within 30 s".into()),
+        reissued
+            .map(|(_, h)| format!("serial {} from the new authority", h.serial))
+            .unwrap_or_else(|| "not within 30 s".into()),
     );
     let mut wl = connect(&s.socket).await?;
     let jwt = wl

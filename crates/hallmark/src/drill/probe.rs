@@ -173,7 +173,8 @@ impl Probe {
     pub async fn wait_message(&self, secs: u64, after_ms: i64, f: impl Fn(&Message) -> bool) -> Option<i64> {
         let deadline = now_ms() + i64::try_from(secs).unwrap_or(60) * 1000;
         while now_ms() < deadline {
-            if let Some(m) = lock(&self.state).messages.iter().rev().take_while(|m| m.at_ms >= after_ms).find(|m| f(m)) {
+            if let Some(m) = lock(&self.state).messages.iter().rev().take_while(|m| m.at_ms >= after_ms).find(|m| f(m))
+            {
                 return Some(m.at_ms);
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -25,12 +25,7 @@ fn run_drill(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Valu
 }
 
 fn assert_held(kind: &str, out: &std::process::Output, report: &Value, md: &str) {
-    assert!(
-        out.status.success(),
-        "drill {kind} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        md
-    );
+    assert!(out.status.success(), "drill {kind} failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), md);
     assert_eq!(report["drill"], kind);
     assert_eq!(report["passed"], true, "{md}");
     let controls = report["controls"].as_array().unwrap();
@@ -45,7 +40,8 @@ fn assert_held(kind: &str, out: &std::process::Output, report: &Value, md: &str)
 fn drill_server_outage_self_contained() {
     let (out, report, md) = run_drill(&["server-outage", "--self-contained"], &[]);
     assert_held("server-outage", &out, &report, &md);
-    let names: Vec<&str> = report["measurements"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        report["measurements"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert!(names.iter().any(|n| n.contains("withdrawal")) && names.iter().any(|n| n.contains("recovery")));
 }
 

@@ -23,8 +23,7 @@ fn metric(body: &[u8], name: &str) -> i64 {
 async fn the_agent_fails_closed_and_recovers_without_a_restart() {
     let mut dep = start_server_with(None, "default_x509_ttl = \"8s\"\n");
     let health = free_port();
-    let (agent, agent_id, socket) =
-        join_agent_with(&dep, "fc", &format!("health_listen = \"127.0.0.1:{health}\"\n"));
+    let (agent, agent_id, socket) = join_agent_with(&dep, "fc", &format!("health_listen = \"127.0.0.1:{health}\"\n"));
     dep.owner("ops");
     let out = dep.cli(&[
         "entry",

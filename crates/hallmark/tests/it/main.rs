@@ -13,6 +13,7 @@ mod harness;
 mod policy;
 mod reports;
 mod revocation;
+mod robustness;
 mod rotation;
 mod separate;
 mod up;

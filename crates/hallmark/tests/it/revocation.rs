@@ -28,12 +28,7 @@ fn crl_serials(der: &[u8]) -> Vec<String> {
 fn active_x509_authority(cli: &dyn Fn(&[&str]) -> std::process::Output) -> String {
     let out = cli(&["ca", "show", "--json"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["authorities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["kind"] == "x509" && a["state"] == "active")
-        .unwrap()["id"]
+    v["authorities"].as_array().unwrap().iter().find(|a| a["kind"] == "x509" && a["state"] == "active").unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -242,7 +237,8 @@ async fn ban_a_node(datastore: Option<String>) {
         let listed = if status == 200 { crl_serials(&body) } else { Vec::new() };
         (listed.contains(&serial) && listed.contains(&agent_serial)).then_some(())
     });
-    let inv: Value = serde_json::from_slice(&dep.cli(&["credential", "list", "--node", &agent_id, "--json"]).stdout).unwrap();
+    let inv: Value =
+        serde_json::from_slice(&dep.cli(&["credential", "list", "--node", &agent_id, "--json"]).stdout).unwrap();
     assert!(inv["credentials"].as_array().unwrap().iter().all(|c| !c["revoked_at"].is_null()));
     drop(jwt);
     let log = agent.log();
