@@ -46,3 +46,8 @@ log "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "tests: ${runner[*]}"
 "${runner[@]}"
+
+# Every fuzz target, briefly, from its committed seeds (a crash fails the
+# suite); `scripts/fuzz.sh 600` runs them longer.
+log "fuzz targets, ${HALLMARK_FUZZ_SECONDS:-3} s each (scripts/fuzz.sh)"
+scripts/fuzz.sh "${HALLMARK_FUZZ_SECONDS:-3}"

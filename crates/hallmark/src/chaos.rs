@@ -205,6 +205,9 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
                 }
                 answered.fetch_add(got.len() as u64, Ordering::Relaxed);
                 lock(&received).credentials.extend(got);
+                // Steady load, not a flood: each cycle verifies the whole audit
+                // chain, so its length sets how long a cycle takes.
+                tokio::time::sleep(Duration::from_millis(40)).await;
             }
         }));
         // Entry registrations under load, to the same simulated agent.

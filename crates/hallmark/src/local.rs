@@ -31,7 +31,12 @@ impl Spawned {
     /// [`Spawned::start`] with more environment.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this executable")?;
-        let out = std::fs::File::create(log).with_context(|| log.display().to_string())?;
+        // Appended to, so a restarted process's log follows the crashed one's.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| log.display().to_string())?;
         let err = out.try_clone()?;
         let child = Command::new(exe)
             .args(args)
