@@ -5,7 +5,9 @@
 //! credentials name. `/proc/<pid>` is read only while that pidfd shows the
 //! process alive, and checked again afterwards: a PID can be recycled only
 //! once its process has exited, so a recycled PID can never lend another
-//! process its identity.
+//! process its identity. Where the kernel gives no pidfd, the process's start
+//! time, read at accept time, plays that part: a PID naming a process that
+//! started later is not the caller.
 //!
 //! Every call is attested afresh (a process can change uid or executable
 //! between calls); what is cached is only what cannot change for a given
@@ -45,6 +47,24 @@ pub struct Caller {
     pub pid: i32,
     /// A pidfd pinning that process, when the kernel supports SO_PEERPIDFD.
     pub pidfd: Option<Arc<OwnedFd>>,
+    /// Without a pidfd: the process's start time when the connection was
+    /// accepted (`None` when it could not be read: the caller is refused).
+    pub start_time: Option<u64>,
+}
+
+impl Caller {
+    /// The caller on a connection just accepted from `pid`: pinned by `pidfd`
+    /// when the kernel gave one, else by the start time /proc shows now.
+    pub fn new(pid: i32, pidfd: Option<OwnedFd>) -> Self {
+        let start_time = if pidfd.is_some() { None } else { start_time(pid).ok() };
+        Self { pid, pidfd: pidfd.map(Arc::new), start_time }
+    }
+}
+
+/// Start time (clock ticks since boot) of process `pid`.
+fn start_time(pid: i32) -> Result<u64, AttestError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| AttestError::Exited)?;
+    parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
 }
 
 /// Parsed `/proc/<pid>/status` fields we use.
@@ -206,7 +226,8 @@ impl UnixAttestor {
 
     /// Fails when the caller's process has exited. With a pidfd, one poll: a
     /// pidfd becomes readable when its process exits. Without one (older
-    /// kernels), the process start time, compared before and after.
+    /// kernels), the process start time must still be the one read when the
+    /// connection was accepted.
     fn check_pinned(&self, caller: &Caller) -> Result<u64, AttestError> {
         match &caller.pidfd {
             Some(fd) => {
@@ -219,9 +240,11 @@ impl UnixAttestor {
             }
             // Without a pidfd, the process start time tells a recycled PID apart.
             None => {
-                let stat =
-                    std::fs::read_to_string(format!("/proc/{}/stat", caller.pid)).map_err(|_| AttestError::Exited)?;
-                parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+                let now = start_time(caller.pid)?;
+                match caller.start_time {
+                    Some(at_accept) if at_accept == now => Ok(now),
+                    _ => Err(AttestError::Exited),
+                }
             }
         }
     }
@@ -289,15 +312,21 @@ mod tests {
     fn attests_this_process() {
         let me = std::process::id() as i32;
         let a = UnixAttestor::new();
-        let set = a.attest(&Caller { pid: me, pidfd: None }).unwrap();
+        let set = a.attest(&Caller::new(me, None)).unwrap();
         let uid = nix::unistd::getuid().as_raw().to_string();
         assert!(set.iter().any(|s| s.key() == "uid" && s.value() == uid));
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let want = hex::encode(Sha256::digest(&exe));
         assert!(set.iter().any(|s| s.key() == "sha256" && s.value() == want));
         // Cached by file identity: the second call gives the same answer.
-        assert_eq!(a.attest(&Caller { pid: me, pidfd: None }).unwrap(), set);
+        assert_eq!(a.attest(&Caller::new(me, None)).unwrap(), set);
         assert_eq!(a.digests.lock().unwrap().len(), 1);
-        assert!(a.attest(&Caller { pid: 0, pidfd: None }).is_err());
+        assert!(a.attest(&Caller::new(0, None)).is_err());
+        // Without a pidfd, a process that started after the connection was
+        // accepted (a recycled PID) is not the caller; nor is an unknown one.
+        let recycled = Caller { pid: me, pidfd: None, start_time: Some(1) };
+        assert_eq!(a.attest(&recycled), Err(AttestError::Exited));
+        let unknown = Caller { pid: me, pidfd: None, start_time: None };
+        assert_eq!(a.attest(&unknown), Err(AttestError::Exited));
     }
 }

@@ -72,7 +72,8 @@ pub struct AgentIdentity {
     pub authority_id: String,
 }
 
-const IDENTITY_KEY: &str = "agent.key.der";
+/// The agent's private key file (PKCS#8 DER, mode 0600) in its data directory.
+pub const IDENTITY_KEY: &str = "agent.key.der";
 const IDENTITY_CHAIN: &str = "agent.chain.pem";
 const IDENTITY_AUTHORITY: &str = "agent.authority";
 const BUNDLE_FILE: &str = "bundle.json";
@@ -420,8 +421,12 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
     });
 
     // The Workload API socket: reachable by every local user; attestation decides who gets what.
+    // A directory the agent creates for it is 0755; an existing one (say /tmp
+    // or /run) keeps the mode its owner gave it.
     let socket_path = inner.settings.socket_path.clone();
-    if let Some(parent) = socket_path.parent() {
+    if let Some(parent) = socket_path.parent()
+        && !parent.exists()
+    {
         std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).map_err(|e| io_err(parent, e))?;
     }

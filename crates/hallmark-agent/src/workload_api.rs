@@ -81,7 +81,7 @@ pub fn incoming(listener: UnixListener) -> ReceiverStream<io::Result<UdsConn>> {
                     let pid = stream.peer_cred().ok().and_then(|c| c.pid());
                     let pidfd: Option<OwnedFd> =
                         nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerPidfd).ok();
-                    let caller = pid.map(|pid| Caller { pid, pidfd: pidfd.map(Arc::new) });
+                    let caller = pid.map(|pid| Caller::new(pid, pidfd));
                     if tx.send(Ok(UdsConn { stream, caller })).await.is_err() {
                         return;
                     }

@@ -53,6 +53,21 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
 pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, CaError> {
     let io = |source| CaError::Io { path: path.display().to_string(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
+    check_private_mode(path, &meta)?;
+    std::fs::read(path).map_err(io)
+}
+
+/// Refuses a secret file that group or others may read, before anything
+/// starts; a file that does not exist is not refused here.
+pub fn refuse_exposed_secret_file(path: &Path) -> Result<(), CaError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => check_private_mode(path, &meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CaError::Io { path: path.display().to_string(), source }),
+    }
+}
+
+fn check_private_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), CaError> {
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(CaError::Key(format!(
@@ -60,7 +75,7 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, CaError> {
             path.display()
         )));
     }
-    std::fs::read(path).map_err(io)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hallmark_ca::keys::{read_secret_file, write_secret_file};
+use hallmark_ca::keys::{read_secret_file, refuse_exposed_secret_file, write_secret_file};
 use hallmark_ca::tls::SharedAnchors;
 use hallmark_ca::{AuthorityStatus, Bundle, JwtAuthority, JwtKey, RevokedSerial, X509Authority, authority_id, svid};
 use hallmark_core::{TrustDomain, now_unix};
@@ -221,6 +221,11 @@ impl Authorities {
         let (rows, _) = self.store.authorities(now).await?;
         let mut keys = LocalKeys::default();
         for r in rows.iter().filter(|r| r.server_id == self.server_id && r.state != AuthorityState::Revoked) {
+            // A key file others may read stops the start: skipping it as
+            // unusable would put a new authority in its place and serve on.
+            if let Some(kind) = Kind::parse(&r.kind) {
+                refuse_exposed_secret_file(&self.key_path(kind, &r.id, "key.pem")).map_err(ca_err)?;
+            }
             match Kind::parse(&r.kind) {
                 Some(Kind::X509) => match self.read_x509(&r.id) {
                     Ok(ca) => keys.x509.push(Local {

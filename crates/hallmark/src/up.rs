@@ -38,6 +38,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let td = TrustDomain::new(&a.trust_domain).context("--trust-domain")?;
     let dir = std::path::absolute(&a.data_dir).with_context(|| a.data_dir.display().to_string())?;
     hallmark_server::ensure_private_dir(&dir)?;
+    // An exposed agent key stops the start before anything serves; it is never silently replaced.
+    hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("agent").join(hallmark_agent::IDENTITY_KEY))?;
     let ttl = |s: &str| Ttl::parse(s).context("built-in default");
     let settings = ServerSettings {
         trust_domain: td.clone(),

@@ -5,6 +5,7 @@
 // Integration tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod cli;
 mod crash;
 mod drills;
@@ -15,5 +16,6 @@ mod reports;
 mod revocation;
 mod robustness;
 mod rotation;
+mod secrets;
 mod separate;
 mod up;
