@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Hallmark's whole test suite on a fresh machine: installs what the tests
-# need (PostgreSQL from Debian packages, cargo-nextest if missing), starts a
+# need (PostgreSQL, curl and Python's venv from Debian packages, cargo-nextest if missing), starts a
 # throwaway PostgreSQL as the postgres user, runs every test, and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,9 @@ need_apt=()
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
+# Schemathesis (scripts/api-fuzz.sh) runs from a virtualenv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]} from Debian packages"
     export DEBIAN_FRONTEND=noninteractive
@@ -46,6 +49,11 @@ log "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "tests: ${runner[*]}"
 "${runner[@]}"
+
+# The admin API against its OpenAPI description, with the binary the tests
+# just built: schemathesis from PyPI, in a virtualenv (.venv).
+log "admin API against openapi/admin.yaml (scripts/api-fuzz.sh)"
+HALLMARK_BIN=target/debug/hallmark scripts/api-fuzz.sh
 
 # Every fuzz target, briefly, from its committed seeds (a crash fails the
 # suite); `scripts/fuzz.sh 600` runs them longer.

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::ServerState;
+use crate::admin_guard::JsonObject;
 use crate::issuance::join_token_id;
 
 /// Largest request body accepted.
@@ -161,10 +162,10 @@ async fn bundle(State(s): State<Arc<ServerState>>, Query(q): Query<BundleQuery>)
 async fn create_entry(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<EntrySpec>, JsonRejection>,
+    body: Result<JsonObject<EntrySpec>, ApiError>,
 ) -> Result<(StatusCode, Json<Entry>), ApiError> {
     who.may(Perm::WriteEntries)?;
-    let Json(spec) = body?;
+    let JsonObject(spec) = body?;
     who.may_touch(&spec.owner)?;
     let valid = s.validate_spec(&spec)?;
     active_owner(&s, &valid.owner).await?;
@@ -198,10 +199,10 @@ struct EntryBatch {
 async fn create_entries(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<EntryBatch>, JsonRejection>,
+    body: Result<JsonObject<EntryBatch>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     who.may(Perm::WriteEntries)?;
-    let Json(batch) = body?;
+    let JsonObject(batch) = body?;
     if batch.entries.is_empty() || batch.entries.len() > MAX_ENTRY_BATCH {
         return Err(ApiError::bad(format!("a batch holds 1 to {MAX_ENTRY_BATCH} entries")));
     }
@@ -419,10 +420,10 @@ struct OwnerRequest {
 async fn create_owner(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<OwnerRequest>, JsonRejection>,
+    body: Result<JsonObject<OwnerRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<hallmark_store::Owner>), ApiError> {
     who.may(Perm::ManageOwners)?;
-    let Json(r) = body?;
+    let JsonObject(r) = body?;
     hallmark_core::validate_owner(&r.name).map_err(ApiError::bad)?;
     let contact_ok = r.contact.len() <= 254
         && r.contact.contains('@')
@@ -485,10 +486,10 @@ async fn transfer_owner(
     State(s): State<Arc<ServerState>>,
     who: Admin,
     Path(name): Path<String>,
-    body: Result<Json<TransferRequest>, JsonRejection>,
+    body: Result<JsonObject<TransferRequest>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ManageOwners)?;
-    let Json(r) = body?;
+    let JsonObject(r) = body?;
     if s.store.owner(&name).await?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("owner `{name}` not found")));
     }
@@ -538,10 +539,10 @@ async fn update_entry(
     who: Admin,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<EntrySpec>, JsonRejection>,
+    body: Result<JsonObject<EntrySpec>, ApiError>,
 ) -> Result<Json<Entry>, ApiError> {
     who.may(Perm::WriteEntries)?;
-    let Json(spec) = body?;
+    let JsonObject(spec) = body?;
     // Both the entry as it is and as it would become must be the caller's.
     who.may_touch(&spec.owner)?;
     visible_entry(&s, &who, &id).await?;
@@ -595,10 +596,10 @@ struct TokenRequest {
 async fn create_join_token(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<TokenRequest>, JsonRejection>,
+    body: Result<JsonObject<TokenRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     who.may(Perm::JoinTokens)?;
-    let Json(req) = body?;
+    let JsonObject(req) = body?;
     let ttl = match req.ttl {
         Some(t) => Ttl::parse(&t).map_err(ApiError::bad)?,
         None => s.settings.join_token_ttl,
@@ -748,10 +749,10 @@ struct AdminTokenRequest {
 async fn create_admin_token(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<AdminTokenRequest>, JsonRejection>,
+    body: Result<JsonObject<AdminTokenRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     who.may(Perm::ManageAdmins)?;
-    let Json(req) = body?;
+    let JsonObject(req) = body?;
     if hallmark_core::validate_owner(&req.name).is_err() {
         return Err(ApiError::bad(format!(
             "invalid name `{}`: 1-128 of letters, digits, `.`, `-`, `_`, `@`",
@@ -820,10 +821,10 @@ struct SetPolicyRequest {
 async fn set_policy(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<SetPolicyRequest>, JsonRejection>,
+    body: Result<JsonObject<SetPolicyRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     who.may(Perm::WritePolicy)?;
-    let Json(req) = body?;
+    let JsonObject(req) = body?;
     match s.set_policy(&req.policy, &who.0.name).await {
         Ok(engine) => {
             let v = engine.version().to_string();
@@ -854,10 +855,10 @@ const MAX_EXCEPTION_SECS: i64 = 366 * 86_400;
 async fn request_exception(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<ExceptionRequest>, JsonRejection>,
+    body: Result<JsonObject<ExceptionRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<hallmark_store::ExceptionRecord>), ApiError> {
     who.may(Perm::RequestException)?;
-    let Json(r) = body?;
+    let JsonObject(r) = body?;
     let rule: hallmark_policy::ExceptionRule = r.rule.parse().map_err(ApiError::bad)?;
     rule.check_value(&r.value).map_err(ApiError::bad)?;
     let justification = r.justification.trim();

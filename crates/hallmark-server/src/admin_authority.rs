@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::admin_guard::JsonObject;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -56,8 +56,8 @@ pub(crate) struct KindRequest {
     kind: String,
 }
 
-fn kind(body: Result<Json<KindRequest>, JsonRejection>) -> Result<Kind, ApiError> {
-    let Json(req) = body?;
+fn kind(body: Result<JsonObject<KindRequest>, ApiError>) -> Result<Kind, ApiError> {
+    let JsonObject(req) = body?;
     Kind::parse(&req.kind).ok_or_else(|| ApiError::bad(format!("unknown authority kind `{}` (x509, jwt)", req.kind)))
 }
 
@@ -76,7 +76,7 @@ async fn done(
 pub(crate) async fn prepare(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<KindRequest>, JsonRejection>,
+    body: Result<JsonObject<KindRequest>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ManageAuthorities)?;
     let row = s.authorities.prepare(kind(body)?).await?;
@@ -87,7 +87,7 @@ pub(crate) async fn prepare(
 pub(crate) async fn activate(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<KindRequest>, JsonRejection>,
+    body: Result<JsonObject<KindRequest>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ManageAuthorities)?;
     let row = s.authorities.activate(kind(body)?).await?;

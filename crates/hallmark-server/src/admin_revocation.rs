@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::admin_guard::JsonObject;
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use hallmark_store::RevokeTarget;
 use serde::Deserialize;
@@ -80,10 +80,10 @@ async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -
 pub(crate) async fn revoke(
     State(s): State<Arc<ServerState>>,
     who: Admin,
-    body: Result<Json<RevokeRequest>, JsonRejection>,
+    body: Result<JsonObject<RevokeRequest>, ApiError>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::Revoke)?;
-    let Json(req) = body?;
+    let JsonObject(req) = body?;
     let (target, reason) = req.target()?;
     owner_may_revoke(&s, &who, &target).await?;
     let out = s.revoke(&target, &reason, &who.0.name).await.map_err(|e| match e {
@@ -107,7 +107,19 @@ pub(crate) async fn revoke(
 /// `GET /v1/revocations`: revoked credentials that have not yet expired.
 pub(crate) async fn list(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ReadEntries)?;
-    let (list, _) = s.store.live_revocations(hallmark_core::now_unix()).await?;
+    let (mut list, _) = s.store.live_revocations(hallmark_core::now_unix()).await?;
+    // An owner sees only the revocations of its own credentials.
+    if let Some(mine) = who.owner_scope() {
+        let mut own = Vec::with_capacity(list.len());
+        for r in list {
+            if let Some(c) = s.store.credential(&r.id).await?
+                && c.owner == mine
+            {
+                own.push(r);
+            }
+        }
+        list = own;
+    }
     Ok(Json(json!({ "revocations": list })))
 }
 
