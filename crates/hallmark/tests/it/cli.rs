@@ -243,3 +243,134 @@ async fn entries_import_from_a_file_all_or_none() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("entry 1:"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(up.cli_json(&["entry", "list"])["entries"].as_array().unwrap().len(), 2500);
 }
+
+/// Every command, given malformed, oversized, wrong-type or out-of-range
+/// input: a non-zero exit with an `error:` line, never a panic, never a
+/// server error (the server's 5xx would print as an internal error).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_given_bad_input_fails_cleanly() {
+    let up = Up::start();
+    let dir = up.dir.path();
+    let huge = "a".repeat(100_000);
+    let bad_json = dir.join("bad.json");
+    std::fs::write(&bad_json, "[{\"spiffe_id\": 7}").unwrap();
+    let not_array = dir.join("obj.json");
+    std::fs::write(&not_array, "\"just a string\"").unwrap();
+    let bad_cases = dir.join("cases.json");
+    std::fs::write(&bad_cases, "{\"cases\": [[]]}").unwrap();
+    let bad_toml = dir.join("bad.toml");
+    std::fs::write(&bad_toml, "trust_domain = 7\n[[[").unwrap();
+    let binary = dir.join("bin.cedar");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).unwrap();
+    let p = |path: &std::path::Path| path.display().to_string();
+    let cases: Vec<Vec<String>> = [
+        vec!["entry", "create"],
+        vec!["entry", "create", "--spiffe-id", &huge, "--selector", "unix:uid:1", "--owner", "o"],
+        vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--selector",
+            "unix:uid:99999999999",
+            "--owner",
+            "o",
+        ],
+        vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--selector",
+            "unix:uid:1",
+            "--owner",
+            "o",
+            "--x509-ttl",
+            "-5s",
+        ],
+        vec![
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/x",
+            "--selector",
+            "unix:uid:1",
+            "--owner",
+            "o",
+            "--x509-ttl",
+            "99999999999999999999d",
+        ],
+        vec!["entry", "create", "--spiffe-id", "spiffe://example.org/x", "--selector", "unix:uid:1", "--owner", &huge],
+        vec!["entry", "show", "no-such-id"],
+        vec!["entry", "show", &huge],
+        vec!["entry", "delete", "../../etc/passwd"],
+        vec!["entry", "update", "nope", "--x509-ttl", "abc"],
+        vec!["entry", "import", &p(&bad_json)],
+        vec!["entry", "import", &p(&not_array)],
+        vec!["entry", "import", "/nonexistent/file.json"],
+        vec!["token", "create", "--ttl", "0"],
+        vec!["token", "create", "--ttl", "1000000000000d"],
+        vec!["owner", "create", "bad name!", "--contact", "a@b"],
+        vec!["owner", "create", &huge, "--contact", "a@b"],
+        vec!["owner", "show", "nobody"],
+        vec!["owner", "transfer", "nobody", "--to", "nobody-else"],
+        vec!["owner", "deactivate", "nobody"],
+        vec!["policy", "set", &p(&binary)],
+        vec!["policy", "set", "/nonexistent.cedar"],
+        vec!["policy", "test", "--cases", &p(&bad_cases)],
+        vec!["policy", "diff", "1", "999999"],
+        vec!["policy", "diff", "x", "y"],
+        vec![
+            "exception",
+            "request",
+            "--entry",
+            "nope",
+            "--rule",
+            "no_such_rule",
+            "--value",
+            "1h",
+            "--justification",
+            "j",
+            "--expires",
+            "1h",
+        ],
+        vec!["exception", "approve", "nope"],
+        vec!["admin", "token", "create", "--role", "god", "--name", "x"],
+        vec!["admin", "token", "create", "--role", "owner:", "--name", "x"],
+        vec!["audit", "export", "--since", "yesterday"],
+        vec!["credential", "list", "--expiring-within", "-1h"],
+        vec!["credential", "list", "--expiring-within", "9999999999999999999999d"],
+        vec!["report", "everything"],
+        vec!["report", "expiring", "--within", "abc"],
+        vec!["revoke", "--serial", "zz", "--reason", "r"],
+        vec!["revoke", "--serial", "00ff"],
+        vec!["revoke", "--serial", "00ff", "--entry", "e", "--reason", "r"],
+        vec!["revoke", "--node", "not-a-spiffe-id", "--reason", "r"],
+        vec!["ca", "taint", "no-such-authority"],
+        vec!["ca", "prepare", "--kind", "rsa"],
+        vec!["bundle", "show", "--format", "xml"],
+        vec!["api", "fetch-jwt"],
+        vec!["server", "--config", &p(&bad_toml)],
+        vec!["agent", "--config", "/nonexistent.toml"],
+        vec!["drill", "teleport"],
+        vec!["no-such-command"],
+        vec!["entry", "list", "--server", "ftp://x"],
+        vec!["entry", "list", "--server", "http://127.0.0.1:1"],
+    ]
+    .into_iter()
+    .map(|v| v.into_iter().map(str::to_owned).collect())
+    .collect();
+    for args in &cases {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = up.cli(&refs);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown: Vec<String> = args.iter().map(|a| a.chars().take(40).collect()).collect();
+        assert!(!out.status.success(), "{shown:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(stderr.contains("error"), "{shown:?}: no error line: {stderr}");
+        assert!(!stderr.contains("panicked"), "{shown:?} panicked: {stderr}");
+        assert!(!stderr.to_lowercase().contains("internal"), "{shown:?}: a server error: {stderr}");
+    }
+    assert!(!up.proc.log().contains("panicked"), "the server panicked");
+    assert_eq!(up.cli_json(&["entry", "list"])["entries"], serde_json::json!([]), "nothing was stored");
+    eprintln!("{} bad command lines refused cleanly", cases.len());
+}
