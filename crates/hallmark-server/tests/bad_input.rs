@@ -6,26 +6,18 @@
 // Integration tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
-
 use hallmark_store::hash_secret;
 use serde_json::json;
 
 mod common;
-use common::{call, call_raw};
+use common::{call, call_raw, start_server};
 
 /// (method, path, token, content type, body, expected status)
 type Case = (&'static str, String, &'static str, &'static str, Vec<u8>, u16);
 
 async fn bad_input_gets_4xx(datastore: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
-    let ds = datastore.map(|d| format!("datastore = \"{d}\"\n")).unwrap_or_default();
-    let cfg = format!(
-        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{ds}",
-        dir.path().display()
-    );
-    let settings = hallmark_server::config::ServerConfig::parse(&cfg, &HashMap::new()).unwrap().validate().unwrap();
-    let server = hallmark_server::start(settings).await.unwrap();
+    let server = start_server(dir.path(), datastore.as_deref()).await;
     let st = &server.state;
     let addr = server.admin_addr.to_string();
     st.store.add_admin_token(&hash_secret("tok"), "admin", "trust-admin").await.unwrap();

@@ -12,17 +12,12 @@ use hallmark_store::hash_secret;
 use serde_json::{Value, json};
 
 mod common;
-use common::call;
+use common::{call, start_server};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_role_against_every_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
-        dir.path().display()
-    );
-    let settings = hallmark_server::config::ServerConfig::parse(&cfg, &HashMap::new()).unwrap().validate().unwrap();
-    let server = hallmark_server::start(settings).await.unwrap();
+    let server = start_server(dir.path(), None).await;
     let st = &server.state;
     let addr = server.admin_addr.to_string();
     let roles = ["trust-admin", "operator", "auditor", "owner:team-a"];

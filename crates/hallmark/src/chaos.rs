@@ -25,13 +25,13 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_core::SpiffeId;
-use hallmark_proto::node::{MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest};
+use hallmark_proto::node::{MintJwtSvidRequest, SignX509SvidsRequest};
 use hallmark_store::Store;
 use hyper::Method;
 use rand::Rng;
 use serde_json::json;
 
-use crate::bench::simagent::{Target, attest};
+use crate::bench::simagent::{Target, attest, svid_requests};
 use crate::client::Client;
 use crate::drill::probe::{Probe, expired_served};
 use crate::drill::report::now_ms;
@@ -171,14 +171,7 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
             let (received, stop) = (load_received, load_stop);
             let mut n = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let requests = (0..16)
-                    .map(|j| SvidRequest {
-                        entry_id: entry.clone(),
-                        csr: csrs[(n + j) % csrs.len()].clone(),
-                        evidence: vec!["unix:uid:1000".into()],
-                        renewal: false,
-                    })
-                    .collect();
+                let requests = svid_requests(&entry, &csrs, n, 16);
                 n += 16;
                 let x509 = client.sign_x509_svids(SignX509SvidsRequest { requests }).await;
                 let jwt = client

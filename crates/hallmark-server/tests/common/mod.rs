@@ -1,4 +1,4 @@
-//! Shared by the admin API tests: one raw HTTP/1.1 call.
+//! Shared by the admin API tests: a server, and one raw HTTP/1.1 call.
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,4 +34,16 @@ pub async fn call_raw(
     let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A server for trust domain `example.org` on loopback ports, its data in
+/// `dir`, on SQLite unless `datastore` names one.
+pub async fn start_server(dir: &std::path::Path, datastore: Option<&str>) -> hallmark_server::RunningServer {
+    let ds = datastore.map(|d| format!("datastore = \"{d}\"\n")).unwrap_or_default();
+    let cfg = format!(
+        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{ds}",
+        dir.display()
+    );
+    let settings = hallmark_server::config::ServerConfig::parse(&cfg, &Default::default()).unwrap().validate().unwrap();
+    hallmark_server::start(settings).await.unwrap()
 }

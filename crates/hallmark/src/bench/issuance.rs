@@ -20,11 +20,11 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, UnparsedPublicKey};
 use futures_util::StreamExt;
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_core::SpiffeId;
-use hallmark_proto::node::{SignX509SvidsRequest, SvidRequest};
+use hallmark_proto::node::SignX509SvidsRequest;
 use hyper::Method;
 use serde_json::json;
 
-use super::simagent::{Target, attest};
+use super::simagent::{Target, attest, svid_requests};
 use crate::drill::report::now_ms;
 use crate::local;
 
@@ -132,14 +132,7 @@ async fn rate(a: &Args, record: bool) -> anyhow::Result<f64> {
             tasks.push(tokio::spawn(async move {
                 let mut n = k * batch;
                 while !stop.load(Ordering::Relaxed) {
-                    let requests = (0..batch)
-                        .map(|j| SvidRequest {
-                            entry_id: entry.clone(),
-                            csr: csrs[(n + j) % csrs.len()].clone(),
-                            evidence: vec!["unix:uid:1000".into()],
-                            renewal: false,
-                        })
-                        .collect();
+                    let requests = svid_requests(&entry, &csrs, n, batch);
                     n += batch;
                     let resp = client.sign_x509_svids(SignX509SvidsRequest { requests }).await?.into_inner();
                     let ok = resp.results.iter().filter(|r| !r.cert_chain.is_empty()).count() as u64;

@@ -11,7 +11,7 @@ use hallmark_agent::server_conn::{Trust, channel};
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_core::SpiffeId;
 use hallmark_proto::node::node_client::NodeClient;
-use hallmark_proto::node::{AttestNodeRequest, SyncEntriesRequest, sync_event};
+use hallmark_proto::node::{AttestNodeRequest, SvidRequest, SyncEntriesRequest, sync_event};
 use hyper::Method;
 use serde_json::json;
 use tonic::transport::Channel;
@@ -52,6 +52,19 @@ impl Target {
     fn anchors(&self) -> hallmark_ca::tls::SharedAnchors {
         Arc::new(RwLock::new(self.anchors.clone()))
     }
+}
+
+/// `count` SignX509Svids requests for `entry`, the workload evidence
+/// `unix:uid:1000`, taking CSRs from `csrs` round-robin from position `from`.
+pub fn svid_requests(entry: &str, csrs: &[Vec<u8>], from: usize, count: usize) -> Vec<SvidRequest> {
+    (0..count)
+        .map(|j| SvidRequest {
+            entry_id: entry.to_owned(),
+            csr: csrs[(from + j) % csrs.len()].clone(),
+            evidence: vec!["unix:uid:1000".into()],
+            renewal: false,
+        })
+        .collect()
 }
 
 /// Attests one simulated agent with a fresh join token (AttestNode, the real
