@@ -123,7 +123,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/crl/{id}", get(crate::admin_authority::crl))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(crate::admin_guard::refuse_nul))
+        .layer(axum::middleware::from_fn(crate::admin_guard::refuse_nul_in_uri))
         .layer(axum::middleware::from_fn(crate::admin_guard::json_errors))
         .with_state(state)
 }

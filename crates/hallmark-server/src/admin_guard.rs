@@ -4,42 +4,25 @@
 //! string or path segment) leaves as the API's JSON error shape.
 
 use axum::Json;
-use axum::body::{Body, to_bytes};
+use axum::body::to_bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::admin::{ApiError, MAX_BATCH_BODY};
+use crate::admin::ApiError;
 
-/// Refuses NUL characters anywhere in the URI or in a JSON body's strings.
-/// No identifier, name or text Hallmark stores may hold one, and PostgreSQL
-/// cannot store one in a text column at all: without this check the same
-/// request would succeed on SQLite and fail with a datastore error on
-/// PostgreSQL.
-pub(crate) async fn refuse_nul(req: Request, next: Next) -> Response {
-    let nul_in_uri = req.uri().to_string().to_ascii_lowercase().contains("%00");
-    if nul_in_uri {
+/// Refuses a NUL character in the path or query (`%00`). No identifier, name
+/// or text Hallmark stores may hold one, and PostgreSQL cannot store one in a
+/// text column at all: without this check the same request would succeed on
+/// SQLite and fail with a datastore error on PostgreSQL. Bodies are checked
+/// by [`JsonObject`].
+pub(crate) async fn refuse_nul_in_uri(req: Request, next: Next) -> Response {
+    if req.uri().to_string().to_ascii_lowercase().contains("%00") {
         return ApiError::bad("the request path or query contains a NUL character").into_response();
     }
-    // Only bodies that could hold an escaped NUL are parsed here; the handler
-    // parses (and judges) the body as usual.
-    let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, MAX_BATCH_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {MAX_BATCH_BODY} bytes"))
-                .into_response();
-        }
-    };
-    if contains(&bytes, b"\\u0000")
-        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes)
-        && holds_nul(&value)
-    {
-        return ApiError::bad("a string in the request body contains a NUL character").into_response();
-    }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(req).await
 }
 
 /// Gives plain-text error responses (the framework's own rejections of a
@@ -67,7 +50,8 @@ pub(crate) async fn json_errors(req: Request, next: Next) -> Response {
 /// (`["name", "role"]` as an admin-token request); the API documents objects
 /// only, so anything else is 422. No request type has a field that is an
 /// array of arrays, so a nested array is refused the same way: it could only
-/// be an entry of a batch given as an array.
+/// be an entry of a batch given as an array. A NUL character in any string is
+/// 400, as in the URI.
 pub(crate) struct JsonObject<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
@@ -82,6 +66,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonObject<T> {
         if nested_array(&value) {
             return Err(shape("the request body has an array where an object or a string belongs"));
         }
+        if holds_nul(&value) {
+            return Err(ApiError::bad("a string in the request body contains a NUL character"));
+        }
         serde_json::from_value(value)
             .map(JsonObject)
             .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("invalid request body: {e}")))
@@ -94,10 +81,6 @@ fn nested_array(v: &serde_json::Value) -> bool {
         serde_json::Value::Object(o) => o.values().any(nested_array),
         _ => false,
     }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn holds_nul(v: &serde_json::Value) -> bool {

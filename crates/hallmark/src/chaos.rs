@@ -32,7 +32,6 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::bench::simagent::{Target, attest, svid_requests};
-use crate::client::Client;
 use crate::drill::probe::{Probe, expired_served};
 use crate::drill::report::now_ms;
 use crate::local::{self, Agent, Server, health_get, wait};
@@ -230,14 +229,13 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
     let mut totals = Totals::default();
     let mut rng = rand::rng();
     for cycle in 1..=a.cycles {
-        let before = answered.load(Ordering::Relaxed);
         let pause = rng.random_range(a.max_interval_ms / 10..=a.max_interval_ms.max(1));
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let crashed_at = now_ms();
         match a.kill {
             Victim::Server => {
                 server.restart().await?;
-                wait(60, async || (health_get(admin_addr(&admin), "/ready").await?.0 == 200).then_some(()))
+                wait(60, async || (health_get(admin.authority(), "/ready").await?.0 == 200).then_some(()))
                     .await
                     .with_context(|| format!("cycle {cycle}: the server did not come back"))?;
             }
@@ -253,6 +251,7 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
         // Recovery, with no intervention: issuance resumes, the agent is ready,
         // and the probe holds an SVID again (after an agent crash: one it
         // received after the crash).
+        let before = answered.load(Ordering::Relaxed);
         let resumed = wait(60, async || (answered.load(Ordering::Relaxed) > before + 32).then_some(())).await;
         let mut violations = Vec::new();
         if resumed.is_none() {
@@ -324,10 +323,6 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
 
 fn lock(m: &Mutex<Received>) -> std::sync::MutexGuard<'_, Received> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn admin_addr(admin: &Client) -> &str {
-    admin.authority()
 }
 
 /// Every stored entry reads back whole (a row that does not parse fails the
