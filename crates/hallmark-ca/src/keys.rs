@@ -71,7 +71,7 @@ fn check_private_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), CaErr
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(CaError::Key(format!(
-            "{}: key file has mode {mode:o}; it must not be readable by group or others (chmod 600)",
+            "{}: has mode {mode:o}; a file holding a private key or token must not be readable by group or others (chmod 600)",
             path.display()
         )));
     }

@@ -362,6 +362,8 @@ pub async fn run_server(config: &Path) -> anyhow::Result<()> {
         .and_then(|c| c.validate())
         .with_context(|| config.display().to_string())?;
     let token_path = settings.data_dir.join("admin-token");
+    // An exposed admin token stops the start before any listener opens.
+    hallmark_ca::keys::refuse_exposed_secret_file(&token_path)?;
     let running = start_server(settings).await?;
     running.state.ensure_admin_token(&token_path).await?;
     println!("agent API: {}", running.agent_addr);

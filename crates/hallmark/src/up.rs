@@ -40,6 +40,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     hallmark_server::ensure_private_dir(&dir)?;
     // An exposed agent key stops the start before anything serves; it is never silently replaced.
     hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("agent").join(hallmark_agent::IDENTITY_KEY))?;
+    // So does an exposed admin token, before any listener opens.
+    hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("admin-token"))?;
     let ttl = |s: &str| Ttl::parse(s).context("built-in default");
     let settings = ServerSettings {
         trust_domain: td.clone(),

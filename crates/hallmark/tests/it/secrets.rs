@@ -66,7 +66,7 @@ async fn up_refuses_to_start_with_a_private_key_others_may_read() {
     let authority_keys = || [key_files(&data.join("server/keys/x509")), key_files(&data.join("server/keys/jwt"))];
     let before = authority_keys();
     assert!(before.iter().all(|k| k.len() == 1), "{before:?}");
-    let keys = [before[0][0].clone(), before[1][0].clone(), data.join("agent/agent.key.der")];
+    let keys = [before[0][0].clone(), before[1][0].clone(), data.join("agent/agent.key.der"), data.join("admin-token")];
     for key in &keys {
         for mode in [0o640, 0o604] {
             chmod(key, mode);
