@@ -25,16 +25,22 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_core::SpiffeId;
+use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::node::{MintJwtSvidRequest, SignX509SvidsRequest};
 use hallmark_store::Store;
 use hyper::Method;
 use rand::Rng;
 use serde_json::json;
+use tonic::transport::Channel;
 
 use crate::bench::simagent::{Target, attest, svid_requests};
+use crate::client::Client;
 use crate::drill::probe::{Probe, expired_served};
 use crate::drill::report::now_ms;
 use crate::local::{self, Agent, Server, health_get, wait};
+
+/// The trust domain of the server `local::Server` starts.
+const TRUST_DOMAIN: &str = "drill.hallmark.test";
 
 /// What each cycle crashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -135,7 +141,7 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
     let extra = format!("datastore = \"{datastore}\"\ndefault_x509_ttl = \"2m\"\n");
     let Server { proc: mut server, admin, url: _, agent_api } = Server::start(work, &extra).await?;
     let admin = Arc::new(admin);
-    let td = "drill.hallmark.test";
+    let td = TRUST_DOMAIN;
     local::ensure_owner(&admin, "chaos", "identities of hallmark chaos").await?;
 
     // The real agent and its probe workload (this process).
@@ -164,66 +170,8 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
         let id = SpiffeId::new(&spiffe)?;
         let csrs: Vec<Vec<u8>> =
             (0..32).map(|_| new_key_and_csr(Some(&id)).map(|k| k.csr_der)).collect::<Result<_, _>>()?;
-        let (load_received, answered, load_stop) = (received.clone(), answered.clone(), stop.clone());
-        let mut client = sim.client;
-        tasks.push(tokio::spawn(async move {
-            let (received, stop) = (load_received, load_stop);
-            let mut n = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let requests = svid_requests(&entry, &csrs, n, 16);
-                n += 16;
-                let x509 = client.sign_x509_svids(SignX509SvidsRequest { requests }).await;
-                let jwt = client
-                    .mint_jwt_svid(MintJwtSvidRequest {
-                        entry_id: entry.clone(),
-                        audience: vec!["chaos".into()],
-                        evidence: vec!["unix:uid:1000".into()],
-                    })
-                    .await;
-                let mut got = Vec::new();
-                if let Ok(r) = x509 {
-                    for r in r.into_inner().results {
-                        if let Some(leaf) = r.cert_chain.first() {
-                            got.push(hallmark_ca::svid::parse_leaf(leaf).map(|l| l.serial).unwrap_or_default());
-                        }
-                    }
-                }
-                if let Ok(r) = jwt {
-                    got.push(r.into_inner().jti);
-                }
-                if got.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-                answered.fetch_add(got.len() as u64, Ordering::Relaxed);
-                lock(&received).credentials.extend(got);
-                // Steady load, not a flood: each cycle verifies the whole audit
-                // chain, so its length sets how long a cycle takes.
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        }));
-        // Entry registrations under load, to the same simulated agent.
-        let (admin, reg_received, reg_stop, parent) = (admin.clone(), received.clone(), stop.clone(), sim.id.clone());
-        tasks.push(tokio::spawn(async move {
-            let (received, stop) = (reg_received, reg_stop);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let e = json!({
-                    "spiffe_id": format!("spiffe://{td}/chaos/registered{i}/{n}"), "parent_id": parent,
-                    "selectors": [format!("unix:uid:{}", 2000 + n % 1000), "unix:user:chaos"], "owner": "chaos",
-                });
-                match admin.send(Method::POST, "/v1/entries", Some(&e), None).await {
-                    Ok(r) if r.status.as_u16() == 201 => {
-                        if let Ok(v) = r.json() {
-                            lock(&received).entries.push(v["id"].as_str().unwrap_or_default().to_owned());
-                        }
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
+        tasks.push(tokio::spawn(issue(sim.client, entry, csrs, received.clone(), answered.clone(), stop.clone())));
+        tasks.push(tokio::spawn(register(admin.clone(), sim.id, i, received.clone(), stop.clone())));
     }
 
     let mut totals = Totals::default();
@@ -319,6 +267,73 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
     drop(agent);
     server.kill().await;
     Ok(totals)
+}
+
+/// Issuance load from one simulated agent: batches of 16 X.509-SVIDs and a
+/// JWT-SVID, noting every serial and jti received, until `stop`.
+async fn issue(
+    mut client: NodeClient<Channel>,
+    entry: String,
+    csrs: Vec<Vec<u8>>,
+    received: Arc<Mutex<Received>>,
+    answered: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let requests = svid_requests(&entry, &csrs, n, 16);
+        n += 16;
+        let x509 = client.sign_x509_svids(SignX509SvidsRequest { requests }).await;
+        let jwt = client
+            .mint_jwt_svid(MintJwtSvidRequest {
+                entry_id: entry.clone(),
+                audience: vec!["chaos".into()],
+                evidence: vec!["unix:uid:1000".into()],
+            })
+            .await;
+        let mut got = Vec::new();
+        if let Ok(r) = x509 {
+            for r in r.into_inner().results {
+                if let Some(leaf) = r.cert_chain.first() {
+                    got.push(hallmark_ca::svid::parse_leaf(leaf).map(|l| l.serial).unwrap_or_default());
+                }
+            }
+        }
+        if let Ok(r) = jwt {
+            got.push(r.into_inner().jti);
+        }
+        if got.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        answered.fetch_add(got.len() as u64, Ordering::Relaxed);
+        lock(&received).credentials.extend(got);
+        // Steady load, not a flood: each cycle verifies the whole audit
+        // chain, so its length sets how long a cycle takes.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+/// Registration load: entries for simulated agent `parent` through the admin
+/// API, noting every one acknowledged, until `stop`.
+async fn register(admin: Arc<Client>, parent: String, i: usize, received: Arc<Mutex<Received>>, stop: Arc<AtomicBool>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let e = json!({
+            "spiffe_id": format!("spiffe://{TRUST_DOMAIN}/chaos/registered{i}/{n}"), "parent_id": parent,
+            "selectors": [format!("unix:uid:{}", 2000 + n % 1000), "unix:user:chaos"], "owner": "chaos",
+        });
+        match admin.send(Method::POST, "/v1/entries", Some(&e), None).await {
+            Ok(r) if r.status.as_u16() == 201 => {
+                if let Ok(v) = r.json() {
+                    lock(&received).entries.push(v["id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn lock(m: &Mutex<Received>) -> std::sync::MutexGuard<'_, Received> {
