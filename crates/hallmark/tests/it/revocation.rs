@@ -88,6 +88,19 @@ async fn a_revoked_serial_is_withdrawn_replaced_and_listed() {
     assert_eq!(c["revoke_reason"], "integration test");
     let audit = String::from_utf8_lossy(&up.cli(&["audit", "export"]).stdout).to_string();
     assert!(audit.lines().any(|l| l.contains("\"revoke\"") && l.contains(&serial)));
+    // An owner's token lists the revocations of its own credentials only.
+    up.ensure_owner("other");
+    let listed_for = |role: &str| {
+        let name = role.replace(':', "-");
+        let tok = up.cli_json(&["admin", "token", "create", "--role", role, "--name", &name]);
+        let token = tok["token"].as_str().unwrap().to_owned();
+        let text = authorized_get(&up.env["HALLMARK_SERVER"], "/v1/revocations", &token);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["revocations"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert!(listed_for("owner:team-test").contains(&serial));
+    assert_eq!(listed_for("owner:other"), Vec::<String>::new());
+    assert!(listed_for("auditor").contains(&serial));
     // Unknown serial: a clear error, nothing changed.
     let out = up.cli(&["revoke", "--serial", "00ff", "--reason", "x"]);
     assert!(!out.status.success());
@@ -255,4 +268,17 @@ async fn banning_a_node_on_postgres() {
     if let Some(url) = postgres_db("hm_ban") {
         ban_a_node(Some(url)).await;
     }
+}
+
+/// One authorized HTTP/1.1 GET against the admin API; returns the body.
+fn authorized_get(server: &str, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let authority = server.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(authority).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    buf.split_once("\r\n\r\n").unwrap().1.to_owned()
 }
