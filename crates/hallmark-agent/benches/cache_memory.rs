@@ -36,23 +36,7 @@ fn entry(td: &TrustDomain, i: usize, selectors: &[String]) -> Entry {
     }
     .validate(td, None, ttl, ttl)
     .unwrap();
-    Entry {
-        id: format!("{i:032x}"),
-        spiffe_id: v.spiffe_id,
-        parent_id: v.parent_id,
-        selectors: v.selectors,
-        owner: v.owner,
-        class: v.class,
-        x509_ttl: v.x509_ttl,
-        jwt_ttl: v.jwt_ttl,
-        dns_names: v.dns_names,
-        hint: None,
-        recovery: false,
-        revision: 1,
-        created_at: 0,
-        updated_at: 0,
-        revoked_at: None,
-    }
+    v.into_entry(format!("{i:032x}"), 0)
 }
 
 fn main() {

@@ -224,6 +224,30 @@ pub struct ValidEntrySpec {
     pub recovery: bool,
 }
 
+impl ValidEntrySpec {
+    /// The entry this spec becomes when stored as `id` at `now` (unix
+    /// seconds): first revision, not revoked.
+    pub fn into_entry(self, id: String, now: i64) -> Entry {
+        Entry {
+            id,
+            spiffe_id: self.spiffe_id,
+            parent_id: self.parent_id,
+            selectors: self.selectors,
+            owner: self.owner,
+            class: self.class,
+            x509_ttl: self.x509_ttl,
+            jwt_ttl: self.jwt_ttl,
+            dns_names: self.dns_names,
+            hint: self.hint,
+            recovery: self.recovery,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+            revoked_at: None,
+        }
+    }
+}
+
 impl EntrySpec {
     /// Checks every field against the trust domain and fills defaults.
     pub fn validate(
@@ -385,23 +409,7 @@ mod tests {
     #[test]
     fn matching_is_subset() {
         let v = validate(&spec()).unwrap();
-        let e = Entry {
-            id: "e1".into(),
-            spiffe_id: v.spiffe_id,
-            parent_id: v.parent_id,
-            selectors: v.selectors,
-            owner: v.owner,
-            class: v.class,
-            x509_ttl: v.x509_ttl,
-            jwt_ttl: v.jwt_ttl,
-            dns_names: v.dns_names,
-            hint: None,
-            recovery: false,
-            revision: 1,
-            created_at: 0,
-            updated_at: 0,
-            revoked_at: None,
-        };
+        let e = v.into_entry("e1".into(), 0);
         let mut w: SelectorSet = ["unix:uid:1000", "unix:gid:1000"].iter().map(|s| s.parse().unwrap()).collect();
         assert!(e.matches(&w));
         w.remove(&"unix:uid:1000".parse().unwrap());

@@ -220,23 +220,7 @@ mod tests {
         }
         .validate(&TrustDomain::new("example.org").unwrap(), None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
         .unwrap();
-        Entry {
-            id: id.into(),
-            spiffe_id: v.spiffe_id,
-            parent_id: v.parent_id,
-            selectors: v.selectors,
-            owner: v.owner,
-            class: v.class,
-            x509_ttl: v.x509_ttl,
-            jwt_ttl: v.jwt_ttl,
-            dns_names: v.dns_names,
-            hint: None,
-            recovery: false,
-            revision: 1,
-            created_at: 0,
-            updated_at: 0,
-            revoked_at: None,
-        }
+        v.into_entry(id.into(), 0)
     }
 
     #[test]

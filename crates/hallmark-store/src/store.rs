@@ -356,27 +356,6 @@ pub(crate) fn values_list(backend: Backend, cols: usize, rows: usize) -> String 
     sql
 }
 
-/// The entry `spec` becomes when stored as `id` at `now`.
-fn new_entry(spec: &ValidEntrySpec, id: String, now: i64) -> Entry {
-    Entry {
-        id,
-        spiffe_id: spec.spiffe_id.clone(),
-        parent_id: spec.parent_id.clone(),
-        selectors: spec.selectors.clone(),
-        owner: spec.owner.clone(),
-        class: spec.class,
-        x509_ttl: spec.x509_ttl,
-        jwt_ttl: spec.jwt_ttl,
-        dns_names: spec.dns_names.clone(),
-        hint: spec.hint.clone(),
-        recovery: spec.recovery,
-        revision: 1,
-        created_at: now,
-        updated_at: now,
-        revoked_at: None,
-    }
-}
-
 fn duplicate_entry(e: sqlx::Error, spec: &ValidEntrySpec) -> StoreError {
     duplicate_or(e, || format!("an entry for `{}` with the same parent and selectors already exists", spec.spiffe_id))
 }
@@ -508,7 +487,7 @@ impl Store {
     pub async fn create_entries(&self, specs: &[ValidEntrySpec]) -> Result<Vec<Entry>, StoreError> {
         const ROWS: usize = 500;
         let now = now_unix();
-        let entries: Vec<Entry> = specs.iter().map(|s| new_entry(s, new_id(), now)).collect();
+        let entries: Vec<Entry> = specs.iter().map(|s| s.clone().into_entry(new_id(), now)).collect();
         let mut tx = self.begin_entry_tx().await?;
         for (chunk, specs) in entries.chunks(ROWS).zip(specs.chunks(ROWS)) {
             let sql = format!(

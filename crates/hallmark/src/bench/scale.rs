@@ -61,23 +61,7 @@ fn lookup_ns(entries: usize, agents: usize, lookups: usize) -> anyhow::Result<(f
     let registry = Registry::default();
     for i in 0..entries {
         let s = spec(&td, i, agents)?;
-        let e = hallmark_core::Entry {
-            id: format!("{i:032x}"),
-            spiffe_id: s.spiffe_id,
-            parent_id: s.parent_id,
-            selectors: s.selectors,
-            owner: s.owner,
-            class: s.class,
-            x509_ttl: s.x509_ttl,
-            jwt_ttl: s.jwt_ttl,
-            dns_names: s.dns_names,
-            hint: None,
-            recovery: false,
-            revision: 1,
-            created_at: 0,
-            updated_at: 0,
-            revoked_at: None,
-        };
+        let e = s.into_entry(format!("{i:032x}"), 0);
         registry.apply(&e.id.clone(), Some(e), 0);
     }
     let parents: Vec<String> =
