@@ -72,7 +72,14 @@ fn main() {
     for e in &entries {
         let kc = new_key_and_csr(Some(&e.spiffe_id)).unwrap();
         let id: &SpiffeId = &e.spiffe_id;
-        let t = SvidTemplate { csr_der: &kc.csr_der, spiffe_id: id, dns_names: &[], ttl_secs: 3600, now };
+        let t = SvidTemplate {
+            csr_der: &kc.csr_der,
+            spiffe_id: id,
+            dns_names: &[],
+            ttl_secs: 3600,
+            now,
+            profile: hallmark_ca::x509::SvidProfile::Workload,
+        };
         let s = ca.sign_svid(&t).unwrap();
         material += s.chain.iter().map(Vec::len).sum::<usize>() + kc.key_pkcs8.len();
         let svid = HeldSvid {

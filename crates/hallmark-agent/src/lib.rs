@@ -191,10 +191,6 @@ pub struct AgentInner {
     pub health_addr: RwLock<Option<std::net::SocketAddr>>,
 }
 
-fn server_id(s: &AgentSettings) -> Result<SpiffeId, AgentError> {
-    s.trust_domain.workload_id(&["hallmark", "server"]).map_err(|e| AgentError::Tls(e.to_string()))
-}
-
 impl AgentInner {
     fn client(&self) -> NodeClient<Channel> {
         match self.client.read() {
@@ -240,7 +236,7 @@ impl AgentInner {
     fn use_identity(&self, identity: AgentIdentity) -> Result<(), AgentError> {
         let trust = Trust::Mtls {
             anchors: self.anchors.clone(),
-            server_id: server_id(&self.settings)?,
+            server_id: self.settings.trust_domain.server_id(),
             chain: identity.chain.clone(),
             key: identity.key.clone(),
         };
@@ -359,8 +355,10 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
     };
     // The CSR carries no SPIFFE ID: the server assigns it from the token.
     let kc = new_key_and_csr(None).map_err(|e| AgentError::Attestation(e.to_string()))?;
-    let mut client =
-        server_conn::channel(&settings.server_address, Trust::Attest { anchors, server_id: server_id(settings)? })?;
+    let mut client = server_conn::channel(
+        &settings.server_address,
+        Trust::Attest { anchors, server_id: settings.trust_domain.server_id() },
+    )?;
     let reply = client
         .attest_node(pb::AttestNodeRequest { join_token: token, csr: kc.csr_der })
         .await
@@ -402,7 +400,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         &settings.server_address,
         Trust::Mtls {
             anchors: anchors.clone(),
-            server_id: server_id(&settings)?,
+            server_id: settings.trust_domain.server_id(),
             chain: identity.chain.clone(),
             key: identity.key.clone(),
         },

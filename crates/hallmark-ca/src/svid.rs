@@ -6,6 +6,7 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::CaError;
+use crate::x509::SvidProfile;
 
 /// What Hallmark needs to know about an X.509-SVID leaf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub struct LeafInfo {
     pub not_before: i64,
     /// Unix seconds.
     pub not_after: i64,
+    /// Which kind of certificate its extended key usages make it, if any
+    /// Hallmark issues.
+    pub profile: Option<SvidProfile>,
 }
 
 /// Parses a DER certificate and checks every X509-SVID leaf rule: exactly one
@@ -34,8 +38,17 @@ pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
         return Err(CaError::Cert(format!("leaf SPIFFE ID `{spiffe_id}` has no path")));
     }
     let mut saw_ku = false;
+    let mut eku = None;
     for ext in cert.extensions() {
         match ext.parsed_extension() {
+            ParsedExtension::ExtendedKeyUsage(e) => {
+                eku = match (e.server_auth, e.client_auth, e.any || !e.other.is_empty()) {
+                    (true, true, false) => Some(SvidProfile::Workload),
+                    (false, true, false) => Some(SvidProfile::Agent),
+                    (true, false, false) => Some(SvidProfile::Server),
+                    _ => None,
+                };
+            }
             ParsedExtension::BasicConstraints(bc) if bc.ca => {
                 return Err(CaError::Cert("leaf certificate has cA=true".into()));
             }
@@ -61,6 +74,7 @@ pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
         serial: hex::encode(cert.raw_serial()),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
+        profile: eku,
     })
 }
 

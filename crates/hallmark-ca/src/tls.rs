@@ -15,6 +15,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, Error as TlsError, Signat
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::svid;
+use crate::x509::SvidProfile;
 
 /// The handshake-signature methods every verifier shares: they delegate to
 /// the provider's algorithms, held in the named field.
@@ -100,9 +101,9 @@ pub fn peer_id(leaf: &[u8]) -> Option<SpiffeId> {
     svid::spiffe_id_of(&cert).ok()
 }
 
-/// Client-side verifier: the server must present an SVID chaining to the
-/// current bundle and carrying exactly the expected SPIFFE ID. Host names are
-/// not consulted.
+/// Client-side verifier: the server must present a server certificate
+/// ([`SvidProfile::Server`]) chaining to the current bundle and carrying
+/// exactly the expected SPIFFE ID. Host names are not consulted.
 pub struct ServerIdVerifier {
     anchors: SharedAnchors,
     expected: SpiffeId,
@@ -143,6 +144,15 @@ impl ServerCertVerifier for ServerIdVerifier {
         )?;
         if id != self.expected {
             return Err(TlsError::General(format!("server presented `{id}`, expected `{}`", self.expected)));
+        }
+        // The server's own certificate profile (serverAuth only): a workload
+        // SVID, which has clientAuth too, never passes as the server, even one
+        // carrying the server's ID.
+        let profile = svid::parse_leaf(end_entity.as_ref()).map_err(|e| TlsError::General(e.to_string()))?.profile;
+        if profile != Some(SvidProfile::Server) {
+            return Err(TlsError::General(format!(
+                "server presented `{id}` in a certificate that is not a server certificate (its extended key usages are not serverAuth alone)"
+            )));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -251,7 +261,14 @@ mod tests {
         let id = SpiffeId::new("spiffe://example.org/x").unwrap();
         let kc = new_key_and_csr(Some(&id)).unwrap();
         let s = ca
-            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now })
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 60,
+                now,
+                profile: crate::x509::SvidProfile::Workload,
+            })
             .unwrap();
         let chain: Vec<CertificateDer<'_>> = s.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let algs = provider().signature_verification_algorithms;
@@ -259,5 +276,27 @@ mod tests {
         assert_eq!(verify_chain(&chain, ca.anchors(), t, webpki::KeyUsage::client_auth(), &algs).unwrap(), id);
         assert!(verify_chain(&chain, other.anchors(), t, webpki::KeyUsage::client_auth(), &algs).is_err());
         assert!(verify_chain(&chain, &[], t, webpki::KeyUsage::client_auth(), &algs).is_err());
+    }
+
+    /// The server verifier takes only a server certificate with the server's
+    /// ID: a workload SVID or an agent SVID carrying that ID is refused.
+    #[test]
+    fn server_verifier_wants_the_server_profile() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let now = hallmark_core::now_unix();
+        let ca = X509Authority::generate_self_signed(&td, 3600, now).unwrap();
+        let id = td.server_id();
+        let verifier = ServerIdVerifier::new(Arc::new(RwLock::new(ca.anchors().to_vec())), id.clone());
+        let name = ServerName::try_from("hallmark-server").unwrap();
+        for (profile, ok) in [(SvidProfile::Server, true), (SvidProfile::Workload, false), (SvidProfile::Agent, false)]
+        {
+            let kc = new_key_and_csr(Some(&id)).unwrap();
+            let t = SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now, profile };
+            let s = ca.sign_svid(&t).unwrap();
+            assert_eq!(svid::parse_leaf(&s.chain[0]).unwrap().profile, Some(profile));
+            let leaf = CertificateDer::from(s.chain[0].as_slice());
+            let got = verifier.verify_server_cert(&leaf, &[], &name, &[], UnixTime::now());
+            assert_eq!(got.is_ok(), ok, "{profile:?}: {got:?}");
+        }
     }
 }

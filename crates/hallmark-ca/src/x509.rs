@@ -44,6 +44,22 @@ pub struct RevokedSerial {
     pub revoked_at: i64,
 }
 
+/// Which kind of certificate to issue. The extended key usages tell them
+/// apart, so that none can stand in for another: an agent's SVID cannot serve
+/// as a server's, a server's cannot authenticate an agent, and a workload's
+/// (which has both usages) is neither (the agent verifies the server's usages,
+/// the server checks an agent's serial against its node record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvidProfile {
+    /// A workload's X509-SVID: serverAuth and clientAuth, as the X509-SVID
+    /// standard recommends.
+    Workload,
+    /// An agent's own SVID: clientAuth only.
+    Agent,
+    /// A server's own certificate: serverAuth only.
+    Server,
+}
+
 /// What to issue: the identity and lifetime are decided by the caller, never by the CSR.
 #[derive(Debug, Clone)]
 pub struct SvidTemplate<'a> {
@@ -57,6 +73,8 @@ pub struct SvidTemplate<'a> {
     pub ttl_secs: u64,
     /// Unix seconds.
     pub now: i64,
+    /// Which kind of certificate.
+    pub profile: SvidProfile,
 }
 
 /// A loaded X.509 CA able to sign SVIDs.
@@ -283,7 +301,11 @@ impl X509Authority {
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages =
             vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyAgreement];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = match t.profile {
+            SvidProfile::Workload => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+            SvidProfile::Agent => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            SvidProfile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        };
         p.not_before = datetime(not_before)?;
         p.not_after = datetime(not_after)?;
         let serial = random_serial()?;
@@ -315,7 +337,14 @@ mod tests {
         let kc = new_key_and_csr(Some(&id)).unwrap();
         let dns = vec!["web.internal".to_owned()];
         let s = ca
-            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &dns, ttl_secs: 3600, now })
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &dns,
+                ttl_secs: 3600,
+                now,
+                profile: SvidProfile::Workload,
+            })
             .unwrap();
         assert_eq!(s.chain.len(), 1);
         let info = svid::parse_leaf(&s.chain[0]).unwrap();
@@ -333,7 +362,14 @@ mod tests {
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let kc = new_key_and_csr(Some(&id)).unwrap();
         let s = ca
-            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now })
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 60,
+                now,
+                profile: SvidProfile::Workload,
+            })
             .unwrap();
         let der =
             ca.sign_crl(&[RevokedSerial { serial: s.serial.clone(), revoked_at: now }], 7, now, now + 3600).unwrap();
@@ -357,7 +393,14 @@ mod tests {
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let kc = new_key_and_csr(Some(&id)).unwrap();
         let s = ca
-            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 7200, now })
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 7200,
+                now,
+                profile: SvidProfile::Workload,
+            })
             .unwrap();
         assert_eq!(s.not_after, ca.not_after());
     }
@@ -369,14 +412,35 @@ mod tests {
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let other = SpiffeId::new("spiffe://example.org/db").unwrap();
         let kc = new_key_and_csr(Some(&other)).unwrap();
-        let t = SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now };
+        let t = SvidTemplate {
+            csr_der: &kc.csr_der,
+            spiffe_id: &id,
+            dns_names: &[],
+            ttl_secs: 60,
+            now,
+            profile: SvidProfile::Workload,
+        };
         assert!(matches!(ca.sign_svid(&t), Err(CaError::CsrIdentity { .. })));
         let mut bad = new_key_and_csr(Some(&id)).unwrap().csr_der;
         let n = bad.len();
         bad[n - 5] ^= 0x55;
-        let t = SvidTemplate { csr_der: &bad, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now };
+        let t = SvidTemplate {
+            csr_der: &bad,
+            spiffe_id: &id,
+            dns_names: &[],
+            ttl_secs: 60,
+            now,
+            profile: SvidProfile::Workload,
+        };
         assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
-        let t = SvidTemplate { csr_der: b"garbage", spiffe_id: &id, dns_names: &[], ttl_secs: 60, now };
+        let t = SvidTemplate {
+            csr_der: b"garbage",
+            spiffe_id: &id,
+            dns_names: &[],
+            ttl_secs: 60,
+            now,
+            profile: SvidProfile::Workload,
+        };
         assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
     }
 
@@ -396,7 +460,14 @@ mod tests {
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let kc = new_key_and_csr(Some(&id)).unwrap();
         let s = inter
-            .sign_svid(&SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now })
+            .sign_svid(&SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 60,
+                now,
+                profile: SvidProfile::Workload,
+            })
             .unwrap();
         assert_eq!(s.chain.len(), 2);
         assert_eq!(s.chain[1], inter.cert_der());

@@ -102,6 +102,12 @@ pub enum EntryError {
     /// No parent was given and no default applies.
     #[error("an entry needs a parent (`--parent`): the SPIFFE ID of the agent that serves it")]
     NoParent,
+    /// The SPIFFE ID is one Hallmark keeps for its own servers and agents.
+    #[error("SPIFFE ID `{0}` is reserved: paths under `/hallmark/` name Hallmark's own servers and agents")]
+    Reserved(String),
+    /// The parent is not an agent's SPIFFE ID.
+    #[error("parent `{0}` is not an agent: a parent is an agent's SPIFFE ID (`spiffe://TD/hallmark/agent/...`)")]
+    ParentNotAgent(String),
 }
 
 /// A validated registration entry as stored.
@@ -258,11 +264,19 @@ impl EntrySpec {
         default_jwt_ttl: Ttl,
     ) -> Result<ValidEntrySpec, EntryError> {
         let spiffe_id = SpiffeId::workload_in(&self.spiffe_id, td)?;
+        // Whatever the caller's role: an entry holding the server's or an
+        // agent's ID would let a workload act as that server or agent.
+        if spiffe_id.is_reserved() {
+            return Err(EntryError::Reserved(spiffe_id.to_string()));
+        }
         let parent_id = match (&self.parent_id, default_parent) {
             (Some(p), _) => SpiffeId::workload_in(p, td)?,
             (None, Some(d)) => d.clone(),
             (None, None) => return Err(EntryError::NoParent),
         };
+        if !parent_id.is_agent() {
+            return Err(EntryError::ParentNotAgent(parent_id.to_string()));
+        }
         if self.selectors.is_empty() {
             return Err(EntryError::NoSelectors);
         }
@@ -396,6 +410,11 @@ mod tests {
             (|s| s.hint = Some("x".repeat(2000)), "hint"),
             (|s| s.parent_id = None, "parent"),
             (|s| s.recovery = Some(true), "machine"),
+            (|s| s.spiffe_id = "spiffe://example.org/hallmark/server".into(), "reserved"),
+            (|s| s.spiffe_id = "spiffe://example.org/hallmark/agent/local".into(), "reserved"),
+            (|s| s.spiffe_id = "spiffe://example.org/HALLMARK/x".into(), "reserved"),
+            (|s| s.parent_id = Some("spiffe://example.org/web".into()), "not an agent"),
+            (|s| s.parent_id = Some("spiffe://example.org/hallmark/server".into()), "not an agent"),
         ];
         for (mutate, needle) in cases {
             let mut s = spec();

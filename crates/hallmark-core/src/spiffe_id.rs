@@ -75,7 +75,26 @@ impl TrustDomain {
     pub fn workload_id(&self, segments: &[&str]) -> Result<SpiffeId, SpiffeIdError> {
         SpiffeId::new(&format!("spiffe://{}/{}", self.0, segments.join("/")))
     }
+
+    /// The SPIFFE ID every Hallmark server presents to agents:
+    /// `spiffe://<td>/hallmark/server`.
+    pub fn server_id(&self) -> SpiffeId {
+        let uri = format!("spiffe://{}/{RESERVED_SEGMENT}/server", self.0);
+        SpiffeId { uri, td_len: self.0.len() }
+    }
+
+    /// An agent's SPIFFE ID, `spiffe://<td>/hallmark/agent/<segments…>`:
+    /// `["local"]` for `hallmark up`'s embedded agent, `["join_token", ID]`
+    /// for an agent attested by a join token.
+    pub fn agent_id(&self, segments: &[&str]) -> Result<SpiffeId, SpiffeIdError> {
+        SpiffeId::new(&format!("spiffe://{}/{RESERVED_SEGMENT}/agent/{}", self.0, segments.join("/")))
+    }
 }
+
+/// The first path segment of the identities Hallmark uses for itself (its
+/// servers and agents). No registration entry may hold an ID under it, in
+/// any letter case.
+pub const RESERVED_SEGMENT: &str = "hallmark";
 
 impl fmt::Display for TrustDomain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -160,6 +179,19 @@ impl SpiffeId {
     pub fn path(&self) -> &str {
         &self.uri["spiffe://".len() + self.td_len..]
     }
+
+    /// True for the IDs Hallmark keeps for itself: those whose first path
+    /// segment is `hallmark`, in any letter case (so that no entry can hold
+    /// an ID a person would read as the server's or an agent's).
+    pub fn is_reserved(&self) -> bool {
+        let first = self.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+        first.eq_ignore_ascii_case(RESERVED_SEGMENT)
+    }
+
+    /// True for an agent's ID: `/hallmark/agent/` followed by at least one segment.
+    pub fn is_agent(&self) -> bool {
+        self.path().strip_prefix("/hallmark/agent/").is_some_and(|rest| !rest.is_empty())
+    }
 }
 
 fn check_trust_domain(td: &str, whole: &str) -> Result<(), SpiffeIdError> {
@@ -242,5 +274,27 @@ mod tests {
         assert!(SpiffeId::workload_in("spiffe://other.org/x", &td).is_err());
         assert!(SpiffeId::workload_in("spiffe://example.org/x", &td).is_ok());
         assert_eq!(td.workload_id(&["hallmark", "agent"]).unwrap().as_str(), "spiffe://example.org/hallmark/agent");
+    }
+
+    #[test]
+    fn reserved_and_agent_ids() {
+        let td = TrustDomain::new("example.org").unwrap();
+        assert_eq!(td.server_id().as_str(), "spiffe://example.org/hallmark/server");
+        assert_eq!(SpiffeId::new(td.server_id().as_str()).unwrap(), td.server_id());
+        let local = td.agent_id(&["local"]).unwrap();
+        assert_eq!(local.as_str(), "spiffe://example.org/hallmark/agent/local");
+        assert!(local.is_agent() && local.is_reserved());
+        for id in ["/hallmark", "/hallmark/server", "/HallMark/x", "/HALLMARK/agent/local", "/hallmark/agent"] {
+            let id = SpiffeId::new(&format!("spiffe://example.org{id}")).unwrap();
+            assert!(id.is_reserved(), "{id}");
+        }
+        for id in ["/hallmarks", "/web/hallmark", "/hallmark-agent", "/x"] {
+            let id = SpiffeId::new(&format!("spiffe://example.org{id}")).unwrap();
+            assert!(!id.is_reserved(), "{id}");
+            assert!(!id.is_agent(), "{id}");
+        }
+        assert!(!SpiffeId::new("spiffe://example.org/hallmark/agent").unwrap().is_agent());
+        assert!(!td.server_id().is_agent());
+        assert!(!td.id().is_reserved());
     }
 }

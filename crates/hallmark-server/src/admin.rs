@@ -998,8 +998,12 @@ impl ServerState {
         let token = hex::encode(b);
         let expires_at = now_unix() + i64::try_from(ttl.secs()).unwrap_or(i64::MAX / 2);
         self.store.create_join_token(&hash_secret(&token), expires_at).await?;
-        let agent_id =
-            format!("spiffe://{}/hallmark/agent/join_token/{}", self.settings.trust_domain, join_token_id(&token));
+        let agent_id = self
+            .settings
+            .trust_domain
+            .agent_id(&["join_token", &join_token_id(&token)])
+            .map_err(|e| StoreError::Schema(e.to_string()))?
+            .to_string();
         Ok((token, agent_id, expires_at))
     }
 }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use hallmark_ca::SignedSvid;
-use hallmark_ca::x509::SvidTemplate;
+use hallmark_ca::x509::{SvidProfile, SvidTemplate};
 use hallmark_core::{Entry, SelectorSet, SpiffeId, now_unix};
 use hallmark_policy::{Action, ActiveException, ClassRules, Evidence, IssuancePath, effective_ttl};
 use hallmark_store::{Denial, JoinTokenError, hash_secret};
@@ -71,6 +71,9 @@ pub struct Caller {
     pub agent: SpiffeId,
     /// How its node attested.
     pub attestation: String,
+    /// The serial of the agent SVID it presented (one the server issued to
+    /// this node: see [`crate::node_api`]).
+    pub serial: String,
 }
 
 /// An issued X.509-SVID and when the agent should renew it.
@@ -102,6 +105,24 @@ pub struct IssuedJwt {
 /// The stable, non-secret id of a join token, used in the agent's SPIFFE ID.
 pub fn join_token_id(token: &str) -> String {
     hash_secret(token)[..16].to_owned()
+}
+
+/// What the node record keeps of an agent SVID just signed.
+fn node_svid<'a>(
+    agent: &'a SpiffeId,
+    attestation_type: &'a str,
+    signed: &'a SignedSvid,
+    previous_serial: Option<&'a str>,
+    authority_id: &'a str,
+) -> hallmark_store::NodeSvid<'a> {
+    hallmark_store::NodeSvid {
+        agent_id: agent.as_str(),
+        attestation_type,
+        serial: &signed.serial,
+        previous_serial,
+        authority_id,
+        not_after: signed.not_after,
+    }
 }
 
 /// Parses the evidence selectors an agent reports.
@@ -296,8 +317,14 @@ impl ServerState {
         let ttl_secs = effective_ttl(ttl_secs, rules, IssuancePath::X509, &exceptions, cap);
         // 4. Sign: the CSR signature is verified and may ask for no other identity.
         let ca = self.authorities.x509()?;
-        let template =
-            SvidTemplate { csr_der: csr, spiffe_id: &entry.spiffe_id, dns_names: &entry.dns_names, ttl_secs, now };
+        let template = SvidTemplate {
+            csr_der: csr,
+            spiffe_id: &entry.spiffe_id,
+            dns_names: &entry.dns_names,
+            ttl_secs,
+            now,
+            profile: SvidProfile::Workload,
+        };
         let svid = ca.sign_svid(&template).map_err(|e| IssueError::BadRequest(e.to_string()))?;
         // 5. Record, durably, before the SVID leaves the server.
         let details = serde_json::json!({
@@ -411,14 +438,14 @@ impl ServerState {
         let agent_id = self
             .settings
             .trust_domain
-            .workload_id(&["hallmark", "agent", "join_token", &join_token_id(token)])
+            .agent_id(&["join_token", &join_token_id(token)])
             .map_err(|e| ServerError::Internal(e.to_string()))?;
         let (signed, authority) = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
             return Err(IssueError::Revoked(agent_id.to_string()));
         }
-        self.store.upsert_node(agent_id.as_str(), "join_token", &signed.serial, &authority, signed.not_after).await?;
+        self.store.upsert_node(&node_svid(&agent_id, "join_token", &signed, None, &authority)).await?;
         let details =
             serde_json::json!({ "attestation": "join_token", "serial": signed.serial, "not_after": signed.not_after });
         self.audit.record(self.audit_event(agent_id.as_str(), "attest_node", agent_id.as_str(), "ok", details)).await?;
@@ -433,16 +460,17 @@ impl ServerState {
             return Err(IssueError::Revoked(agent_id.to_string()));
         }
         let (signed, authority) = self.sign_agent(agent_id, csr)?;
-        self.store.upsert_node(agent_id.as_str(), "local", &signed.serial, &authority, signed.not_after).await?;
+        self.store.upsert_node(&node_svid(agent_id, "local", &signed, None, &authority)).await?;
         Ok((signed, authority))
     }
 
-    /// Renews an authenticated agent's SVID.
+    /// Renews an authenticated agent's SVID. The SVID it renewed with stays
+    /// accepted beside the new one, so its open calls finish and a lost
+    /// answer does not lock it out.
     pub async fn renew_agent(&self, caller: &Caller, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
         let (signed, authority) = self.sign_agent(&caller.agent, csr)?;
-        self.store
-            .upsert_node(caller.agent.as_str(), &caller.attestation, &signed.serial, &authority, signed.not_after)
-            .await?;
+        let record = node_svid(&caller.agent, &caller.attestation, &signed, Some(&caller.serial), &authority);
+        self.store.upsert_node(&record).await?;
         Ok((signed, authority))
     }
 
@@ -455,6 +483,7 @@ impl ServerState {
             dns_names: &[],
             ttl_secs: self.settings.agent_svid_ttl.secs(),
             now: now_unix(),
+            profile: SvidProfile::Agent,
         };
         let signed = ca.sign_svid(&t).map_err(|e| IssueError::BadRequest(e.to_string()))?;
         Ok((signed, ca.id()))

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
 use hallmark_ca::tls::{AgentClientVerifier, provider};
-use hallmark_ca::x509::SvidTemplate;
+use hallmark_ca::x509::{SvidProfile, SvidTemplate};
 use hallmark_core::{SpiffeId, now_unix};
 use hallmark_policy::{DEFAULT_POLICY, PolicyEngine};
 use hallmark_proto::node::node_server::NodeServer;
@@ -135,11 +135,6 @@ impl RunningServer {
     }
 }
 
-/// The SPIFFE ID servers present to agents.
-pub fn server_id(settings: &ServerSettings) -> Result<SpiffeId, ServerError> {
-    settings.trust_domain.workload_id(&["hallmark", "server"]).map_err(|e| ServerError::Internal(e.to_string()))
-}
-
 /// Creates the data directory with mode 0700.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
     std::fs::create_dir_all(dir).map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
@@ -230,7 +225,7 @@ impl ServerState {
     /// Issues the server's own TLS certificate from the active CA; returns it
     /// with its expiry and the id of the authority that signed it.
     fn issue_server_cert(&self) -> Result<(CertifiedKey, i64, String), ServerError> {
-        let id = server_id(&self.settings)?;
+        let id = self.settings.trust_domain.server_id();
         let kc = new_key_and_csr(Some(&id)).map_err(|e| ServerError::Ca(e.to_string()))?;
         let ca = self.authorities.x509()?;
         let t = SvidTemplate {
@@ -239,6 +234,7 @@ impl ServerState {
             dns_names: &["hallmark-server".to_owned()],
             ttl_secs: self.settings.agent_svid_ttl.secs(),
             now: now_unix(),
+            profile: SvidProfile::Server,
         };
         let signed = ca.sign_svid(&t).map_err(|e| ServerError::Ca(e.to_string()))?;
         let key = provider()

@@ -34,7 +34,10 @@ impl NodeApi {
         Self { state }
     }
 
-    /// The calling agent's SPIFFE ID, from its verified client certificate. The
+    /// The calling agent, from its verified client certificate. The
+    /// certificate must be the agent SVID this trust domain issued to that
+    /// node (its serial is the node's current or previous one), not merely a
+    /// certificate naming an agent: a workload SVID is never an agent's. The
     /// node must be known and not banned.
     async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let leaf = req
@@ -43,15 +46,24 @@ impl NodeApi {
             .and_then(|p| p.certs.as_ref())
             .and_then(|c| c.first().cloned())
             .ok_or_else(|| Status::unauthenticated("an agent SVID (mTLS client certificate) is required"))?;
-        let id = hallmark_ca::tls::peer_id(leaf.as_ref())
-            .ok_or_else(|| Status::unauthenticated("client certificate carries no SPIFFE ID"))?;
-        let agent_prefix = format!("spiffe://{}/hallmark/agent/", self.state.settings.trust_domain);
-        if !id.as_str().starts_with(&agent_prefix) {
+        let info = hallmark_ca::svid::parse_leaf(leaf.as_ref())
+            .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        let id = info.spiffe_id;
+        if !id.is_agent() || id.trust_domain_name() != self.state.settings.trust_domain.as_str() {
             return Err(Status::permission_denied(format!("`{id}` is not an agent identity")));
         }
         match self.state.store.node(id.as_str()).await.map_err(internal)? {
-            Some(n) if !n.banned => Ok(Caller { agent: id, attestation: n.attestation_type }),
-            Some(_) => Err(Status::permission_denied(format!("node `{id}` is banned"))),
+            Some(n) if n.banned => Err(Status::permission_denied(format!("node `{id}` is banned"))),
+            Some(n) if n.serial == info.serial || n.previous_serial.as_deref() == Some(info.serial.as_str()) => {
+                Ok(Caller { agent: id, attestation: n.attestation_type, serial: info.serial })
+            }
+            Some(_) => {
+                tracing::warn!(agent = %id, serial = %info.serial, "refused a certificate that is not the agent SVID of its node");
+                Err(Status::permission_denied(format!(
+                    "certificate {} is not the agent SVID issued to node `{id}`",
+                    info.serial
+                )))
+            }
             None => Err(Status::permission_denied(format!("node `{id}` is not attested"))),
         }
     }

@@ -54,8 +54,62 @@ async fn attested_agent(s: &hallmark_server::RunningServer) -> (SpiffeId, NodeCl
     assert_eq!(again.code(), Code::PermissionDenied);
     assert!(again.message().contains("already been used"));
     let id = SpiffeId::new(&r.spiffe_id).unwrap();
-    let mtls = Trust::Mtls { anchors: anchors(s), server_id: server_id(), chain: r.cert_chain, key: kc.key_pkcs8 };
-    (id, channel(&addr, mtls).unwrap())
+    let client = mtls_client(s, r.cert_chain, kc.key_pkcs8);
+    (id, client)
+}
+
+/// A client presenting `chain` (leaf first) with `key`.
+fn mtls_client(s: &hallmark_server::RunningServer, chain: Vec<Vec<u8>>, key: Vec<u8>) -> NodeClient<Channel> {
+    let mtls = Trust::Mtls { anchors: anchors(s), server_id: server_id(), chain, key };
+    channel(&s.agent_addr.to_string(), mtls).unwrap()
+}
+
+/// Security issue 12: a certificate that names an agent and chains to the
+/// bundle is not enough. Only the agent SVID the server issued to that node
+/// (its current serial, or the one it renewed with) authenticates it; a
+/// workload SVID or any other certificate for the agent's ID does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_agent_svid_issued_to_a_node_authenticates_it() {
+    use hallmark_ca::x509::{SvidProfile, SvidTemplate};
+    use hallmark_proto::node::RenewAgentRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let (a_id, mut a) = attested_agent(&s).await;
+    assert!(a.sync_entries(SyncEntriesRequest {}).await.is_ok());
+    // Certificates for A's ID signed by the trust domain's own CA, but never
+    // issued to A's node: a workload SVID (what an entry holding the ID
+    // would have been served) and one with the agent profile.
+    let ca = s.state.authorities.x509().unwrap();
+    for profile in [SvidProfile::Workload, SvidProfile::Agent] {
+        let kc = new_key_and_csr(Some(&a_id)).unwrap();
+        let t = SvidTemplate {
+            csr_der: &kc.csr_der,
+            spiffe_id: &a_id,
+            dns_names: &[],
+            ttl_secs: 600,
+            now: hallmark_core::now_unix(),
+            profile,
+        };
+        let forged = ca.sign_svid(&t).unwrap();
+        let mut c = mtls_client(&s, forged.chain, kc.key_pkcs8);
+        let e = c.sync_entries(SyncEntriesRequest {}).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{profile:?}: {e:?}");
+        assert!(e.message().contains("is not the agent SVID issued to node"), "{e:?}");
+        let e = c.renew_agent(RenewAgentRequest { csr: new_key_and_csr(Some(&a_id)).unwrap().csr_der }).await;
+        assert_eq!(e.unwrap_err().code(), Code::PermissionDenied, "{profile:?}: a forged certificate cannot renew");
+    }
+    // Renewal: the SVID renewed with stays accepted beside the new one, and
+    // renewing again with it (the answer was lost) keeps it accepted.
+    let mut renewed = Vec::new();
+    for _ in 0..2 {
+        let kc = new_key_and_csr(Some(&a_id)).unwrap();
+        let r = a.renew_agent(RenewAgentRequest { csr: kc.csr_der }).await.unwrap().into_inner();
+        renewed.push(mtls_client(&s, r.cert_chain, kc.key_pkcs8));
+    }
+    assert!(a.sync_entries(SyncEntriesRequest {}).await.is_ok(), "the SVID renewed with is still accepted");
+    assert!(renewed[1].sync_entries(SyncEntriesRequest {}).await.is_ok(), "the newest SVID is accepted");
+    let e = renewed[0].sync_entries(SyncEntriesRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "an SVID replaced twice over is not: {e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

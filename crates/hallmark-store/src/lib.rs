@@ -19,5 +19,6 @@ pub use authority::{AuthorityRow, AuthorityState};
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{
-    AdminToken, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret, parse_entries_page,
+    AdminToken, Backend, EntryChange, JoinTokenError, Node, NodeSvid, Store, StoreError, hash_secret,
+    parse_entries_page,
 };

@@ -79,6 +79,9 @@ pub struct Node {
     pub attestation_type: String,
     /// Serial of its current agent SVID.
     pub serial: String,
+    /// Serial of the agent SVID it renewed last, accepted until it switches
+    /// (or when the renewal's answer never reached it).
+    pub previous_serial: Option<String>,
     /// Expiry of its current agent SVID.
     pub not_after: i64,
     /// Banned nodes are refused.
@@ -87,6 +90,24 @@ pub struct Node {
     pub ban_reason: Option<String>,
     /// The authority that signed its current agent SVID.
     pub authority_id: String,
+}
+
+/// An agent SVID just issued to a node: what [`Store::upsert_node`] records.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeSvid<'a> {
+    /// The agent's SPIFFE ID.
+    pub agent_id: &'a str,
+    /// How its node attested (`join_token`, `local`).
+    pub attestation_type: &'a str,
+    /// The new agent SVID's serial.
+    pub serial: &'a str,
+    /// On renewal, the serial of the SVID the agent renewed with; it stays
+    /// accepted until the agent presents the new one.
+    pub previous_serial: Option<&'a str>,
+    /// The authority that signed it.
+    pub authority_id: &'a str,
+    /// Its expiry, unix seconds.
+    pub not_after: i64,
 }
 
 /// An admin API credential, as stored (the token itself is never stored).
@@ -294,13 +315,15 @@ pub fn parse_entries_page(page: &str) -> Result<Vec<Entry>, StoreError> {
         .collect()
 }
 
-const NODE_COLUMNS: &str = "agent_id, attestation_type, serial, authority_id, not_after, banned, ban_reason";
+const NODE_COLUMNS: &str =
+    "agent_id, attestation_type, serial, previous_serial, authority_id, not_after, banned, ban_reason";
 
 fn node_from_row(r: &AnyRow) -> Result<Node, StoreError> {
     Ok(Node {
         agent_id: r.try_get("agent_id")?,
         attestation_type: r.try_get("attestation_type")?,
         serial: r.try_get("serial")?,
+        previous_serial: r.try_get("previous_serial")?,
         not_after: r.try_get("not_after")?,
         banned: r.try_get::<i64, _>("banned")? != 0,
         ban_reason: r.try_get("ban_reason")?,
@@ -748,28 +771,22 @@ impl Store {
         }))
     }
 
-    /// Records a node's current agent SVID (signed by `authority_id`),
-    /// creating the node on first attestation. A banned node stays banned.
-    pub async fn upsert_node(
-        &self,
-        agent_id: &str,
-        attestation_type: &str,
-        serial: &str,
-        authority_id: &str,
-        not_after: i64,
-    ) -> Result<(), StoreError> {
+    /// Records a node's current agent SVID, creating the node on first
+    /// attestation. A banned node stays banned.
+    pub async fn upsert_node(&self, n: &NodeSvid<'_>) -> Result<(), StoreError> {
         let now = now_unix();
         sqlx::query(
-            "INSERT INTO nodes (agent_id, attestation_type, serial, authority_id, not_after, banned, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $6) \
-             ON CONFLICT (agent_id) DO UPDATE SET serial = excluded.serial, authority_id = excluded.authority_id, \
-             not_after = excluded.not_after, updated_at = excluded.updated_at",
+            "INSERT INTO nodes (agent_id, attestation_type, serial, previous_serial, authority_id, not_after, banned, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7) \
+             ON CONFLICT (agent_id) DO UPDATE SET serial = excluded.serial, previous_serial = excluded.previous_serial, \
+             authority_id = excluded.authority_id, not_after = excluded.not_after, updated_at = excluded.updated_at",
         )
-        .bind(agent_id.to_owned())
-        .bind(attestation_type.to_owned())
-        .bind(serial.to_owned())
-        .bind(authority_id.to_owned())
-        .bind(not_after)
+        .bind(n.agent_id.to_owned())
+        .bind(n.attestation_type.to_owned())
+        .bind(n.serial.to_owned())
+        .bind(n.previous_serial.map(str::to_owned))
+        .bind(n.authority_id.to_owned())
+        .bind(n.not_after)
         .bind(now)
         .execute(&self.pool)
         .await?;

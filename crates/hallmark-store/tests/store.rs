@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use hallmark_core::{EntrySpec, SpiffeId, TrustDomain, Ttl, ValidEntrySpec};
-use hallmark_store::{AuthorityRow, AuthorityState, JoinTokenError, RevokeTarget, Store, StoreError, hash_secret};
+use hallmark_store::{
+    AuthorityRow, AuthorityState, JoinTokenError, NodeSvid, RevokeTarget, Store, StoreError, hash_secret,
+};
 
 /// Opens one store per available backend, each empty.
 async fn stores() -> Vec<(String, Store)> {
@@ -106,13 +108,25 @@ async fn join_tokens_are_single_use() {
     }
 }
 
+fn node_svid<'a>(agent_id: &'a str, serial: &'a str, previous: Option<&'a str>, not_after: i64) -> NodeSvid<'a> {
+    NodeSvid {
+        agent_id,
+        attestation_type: "join_token",
+        serial,
+        previous_serial: previous,
+        authority_id: "ca1",
+        not_after,
+    }
+}
+
 #[tokio::test]
 async fn nodes_tokens_authorities() {
     for (name, s) in stores().await {
-        s.upsert_node("spiffe://example.org/a", "join_token", "01", "ca1", 100).await.unwrap();
-        s.upsert_node("spiffe://example.org/a", "join_token", "02", "ca1", 200).await.unwrap();
+        s.upsert_node(&node_svid("spiffe://example.org/a", "01", None, 100)).await.unwrap();
+        s.upsert_node(&node_svid("spiffe://example.org/a", "02", Some("01"), 200)).await.unwrap();
         let n = s.node("spiffe://example.org/a").await.unwrap().unwrap();
         assert_eq!((n.serial.as_str(), n.not_after, n.banned), ("02", 200, false), "{name}");
+        assert_eq!(n.previous_serial.as_deref(), Some("01"), "{name}");
         s.add_admin_token(&hash_secret("secret"), "bootstrap", "trust-admin").await.unwrap();
         assert_eq!(s.admin_token(&hash_secret("secret")).await.unwrap().unwrap().role, "trust-admin");
         assert!(s.admin_token(&hash_secret("other")).await.unwrap().is_none());
@@ -435,7 +449,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
             v.owner = (*owner).into();
             ids.push(s.create_entry(&v).await.unwrap().id);
         }
-        s.upsert_node(agent, "join_token", "aa01", "ca1", now + 600).await.unwrap();
+        s.upsert_node(&node_svid(agent, "aa01", None, now + 600)).await.unwrap();
         // Two credentials per entry, issued through the node.
         let mut events = Vec::new();
         for (i, id) in ids.iter().enumerate() {

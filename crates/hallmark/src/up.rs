@@ -64,7 +64,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
 
     // The embedded agent has a stable identity, so entries parented to it
     // survive restarts; it is attested in-process (the caller is this process).
-    let agent_id = td.workload_id(&["hallmark", "agent", "local"])?;
+    let agent_id = td.agent_id(&["local"])?;
     if let Ok(mut p) = state.default_parent.write() {
         *p = Some(agent_id.clone());
     }
