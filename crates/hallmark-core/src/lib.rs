@@ -7,6 +7,7 @@
 mod config_error;
 mod duration;
 mod entry;
+mod scope;
 mod selector;
 mod spiffe_id;
 
@@ -15,8 +16,9 @@ pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{
     Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,
 };
+pub use scope::{MAX_SCOPES, NodeScope, OutOfScope, OwnerScopes, PathScope, ScopeError, ScopeLists};
 pub use selector::{Selector, SelectorError, SelectorSet, evidence_digest};
-pub use spiffe_id::{SpiffeId, SpiffeIdError, TrustDomain};
+pub use spiffe_id::{RESERVED_SEGMENT, SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Current time as unix seconds. Hallmark stores and compares every instant this way.
 pub fn now_unix() -> i64 {

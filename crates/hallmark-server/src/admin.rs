@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hallmark_core::{Entry, EntrySpec, Ttl, now_unix};
+use hallmark_core::{Entry, EntrySpec, OwnerScopes, ScopeLists, Ttl, now_unix};
 use hallmark_store::{AdminToken, StoreError, hash_secret};
 use serde::Deserialize;
 use serde_json::json;
@@ -42,7 +42,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => Self(StatusCode::NOT_FOUND, e.to_string()),
-            StoreError::Duplicate(_) | StoreError::Conflict { .. } => Self(StatusCode::CONFLICT, e.to_string()),
+            StoreError::Duplicate(_) | StoreError::Conflict { .. } | StoreError::HeldByOtherOwner { .. } => {
+                Self(StatusCode::CONFLICT, e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "datastore error");
                 Self(StatusCode::INTERNAL_SERVER_ERROR, "internal datastore error".into())
@@ -107,6 +109,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/owners/{name}", get(show_owner))
         .route("/v1/owners/{name}/deactivate", post(deactivate_owner))
         .route("/v1/owners/{name}/transfer", post(transfer_owner))
+        .route("/v1/owners/{name}/scopes", axum::routing::put(set_owner_scopes))
         .route("/v1/policy", get(show_policy).put(set_policy))
         .route("/v1/policy/versions", get(policy_history))
         .route("/v1/policy/versions/{version}", get(policy_version))
@@ -168,7 +171,7 @@ async fn create_entry(
     let JsonObject(spec) = body?;
     who.may_touch(&spec.owner)?;
     let valid = s.validate_spec(&spec)?;
-    active_owner(&s, &valid.owner).await?;
+    owner_admits(&s, &who, &valid).await?;
     let e = s.store.create_entry(&valid).await?;
     s.entries_written().await;
     tracing::info!(admin = %who.0.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
@@ -207,15 +210,20 @@ async fn create_entries(
         return Err(ApiError::bad(format!("a batch holds 1 to {MAX_ENTRY_BATCH} entries")));
     }
     let mut valid = Vec::with_capacity(batch.entries.len());
-    let mut owners = std::collections::HashSet::new();
+    let mut owners = std::collections::HashMap::new();
     for (i, spec) in batch.entries.iter().enumerate() {
+        let numbered = |ApiError(code, msg)| ApiError(code, format!("entry {i}: {msg}"));
         who.may_touch(&spec.owner)?;
-        let v = s.validate_spec(spec).map_err(|ApiError(code, msg)| ApiError(code, format!("entry {i}: {msg}")))?;
-        owners.insert(v.owner.clone());
+        let v = s.validate_spec(spec).map_err(numbered)?;
+        if !owners.contains_key(&v.owner) {
+            owners.insert(v.owner.clone(), owner_scopes(&s, &v.owner).await.map_err(numbered)?);
+        }
+        if let Some(scopes) = owners.get(&v.owner) {
+            scopes
+                .check(&v.owner, &v.spiffe_id, &v.parent_id, who.owner_scope().is_some())
+                .map_err(|e| numbered(forbidden(e)))?;
+        }
         valid.push(v);
-    }
-    for o in &owners {
-        active_owner(&s, o).await?;
     }
     let created = s.store.create_entries(&valid).await?;
     s.entries_written().await;
@@ -395,10 +403,13 @@ async fn verify_audit(State(s): State<Arc<ServerState>>, who: Admin) -> Result<J
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
 }
 
-/// Every entry names an existing, active owner.
-async fn active_owner(s: &ServerState, name: &str) -> Result<(), ApiError> {
+/// Every entry names an existing, active owner: its scopes.
+async fn owner_scopes(s: &ServerState, name: &str) -> Result<OwnerScopes, ApiError> {
     match s.store.owner(name).await? {
-        Some(o) if o.active => Ok(()),
+        Some(o) if o.active => OwnerScopes::parse(&o.paths, &o.nodes, &s.settings.trust_domain).map_err(|e| {
+            tracing::error!(owner = name, error = %e, "stored owner scopes do not parse");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("owner `{name}` has unreadable scopes: {e}"))
+        }),
         Some(_) => {
             Err(ApiError::bad(format!("owner `{name}` is deactivated; transfer its entries to an active owner")))
         }
@@ -408,6 +419,17 @@ async fn active_owner(s: &ServerState, name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The entry's owner exists, is active, and its scopes admit the entry's
+/// SPIFFE ID and parent; an `owner:NAME` caller is confined to them.
+async fn owner_admits(s: &ServerState, who: &Admin, v: &hallmark_core::ValidEntrySpec) -> Result<(), ApiError> {
+    let scopes = owner_scopes(s, &v.owner).await?;
+    scopes.check(&v.owner, &v.spiffe_id, &v.parent_id, who.owner_scope().is_some()).map_err(forbidden)
+}
+
+fn forbidden(e: impl ToString) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, e.to_string())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OwnerRequest {
@@ -415,6 +437,12 @@ struct OwnerRequest {
     contact: String,
     #[serde(default)]
     description: String,
+    /// SPIFFE-ID path scopes (trust-admin only).
+    #[serde(default)]
+    paths: Vec<String>,
+    /// Nodes its entries may use (trust-admin only).
+    #[serde(default)]
+    nodes: Vec<String>,
 }
 
 async fn create_owner(
@@ -436,10 +464,51 @@ async fn create_owner(
     if r.description.len() > 1024 || r.description.chars().any(char::is_control) {
         return Err(ApiError::bad("a description has at most 1024 characters and no control characters"));
     }
-    let o = s.store.create_owner(&r.name, &r.contact, &r.description).await?;
-    audit(&s, &who, "owner_create", &o.name, json!({ "contact": o.contact })).await;
+    let scopes = ScopeLists { paths: r.paths, nodes: r.nodes };
+    if !scopes.paths.is_empty() || !scopes.nodes.is_empty() {
+        who.may(Perm::ScopeOwners)?;
+    }
+    let scopes = checked_scopes(&s, &r.name, &scopes).await?;
+    let o = s.store.create_owner(&r.name, &r.contact, &r.description, &scopes).await?;
+    audit(&s, &who, "owner_create", &o.name, json!({ "contact": o.contact, "paths": o.paths, "nodes": o.nodes })).await;
     tracing::info!(admin = %who.0.name, owner = %o.name, "owner created");
     Ok((StatusCode::CREATED, Json(o)))
+}
+
+/// Validates scopes for owner `name` and refuses path scopes that overlap
+/// another owner's: a path belongs to one owner. Returns them normalised.
+async fn checked_scopes(s: &ServerState, name: &str, lists: &ScopeLists) -> Result<ScopeLists, ApiError> {
+    let td = &s.settings.trust_domain;
+    let mine = OwnerScopes::parse(&lists.paths, &lists.nodes, td).map_err(ApiError::bad)?;
+    for other in s.store.owners().await?.into_iter().filter(|o| o.name != name) {
+        let theirs = OwnerScopes::parse(&other.paths, &[], td).unwrap_or_default();
+        for p in &mine.paths {
+            if let Some(q) = theirs.paths.iter().find(|q| q.overlaps(p)) {
+                return Err(ApiError(
+                    StatusCode::CONFLICT,
+                    format!("path scope `{p}` overlaps `{q}` of owner `{}`: a path belongs to one owner", other.name),
+                ));
+            }
+        }
+    }
+    Ok(ScopeLists::from(&mine))
+}
+
+/// `PUT /v1/owners/{name}/scopes`: replaces an owner's path scopes and
+/// nodes (trust-admin). Entries already registered are not touched.
+async fn set_owner_scopes(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(name): Path<String>,
+    body: Result<JsonObject<ScopeLists>, ApiError>,
+) -> Result<Json<hallmark_store::Owner>, ApiError> {
+    who.may(Perm::ScopeOwners)?;
+    let JsonObject(lists) = body?;
+    let scopes = checked_scopes(&s, &name, &lists).await?;
+    let o = s.store.set_owner_scopes(&name, &scopes).await?;
+    audit(&s, &who, "owner_scopes", &name, json!({ "paths": o.paths, "nodes": o.nodes })).await;
+    tracing::info!(admin = %who.0.name, owner = %name, paths = ?o.paths, nodes = ?o.nodes, "owner scopes set");
+    Ok(Json(o))
 }
 
 async fn list_owners(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
@@ -493,7 +562,12 @@ async fn transfer_owner(
     if s.store.owner(&name).await?.is_none() {
         return Err(ApiError(StatusCode::NOT_FOUND, format!("owner `{name}` not found")));
     }
-    active_owner(&s, &r.to).await?;
+    let target = owner_scopes(&s, &r.to).await?;
+    for e in s.store.entries(None).await?.iter().filter(|e| e.owner == name) {
+        target.check(&r.to, &e.spiffe_id, &e.parent_id, false).map_err(|err| {
+            ApiError(StatusCode::CONFLICT, format!("entry `{}` cannot move to owner `{}`: {err}", e.id, r.to))
+        })?;
+    }
     let moved = s.store.transfer_entries(&name, &r.to).await?;
     audit(&s, &who, "owner_transfer", &name, json!({ "to": r.to, "entries": moved })).await;
     s.entries_written().await;
@@ -557,7 +631,7 @@ async fn update_entry(
         ),
     };
     let valid = s.validate_spec(&spec)?;
-    active_owner(&s, &valid.owner).await?;
+    owner_admits(&s, &who, &valid).await?;
     let e = s.store.update_entry(&id, &valid, expected).await?;
     s.entries_written().await;
     tracing::info!(admin = %who.0.name, entry = %e.id, revision = e.revision, "entry updated");
@@ -640,6 +714,10 @@ pub enum Perm {
     ReadExceptions,
     /// Create, deactivate owners and transfer their entries.
     ManageOwners,
+    /// Set owners' SPIFFE-ID path scopes and nodes.
+    ScopeOwners,
+    /// List attested nodes.
+    ReadNodes,
     /// Export and verify the audit chain.
     ReadAudit,
     /// Revoke credentials, entries, owners' entries and nodes.
@@ -664,6 +742,8 @@ impl Perm {
             Self::DecideException => "approve or revoke exceptions",
             Self::ReadExceptions => "list exceptions",
             Self::ManageOwners => "manage owners",
+            Self::ScopeOwners => "set owners' path scopes and nodes",
+            Self::ReadNodes => "list nodes",
             Self::ReadAudit => "read the audit chain",
             Self::Revoke => "revoke",
             Self::ReadAuthorities => "read the signing authorities",
@@ -689,9 +769,10 @@ pub fn role_allows(role: &str, p: Perm) -> bool {
                     | ManageOwners
                     | Revoke
                     | ReadAuthorities
+                    | ReadNodes
             )
         }
-        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions | ReadAudit | ReadAuthorities),
+        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions | ReadAudit | ReadAuthorities | ReadNodes),
         r if r.starts_with("owner:") => {
             matches!(p, ReadEntries | WriteEntries | ReadPolicy | RequestException | ReadExceptions | Revoke)
         }

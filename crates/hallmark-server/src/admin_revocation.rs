@@ -125,6 +125,6 @@ pub(crate) async fn list(State(s): State<Arc<ServerState>>, who: Admin) -> Resul
 
 /// `GET /v1/nodes`: attested nodes, banned or not.
 pub(crate) async fn nodes(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
-    who.may(Perm::JoinTokens)?;
+    who.may(Perm::ReadNodes)?;
     Ok(Json(json!({ "nodes": s.store.nodes().await? })))
 }

@@ -33,6 +33,10 @@ pub enum IssueError {
     /// The entry has been revoked: it is never issued again.
     #[error("entry `{0}` is revoked")]
     Revoked(String),
+    /// The entry holds one of Hallmark's own identities (stored before they
+    /// were reserved): never issued.
+    #[error("entry `{0}` holds a reserved identity (under `/hallmark/`); delete it")]
+    Reserved(String),
     /// The entry exists but is not served by the calling agent.
     #[error("agent `{agent}` is not entitled to entry `{entry}`")]
     NotEntitled {
@@ -155,6 +159,9 @@ impl ServerState {
         let entry = self.registry.entry(entry_id).ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
         if entry.revoked_at.is_some() {
             return Err(IssueError::Revoked(entry_id.to_owned()));
+        }
+        if entry.spiffe_id.is_reserved() {
+            return Err(IssueError::Reserved(entry_id.to_owned()));
         }
         if entry.parent_id != caller.agent {
             return Err(IssueError::NotEntitled { agent: caller.agent.to_string(), entry: entry_id.to_owned() });

@@ -77,9 +77,10 @@ fn internal(e: impl std::fmt::Display) -> Status {
 fn status(e: IssueError) -> Status {
     match e {
         IssueError::NoEntry(_) => Status::not_found(e.to_string()),
-        IssueError::NotEntitled { .. } | IssueError::Denied { .. } | IssueError::Revoked(_) => {
-            Status::permission_denied(e.to_string())
-        }
+        IssueError::NotEntitled { .. }
+        | IssueError::Denied { .. }
+        | IssueError::Revoked(_)
+        | IssueError::Reserved(_) => Status::permission_denied(e.to_string()),
         IssueError::BadRequest(_) => Status::invalid_argument(e.to_string()),
         IssueError::Attestation(_) => Status::permission_denied(e.to_string()),
         IssueError::Server(s) => internal(s),
@@ -193,6 +194,7 @@ impl Node for NodeApi {
                                 | IssueError::NotEntitled { .. }
                                 | IssueError::NoEntry(_)
                                 | IssueError::Revoked(_)
+                                | IssueError::Reserved(_)
                         ),
                         error: e.to_string(),
                         renew_at: 0,
@@ -252,7 +254,9 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
         }
         let bundle = bundle_rx.borrow_and_update().clone();
         let snap = pb::Snapshot {
-            entries: entries.iter().map(|e| entry_to_proto(e)).collect(),
+            // Entries stored with a reserved ID before the upgrade that
+            // reserved them are never sent: no agent serves them.
+            entries: entries.iter().filter(|e| !e.spiffe_id.is_reserved()).map(|e| entry_to_proto(e)).collect(),
             bundle: Some(bundle_to_proto(&bundle)),
             revoked: revoked.iter().map(revoked_to_proto).collect(),
         };
@@ -268,7 +272,7 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                         }
                         seq = c.seq;
                         let ev = match state.registry.entry(&c.entry_id) {
-                            Some(e) if e.parent_id == agent && e.revoked_at.is_none() => {
+                            Some(e) if e.parent_id == agent && e.revoked_at.is_none() && !e.spiffe_id.is_reserved() => {
                                 sync_event::Event::Upsert(entry_to_proto(&e))
                             }
                             _ => sync_event::Event::Delete(c.entry_id),

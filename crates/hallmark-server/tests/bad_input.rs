@@ -22,7 +22,7 @@ async fn bad_input_gets_4xx(datastore: Option<String>) {
     let addr = server.admin_addr.to_string();
     st.store.add_admin_token(&hash_secret("tok"), "admin", "trust-admin").await.unwrap();
     st.store.add_admin_token(&hash_secret("op"), "op", "operator").await.unwrap();
-    st.store.create_owner("ops", "ops@example.org", "").await.unwrap();
+    st.store.create_owner("ops", "ops@example.org", "", &Default::default()).await.unwrap();
     let parent = "spiffe://example.org/hallmark/agent/join_token/x";
 
     let big = format!("{{\"name\":\"{}\",\"contact\":\"a@b\"}}", "x".repeat(2 << 20));

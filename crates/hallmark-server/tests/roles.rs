@@ -29,8 +29,10 @@ async fn every_role_against_every_endpoint() {
     }
     let parent = "spiffe://example.org/hallmark/agent/join_token/x";
     let mk = |id: &str, owner: &str| json!({"spiffe_id": format!("spiffe://example.org/{id}"), "parent_id": parent, "selectors": ["unix:uid:1"], "owner": owner});
-    st.store.create_owner("team-a", "a@example.org", "").await.unwrap();
-    st.store.create_owner("team-b", "b@example.org", "").await.unwrap();
+    let team_a_scopes =
+        hallmark_core::ScopeLists { paths: vec!["/a".into(), "/new-a".into()], nodes: vec![parent.into()] };
+    st.store.create_owner("team-a", "a@example.org", "", &team_a_scopes).await.unwrap();
+    st.store.create_owner("team-b", "b@example.org", "", &Default::default()).await.unwrap();
     let mut ids = HashMap::new();
     for (name, owner) in [("a", "team-a"), ("b", "team-b")] {
         let spec: EntrySpec = serde_json::from_value(mk(name, owner)).unwrap();
@@ -93,7 +95,8 @@ async fn every_role_against_every_endpoint() {
         ("POST", format!("/v1/exceptions/{}/approve", x.id), None, [true, false, false, false]),
         ("POST", format!("/v1/exceptions/{}/revoke", x.id), None, [true, false, false, false]),
         ("GET", "/v1/revocations".into(), None, [true, true, true, true]),
-        ("GET", "/v1/nodes".into(), None, [true, true, false, false]),
+        ("GET", "/v1/nodes".into(), None, [true, true, true, false]),
+        ("PUT", "/v1/owners/team-b/scopes".into(), Some(json!({"paths": ["/b"]})), [true, false, false, false]),
         ("GET", "/v1/authorities".into(), None, [true, true, true, false]),
         // Unknown kinds and ids: the allowed role gets 400 or 404, the others 403.
         ("POST", "/v1/authorities/prepare".into(), Some(json!({"kind": "none"})), [true, false, false, false]),
@@ -150,4 +153,99 @@ async fn every_role_against_every_endpoint() {
     assert_eq!(call(&addr, "GET", &format!("/v1/crl/{active}"), None, None).await.0, 200);
     assert_eq!(call(&addr, "GET", "/bundle", None, None).await.0, 200);
     assert_eq!(call(&addr, "GET", "/v1/bundle?format=pem", None, None).await.0, 200);
+}
+
+/// Security issue 12: an owner token cannot become an agent or the server,
+/// take another owner's SPIFFE ID, or name a node it may not use; path scopes
+/// are set by a trust-admin only and never overlap.
+#[tokio::test(flavor = "multi_thread")]
+async fn owner_tokens_stay_inside_their_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(dir.path(), None).await;
+    let st = &server.state;
+    let addr = server.admin_addr.to_string();
+    let node = "spiffe://example.org/hallmark/agent/join_token/alpha-node";
+    let other_node = "spiffe://example.org/hallmark/agent/join_token/other";
+    for (t, name, role) in [
+        ("tok-admin", "admin", "trust-admin"),
+        ("tok-op", "op", "operator"),
+        ("tok-alpha", "alpha-bot", "owner:alpha"),
+        ("tok-gamma", "gamma-bot", "owner:gamma"),
+    ] {
+        st.store.add_admin_token(&hash_secret(t), name, role).await.unwrap();
+    }
+    let post = |token: &'static str, path: &'static str, body: Value| {
+        let addr = addr.clone();
+        async move { call(&addr, "POST", path, Some(token), Some(&body)).await }
+    };
+    // Scopes are the trust-admin's to set.
+    let alpha = json!({"name": "alpha", "contact": "a@example.org", "paths": ["/alpha/"], "nodes": [node]});
+    assert_eq!(post("tok-op", "/v1/owners", alpha.clone()).await.0, 403, "an operator cannot set scopes");
+    assert_eq!(post("tok-admin", "/v1/owners", alpha).await.0, 201);
+    let beta = json!({"name": "beta", "contact": "b@example.org", "paths": ["/beta"], "nodes": ["*"]});
+    assert_eq!(post("tok-admin", "/v1/owners", beta).await.0, 201);
+    assert_eq!(post("tok-op", "/v1/owners", json!({"name": "gamma", "contact": "g@example.org"})).await.0, 201);
+    // Overlapping path scopes are refused: a path belongs to one owner.
+    let (status, reply) = call(
+        &addr,
+        "PUT",
+        "/v1/owners/gamma/scopes",
+        Some("tok-admin"),
+        Some(&json!({"paths": ["/alpha/x"], "nodes": ["*"]})),
+    )
+    .await;
+    assert_eq!(status, 409, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("overlaps"), "{reply}");
+    // Bad scopes are refused with the value named.
+    for bad in
+        [json!({"paths": ["/hallmark/"]}), json!({"paths": ["nope"]}), json!({"nodes": ["spiffe://example.org/web"]})]
+    {
+        let (status, reply) = call(&addr, "PUT", "/v1/owners/gamma/scopes", Some("tok-admin"), Some(&bad)).await;
+        assert_eq!(status, 400, "{bad}: {reply}");
+    }
+
+    let entry = |id: &str, owner: &str, parent: &str| json!({"spiffe_id": format!("spiffe://example.org{id}"), "parent_id": parent, "selectors": ["unix:uid:1001"], "owner": owner});
+    // The beta entry an attacker wants to take over.
+    assert_eq!(post("tok-admin", "/v1/entries", entry("/beta/db", "beta", other_node)).await.0, 201);
+
+    // Hallmark's own identities: refused for every role.
+    for token in ["tok-alpha", "tok-admin"] {
+        for id in ["/hallmark/agent/local", "/hallmark/server", "/hallmark/agent/join_token/x", "/Hallmark/server"] {
+            let (status, reply) = post(token, "/v1/entries", entry(id, "alpha", node)).await;
+            assert_eq!(status, 400, "{token} {id}: {reply}");
+            assert!(reply["error"].as_str().unwrap().contains("reserved"), "{reply}");
+        }
+    }
+    // Outside alpha's path scope (another owner's ID), or on a node alpha may not use.
+    let (status, reply) = post("tok-alpha", "/v1/entries", entry("/beta/db", "alpha", node)).await;
+    assert_eq!(status, 403, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("outside owner `alpha`"), "{reply}");
+    let (status, reply) = post("tok-alpha", "/v1/entries", entry("/alpha/api", "alpha", other_node)).await;
+    assert_eq!(status, 403, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("may not use node"), "{reply}");
+    // A parent that is not an agent at all.
+    let (status, _) =
+        post("tok-alpha", "/v1/entries", entry("/alpha/api", "alpha", "spiffe://example.org/alpha/x")).await;
+    assert_eq!(status, 400);
+    // Inside both: allowed.
+    assert_eq!(post("tok-alpha", "/v1/entries", entry("/alpha/api", "alpha", node)).await.0, 201);
+    // An owner with no scopes: its token may register nothing.
+    let (status, reply) = post("tok-gamma", "/v1/entries", entry("/gamma/x", "gamma", node)).await;
+    assert_eq!(status, 403, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("no SPIFFE-ID path scopes"), "{reply}");
+    // One SPIFFE ID, one owner, whoever registers it: even an operator
+    // registering beta's ID for gamma (which has no scopes) is refused.
+    let (status, reply) = post("tok-op", "/v1/entries", entry("/beta/db", "gamma", other_node)).await;
+    assert_eq!(status, 409, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("held by entries of owner `beta`"), "{reply}");
+    // And the batch endpoint keeps every rule.
+    let batch = json!({"entries": [entry("/alpha/b1", "alpha", node), entry("/hallmark/server", "alpha", node)]});
+    assert_eq!(post("tok-alpha", "/v1/entries/batch", batch).await.0, 400);
+    let batch = json!({"entries": [entry("/alpha/b1", "alpha", node), entry("/beta/db", "alpha", node)]});
+    assert_eq!(post("tok-alpha", "/v1/entries/batch", batch).await.0, 403);
+    let batch = json!({"entries": [entry("/x/same", "gamma", node), entry("/x/same", "beta", other_node)]});
+    assert_eq!(post("tok-op", "/v1/entries/batch", batch).await.0, 403, "/x is outside beta's scope");
+    let (_, list) = call(&addr, "GET", "/v1/entries", Some("tok-admin"), None).await;
+    let ids: Vec<&str> = list["entries"].as_array().unwrap().iter().map(|e| e["spiffe_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["spiffe://example.org/alpha/api", "spiffe://example.org/beta/db"], "nothing else was stored");
 }

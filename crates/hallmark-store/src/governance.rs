@@ -36,6 +36,16 @@ pub struct Owner {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// SPIFFE-ID path scopes its entries lie under (empty: none given).
+    pub paths: Vec<String>,
+    /// Nodes its entries may name as parent (empty: none given).
+    pub nodes: Vec<String>,
+}
+
+const OWNER_COLUMNS: &str = "name, contact, description, active, created_at, updated_at, paths, nodes";
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
 }
 
 fn owner_from_row(r: &AnyRow) -> Result<Owner, StoreError> {
@@ -46,6 +56,8 @@ fn owner_from_row(r: &AnyRow) -> Result<Owner, StoreError> {
         active: r.try_get::<i64, _>("active")? != 0,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        paths: lines(&r.try_get::<String, _>("paths")?),
+        nodes: lines(&r.try_get::<String, _>("nodes")?),
     })
 }
 
@@ -165,37 +177,61 @@ fn policy_from_row(r: &AnyRow) -> Result<PolicyVersion, StoreError> {
 }
 
 impl Store {
-    /// Creates an owner; a duplicate name is refused.
-    pub async fn create_owner(&self, name: &str, contact: &str, description: &str) -> Result<Owner, StoreError> {
+    /// Creates an owner with its scopes (already validated); a duplicate name
+    /// is refused.
+    pub async fn create_owner(
+        &self,
+        name: &str,
+        contact: &str,
+        description: &str,
+        scopes: &hallmark_core::ScopeLists,
+    ) -> Result<Owner, StoreError> {
         let now = now_unix();
-        sqlx::query("INSERT INTO owners (name, contact, description, active, created_at, updated_at) VALUES ($1, $2, $3, 1, $4, $4)")
+        sqlx::query(
+            "INSERT INTO owners (name, contact, description, active, created_at, updated_at, paths, nodes) \
+             VALUES ($1, $2, $3, 1, $4, $4, $5, $6)",
+        )
+        .bind(name.to_owned())
+        .bind(contact.to_owned())
+        .bind(description.to_owned())
+        .bind(now)
+        .bind(scopes.paths.join("\n"))
+        .bind(scopes.nodes.join("\n"))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| crate::store::duplicate_or(e, || format!("owner `{name}` already exists")))?;
+        self.owner(name).await?.ok_or_else(|| StoreError::NotFound(format!("owner `{name}`")))
+    }
+
+    /// Replaces an owner's scopes (already validated).
+    pub async fn set_owner_scopes(&self, name: &str, scopes: &hallmark_core::ScopeLists) -> Result<Owner, StoreError> {
+        let done = sqlx::query("UPDATE owners SET paths = $1, nodes = $2, updated_at = $3 WHERE name = $4")
+            .bind(scopes.paths.join("\n"))
+            .bind(scopes.nodes.join("\n"))
+            .bind(now_unix())
             .bind(name.to_owned())
-            .bind(contact.to_owned())
-            .bind(description.to_owned())
-            .bind(now)
             .execute(&self.pool)
-            .await
-            .map_err(|e| crate::store::duplicate_or(e, || format!("owner `{name}` already exists")))?;
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("owner `{name}`")));
+        }
         self.owner(name).await?.ok_or_else(|| StoreError::NotFound(format!("owner `{name}`")))
     }
 
     /// One owner.
     pub async fn owner(&self, name: &str) -> Result<Option<Owner>, StoreError> {
-        let r = sqlx::query(
-            "SELECT name, contact, description, active, created_at, updated_at FROM owners WHERE name = $1",
-        )
-        .bind(name.to_owned())
-        .fetch_optional(&self.pool)
-        .await?;
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {OWNER_COLUMNS} FROM owners WHERE name = $1")))
+            .bind(name.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
         r.as_ref().map(owner_from_row).transpose()
     }
 
     /// Every owner, by name.
     pub async fn owners(&self) -> Result<Vec<Owner>, StoreError> {
-        let rows =
-            sqlx::query("SELECT name, contact, description, active, created_at, updated_at FROM owners ORDER BY name")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {OWNER_COLUMNS} FROM owners ORDER BY name")))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(owner_from_row).collect()
     }
 

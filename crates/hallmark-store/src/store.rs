@@ -37,6 +37,16 @@ pub enum StoreError {
         /// The revision stored.
         actual: u64,
     },
+    /// Entries of another owner hold this SPIFFE ID: one ID belongs to one owner.
+    #[error(
+        "SPIFFE ID `{spiffe_id}` is held by entries of owner `{owner}`: one SPIFFE ID belongs to one owner (transfer those entries, or choose another ID)"
+    )]
+    HeldByOtherOwner {
+        /// The ID.
+        spiffe_id: String,
+        /// The owner whose entries hold it.
+        owner: String,
+    },
     /// A stored row does not decode: the database was edited by hand or is damaged.
     #[error("corrupt row in `{table}`: {detail}")]
     Corrupt {
@@ -483,11 +493,55 @@ impl Store {
         entry_from_row(&row)
     }
 
-    /// Creates an entry. The same SPIFFE ID, parent and selectors twice is refused.
+    /// Refuses SPIFFE IDs that entries of another owner hold (entry
+    /// `except` aside, when updating it). Runs inside the entry transaction,
+    /// which serializes every entry write, so two owners cannot race for one ID.
+    async fn check_id_owners(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        specs: &[ValidEntrySpec],
+        except: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut wanted: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for s in specs {
+            match wanted.insert(s.spiffe_id.as_str(), s.owner.as_str()) {
+                Some(other) if other != s.owner => {
+                    return Err(StoreError::HeldByOtherOwner {
+                        spiffe_id: s.spiffe_id.to_string(),
+                        owner: other.to_owned(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        let ids: Vec<&str> = wanted.keys().copied().collect();
+        for chunk in ids.chunks(500) {
+            let marks = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT spiffe_id, owner FROM entries WHERE spiffe_id IN ({marks}) AND id <> ${}",
+                chunk.len() + 1
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind((*id).to_owned());
+            }
+            for row in q.bind(except.unwrap_or_default().to_owned()).fetch_all(&mut **tx).await? {
+                let (id, owner): (String, String) = (row.try_get("spiffe_id")?, row.try_get("owner")?);
+                if wanted.get(id.as_str()).is_some_and(|want| *want != owner) {
+                    return Err(StoreError::HeldByOtherOwner { spiffe_id: id, owner });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates an entry. The same SPIFFE ID, parent and selectors twice is
+    /// refused, and so is an ID another owner's entries hold.
     pub async fn create_entry(&self, spec: &ValidEntrySpec) -> Result<Entry, StoreError> {
         let now = now_unix();
         let id = new_id();
         let mut tx = self.begin_entry_tx().await?;
+        self.check_id_owners(&mut tx, std::slice::from_ref(spec), None).await?;
         bind_spec(sqlx::query(
             "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, id, revision, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
@@ -512,6 +566,7 @@ impl Store {
         let now = now_unix();
         let entries: Vec<Entry> = specs.iter().map(|s| s.clone().into_entry(new_id(), now)).collect();
         let mut tx = self.begin_entry_tx().await?;
+        self.check_id_owners(&mut tx, specs, None).await?;
         for (chunk, specs) in entries.chunks(ROWS).zip(specs.chunks(ROWS)) {
             let sql = format!(
                 "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, \
@@ -625,6 +680,7 @@ impl Store {
         {
             return Err(StoreError::Conflict { id: id.to_owned(), expected, actual: old.revision });
         }
+        self.check_id_owners(&mut tx, std::slice::from_ref(spec), Some(id)).await?;
         bind_spec(sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
              jwt_ttl = $7, dns_names = $8, hint = $9, recovery = $10, revision = revision + 1, updated_at = $11 WHERE id = $12",

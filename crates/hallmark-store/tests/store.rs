@@ -292,9 +292,15 @@ async fn the_database_refuses_recovery_on_machine_entries() {
 #[tokio::test]
 async fn owners_deactivate_and_transfer() {
     for (name, s) in stores().await {
-        s.create_owner("team-a", "a@example.org", "first").await.unwrap();
-        s.create_owner("team-b", "b@example.org", "").await.unwrap();
-        assert!(matches!(s.create_owner("team-a", "x@example.org", "").await, Err(StoreError::Duplicate(_))), "{name}");
+        s.create_owner("team-a", "a@example.org", "first", &Default::default()).await.unwrap();
+        s.create_owner("team-b", "b@example.org", "", &Default::default()).await.unwrap();
+        assert!(
+            matches!(
+                s.create_owner("team-a", "x@example.org", "", &Default::default()).await,
+                Err(StoreError::Duplicate(_))
+            ),
+            "{name}"
+        );
         let e = s.create_entry(&spec("web", 1000)).await.unwrap();
         let start = s.last_change().await.unwrap();
         let d = s.deactivate_owner("team-a").await.unwrap();
@@ -439,7 +445,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
     for (name, s) in stores().await {
         let now = hallmark_core::now_unix();
         for o in ["team-a", "team-b"] {
-            s.create_owner(o, "x@example.org", "").await.unwrap();
+            s.create_owner(o, "x@example.org", "", &Default::default()).await.unwrap();
         }
         let agent = "spiffe://example.org/hallmark/agent/n1";
         let mut ids = Vec::new();

@@ -295,6 +295,16 @@ pub enum OwnerCmd {
         /// What the team is.
         #[arg(long, default_value = "")]
         description: String,
+        #[command(flatten)]
+        scopes: ScopeArgs,
+    },
+    /// Set an owner's SPIFFE-ID path scopes and nodes, replacing the old ones
+    /// (trust-admin). Entries already registered are not touched.
+    Update {
+        /// Owner name.
+        name: String,
+        #[command(flatten)]
+        scopes: ScopeArgs,
     },
     /// List owners.
     List,
@@ -318,6 +328,19 @@ pub enum OwnerCmd {
     },
 }
 
+/// What an owner may register (set by a trust-admin).
+#[derive(clap::Args)]
+pub struct ScopeArgs {
+    /// A SPIFFE-ID path its entries lie under, e.g. `/billing/` (repeatable).
+    /// An `owner:NAME` token may register only under these; `/` is every path.
+    #[arg(long = "path", value_name = "PATH")]
+    paths: Vec<String>,
+    /// A node its entries may name as parent: an agent's SPIFFE ID, a prefix
+    /// ending in `/*`, or `*` for any (repeatable).
+    #[arg(long = "node", value_name = "AGENT_ID")]
+    nodes: Vec<String>,
+}
+
 fn print_owner(v: &Value) {
     println!("Owner       : {}", v["name"].as_str().unwrap_or(""));
     println!("Contact     : {}", v["contact"].as_str().unwrap_or(""));
@@ -325,6 +348,12 @@ fn print_owner(v: &Value) {
         println!("Description : {d}");
     }
     println!("Active      : {}", v["active"]);
+    for (label, key) in [("Paths       : ", "paths"), ("Nodes       : ", "nodes")] {
+        let list: Vec<&str> = v[key].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        if !list.is_empty() {
+            println!("{label}{}", list.join(", "));
+        }
+    }
     if let Some(n) = v["entries"].as_u64() {
         println!("Entries     : {n}");
     }
@@ -334,9 +363,15 @@ fn print_owner(v: &Value) {
 pub async fn owner(cmd: OwnerCmd, conn: &Conn) -> anyhow::Result<()> {
     let c = client(conn)?;
     match cmd {
-        OwnerCmd::Create { name, contact, description } => {
-            let body = json!({ "name": name, "contact": contact, "description": description });
+        OwnerCmd::Create { name, contact, description, scopes } => {
+            let body = json!({ "name": name, "contact": contact, "description": description,
+                "paths": scopes.paths, "nodes": scopes.nodes });
             let v = c.json(Method::POST, "/v1/owners", Some(&body)).await?;
+            print(conn, &v, print_owner)
+        }
+        OwnerCmd::Update { name, scopes } => {
+            let body = json!({ "paths": scopes.paths, "nodes": scopes.nodes });
+            let v = c.json(Method::PUT, &format!("/v1/owners/{}/scopes", encode(&name)), Some(&body)).await?;
             print(conn, &v, print_owner)
         }
         OwnerCmd::List => {

@@ -109,7 +109,7 @@ async fn measure(a: &Args, work: &std::path::Path) -> anyhow::Result<()> {
     let url = a.datastore.clone().unwrap_or_else(|| format!("sqlite://{}", work.join("server/hallmark.db").display()));
     {
         let store = hallmark_store::Store::open(&url).await?;
-        store.create_owner("scale", "scale@hallmark.invalid", "").await.ok();
+        store.create_owner("scale", "scale@hallmark.invalid", "", &Default::default()).await.ok();
         let td = TrustDomain::new("drill.hallmark.test")?;
         let t = now_ms();
         for chunk in (0..a.entries).collect::<Vec<_>>().chunks(10_000) {
