@@ -13,6 +13,23 @@
 //! between calls); what is cached is only what cannot change for a given
 //! file or id: an executable's digest by (device, inode, size, times), and a
 //! uid's or gid's name for a few seconds.
+//!
+//! A connection belongs to the program that opened it. The executable's
+//! identity (device, inode, size, times) is read when the connection is
+//! accepted, and a request on it is refused once the process runs another
+//! executable: otherwise a process could connect, hand the connection to a
+//! helper (or keep it across `fork`), then exec a binary that an entry
+//! pins by digest, and the helper would be served that entry. What remains
+//! is inherent to Unix-socket peer credentials: a descriptor passed to
+//! another process (SCM_RIGHTS, or inherited across fork) still speaks for
+//! the process that connected, as long as that process runs the same
+//! executable; and an exec in the microseconds between `connect` and the
+//! agent's `accept` is not seen.
+//!
+//! `unix:path` names the executable as the kernel shows it from the agent's
+//! mount namespace. A process in another mount namespace can make any path
+//! name any binary (a bind mount in an unprivileged user namespace), so its
+//! path selector is left out: entries for such workloads pin the digest.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -35,6 +52,9 @@ pub enum AttestError {
     /// The process exited (or its PID was recycled) during attestation.
     #[error("the calling process exited during attestation")]
     Exited,
+    /// The process runs another executable than the one that connected.
+    #[error("the calling process has executed another program since it connected; connect again")]
+    Executed,
     /// /proc could not be read or parsed.
     #[error("cannot read process facts: {0}")]
     Proc(String),
@@ -50,14 +70,19 @@ pub struct Caller {
     /// Without a pidfd: the process's start time when the connection was
     /// accepted (`None` when it could not be read: the caller is refused).
     pub start_time: Option<u64>,
+    /// The executable the process ran when the connection was accepted
+    /// (`None` when it could not be read: the caller is refused).
+    pub exe: Option<ExeIdentity>,
 }
 
 impl Caller {
     /// The caller on a connection just accepted from `pid`: pinned by `pidfd`
-    /// when the kernel gave one, else by the start time /proc shows now.
+    /// when the kernel gave one, else by the start time /proc shows now, and
+    /// bound to the executable it runs now.
     pub fn new(pid: i32, pidfd: Option<OwnedFd>) -> Self {
         let start_time = if pidfd.is_some() { None } else { start_time(pid).ok() };
-        Self { pid, pidfd: pidfd.map(Arc::new), start_time }
+        let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| ExeIdentity::of(&m));
+        Self { pid, pidfd: pidfd.map(Arc::new), start_time, exe }
     }
 }
 
@@ -65,6 +90,11 @@ impl Caller {
 fn start_time(pid: i32) -> Result<u64, AttestError> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| AttestError::Exited)?;
     parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+}
+
+/// The mount namespace of `/proc/<which>` (`mnt:[inode]`), if readable.
+fn mount_ns(which: &str) -> Option<String> {
+    std::fs::read_link(format!("/proc/{which}/ns/mnt")).ok().map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Parsed `/proc/<pid>/status` fields we use.
@@ -119,7 +149,8 @@ pub fn parse_stat_starttime(text: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Identity of an executable file's content, for the digest cache.
+/// Identity of an executable file's content: the digest cache's key. Any
+/// change to the file changes its ctime, which no user can set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FileKey {
     dev: u64,
@@ -129,11 +160,45 @@ struct FileKey {
     ctime: (i64, i64),
 }
 
+impl FileKey {
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Which executable file a process runs: what binds a connection to the
+/// program that opened it. Not the ctime, which changes when the running
+/// file is renamed over or unlinked, though the program has not changed;
+/// the birth time (where the filesystem records it) tells a new file that
+/// reuses a freed inode number apart. A running executable's content cannot
+/// be written (ETXTBSY), so the file is its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExeIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    born: Option<std::time::SystemTime>,
+}
+
+impl ExeIdentity {
+    fn of(m: &std::fs::Metadata) -> Self {
+        Self { dev: m.dev(), ino: m.ino(), size: m.size(), born: m.created().ok() }
+    }
+}
+
 /// Attests callers; caches executable digests by file identity.
 #[derive(Debug, Default, Clone)]
 pub struct UnixAttestor {
     digests: Arc<Mutex<HashMap<FileKey, String>>>,
     names: Arc<Mutex<NameCache>>,
+    /// The agent's own mount namespace (`mnt:[inode]`), when readable.
+    own_mount_ns: Option<String>,
 }
 
 /// (is a group, id) -> (its name, if any; when it was looked up).
@@ -148,7 +213,11 @@ const MAX_CACHED_DIGESTS: usize = 4096;
 impl UnixAttestor {
     /// A new attestor with an empty digest cache.
     pub fn new() -> Self {
-        Self::default()
+        let own_mount_ns = mount_ns("self");
+        if own_mount_ns.is_none() {
+            tracing::warn!("cannot read this process's mount namespace; no workload gets `unix:path` selectors");
+        }
+        Self { own_mount_ns, ..Self::default() }
     }
 
     /// Produces the caller's `unix:*` selectors. Blocking: call from a blocking task.
@@ -174,7 +243,14 @@ impl UnixAttestor {
         let status = parse_status(&status)?;
         let path = std::fs::read_link(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         let exe = File::open(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        let Some(digest) = self.digest(exe, may_hash)? else { return Ok(None) };
+        let meta = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        if caller.exe != Some(ExeIdentity::of(&meta)) {
+            return Err(AttestError::Executed);
+        }
+        // Read while the process is pinned: a path seen from the agent's own
+        // mount namespace, or none.
+        let same_mount_ns = self.own_mount_ns.is_some() && mount_ns(&pid.to_string()) == self.own_mount_ns;
+        let Some(digest) = self.digest(exe, FileKey::of(&meta), may_hash)? else { return Ok(None) };
         let again = self.check_pinned(caller)?;
         if again != pinned {
             return Err(AttestError::Exited);
@@ -197,7 +273,9 @@ impl UnixAttestor {
         if let Some(g) = self.name(true, status.gid) {
             add("group", &g);
         }
-        add("path", &path.to_string_lossy());
+        if same_mount_ns {
+            add("path", &path.to_string_lossy());
+        }
         add("sha256", &digest);
         Ok(Some(set))
     }
@@ -250,15 +328,7 @@ impl UnixAttestor {
     }
 
     /// The executable's SHA-256, from the cache or (when `may_hash`) read in full.
-    fn digest(&self, mut exe: File, may_hash: bool) -> Result<Option<String>, AttestError> {
-        let m = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        let key = FileKey {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        };
+    fn digest(&self, mut exe: File, key: FileKey, may_hash: bool) -> Result<Option<String>, AttestError> {
         if let Some(d) = self.digests.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(Some(d));
         }
@@ -324,9 +394,19 @@ mod tests {
         assert!(a.attest(&Caller::new(0, None)).is_err());
         // Without a pidfd, a process that started after the connection was
         // accepted (a recycled PID) is not the caller; nor is an unknown one.
-        let recycled = Caller { pid: me, pidfd: None, start_time: Some(1) };
+        let exe = Caller::new(me, None).exe;
+        let recycled = Caller { pid: me, pidfd: None, start_time: Some(1), exe };
         assert_eq!(a.attest(&recycled), Err(AttestError::Exited));
-        let unknown = Caller { pid: me, pidfd: None, start_time: None };
+        let unknown = Caller { pid: me, pidfd: None, start_time: None, exe };
         assert_eq!(a.attest(&unknown), Err(AttestError::Exited));
+        // A connection opened by another executable than the one running now.
+        let mut other = Caller::new(me, None);
+        let sh = std::fs::metadata("/bin/sh").unwrap();
+        other.exe = Some(ExeIdentity::of(&sh));
+        assert_eq!(a.attest(&other), Err(AttestError::Executed));
+        other.exe = None;
+        assert_eq!(a.attest(&other), Err(AttestError::Executed));
+        // The test runs in the agent's (its own) mount namespace: it has a path.
+        assert!(set.iter().any(|s| s.key() == "path"));
     }
 }

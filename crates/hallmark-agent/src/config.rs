@@ -33,6 +33,10 @@ pub struct AgentConfig {
     /// `host:port` for `/live`, `/ready` and `/metrics` (HTTP); off when absent.
     #[serde(default)]
     pub health_listen: Option<String>,
+    /// Most Workload API connections one uid may hold open; by default a
+    /// quarter of what the descriptor limit allows.
+    #[serde(default)]
+    pub max_connections_per_uid: Option<usize>,
 }
 
 /// Validated agent settings.
@@ -52,6 +56,8 @@ pub struct AgentSettings {
     pub bootstrap: Bootstrap,
     /// Where to serve `/live`, `/ready` and `/metrics`.
     pub health_listen: Option<String>,
+    /// Most Workload API connections per uid (`None`: from the descriptor limit).
+    pub max_connections_per_uid: Option<usize>,
 }
 
 /// How an agent with no stored bundle trusts the server on first contact.
@@ -117,6 +123,15 @@ impl AgentConfig {
             join_token: self.join_token.clone(),
             bootstrap,
             health_listen: self.health_listen.clone(),
+            max_connections_per_uid: match self.max_connections_per_uid {
+                Some(0) => {
+                    return Err(ConfigError::Value {
+                        key: "max_connections_per_uid",
+                        msg: "must be at least 1".into(),
+                    });
+                }
+                n => n,
+            },
         })
     }
 }

@@ -439,7 +439,12 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
 
     let mut tasks = JoinSet::new();
     let api = workload_api::WorkloadApi::new(inner.clone());
-    let incoming = workload_api::incoming(listener);
+    let open_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    let limits = workload_api::ConnectionLimits::for_open_files(open_files, inner.settings.max_connections_per_uid);
+    tracing::debug!(per_uid = limits.per_uid, total = limits.total, "workload API connection limits");
+    let incoming = workload_api::incoming(listener, limits);
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .add_service(SpiffeWorkloadApiServer::new(api))

@@ -43,6 +43,8 @@ const FIRST_SVID_WAIT: Duration = Duration::from_secs(10);
 pub struct UdsConn {
     stream: UnixStream,
     caller: Option<Caller>,
+    /// Its place under the per-uid limit, given back when it closes.
+    _slot: ConnectionSlot,
 }
 
 impl Connected for UdsConn {
@@ -70,19 +72,117 @@ impl AsyncWrite for UdsConn {
     }
 }
 
+/// How many Workload API connections may be open: per uid, and in all. Each
+/// connection holds two file descriptors (its socket and a pidfd), so
+/// without a cap one local user could take every descriptor the agent may
+/// open, and with them the Workload API of every other user (and, under
+/// `hallmark up`, the admin API too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most open connections from one uid.
+    pub per_uid: usize,
+    /// Most open connections in all.
+    pub total: usize,
+}
+
+/// File descriptors kept out of the Workload API's reach, for everything
+/// else the process does (the datastore, TLS, the admin and health APIs).
+pub const RESERVED_FDS: u64 = 1024;
+
+impl ConnectionLimits {
+    /// Limits that fit `open_files` (the process's descriptor limit):
+    /// everything but [`RESERVED_FDS`], two per connection, in all; a quarter
+    /// of that per uid unless `per_uid` is given.
+    pub fn for_open_files(open_files: u64, per_uid: Option<usize>) -> Self {
+        let total = usize::try_from(open_files.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX).max(16);
+        Self { per_uid: per_uid.unwrap_or((total / 4).max(16)).min(total), total }
+    }
+}
+
+/// Open connections, per uid and in all.
+#[derive(Debug, Default)]
+struct OpenCount {
+    by_uid: HashMap<u32, usize>,
+    total: usize,
+    /// When each uid was last told about in the log, so a flood is logged
+    /// once a minute, not once per connection.
+    warned: HashMap<u32, std::time::Instant>,
+}
+
+/// A connection's place under [`ConnectionLimits`]; freed when dropped.
+pub struct ConnectionSlot {
+    count: Arc<std::sync::Mutex<OpenCount>>,
+    uid: u32,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.count.lock() {
+            c.total = c.total.saturating_sub(1);
+            if let Some(n) = c.by_uid.get_mut(&self.uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    c.by_uid.remove(&self.uid);
+                }
+            }
+        }
+    }
+}
+
+/// Takes a slot for a connection from `uid`, or says which limit is full.
+fn take_slot(
+    count: &Arc<std::sync::Mutex<OpenCount>>,
+    limits: ConnectionLimits,
+    uid: u32,
+) -> Result<ConnectionSlot, &'static str> {
+    let mut c = count.lock().map_err(|_| "lock poisoned")?;
+    let mine = c.by_uid.get(&uid).copied().unwrap_or(0);
+    let full = if mine >= limits.per_uid {
+        Some("per-uid")
+    } else if c.total >= limits.total {
+        Some("total")
+    } else {
+        None
+    };
+    if let Some(which) = full {
+        let now = std::time::Instant::now();
+        if c.warned.get(&uid).is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+            if c.warned.len() > 4096 {
+                c.warned.clear();
+            }
+            c.warned.insert(uid, now);
+            tracing::warn!(
+                uid,
+                open = mine,
+                limit = limits.per_uid,
+                total = c.total,
+                which,
+                "workload API connection limit reached; refusing new connections from this uid"
+            );
+        }
+        return Err(which);
+    }
+    *c.by_uid.entry(uid).or_insert(0) += 1;
+    c.total += 1;
+    Ok(ConnectionSlot { count: count.clone(), uid })
+}
+
 /// Accepts Workload API connections, pinning each peer process with a pidfd
-/// taken from the socket at accept time.
-pub fn incoming(listener: UnixListener) -> ReceiverStream<io::Result<UdsConn>> {
+/// taken from the socket at accept time. A connection over its uid's limit
+/// (or the total) is closed at once, before anything is allocated for it.
+pub fn incoming(listener: UnixListener, limits: ConnectionLimits) -> ReceiverStream<io::Result<UdsConn>> {
     let (tx, rx) = mpsc::channel(128);
+    let count = Arc::new(std::sync::Mutex::new(OpenCount::default()));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let pid = stream.peer_cred().ok().and_then(|c| c.pid());
+                    let Ok(cred) = stream.peer_cred() else { continue };
+                    let Ok(slot) = take_slot(&count, limits, cred.uid()) else { continue };
                     let pidfd: Option<OwnedFd> =
                         nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerPidfd).ok();
-                    let caller = pid.map(|pid| Caller::new(pid, pidfd));
-                    if tx.send(Ok(UdsConn { stream, caller })).await.is_err() {
+                    let caller = cred.pid().map(|pid| Caller::new(pid, pidfd));
+                    if tx.send(Ok(UdsConn { stream, caller, _slot: slot })).await.is_err() {
                         return;
                     }
                 }
@@ -402,5 +502,35 @@ impl SpiffeWorkloadApi for WorkloadApi {
         _req: Request<WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
         Err(Status::unimplemented("WIT-SVIDs are not supported"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_the_descriptor_limit() {
+        let l = ConnectionLimits::for_open_files(20_000, None);
+        assert_eq!(l.total, (20_000 - 1024) / 2);
+        assert_eq!(l.per_uid, l.total / 4);
+        assert_eq!(ConnectionLimits::for_open_files(20_000, Some(10)).per_uid, 10);
+        assert_eq!(ConnectionLimits::for_open_files(20_000, Some(1_000_000)).per_uid, l.total);
+        // A tiny limit still admits some connections.
+        assert_eq!(ConnectionLimits::for_open_files(100, None), ConnectionLimits { per_uid: 16, total: 16 });
+    }
+
+    #[test]
+    fn slots_are_counted_per_uid_and_given_back() {
+        let count = Arc::new(std::sync::Mutex::new(OpenCount::default()));
+        let limits = ConnectionLimits { per_uid: 2, total: 3 };
+        let a1 = take_slot(&count, limits, 1000).unwrap();
+        let _a2 = take_slot(&count, limits, 1000).unwrap();
+        assert_eq!(take_slot(&count, limits, 1000).err(), Some("per-uid"));
+        let _b1 = take_slot(&count, limits, 1001).unwrap();
+        assert_eq!(take_slot(&count, limits, 1002).err(), Some("total"));
+        drop(a1);
+        assert!(take_slot(&count, limits, 1000).is_ok(), "a closed connection frees its slot");
+        assert_eq!(count.lock().unwrap().by_uid.get(&1000), Some(&1), "the slot taken above was dropped at once");
     }
 }

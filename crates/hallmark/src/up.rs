@@ -99,6 +99,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         join_token: None,
         bootstrap: Bootstrap::None,
         health_listen: Some(a.agent_health_listen.clone()),
+        max_connections_per_uid: None,
     })
     .await?;
     let health = agent.inner.health_addr.read().ok().and_then(|a| *a).map(|a| a.to_string()).unwrap_or_default();

@@ -14,11 +14,20 @@
 //!   identity signed by a foreign CA, or its own revoked SVID gets nothing,
 //!   while the real agent keeps working.
 //!
-//! The client processes are this test binary re-executed to run
-//! [`helper_hold_connection`]: it connects, says which descriptor holds the
-//! connection, then exits or execs on request. The test takes a duplicate of
-//! that descriptor with `pidfd_getfd`, so it can keep asking on the
-//! connection after the process that opened it has gone or changed.
+//! - a connection is refused once the process that opened it executes
+//!   another program (connect, hand the connection on, exec a pinned binary);
+//! - a process in another mount namespace gets no `unix:path` selector (a
+//!   bind mount there can make any path name any binary);
+//! - one uid opening connections by the thousand does not keep another uid
+//!   from its SVID.
+//!
+//! The client processes are this test binary (or a copy of it elsewhere)
+//! re-executed to run [`helper_hold_connection`]: it connects, says which
+//! descriptor holds the connection, then exits or execs on request. The test
+//! takes a duplicate of that descriptor with `pidfd_getfd`, so it can keep
+//! asking on the connection after the process that opened it has gone or
+//! changed. A copy of the test binary at another path is a workload of its
+//! own: same digest, another path; with bytes appended, another digest.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
@@ -65,6 +74,23 @@ fn helper_hold_connection() {
     std::process::exit(0);
 }
 
+/// Tells a re-executed test binary to stay alive for a minute, doing
+/// nothing (see [`helper_sleep`]).
+const SLEEP_ENV: &str = "HALLMARK_ATTACKS_SLEEP";
+
+/// Not a test: a process that only lives, for PID-reuse victims. Does
+/// nothing unless `HALLMARK_ATTACKS_SLEEP` is set.
+#[test]
+#[ignore = "a victim process of the attacks tests; runs only when re-executed by them"]
+fn helper_sleep() {
+    if std::env::var_os(SLEEP_ENV).is_some() {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// Arguments that make a test binary run only [`helper_hold_connection`].
+const HELPER_ARGS: [&str; 4] = ["attacks::helper_hold_connection", "--exact", "--ignored", "--nocapture"];
+
 /// A running [`helper_hold_connection`] process, killed when dropped.
 struct Helper {
     child: Child,
@@ -76,9 +102,20 @@ struct Helper {
 
 impl Helper {
     fn spawn(socket: &str) -> Helper {
+        Self::spawn_as(&std::env::current_exe().unwrap(), socket)
+    }
+
+    /// The helper run from `program`, a copy of this test binary.
+    fn spawn_as(program: &Path, socket: &str) -> Helper {
+        let mut cmd = Command::new(program);
+        cmd.args(HELPER_ARGS);
+        Self::spawn_with(cmd, socket)
+    }
+
+    /// The helper as `cmd` runs it (which must end up running [`HELPER_ARGS`]).
+    fn spawn_with(mut cmd: Command, socket: &str) -> Helper {
         let path = socket.strip_prefix("unix://").unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["attacks::helper_hold_connection", "--exact", "--ignored", "--nocapture"])
+        let mut child = cmd
             .env(HELPER_ENV, path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -221,16 +258,18 @@ async fn assert_served_nothing(c: &mut WorkloadClient, what: &str) {
     }
 }
 
-/// Starts `program` so that it gets PID `pid`, by setting the last PID the
-/// kernel handed out to `pid - 1` just before each try (other processes fork
-/// concurrently, so it may take a few). `Err` says why it could not.
-fn spawn_with_pid(pid: i32, program: &Path, args: &[&str]) -> Result<Killed, String> {
+/// Starts `program` (a copy of this test binary) as [`helper_sleep`] so that
+/// it gets PID `pid`, by setting the last PID the kernel handed out to
+/// `pid - 1` just before each try (other processes fork concurrently, so it
+/// may take a few). `Err` says why it could not.
+fn spawn_with_pid(pid: i32, program: &Path) -> Result<Killed, String> {
     const TRIES: usize = 200;
     for _ in 0..TRIES {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
             .map_err(|e| format!("cannot write /proc/sys/kernel/ns_last_pid (needs root): {e}"))?;
         let child = Command::new(program)
-            .args(args)
+            .args(["attacks::helper_sleep", "--exact", "--ignored"])
+            .env(SLEEP_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -244,14 +283,28 @@ fn spawn_with_pid(pid: i32, program: &Path, args: &[&str]) -> Result<Killed, Str
     Err(format!("other processes took PID {pid} first {TRIES} times in a row"))
 }
 
+/// A copy of this test binary at `to`: a workload with the test binary's
+/// digest and a path of its own.
+fn copy_of_this_binary(to: &Path) {
+    copy_exe(&std::env::current_exe().unwrap(), to);
+}
+
+/// A copy of this test binary at `to` with bytes appended: it runs the same,
+/// but its digest is its own.
+fn variant_of_this_binary(to: &Path) {
+    copy_of_this_binary(to);
+    let mut f = std::fs::OpenOptions::new().append(true).open(to).unwrap();
+    f.write_all(b"hallmark attacks test: another digest").unwrap();
+}
+
 const VICTIM: &str = "spiffe://example.org/victim";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_whose_process_exited_gets_nothing_even_when_its_pid_is_reused() {
     let up = Up::start();
     let bin_dir = tempfile::tempdir().unwrap();
-    let victim = bin_dir.path().join("victim-sleep");
-    copy_exe(Path::new("/usr/bin/sleep"), &victim);
+    let victim = bin_dir.path().join("victim");
+    variant_of_this_binary(&victim);
     up.create_entry(
         VICTIM,
         &[
@@ -264,12 +317,11 @@ async fn a_connection_whose_process_exited_gets_nothing_even_when_its_pid_is_reu
         ],
     );
 
-    // Control: a live process running the victim's executable, asking on a
-    // connection it opened before exec, is served the victim's entry. So the
-    // entry matches what /proc shows for any process running it.
-    let mut control = Helper::spawn(&up.socket());
+    // Control: a process running the victim's executable, asking on the
+    // connection it opened, is served the victim's entry. So the entry
+    // matches what /proc shows for any process running it.
+    let control = Helper::spawn_as(&victim, &up.socket());
     let mut client = held_client(control.steal_connection()).await;
-    control.exec(&victim, &["60"]);
     assert_eq!(x509_ids(&mut client).await.unwrap(), vec![VICTIM]);
     assert_eq!(jwt_ids(&mut client).await.unwrap(), vec![VICTIM]);
     drop(control);
@@ -285,7 +337,7 @@ async fn a_connection_whose_process_exited_gets_nothing_even_when_its_pid_is_reu
     let gone = Helper::spawn(&up.socket());
     let held = gone.steal_connection();
     let pid = gone.exit();
-    match spawn_with_pid(pid, &victim, &["60"]) {
+    match spawn_with_pid(pid, &victim) {
         Ok(victim_proc) => {
             wait_for_exe(pid, &victim);
             let mut client = held_client(held).await;
@@ -294,6 +346,41 @@ async fn a_connection_whose_process_exited_gets_nothing_even_when_its_pid_is_reu
             drop(victim_proc);
         }
         Err(why) => println!("PID reuse part skipped: {why}"),
+    }
+}
+
+const PINNED: &str = "spiffe://example.org/pinned-to-sleep";
+
+/// Security issue 12: a process connects, keeps the connection (here: the
+/// test takes a duplicate, as a forked child or an SCM_RIGHTS receiver
+/// would hold it), then execs a binary an entry pins by digest. The
+/// connection stays the connecting program's: it is refused, not served
+/// the pinned entry; a connection the pinned program opened itself would be.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_is_refused_once_its_process_executes_another_program() {
+    let up = Up::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sleep = dir.path().join("sleep");
+    copy_exe(Path::new("/usr/bin/sleep"), &sleep);
+    up.create_entry(PINNED, &["--selector", &format!("unix:sha256:{}", sha256_file(&sleep))]);
+
+    let mut attacker = Helper::spawn(&up.socket());
+    let mut held = held_client(attacker.steal_connection()).await;
+    // The agent has accepted the connection: this program matches no entry.
+    assert_served_nothing(&mut held, "the connecting program").await;
+    attacker.exec(&sleep, &["60"]);
+    for _ in 0..2 {
+        match jwt_ids(&mut held).await {
+            Ok(ids) => panic!("served {ids:?} on a connection opened by another program"),
+            Err(s) => {
+                assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+                assert!(s.message().contains("executed another program"), "{s:?}");
+            }
+        }
+        match x509_ids(&mut held).await {
+            Ok(ids) => panic!("served {ids:?} on a connection opened by another program"),
+            Err(s) => assert!(s.message().contains("executed another program"), "{s:?}"),
+        }
     }
 }
 
@@ -306,16 +393,20 @@ async fn a_process_is_attested_by_the_executable_it_runs_not_the_file_now_at_its
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("workload");
     let replacement = dir.path().join("workload.new");
-    copy_exe(Path::new("/usr/bin/sleep"), &path);
-    copy_exe(Path::new("/usr/bin/cat"), &replacement);
+    variant_of_this_binary(&path);
+    copy_of_this_binary(&replacement);
     let (old_sha, new_sha) = (sha256_file(&path), sha256_file(&replacement));
     assert_ne!(old_sha, new_sha);
     up.create_entry(OLD, &["--selector", &format!("unix:sha256:{old_sha}")]);
-    up.create_entry(NEW, &["--selector", &format!("unix:sha256:{new_sha}")]);
+    // The replacement is this test binary's digest: pinned to its path too,
+    // so that only the file now at the path matches, not the test itself.
+    up.create_entry(
+        NEW,
+        &["--selector", &format!("unix:sha256:{new_sha}"), "--selector", &format!("unix:path:{}", path.display())],
+    );
 
-    let mut running = Helper::spawn(&up.socket());
+    let running = Helper::spawn_as(&path, &up.socket());
     let mut held = held_client(running.steal_connection()).await;
-    running.exec(&path, &["60"]);
     assert_eq!(x509_ids(&mut held).await.unwrap(), vec![OLD]);
 
     // Replace the file at the path while the process runs the old one.
@@ -329,12 +420,54 @@ async fn a_process_is_attested_by_the_executable_it_runs_not_the_file_now_at_its
     }
 
     // Control: a process running the new file is served the new entry.
-    let mut fresh = Helper::spawn(&up.socket());
+    let fresh = Helper::spawn_as(&path, &up.socket());
     let mut fresh_client = held_client(fresh.steal_connection()).await;
-    fresh.exec(&path, &[]);
     assert_eq!(x509_ids(&mut fresh_client).await.unwrap(), vec![NEW]);
     assert_eq!(jwt_ids(&mut fresh_client).await.unwrap(), vec![NEW]);
     assert_eq!(x509_ids(&mut held).await.unwrap(), vec![OLD], "still only the old entry");
+}
+
+const BILLING: &str = "spiffe://example.org/billing-by-path";
+
+/// Security issue 12: in a mount namespace of its own, a process can put any
+/// binary at any path. Its `unix:path` is not evidence: an entry selecting
+/// by path alone is not served to it, while the real file at that path, run
+/// in the agent's namespace, is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_seen_in_another_mount_namespace_is_not_evidence() {
+    if my_uid() != "0" || Command::new("unshare").arg("--version").output().is_err() {
+        println!("skipped: needs root and unshare(1) to make a mount namespace");
+        return;
+    }
+    let up = Up::start();
+    let dir = tempfile::tempdir().unwrap();
+    let billing = dir.path().join("billing");
+    let impostor = dir.path().join("impostor");
+    copy_of_this_binary(&billing);
+    variant_of_this_binary(&impostor);
+    up.create_entry(
+        BILLING,
+        &["--selector", &format!("unix:uid:{}", my_uid()), "--selector", &format!("unix:path:{}", billing.display())],
+    );
+    // Control: the real binary at the path, in the agent's namespace.
+    let real = Helper::spawn_as(&billing, &up.socket());
+    let mut client = held_client(real.steal_connection()).await;
+    assert_eq!(x509_ids(&mut client).await.unwrap(), vec![BILLING]);
+    drop(real);
+
+    // The impostor bind-mounted over the path in a private mount namespace.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$2" && p="$2" && shift 2 && exec "$p" "$@""#)
+        .arg("sh")
+        .arg(&impostor)
+        .arg(&billing)
+        .args(HELPER_ARGS);
+    let impostor_proc = Helper::spawn_with(cmd, &up.socket());
+    let link = std::fs::read_link(format!("/proc/{}/exe", impostor_proc.pid())).unwrap();
+    println!("the impostor's executable as the host sees it: {}", link.display());
+    let mut client = held_client(impostor_proc.steal_connection()).await;
+    assert_served_nothing(&mut client, "a binary bind-mounted at the entry's path in another mount namespace").await;
 }
 
 /// `hallmark up` with `extra` flags; its data directory is `dir/data`.
