@@ -8,6 +8,7 @@
 //! - [`tls`]: rustls verifiers that authorize agents and servers by SPIFFE ID.
 //! - [`keys`]: generating workload keys and CSRs, and key files at mode 0600.
 
+pub mod audit_key;
 pub mod bundle;
 pub mod jwt;
 pub mod keys;

@@ -18,6 +18,7 @@ use serde_json::json;
 use crate::ServerState;
 use crate::admin_guard::JsonObject;
 use crate::issuance::join_token_id;
+use crate::refusals::{Refusal, RefusalKind};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -28,7 +29,9 @@ pub struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+        let mut r = (self.0, Json(json!({ "error": self.1 }))).into_response();
+        r.extensions_mut().insert(ErrorMessage(self.1));
+        r
     }
 }
 
@@ -59,31 +62,97 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// The address an admin API request came from (set per connection).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// An authenticated admin caller.
 #[derive(Debug, Clone)]
-pub struct Admin(pub AdminToken);
+pub struct Admin {
+    /// The caller's admin identity.
+    pub token: AdminToken,
+}
+
+/// Who made an admin call and why it was refused, as far as the
+/// authentication got: filled by the [`Admin`] extractor, read by
+/// [`record_refusals`] once the answer is known.
+#[derive(Debug, Clone, Default)]
+struct CallRecord(Arc<std::sync::Mutex<(Option<String>, Option<String>)>>);
+
+impl CallRecord {
+    fn set(&self, actor: Option<&str>, reason: Option<&str>) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = (actor.map(str::to_owned), reason.map(str::to_owned));
+        }
+    }
+}
+
+/// The message of an [`ApiError`], kept on its response for [`record_refusals`].
+#[derive(Debug, Clone)]
+struct ErrorMessage(String);
+
+/// Records every refused admin call (401 and 403) in the audit chain,
+/// counted per source and caller ([`crate::refusals`]): who, from where,
+/// which path, and why.
+pub async fn record_refusals(
+    State(s): State<Arc<ServerState>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let record = CallRecord::default();
+    req.extensions_mut().insert(record.clone());
+    let source = req.extensions().get::<PeerAddr>().map(|a| a.0.to_string()).unwrap_or_else(|| "unknown".into());
+    let path = req.uri().path().to_owned();
+    let response = next.run(req).await;
+    let kind = match response.status() {
+        StatusCode::UNAUTHORIZED => RefusalKind::AdminAuth,
+        StatusCode::FORBIDDEN => RefusalKind::AdminForbidden,
+        _ => return response,
+    };
+    let (actor, reason) = record.0.lock().map(|r| r.clone()).unwrap_or_default();
+    let reason = reason
+        .or_else(|| response.extensions().get::<ErrorMessage>().map(|m| m.0.clone()))
+        .unwrap_or_else(|| response.status().to_string());
+    let actor = actor.unwrap_or_else(|| "unknown".into());
+    tracing::warn!(%source, %actor, %path, %reason, "admin API call refused");
+    s.refusals.note(Refusal { kind, source, actor, subject: path, reason });
+    response
+}
+
+/// The token in an `Authorization` value: the scheme `Bearer` in any letter
+/// case (RFC 7235), one space, then the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
 
 impl FromRequestParts<Arc<ServerState>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<ServerState>) -> Result<Self, ApiError> {
-        let unauthorized = || ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into());
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(unauthorized)?;
-        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(unauthorized)?;
+        let record = parts.extensions.get::<CallRecord>().cloned().unwrap_or_default();
+        let refuse = |actor: Option<&str>, reason: &str| {
+            record.set(actor, Some(reason));
+            ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into())
+        };
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(refuse(None, "no Authorization header"));
+        };
+        let Some(token) = value.to_str().ok().and_then(bearer_token) else {
+            return Err(refuse(None, "not a Bearer credential"));
+        };
         if token.is_empty() || token.len() > 512 {
-            return Err(unauthorized());
+            return Err(refuse(None, "malformed token"));
         }
         match state.store.admin_token(&hash_secret(token)).await? {
-            Some(t) => Ok(Admin(t)),
-            None => {
-                tracing::warn!("admin API authentication failed");
-                let path = parts.uri.path().to_owned();
-                state
-                    .audit
-                    .record_or_log(state.audit_event("unknown", "admin_auth", &path, "refused", json!({})))
-                    .await;
-                Err(unauthorized())
-            }
+            Some(t) => match t.refusal(now_unix()) {
+                None => {
+                    record.set(Some(&t.name), None);
+                    Ok(Admin { token: t })
+                }
+                Some(why) => Err(refuse(Some(&t.name), &format!("token {why}"))),
+            },
+            None => Err(refuse(None, "unknown token")),
         }
     }
 }
@@ -100,11 +169,14 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/entries/{id}", get(show_entry).put(update_entry).delete(delete_entry))
         .route("/v1/entries/{id}/denials", get(entry_denials))
         .route("/v1/join-tokens", post(create_join_token))
-        .route("/v1/admin-tokens", post(create_admin_token))
+        .route("/v1/admin-tokens", post(crate::admin_tokens::create).get(crate::admin_tokens::list))
+        .route("/v1/admin-tokens/{name}/revoke", post(crate::admin_tokens::revoke))
+        .route("/v1/admin-tokens/{name}/rotate", post(crate::admin_tokens::rotate))
         .route("/v1/credentials", get(list_credentials))
         .route("/v1/reports/{kind}", get(report))
         .route("/v1/audit", get(export_audit))
-        .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/audit/verify", get(verify_audit).post(verify_audit_with))
+        .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/owners", post(create_owner).get(list_owners))
         .route("/v1/owners/{name}", get(show_owner))
         .route("/v1/owners/{name}/deactivate", post(deactivate_owner))
@@ -128,6 +200,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(crate::admin_guard::refuse_nul_in_uri))
         .layer(axum::middleware::from_fn(crate::admin_guard::json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), record_refusals))
         .with_state(state)
 }
 
@@ -174,7 +247,7 @@ async fn create_entry(
     owner_admits(&s, &who, &valid).await?;
     let e = s.store.create_entry(&valid).await?;
     s.entries_written().await;
-    tracing::info!(admin = %who.0.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
+    tracing::info!(admin = %who.token.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
     audit(
         &s,
         &who,
@@ -227,12 +300,12 @@ async fn create_entries(
     }
     let created = s.store.create_entries(&valid).await?;
     s.entries_written().await;
-    tracing::info!(admin = %who.0.name, entries = created.len(), "entries created (batch)");
+    tracing::info!(admin = %who.token.name, entries = created.len(), "entries created (batch)");
     let events = created
         .iter()
         .map(|e| {
             let details = json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner, "revision": e.revision });
-            s.audit_event(&who.0.name, "entry_create", &e.id, "ok", details)
+            s.audit_event(&who.token.name, "entry_create", &e.id, "ok", details)
         })
         .collect();
     s.audit.record_all_or_log(events).await;
@@ -262,7 +335,7 @@ async fn list_entries(
 
 /// Records an admin action in the audit chain (the action has taken effect).
 pub(crate) async fn audit(s: &ServerState, who: &Admin, action: &str, subject: &str, details: serde_json::Value) {
-    s.audit.record_or_log(s.audit_event(&who.0.name, action, subject, "ok", details)).await;
+    s.audit.record_or_log(s.audit_event(&who.token.name, action, subject, "ok", details)).await;
 }
 
 #[derive(Deserialize)]
@@ -348,7 +421,10 @@ async fn list_credentials(
     // Owners see only their own credentials.
     let owner = match (who.owner_scope(), q.owner) {
         (Some(mine), Some(asked)) if asked != mine => {
-            return Err(ApiError(StatusCode::FORBIDDEN, format!("role `{}` may only see owner `{mine}`", who.0.role)));
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("role `{}` may only see owner `{mine}`", who.token.role),
+            ));
         }
         (Some(mine), _) => Some(mine.to_owned()),
         (None, asked) => asked,
@@ -399,8 +475,59 @@ async fn export_audit(
 
 async fn verify_audit(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ReadAudit)?;
-    let v = s.store.verify_audit().await?;
+    verified(&s, &[]).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyRequest {
+    /// Checkpoints an auditor kept (from `GET /v1/audit/checkpoint`).
+    checkpoints: Vec<crate::audit::ExportedCheckpoint>,
+}
+
+/// Most kept checkpoints checked in one request.
+const MAX_KEPT_CHECKPOINTS: usize = 10_000;
+
+/// `POST /v1/audit/verify`: verify, and check the chain against checkpoints
+/// an auditor kept.
+async fn verify_audit_with(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<JsonObject<VerifyRequest>, ApiError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadAudit)?;
+    let JsonObject(r) = body?;
+    if r.checkpoints.len() > MAX_KEPT_CHECKPOINTS {
+        return Err(ApiError::bad(format!("at most {MAX_KEPT_CHECKPOINTS} checkpoints per request")));
+    }
+    for c in &r.checkpoints {
+        hallmark_ca::audit_key::AuditPublicKey::from_pem(&c.public_key)
+            .map_err(|e| ApiError::bad(format!("checkpoint at record {}: {e}", c.checkpoint.seq)))?;
+    }
+    verified(&s, &r.checkpoints).await
+}
+
+async fn verified(
+    s: &ServerState,
+    kept: &[crate::audit::ExportedCheckpoint],
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let v = s.verify_audit(kept).await.map_err(|e| {
+        tracing::error!(error = %e, "audit verification failed");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "audit verification failed".into())
+    })?;
     Ok(Json(serde_json::to_value(v).unwrap_or_default()))
+}
+
+/// `GET /v1/audit/checkpoint`: the newest signed head, with its public key,
+/// for an auditor to keep outside Hallmark.
+async fn audit_checkpoint(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadAudit)?;
+    let c = s.audit_checkpoint().await.map_err(|e| {
+        tracing::error!(error = %e, "cannot read the audit checkpoint");
+        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the audit checkpoint".into())
+    })?;
+    let c = c.ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "the audit chain has no signed checkpoint yet".into()))?;
+    Ok(Json(serde_json::to_value(c).unwrap_or_default()))
 }
 
 /// Every entry names an existing, active owner: its scopes.
@@ -471,7 +598,7 @@ async fn create_owner(
     let scopes = checked_scopes(&s, &r.name, &scopes).await?;
     let o = s.store.create_owner(&r.name, &r.contact, &r.description, &scopes).await?;
     audit(&s, &who, "owner_create", &o.name, json!({ "contact": o.contact, "paths": o.paths, "nodes": o.nodes })).await;
-    tracing::info!(admin = %who.0.name, owner = %o.name, "owner created");
+    tracing::info!(admin = %who.token.name, owner = %o.name, "owner created");
     Ok((StatusCode::CREATED, Json(o)))
 }
 
@@ -507,7 +634,7 @@ async fn set_owner_scopes(
     let scopes = checked_scopes(&s, &name, &lists).await?;
     let o = s.store.set_owner_scopes(&name, &scopes).await?;
     audit(&s, &who, "owner_scopes", &name, json!({ "paths": o.paths, "nodes": o.nodes })).await;
-    tracing::info!(admin = %who.0.name, owner = %name, paths = ?o.paths, nodes = ?o.nodes, "owner scopes set");
+    tracing::info!(admin = %who.token.name, owner = %name, paths = ?o.paths, nodes = ?o.nodes, "owner scopes set");
     Ok(Json(o))
 }
 
@@ -541,7 +668,7 @@ async fn deactivate_owner(
     who.may(Perm::ManageOwners)?;
     let o = s.store.deactivate_owner(&name).await?;
     audit(&s, &who, "owner_deactivate", &name, json!({})).await;
-    tracing::info!(admin = %who.0.name, owner = %name, "owner deactivated; its entries are orphans until transferred");
+    tracing::info!(admin = %who.token.name, owner = %name, "owner deactivated; its entries are orphans until transferred");
     Ok(Json(o))
 }
 
@@ -571,7 +698,7 @@ async fn transfer_owner(
     let moved = s.store.transfer_entries(&name, &r.to).await?;
     audit(&s, &who, "owner_transfer", &name, json!({ "to": r.to, "entries": moved })).await;
     s.entries_written().await;
-    tracing::info!(admin = %who.0.name, from = %name, to = %r.to, moved, "entries transferred");
+    tracing::info!(admin = %who.token.name, from = %name, to = %r.to, moved, "entries transferred");
     Ok(Json(json!({ "from": name, "to": r.to, "entries": moved })))
 }
 
@@ -634,7 +761,7 @@ async fn update_entry(
     owner_admits(&s, &who, &valid).await?;
     let e = s.store.update_entry(&id, &valid, expected).await?;
     s.entries_written().await;
-    tracing::info!(admin = %who.0.name, entry = %e.id, revision = e.revision, "entry updated");
+    tracing::info!(admin = %who.token.name, entry = %e.id, revision = e.revision, "entry updated");
     audit(
         &s,
         &who,
@@ -655,7 +782,7 @@ async fn delete_entry(
     visible_entry(&s, &who, &id).await?;
     let e = s.store.delete_entry(&id).await?;
     s.entries_written().await;
-    tracing::info!(admin = %who.0.name, entry = %e.id, "entry deleted");
+    tracing::info!(admin = %who.token.name, entry = %e.id, "entry deleted");
     audit(&s, &who, "entry_delete", &e.id, json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner })).await;
     Ok(Json(e))
 }
@@ -678,8 +805,15 @@ async fn create_join_token(
         Some(t) => Ttl::parse(&t).map_err(ApiError::bad)?,
         None => s.settings.join_token_ttl,
     };
+    // A join token is a bearer secret: the shorter it lives, the less a copy is worth.
+    let max = s.settings.max_join_token_ttl;
+    if ttl.secs() > max.secs() {
+        return Err(ApiError::bad(format!(
+            "a join token may live at most {max} (`max_join_token_ttl` in the server configuration), not {ttl}"
+        )));
+    }
     let (token, agent_id, expires_at) = s.new_join_token(ttl).await?;
-    tracing::info!(admin = %who.0.name, agent = %agent_id, "join token created");
+    tracing::info!(admin = %who.token.name, agent = %agent_id, "join token created");
     audit(&s, &who, "join_token_create", &agent_id, json!({ "expires_at": expires_at })).await;
     Ok((StatusCode::CREATED, Json(json!({ "token": token, "agent_id": agent_id, "expires_at": expires_at }))))
 }
@@ -687,7 +821,7 @@ async fn create_join_token(
 /// Roles an admin token may hold.
 pub const ROLES: &[&str] = &["trust-admin", "operator", "auditor"];
 
-fn valid_role(role: &str) -> bool {
+pub(crate) fn valid_role(role: &str) -> bool {
     ROLES.contains(&role) || role.strip_prefix("owner:").is_some_and(|o| hallmark_core::validate_owner(o).is_ok())
 }
 
@@ -704,8 +838,10 @@ pub enum Perm {
     ReadPolicy,
     /// Set the policy.
     WritePolicy,
-    /// Create admin identities.
+    /// Create, revoke and rotate admin identities.
     ManageAdmins,
+    /// List admin identities.
+    ReadAdmins,
     /// Ask for an exception.
     RequestException,
     /// Approve or revoke an exception.
@@ -737,7 +873,8 @@ impl Perm {
             Self::JoinTokens => "create join tokens",
             Self::ReadPolicy => "read the policy",
             Self::WritePolicy => "set the policy",
-            Self::ManageAdmins => "create admin tokens",
+            Self::ManageAdmins => "create, revoke or rotate admin tokens",
+            Self::ReadAdmins => "list admin tokens",
             Self::RequestException => "request exceptions",
             Self::DecideException => "approve or revoke exceptions",
             Self::ReadExceptions => "list exceptions",
@@ -772,7 +909,10 @@ pub fn role_allows(role: &str, p: Perm) -> bool {
                     | ReadNodes
             )
         }
-        "auditor" => matches!(p, ReadEntries | ReadPolicy | ReadExceptions | ReadAudit | ReadAuthorities | ReadNodes),
+        "auditor" => matches!(
+            p,
+            ReadEntries | ReadPolicy | ReadExceptions | ReadAudit | ReadAuthorities | ReadNodes | ReadAdmins
+        ),
         r if r.starts_with("owner:") => {
             matches!(p, ReadEntries | WriteEntries | ReadPolicy | RequestException | ReadExceptions | Revoke)
         }
@@ -783,7 +923,7 @@ pub fn role_allows(role: &str, p: Perm) -> bool {
 impl Admin {
     /// 403 unless the caller's role allows `p`.
     pub(crate) fn may(&self, p: Perm) -> Result<(), ApiError> {
-        if role_allows(&self.0.role, p) {
+        if role_allows(&self.token.role, p) {
             Ok(())
         } else {
             let allowed: Vec<&str> = ["trust-admin", "operator", "auditor", "owner:NAME"]
@@ -794,8 +934,8 @@ impl Admin {
                 StatusCode::FORBIDDEN,
                 format!(
                     "`{}` has role `{}`, which may not {} (allowed: {})",
-                    self.0.name,
-                    self.0.role,
+                    self.token.name,
+                    self.token.role,
                     p.describe(),
                     allowed.join(", ")
                 ),
@@ -805,7 +945,7 @@ impl Admin {
 
     /// For `owner:NAME` callers, the owner they are confined to.
     pub(crate) fn owner_scope(&self) -> Option<&str> {
-        self.0.role.strip_prefix("owner:")
+        self.token.role.strip_prefix("owner:")
     }
 
     /// 403 when an `owner:NAME` caller touches another owner's entry.
@@ -813,46 +953,11 @@ impl Admin {
         match self.owner_scope() {
             Some(mine) if mine != owner => Err(ApiError(
                 StatusCode::FORBIDDEN,
-                format!("role `{}` may only manage entries owned by `{mine}`", self.0.role),
+                format!("role `{}` may only manage entries owned by `{mine}`", self.token.role),
             )),
             _ => Ok(()),
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AdminTokenRequest {
-    name: String,
-    role: String,
-}
-
-async fn create_admin_token(
-    State(s): State<Arc<ServerState>>,
-    who: Admin,
-    body: Result<JsonObject<AdminTokenRequest>, ApiError>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    who.may(Perm::ManageAdmins)?;
-    let JsonObject(req) = body?;
-    if hallmark_core::validate_owner(&req.name).is_err() {
-        return Err(ApiError::bad(format!(
-            "invalid name `{}`: 1-128 of letters, digits, `.`, `-`, `_`, `@`",
-            req.name
-        )));
-    }
-    if !valid_role(&req.role) {
-        return Err(ApiError::bad(format!("unknown role `{}` (trust-admin, operator, auditor, owner:NAME)", req.role)));
-    }
-    if s.store.admin_name_taken(&req.name).await? {
-        return Err(ApiError(StatusCode::CONFLICT, format!("an admin identity named `{}` already exists", req.name)));
-    }
-    let mut b = [0u8; 32];
-    rand::Rng::fill(&mut rand::rng(), &mut b);
-    let token = format!("hmk_{}", hex::encode(b));
-    s.store.add_admin_token(&hash_secret(&token), &req.name, &req.role).await?;
-    tracing::info!(admin = %who.0.name, name = %req.name, role = %req.role, "admin token created");
-    audit(&s, &who, "admin_token_create", &req.name, json!({ "role": req.role })).await;
-    Ok((StatusCode::CREATED, Json(json!({ "name": req.name, "role": req.role, "token": token }))))
 }
 
 fn policy_json(p: &hallmark_store::PolicyVersion) -> serde_json::Value {
@@ -906,7 +1011,7 @@ async fn set_policy(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     who.may(Perm::WritePolicy)?;
     let JsonObject(req) = body?;
-    match s.set_policy(&req.policy, &who.0.name).await {
+    match s.set_policy(&req.policy, &who.token.name).await {
         Ok(engine) => {
             let v = engine.version().to_string();
             audit(&s, &who, "policy_set", &v, json!({ "sha256": engine.hash(), "policies": engine.len() })).await;
@@ -959,9 +1064,9 @@ async fn request_exception(
     visible_entry(&s, &who, &r.entry_id).await?;
     let x = s
         .store
-        .request_exception(&r.entry_id, rule.as_str(), &r.value, justification, r.expires_at, &who.0.name)
+        .request_exception(&r.entry_id, rule.as_str(), &r.value, justification, r.expires_at, &who.token.name)
         .await?;
-    tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, rule = %x.rule, "exception requested");
+    tracing::info!(admin = %who.token.name, exception = %x.id, entry = %x.entry_id, rule = %x.rule, "exception requested");
     audit(
         &s,
         &who,
@@ -1032,12 +1137,15 @@ async fn approve_exception(
     Path(id): Path<String>,
 ) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
     who.may(Perm::DecideException)?;
-    let r = s.store.approve_exception(&id, &who.0.name, now_unix()).await?;
+    if let Some(x) = s.store.exception(&id).await? {
+        crate::admin_tokens::independent_of(&s, &who.token.name, &x.requested_by).await?;
+    }
+    let r = s.store.approve_exception(&id, &who.token.name, now_unix()).await?;
     if let Err(e) = s.reload_exceptions().await {
         tracing::warn!(error = %e, "cannot reload exceptions; they are re-read within a second");
     }
     if let Ok(x) = &r {
-        tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, "exception approved");
+        tracing::info!(admin = %who.token.name, exception = %x.id, entry = %x.entry_id, "exception approved");
         audit(&s, &who, "exception_approve", &x.id, json!({ "entry_id": x.entry_id, "rule": x.rule })).await;
     }
     exception_outcome(r)
@@ -1049,12 +1157,12 @@ async fn revoke_exception(
     Path(id): Path<String>,
 ) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
     who.may(Perm::DecideException)?;
-    let r = s.store.revoke_exception(&id, &who.0.name, now_unix()).await?;
+    let r = s.store.revoke_exception(&id, &who.token.name, now_unix()).await?;
     if let Err(e) = s.reload_exceptions().await {
         tracing::warn!(error = %e, "cannot reload exceptions; they are re-read within a second");
     }
     if let Ok(x) = &r {
-        tracing::info!(admin = %who.0.name, exception = %x.id, "exception revoked");
+        tracing::info!(admin = %who.token.name, exception = %x.id, "exception revoked");
         audit(&s, &who, "exception_revoke", &x.id, json!({ "entry_id": x.entry_id })).await;
     }
     exception_outcome(r)

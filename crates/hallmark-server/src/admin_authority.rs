@@ -67,7 +67,7 @@ async fn done(
     action: &str,
     row: AuthorityRow,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    tracing::info!(admin = %who.0.name, authority = %row.id, kind = %row.kind, action, "authority changed");
+    tracing::info!(admin = %who.token.name, authority = %row.id, kind = %row.kind, action, "authority changed");
     audit(s, who, action, &row.id, json!({ "kind": row.kind, "state": row.state, "not_after": row.not_after })).await;
     Ok(Json(row_json(&row, s.authorities.server_id())))
 }

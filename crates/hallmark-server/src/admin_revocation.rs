@@ -63,7 +63,7 @@ async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -
         RevokeTarget::Entry(id) => s.store.entry(id).await?.map(|e| e.owner),
         RevokeTarget::Owner(name) => Some(name.clone()),
         RevokeTarget::Node(_) => {
-            return Err(ApiError(StatusCode::FORBIDDEN, format!("role `{}` may not ban nodes", who.0.role)));
+            return Err(ApiError(StatusCode::FORBIDDEN, format!("role `{}` may not ban nodes", who.token.role)));
         }
     };
     match owner {
@@ -72,7 +72,7 @@ async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -
         None => Ok(()),
         Some(_) => Err(ApiError(
             StatusCode::FORBIDDEN,
-            format!("role `{}` may only revoke what owner `{mine}` holds", who.0.role),
+            format!("role `{}` may only revoke what owner `{mine}` holds", who.token.role),
         )),
     }
 }
@@ -86,7 +86,7 @@ pub(crate) async fn revoke(
     let JsonObject(req) = body?;
     let (target, reason) = req.target()?;
     owner_may_revoke(&s, &who, &target).await?;
-    let out = s.revoke(&target, &reason, &who.0.name).await.map_err(|e| match e {
+    let out = s.revoke(&target, &reason, &who.token.name).await.map_err(|e| match e {
         crate::ServerError::Store(e) => ApiError::from(e),
         other => {
             tracing::error!(error = %other, "revocation failed");

@@ -13,10 +13,26 @@
 //! idle it adds those milliseconds to an issuance, well under a network
 //! round trip to the agent.
 
-use hallmark_store::{AuditEvent, Store};
+use std::sync::Arc;
+
+use hallmark_ca::audit_key::{AuditKey, AuditPublicKey};
+use hallmark_store::{AuditBreak, AuditEvent, AuditVerification, Checkpoint, HeadSigner, Store};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ServerError;
+use crate::{ServerError, ServerState};
+
+/// The server's audit key, signing each batch's head.
+struct KeySigner(Arc<AuditKey>);
+
+impl HeadSigner for KeySigner {
+    fn key_id(&self) -> String {
+        self.0.public().id().to_owned()
+    }
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.sign(message).map_err(|e| e.to_string())
+    }
+}
 
 /// How long a batch waits for more records once the first has arrived.
 const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -41,8 +57,9 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Starts the appender task over `store`.
-    pub fn start(store: Store) -> Self {
+    /// Starts the appender task over `store`; every batch's head is signed with `key`.
+    pub fn start(store: Store, key: Arc<AuditKey>) -> Self {
+        let signer = KeySigner(key);
         let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
         tokio::spawn(async move {
             let mut queued: std::collections::VecDeque<(AuditEvent, Ack)> = std::collections::VecDeque::new();
@@ -66,7 +83,7 @@ impl Auditor {
                 }
                 let n = batch_size(queued.len());
                 let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = queued.drain(..n).unzip();
-                match store.append_audit(&events).await {
+                match store.append_audit_signed(&events, &signer).await {
                     Ok(seqs) => {
                         for (ack, seq) in acks.into_iter().zip(seqs) {
                             let _ = ack.send(Ok(seq));
@@ -126,6 +143,105 @@ impl Auditor {
         if let Err(err) = self.record(e).await {
             tracing::error!(error = %err, action, "could not record audit event");
         }
+    }
+}
+
+/// A checkpoint as exported for an auditor to keep: with the public key
+/// that checks it, so that it can be checked later with that key alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedCheckpoint {
+    /// The signed head.
+    #[serde(flatten)]
+    pub checkpoint: Checkpoint,
+    /// The audit public key (PEM) that signed it.
+    pub public_key: String,
+}
+
+impl ServerState {
+    /// The audit public keys this server accepts: its own and those of the
+    /// other servers named in `audit_trusted_keys`.
+    fn audit_keys(&self) -> impl Iterator<Item = &AuditPublicKey> {
+        std::iter::once(self.audit_key.public()).chain(self.audit_trusted.iter())
+    }
+
+    /// The newest signed checkpoint, for an auditor to keep.
+    pub async fn audit_checkpoint(&self) -> Result<Option<ExportedCheckpoint>, ServerError> {
+        let Some(c) = self.store.latest_audit_checkpoint().await? else { return Ok(None) };
+        let public_key = self.audit_keys().find(|k| k.id() == c.key_id).map(AuditPublicKey::to_pem).unwrap_or_default();
+        Ok(Some(ExportedCheckpoint { checkpoint: c, public_key }))
+    }
+
+    /// Verifies the audit chain: every hash link (the store's check), every
+    /// stored checkpoint against the chain, the newest checkpoint's signature
+    /// with a key this server knows and its position at the chain's head, and
+    /// each checkpoint an auditor kept (`kept`, with the key they kept it with).
+    /// Someone who rewrote or cut the chain without the audit key fails here.
+    pub async fn verify_audit(&self, kept: &[ExportedCheckpoint]) -> Result<AuditVerification, ServerError> {
+        let mut v = self.store.verify_audit().await?;
+        if v.broken.is_some() {
+            return Ok(v);
+        }
+        let broken = |seq: i64, problem: String| Some(AuditBreak { seq, problem });
+        if let Some((seq, problem)) = self.store.first_disagreeing_checkpoint().await? {
+            v.broken = broken(seq, problem);
+            return Ok(v);
+        }
+        for k in kept {
+            let c = &k.checkpoint;
+            let key = AuditPublicKey::from_pem(&k.public_key).map_err(|e| ServerError::Internal(e.to_string()))?;
+            let signed =
+                key.id() == c.key_id && hex::decode(&c.signature).is_ok_and(|sig| key.verifies(&c.message(), &sig));
+            let problem = if !signed {
+                Some(format!("the kept checkpoint at record {} does not verify with its public key", c.seq))
+            } else {
+                match self.store.audit_hash_at(c.seq).await? {
+                    None => Some(format!(
+                        "record {}, which a kept checkpoint covers, is missing (the chain was cut)",
+                        c.seq
+                    )),
+                    Some(h) if h != c.hash => Some(format!(
+                        "record {} does not match the checkpoint kept for it (the chain was rewritten)",
+                        c.seq
+                    )),
+                    Some(_) => None,
+                }
+            };
+            if let Some(p) = problem {
+                v.broken = broken(c.seq, p);
+                return Ok(v);
+            }
+        }
+        if v.records == 0 {
+            return Ok(v);
+        }
+        let Some(c) = self.store.latest_audit_checkpoint().await? else {
+            v.broken = broken(v.records, "the chain's head is not signed: no checkpoint exists".into());
+            return Ok(v);
+        };
+        if c.seq != v.records {
+            v.broken = broken(
+                c.seq + 1,
+                format!(
+                    "records after {} are not covered by a signed checkpoint (appended without the audit key)",
+                    c.seq
+                ),
+            );
+            return Ok(v);
+        }
+        let Some(key) = self.audit_keys().find(|k| k.id() == c.key_id) else {
+            v.broken = broken(
+                c.seq,
+                format!(
+                    "the newest checkpoint is signed by audit key `{}`, which this server does not know (add the other servers' public keys to `audit_trusted_keys`)",
+                    c.key_id
+                ),
+            );
+            return Ok(v);
+        };
+        if !hex::decode(&c.signature).is_ok_and(|sig| key.verifies(&c.message(), &sig)) {
+            v.broken = broken(c.seq, "the newest checkpoint's signature does not verify (forged)".into());
+        }
+        Ok(v)
     }
 }
 

@@ -51,6 +51,35 @@ pub struct ServerConfig {
     /// Lifecycle classes: `[classes.machine]`, `[classes.agent]`, `[classes.human]`.
     #[serde(default)]
     pub classes: ClassesConfig,
+    /// Longest lifetime a join token may be given (default 24h).
+    #[serde(default)]
+    pub max_join_token_ttl: Option<String>,
+    /// The audit key (PKCS#8, mode 0600) that signs the audit chain's head;
+    /// default `DATA_DIR/keys/audit.key`, made on first start. Never in the datastore.
+    #[serde(default)]
+    pub audit_key: Option<PathBuf>,
+    /// Public audit keys (PEM) of the other servers sharing this datastore,
+    /// whose signatures `audit verify` accepts too.
+    #[serde(default)]
+    pub audit_trusted_keys: Vec<PathBuf>,
+    /// Bounds on admin API clients.
+    #[serde(default)]
+    pub admin_api: AdminApiConfig,
+}
+
+/// The `[admin_api]` table: how the admin listener bounds its clients.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminApiConfig {
+    /// Most connections open at once (default 512).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// A request's headers must arrive within this (default 10s).
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+    /// A connection idle this long is closed (default 60s).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
 }
 
 /// The `[classes]` table.
@@ -148,6 +177,23 @@ pub struct ServerSettings {
     pub classes: Classes,
     /// Inventory retention after expiry.
     pub inventory_retention: Ttl,
+    /// Longest join token lifetime.
+    pub max_join_token_ttl: Ttl,
+    /// The audit key file.
+    pub audit_key: PathBuf,
+    /// Other servers' public audit keys (PEM files).
+    pub audit_trusted_keys: Vec<PathBuf>,
+    /// Bounds on admin API clients.
+    pub admin_limits: crate::admin_listener::AdminLimits,
+}
+
+impl ServerSettings {
+    /// The settings every other default gives, for trust domain `td` with
+    /// data in `data_dir`: what a minimal configuration file yields.
+    pub fn defaults(td: &TrustDomain, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = format!("trust_domain = \"{td}\"\ndata_dir = {:?}\n", data_dir.display().to_string());
+        ServerConfig::parse(&text, &HashMap::new())?.validate()
+    }
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -206,12 +252,43 @@ impl ServerConfig {
             jwt_issuer: self.jwt_issuer.clone(),
             classes: self.classes.validate()?,
             inventory_retention: ttl("inventory_retention", self.inventory_retention.as_deref().unwrap_or("30d"))?,
+            max_join_token_ttl: ttl("max_join_token_ttl", self.max_join_token_ttl.as_deref().unwrap_or("24h"))?,
+            audit_key: self.audit_key.clone().unwrap_or_else(|| self.data_dir.join("keys").join("audit.key")),
+            audit_trusted_keys: self.audit_trusted_keys.clone(),
+            admin_limits: self.admin_api.validate()?,
         };
+        if settings.join_token_ttl.secs() > settings.max_join_token_ttl.secs() {
+            return Err(ConfigError::Value {
+                key: "join_token_ttl",
+                msg: format!("is longer than max_join_token_ttl ({})", settings.max_join_token_ttl),
+            });
+        }
         // Lifetimes under an hour are for drills and tests of rotation.
         if settings.ca_ttl.secs() < 20 {
             return Err(ConfigError::Value { key: "ca.ttl", msg: "must be at least 20s".into() });
         }
         Ok(settings)
+    }
+}
+
+impl AdminApiConfig {
+    fn validate(&self) -> Result<crate::admin_listener::AdminLimits, ConfigError> {
+        let d = crate::admin_listener::AdminLimits::default();
+        let secs = |key, v: &Option<String>, default: std::time::Duration| -> Result<_, ConfigError> {
+            Ok(v.as_deref()
+                .map(|v| ttl(key, v))
+                .transpose()?
+                .map_or(default, |t| std::time::Duration::from_secs(t.secs())))
+        };
+        let limits = crate::admin_listener::AdminLimits {
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            header_timeout: secs("admin_api.header_timeout", &self.header_timeout, d.header_timeout)?,
+            idle_timeout: secs("admin_api.idle_timeout", &self.idle_timeout, d.idle_timeout)?,
+        };
+        if limits.max_connections == 0 {
+            return Err(ConfigError::Value { key: "admin_api.max_connections", msg: "must be at least 1".into() });
+        }
+        Ok(limits)
     }
 }
 

@@ -10,13 +10,16 @@
 pub mod admin;
 mod admin_authority;
 mod admin_guard;
+mod admin_listener;
 mod admin_revocation;
+mod admin_tokens;
 pub mod audit;
 pub mod authority;
 pub mod change_hub;
 pub mod config;
 pub mod issuance;
 pub mod node_api;
+pub mod refusals;
 pub mod registry;
 pub mod reports;
 pub mod revocation;
@@ -28,6 +31,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use hallmark_ca::audit_key::{AuditKey, AuditPublicKey};
 use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
 use hallmark_ca::tls::{AgentClientVerifier, provider};
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
@@ -89,8 +93,16 @@ pub struct ServerState {
     policy: RwLock<Arc<PolicyEngine>>,
     /// The audit chain's group-commit appender.
     pub audit: audit::Auditor,
+    /// The key that signs the audit chain's head (never in the datastore).
+    audit_key: Arc<AuditKey>,
+    /// Other servers' public audit keys, accepted by `audit verify`.
+    audit_trusted: Vec<AuditPublicKey>,
+    /// Refusals, counted and written to the audit chain once a second.
+    pub refusals: refusals::Refusals,
     /// Parent used for entries that name none (set by `hallmark up`).
     pub default_parent: RwLock<Option<SpiffeId>>,
+    /// Where this server keeps the bootstrap admin token, once written.
+    bootstrap_file: RwLock<Option<std::path::PathBuf>>,
     server_cert: RwLock<Option<ServerCert>>,
 }
 
@@ -143,13 +155,13 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
 }
 
 #[cfg(feature = "bench-baseline")]
-fn new_auditor(store: &Store, record: bool) -> audit::Auditor {
-    if record { audit::Auditor::start(store.clone()) } else { audit::Auditor::discarding() }
+fn new_auditor(store: &Store, key: Arc<AuditKey>, record: bool) -> audit::Auditor {
+    if record { audit::Auditor::start(store.clone(), key) } else { audit::Auditor::discarding() }
 }
 
 #[cfg(not(feature = "bench-baseline"))]
-fn new_auditor(store: &Store, _record: bool) -> audit::Auditor {
-    audit::Auditor::start(store.clone())
+fn new_auditor(store: &Store, key: Arc<AuditKey>, _record: bool) -> audit::Auditor {
+    audit::Auditor::start(store.clone(), key)
 }
 
 /// Loads the policy in force from the store, storing the default policy as
@@ -266,23 +278,35 @@ impl ServerState {
         Ok(())
     }
 
-    /// Makes sure an admin token exists in `path` (0600) and the store; returns it.
-    /// An existing file is reused when the store still knows its token.
+    /// Makes sure a live bootstrap admin token exists in `path` (0600) and
+    /// the store; returns it. An existing file is reused while the store
+    /// holds its token unrevoked and unexpired; otherwise a new one replaces it.
     pub async fn ensure_admin_token(&self, path: &Path) -> Result<String, ServerError> {
+        if let Ok(mut f) = self.bootstrap_file.write() {
+            *f = Some(path.to_owned());
+        }
         if path.exists() {
-            let bytes = read_secret_file(path).map_err(|e| ServerError::Ca(e.to_string()))?;
+            let bytes = read_secret_file(path).map_err(|e| ServerError::Io(e.to_string()))?;
             let token = String::from_utf8_lossy(&bytes).trim().to_owned();
-            if self.store.admin_token(&hash_secret(&token)).await?.is_some() {
-                return Ok(token);
+            match self.store.admin_token(&hash_secret(&token)).await? {
+                Some(t) if t.refusal(now_unix()).is_none() => return Ok(token),
+                Some(t) => {
+                    let why = t.refusal(now_unix()).unwrap_or("refused");
+                    tracing::warn!(path = %path.display(), why, "the bootstrap admin token is {why}; writing a new one");
+                }
+                None => {}
             }
         }
-        let mut b = [0u8; 32];
-        rand::Rng::fill(&mut rand::rng(), &mut b);
-        let token = format!("hmk_{}", hex::encode(b));
-        self.store.add_admin_token(&hash_secret(&token), "bootstrap", "trust-admin").await?;
-        write_secret_file(path, token.as_bytes()).map_err(|e| ServerError::Ca(e.to_string()))?;
+        let token = admin_tokens::new_token();
+        self.store.add_admin_token(&hash_secret(&token), admin_tokens::BOOTSTRAP, "trust-admin").await?;
+        write_secret_file(path, token.as_bytes()).map_err(|e| ServerError::Io(e.to_string()))?;
         tracing::info!(path = %path.display(), "wrote bootstrap admin token");
         Ok(token)
+    }
+
+    /// The bootstrap admin token's file, when this server wrote one.
+    pub fn bootstrap_token_file(&self) -> Option<std::path::PathBuf> {
+        self.bootstrap_file.read().ok().and_then(|f| f.clone())
     }
 }
 
@@ -308,6 +332,14 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     let (revocations, _) = broadcast::channel(4096);
     let loading = std::time::Instant::now();
     let registry = registry::Registry::load(&store, now_unix()).await?;
+    let audit_key =
+        Arc::new(AuditKey::load_or_create(&settings.audit_key).map_err(|e| ServerError::Ca(e.to_string()))?);
+    let audit_trusted = settings
+        .audit_trusted_keys
+        .iter()
+        .map(|p| AuditPublicKey::read(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Ca(format!("audit_trusted_keys: {e}")))?;
     tracing::info!(entries = registry.len(), ms = loading.elapsed().as_millis(), "registry loaded");
     let state = Arc::new(ServerState {
         settings,
@@ -320,8 +352,12 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         revocations,
         revocation_notify: Notify::new(),
         policy: RwLock::new(Arc::new(policy)),
-        audit: new_auditor(&store, record),
+        audit: new_auditor(&store, audit_key.clone(), record),
+        audit_key,
+        audit_trusted,
+        refusals: refusals::Refusals::default(),
         default_parent: RwLock::new(None),
+        bootstrap_file: RwLock::new(None),
         server_cert: RwLock::new(None),
     });
 
@@ -358,14 +394,18 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
             .map_err(|e| ServerError::Io(format!("agent API: {e}")))
     });
     let router = admin::router(state.clone());
-    tasks.spawn(async move {
-        axum::serve(admin_listener, router).await.map_err(|e| ServerError::Io(format!("admin API: {e}")))
-    });
+    tasks.spawn(admin_listener::serve(admin_listener, router, state.settings.admin_limits));
     tasks.spawn(change_feed(state.clone()));
     tasks.spawn(revocation::revocation_feed(state.clone()));
     tasks.spawn(maintenance(state.clone()));
+    tasks.spawn(refusals::flush_loop(state.clone()));
     tasks.spawn(policy_watch(state.clone()));
-    tracing::info!(%agent_addr, %admin_addr, trust_domain = %state.settings.trust_domain, "server ready");
+    // A signed head from the first moment (a chain written before the audit
+    // key existed is covered from here on).
+    let key_id = state.audit_key.public().id().to_owned();
+    let details = serde_json::json!({ "audit_key": key_id, "admin_listen": admin_addr.to_string() });
+    state.audit.record(state.audit_event("hallmark", "server_start", &admin_addr.to_string(), "ok", details)).await?;
+    tracing::info!(%agent_addr, %admin_addr, trust_domain = %state.settings.trust_domain, audit_key = %key_id, "server ready");
     Ok(RunningServer { state, agent_addr, admin_addr, tasks })
 }
 

@@ -129,11 +129,31 @@ fn svid_reply(id: &SpiffeId, chain: Vec<Vec<u8>>, authority_id: String, bundle: 
 #[tonic::async_trait]
 impl Node for NodeApi {
     async fn attest_node(&self, req: Request<AttestNodeRequest>) -> Result<Response<AgentSvid>, Status> {
+        let source = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.remote)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
         let r = req.into_inner();
         if r.join_token.is_empty() || r.join_token.len() > 256 {
             return Err(Status::invalid_argument("a join token is required"));
         }
-        let (id, signed, authority) = self.state.attest_join_token(&r.join_token, &r.csr).await.map_err(status)?;
+        let attested = self.state.attest_join_token(&r.join_token, &r.csr).await;
+        if let Err(IssueError::Attestation(why)) = &attested {
+            // Recorded (counted per source): a used token presented again is
+            // a strong sign that it was copied.
+            let agent = crate::issuance::join_token_id(&r.join_token);
+            tracing::warn!(%source, token_id = %agent, reason = %why, "node attestation refused");
+            self.state.refusals.note(crate::refusals::Refusal {
+                kind: crate::refusals::RefusalKind::NodeAttestation,
+                source,
+                actor: "unknown".into(),
+                subject: format!("join_token/{agent}"),
+                reason: why.to_string(),
+            });
+        }
+        let (id, signed, authority) = attested.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
         Ok(Response::new(svid_reply(&id, signed.chain, authority, &bundle)))
     }

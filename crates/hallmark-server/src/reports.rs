@@ -26,6 +26,9 @@ pub const NHI: &[(&str, &str)] = &[
     ("NHI10", "Human Use of NHI"),
 ];
 
+/// An approval by an admin identity younger than this is a finding.
+const NEW_ADMIN_SECS: i64 = 7 * 86_400;
+
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -145,7 +148,31 @@ impl ServerState {
 
     async fn exception_findings(&self, now: i64, p: ReportParams) -> Result<Vec<Finding>, ServerError> {
         let mut out = Vec::new();
+        let admins: HashMap<String, hallmark_store::AdminToken> =
+            self.store.admin_tokens().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
         for x in self.store.exceptions().await? {
+            // An approver made shortly before approving: the two-person rule
+            // may have been met by an identity created for the purpose. (The
+            // bootstrap identity, which nobody created, is not one.)
+            if let (Some(by), Some(at)) = (&x.approved_by, x.approved_at)
+                && let Some(t) = admins.get(by)
+                && t.created_by.is_some()
+                && at - t.created_at < NEW_ADMIN_SECS
+            {
+                out.push(Finding {
+                    check: "approved_by_new_admin",
+                    subject: x.id.clone(),
+                    detail: format!(
+                        "{} = {} on entry {} approved by `{by}`, an admin identity created {}s before the approval by `{}`",
+                        x.rule,
+                        x.value,
+                        x.entry_id,
+                        at - t.created_at,
+                        t.created_by.as_deref().unwrap_or_default()
+                    ),
+                    nhi: "NHI4",
+                });
+            }
             let (check, detail) = match x.state(now) {
                 "active" if x.expires_at <= now.saturating_add(p.within) => (
                     "exception_expiring",

@@ -4,6 +4,13 @@
 //! Appends are serialized (a process lock, and on PostgreSQL a table lock so
 //! several servers sharing the database extend one chain) and batched: a
 //! whole batch is one transaction, so recording does not cap issuance.
+//!
+//! The hashes alone do not stop someone who can write the database: they can
+//! edit a record and compute every later hash again. So each batch also
+//! writes a [`Checkpoint`]: the new head's position and hash, signed by a
+//! [`HeadSigner`] (the server's audit key, which is never stored here), in
+//! the same transaction. A chain rewritten without the key no longer matches
+//! its signed head.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -90,6 +97,55 @@ pub struct CredentialFilter {
     pub expiring_before: Option<i64>,
     /// Only unexpired, unrevoked ones at this instant.
     pub live_at: Option<i64>,
+}
+
+/// Signs the chain's head as each batch is appended.
+pub trait HeadSigner: Send + Sync {
+    /// The id of the key that signs (published with its public half).
+    fn key_id(&self) -> String;
+    /// A signature over `message`.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// A signed statement that record `seq` of the chain has hash `hash`: a
+/// head of the chain at time `at`, signed with audit key `key_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Position of the head it signs.
+    pub seq: i64,
+    /// That record's hash.
+    pub hash: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// The signing key's id.
+    pub key_id: String,
+    /// The signature over [`Checkpoint::message`], hex.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The bytes signed: a fixed text naming the position, hash and time.
+    pub fn message(&self) -> Vec<u8> {
+        checkpoint_message(self.seq, &self.hash, self.at)
+    }
+}
+
+fn checkpoint_message(seq: i64, hash: &str, at: i64) -> Vec<u8> {
+    format!("hallmark-audit-checkpoint-v1 seq={seq} hash={hash} at={at}").into_bytes()
+}
+
+/// The checkpoint of the last of `rows`, signed.
+fn sign_head(rows: &[Linked<'_>], signer: &dyn HeadSigner) -> Result<Option<Checkpoint>, StoreError> {
+    let Some(last) = rows.last() else { return Ok(None) };
+    let at = hallmark_core::now_unix();
+    let signature = signer.sign(&checkpoint_message(last.seq, &last.hash, at)).map_err(StoreError::Signing)?;
+    Ok(Some(Checkpoint {
+        seq: last.seq,
+        hash: last.hash.clone(),
+        at,
+        key_id: signer.key_id(),
+        signature: hex::encode(signature),
+    }))
 }
 
 /// A stored record.
@@ -200,12 +256,17 @@ async fn append_sqlite(
     conn: &mut PoolConn,
     head: &mut Option<(i64, String)>,
     events: &[AuditEvent],
+    signer: Option<&dyn HeadSigner>,
 ) -> Result<Vec<i64>, StoreError> {
     let (seq, prev) = match head.take() {
         Some(h) => h,
         None => last_record(&mut **conn).await?,
     };
     let rows = link(events, seq, prev);
+    let checkpoint = match signer {
+        Some(s) => sign_head(&rows, s)?,
+        None => None,
+    };
     let creds: Vec<(i64, &Credential)> =
         rows.iter().filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c))).collect();
     // SQLite binds at most 32 766 parameters per statement: 1 024 rows of 14.
@@ -216,6 +277,10 @@ async fn append_sqlite(
     }
     for chunk in creds.chunks(ROWS_PER_STATEMENT) {
         sql.push_str(&values_sql(CREDENTIALS_INSERT, 14, chunk.len()));
+        sql.push_str("; ");
+    }
+    if checkpoint.is_some() {
+        sql.push_str(&values_sql(CHECKPOINT_INSERT, 5, 1));
         sql.push_str("; ");
     }
     sql.push_str("COMMIT;");
@@ -251,6 +316,9 @@ async fn append_sqlite(
             .bind(seq)
             .bind(c.authority_id.clone());
     }
+    if let Some(c) = checkpoint {
+        q = q.bind(c.seq).bind(c.hash).bind(c.at).bind(c.key_id).bind(c.signature);
+    }
     if let Err(e) = q.execute(&mut **conn).await {
         // Undo a half-done batch; the caller drops the connection either way.
         let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
@@ -264,6 +332,8 @@ async fn append_sqlite(
 
 const ROWS_PER_STATEMENT: usize = 1024;
 
+const CHECKPOINT_INSERT: &str = "INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES ";
+
 const AUDIT_INSERT: &str =
     "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) VALUES ";
 const CREDENTIALS_INSERT: &str = "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, \
@@ -276,11 +346,28 @@ fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
 
 /// PostgreSQL: several servers may append, so the head is read under a
 /// table lock inside the transaction.
-async fn append_postgres(conn: &mut PoolConn, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
+async fn append_postgres(
+    conn: &mut PoolConn,
+    events: &[AuditEvent],
+    signer: Option<&dyn HeadSigner>,
+) -> Result<Vec<i64>, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut **conn).await?;
     sqlx::query("LOCK TABLE audit IN EXCLUSIVE MODE").execute(&mut *tx).await?;
     let (seq, prev) = last_record(&mut *tx).await?;
     let rows = link(events, seq, prev);
+    if let Some(c) = match signer {
+        Some(s) => sign_head(&rows, s)?,
+        None => None,
+    } {
+        sqlx::query("INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES ($1, $2, $3, $4, $5)")
+            .bind(c.seq)
+            .bind(c.hash)
+            .bind(c.at)
+            .bind(c.key_id)
+            .bind(c.signature)
+            .execute(&mut *tx)
+            .await?;
+    }
     let (audit, creds) = json_rows(&rows);
     sqlx::query(
         "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) \
@@ -366,16 +453,31 @@ fn record_from_row(r: &AnyRow) -> Result<AuditRecord, StoreError> {
 const COLUMNS: &str = "seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash";
 
 impl Store {
-    /// Appends events to the chain in one transaction; returns their positions.
+    /// Appends events to the chain in one transaction, with no signed
+    /// checkpoint (tests and benchmarks); returns their positions.
     pub async fn append_audit(&self, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
+        self.append(events, None).await
+    }
+
+    /// Appends events to the chain in one transaction with a checkpoint of
+    /// the new head signed by `signer`; returns their positions.
+    pub async fn append_audit_signed(
+        &self,
+        events: &[AuditEvent],
+        signer: &dyn HeadSigner,
+    ) -> Result<Vec<i64>, StoreError> {
+        self.append(events, Some(signer)).await
+    }
+
+    async fn append(&self, events: &[AuditEvent], signer: Option<&dyn HeadSigner>) -> Result<Vec<i64>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let mut head = self.audit_lock.lock().await;
         let mut conn = self.pool.acquire().await?;
         let result = match self.backend() {
-            Backend::Sqlite => append_sqlite(&mut conn, &mut head, events).await,
-            Backend::Postgres => append_postgres(&mut conn, events).await,
+            Backend::Sqlite => append_sqlite(&mut conn, &mut head, events, signer).await,
+            Backend::Postgres => append_postgres(&mut conn, events, signer).await,
         };
         if result.is_err() {
             // Whatever state the failed batch left, neither the connection
@@ -463,6 +565,51 @@ impl Store {
     pub async fn prune_credentials(&self, before: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM credentials WHERE not_after < $1").bind(before).execute(&self.pool).await?;
         Ok(done.rows_affected())
+    }
+
+    /// The newest signed checkpoint, if any.
+    pub async fn latest_audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row =
+            sqlx::query("SELECT seq, hash, at, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok(Checkpoint {
+                seq: r.try_get("seq")?,
+                hash: r.try_get("hash")?,
+                at: r.try_get("at")?,
+                key_id: r.try_get("key_id")?,
+                signature: r.try_get("signature")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The hash of record `seq`, if the chain has it.
+    pub async fn audit_hash_at(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT hash FROM audit WHERE seq = $1").bind(seq).fetch_optional(&self.pool).await?;
+        row.map(|r| r.try_get("hash").map_err(StoreError::from)).transpose()
+    }
+
+    /// The first stored checkpoint the chain no longer agrees with: its
+    /// record is gone, or has another hash. Cheap (no signature is checked):
+    /// a rewrite or truncation shows at every checkpoint after it.
+    pub async fn first_disagreeing_checkpoint(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT c.seq AS seq, a.hash AS chain_hash FROM audit_checkpoints c LEFT JOIN audit a ON a.seq = c.seq \
+             WHERE a.hash IS NULL OR a.hash <> c.hash ORDER BY c.seq LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let seq: i64 = r.try_get("seq")?;
+            let problem = match r.try_get::<Option<String>, _>("chain_hash")? {
+                None => format!("record {seq}, which a signed checkpoint covers, is missing (deleted)"),
+                Some(_) => format!("record {seq} does not match its signed checkpoint (the chain was rewritten)"),
+            };
+            Ok((seq, problem))
+        })
+        .transpose()
     }
 
     /// Checks the whole chain, page by page, and names the first broken record:

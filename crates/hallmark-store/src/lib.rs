@@ -13,12 +13,13 @@ mod revocation;
 mod store;
 
 pub use audit::{
-    AuditBreak, AuditEvent, AuditRecord, AuditVerification, Credential, CredentialFilter, GENESIS, record_hash,
+    AuditBreak, AuditEvent, AuditRecord, AuditVerification, Checkpoint, Credential, CredentialFilter, GENESIS,
+    HeadSigner, record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{
-    AdminToken, Backend, EntryChange, JoinTokenError, Node, NodeSvid, Store, StoreError, hash_secret,
+    AdminToken, Backend, EntryChange, JoinTokenError, NewAdminToken, Node, NodeSvid, Store, StoreError, hash_secret,
     parse_entries_page,
 };

@@ -219,8 +219,18 @@ pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
 /// `hallmark audit ...`
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Check the whole hash chain; exits non-zero and names the first broken record.
-    Verify,
+    /// Check the whole hash chain and its signed head; exits non-zero and
+    /// names the first broken record.
+    Verify {
+        /// A checkpoint kept from `hallmark audit checkpoint` (repeatable): the
+        /// chain must still hold what it signed, which shows a rewrite or a
+        /// cut even by someone who holds the audit key now.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<std::path::PathBuf>,
+    },
+    /// Print the newest signed checkpoint of the chain (JSON, with the public
+    /// key that checks it), for an auditor to keep outside Hallmark.
+    Checkpoint,
     /// Write the audit records as JSON lines.
     Export {
         /// From: a duration ago (24h), unix seconds, or 2026-12-31T00:00:00Z.
@@ -248,8 +258,27 @@ fn parse_past(s: &str, now: i64) -> anyhow::Result<i64> {
 pub async fn audit(cmd: AuditCmd, conn: &Conn) -> anyhow::Result<()> {
     let c = client(conn)?;
     match cmd {
-        AuditCmd::Verify => {
-            let v = c.json(Method::GET, "/v1/audit/verify", None).await?;
+        AuditCmd::Checkpoint => {
+            let v = c.json(Method::GET, "/v1/audit/checkpoint", None).await?;
+            println!("{v}");
+            Ok(())
+        }
+        AuditCmd::Verify { checkpoints } => {
+            let v = if checkpoints.is_empty() {
+                c.json(Method::GET, "/v1/audit/verify", None).await?
+            } else {
+                let mut kept = Vec::new();
+                for p in &checkpoints {
+                    let text = std::fs::read_to_string(p).with_context(|| p.display().to_string())?;
+                    // A file holds one checkpoint, or several, one per line.
+                    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                        let cp: Value = serde_json::from_str(line)
+                            .with_context(|| format!("{}: not a checkpoint (JSON, one per line)", p.display()))?;
+                        kept.push(cp);
+                    }
+                }
+                c.json(Method::POST, "/v1/audit/verify", Some(&json!({ "checkpoints": kept }))).await?
+            };
             print(conn, &v, |v| match v.get("broken").filter(|b| !b.is_null()) {
                 None => println!("audit chain verifies: {} records", v["records"]),
                 Some(b) => {
@@ -425,6 +454,23 @@ pub enum AdminTokenCmd {
         role: String,
         /// A unique name for the identity (shown in audit and approvals).
         #[arg(long)]
+        name: String,
+        /// How long the token is valid (default 90d, at most 366d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List admin identities: role, creator, expiry and state (never tokens).
+    List,
+    /// Revoke an admin identity's token: refused from now on.
+    Revoke {
+        /// The identity's name.
+        name: String,
+    },
+    /// Give an identity a new token, refusing the old one from now on; prints
+    /// the new token on the last line. `rotate bootstrap` also rewrites the
+    /// server's bootstrap token file (and so `hallmark up`'s env).
+    Rotate {
+        /// The identity's name.
         name: String,
     },
 }
@@ -645,13 +691,50 @@ pub async fn exception(cmd: ExceptionCmd, conn: &Conn) -> anyhow::Result<()> {
 
 /// `hallmark admin ...`
 pub async fn admin(cmd: AdminCmd, conn: &Conn) -> anyhow::Result<()> {
-    let AdminCmd::Token(AdminTokenCmd::Create { role, name }) = cmd;
-    let v = client(conn)?.json(Method::POST, "/v1/admin-tokens", Some(&json!({ "name": name, "role": role }))).await?;
-    print(conn, &v, |v| {
-        println!("Name : {}", v["name"].as_str().unwrap_or(""));
-        println!("Role : {}", v["role"].as_str().unwrap_or(""));
+    let AdminCmd::Token(cmd) = cmd;
+    let c = client(conn)?;
+    let print_token = |v: &Value| {
+        println!("Name    : {}", v["name"].as_str().unwrap_or(""));
+        println!("Role    : {}", v["role"].as_str().unwrap_or(""));
+        if let Some(t) = v["expires_at"].as_i64() {
+            println!("Expires : {t}");
+        }
+        if let Some(f) = v["file"].as_str() {
+            println!("File    : {f}");
+        }
         println!("{}", v["token"].as_str().unwrap_or(""));
-    })
+    };
+    match cmd {
+        AdminTokenCmd::Create { role, name, ttl } => {
+            let body = json!({ "name": name, "role": role, "ttl": ttl });
+            let v = c.json(Method::POST, "/v1/admin-tokens", Some(&body)).await?;
+            print(conn, &v, print_token)
+        }
+        AdminTokenCmd::List => {
+            let v = c.json(Method::GET, "/v1/admin-tokens", None).await?;
+            print(conn, &v, |v| {
+                println!("NAME\tROLE\tSTATE\tCREATED BY\tEXPIRES");
+                for t in v["admin_tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        t["name"].as_str().unwrap_or(""),
+                        t["role"].as_str().unwrap_or(""),
+                        t["state"].as_str().unwrap_or(""),
+                        t["created_by"].as_str().unwrap_or("-"),
+                        t["expires_at"].as_i64().map_or("never".to_owned(), |e| e.to_string())
+                    );
+                }
+            })
+        }
+        AdminTokenCmd::Revoke { name } => {
+            let v = c.json(Method::POST, &format!("/v1/admin-tokens/{}/revoke", encode(&name)), None).await?;
+            print(conn, &v, |v| println!("revoked {} token(s) of {}", v["revoked"], v["name"].as_str().unwrap_or("")))
+        }
+        AdminTokenCmd::Rotate { name } => {
+            let v = c.json(Method::POST, &format!("/v1/admin-tokens/{}/rotate", encode(&name)), None).await?;
+            print(conn, &v, print_token)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use clap::Args;
 use hallmark_agent::config::{AgentSettings, Bootstrap};
 use hallmark_agent::{AgentIdentity, save_bundle};
 use hallmark_ca::keys::{new_key_and_csr, write_secret_file};
-use hallmark_core::{TrustDomain, Ttl, now_unix};
+use hallmark_core::{TrustDomain, now_unix};
 use hallmark_server::config::ServerSettings;
 
 /// Flags of `hallmark up`.
@@ -42,23 +42,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("agent").join(hallmark_agent::IDENTITY_KEY))?;
     // So does an exposed admin token, before any listener opens.
     hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("admin-token"))?;
-    let ttl = |s: &str| Ttl::parse(s).context("built-in default");
-    let settings = ServerSettings {
-        trust_domain: td.clone(),
-        data_dir: dir.join("server"),
-        datastore: format!("sqlite://{}", dir.join("hallmark.db").display()),
-        listen: a.listen.clone(),
-        admin_listen: a.admin_listen.clone(),
-        ca_ttl: ttl("24h")?,
-        upstream: None,
-        default_x509_ttl: ttl("1h")?,
-        default_jwt_ttl: ttl("5m")?,
-        agent_svid_ttl: ttl("1h")?,
-        join_token_ttl: ttl("10m")?,
-        jwt_issuer: None,
-        classes: hallmark_policy::Classes::default(),
-        inventory_retention: ttl("30d")?,
-    };
+    // Every default is the server's own (what a minimal configuration file gives).
+    let mut settings = ServerSettings::defaults(&td, &dir.join("server"))?;
+    settings.datastore = format!("sqlite://{}", dir.join("hallmark.db").display());
+    settings.listen = a.listen.clone();
+    settings.admin_listen = a.admin_listen.clone();
     let server = hallmark_server::start(settings).await?;
     let state = server.state.clone();
 
@@ -104,17 +92,20 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     .await?;
     let health = agent.inner.health_addr.read().ok().and_then(|a| *a).map(|a| a.to_string()).unwrap_or_default();
 
-    let token = state.ensure_admin_token(&dir.join("admin-token")).await?;
+    let token_file = dir.join("admin-token");
+    state.ensure_admin_token(&token_file).await?;
+    // The token is read from its file when the env file is sourced, so a
+    // rotated bootstrap token (`hallmark admin token rotate bootstrap`) is
+    // picked up, and the token itself is never printed.
     let env = format!(
-        "export SPIFFE_ENDPOINT_SOCKET=unix://{}\nexport HALLMARK_SERVER=http://{}\nexport HALLMARK_TOKEN={}\n\
+        "export SPIFFE_ENDPOINT_SOCKET=unix://{}\nexport HALLMARK_SERVER=http://{}\nexport HALLMARK_TOKEN=\"$(cat {})\"\n\
          export HALLMARK_AGENT_HEALTH=http://{}\nexport HALLMARK_AGENT_API={}\n",
         socket_path.display(),
         server.admin_addr,
-        token,
+        shell_quote(&token_file.display().to_string()),
         health,
         server.agent_addr
     );
-    // The env file holds an admin credential.
     write_secret_file(&dir.join("env"), env.as_bytes())?;
     print!("{env}");
     println!("# written to {}; run: source {}", dir.join("env").display(), dir.join("env").display());
@@ -125,4 +116,18 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+/// `s` as one single-quoted shell word.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quote() {
+        assert_eq!(super::shell_quote("/a b/c"), "'/a b/c'");
+        assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
+    }
 }

@@ -119,11 +119,19 @@ impl Up {
     }
 }
 
+/// The variables `hallmark up`'s env file sets; `"$(cat 'FILE')"` is read
+/// from FILE, as the shell would.
 pub fn parse_env(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| {
+            let v = match v.strip_prefix("\"$(cat '").and_then(|f| f.strip_suffix("')\"")) {
+                Some(file) => std::fs::read_to_string(file.replace(r"'\''", "'")).unwrap_or_default().trim().to_owned(),
+                None => v.to_owned(),
+            };
+            (k.to_owned(), v)
+        })
         .collect()
 }
 

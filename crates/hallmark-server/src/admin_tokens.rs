@@ -1,0 +1,178 @@
+//! Admin identities: `/v1/admin-tokens`. Each is a name, a role and a bearer
+//! token stored only as its hash; it records who created it, may expire, and
+//! can be revoked or rotated (a new token for the same identity, the old one
+//! refused from then on). Rotating `bootstrap` also rewrites the server's
+//! bootstrap token file.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use hallmark_core::{Ttl, now_unix};
+use hallmark_store::{NewAdminToken, hash_secret};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ServerState;
+use crate::admin::{Admin, ApiError, Perm, audit, valid_role};
+use crate::admin_guard::JsonObject;
+
+/// Lifetime of an admin token created without `ttl`.
+pub const DEFAULT_TTL: &str = "90d";
+/// Longest lifetime an admin token may be given.
+pub const MAX_TTL: &str = "366d";
+
+/// The name of the token `server` and `up` write to their data directory.
+pub const BOOTSTRAP: &str = "bootstrap";
+
+/// A new random admin token.
+pub fn new_token() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut b);
+    format!("hmk_{}", hex::encode(b))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateRequest {
+    name: String,
+    role: String,
+    /// How long it is valid, e.g. `30d` (default 90d, at most 366d).
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+/// `POST /v1/admin-tokens`: a new named identity; its token is in the answer, once.
+pub(crate) async fn create(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<JsonObject<CreateRequest>, ApiError>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    who.may(Perm::ManageAdmins)?;
+    let JsonObject(req) = body?;
+    if hallmark_core::validate_owner(&req.name).is_err() {
+        return Err(ApiError::bad(format!(
+            "invalid name `{}`: 1-128 of letters, digits, `.`, `-`, `_`, `@`",
+            req.name
+        )));
+    }
+    if !valid_role(&req.role) {
+        return Err(ApiError::bad(format!("unknown role `{}` (trust-admin, operator, auditor, owner:NAME)", req.role)));
+    }
+    let ttl = Ttl::parse(req.ttl.as_deref().unwrap_or(DEFAULT_TTL)).map_err(ApiError::bad)?;
+    let max = Ttl::parse(MAX_TTL).map_err(ApiError::bad)?;
+    if ttl.secs() > max.secs() {
+        return Err(ApiError::bad(format!("an admin token may live at most {max}, not {ttl}")));
+    }
+    if s.store.admin_name_taken(&req.name).await? {
+        return Err(ApiError(StatusCode::CONFLICT, format!("an admin identity named `{}` already exists", req.name)));
+    }
+    let token = new_token();
+    let expires_at = now_unix().saturating_add(i64::try_from(ttl.secs()).unwrap_or(i64::MAX));
+    s.store
+        .insert_admin_token(&NewAdminToken {
+            token_hash: &hash_secret(&token),
+            name: &req.name,
+            role: &req.role,
+            created_by: Some(&who.token.name),
+            expires_at: Some(expires_at),
+        })
+        .await?;
+    tracing::info!(admin = %who.token.name, name = %req.name, role = %req.role, expires_at, "admin token created");
+    audit(&s, &who, "admin_token_create", &req.name, json!({ "role": req.role, "expires_at": expires_at })).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "name": req.name, "role": req.role, "expires_at": expires_at, "token": token })),
+    ))
+}
+
+/// `GET /v1/admin-tokens`: every admin identity and its state (never a token).
+pub(crate) async fn list(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadAdmins)?;
+    let now = now_unix();
+    let list: Vec<serde_json::Value> = s
+        .store
+        .admin_tokens()
+        .await?
+        .into_iter()
+        .map(|t| {
+            let state = t.refusal(now).unwrap_or("active");
+            let mut v = serde_json::to_value(&t).unwrap_or_default();
+            v["state"] = json!(state);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "admin_tokens": list })))
+}
+
+/// `POST /v1/admin-tokens/{name}/revoke`: refused from now on.
+pub(crate) async fn revoke(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ManageAdmins)?;
+    let n = s.store.revoke_admin_tokens(&name, now_unix()).await?;
+    if n == 0 {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no live admin identity named `{name}`")));
+    }
+    tracing::warn!(admin = %who.token.name, name = %name, "admin token revoked");
+    audit(&s, &who, "admin_token_revoke", &name, json!({ "tokens": n })).await;
+    Ok(Json(json!({ "name": name, "revoked": n })))
+}
+
+/// `POST /v1/admin-tokens/{name}/rotate`: a new token for the identity; the
+/// old one is refused from now on. For `bootstrap`, the server's token file
+/// is rewritten too.
+pub(crate) async fn rotate(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ManageAdmins)?;
+    let token = new_token();
+    let t = s.store.rotate_admin_token(&name, &hash_secret(&token), now_unix()).await?;
+    let mut file = None;
+    if name == BOOTSTRAP
+        && let Some(path) = s.bootstrap_token_file()
+    {
+        hallmark_ca::keys::write_secret_file(&path, token.as_bytes())
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("token rotated, but {e}")))?;
+        file = Some(path.display().to_string());
+    }
+    tracing::warn!(admin = %who.token.name, name = %name, "admin token rotated; the old one is refused");
+    audit(&s, &who, "admin_token_rotate", &name, json!({ "file": file })).await;
+    Ok(Json(json!({ "name": t.name, "role": t.role, "expires_at": t.expires_at, "file": file, "token": token })))
+}
+
+/// Longest chain of creators followed (the chain of real deployments is a
+/// handful long; a longer one is cut, not looped on).
+const MAX_CREATOR_DEPTH: usize = 64;
+
+/// 403 unless `approver` is independent of `requester`: not the same
+/// identity, and not created by it, directly or through identities it
+/// created. A second approval from a token the requester made itself (a
+/// sock puppet) is no second person.
+pub(crate) async fn independent_of(s: &ServerState, approver: &str, requester: &str) -> Result<(), ApiError> {
+    let mut chain = vec![approver.to_owned()];
+    let mut next = approver.to_owned();
+    while chain.len() < MAX_CREATOR_DEPTH {
+        let Some(creator) = s.store.admin_by_name(&next).await?.and_then(|t| t.created_by) else { break };
+        if chain.contains(&creator) {
+            break;
+        }
+        chain.push(creator.clone());
+        next = creator;
+    }
+    if chain.iter().any(|n| n == requester) {
+        let path = chain.join(" <- created by ");
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "`{approver}` cannot approve a request of `{requester}`: it was created by the requester ({path}); a second approver must be independent"
+            ),
+        ));
+    }
+    Ok(())
+}
