@@ -375,6 +375,7 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
 /// Starts the agent: resumes its stored identity or attests, then serves.
 pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
     let dir = settings.data_dir.clone();
+    hallmark_ca::keys::check_trusted_path(&dir).map_err(|e| AgentError::Io(e.to_string()))?;
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_err(&dir, e))?;
     let now = now_unix();

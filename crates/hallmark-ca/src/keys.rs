@@ -1,7 +1,7 @@
 //! Workload keys, CSRs, and files that hold secrets.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use hallmark_core::SpiffeId;
@@ -67,7 +67,83 @@ pub fn refuse_exposed_secret_file(path: &Path) -> Result<(), CaError> {
     }
 }
 
+/// Refuses a data or key directory (or a file in one) that another user
+/// could have prepared or can change, the way OpenSSH's StrictModes does:
+///
+/// - the path itself, when it exists, must belong to the running user and
+///   not be writable by group or others;
+/// - every directory above it must belong to root or the running user and
+///   not be writable by group or others, except a root-owned sticky
+///   directory such as `/tmp` (where others cannot rename or remove what is
+///   ours).
+///
+/// Otherwise a user who pre-created the directory (or can write a parent)
+/// could replace what Hallmark later reads or sources: keys, the database,
+/// the env file.
+pub fn check_trusted_path(path: &Path) -> Result<(), CaError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let unsafe_path = |p: &Path, why: String| CaError::UnsafePath(format!("{}: {why}", p.display()));
+    let absolute =
+        std::path::absolute(path).map_err(|source| CaError::Io { path: path.display().to_string(), source })?;
+    // The path itself, then each existing directory above it (a path not
+    // created yet is judged by where it will be created).
+    let mut own = true;
+    for p in absolute.ancestors() {
+        let meta = match std::fs::metadata(p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && own => continue,
+            Err(source) => return Err(CaError::Io { path: p.display().to_string(), source }),
+        };
+        let mode = meta.permissions().mode();
+        let writable_by_others = mode & 0o022 != 0;
+        if own {
+            if meta.uid() != me {
+                return Err(unsafe_path(
+                    p,
+                    format!(
+                        "belongs to uid {}, not to this user (uid {me}); a data or key directory must be this user's",
+                        meta.uid()
+                    ),
+                ));
+            }
+            if writable_by_others {
+                return Err(unsafe_path(
+                    p,
+                    format!("mode {:o} lets group or others write it (chmod go-w)", mode & 0o7777),
+                ));
+            }
+            own = false;
+            continue;
+        }
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(unsafe_path(
+                p,
+                format!(
+                    "a parent directory belongs to uid {}: only root or this user (uid {me}) may own it",
+                    meta.uid()
+                ),
+            ));
+        }
+        let sticky_root = mode & 0o1000 != 0 && meta.uid() == 0;
+        if writable_by_others && !sticky_root {
+            return Err(unsafe_path(
+                p,
+                format!("a parent directory with mode {:o} lets group or others write it (chmod go-w)", mode & 0o7777),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_private_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), CaError> {
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(CaError::UnsafePath(format!(
+            "{}: belongs to uid {}, not to this user (uid {me}); a file holding a private key or token must be this user's",
+            path.display(),
+            meta.uid()
+        )));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(CaError::Key(format!(
@@ -94,5 +170,43 @@ mod tests {
         let err = read_secret_file(&p).unwrap_err().to_string();
         assert!(err.contains("644") && !err.contains("secret\""), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn trusted_paths_follow_strict_modes() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("data");
+        // Not created yet: judged by its parents (the tempdir, under /tmp).
+        check_trusted_path(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        check_trusted_path(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+        check_trusted_path(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_trusted_path(&dir).unwrap_err().to_string();
+        assert!(err.contains("777") && err.contains("go-w"), "{err}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A parent others may write (without the sticky bit of /tmp).
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_trusted_path(&dir.join("keys")).unwrap_err().to_string();
+        assert!(err.contains("parent") && err.contains("777"), "{err}");
+        std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            // Root owns the sticky tempdir here: accepted, like /tmp.
+            check_trusted_path(&dir).unwrap();
+            // A directory another user owns.
+            let theirs = base.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let err = check_trusted_path(&theirs).unwrap_err().to_string();
+            assert!(err.contains("uid 65534"), "{err}");
+            let err = check_trusted_path(&theirs.join("data")).unwrap_err().to_string();
+            assert!(err.contains("uid 65534"), "{err}");
+            let key = dir.join("k");
+            write_secret_file(&key, b"x").unwrap();
+            std::os::unix::fs::chown(&key, Some(65534), None).unwrap();
+            assert!(read_secret_file(&key).unwrap_err().to_string().contains("uid 65534"));
+        }
     }
 }

@@ -49,6 +49,9 @@ pub enum CaError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A data or key path another user could have prepared or can change.
+    #[error("{0}")]
+    UnsafePath(String),
     /// The authority has expired or will expire before the SVID could be useful.
     #[error("signing authority expires at {0}; refusing to issue")]
     AuthorityExpired(i64),

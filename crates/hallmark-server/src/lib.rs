@@ -148,7 +148,10 @@ impl RunningServer {
 }
 
 /// Creates the data directory with mode 0700.
+/// A directory another user owns or may write (or one of its parents) is
+/// refused: see [`hallmark_ca::keys::check_trusted_path`].
 pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
+    hallmark_ca::keys::check_trusted_path(dir).map_err(|e| ServerError::Io(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))
@@ -332,6 +335,11 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     let (revocations, _) = broadcast::channel(4096);
     let loading = std::time::Instant::now();
     let registry = registry::Registry::load(&store, now_unix()).await?;
+    for dir in
+        [Some(settings.data_dir.join("keys")), settings.audit_key.parent().map(Path::to_path_buf)].into_iter().flatten()
+    {
+        hallmark_ca::keys::check_trusted_path(&dir).map_err(|e| ServerError::Io(e.to_string()))?;
+    }
     let audit_key =
         Arc::new(AuditKey::load_or_create(&settings.audit_key).map_err(|e| ServerError::Ca(e.to_string()))?);
     let audit_trusted = settings

@@ -47,6 +47,14 @@ pub enum StoreError {
         /// The owner whose entries hold it.
         owner: String,
     },
+    /// The database file could not be created or its mode set.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
     /// The audit chain's head could not be signed: nothing was appended.
     #[error("cannot sign the audit chain's head: {0}")]
     Signing(String),
@@ -192,6 +200,31 @@ pub struct EntryChange {
     pub entry_id: String,
     /// The agent it changed for.
     pub parent_id: String,
+}
+
+/// Creates the SQLite file of `url` with mode 0600 before SQLite opens it
+/// (its WAL and shared-memory files take the same mode), and takes group and
+/// other access away from an existing one: the database holds the registry,
+/// the inventory and token hashes.
+fn private_sqlite_file(url: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return Ok(()); // in memory
+    }
+    let io = |source| StoreError::File { path: path.to_owned(), source };
+    std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map_err(io)?;
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            path,
+            mode = format!("{:o}", mode & 0o777),
+            "database file was open to group or others; now 0600"
+        );
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// SHA-256 hex of a secret (join tokens, admin tokens): only the hash is stored.
@@ -459,6 +492,9 @@ impl Store {
         } else {
             return Err(StoreError::Url(url.to_owned()));
         };
+        if backend == Backend::Sqlite {
+            private_sqlite_file(url)?;
+        }
         let url = match backend {
             Backend::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
