@@ -22,15 +22,43 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{ServerError, ServerState};
 
-/// The server's audit key, signing each batch's head.
-struct KeySigner(Arc<AuditKey>);
+/// The server's audit key, signing each batch's head, and the public keys
+/// it checks the head it extends with.
+pub struct AuditKeys {
+    /// This server's key.
+    pub own: AuditKey,
+    /// Other servers' public keys (`audit_trusted_keys`).
+    pub trusted: Vec<AuditPublicKey>,
+    /// The key was made at this start: until the first batch is written, a
+    /// chain with no checkpoint at all is adopted (the upgrade) rather than
+    /// reported as tampering.
+    pub adopting: std::sync::atomic::AtomicBool,
+}
 
-impl HeadSigner for KeySigner {
+impl AuditKeys {
+    /// Every public key accepted: this server's, then the trusted ones.
+    pub fn public_keys(&self) -> impl Iterator<Item = &AuditPublicKey> {
+        std::iter::once(self.own.public()).chain(self.trusted.iter())
+    }
+}
+
+/// True when `c` is signed by `key` (its id and signature).
+pub fn signed_by(c: &Checkpoint, key: &AuditPublicKey) -> bool {
+    key.id() == c.key_id && hex::decode(&c.signature).is_ok_and(|sig| key.verifies(&c.message(), &sig))
+}
+
+impl HeadSigner for AuditKeys {
     fn key_id(&self) -> String {
-        self.0.public().id().to_owned()
+        self.own.public().id().to_owned()
     }
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.sign(message).map_err(|e| e.to_string())
+        self.own.sign(message).map_err(|e| e.to_string())
+    }
+    fn verifies(&self, c: &Checkpoint) -> Option<bool> {
+        self.public_keys().find(|k| k.id() == c.key_id).map(|k| signed_by(c, k))
+    }
+    fn adopting(&self) -> bool {
+        self.adopting.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -57,9 +85,8 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Starts the appender task over `store`; every batch's head is signed with `key`.
-    pub fn start(store: Store, key: Arc<AuditKey>) -> Self {
-        let signer = KeySigner(key);
+    /// Starts the appender task over `store`; every batch's head is signed with `keys`.
+    pub fn start(store: Store, keys: Arc<AuditKeys>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
         tokio::spawn(async move {
             let mut queued: std::collections::VecDeque<(AuditEvent, Ack)> = std::collections::VecDeque::new();
@@ -83,8 +110,9 @@ impl Auditor {
                 }
                 let n = batch_size(queued.len());
                 let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = queued.drain(..n).unzip();
-                match store.append_audit_signed(&events, &signer).await {
+                match store.append_audit_signed(&events, &*keys).await {
                     Ok(seqs) => {
+                        keys.adopting.store(false, std::sync::atomic::Ordering::Relaxed);
                         for (ack, seq) in acks.into_iter().zip(seqs) {
                             let _ = ack.send(Ok(seq));
                         }
@@ -158,16 +186,11 @@ pub struct ExportedCheckpoint {
 }
 
 impl ServerState {
-    /// The audit public keys this server accepts: its own and those of the
-    /// other servers named in `audit_trusted_keys`.
-    fn audit_keys(&self) -> impl Iterator<Item = &AuditPublicKey> {
-        std::iter::once(self.audit_key.public()).chain(self.audit_trusted.iter())
-    }
-
     /// The newest signed checkpoint, for an auditor to keep.
     pub async fn audit_checkpoint(&self) -> Result<Option<ExportedCheckpoint>, ServerError> {
         let Some(c) = self.store.latest_audit_checkpoint().await? else { return Ok(None) };
-        let public_key = self.audit_keys().find(|k| k.id() == c.key_id).map(AuditPublicKey::to_pem).unwrap_or_default();
+        let public_key =
+            self.audit_keys.public_keys().find(|k| k.id() == c.key_id).map(AuditPublicKey::to_pem).unwrap_or_default();
         Ok(Some(ExportedCheckpoint { checkpoint: c, public_key }))
     }
 
@@ -186,12 +209,14 @@ impl ServerState {
             v.broken = broken(seq, problem);
             return Ok(v);
         }
+        if let Some((seq, reason)) = self.store.first_head_notice().await? {
+            v.broken = broken(seq, format!("a server found the chain changed without the audit key: {reason}"));
+            return Ok(v);
+        }
         for k in kept {
             let c = &k.checkpoint;
             let key = AuditPublicKey::from_pem(&k.public_key).map_err(|e| ServerError::Internal(e.to_string()))?;
-            let signed =
-                key.id() == c.key_id && hex::decode(&c.signature).is_ok_and(|sig| key.verifies(&c.message(), &sig));
-            let problem = if !signed {
+            let problem = if !signed_by(c, &key) {
                 Some(format!("the kept checkpoint at record {} does not verify with its public key", c.seq))
             } else {
                 match self.store.audit_hash_at(c.seq).await? {
@@ -228,7 +253,7 @@ impl ServerState {
             );
             return Ok(v);
         }
-        let Some(key) = self.audit_keys().find(|k| k.id() == c.key_id) else {
+        let Some(key) = self.audit_keys.public_keys().find(|k| k.id() == c.key_id) else {
             v.broken = broken(
                 c.seq,
                 format!(
@@ -238,7 +263,7 @@ impl ServerState {
             );
             return Ok(v);
         };
-        if !hex::decode(&c.signature).is_ok_and(|sig| key.verifies(&c.message(), &sig)) {
+        if !signed_by(&c, key) {
             v.broken = broken(c.seq, "the newest checkpoint's signature does not verify (forged)".into());
         }
         Ok(v)

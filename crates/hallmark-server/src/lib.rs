@@ -93,10 +93,9 @@ pub struct ServerState {
     policy: RwLock<Arc<PolicyEngine>>,
     /// The audit chain's group-commit appender.
     pub audit: audit::Auditor,
-    /// The key that signs the audit chain's head (never in the datastore).
-    audit_key: Arc<AuditKey>,
-    /// Other servers' public audit keys, accepted by `audit verify`.
-    audit_trusted: Vec<AuditPublicKey>,
+    /// The key that signs the audit chain's head (never in the datastore),
+    /// and the other servers' public keys.
+    audit_keys: Arc<audit::AuditKeys>,
     /// Refusals, counted and written to the audit chain once a second.
     pub refusals: refusals::Refusals,
     /// Parent used for entries that name none (set by `hallmark up`).
@@ -158,13 +157,13 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
 }
 
 #[cfg(feature = "bench-baseline")]
-fn new_auditor(store: &Store, key: Arc<AuditKey>, record: bool) -> audit::Auditor {
-    if record { audit::Auditor::start(store.clone(), key) } else { audit::Auditor::discarding() }
+fn new_auditor(store: &Store, keys: Arc<audit::AuditKeys>, record: bool) -> audit::Auditor {
+    if record { audit::Auditor::start(store.clone(), keys) } else { audit::Auditor::discarding() }
 }
 
 #[cfg(not(feature = "bench-baseline"))]
-fn new_auditor(store: &Store, key: Arc<AuditKey>, _record: bool) -> audit::Auditor {
-    audit::Auditor::start(store.clone(), key)
+fn new_auditor(store: &Store, keys: Arc<audit::AuditKeys>, _record: bool) -> audit::Auditor {
+    audit::Auditor::start(store.clone(), keys)
 }
 
 /// Loads the policy in force from the store, storing the default policy as
@@ -340,14 +339,15 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     {
         hallmark_ca::keys::check_trusted_path(&dir).map_err(|e| ServerError::Io(e.to_string()))?;
     }
-    let audit_key =
-        Arc::new(AuditKey::load_or_create(&settings.audit_key).map_err(|e| ServerError::Ca(e.to_string()))?);
-    let audit_trusted = settings
+    let adopting = !settings.audit_key.exists();
+    let own = AuditKey::load_or_create(&settings.audit_key).map_err(|e| ServerError::Ca(e.to_string()))?;
+    let trusted = settings
         .audit_trusted_keys
         .iter()
         .map(|p| AuditPublicKey::read(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServerError::Ca(format!("audit_trusted_keys: {e}")))?;
+    let audit_keys = Arc::new(audit::AuditKeys { own, trusted, adopting: adopting.into() });
     tracing::info!(entries = registry.len(), ms = loading.elapsed().as_millis(), "registry loaded");
     let state = Arc::new(ServerState {
         settings,
@@ -360,9 +360,8 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         revocations,
         revocation_notify: Notify::new(),
         policy: RwLock::new(Arc::new(policy)),
-        audit: new_auditor(&store, audit_key.clone(), record),
-        audit_key,
-        audit_trusted,
+        audit: new_auditor(&store, audit_keys.clone(), record),
+        audit_keys,
         refusals: refusals::Refusals::default(),
         default_parent: RwLock::new(None),
         bootstrap_file: RwLock::new(None),
@@ -410,7 +409,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     tasks.spawn(policy_watch(state.clone()));
     // A signed head from the first moment (a chain written before the audit
     // key existed is covered from here on).
-    let key_id = state.audit_key.public().id().to_owned();
+    let key_id = state.audit_keys.own.public().id().to_owned();
     let details = serde_json::json!({ "audit_key": key_id, "admin_listen": admin_addr.to_string() });
     state.audit.record(state.audit_event("hallmark", "server_start", &admin_addr.to_string(), "ok", details)).await?;
     tracing::info!(%agent_addr, %admin_addr, trust_domain = %state.settings.trust_domain, audit_key = %key_id, "server ready");

@@ -99,12 +99,96 @@ pub struct CredentialFilter {
     pub live_at: Option<i64>,
 }
 
-/// Signs the chain's head as each batch is appended.
+/// Signs the chain's head as each batch is appended, and checks the head a
+/// batch extends.
 pub trait HeadSigner: Send + Sync {
     /// The id of the key that signs (published with its public half).
     fn key_id(&self) -> String;
     /// A signature over `message`.
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
+    /// Whether `c`'s signature verifies with a key the signer knows; `None`
+    /// when it does not know `c.key_id` (another server's key).
+    fn verifies(&self, c: &Checkpoint) -> Option<bool>;
+    /// True while an audit key made at this start may adopt a chain written
+    /// before checkpoints existed (the upgrade), rather than report its
+    /// unsigned head as tampering.
+    fn adopting(&self) -> bool;
+}
+
+/// The action of the record a signer writes when the head it is about to
+/// extend is not one a valid checkpoint signs: the chain was changed without
+/// the audit key. `audit verify` fails on it.
+pub const HEAD_UNVERIFIED: &str = "audit_head_unverified";
+
+/// Why the head (`seq`, `hash`) is not vouched for by `latest`, if it is not.
+fn unvouched_head(
+    seq: i64,
+    hash: &str,
+    latest: Option<Checkpoint>,
+    signer: &dyn HeadSigner,
+) -> Option<(&'static str, String)> {
+    match latest {
+        None if seq == 0 => None,
+        None if signer.adopting() => {
+            Some(("audit_chain_adopted", format!("a new audit key signs this chain of {seq} records from here on")))
+        }
+        None => Some((HEAD_UNVERIFIED, format!("the chain's head (record {seq}) has no signed checkpoint"))),
+        Some(c) if c.seq != seq || c.hash != hash => Some((
+            HEAD_UNVERIFIED,
+            format!("the chain's head (record {seq}) is not the one the latest checkpoint signs (record {})", c.seq),
+        )),
+        Some(c) => match signer.verifies(&c) {
+            Some(false) => {
+                Some((HEAD_UNVERIFIED, format!("the checkpoint of record {} does not verify (forged)", c.seq)))
+            }
+            // Signed by another server's key: `audit verify` judges it with
+            // the keys it is given.
+            Some(true) | None => None,
+        },
+    }
+}
+
+/// `events`, after a record of what was found at the head when there is
+/// one; and how many records were put before the callers' (0 or 1).
+fn with_head_notice<'a>(
+    events: &'a [AuditEvent],
+    notice: Option<(&'static str, String)>,
+    buf: &'a mut Vec<AuditEvent>,
+) -> (&'a [AuditEvent], usize) {
+    let Some((action, reason)) = notice else { return (events, 0) };
+    tracing::error!(reason = %reason, "{action}");
+    let outcome = if action == HEAD_UNVERIFIED { "broken" } else { "ok" };
+    buf.push(AuditEvent {
+        at: hallmark_core::now_unix(),
+        actor: "hallmark".into(),
+        action: action.into(),
+        subject: "audit".into(),
+        outcome: outcome.into(),
+        policy_version: 0,
+        details: serde_json::json!({ "reason": reason }),
+        credential: None,
+    });
+    buf.extend(events.iter().cloned());
+    (&buf[..], 1)
+}
+
+async fn latest_checkpoint<'c, E>(conn: E) -> Result<Option<Checkpoint>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row = sqlx::query("SELECT seq, hash, at, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| {
+        Ok(Checkpoint {
+            seq: r.try_get("seq")?,
+            hash: r.try_get("hash")?,
+            at: r.try_get("at")?,
+            key_id: r.try_get("key_id")?,
+            signature: r.try_get("signature")?,
+        })
+    })
+    .transpose()
 }
 
 /// A signed statement that record `seq` of the chain has hash `hash`: a
@@ -258,10 +342,22 @@ async fn append_sqlite(
     events: &[AuditEvent],
     signer: Option<&dyn HeadSigner>,
 ) -> Result<Vec<i64>, StoreError> {
-    let (seq, prev) = match head.take() {
-        Some(h) => h,
-        None => last_record(&mut **conn).await?,
+    // The head is read from the database only when not known from the last
+    // batch (this process is the only writer): then it is checked too. A
+    // rewrite between batches breaks the link to the remembered head instead.
+    let (seq, prev, notice) = match head.take() {
+        Some((seq, prev)) => (seq, prev, None),
+        None => {
+            let (seq, prev) = last_record(&mut **conn).await?;
+            let notice = match signer {
+                Some(s) => unvouched_head(seq, &prev, latest_checkpoint(&mut **conn).await?, s),
+                None => None,
+            };
+            (seq, prev, notice)
+        }
     };
+    let mut buf = Vec::new();
+    let (events, skip) = with_head_notice(events, notice, &mut buf);
     let rows = link(events, seq, prev);
     let checkpoint = match signer {
         Some(s) => sign_head(&rows, s)?,
@@ -327,7 +423,8 @@ async fn append_sqlite(
     if let Some(last) = rows.last() {
         *head = Some((last.seq, last.hash.clone()));
     }
-    Ok(rows.iter().map(|r| r.seq).collect())
+    // The callers' records, not the notice before them.
+    Ok(rows.iter().skip(skip).map(|r| r.seq).collect())
 }
 
 const ROWS_PER_STATEMENT: usize = 1024;
@@ -354,6 +451,13 @@ async fn append_postgres(
     let mut tx = sqlx::Connection::begin(&mut **conn).await?;
     sqlx::query("LOCK TABLE audit IN EXCLUSIVE MODE").execute(&mut *tx).await?;
     let (seq, prev) = last_record(&mut *tx).await?;
+    // Several servers append here: each batch checks the head it extends.
+    let notice = match signer {
+        Some(s) => unvouched_head(seq, &prev, latest_checkpoint(&mut *tx).await?, s),
+        None => None,
+    };
+    let mut buf = Vec::new();
+    let (events, skip) = with_head_notice(events, notice, &mut buf);
     let rows = link(events, seq, prev);
     if let Some(c) = match signer {
         Some(s) => sign_head(&rows, s)?,
@@ -387,7 +491,7 @@ async fn append_postgres(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows.iter().map(|r| r.seq).collect())
+    Ok(rows.iter().skip(skip).map(|r| r.seq).collect())
 }
 
 /// The chain's last (seq, hash), or the genesis position.
@@ -569,18 +673,23 @@ impl Store {
 
     /// The newest signed checkpoint, if any.
     pub async fn latest_audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
-        let row =
-            sqlx::query("SELECT seq, hash, at, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
+        latest_checkpoint(&self.pool).await
+    }
+
+    /// The first record that says the head a server extended was not signed
+    /// ([`HEAD_UNVERIFIED`]): (position, reason).
+    pub async fn first_head_notice(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, details FROM audit WHERE action = $1 ORDER BY seq LIMIT 1")
+            .bind(HEAD_UNVERIFIED)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| {
-            Ok(Checkpoint {
-                seq: r.try_get("seq")?,
-                hash: r.try_get("hash")?,
-                at: r.try_get("at")?,
-                key_id: r.try_get("key_id")?,
-                signature: r.try_get("signature")?,
-            })
+            let details: String = r.try_get("details")?;
+            let reason = serde_json::from_str::<serde_json::Value>(&details)
+                .ok()
+                .and_then(|v| v["reason"].as_str().map(str::to_owned))
+                .unwrap_or(details);
+            Ok((r.try_get("seq")?, reason))
         })
         .transpose()
     }

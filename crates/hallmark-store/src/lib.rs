@@ -14,7 +14,7 @@ mod store;
 
 pub use audit::{
     AuditBreak, AuditEvent, AuditRecord, AuditVerification, Checkpoint, Credential, CredentialFilter, GENESIS,
-    HeadSigner, record_hash,
+    HEAD_UNVERIFIED, HeadSigner, record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};

@@ -18,4 +18,5 @@ mod robustness;
 mod rotation;
 mod secrets;
 mod separate;
+mod trust;
 mod up;
