@@ -101,7 +101,9 @@ pub async fn record_refusals(
 ) -> Response {
     let record = CallRecord::default();
     req.extensions_mut().insert(record.clone());
-    let source = req.extensions().get::<PeerAddr>().map(|a| a.0.to_string()).unwrap_or_else(|| "unknown".into());
+    // The address, not the port: refusals are counted per source, and a
+    // flood comes from one address over many ports.
+    let source = req.extensions().get::<PeerAddr>().map(|a| a.0.ip().to_string()).unwrap_or_else(|| "unknown".into());
     let path = req.uri().path().to_owned();
     let response = next.run(req).await;
     let kind = match response.status() {

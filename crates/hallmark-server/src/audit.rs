@@ -239,7 +239,9 @@ impl ServerState {
         if v.records == 0 {
             return Ok(v);
         }
-        let Some(c) = self.store.latest_audit_checkpoint().await? else {
+        // The chain as read ends at record `records` (others may append
+        // meanwhile): the checkpoint that covers it.
+        let Some(c) = self.store.audit_checkpoint_upto(v.records).await? else {
             v.broken = broken(v.records, "the chain's head is not signed: no checkpoint exists".into());
             return Ok(v);
         };

@@ -133,7 +133,7 @@ impl Node for NodeApi {
             .extensions()
             .get::<PeerInfo>()
             .and_then(|p| p.remote)
-            .map(|a| a.to_string())
+            .map(|a| a.ip().to_string())
             .unwrap_or_else(|| "unknown".into());
         let r = req.into_inner();
         if r.join_token.is_empty() || r.join_token.len() > 256 {

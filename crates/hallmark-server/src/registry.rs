@@ -225,7 +225,7 @@ mod tests {
 
     #[test]
     fn moves_between_parents_and_hides_revoked() {
-        let (a, b) = ("spiffe://example.org/agent/a", "spiffe://example.org/agent/b");
+        let (a, b) = ("spiffe://example.org/hallmark/agent/a", "spiffe://example.org/hallmark/agent/b");
         let r = Registry::default();
         r.apply("e2", Some(entry("e2", "spiffe://example.org/z", a)), 1);
         r.apply("e1", Some(entry("e1", "spiffe://example.org/y", a)), 2);

@@ -179,16 +179,17 @@ where
     let row = sqlx::query("SELECT seq, hash, at, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1")
         .fetch_optional(conn)
         .await?;
-    row.map(|r| {
-        Ok(Checkpoint {
-            seq: r.try_get("seq")?,
-            hash: r.try_get("hash")?,
-            at: r.try_get("at")?,
-            key_id: r.try_get("key_id")?,
-            signature: r.try_get("signature")?,
-        })
+    row.map(|r| checkpoint_from_row(&r)).transpose()
+}
+
+fn checkpoint_from_row(r: &AnyRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        seq: r.try_get("seq")?,
+        hash: r.try_get("hash")?,
+        at: r.try_get("at")?,
+        key_id: r.try_get("key_id")?,
+        signature: r.try_get("signature")?,
     })
-    .transpose()
 }
 
 /// A signed statement that record `seq` of the chain has hash `hash`: a
@@ -674,6 +675,18 @@ impl Store {
     /// The newest signed checkpoint, if any.
     pub async fn latest_audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         latest_checkpoint(&self.pool).await
+    }
+
+    /// The newest signed checkpoint at or before record `seq`: the one that
+    /// covers a chain read up to `seq` while others may be appending.
+    pub async fn audit_checkpoint_upto(&self, seq: i64) -> Result<Option<Checkpoint>, StoreError> {
+        let row = sqlx::query(
+            "SELECT seq, hash, at, key_id, signature FROM audit_checkpoints WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(seq)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| checkpoint_from_row(&r)).transpose()
     }
 
     /// The first record that says the head a server extended was not signed
