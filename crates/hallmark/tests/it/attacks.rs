@@ -547,6 +547,85 @@ async fn another_uid_cannot_get_an_entry_of_root_even_by_naming_it() {
     refused(fetch_root_jwt);
 }
 
+const FLOOD_VICTIM: &str = "spiffe://example.org/nobody-under-flood";
+
+/// Security issue 12: one local user opens over ten thousand idle Workload
+/// API connections (each would hold a socket and a pidfd in the agent: more
+/// than its descriptor limit). Another uid still gets its SVID, and the admin
+/// API (in the same `up` process) still answers, while the flood holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_uid_flooding_the_workload_api_starves_no_one_else() {
+    if my_uid() != "0" {
+        println!("skipped: running a process as uid 65534 needs root");
+        return;
+    }
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli = shared.path().join("hallmark");
+    copy_exe(Path::new(bin()), &cli);
+    let socket = shared.path().join("sock").join("api.sock");
+    let up = start_up_in(tempfile::tempdir().unwrap(), &[OsStr::new("--socket"), socket.as_os_str()]);
+    up.create_entry(FLOOD_VICTIM, &["--selector", "unix:uid:65534"]);
+    let as_nobody = |args: &[&str]| {
+        Command::new("/usr/bin/timeout")
+            .arg("20")
+            .arg(&cli)
+            .args(args)
+            .env_clear()
+            .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+            .current_dir(shared.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    wait_for("uid 65534 to be served before the flood", 30, || {
+        Some(as_nobody(&["api", "fetch-jwt", "--audience", "x"])).filter(|o| o.status.success())
+    });
+    let agent_pid = up.proc.child.id();
+    let limit = std::fs::read_to_string(format!("/proc/{agent_pid}/limits")).unwrap();
+    println!("{}", limit.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default());
+
+    // The flood: idle connections from this uid (root), held open.
+    let mut flood = Vec::new();
+    for _ in 0..10_500 {
+        match std::os::unix::net::UnixStream::connect(&socket) {
+            Ok(c) => flood.push(c),
+            Err(e) => panic!("connect failed after {} connections: {e}", flood.len()),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let held = std::fs::read_dir(format!("/proc/{agent_pid}/fd")).unwrap().count();
+    println!("the agent holds {held} descriptors with {} flooding connections open", flood.len());
+
+    // Another uid: served (`timeout`: a starved agent never accepts, and
+    // the client would wait for ever).
+    let out = as_nobody(&["api", "fetch-jwt", "--audience", "x"]);
+    assert!(out.status.success(), "uid 65534 during the flood: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(FLOOD_VICTIM));
+    // The admin API, in the same process: answers.
+    let list = up.cli(&["entry", "list", "--json"]);
+    assert!(list.status.success(), "admin API during the flood: {}", String::from_utf8_lossy(&list.stderr));
+    // Most of the flood was closed at once: the agent kept its descriptors.
+    let alive = flood
+        .iter()
+        .filter(|c| {
+            c.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            // A closed connection reads end of file; an open idle one would block.
+            !matches!(std::io::Read::read(&mut &**c, &mut b), Ok(0))
+        })
+        .count();
+    println!("{alive} of {} flooding connections still open", flood.len());
+    assert!(alive < flood.len(), "the agent closed connections over the per-uid limit");
+    assert!(log_mentions(&up, "connection limit reached"), "the limit is logged");
+    drop(flood);
+}
+
+fn log_mentions(up: &Up, what: &str) -> bool {
+    up.proc.log().contains(what)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_socket_is_open_to_all_and_the_data_and_keys_to_no_one_else() {
     let dir = tempfile::tempdir().unwrap();
