@@ -5,13 +5,19 @@
 //! - [`attest`]: unix workload attestation (SO_PEERCRED, pidfd, /proc).
 //! - [`cache`]: entries, bundle and SVIDs; never serves an expired SVID.
 //! - [`workload_api`]: the Workload API.
+//! - [`client_stream`], [`authority`], [`hpack`]: a Workload API connection
+//!   as the HTTP/2 server reads it: a deadline for the preface, and whatever
+//!   clients send as `:authority` dropped.
 //! - [`server_conn`]: mTLS to the server.
 //! - [`health`]: connected or degraded; `/live`, `/ready`, `/metrics`.
 
 pub mod attest;
+pub mod authority;
 pub mod cache;
+pub mod client_stream;
 pub mod config;
 pub mod health;
+pub mod hpack;
 pub mod server_conn;
 pub mod workload_api;
 
