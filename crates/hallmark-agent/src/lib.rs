@@ -10,12 +10,14 @@
 //!   clients send as `:authority` dropped.
 //! - [`server_conn`]: mTLS to the server.
 //! - [`health`]: connected or degraded; `/live`, `/ready`, `/metrics`.
+//! - [`dir_mode`]: data directories private, yet traversable to the socket.
 
 pub mod attest;
 pub mod authority;
 pub mod cache;
 pub mod client_stream;
 pub mod config;
+pub mod dir_mode;
 pub mod health;
 pub mod hpack;
 pub mod server_conn;
@@ -383,8 +385,7 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
 /// Starts the agent: resumes its stored identity or attests, then serves.
 pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
     let dir = settings.data_dir.clone();
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_err(&dir, e))?;
+    dir_mode::ensure_private_dir(&dir, &settings.socket_path)?;
     let now = now_unix();
     let stored = AgentIdentity::load(&dir)?.filter(|i| i.not_after > now + 5);
     let stored_bundle = std::fs::read_to_string(dir.join(BUNDLE_FILE))
