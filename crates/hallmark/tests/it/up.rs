@@ -92,7 +92,7 @@ async fn x509_and_jwt_svids_conform() {
     assert!(doc["spiffe_sequence"].is_u64());
 }
 
-fn pem_cert(der: &[u8]) -> String {
+pub fn pem_cert(der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
     format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n"))
