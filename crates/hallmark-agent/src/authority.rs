@@ -15,8 +15,9 @@
 //! preface, then frames. Every frame passes through unchanged, byte for byte,
 //! except header blocks (HEADERS and its CONTINUATION frames): each is
 //! decoded with the connection's HPACK state ([`crate::hpack`]), its
-//! `:authority` fields dropped, and the rest encoded again as literals that
-//! never touch the server's dynamic table, in frames of at most 16 384 bytes
+//! `:authority` fields dropped, and the rest encoded again as static table
+//! references and literals that never touch the server's dynamic table
+//! ([`hpack::encode_literal`]), in frames of at most 16 384 bytes
 //! (the size every HTTP/2 peer must accept). Padding is dropped; END_STREAM
 //! and the priority fields are kept. Server-to-client bytes are not touched.
 //!

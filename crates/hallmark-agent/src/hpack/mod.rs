@@ -4,9 +4,10 @@
 //! It exists for [`crate::authority`]: to drop one header from a request, the
 //! agent must decode every header block a client sends, in order, keeping a
 //! copy of the client's dynamic table, and encode the block again. The
-//! re-encoded block uses only literals without indexing (or never indexed,
-//! when the client marked a field so), so the HTTP/2 server behind it keeps
-//! an empty dynamic table and never depends on our copy being right.
+//! re-encoded block uses only static table references and literals without
+//! indexing (or never indexed, when the client marked a field so), so the
+//! HTTP/2 server behind it keeps an empty dynamic table and never depends on
+//! our copy being right.
 //!
 //! Strict: every error of the RFC is an error here (index 0 or past the
 //! table, a size update above the limit or after a field, an integer or
@@ -233,12 +234,27 @@ fn string(block: &mut &[u8], out: &mut Vec<u8>) -> Result<(), HpackError> {
     Ok(())
 }
 
-/// Appends `field` as a literal header field without indexing (§6.2.2), or
-/// never indexed (§6.2.3) when the client marked it so, with a literal name
-/// and plain (not Huffman) strings. Decoding it never changes a dynamic table.
+/// Appends `field` in a representation that never changes a dynamic table:
+/// the static table's entry when it holds the whole field (§6.1), else a
+/// literal without indexing (§6.2.2), or never indexed (§6.2.3) when the
+/// client marked it so, naming the static table's entry for the name when
+/// there is one, with plain (not Huffman) strings. Static references spare
+/// the server parsing names it already knows.
 pub fn encode_literal(out: &mut Vec<u8>, field: Field<'_>) {
-    out.push(if field.never_indexed { 0x10 } else { 0x00 });
-    encode_string(out, field.name);
+    if !field.never_indexed
+        && let Some(index) = table::static_field(field.name, field.value)
+    {
+        encode_integer(out, 0x80, 7, index);
+        return;
+    }
+    let flags = if field.never_indexed { 0x10 } else { 0x00 };
+    match table::static_name(field.name) {
+        Some(index) => encode_integer(out, flags, 4, index),
+        None => {
+            out.push(flags);
+            encode_string(out, field.name);
+        }
+    }
     encode_string(out, field.value);
 }
 

@@ -68,6 +68,73 @@ const STATIC: [(&str, &str); 61] = [
     ("www-authenticate", ""),
 ];
 
+/// The static table's first index for `name`, if it holds that name.
+pub(super) fn static_name(name: &[u8]) -> Option<usize> {
+    Some(match name {
+        b":authority" => 1,
+        b":method" => 2,
+        b":path" => 4,
+        b":scheme" => 6,
+        b":status" => 8,
+        b"accept-charset" => 15,
+        b"accept-encoding" => 16,
+        b"accept-language" => 17,
+        b"accept-ranges" => 18,
+        b"accept" => 19,
+        b"access-control-allow-origin" => 20,
+        b"age" => 21,
+        b"allow" => 22,
+        b"authorization" => 23,
+        b"cache-control" => 24,
+        b"content-disposition" => 25,
+        b"content-encoding" => 26,
+        b"content-language" => 27,
+        b"content-length" => 28,
+        b"content-location" => 29,
+        b"content-range" => 30,
+        b"content-type" => 31,
+        b"cookie" => 32,
+        b"date" => 33,
+        b"etag" => 34,
+        b"expect" => 35,
+        b"expires" => 36,
+        b"from" => 37,
+        b"host" => 38,
+        b"if-match" => 39,
+        b"if-modified-since" => 40,
+        b"if-none-match" => 41,
+        b"if-range" => 42,
+        b"if-unmodified-since" => 43,
+        b"last-modified" => 44,
+        b"link" => 45,
+        b"location" => 46,
+        b"max-forwards" => 47,
+        b"proxy-authenticate" => 48,
+        b"proxy-authorization" => 49,
+        b"range" => 50,
+        b"referer" => 51,
+        b"refresh" => 52,
+        b"retry-after" => 53,
+        b"server" => 54,
+        b"set-cookie" => 55,
+        b"strict-transport-security" => 56,
+        b"transfer-encoding" => 57,
+        b"user-agent" => 58,
+        b"vary" => 59,
+        b"via" => 60,
+        b"www-authenticate" => 61,
+        _ => return None,
+    })
+}
+
+/// The static table's index for the pair `name: value`, if it holds it.
+pub(super) fn static_field(name: &[u8], value: &[u8]) -> Option<usize> {
+    // A name's entries are consecutive, starting at its first index.
+    let first = static_name(name)?;
+    let same_name = STATIC.get(first - 1..)?.iter().take_while(|(n, _)| n.as_bytes() == name);
+    same_name.zip(first..).find(|((_, v), _)| v.as_bytes() == value).map(|(_, i)| i)
+}
+
 /// What an entry costs in the table (§4.1): its octets plus 32.
 pub(super) fn entry_size(name: &[u8], value: &[u8]) -> usize {
     name.len() + value.len() + 32
@@ -165,6 +232,19 @@ mod tests {
         assert_eq!(t.get(63), Some((&b"a"[..], &b"1"[..])));
         assert_eq!(t.get(64), None);
         assert_eq!(t.size(), 2 * 34);
+    }
+
+    #[test]
+    fn static_lookups_agree_with_the_table() {
+        for (i, (name, value)) in STATIC.iter().enumerate() {
+            let index = i + 1;
+            let first = STATIC.iter().position(|(n, _)| n == name).unwrap() + 1;
+            assert_eq!(static_name(name.as_bytes()), Some(first), "{name}");
+            assert_eq!(static_field(name.as_bytes(), value.as_bytes()), Some(index), "{name}: {value}");
+        }
+        assert_eq!(static_name(b"workload.spiffe.io"), None);
+        assert_eq!(static_field(b":method", b"PUT"), None);
+        assert_eq!(static_field(b"content-type", b"application/grpc"), None);
     }
 
     #[test]

@@ -168,3 +168,20 @@ fn the_header_list_limit_stops_decoding() {
     assert_eq!(e, HpackError::ListTooLarge { limit: 16 * 1024 });
     assert_eq!(n, 4, "fields past the limit are never emitted");
 }
+
+#[test]
+fn the_static_table_is_used_and_the_dynamic_one_never() {
+    let enc = |name: &str, value: &str, never_indexed: bool| {
+        let mut out = Vec::new();
+        encode_literal(&mut out, Field { name: name.as_bytes(), value: value.as_bytes(), never_indexed });
+        hex::encode(out)
+    };
+    // A whole static entry: one octet (§6.1).
+    assert_eq!(enc(":method", "POST", false), "83");
+    // A static name (content-type is 31: 15 in the prefix, 16 after), literal value (§6.2.2).
+    assert_eq!(enc("content-type", "application/grpc", false), "0f10106170706c69636174696f6e2f67727063");
+    // Never indexed stays so, even for a whole static entry (§6.2.3): name index 2, literal value.
+    assert_eq!(enc(":method", "POST", true), "1204504f5354");
+    // A name the static table lacks: a literal name.
+    assert_eq!(enc("te", "trailers", false), "0002746508747261696c657273");
+}
