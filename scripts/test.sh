@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs Hallmark's whole test suite on a fresh machine: installs what the tests
-# need (PostgreSQL, curl and Python's venv from Debian packages, cargo-nextest if missing), starts a
-# throwaway PostgreSQL as the postgres user, runs every test, and stops it.
+# need (PostgreSQL, curl, Python's venv, Node.js and npm from Debian packages;
+# the interop clients' pinned packages from PyPI into .venv and from npm into
+# tests/interop/node_modules), starts a throwaway PostgreSQL as the postgres
+# user, runs every test, and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +14,11 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
-# Schemathesis (scripts/api-fuzz.sh) runs from a virtualenv.
+# Schemathesis (scripts/api-fuzz.sh) and the Python interop clients run from a virtualenv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
+# The Node interop client (@grpc/grpc-js).
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]} from Debian packages"
     export DEBIAN_FRONTEND=noninteractive
@@ -45,6 +50,18 @@ if ! command -v cargo-nextest >/dev/null; then
 else
     runner=(cargo nextest run --workspace --no-fail-fast)
 fi
+# Workload API clients the interop tests run (crates/hallmark/tests/it/interop.rs),
+# pinned: py-spiffe and grpcio into .venv, @grpc/grpc-js into tests/interop.
+# With HALLMARK_INTEROP=1 a missing client fails those tests instead of skipping them.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+log "interop clients: pip install -r tests/interop/requirements.txt, npm ci in tests/interop"
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+if [ ! -f tests/interop/node_modules/.package-lock.json ] ||
+    [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; then
+    npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+fi
+export HALLMARK_INTEROP=1
+
 log "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 log "tests: ${runner[*]}"

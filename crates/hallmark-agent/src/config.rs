@@ -18,7 +18,8 @@ pub struct AgentConfig {
     pub server_address: String,
     /// Directory for the agent's own SVID, key and bundle.
     pub data_dir: PathBuf,
-    /// Workload API socket path; default `DATA_DIR/public/api.sock`.
+    /// Workload API socket path; default `DATA_DIR/public/api.sock`, and then
+    /// `DATA_DIR` is 0711 so that every local user can reach the socket.
     #[serde(default)]
     pub socket_path: Option<PathBuf>,
     /// Join token for the first attestation.

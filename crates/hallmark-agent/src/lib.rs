@@ -5,13 +5,21 @@
 //! - [`attest`]: unix workload attestation (SO_PEERCRED, pidfd, /proc).
 //! - [`cache`]: entries, bundle and SVIDs; never serves an expired SVID.
 //! - [`workload_api`]: the Workload API.
+//! - [`client_stream`], [`authority`], [`hpack`]: a Workload API connection
+//!   as the HTTP/2 server reads it: a deadline for the preface, and whatever
+//!   clients send as `:authority` dropped.
 //! - [`server_conn`]: mTLS to the server.
 //! - [`health`]: connected or degraded; `/live`, `/ready`, `/metrics`.
+//! - [`dir_mode`]: data directories private, yet traversable to the socket.
 
 pub mod attest;
+pub mod authority;
 pub mod cache;
+pub mod client_stream;
 pub mod config;
+pub mod dir_mode;
 pub mod health;
+pub mod hpack;
 pub mod server_conn;
 pub mod workload_api;
 
@@ -375,9 +383,7 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
 /// Starts the agent: resumes its stored identity or attests, then serves.
 pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> {
     let dir = settings.data_dir.clone();
-    hallmark_ca::keys::check_trusted_path(&dir).map_err(|e| AgentError::Io(e.to_string()))?;
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_err(&dir, e))?;
+    dir_mode::ensure_private_dir(&dir, &settings.socket_path)?;
     let now = now_unix();
     let stored = AgentIdentity::load(&dir)?.filter(|i| i.not_after > now + 5);
     let stored_bundle = std::fs::read_to_string(dir.join(BUNDLE_FILE))

@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status};
 use crate::AgentInner;
 use crate::attest::Caller;
 use crate::cache::HeldJwt;
+use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
 
 /// Most audiences accepted in one JWT-SVID request.
 pub const MAX_AUDIENCES: usize = 32;
@@ -39,9 +40,11 @@ pub const MAX_AUDIENCE_LEN: usize = 512;
 /// How long a new stream waits for SVIDs that are being issued before answering.
 const FIRST_SVID_WAIT: Duration = Duration::from_secs(10);
 
-/// A Workload API connection, carrying the peer's kernel credentials.
+/// A Workload API connection, carrying the peer's kernel credentials. What
+/// the client sends reaches the HTTP/2 server through [`ClientStream`]:
+/// without `:authority`, and only if the preface comes within [`PREFACE_TIMEOUT`].
 pub struct UdsConn {
-    stream: UnixStream,
+    stream: ClientStream<UnixStream>,
     caller: Option<Caller>,
     /// Its place under the per-uid limit, given back when it closes.
     _slot: ConnectionSlot,
@@ -182,6 +185,7 @@ pub fn incoming(listener: UnixListener, limits: ConnectionLimits) -> ReceiverStr
                     let pidfd: Option<OwnedFd> =
                         nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerPidfd).ok();
                     let caller = cred.pid().map(|pid| Caller::new(pid, pidfd));
+                    let stream = ClientStream::new(stream, PREFACE_TIMEOUT);
                     if tx.send(Ok(UdsConn { stream, caller, _slot: slot })).await.is_err() {
                         return;
                     }

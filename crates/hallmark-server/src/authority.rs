@@ -178,9 +178,10 @@ impl Authorities {
     /// usable, and publishes the bundle.
     pub async fn load_or_create(s: &ServerSettings, store: Store) -> Result<Arc<Self>, ServerError> {
         let dir = s.data_dir.join("keys");
-        for sub in ["x509", "jwt"] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
+        // Key directories are 0700 even inside a private data directory: the
+        // key files are 0600 on their own, and no one else may list them.
+        for d in [dir.clone(), dir.join("x509"), dir.join("jwt")] {
+            crate::ensure_private_dir(&d)?;
         }
         let server_id = server_id(&s.data_dir)?;
         let (tx, _) = watch::channel(Arc::new(Bundle {

@@ -215,14 +215,23 @@ fn private_sqlite_file(url: &str) -> Result<(), StoreError> {
     }
     let io = |source| StoreError::File { path: path.to_owned(), source };
     std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path).map_err(io)?;
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        tracing::warn!(
-            path,
-            mode = format!("{:o}", mode & 0o777),
-            "database file was open to group or others; now 0600"
-        );
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    // And its companions, which an older version may have left 0644.
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let file = format!("{path}{suffix}");
+        let mode = match std::fs::metadata(&file) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(StoreError::File { path: file, source }),
+        };
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file,
+                mode = format!("{:o}", mode & 0o777),
+                "database file was open to group or others; now 0600"
+            );
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| StoreError::File { path: file.clone(), source })?;
+        }
     }
     Ok(())
 }

@@ -37,7 +37,12 @@ pub struct UpArgs {
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let td = TrustDomain::new(&a.trust_domain).context("--trust-domain")?;
     let dir = std::path::absolute(&a.data_dir).with_context(|| a.data_dir.display().to_string())?;
-    hallmark_server::ensure_private_dir(&dir)?;
+    let agent_dir = dir.join("agent");
+    let socket_path = a.socket.unwrap_or_else(|| agent_dir.join("public").join("api.sock"));
+    // Every uid must reach the socket: DIR and DIR/agent are 0711 when it lies
+    // beneath them (0700 otherwise), DIR/server stays 0700, and every file
+    // holding a secret is 0600 on its own.
+    hallmark_agent::dir_mode::ensure_private_dir(&dir, &socket_path)?;
     // An exposed agent key stops the start before anything serves; it is never silently replaced.
     hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("agent").join(hallmark_agent::IDENTITY_KEY))?;
     // So does an exposed admin token, before any listener opens.
@@ -56,8 +61,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     if let Ok(mut p) = state.default_parent.write() {
         *p = Some(agent_id.clone());
     }
-    let agent_dir = dir.join("agent");
-    hallmark_server::ensure_private_dir(&agent_dir)?;
+    hallmark_agent::dir_mode::ensure_private_dir(&agent_dir, &socket_path)?;
     let resumable = AgentIdentity::load(&agent_dir)
         .ok()
         .flatten()
@@ -78,7 +82,6 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     let bundle = state.authorities.bundle().borrow().as_ref().clone();
     save_bundle(&agent_dir, &bundle)?;
-    let socket_path = a.socket.unwrap_or_else(|| agent_dir.join("public").join("api.sock"));
     let agent = hallmark_agent::start(AgentSettings {
         trust_domain: td,
         server_address: server.agent_addr.to_string(),

@@ -7,9 +7,11 @@
 //!   now at that path;
 //! - a process of another uid cannot get root's entry, even by naming it,
 //!   while it does get its own;
-//! - the socket is open to everyone (attestation decides), the data directory
-//!   and every private key file are not, and an existing directory the socket
-//!   is put in keeps its mode;
+//! - the socket is open to everyone (attestation decides): `up`'s default
+//!   socket inside its data directory is reached by another uid, which gets
+//!   PermissionDenied or its own SVID; the directories on the way let no one
+//!   else list them, every private key, token and database file is 0600, and
+//!   an existing directory the socket is put in keeps its mode;
 //! - an agent presenting another agent's SVID, an SVID for another agent's
 //!   identity signed by a foreign CA, or its own revoked SVID gets nothing,
 //!   while the real agent keeps working.
@@ -483,20 +485,27 @@ fn start_up_in(dir: tempfile::TempDir, extra: &[&OsStr]) -> Up {
     Up { env: parse_env(&text), proc, dir }
 }
 
+/// A directory every user may enter (0755) holding a copy of the CLI, for
+/// tests that run it as uid 65534; `None` (skip) unless this runs as root.
+fn open_dir_with_cli() -> Option<(tempfile::TempDir, PathBuf)> {
+    if my_uid() != "0" {
+        println!("skipped: running a process as uid 65534 needs root");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli = dir.path().join("hallmark");
+    copy_exe(Path::new(bin()), &cli);
+    Some((dir, cli))
+}
+
 const ROOT_ONLY: &str = "spiffe://example.org/root-only";
 const NOBODY: &str = "spiffe://example.org/nobody";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_uid_cannot_get_an_entry_of_root_even_by_naming_it() {
-    if my_uid() != "0" {
-        println!("skipped: running a process as uid 65534 needs root");
-        return;
-    }
+    let Some((shared, cli)) = open_dir_with_cli() else { return };
     // Everything uid 65534 needs is in a 0755 directory: the binary and the socket.
-    let shared = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cli = shared.path().join("hallmark");
-    copy_exe(Path::new(bin()), &cli);
     let socket = shared.path().join("sock").join("api.sock");
     let up = start_up_in(tempfile::tempdir().unwrap(), &[OsStr::new("--socket"), socket.as_os_str()]);
     assert_eq!(mode(&up.dir.path().join("data")), 0o700);
@@ -627,6 +636,57 @@ fn log_mentions(up: &Up, what: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn another_uid_reaches_the_default_socket_of_up_and_nothing_else() {
+    // DIR's own parent is open to all, as /var/lib is; the binary is there too.
+    let Some((dir, cli)) = open_dir_with_cli() else { return };
+    let up = start_up_in(dir, &[]);
+    let data = up.dir.path().join("data");
+    let socket = data.join("agent/public/api.sock");
+    assert_eq!(up.socket(), format!("unix://{}", socket.display()), "no --socket: the default");
+    let as_nobody = |program: &Path, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("SPIFFE_ENDPOINT_SOCKET", up.socket())
+            .current_dir(up.dir.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+
+    // No entry for uid 65534: the socket answers, and the answer is PermissionDenied.
+    let out = as_nobody(&cli, &["api", "fetch-x509", "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("PermissionDenied"), "{err}");
+    assert!(!err.contains("os error 13"), "the socket itself was out of reach: {err}");
+
+    // With an entry, its own SVID (and a JWT-SVID), never another's.
+    up.create_entry(ROOT_ONLY, &["--selector", "unix:uid:0"]);
+    up.create_entry(NOBODY, &["--selector", "unix:uid:65534"]);
+    let out = wait_for("the uid 65534 entry to be served", 30, || {
+        Some(as_nobody(&cli, &["api", "fetch-x509", "--json"])).filter(|o| o.status.success())
+    });
+    let svids: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = svids.as_array().unwrap().iter().map(|s| s["spiffe_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![NOBODY]);
+    let out = as_nobody(&cli, &["api", "fetch-jwt", "--audience", "x"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(NOBODY));
+
+    // The same uid can pass through DIR but not list it, nor read what holds secrets.
+    let ls = as_nobody(Path::new("ls"), &[data.to_str().unwrap()]);
+    assert!(!ls.status.success(), "uid 65534 listed DIR: {}", String::from_utf8_lossy(&ls.stdout));
+    for secret in ["hallmark.db", "admin-token", "env", "agent/agent.key.der", "server"] {
+        let p = data.join(secret);
+        let cat = as_nobody(Path::new("cat"), &[p.to_str().unwrap()]);
+        assert!(!cat.status.success(), "uid 65534 read {secret}");
+        assert!(String::from_utf8_lossy(&cat.stderr).contains("Permission denied"), "{secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_socket_is_open_to_all_and_the_data_and_keys_to_no_one_else() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -635,40 +695,68 @@ async fn the_socket_is_open_to_all_and_the_data_and_keys_to_no_one_else() {
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let up = start_up_in(dir, &[]);
     let socket = PathBuf::from(up.socket().strip_prefix("unix://").unwrap());
+    assert_eq!(socket, data.join("agent/public/api.sock"), "the default socket");
     assert_eq!(mode(&socket), 0o777, "attestation decides who gets what, not the socket's mode");
+    // Every directory on the socket's path lets every user through; those
+    // holding private files let no one else list them.
     assert_eq!(mode(socket.parent().unwrap()), 0o755);
-    for d in ["data", "data/server", "data/agent"] {
+    for d in ["data", "data/agent"] {
+        assert_eq!(mode(&up.dir.path().join(d)), 0o711, "{d}: traversable, not listable");
+    }
+    for d in ["data/server", "data/server/keys", "data/server/keys/x509", "data/server/keys/jwt"] {
         assert_eq!(mode(&up.dir.path().join(d)), 0o700, "{d}");
     }
 
-    // Every file holding a private key or a credential: by name, or by content.
+    // Every file holding a private key, a credential or the database: by
+    // name, or by content. Whatever else others could read by name is public.
     let mut secret_files = Vec::new();
+    let mut readable_by_others = Vec::new();
     let mut todo = vec![data.clone()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             let meta = std::fs::symlink_metadata(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
             if meta.is_dir() {
+                if p != socket.parent().unwrap() {
+                    assert_eq!(mode(&p) & 0o066, 0, "{}: no one else may list or change it", p.display());
+                }
                 todo.push(p);
             } else if meta.is_file() {
-                let name = p.file_name().unwrap().to_string_lossy().into_owned();
-                let by_name =
-                    name.ends_with(".key.pem") || name.ends_with(".key.der") || name == "admin-token" || name == "env";
+                let by_name = name.ends_with(".key.pem")
+                    || name.ends_with(".key.der")
+                    || name == "admin-token"
+                    || name == "env"
+                    || name.starts_with("hallmark.db");
                 let by_content = std::fs::read(&p).unwrap().windows(11).any(|w| w == b"PRIVATE KEY");
+                let rel = p.strip_prefix(&data).unwrap().display().to_string();
                 if by_name || by_content {
-                    secret_files.push(p.strip_prefix(&data).unwrap().to_path_buf());
                     assert_eq!(mode(&p), 0o600, "{}", p.display());
+                    secret_files.push(rel);
+                } else if mode(&p) & 0o004 != 0 {
+                    readable_by_others.push(rel);
                 }
             }
         }
     }
-    let names: Vec<String> = secret_files.iter().map(|p| p.display().to_string()).collect();
+    let names = &secret_files;
     println!("private files (all 0600): {names:?}");
+    println!("public files others may read by name: {readable_by_others:?}");
     let has = |pred: &dyn Fn(&str) -> bool| names.iter().any(|n| pred(n));
     assert!(has(&|n| n.starts_with("server/keys/x509/") && n.ends_with(".key.pem")), "X.509 CA key: {names:?}");
     assert!(has(&|n| n.starts_with("server/keys/jwt/") && n.ends_with(".key.pem")), "JWT key: {names:?}");
     assert!(has(&|n| n == "agent/agent.key.der"), "agent key: {names:?}");
     assert!(has(&|n| n == "admin-token"), "admin token: {names:?}");
+    assert!(has(&|n| n == "env"), "env file (holds the admin token): {names:?}");
+    assert!(has(&|n| n == "hallmark.db"), "database: {names:?}");
+    // Readable by name: certificates, the bundle and identifiers, nothing else.
+    for f in &readable_by_others {
+        let public = f.ends_with(".chain.pem")
+            || f.ends_with("bundle.json")
+            || f.ends_with("agent.authority")
+            || f.ends_with("server-id");
+        assert!(public, "{f} is readable by others and not known to be public");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

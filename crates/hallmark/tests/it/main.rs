@@ -11,6 +11,7 @@ mod crash;
 mod drills;
 mod failclosed;
 mod harness;
+mod interop;
 mod policy;
 mod reports;
 mod revocation;

@@ -137,3 +137,53 @@ async fn thousands_of_streams_and_vanishing_clients_leave_nothing_behind() {
     // one left (allocator reuse, not growth); 32 MiB of slack for noise.
     assert!(settled[1] <= settled[0] + 32 * 1024, "agent memory grew between rounds: {settled:?} KiB");
 }
+
+/// Reads until the peer closes the connection or `limit` passes; returns when it closed.
+fn closed_after(s: &mut std::os::unix::net::UnixStream, limit: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    while start.elapsed() < limit {
+        s.set_read_timeout(Some(limit.saturating_sub(start.elapsed()).max(Duration::from_millis(1)))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_without_a_whole_preface_is_closed_after_ten_seconds() {
+    use std::os::unix::net::UnixStream;
+    let up = Up::start();
+    let socket = up.socket();
+    let path = socket.strip_prefix("unix://").unwrap().to_owned();
+    let silent = UnixStream::connect(&path).unwrap();
+    let mut half = UnixStream::connect(&path).unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let mut whole = UnixStream::connect(&path).unwrap();
+    whole.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    let mut threads = Vec::new();
+    for (name, mut s) in [("nothing", silent), ("half a preface", half)] {
+        threads.push(std::thread::spawn(move || (name, closed_after(&mut s, Duration::from_secs(20)))));
+    }
+    for t in threads {
+        let (name, closed) = t.join().unwrap();
+        let closed = closed.unwrap_or_else(|| panic!("a client that sent {name} was not cut off within 20 s"));
+        eprintln!("a client that sent {name}: closed after {closed:?}");
+        assert!(closed >= Duration::from_millis(9_500), "{name}: closed after {closed:?}, before the 10 s timeout");
+    }
+    // The client that sent the whole preface is still connected, well past the timeout.
+    assert_eq!(closed_after(&mut whole, Duration::from_millis(500)), None, "a client with a preface was cut off");
+    serves_nothing_broken(&up).await;
+}
+
+/// The agent still answers a normal client (PermissionDenied: no entry here).
+async fn serves_nothing_broken(up: &Up) {
+    let mut c = raw_client(&up.socket()).await;
+    let s = c.fetch_x509svid(with_header(X509svidRequest {})).await.unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+}

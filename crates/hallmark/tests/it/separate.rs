@@ -68,18 +68,24 @@ impl Deployment {
         });
     }
 
+    /// An agent configuration whose socket is `NAME/api.sock`.
     fn agent_config(&self, name: &str, token: &str) -> std::path::PathBuf {
-        self.agent_config_with(name, token, "")
+        self.agent_config_with(name, token, &self.socket_line(name))
     }
 
+    fn socket_line(&self, name: &str) -> String {
+        format!("socket_path = \"{}\"\n", self.dir.path().join(name).join("api.sock").display())
+    }
+
+    /// An agent configuration with data in `NAME/data` and `extra` lines;
+    /// without a `socket_path` among them, the socket is the default.
     fn agent_config_with(&self, name: &str, token: &str, extra: &str) -> std::path::PathBuf {
         let d = self.dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
         let cfg = format!(
-            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\njoin_token = \"{token}\"\ntrust_bundle_path = \"{}\"\n",
+            "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\njoin_token = \"{token}\"\ntrust_bundle_path = \"{}\"\n",
             self.env["HALLMARK_AGENT_PORT"],
             d.join("data").display(),
-            d.join("api.sock").display(),
             self.dir.path().join("bundle.pem").display()
         ) + extra;
         let p = d.join("agent.toml");
@@ -95,14 +101,29 @@ pub fn join_agent(dep: &Deployment, name: &str) -> (Proc, String, std::path::Pat
 
 /// [`join_agent`] with more agent configuration.
 pub fn join_agent_with(dep: &Deployment, name: &str, extra: &str) -> (Proc, String, std::path::PathBuf) {
+    let socket = dep.dir.path().join(format!("{name}/api.sock"));
+    join_agent_configured(dep, name, &(dep.socket_line(name) + extra), socket)
+}
+
+/// [`join_agent`] with no `socket_path`: the socket is the default, `NAME/data/public/api.sock`.
+pub fn join_agent_on_default_socket(dep: &Deployment, name: &str) -> (Proc, String, std::path::PathBuf) {
+    let socket = dep.dir.path().join(format!("{name}/data/public/api.sock"));
+    join_agent_configured(dep, name, "", socket)
+}
+
+fn join_agent_configured(
+    dep: &Deployment,
+    name: &str,
+    config: &str,
+    socket: std::path::PathBuf,
+) -> (Proc, String, std::path::PathBuf) {
     let bundle = dep.cli(&["bundle", "show"]);
     std::fs::write(dep.dir.path().join("bundle.pem"), &bundle.stdout).unwrap();
     let out = dep.cli(&["token", "create", "--json"]);
     let tok: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut cmd = Command::new(bin());
-    cmd.args(["agent", "--config"]).arg(dep.agent_config_with(name, tok["token"].as_str().unwrap(), extra));
+    cmd.args(["agent", "--config"]).arg(dep.agent_config_with(name, tok["token"].as_str().unwrap(), config));
     let agent = Proc::spawn(cmd, &dep.dir.path().join(format!("{name}.log")));
-    let socket = dep.dir.path().join(format!("{name}/api.sock"));
     wait_for("agent socket", 60, || socket.exists().then_some(()));
     (agent, tok["agent_id"].as_str().unwrap().to_owned(), socket)
 }
