@@ -432,6 +432,16 @@ impl Cache {
         })
     }
 
+    /// Whether an X.509-SVID (by serial) or a JWT-SVID (by jti) is held,
+    /// unexpired and unrevoked, for the workload evidence `digest`.
+    pub fn holds(&self, digest: &str, id: &str, now: i64) -> bool {
+        self.read(|i| {
+            !i.revoked.contains_key(id)
+                && (i.svids.iter().any(|((_, d), s)| d == digest && s.serial == id && s.not_after > now)
+                    || i.jwts.iter().any(|((_, d, _), j)| d == digest && j.jti == id && j.expires_at > now))
+        })
+    }
+
     /// A held JWT for (entry, evidence, audiences) still before its refresh point.
     pub fn jwt(&self, entry_id: &str, digest: &str, aud: &[String], now: i64) -> Option<HeldJwt> {
         self.read(|i| {

@@ -5,13 +5,18 @@
 //! - [`attest`]: unix workload attestation (SO_PEERCRED, pidfd, /proc).
 //! - [`cache`]: entries, bundle and SVIDs; never serves an expired SVID.
 //! - [`workload_api`]: the Workload API.
+//! - [`sds`]: Envoy SDS v3 on the same socket.
+//! - [`delivery`]: delivery reports from `hallmark helper` on the same socket.
 //! - [`server_conn`]: mTLS to the server.
 //! - [`health`]: connected or degraded; `/live`, `/ready`, `/metrics`.
 
+mod admission;
 pub mod attest;
 pub mod cache;
 pub mod config;
+pub mod delivery;
 pub mod health;
+pub mod sds;
 pub mod server_conn;
 pub mod workload_api;
 
@@ -24,6 +29,8 @@ use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
 use hallmark_ca::tls::SharedAnchors;
 use hallmark_ca::{Bundle, JwtAuthority, svid};
 use hallmark_core::{Class, Entry, SpiffeId, Ttl, now_unix};
+use hallmark_proto::agent::delivery_server::DeliveryServer;
+use hallmark_proto::envoy_api::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::node::{self as pb, sync_event};
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -441,10 +448,14 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
 
     let mut tasks = JoinSet::new();
     let api = workload_api::WorkloadApi::new(inner.clone());
+    let sds = sds::SdsApi::new(inner.clone());
+    let delivery = delivery::DeliveryApi::new(inner.clone());
     let incoming = workload_api::incoming(listener);
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .add_service(SpiffeWorkloadApiServer::new(api))
+            .add_service(SecretDiscoveryServiceServer::new(sds))
+            .add_service(DeliveryServer::new(delivery))
             .serve_with_incoming(incoming)
             .await
             .map_err(|e| AgentError::Io(format!("workload API: {e}")))

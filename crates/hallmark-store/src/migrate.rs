@@ -16,6 +16,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_audit.sql")),
     (5, include_str!("../migrations/0005_inventory.sql")),
     (6, include_str!("../migrations/0006_revocation.sql")),
+    // 7 is reserved for a migration being written on another branch.
+    (8, include_str!("../migrations/0008_delivery.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {
