@@ -80,8 +80,8 @@ struct View {
     entitled: BTreeSet<String>,
     /// The trust domain's SPIFFE ID and its X.509 authorities (PEM), once known.
     bundle: Option<(String, String, String)>,
-    /// Some entry it matches still waits for its first SVID.
-    pending: bool,
+    /// SPIFFE IDs of the entries it matches still waiting for their first SVID.
+    pending: BTreeSet<String>,
 }
 
 impl View {
@@ -92,8 +92,19 @@ impl View {
             svids: agent.cache.x509_for(selectors, now),
             entitled: agent.cache.matching(selectors).iter().map(|e| e.spiffe_id.to_string()).collect(),
             bundle: agent.cache.bundle().map(|b| (td.id().to_string(), td.to_string(), b.x509_pem())),
-            pending: agent.cache.pending(selectors, now),
+            pending: agent.cache.pending_ids(selectors, now).into_iter().collect(),
         }
+    }
+
+    /// Whether a certificate `names` asks for is being issued right now, so
+    /// an answer is better held back a moment than sent without it.
+    fn awaits(&self, names: &BTreeSet<String>) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        names.is_empty()
+            || names.iter().any(|n| self.pending.contains(n))
+            || (names.contains(DEFAULT_SVID_NAME) && self.svids.is_empty())
     }
 }
 
@@ -249,14 +260,14 @@ struct StreamState {
     nonce: String,
     /// What was last sent.
     sent: Option<Vec<Secret>>,
-    /// When the caller was first seen holding nothing to send.
-    empty_since: Option<Instant>,
+    /// Since when a requested certificate has been awaited.
+    awaited_since: Option<Instant>,
 }
 
 impl StreamState {
     /// A stream that has received no request yet.
     fn new() -> Self {
-        Self { names: None, spiffe_validator: false, version: 0, nonce: String::new(), sent: None, empty_since: None }
+        Self { names: None, spiffe_validator: false, version: 0, nonce: String::new(), sent: None, awaited_since: None }
     }
 
     /// Applies a request; returns whether it asks for a response now.
@@ -290,16 +301,19 @@ impl StreamState {
             return Err(no_identity());
         }
         let secrets = secrets(view, names, self.spiffe_validator)?;
-        if secrets.is_empty() {
-            // Being issued (first SVID, or a replacement for a revoked one):
-            // wait briefly rather than deny.
-            let since = *self.empty_since.get_or_insert_with(Instant::now);
-            if view.pending && since.elapsed() < FIRST_SVID_WAIT {
+        // A requested certificate being issued (a first SVID, or the
+        // replacement of a revoked one): wait briefly for it rather than
+        // answer without it.
+        if view.awaits(names) {
+            if self.awaited_since.get_or_insert_with(Instant::now).elapsed() < FIRST_SVID_WAIT {
                 return Ok(Outcome::Wait);
             }
+        } else {
+            self.awaited_since = None;
+        }
+        if secrets.is_empty() {
             return Err(no_identity());
         }
-        self.empty_since = None;
         if !requested && self.sent.as_ref() == Some(&secrets) {
             return Ok(Outcome::Quiet);
         }
@@ -432,16 +446,16 @@ impl SecretDiscoveryService for SdsApi {
                 return Err(no_identity());
             }
             let secrets = secrets(&view, &names, spiffe_validator)?;
-            if !secrets.is_empty() {
+            if !view.awaits(&names) || Instant::now() >= deadline {
+                if secrets.is_empty() {
+                    return Err(no_identity());
+                }
                 // A unary answer: nothing to acknowledge, so no version or nonce (as the reference agent).
                 return Ok(Response::new(DiscoveryResponse {
                     resources: packed(&secrets),
                     type_url: ENVOY_SECRET_TYPE_URL.to_owned(),
                     ..Default::default()
                 }));
-            }
-            if !view.pending || Instant::now() >= deadline {
-                return Err(no_identity());
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
         }
@@ -450,8 +464,6 @@ impl SecretDiscoveryService for SdsApi {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
     use super::*;
 
     fn svid(id: &str) -> ServedSvid {
@@ -466,7 +478,7 @@ mod tests {
                 .map(String::from)
                 .collect(),
             bundle: Some(("spiffe://example.org".into(), "example.org".into(), "PEM".into())),
-            pending: false,
+            pending: BTreeSet::new(),
         }
     }
 
@@ -574,9 +586,9 @@ mod tests {
         st.names = Some(names(&["spiffe://example.org/a"]));
         let mut v = view();
         v.svids.clear();
-        v.pending = true;
+        v.pending = names(&["spiffe://example.org/a"]);
         assert!(matches!(st.next(&v, false).unwrap(), Outcome::Wait));
-        v.pending = false;
+        v.pending.clear();
         assert_eq!(st.next(&v, false).err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
         v.entitled.clear();
         assert_eq!(st.next(&v, false).err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
