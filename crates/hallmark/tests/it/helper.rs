@@ -238,3 +238,71 @@ async fn delivery_reports_reach_the_inventory_only_from_the_holder() {
     assert!(audit.lines().any(|l| l.contains("\"deliver\"") && l.contains(&serial)), "{audit}");
     drop(stream);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_helper_keeps_jwt_svids_and_a_combined_file_and_once_mode_exits() {
+    let up = Up::start();
+    up.create_entry(
+        "spiffe://example.org/db-client",
+        &["--selector", &format!("unix:uid:{}", my_uid()), "--jwt-ttl", "8s"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| Command::new(bin()).arg("helper").args(args).envs(&up.env).output().unwrap();
+
+    // --once: every file, the reload command, then exit 0.
+    let once = d.join("once");
+    let marker = d.join("reloaded");
+    let out = run(&[
+        "--once",
+        "--dir",
+        &once.display().to_string(),
+        "--combined-file",
+        "all.pem",
+        "--jwt-audience",
+        "db",
+        "--reload-cmd",
+        &format!("touch {}", marker.display()),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(marker.exists(), "the reload command ran");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for (name, want) in
+        [("svid.pem", 0o644), ("svid.key", 0o600), ("bundle.pem", 0o644), ("all.pem", 0o600), ("db.jwt", 0o600)]
+    {
+        assert_eq!(mode(once.join(name)), want, "{name}");
+    }
+    let combined = std::fs::read_to_string(once.join("all.pem")).unwrap();
+    assert!(combined.starts_with("-----BEGIN PRIVATE KEY-----") && combined.contains("BEGIN CERTIFICATE"));
+    let token = std::fs::read_to_string(once.join("db.jwt")).unwrap();
+    let claims = |t: &str| -> Value {
+        use base64::Engine;
+        let payload = t.split('.').nth(1).unwrap();
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    };
+    assert_eq!(claims(&token)["sub"], "spiffe://example.org/db-client");
+    assert_eq!(claims(&token)["aud"], serde_json::json!(["db"]));
+    let creds = up.cli_json(&["credential", "list"]);
+    let jti = claims(&token)["jti"].as_str().unwrap().to_owned();
+    let row = creds["credentials"].as_array().unwrap().iter().find(|c| c["id"] == jti.as_str()).unwrap().clone();
+    assert_eq!(row["delivered_to"], format!("files:{}", once.display()), "the JWT-SVID's delivery is recorded");
+
+    // Following the agent: the JWT-SVID is renewed at half its life (8 s).
+    let mut follower = helper(&up, d, "follow", &["--jwt-audience", "db"]);
+    let jwt = d.join("follow/db.jwt");
+    let first = wait_for("the first JWT-SVID", 30, || std::fs::read_to_string(&jwt).ok());
+    let renewed = wait_for("a renewed JWT-SVID", 30, || std::fs::read_to_string(&jwt).ok().filter(|t| *t != first));
+    assert!(claims(&renewed)["exp"].as_i64() > claims(&first)["exp"].as_i64());
+    follower.kill();
+
+    // Bad settings and an identity this process does not have: one line, non-zero.
+    let out =
+        run(&["--once", "--dir", &d.join("x").display().to_string(), "--spiffe-id", "spiffe://example.org/not-mine"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no SVID"), "{err}");
+    let out =
+        Command::new(bin()).args(["helper", "--dir", "/tmp/x"]).env_remove("SPIFFE_ENDPOINT_SOCKET").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("SPIFFE_ENDPOINT_SOCKET") && err.lines().count() == 1, "{err}");
+}
