@@ -185,6 +185,24 @@ async fn nginx_serves_mutual_tls_across_rotations_then_the_helper_fails_closed()
     assert!(log.contains("removing its files (fail closed)"), "{log}");
     assert!(client_helper.log().contains("expired before the agent sent a replacement"));
     eprintln!("files removed {removed_after:?} after the agent stopped (SVID lifetime 24 s)");
+
+    // The agent comes back (same data directory, same socket): the helper
+    // writes new files, is ready again, and nginx serves them after its signal.
+    let up = Up::start_in(up.dir);
+    wait_for("the helper to write files again", 60, || {
+        (svid_dir.join("svid.key").exists() && http_get(&ready).0 == 200).then_some(())
+    });
+    let out = Command::new(bin())
+        .args(["helper", "--once", "--spiffe-id", "spiffe://example.org/client", "--combined-file", "client.pem"])
+        .arg("--dir")
+        .arg(d.join("client2"))
+        .envs(&up.env)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("nginx to serve the new certificate", 30, || {
+        curl(port, &bundle, &d.join("client2/client.pem")).0.then_some(())
+    });
     nginx.kill();
 }
 
@@ -242,7 +260,7 @@ async fn delivery_reports_reach_the_inventory_only_from_the_holder() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_helper_keeps_jwt_svids_and_a_combined_file_and_once_mode_exits() {
     let up = Up::start();
-    up.create_entry(
+    let entry = up.create_entry(
         "spiffe://example.org/db-client",
         &["--selector", &format!("unix:uid:{}", my_uid()), "--jwt-ttl", "8s"],
     );
@@ -288,14 +306,6 @@ async fn the_helper_keeps_jwt_svids_and_a_combined_file_and_once_mode_exits() {
     let row = creds["credentials"].as_array().unwrap().iter().find(|c| c["id"] == jti.as_str()).unwrap().clone();
     assert_eq!(row["delivered_to"], format!("files:{}", once.display()), "the JWT-SVID's delivery is recorded");
 
-    // Following the agent: the JWT-SVID is renewed at half its life (8 s).
-    let mut follower = helper(&up, d, "follow", &["--jwt-audience", "db"]);
-    let jwt = d.join("follow/db.jwt");
-    let first = wait_for("the first JWT-SVID", 30, || std::fs::read_to_string(&jwt).ok());
-    let renewed = wait_for("a renewed JWT-SVID", 30, || std::fs::read_to_string(&jwt).ok().filter(|t| *t != first));
-    assert!(claims(&renewed)["exp"].as_i64() > claims(&first)["exp"].as_i64());
-    follower.kill();
-
     // Bad settings and an identity this process does not have: one line, non-zero.
     let out =
         run(&["--once", "--dir", &d.join("x").display().to_string(), "--spiffe-id", "spiffe://example.org/not-mine"]);
@@ -305,4 +315,21 @@ async fn the_helper_keeps_jwt_svids_and_a_combined_file_and_once_mode_exits() {
         Command::new(bin()).args(["helper", "--dir", "/tmp/x"]).env_remove("SPIFFE_ENDPOINT_SOCKET").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("SPIFFE_ENDPOINT_SOCKET") && err.lines().count() == 1, "{err}");
+
+    // Following the agent: the JWT-SVID is renewed at half its life (8 s).
+    let mut follower = helper(&up, d, "follow", &["--jwt-audience", "db"]);
+    let jwt = d.join("follow/db.jwt");
+    let first = wait_for("the first JWT-SVID", 30, || std::fs::read_to_string(&jwt).ok());
+    let renewed = wait_for("a renewed JWT-SVID", 30, || std::fs::read_to_string(&jwt).ok().filter(|t| *t != first));
+    assert!(claims(&renewed)["exp"].as_i64() > claims(&first)["exp"].as_i64());
+    // The entry is deleted: the agent answers PermissionDenied, the files go
+    // at once, and the helper stays, asking again.
+    let out = up.cli(&["entry", "delete", entry["id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the files to be removed", 15, || {
+        (!d.join("follow/svid.key").exists() && !jwt.exists() && !d.join("follow/svid.pem").exists()).then_some(())
+    });
+    assert!(follower.child.try_wait().unwrap().is_none(), "the helper keeps asking");
+    assert!(follower.log().contains("identity withdrawn; removing the files"));
+    follower.kill();
 }
