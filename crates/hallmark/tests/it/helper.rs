@@ -66,6 +66,26 @@ fn nginx_bin() -> Option<PathBuf> {
     found
 }
 
+/// nginx's master process, stopped with SIGTERM when dropped (even when the
+/// test fails): the master then stops its workers. SIGKILL would leave the
+/// workers running, still holding the port.
+struct Nginx(Proc);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.0.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("nginx did not stop on SIGTERM; killing it:\n{}", self.0.log());
+    }
+}
+
 fn helper(up: &Up, dir: &Path, name: &str, args: &[&str]) -> Proc {
     let mut cmd = Command::new(bin());
     cmd.arg("helper").arg("--dir").arg(dir.join(name)).args(args).envs(&up.env);
@@ -119,7 +139,7 @@ async fn nginx_serves_mutual_tls_across_rotations_then_the_helper_fails_closed()
     std::fs::write(d.join("nginx.conf"), nginx_config(d, &svid_dir, port)).unwrap();
     let mut cmd = Command::new(&nginx);
     cmd.arg("-p").arg(d).arg("-e").arg(d.join("error.log")).arg("-c").arg(d.join("nginx.conf"));
-    let mut nginx = Proc::spawn(cmd, &d.join("nginx.out"));
+    let _nginx = Nginx(Proc::spawn(cmd, &d.join("nginx.out")));
     let bundle = svid_dir.join("bundle.pem");
     wait_for("nginx to serve mutual TLS", 30, || curl(port, &bundle, &client_pem).0.then_some(()));
 
@@ -203,7 +223,6 @@ async fn nginx_serves_mutual_tls_across_rotations_then_the_helper_fails_closed()
     wait_for("nginx to serve the new certificate", 30, || {
         curl(port, &bundle, &d.join("client2/client.pem")).0.then_some(())
     });
-    nginx.kill();
 }
 
 #[tokio::test(flavor = "multi_thread")]
