@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs Hallmark's whole test suite on a fresh machine: installs what the tests
-# need (PostgreSQL, curl, Python's venv, Node.js and npm from Debian packages;
-# the interop clients' pinned packages from PyPI into .venv and from npm into
-# tests/interop/node_modules), starts a throwaway PostgreSQL as the postgres
-# user, runs every test, and stops it.
+# need (PostgreSQL, curl, nginx, Python's venv, Node.js and npm from Debian
+# packages; the interop clients' pinned packages from PyPI into .venv and from
+# npm into tests/interop/node_modules), starts a throwaway PostgreSQL as the
+# postgres user, runs every test, and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,11 +19,27 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-ve
 # The Node interop client (@grpc/grpc-js).
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+# The `hallmark helper` test runs its own nginx (never the system service).
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]} from Debian packages"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages must not start system services (nginx on port 80): unless the
+    # machine already says so, say so for the length of the install.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+        own_policy=1
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    if [ -n "$own_policy" ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
     pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 fi
 

@@ -354,12 +354,23 @@ impl Cache {
     /// Whether some entry this workload matches is still waiting for its
     /// first SVID (not held, not denied).
     pub fn pending(&self, selectors: &SelectorSet, now: i64) -> bool {
+        !self.pending_ids(selectors, now).is_empty()
+    }
+
+    /// The SPIFFE IDs of the entries this workload matches that are still
+    /// waiting for their first SVID (not held, not denied).
+    pub fn pending_ids(&self, selectors: &SelectorSet, now: i64) -> Vec<String> {
         let digest = evidence_digest(selectors);
         self.read(|i| {
-            i.entries.values().filter(|e| e.matches(selectors)).any(|e| {
-                let key = (e.id.clone(), digest.clone());
-                !i.svids.contains_key(&key) && i.denied.get(&key).is_none_or(|t| *t <= now)
-            })
+            i.entries
+                .values()
+                .filter(|e| e.matches(selectors))
+                .filter(|e| {
+                    let key = (e.id.clone(), digest.clone());
+                    !i.svids.contains_key(&key) && i.denied.get(&key).is_none_or(|t| *t <= now)
+                })
+                .map(|e| e.spiffe_id.to_string())
+                .collect()
         })
     }
 
@@ -429,6 +440,16 @@ impl Cache {
                 });
             }
             out
+        })
+    }
+
+    /// Whether an X.509-SVID (by serial) or a JWT-SVID (by jti) is held,
+    /// unexpired and unrevoked, for the workload evidence `digest`.
+    pub fn holds(&self, digest: &str, id: &str, now: i64) -> bool {
+        self.read(|i| {
+            !i.revoked.contains_key(id)
+                && (i.svids.iter().any(|((_, d), s)| d == digest && s.serial == id && s.not_after > now)
+                    || i.jwts.iter().any(|((_, d, _), j)| d == digest && j.jti == id && j.expires_at > now))
         })
     }
 

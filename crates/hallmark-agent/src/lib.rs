@@ -8,18 +8,23 @@
 //! - [`client_stream`], [`authority`], [`hpack`]: a Workload API connection
 //!   as the HTTP/2 server reads it: a deadline for the preface, and whatever
 //!   clients send as `:authority` dropped.
+//! - [`sds`]: Envoy SDS v3 on the same socket.
+//! - [`delivery`]: delivery reports from `hallmark helper` on the same socket.
 //! - [`server_conn`]: mTLS to the server.
 //! - [`health`]: connected or degraded; `/live`, `/ready`, `/metrics`.
 //! - [`dir_mode`]: data directories private, yet traversable to the socket.
 
+mod admission;
 pub mod attest;
 pub mod authority;
 pub mod cache;
 pub mod client_stream;
 pub mod config;
+pub mod delivery;
 pub mod dir_mode;
 pub mod health;
 pub mod hpack;
+pub mod sds;
 pub mod server_conn;
 pub mod workload_api;
 
@@ -32,6 +37,8 @@ use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
 use hallmark_ca::tls::SharedAnchors;
 use hallmark_ca::{Bundle, JwtAuthority, svid};
 use hallmark_core::{Class, Entry, SpiffeId, Ttl, now_unix};
+use hallmark_proto::agent::delivery_server::DeliveryServer;
+use hallmark_proto::envoy_api::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::node::{self as pb, sync_event};
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -451,10 +458,14 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         .unwrap_or(1024);
     let limits = workload_api::ConnectionLimits::for_open_files(open_files, inner.settings.max_connections_per_uid);
     tracing::debug!(per_uid = limits.per_uid, total = limits.total, "workload API connection limits");
+    let sds = sds::SdsApi::new(inner.clone());
+    let delivery = delivery::DeliveryApi::new(inner.clone());
     let incoming = workload_api::incoming(listener, limits);
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .add_service(SpiffeWorkloadApiServer::new(api))
+            .add_service(SecretDiscoveryServiceServer::new(sds))
+            .add_service(DeliveryServer::new(delivery))
             .serve_with_incoming(incoming)
             .await
             .map_err(|e| AgentError::Io(format!("workload API: {e}")))

@@ -29,6 +29,7 @@ use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use crate::AgentInner;
+use crate::admission::{self, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::attest::Caller;
 use crate::cache::HeldJwt;
 use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
@@ -37,8 +38,6 @@ use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
 pub const MAX_AUDIENCES: usize = 32;
 /// Longest audience accepted.
 pub const MAX_AUDIENCE_LEN: usize = 512;
-/// How long a new stream waits for SVIDs that are being issued before answering.
-const FIRST_SVID_WAIT: Duration = Duration::from_secs(10);
 
 /// A Workload API connection, carrying the peer's kernel credentials. What
 /// the client sends reaches the HTTP/2 server through [`ClientStream`]:
@@ -214,57 +213,21 @@ impl WorkloadApi {
 
     /// Checks the security header and attests the caller.
     async fn admit<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
-        if req.metadata().get("workload.spiffe.io").and_then(|v| v.to_str().ok()) != Some("true") {
-            return Err(Status::invalid_argument("security header `workload.spiffe.io: true` is missing"));
-        }
-        let caller = req
-            .extensions()
-            .get::<Option<Caller>>()
-            .cloned()
-            .flatten()
-            .ok_or_else(|| Status::permission_denied("caller has no kernel credentials"))?;
-        // A few /proc reads, inline; reading an executable not yet hashed
-        // goes to the blocking pool.
-        let attestor = self.agent.attestor.clone();
-        match attestor.attest_cached(&caller).map_err(|e| Status::permission_denied(e.to_string()))? {
-            Some(selectors) => Ok(selectors),
-            None => tokio::task::spawn_blocking(move || attestor.attest(&caller))
-                .await
-                .map_err(|_| Status::internal("attestation task failed"))?
-                .map_err(|e| Status::permission_denied(e.to_string())),
-        }
+        admission::require_security_header(req)?;
+        admission::attest(&self.agent, req).await
     }
 
     /// Like [`Self::admit`], but the caller must match at least one entry.
     async fn admit_identified<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
-        let selectors = self.admit(req).await?;
-        if self.agent.cache.matching(&selectors).is_empty() {
-            return Err(no_identity());
-        }
-        Ok(selectors)
+        admission::require_security_header(req)?;
+        admission::attest_identified(&self.agent, req).await
     }
-}
-
-fn no_identity() -> Status {
-    Status::permission_denied("no identity issued")
 }
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn trust_domain_key(agent: &AgentInner) -> String {
     agent.settings.trust_domain.id().to_string()
-}
-
-/// Ends a workload's interest when its stream ends, however it ends.
-struct InterestGuard {
-    agent: Arc<AgentInner>,
-    digest: String,
-}
-
-impl Drop for InterestGuard {
-    fn drop(&mut self) {
-        self.agent.cache.close_interest(&self.digest, now_unix());
-    }
 }
 
 /// Runs `next` on every cache change and sends its result when it differs from
@@ -370,8 +333,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let selectors = self.admit_identified(&req).await?;
         // Registering interest is what gets SVIDs issued for this workload's evidence.
-        let digest = self.agent.cache.open_interest(&selectors, now_unix());
-        let guard = InterestGuard { agent: self.agent.clone(), digest };
+        let guard = InterestGuard::open(self.agent.clone(), &selectors);
         let stream =
             watch_stream(self.agent.clone(), guard, move |agent, waiting| x509_message(agent, &selectors, waiting));
         Ok(Response::new(stream))

@@ -51,6 +51,13 @@ pub enum IssueError {
         /// What decided: `policy [ids]` or `class machine`.
         by: String,
     },
+    /// A delivery report named a credential the inventory does not hold.
+    #[error("credential `{0}` is not in the inventory")]
+    UnknownCredential(String),
+    /// A delivery report named a credential not issued to the reporting
+    /// workload through the calling agent.
+    #[error("credential `{0}` was not issued to this workload through this agent")]
+    NotHolder(String),
     /// The request itself is malformed (bad CSR, bad audience, bad evidence).
     #[error("{0}")]
     BadRequest(String),
@@ -297,6 +304,8 @@ impl ServerState {
             revoke_reason: None,
             authority_id: String::new(),
             audit_seq: 0,
+            delivered_to: None,
+            delivered_at: None,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod authority;
 pub mod change_hub;
 pub mod config;
+pub mod delivery;
 pub mod issuance;
 pub mod node_api;
 pub mod refusals;

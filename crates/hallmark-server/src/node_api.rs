@@ -7,8 +7,9 @@ use hallmark_ca::Bundle;
 use hallmark_core::{Entry, SpiffeId};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
-    self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RenewAgentRequest,
-    SignX509SvidsRequest, SignX509SvidsResponse, SvidResult, SyncEntriesRequest, SyncEvent, sync_event,
+    self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RecordDeliveriesRequest,
+    RecordDeliveriesResponse, RenewAgentRequest, SignX509SvidsRequest, SignX509SvidsResponse, SvidResult,
+    SyncEntriesRequest, SyncEvent, sync_event,
 };
 use hallmark_store::Revocation;
 use tokio::sync::{broadcast, mpsc};
@@ -76,7 +77,8 @@ fn internal(e: impl std::fmt::Display) -> Status {
 
 fn status(e: IssueError) -> Status {
     match e {
-        IssueError::NoEntry(_) => Status::not_found(e.to_string()),
+        IssueError::NoEntry(_) | IssueError::UnknownCredential(_) => Status::not_found(e.to_string()),
+        IssueError::NotHolder(_) => Status::permission_denied(e.to_string()),
         IssueError::NotEntitled { .. }
         | IssueError::Denied { .. }
         | IssueError::Revoked(_)
@@ -241,6 +243,17 @@ impl Node for NodeApi {
             jti: j.jti,
             kid: j.kid,
         }))
+    }
+
+    async fn record_deliveries(
+        &self,
+        req: Request<RecordDeliveriesRequest>,
+    ) -> Result<Response<RecordDeliveriesResponse>, Status> {
+        let caller = self.authenticate(&req).await?;
+        let r = req.into_inner();
+        let recorded =
+            self.state.record_deliveries(&caller, &r.credential_ids, &r.target, &r.evidence).await.map_err(status)?;
+        Ok(Response::new(RecordDeliveriesResponse { recorded }))
     }
 }
 

@@ -80,6 +80,13 @@ pub struct Credential {
     pub authority_id: String,
     /// The audit record of its issuance.
     pub audit_seq: i64,
+    /// Where its holder reported delivering it, e.g. `files:/etc/nginx/svid`
+    /// (`hallmark helper`); `None` when it was only served over the socket.
+    #[serde(default)]
+    pub delivered_to: Option<String>,
+    /// Unix seconds of the last delivery report.
+    #[serde(default)]
+    pub delivered_at: Option<i64>,
 }
 
 /// Inventory filters.
@@ -664,6 +671,19 @@ impl Store {
         Ok(present)
     }
 
+    /// Records that the holder of credential `id` delivered it to `target`
+    /// at `at` (a later report replaces an earlier one). Returns false when
+    /// the inventory has no such credential.
+    pub async fn record_delivery(&self, id: &str, target: &str, at: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE credentials SET delivered_to = $1, delivered_at = $2 WHERE id = $3")
+            .bind(target.to_owned())
+            .bind(at)
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Deletes inventory rows of credentials that expired before `before`;
     /// returns how many. The audit records of their issuance stay, so the
     /// chain is untouched and still verifies.
@@ -810,7 +830,8 @@ impl Store {
 }
 
 const CREDENTIAL_COLUMNS: &str = "id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
-    evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq";
+    evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq, \
+    delivered_to, delivered_at";
 
 fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
     Ok(Credential {
@@ -830,5 +851,7 @@ fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
         revoke_reason: r.try_get("revoke_reason")?,
         authority_id: r.try_get("authority_id")?,
         audit_seq: r.try_get("audit_seq")?,
+        delivered_to: r.try_get("delivered_to")?,
+        delivered_at: r.try_get("delivered_at")?,
     })
 }

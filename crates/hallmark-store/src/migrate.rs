@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/0005_inventory.sql")),
     (6, include_str!("../migrations/0006_revocation.sql")),
     (7, include_str!("../migrations/0007_hardening.sql")),
+    (8, include_str!("../migrations/0008_delivery.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

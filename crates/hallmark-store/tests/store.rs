@@ -408,6 +408,8 @@ async fn inventory_is_written_with_the_audit_record() {
                 revoke_reason: None,
                 authority_id: "ca1".into(),
                 audit_seq: 0,
+                delivered_to: None,
+                delivered_at: None,
             });
             e
         };
@@ -421,6 +423,12 @@ async fn inventory_is_written_with_the_audit_record() {
         assert_eq!(s.credentials(&f, 100).await.unwrap().len(), 2);
         let f = hallmark_store::CredentialFilter { expiring_before: Some(2000), ..Default::default() };
         assert_eq!(s.credentials(&f, 100).await.unwrap().len(), 2);
+        // A delivery report lands on the row it names, and only there.
+        assert!(s.record_delivery("s2", "files:/etc/nginx/svid", 1200).await.unwrap(), "{name}");
+        assert!(!s.record_delivery("nope", "files:/x", 1200).await.unwrap(), "{name}");
+        let s2 = s.credential("s2").await.unwrap().unwrap();
+        assert_eq!((s2.delivered_to.as_deref(), s2.delivered_at), (Some("files:/etc/nginx/svid"), Some(1200)));
+        assert_eq!(s.credential("s1").await.unwrap().unwrap().delivered_to, None);
         // Pruning long-expired rows keeps the chain verifiable.
         assert_eq!(s.prune_credentials(1500).await.unwrap(), 1, "{name}");
         assert_eq!(s.credentials(&Default::default(), 100).await.unwrap().len(), 2);
@@ -478,6 +486,8 @@ async fn revocation_by_credential_entry_owner_and_node() {
                     revoke_reason: None,
                     authority_id: if k == 0 { "ca1" } else { "kid1" }.into(),
                     audit_seq: 0,
+                    delivered_to: None,
+                    delivered_at: None,
                 });
                 events.push(e);
             }

@@ -46,14 +46,18 @@ pub enum ApiCmd {
 pub(crate) async fn connect(socket: &str) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
     let path =
         socket.strip_prefix("unix://").with_context(|| format!("socket `{socket}` must be a unix:// URI"))?.to_owned();
-    let ch = Endpoint::from_static("http://workload")
+    Ok(SpiffeWorkloadApiClient::new(channel(path.into()).await?))
+}
+
+/// A gRPC channel to the agent's socket at `path` (every service served there uses it).
+pub(crate) async fn channel(path: PathBuf) -> anyhow::Result<Channel> {
+    Endpoint::from_static("http://workload")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
         }))
         .await
-        .context("cannot connect to the Workload API")?;
-    Ok(SpiffeWorkloadApiClient::new(ch))
+        .context("cannot connect to the Workload API")
 }
 
 pub(crate) fn request<T>(msg: T) -> tonic::Request<T> {
@@ -120,7 +124,7 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
     }
 }
 
-fn status(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", s.code(), s.message())
 }
 
@@ -144,6 +148,6 @@ fn first_cert(der: &[u8]) -> anyhow::Result<&[u8]> {
     der_certs(der)?.into_iter().next().context("no certificate")
 }
 
-fn split_pem(der: &[u8]) -> anyhow::Result<String> {
+pub(crate) fn split_pem(der: &[u8]) -> anyhow::Result<String> {
     Ok(der_certs(der)?.into_iter().map(|c| pem::encode(&pem::Pem::new("CERTIFICATE", c.to_vec()))).collect())
 }

@@ -155,7 +155,9 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
 /// `hallmark credential ...`
 #[derive(Subcommand)]
 pub enum CredentialCmd {
-    /// List issued credentials (X.509 serials and JWT jtis), soonest expiry first.
+    /// List issued credentials (X.509 serials and JWT jtis), soonest expiry first:
+    /// kind, id, SPIFFE ID, owner, node, expiry, state, and where the holder
+    /// reported delivering it (`delivered_to=files:DIR` from `hallmark helper`, else `-`).
     List {
         /// Only this entry.
         #[arg(long)]
@@ -205,12 +207,13 @@ pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
                 "live"
             };
             println!(
-                "{}\t{}\t{}\t{}\t{}\tnot_after={na}\t{state}",
+                "{}\t{}\t{}\t{}\t{}\tnot_after={na}\t{state}\tdelivered_to={}",
                 c["kind"].as_str().unwrap_or(""),
                 c["id"].as_str().unwrap_or(""),
                 c["spiffe_id"].as_str().unwrap_or(""),
                 c["owner"].as_str().unwrap_or(""),
                 c["node_id"].as_str().unwrap_or(""),
+                c["delivered_to"].as_str().unwrap_or("-"),
             );
         }
     })

@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod drill;
 mod governance;
+mod helper;
 mod lifecycle;
 mod local;
 mod up;
@@ -87,6 +88,10 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Keep this process's SVID (and JWT-SVIDs) in files for software that reads
+    /// certificates from disk, renewed at every rotation; reload that software
+    /// with a signal or a command (like SPIRE's spiffe-helper).
+    Helper(helper::HelperArgs),
     /// Ask the local Workload API what this process would receive.
     Api {
         #[command(subcommand)]
@@ -234,6 +239,10 @@ fn main() -> ExitCode {
                 init_logging(cli.log_format);
                 raise_open_file_limit();
                 up::run(args).await
+            }
+            Command::Helper(args) => {
+                init_logging(cli.log_format);
+                helper::run(args).await
             }
             Command::Entry { cmd, conn } => commands::entry(cmd, &conn).await,
             Command::Token { cmd, conn } => commands::token(cmd, &conn).await,

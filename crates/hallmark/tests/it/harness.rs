@@ -156,8 +156,13 @@ pub fn sha256_file(p: &Path) -> String {
 pub async fn raw_client(
     socket: &str,
 ) -> hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient<tonic::transport::Channel> {
+    hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(raw_channel(socket).await)
+}
+
+/// A gRPC channel to the agent's socket (`unix:///path`), for any service served there.
+pub async fn raw_channel(socket: &str) -> tonic::transport::Channel {
     let path = socket.strip_prefix("unix://").unwrap().to_owned();
-    let ch = tonic::transport::Endpoint::from_static("http://workload")
+    tonic::transport::Endpoint::from_static("http://workload")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -165,8 +170,19 @@ pub async fn raw_client(
             }
         }))
         .await
-        .unwrap();
-    hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient::new(ch)
+        .unwrap()
+}
+
+/// A request carrying the Workload API security header.
+pub fn with_security_header<T>(msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("workload.spiffe.io", "true".parse().unwrap());
+    r
+}
+
+/// A port free on 127.0.0.1 (for a moment).
+pub fn free_local_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Checks every X509-SVID rule of the SPIFFE standard on a leaf and its
