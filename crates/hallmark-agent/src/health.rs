@@ -23,6 +23,9 @@ use crate::AgentInner;
 #[derive(Debug, Default)]
 pub struct Health {
     connected: AtomicBool,
+    /// Whether the sync stream was ever open, so the first connection is not
+    /// reported as the end of an outage.
+    ever_connected: AtomicBool,
     banned: AtomicBool,
     last_contact: AtomicI64,
     disconnected_since: AtomicI64,
@@ -43,8 +46,11 @@ impl Health {
         self.last_contact.store(now, Ordering::Relaxed);
         if !self.connected.swap(true, Ordering::Relaxed) {
             let since = self.disconnected_since.swap(0, Ordering::Relaxed);
-            if since > 0 {
+            // The first connection after start is no recovery from an outage.
+            if self.ever_connected.swap(true, Ordering::Relaxed) {
                 tracing::info!(outage_secs = now - since, "server reachable again; renewing identities");
+            } else {
+                tracing::info!("connected to the server; entries synced");
             }
         }
     }

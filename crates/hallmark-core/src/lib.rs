@@ -9,6 +9,7 @@ mod duration;
 mod entry;
 mod selector;
 mod spiffe_id;
+pub mod time;
 
 pub use config_error::ConfigError;
 pub use duration::{Ttl, TtlError, format_duration, parse_duration};

@@ -169,7 +169,10 @@ async fn create_entry(
     who.may_touch(&spec.owner)?;
     let valid = s.validate_spec(&spec)?;
     active_owner(&s, &valid.owner).await?;
-    let e = s.store.create_entry(&valid).await?;
+    let e = match s.store.create_entry(&valid).await {
+        Err(StoreError::Duplicate(msg)) => return Err(crate::admin_entry_state::duplicate(&s, &valid, msg).await),
+        other => other?,
+    };
     s.entries_written().await;
     tracing::info!(admin = %who.0.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
     audit(
@@ -545,7 +548,7 @@ async fn update_entry(
     let JsonObject(spec) = body?;
     // Both the entry as it is and as it would become must be the caller's.
     who.may_touch(&spec.owner)?;
-    visible_entry(&s, &who, &id).await?;
+    crate::admin_entry_state::refuse_revoked(&visible_entry(&s, &who, &id).await?)?;
     let expected = match headers.get(header::IF_MATCH) {
         None => None,
         Some(v) => Some(
@@ -576,14 +579,26 @@ async fn delete_entry(
     State(s): State<Arc<ServerState>>,
     who: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Entry>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::WriteEntries)?;
     visible_entry(&s, &who, &id).await?;
+    // Decommissioning revokes: the entry's live credentials are revoked through
+    // the same path as `revoke --entry` before the record goes.
+    let revoked = crate::admin_entry_state::revoke_for_delete(&s, &who, &id).await?;
     let e = s.store.delete_entry(&id).await?;
     s.entries_written().await;
-    tracing::info!(admin = %who.0.name, entry = %e.id, "entry deleted");
-    audit(&s, &who, "entry_delete", &e.id, json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner })).await;
-    Ok(Json(e))
+    tracing::info!(admin = %who.0.name, entry = %e.id, revoked = revoked.len(), "entry deleted");
+    audit(
+        &s,
+        &who,
+        "entry_delete",
+        &e.id,
+        json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner, "revoked_credentials": revoked.len() }),
+    )
+    .await;
+    let mut v = serde_json::to_value(&e).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    v["revoked_credentials"] = json!(revoked);
+    Ok(Json(v))
 }
 
 #[derive(Deserialize, Default)]

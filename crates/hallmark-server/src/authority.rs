@@ -397,6 +397,15 @@ impl Authorities {
         Ok(())
     }
 
+    /// How many authorities of `kind` this server holds keys for.
+    fn held(&self, kind: Kind) -> Result<usize, ServerError> {
+        let keys = self.keys.read().map_err(|_| lock_err())?;
+        Ok(match kind {
+            Kind::X509 => keys.x509.len(),
+            Kind::Jwt => keys.jwt.len(),
+        })
+    }
+
     /// This server's active and prepared authority of `kind`.
     fn local_summary(&self, kind: Kind) -> Result<KindSummary, ServerError> {
         let keys = self.keys.read().map_err(|_| lock_err())?;
@@ -522,13 +531,29 @@ impl Authorities {
             let min_remaining = MIN_REMAINING_SECS.min(i64::try_from(self.ttl_secs / 10).unwrap_or(i64::MAX));
             let Some((nb, na)) = active.filter(|(_, na)| na - now > min_remaining) else {
                 // No usable active authority: use the prepared one, or make one now.
+                let first = active.is_none() && prepared.is_none() && self.held(kind)? == 0;
                 let id = match prepared {
                     Some(p) => p,
                     None => self.generate(kind, AuthorityState::Prepared, now).await?.id,
                 };
                 self.store.activate_authority(&id).await?;
                 self.set_local_states(kind, &id)?;
-                tracing::info!(kind = kind.as_str(), authority = %id, "activated authority (none usable)");
+                match active {
+                    None if first => {
+                        tracing::info!(kind = kind.as_str(), authority = %id, "created the first authority")
+                    }
+                    None => tracing::warn!(
+                        kind = kind.as_str(),
+                        authority = %id,
+                        "every earlier authority had expired; created and activated a new one"
+                    ),
+                    Some((_, na)) => tracing::warn!(
+                        kind = kind.as_str(),
+                        authority = %id,
+                        expires_in_secs = na - now,
+                        "the active authority was about to expire; activated its successor at once"
+                    ),
+                }
                 changed = true;
                 continue;
             };

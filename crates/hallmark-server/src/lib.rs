@@ -9,6 +9,7 @@
 
 pub mod admin;
 mod admin_authority;
+mod admin_entry_state;
 mod admin_guard;
 mod admin_revocation;
 pub mod audit;

@@ -9,8 +9,11 @@ use hallmark_core::{Selector, SpiffeId, Ttl};
 use hyper::Method;
 use serde_json::{Value, json};
 
+use hallmark_core::time::rfc3339;
+
 use crate::Conn;
 use crate::client::{Client, encode};
+use crate::table::{Table, text};
 
 /// `hallmark entry ...`
 #[derive(Subcommand)]
@@ -182,6 +185,44 @@ fn print_entry(e: &Value) {
         println!("Hint         : {h}");
     }
     println!("Revision     : {}", n("revision"));
+    println!("Created      : {}", crate::table::time(e, "created_at"));
+    match e.get("revoked_at").and_then(Value::as_i64) {
+        None => println!("State        : active"),
+        Some(at) => {
+            println!("State        : REVOKED at {} (kept as a record; never served or issued again)", rfc3339(at));
+            println!(
+                "               to register {} again: hallmark entry delete {}, then entry create",
+                s("spiffe_id"),
+                s("id")
+            );
+        }
+    }
+}
+
+fn entry_state(e: &Value) -> String {
+    match e.get("revoked_at").and_then(Value::as_i64) {
+        None => "active".to_owned(),
+        Some(at) => format!("revoked {}", rfc3339(at)),
+    }
+}
+
+fn print_entry_table(list: &[Value]) {
+    let mut t = Table::new(&["ENTRY ID", "SPIFFE ID", "OWNER", "CLASS", "X509 TTL", "JWT TTL", "STATE", "SELECTORS"]);
+    for e in list {
+        let ttl = |k: &str| hallmark_core::format_duration(std::time::Duration::from_secs(e[k].as_u64().unwrap_or(0)));
+        let selectors: Vec<&str> = e["selectors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        t.row(vec![
+            text(e, "id"),
+            text(e, "spiffe_id"),
+            text(e, "owner"),
+            text(e, "class"),
+            ttl("x509_ttl"),
+            ttl("jwt_ttl"),
+            entry_state(e),
+            selectors.join(","),
+        ]);
+    }
+    t.print_or("no entries");
 }
 
 /// The admin API client for `conn`.
@@ -250,12 +291,7 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             };
             let v = c.json(Method::GET, &path, None).await?;
             emit(conn, &v, |v| {
-                let list = v.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
-                println!("Found {} entr{}", list.len(), if list.len() == 1 { "y" } else { "ies" });
-                for e in &list {
-                    println!();
-                    print_entry(e);
-                }
+                print_entry_table(v.get("entries").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]))
             })
         }
         EntryCmd::Show { id } => {
@@ -304,7 +340,15 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
         }
         EntryCmd::Delete { id } => {
             let e = c.json(Method::DELETE, &format!("/v1/entries/{}", encode(&id)), None).await?;
-            emit(conn, &e, |e| println!("Deleted entry {}", e.get("id").and_then(Value::as_str).unwrap_or("")))
+            emit(conn, &e, |e| {
+                let revoked = e["revoked_credentials"].as_array().map(Vec::len).unwrap_or(0);
+                println!(
+                    "Deleted entry {} ({}); revoked {revoked} live credential{}",
+                    text(e, "id"),
+                    text(e, "spiffe_id"),
+                    if revoked == 1 { "" } else { "s" }
+                );
+            })
         }
     }
 }
@@ -323,7 +367,7 @@ pub async fn token(cmd: TokenCmd, conn: &Conn) -> anyhow::Result<()> {
     let v = c.json(Method::POST, "/v1/join-tokens", Some(&body)).await?;
     emit(conn, &v, |v| {
         println!("Agent ID : {}", v.get("agent_id").and_then(Value::as_str).unwrap_or(""));
-        println!("Expires  : {}", v.get("expires_at").and_then(Value::as_i64).unwrap_or(0));
+        println!("Expires  : {}", crate::table::time_rel(v, "expires_at", hallmark_core::now_unix()));
         println!("{}", v.get("token").and_then(Value::as_str).unwrap_or(""));
     })
 }

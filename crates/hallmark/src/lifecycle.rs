@@ -6,9 +6,12 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{Value, json};
 
+use hallmark_core::now_unix;
+
 use crate::Conn;
 use crate::client::encode;
 use crate::commands::{client, emit};
+use crate::table::{Table, text, time, time_rel};
 
 /// `hallmark revoke`: exactly one target, and a reason.
 #[derive(Args)]
@@ -156,5 +159,33 @@ pub async fn node(cmd: NodeCmd, conn: &Conn) -> anyhow::Result<()> {
                 n["not_after"].as_i64().unwrap_or(0)
             );
         }
+    })
+}
+
+/// `hallmark revocation ...`
+#[derive(Subcommand)]
+pub enum RevocationCmd {
+    /// List revoked credentials that have not expired yet (what agents refuse
+    /// and CRLs list), newest last.
+    List,
+}
+
+/// `hallmark revocation ...`
+pub async fn revocation(cmd: RevocationCmd, conn: &Conn) -> anyhow::Result<()> {
+    let RevocationCmd::List = cmd;
+    let v = client(conn)?.json(Method::GET, "/v1/revocations", None).await?;
+    emit(conn, &v, |v| {
+        let now = now_unix();
+        let mut t = Table::new(&["KIND", "ID", "REVOKED AT", "WOULD EXPIRE", "REASON"]);
+        for r in v["revocations"].as_array().into_iter().flatten() {
+            t.row(vec![
+                text(r, "kind"),
+                text(r, "id"),
+                time(r, "at"),
+                time_rel(r, "not_after", now),
+                text(r, "reason"),
+            ]);
+        }
+        t.print_or("no revoked credential is still unexpired");
     })
 }

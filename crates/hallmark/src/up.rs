@@ -87,6 +87,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             authority_id,
         };
         id.save(&agent_dir)?;
+        tracing::info!(agent = %agent_id, "embedded agent attested in-process");
     }
     let bundle = state.authorities.bundle().borrow().as_ref().clone();
     save_bundle(&agent_dir, &bundle)?;
@@ -106,12 +107,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let token = state.ensure_admin_token(&dir.join("admin-token")).await?;
     let env = format!(
         "export SPIFFE_ENDPOINT_SOCKET=unix://{}\nexport HALLMARK_SERVER=http://{}\nexport HALLMARK_TOKEN={}\n\
-         export HALLMARK_AGENT_HEALTH=http://{}\nexport HALLMARK_AGENT_API={}\n",
+         export HALLMARK_AGENT_HEALTH=http://{}\nexport HALLMARK_AGENT_API={}\nexport HALLMARK_DATA_DIR={}\n",
         socket_path.display(),
         server.admin_addr,
         token,
         health,
-        server.agent_addr
+        server.agent_addr,
+        dir.display()
     );
     // The env file holds an admin credential.
     write_secret_file(&dir.join("env"), env.as_bytes())?;

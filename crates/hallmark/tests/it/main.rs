@@ -11,6 +11,7 @@ mod crash;
 mod drills;
 mod failclosed;
 mod harness;
+mod operator;
 mod policy;
 mod reports;
 mod revocation;
