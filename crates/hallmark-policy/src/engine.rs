@@ -129,6 +129,27 @@ pub struct Decision {
     pub ttl_cap: Option<u64>,
     /// Policies that failed to evaluate (they are skipped by Cedar).
     pub errors: Vec<String>,
+    /// Ids of the permits whose scope could match this request (sorted): what
+    /// a denial with no determining policy had to choose from.
+    pub considered: Vec<String>,
+}
+
+impl Decision {
+    /// Why a denied request was denied, in one line: the forbids that
+    /// decided it, or that no permit matched and which permits were considered.
+    pub fn denial_reason(&self, version: u64) -> String {
+        let quoted = |ids: &[String]| ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ");
+        if !self.policy_ids.is_empty() {
+            format!("policy v{version}: forbidden by {}", quoted(&self.policy_ids))
+        } else if self.considered.is_empty() {
+            format!("policy v{version}: no permit applies to this action and resource (default deny)")
+        } else {
+            format!(
+                "policy v{version}: no permit matched (default deny); permits considered: {}",
+                quoted(&self.considered)
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -385,7 +406,13 @@ impl PolicyEngine {
             }
         }
         if sets.is_empty() {
-            return Ok(Decision { allowed: false, policy_ids: Vec::new(), ttl_cap: None, errors: Vec::new() });
+            return Ok(Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                ttl_cap: None,
+                errors: Vec::new(),
+                considered: Vec::new(),
+            });
         }
 
         let entities = self.entities_for(r.entry, &principal, &owner)?;
@@ -425,6 +452,13 @@ impl PolicyEngine {
         let mut forbids = Vec::new();
         let mut permits = Vec::new();
         let mut errors = Vec::new();
+        let mut considered: Vec<String> = sets
+            .iter()
+            .flat_map(|set| set.policies())
+            .filter(|p| p.effect() == Effect::Permit)
+            .map(|p| p.id().to_string())
+            .collect();
+        considered.sort();
         for set in sets {
             let resp = self.authorizer.is_authorized(&request, set, entities.as_ref());
             for id in resp.diagnostics().reason() {
@@ -440,7 +474,7 @@ impl PolicyEngine {
         let ttl_cap = if allowed { permits.iter().filter_map(|id| self.caps.get(id).copied()).min() } else { None };
         let mut policy_ids: Vec<String> = determining.iter().map(ToString::to_string).collect();
         policy_ids.sort();
-        Ok(Decision { allowed, policy_ids, ttl_cap, errors })
+        Ok(Decision { allowed, policy_ids, ttl_cap, errors, considered })
     }
 }
 

@@ -297,9 +297,9 @@ async fn report(
         return Err(ApiError::bad("within and unused_for must not be negative"));
     }
     let params = crate::reports::ReportParams { within, unused_for };
-    let findings =
+    let crate::reports::Report { findings, notes } =
         s.report(&kind, params).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut body = json!({ "kind": kind, "generated_at": now_unix(), "findings": findings });
+    let mut body = json!({ "kind": kind, "generated_at": now_unix(), "findings": findings, "notes": notes });
     if kind == "compliance" {
         let items: Vec<serde_json::Value> = crate::reports::NHI
             .iter()
@@ -871,7 +871,7 @@ async fn request_exception(
     State(s): State<Arc<ServerState>>,
     who: Admin,
     body: Result<JsonObject<ExceptionRequest>, ApiError>,
-) -> Result<(StatusCode, Json<hallmark_store::ExceptionRecord>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     who.may(Perm::RequestException)?;
     let JsonObject(r) = body?;
     let rule: hallmark_policy::ExceptionRule = r.rule.parse().map_err(ApiError::bad)?;
@@ -904,7 +904,7 @@ async fn request_exception(
         json!({ "entry_id": x.entry_id, "rule": x.rule, "value": x.value, "expires_at": x.expires_at }),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(x)))
+    Ok((StatusCode::CREATED, crate::exception_limits::with_warnings(&s, x)))
 }
 
 #[derive(Deserialize)]
@@ -964,7 +964,7 @@ async fn approve_exception(
     State(s): State<Arc<ServerState>>,
     who: Admin,
     Path(id): Path<String>,
-) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::DecideException)?;
     let r = s.store.approve_exception(&id, &who.0.name, now_unix()).await?;
     if let Err(e) = s.reload_exceptions().await {
@@ -974,7 +974,7 @@ async fn approve_exception(
         tracing::info!(admin = %who.0.name, exception = %x.id, entry = %x.entry_id, "exception approved");
         audit(&s, &who, "exception_approve", &x.id, json!({ "entry_id": x.entry_id, "rule": x.rule })).await;
     }
-    exception_outcome(r)
+    exception_outcome(r).map(|Json(x)| crate::exception_limits::with_warnings(&s, x))
 }
 
 async fn revoke_exception(

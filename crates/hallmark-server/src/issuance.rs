@@ -179,7 +179,11 @@ impl ServerState {
         let (allowed, by, ids, cap) = if !rules.allows(path) {
             (
                 false,
-                format!("class `{}` (no {path} issuance)", entry.class),
+                format!(
+                    "class `{}` rules: the `{path}` issuance path is not among the class's paths (server configuration \
+                     `[classes.{}] paths`)",
+                    entry.class, entry.class
+                ),
                 vec![format!("class:{}", entry.class)],
                 None,
             )
@@ -199,7 +203,11 @@ impl ServerState {
                     for e in &d.errors {
                         tracing::warn!(entry = %entry.id, error = %e, "policy evaluation error (policy skipped)");
                     }
-                    let by = format!("policy v{} [{}]", engine.version(), d.policy_ids.join(", "));
+                    let by = if d.allowed {
+                        format!("policy v{} [{}]", engine.version(), d.policy_ids.join(", "))
+                    } else {
+                        d.denial_reason(engine.version())
+                    };
                     (d.allowed, by, d.policy_ids, d.ttl_cap)
                 }
                 Err(e) => {
@@ -269,6 +277,7 @@ impl ServerState {
             revoke_reason: None,
             authority_id: String::new(),
             audit_seq: 0,
+            audience: None,
         }
     }
 
@@ -393,6 +402,7 @@ impl ServerState {
         let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
         let mut row = self.inventory_row("jwt", &jti, &entry, caller, &evidence, &event, now, exp);
         row.authority_id = key.kid().to_owned();
+        row.audience = Some(audience.join(","));
         event.credential = Some(row);
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");

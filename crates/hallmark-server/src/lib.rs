@@ -16,6 +16,7 @@ pub mod audit;
 pub mod authority;
 pub mod change_hub;
 pub mod config;
+pub mod exception_limits;
 pub mod issuance;
 pub mod node_api;
 pub mod registry;

@@ -7,6 +7,7 @@
 
 mod audit;
 mod authority;
+mod denials;
 mod governance;
 mod migrate;
 mod revocation;
@@ -16,6 +17,7 @@ pub use audit::{
     AuditBreak, AuditEvent, AuditRecord, AuditVerification, Credential, CredentialFilter, GENESIS, record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
+pub use denials::DenialRecord;
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{

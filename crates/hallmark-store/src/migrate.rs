@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/0004_audit.sql")),
     (5, include_str!("../migrations/0005_inventory.sql")),
     (6, include_str!("../migrations/0006_revocation.sql")),
+    (9, include_str!("../migrations/0009_credential_audience.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

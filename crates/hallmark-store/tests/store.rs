@@ -388,6 +388,7 @@ async fn inventory_is_written_with_the_audit_record() {
                 revoke_reason: None,
                 authority_id: "ca1".into(),
                 audit_seq: 0,
+                audience: None,
             });
             e
         };
@@ -458,6 +459,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
                     revoke_reason: None,
                     authority_id: if k == 0 { "ca1" } else { "kid1" }.into(),
                     audit_seq: 0,
+                    audience: None,
                 });
                 events.push(e);
             }

@@ -31,6 +31,13 @@ pub enum EntryCmd {
         /// Entry id.
         id: String,
     },
+    /// Explain why an entry's workloads were refused credentials: each
+    /// recorded denial, newest first, with the policy or class rule that decided
+    /// it (for a default deny: that no permit matched, and which were considered).
+    Denials {
+        /// Entry id.
+        id: String,
+    },
     /// Change an entry; flags not given keep their value. Repeated flags replace the whole list.
     Update {
         /// Entry id.
@@ -297,6 +304,19 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
         EntryCmd::Show { id } => {
             let e = c.json(Method::GET, &format!("/v1/entries/{}", encode(&id)), None).await?;
             emit(conn, &e, print_entry)
+        }
+        EntryCmd::Denials { id } => {
+            let v = c.json(Method::GET, &format!("/v1/entries/{}/denials", encode(&id)), None).await?;
+            emit(conn, &v, |v| {
+                let mut t = Table::new(&["TIME", "ACTION", "DECIDED BY", "WHY"]);
+                for d in v["denials"].as_array().into_iter().flatten() {
+                    let ids: Vec<&str> =
+                        d["policy_ids"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    let by = if ids.is_empty() { "(no policy: default deny)".to_owned() } else { ids.join(", ") };
+                    t.row(vec![crate::table::time(d, "at"), text(d, "action"), by, text(d, "reason")]);
+                }
+                t.print_or(&format!("no denials recorded for entry {id}"));
+            })
         }
         EntryCmd::Update { id, fields: f } => {
             let path = format!("/v1/entries/{}", encode(&id));
