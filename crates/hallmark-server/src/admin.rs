@@ -91,6 +91,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/bundle", get(spiffe_bundle))
         .route("/v1/bundle", get(bundle))
         .route("/v1/entries", post(create_entry).get(list_entries))

@@ -198,7 +198,10 @@ impl ServerState {
                 requested_ttl,
                 now,
             };
-            match engine.decide(&request) {
+            let started = std::time::Instant::now();
+            let decided = engine.decide(&request);
+            self.metrics.decision(started.elapsed());
+            match decided {
                 Ok(d) => {
                     for e in &d.errors {
                         tracing::warn!(entry = %entry.id, error = %e, "policy evaluation error (policy skipped)");
@@ -220,6 +223,7 @@ impl ServerState {
         if allowed {
             return Ok((cap, ids));
         }
+        self.metrics.denied(entry.class);
         let denial = Denial {
             entry_id: &entry.id,
             spiffe_id: entry.spiffe_id.as_str(),
@@ -334,6 +338,7 @@ impl ServerState {
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs, "issued X.509-SVID");
         let renew_at = renewal_point(now, svid.not_after, rules);
+        self.metrics.issued(entry.class, "x509");
         Ok(IssuedX509 { svid, renew_at, authority_id: ca.id() })
     }
 
@@ -407,6 +412,7 @@ impl ServerState {
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         let kid = key.kid().to_owned();
+        self.metrics.issued(entry.class, "jwt");
         Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at: renewal_point(now, exp, rules) })
     }
 

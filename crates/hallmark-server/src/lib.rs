@@ -18,6 +18,7 @@ pub mod change_hub;
 pub mod config;
 pub mod exception_limits;
 pub mod issuance;
+pub mod metrics;
 pub mod node_api;
 pub mod registry;
 pub mod reports;
@@ -93,6 +94,8 @@ pub struct ServerState {
     pub audit: audit::Auditor,
     /// Parent used for entries that name none (set by `hallmark up`).
     pub default_parent: RwLock<Option<SpiffeId>>,
+    /// Issuance, denial and decision-latency counters for `/metrics`.
+    pub metrics: metrics::Metrics,
     server_cert: RwLock<Option<ServerCert>>,
 }
 
@@ -328,6 +331,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         policy: RwLock::new(Arc::new(policy)),
         audit: new_auditor(&store, record),
         default_parent: RwLock::new(None),
+        metrics: metrics::Metrics::default(),
         server_cert: RwLock::new(None),
     });
 

@@ -411,7 +411,8 @@ pub async fn bundle(cmd: BundleCmd, conn: &Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn env_map() -> HashMap<String, String> {
+/// The `HALLMARK_*` environment, for configuration overrides.
+pub(crate) fn env_map() -> HashMap<String, String> {
     std::env::vars().filter(|(k, _)| k.starts_with("HALLMARK_")).collect()
 }
 

@@ -9,6 +9,7 @@ mod drill;
 mod governance;
 mod lifecycle;
 mod local;
+mod ops;
 mod table;
 mod up;
 
@@ -26,7 +27,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Hallmark: verified, short-lived, governed workload identities (SPIFFE).
 #[derive(Parser)]
 #[command(name = "hallmark", version, about, long_about = None, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log format for long-running commands.
@@ -181,6 +182,25 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Exit 0 when the agent (default, HALLMARK_AGENT_HEALTH) or the server is
+    /// ready, else 1 with the reason: for systemd, container health checks and scripts.
+    Healthcheck(ops::HealthcheckArgs),
+    /// Check configuration files without starting anything.
+    Config {
+        #[command(subcommand)]
+        cmd: ops::ConfigCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one for every command into a directory.
+    Man {
+        /// Write hallmark.1, hallmark-entry.1, ... here instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Show the trust bundle.
     Bundle {
         #[command(subcommand)]
@@ -292,6 +312,13 @@ fn main() -> ExitCode {
             Command::Drill(args) => drill::run(args).await,
             Command::Bench { cmd } => bench::run(cmd).await,
             Command::Chaos(args) => chaos::run(args).await,
+            Command::Healthcheck(args) => ops::healthcheck(args).await,
+            Command::Config { cmd } => ops::config(cmd),
+            Command::Completions { shell } => {
+                ops::completions(shell);
+                Ok(())
+            }
+            Command::Man { out } => ops::man(out.as_deref()),
         }
     });
     match result {

@@ -69,10 +69,15 @@ impl Up {
 
     /// Starts (or resumes) `up` on an existing directory.
     pub fn start_in(dir: tempfile::TempDir) -> Up {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Up::start_in`] with more `up` flags.
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Up {
         let data = dir.path().join("data");
         let _ = std::fs::remove_file(data.join("env"));
         let mut cmd = Command::new(bin());
-        cmd.args(["up", "--data-dir"]).arg(&data).args(["--admin-listen", "127.0.0.1:0"]);
+        cmd.args(["up", "--data-dir"]).arg(&data).args(["--admin-listen", "127.0.0.1:0"]).args(extra);
         let proc = Proc::spawn(cmd, &dir.path().join(format!("up-{}.log", rand_tag())));
         let env_file = data.join("env");
         let text = wait_for("hallmark up to write its env file", 60, || {

@@ -143,3 +143,133 @@ fn up_logs_plainly() {
     assert!(log.contains("using stored agent SVID"), "{log}");
     assert!(!log.contains("created the first authority") && !log.contains("outage_secs=0"), "{log}");
 }
+
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// `up --config FILE` runs with the file's classes, CA lifetime and JWT
+/// issuer, checked exactly as `hallmark server --config` checks them.
+#[tokio::test(flavor = "multi_thread")]
+async fn up_takes_the_servers_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("up.toml");
+    std::fs::write(
+        &cfg,
+        "jwt_issuer = \"https://issuer.example.org\"\n[ca]\nttl = \"48h\"\n[classes.agent]\nmax_ttl = \"15m\"\n",
+    )
+    .unwrap();
+    // Refused before anything starts: a key `up` owns, an unknown key, a bad value.
+    for (text, named) in
+        [("data_dir = \"/tmp/x\"\n", "data_dir"), ("ca_ttl = \"48h\"\n", "ca_ttl"), ("[ca]\nttl = \"5s\"\n", "ca.ttl")]
+    {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(bin())
+            .args(["up", "--data-dir"])
+            .arg(dir.path().join("refused"))
+            .arg("--config")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = fail(&out);
+        assert!(err.contains(named) && err.contains("bad.toml"), "{text}: {err}");
+    }
+    let up = Up::start_with(dir, &["--config", cfg.to_str().unwrap()]);
+    let authorities = up.cli_json(&["ca", "show"]);
+    let now = hallmark_core::now_unix();
+    for a in authorities["authorities"].as_array().unwrap() {
+        let left = a["not_after"].as_i64().unwrap() - now;
+        assert!(left > 47 * 3600 && left <= 48 * 3600, "ca.ttl 48h: {a}");
+    }
+    let uid = format!("unix:uid:{}", my_uid());
+    up.create_entry("spiffe://example.org/configured", &["--selector", &uid, "--class", "agent", "--jwt-ttl", "1h"]);
+    let jwt = up.client().await.fetch_jwt_svid(&["db"], None).await.unwrap();
+    let claims = jwt_claims(jwt.token());
+    assert_eq!(claims["iss"], "https://issuer.example.org", "{claims}");
+    let life = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert!(life <= 15 * 60, "the agent class maximum from the file caps the JWT: {life}s");
+}
+
+/// `healthcheck`, `config check`, completions and man pages.
+#[test]
+fn operations_commands() {
+    let up = Up::start();
+    let out = up.cli(&["healthcheck"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("agent at http://"));
+    let server = up.env["HALLMARK_SERVER"].clone();
+    let out = up.cli(&["healthcheck", "--server", &server, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["target"].as_str(), v["ready"].as_bool()), (Some("server"), Some(true)), "{v}");
+    let closed = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let err = fail(&up.cli(&["healthcheck", "--agent", &closed]));
+    assert!(err.starts_with("error:") && err.lines().count() == 1, "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server_toml = dir.path().join("server.toml");
+    std::fs::write(&server_toml, "trust_domain = \"example.org\"\ndata_dir = \"/var/lib/hallmark\"\ndatastore = \"postgres://hm:s3cret@db/hm\"\n").unwrap();
+    let out = Command::new(bin()).args(["config", "check"]).arg(&server_toml).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("a valid server configuration"), "{text}");
+    assert!(!text.contains("s3cret"), "the datastore password is not printed: {text}");
+    let agent_toml = dir.path().join("agent.toml");
+    std::fs::write(&agent_toml, "trust_domain = \"example.org\"\nserver_address = \"s:8443\"\ndata_dir = \"/var/lib/a\"\ninsecure_bootstrap = true\n").unwrap();
+    let out = Command::new(bin()).args(["config", "check", "--json"]).arg(&agent_toml).output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["settings"]["kind"], "agent", "{v}");
+    std::fs::write(
+        &agent_toml,
+        "trust_domain = \"example.org\"\nserver_address = \"s:8443\"\ndata_dir = \"/a\"\nsocket = \"/x\"\n",
+    )
+    .unwrap();
+    let err = fail(&Command::new(bin()).args(["config", "check"]).arg(&agent_toml).output().unwrap());
+    assert!(err.contains("socket"), "{err}");
+
+    let out = Command::new(bin()).args(["completions", "bash"]).output().unwrap();
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && script.contains("_hallmark") && script.contains("healthcheck"));
+    let man = dir.path().join("man");
+    assert!(Command::new(bin()).args(["man", "--out"]).arg(&man).status().unwrap().success());
+    for page in ["hallmark.1", "hallmark-entry.1", "hallmark-entry-denials.1", "hallmark-exception-list.1"] {
+        let text = std::fs::read_to_string(man.join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+    }
+}
+
+/// The server's `/metrics`: issuance and denials by class, decision and
+/// audit-append latency, connected agents, registry size, authority expiry.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_metrics() {
+    let up = Up::start();
+    let uid = format!("unix:uid:{}", my_uid());
+    up.create_entry("spiffe://example.org/metered", &["--selector", &uid]);
+    let client = up.client().await;
+    client.fetch_x509_svid().await.unwrap();
+    client.fetch_jwt_svid(&["db"], None).await.unwrap();
+    let (status, body) = http_get(&format!("{}/metrics", up.env["HALLMARK_SERVER"]));
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let value = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no `{line}` in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(value("hallmark_server_credentials_issued_total{class=\"machine\",kind=\"x509\"}") >= 1.0);
+    assert!(value("hallmark_server_credentials_issued_total{class=\"machine\",kind=\"jwt\"}") >= 1.0);
+    assert_eq!(value("hallmark_server_issuance_denied_total{class=\"machine\"}"), 0.0);
+    assert!(value("hallmark_server_decision_seconds_count") >= 2.0);
+    assert!(value("hallmark_server_audit_append_seconds_count") >= 1.0);
+    assert_eq!(value("hallmark_server_connected_agents"), 1.0);
+    assert_eq!(value("hallmark_server_registry_entries"), 1.0);
+    assert!(value("hallmark_server_authority_expiry_seconds{kind=\"x509\"}") > 3600.0);
+    assert!(value("hallmark_server_authority_expiry_seconds{kind=\"jwt\"}") > 3600.0);
+}
