@@ -273,3 +273,39 @@ async fn server_metrics() {
     assert!(value("hallmark_server_authority_expiry_seconds{kind=\"x509\"}") > 3600.0);
     assert!(value("hallmark_server_authority_expiry_seconds{kind=\"jwt\"}") > 3600.0);
 }
+
+/// `api validate-jwt`, `api watch` and `api fetch-bundle`, as a workload on
+/// the node sees them.
+#[test]
+fn workload_api_commands() {
+    let up = Up::start();
+    let uid = format!("unix:uid:{}", my_uid());
+    up.create_entry("spiffe://example.org/api-cli", &["--selector", &uid, "--x509-ttl", "4s"]);
+    let jwts = up.cli_json(&["api", "fetch-jwt", "--audience", "db"]);
+    let token = jwts[0]["svid"].as_str().unwrap();
+    let valid = up.cli_json(&["api", "validate-jwt", "--audience", "db", "--svid", token]);
+    assert_eq!(valid["spiffe_id"], "spiffe://example.org/api-cli", "{valid}");
+    assert_eq!(valid["claims"]["aud"], serde_json::json!(["db"]), "{valid}");
+    let err = fail(&up.cli(&["api", "validate-jwt", "--audience", "other", "--svid", token]));
+    assert!(err.contains("not valid"), "{err}");
+
+    // Two updates: the first SVID, then its renewal about two seconds later.
+    let started = std::time::Instant::now();
+    let out = up.cli(&["api", "watch", "--count", "2", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let updates: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(updates.len(), 2);
+    assert_ne!(updates[0]["svids"][0]["serial"], updates[1]["svids"][0]["serial"], "a renewal was pushed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = up.cli(&["api", "fetch-bundle", "--write", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let served = std::fs::read_to_string(dir.path().join("bundle.pem")).unwrap();
+    let published = String::from_utf8(up.cli(&["bundle", "show"]).stdout).unwrap();
+    assert_eq!(served.trim(), published.trim(), "the node serves the published bundle");
+    let jwks: Value = serde_json::from_slice(&up.cli(&["api", "fetch-bundle", "--kind", "jwt"]).stdout).unwrap();
+    let (td, doc) = jwks.as_object().unwrap().iter().next().unwrap();
+    assert!(td.ends_with("example.org") && !doc["keys"].as_array().unwrap().is_empty(), "{jwks}");
+}
