@@ -7,6 +7,7 @@
 
 mod attacks;
 mod cli;
+mod container;
 mod crash;
 mod drills;
 mod failclosed;
