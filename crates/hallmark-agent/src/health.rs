@@ -44,6 +44,10 @@ impl Health {
     /// The entry sync stream is open and delivering.
     pub fn set_connected(&self, now: i64) {
         self.last_contact.store(now, Ordering::Relaxed);
+        // The server serves this node again: its ban was lifted.
+        if self.banned.swap(false, Ordering::Relaxed) {
+            tracing::warn!("the server accepts this node again (its ban was lifted)");
+        }
         if !self.connected.swap(true, Ordering::Relaxed) {
             let since = self.disconnected_since.swap(0, Ordering::Relaxed);
             // The first connection after start is no recovery from an outage.

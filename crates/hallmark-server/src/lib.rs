@@ -11,6 +11,7 @@ pub mod admin;
 mod admin_authority;
 mod admin_entry_state;
 mod admin_guard;
+mod admin_nodes;
 mod admin_revocation;
 pub mod audit;
 pub mod authority;

@@ -10,6 +10,7 @@ mod authority;
 mod denials;
 mod governance;
 mod migrate;
+mod node_admin;
 mod revocation;
 mod store;
 
@@ -19,6 +20,7 @@ pub use audit::{
 pub use authority::{AuthorityRow, AuthorityState};
 pub use denials::DenialRecord;
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
+pub use node_admin::{JoinTokenRecord, JoinTokenRevokeError};
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{
     AdminToken, Backend, EntryChange, JoinTokenError, Node, Store, StoreError, hash_secret, parse_entries_page,

@@ -135,6 +135,14 @@ pub enum TokenCmd {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// List join tokens: the agent ID each attests as and whether it is
+    /// unused, used or expired (never the token itself).
+    List,
+    /// Revoke an unused join token, so no node can attest with it.
+    Revoke {
+        /// The token's id (`token list`) or the agent ID it would attest as.
+        id: String,
+    },
 }
 
 /// `hallmark bundle ...`
@@ -375,7 +383,29 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
 
 /// `hallmark token ...`
 pub async fn token(cmd: TokenCmd, conn: &Conn) -> anyhow::Result<()> {
-    let TokenCmd::Create { ttl } = cmd;
+    let ttl = match cmd {
+        TokenCmd::Create { ttl } => ttl,
+        TokenCmd::List => {
+            let v = client(conn)?.json(Method::GET, "/v1/join-tokens", None).await?;
+            return emit(conn, &v, |v| {
+                let now = hallmark_core::now_unix();
+                let mut t = Table::new(&["ID", "STATE", "EXPIRES", "AGENT ID"]);
+                for j in v["join_tokens"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        text(j, "id"),
+                        text(j, "state"),
+                        crate::table::time_rel(j, "expires_at", now),
+                        text(j, "agent_id"),
+                    ]);
+                }
+                t.print_or("no join tokens");
+            });
+        }
+        TokenCmd::Revoke { id } => {
+            let v = client(conn)?.json(Method::DELETE, &format!("/v1/join-tokens/{}", encode(&id)), None).await?;
+            return emit(conn, &v, |v| println!("join token {} revoked", text(v, "id")));
+        }
+    };
     if let Some(t) = &ttl {
         Ttl::parse(t).context("--ttl")?;
     }

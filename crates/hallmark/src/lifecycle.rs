@@ -145,18 +145,34 @@ pub async fn ca(cmd: CaCmd, conn: &Conn) -> anyhow::Result<()> {
 pub enum NodeCmd {
     /// List attested nodes (agents), banned or not.
     List,
+    /// Lift a node's ban (`revoke --node`): its agent may connect and be
+    /// served again. What the ban revoked stays revoked; workloads get new credentials.
+    Unban {
+        /// The node's agent ID.
+        agent_id: String,
+    },
 }
 
 /// `hallmark node ...`
 pub async fn node(cmd: NodeCmd, conn: &Conn) -> anyhow::Result<()> {
-    let NodeCmd::List = cmd;
+    if let NodeCmd::Unban { agent_id } = cmd {
+        let path = format!("/v1/nodes/{}/unban", encode(&agent_id));
+        let v = client(conn)?.json(Method::POST, &path, None).await?;
+        return emit(conn, &v, |v| {
+            if v["was_banned"].as_bool() == Some(true) {
+                println!("ban lifted: {agent_id} may connect again");
+            } else {
+                println!("{agent_id} was not banned; nothing changed");
+            }
+        });
+    }
     let v = client(conn)?.json(Method::GET, "/v1/nodes", None).await?;
     emit(conn, &v, |v| {
         let now = now_unix();
         let mut t = Table::new(&["AGENT ID", "ATTESTATION", "AGENT SVID EXPIRES", "STATE"]);
         for n in v["nodes"].as_array().into_iter().flatten() {
             let state = if n["banned"].as_bool() == Some(true) {
-                format!("banned {}: {}", time(n, "banned_at"), text(n, "ban_reason"))
+                format!("banned: {}", text(n, "ban_reason"))
             } else {
                 "active".into()
             };

@@ -360,3 +360,71 @@ fn packaging_is_consistent() {
         assert!(level <= 3.0, "{unit}: exposure {level} (systemd calls up to 3.9 OK)\n{text}");
     }
 }
+
+/// `token list` / `token revoke`, and `node unban` bringing a banned node's
+/// workloads back (with new credentials: what the ban revoked stays revoked).
+#[tokio::test(flavor = "multi_thread")]
+async fn join_tokens_and_node_unban() {
+    let dep = crate::separate::start_server_with(None, "");
+    let spare = serde_json::from_slice::<Value>(&dep.cli(&["token", "create", "--json"]).stdout).unwrap();
+    let (agent, agent_id, socket) = crate::separate::join_agent(&dep, "node");
+    let tokens: Value = serde_json::from_slice(&dep.cli(&["token", "list", "--json"]).stdout).unwrap();
+    let state_of = |tokens: &Value, agent: &str| {
+        tokens["join_tokens"].as_array().unwrap().iter().find(|t| t["agent_id"] == agent).map(|t| t["state"].clone())
+    };
+    assert_eq!(state_of(&tokens, spare["agent_id"].as_str().unwrap()), Some(Value::from("unused")), "{tokens}");
+    assert_eq!(state_of(&tokens, &agent_id), Some(Value::from("used")), "{tokens}");
+    assert!(!tokens.to_string().contains(spare["token"].as_str().unwrap()), "tokens are never listed");
+    let err = fail(&dep.cli(&["token", "revoke", &agent_id]));
+    assert!(err.contains("already used") && err.contains("revoke --node"), "{err}");
+    assert!(dep.cli(&["token", "revoke", spare["agent_id"].as_str().unwrap()]).status.success());
+    let tokens: Value = serde_json::from_slice(&dep.cli(&["token", "list", "--json"]).stdout).unwrap();
+    assert_eq!(state_of(&tokens, spare["agent_id"].as_str().unwrap()), None, "{tokens}");
+    assert!(fail(&dep.cli(&["token", "revoke", spare["agent_id"].as_str().unwrap()])).contains("not found"));
+
+    dep.owner("ops");
+    dep.entry_for_me("spiffe://example.org/on-a-node", &agent_id, &[]);
+    let socket = format!("unix://{}", socket.display());
+    let client = spiffe::WorkloadApiClient::connect_to(&socket).await.unwrap();
+    let first = wait_for_svid(&client).await;
+    assert!(dep.cli(&["revoke", "--node", &agent_id, "--reason", "suspected"]).status.success());
+    let denied_now = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Err(e) = client.fetch_x509_svid().await
+                && denied(&format!("{e:?}"))
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(denied_now.is_ok(), "the banned node's workload lost its SVID");
+    let list = String::from_utf8_lossy(&dep.cli(&["node", "list"]).stdout).into_owned();
+    assert!(list.contains("banned: suspected"), "{list}");
+
+    let out = dep.cli(&["node", "unban", &agent_id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ban lifted"), "{}", String::from_utf8_lossy(&out.stderr));
+    let again = wait_for_svid(&client).await;
+    assert_ne!(
+        serial_of(again.leaf().as_ref()),
+        serial_of(first.leaf().as_ref()),
+        "a new credential, not the revoked one"
+    );
+    let list = String::from_utf8_lossy(&dep.cli(&["node", "list"]).stdout).into_owned();
+    assert!(!list.contains("banned"), "{list}");
+    drop(agent);
+}
+
+async fn wait_for_svid(client: &spiffe::WorkloadApiClient) -> spiffe::X509Svid {
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Ok(s) = client.fetch_x509_svid().await {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("an SVID within 30 s")
+}

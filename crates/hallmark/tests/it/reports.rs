@@ -235,22 +235,7 @@ async fn unrenewed_svids_and_an_expiring_upstream_ca_are_findings() {
     let dep = start_server_with(None, &extra);
     let (mut agent, agent_id, socket) = join_agent(&dep, "gone");
     dep.owner("ops");
-    let uid = format!("unix:uid:{}", my_uid());
-    let out = dep.cli(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/orphaned-by-its-agent",
-        "--selector",
-        &uid,
-        "--parent",
-        &agent_id,
-        "--owner",
-        "ops",
-        "--x509-ttl",
-        "20s",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dep.entry_for_me("spiffe://example.org/orphaned-by-its-agent", &agent_id, &["--x509-ttl", "20s"]);
     svids(&format!("unix://{}", socket.display()), 1).await;
 
     let expiring = json_of(dep.cli(&["report", "expiring", "--within", "48h", "--json"]));
