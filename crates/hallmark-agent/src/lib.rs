@@ -393,7 +393,12 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         .and_then(|t| Bundle::from_spiffe_json(&settings.trust_domain, &t).ok());
     let (identity, bundle) = match (stored, stored_bundle) {
         (Some(i), Some(b)) => {
-            tracing::info!(agent = %i.id, not_after = i.not_after, dir = %dir.display(), "using stored agent SVID");
+            tracing::info!(
+                agent = %i.id,
+                valid_until = %hallmark_core::time::rfc3339(i.not_after),
+                dir = %dir.display(),
+                "using stored agent SVID"
+            );
             (i, b)
         }
         _ => {
