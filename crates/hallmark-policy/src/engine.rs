@@ -444,18 +444,25 @@ impl PolicyEngine {
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
         let action = n.actions.get(&r.action).cloned().ok_or_else(|| PolicyError::Request("unknown action".into()))?;
-        let request =
-            Request::new(principal, action, resource, context, None).map_err(|e| PolicyError::Request(one_line(e)))?;
+        let request = Request::new(principal, action.clone(), resource, context, None)
+            .map_err(|e| PolicyError::Request(one_line(e)))?;
 
         // Cedar's semantics across the buckets: any satisfied forbid denies;
         // otherwise any satisfied permit allows; otherwise deny.
         let mut forbids = Vec::new();
         let mut permits = Vec::new();
         let mut errors = Vec::new();
+        // The permits whose scope names this action (the buckets already
+        // match principal and resource): what a default deny chose from.
         let mut considered: Vec<String> = sets
             .iter()
             .flat_map(|set| set.policies())
             .filter(|p| p.effect() == Effect::Permit)
+            .filter(|p| match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => a == action,
+                ActionConstraint::In(list) => list.contains(&action),
+            })
             .map(|p| p.id().to_string())
             .collect();
         considered.sort();
@@ -522,6 +529,28 @@ mod tests {
                 now: 1_700_000_000,
             })
             .unwrap()
+    }
+
+    /// A denial says what decided it: the forbids, or (default deny) that no
+    /// permit matched and which permits were considered.
+    #[test]
+    fn denials_explain_themselves() {
+        let text = "@id(\"db-only\") permit(principal, action == Action::\"issue_jwt\", resource == Audience::\"db\") \
+                    when { context.requested_ttl < 0 };\n\
+                    @id(\"any-jwt\") permit(principal, action == Action::\"issue_jwt\", resource) when { false };\n\
+                    @id(\"no-s3\") forbid(principal, action, resource == Audience::\"s3\");";
+        let engine = PolicyEngine::compile(text, 7).unwrap();
+        let e = entry("w", "team");
+        let d = ask(&engine, &e, Action::IssueJwt, Some("db"));
+        assert!(!d.allowed);
+        assert_eq!(
+            d.denial_reason(7),
+            "policy v7: no permit matched (default deny); permits considered: `any-jwt`, `db-only`"
+        );
+        let d = ask(&engine, &e, Action::IssueJwt, Some("s3"));
+        assert_eq!(d.denial_reason(7), "policy v7: forbidden by `no-s3`");
+        let d = ask(&engine, &e, Action::IssueX509, None);
+        assert_eq!(d.denial_reason(7), "policy v7: no permit applies to this action and resource (default deny)");
     }
 
     #[test]

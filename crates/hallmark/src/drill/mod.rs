@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use hallmark_core::time::rfc3339;
 use hallmark_core::{Ttl, now_unix};
 use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest};
 use hyper::Method;
@@ -199,7 +200,7 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some((_, h)) => {
-            report.step(format!("the probe holds serial {} (expires {})", h.serial, h.not_after));
+            report.step(format!("the probe holds serial {} (expires {})", h.serial, rfc3339(h.not_after)));
             match a.kind {
                 DrillKind::ServerOutage => server_outage(&mut s, &probe, &mut report).await,
                 DrillKind::Revocation => revocation(&s, &probe, &mut report).await,

@@ -428,3 +428,41 @@ async fn wait_for_svid(client: &spiffe::WorkloadApiClient) -> spiffe::X509Svid {
     .await
     .expect("an SVID within 30 s")
 }
+
+/// An agent told to trust the first server it meets says so, naming it.
+#[test]
+fn insecure_bootstrap_warns_naming_the_server() {
+    let dep = crate::separate::start_server_with(None, "");
+    let tok: Value = serde_json::from_slice(&dep.cli(&["token", "create", "--json"]).stdout).unwrap();
+    let dir = dep.dir.path().join("trusting");
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = format!("127.0.0.1:{}", dep.env["HALLMARK_AGENT_PORT"]);
+    let cfg = format!(
+        "trust_domain = \"example.org\"\nserver_address = \"{server}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
+         join_token = \"{}\"\ninsecure_bootstrap = true\n",
+        dir.join("data").display(),
+        dir.join("api.sock").display(),
+        tok["token"].as_str().unwrap()
+    );
+    std::fs::write(dir.join("agent.toml"), cfg).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["agent", "--config"]).arg(dir.join("agent.toml"));
+    let agent = Proc::spawn(cmd, &dir.join("agent.log"));
+    wait_for("the agent to attest", 60, || agent.log().contains("node attested").then_some(()));
+    let log = agent.log();
+    let warning = log.lines().find(|l| l.contains("WARN") && l.contains("insecure_bootstrap")).unwrap_or_default();
+    assert!(warning.contains(&server) && warning.contains("trust_bundle_path"), "{log}");
+}
+
+/// A drill that has nowhere to keep its evidence does not start.
+#[test]
+fn a_drill_needs_a_place_for_its_evidence() {
+    let out = Command::new(bin())
+        .args(["drill", "revocation", "--self-contained"])
+        .env_remove("HALLMARK_DATA_DIR")
+        .current_dir(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    let err = fail(&out);
+    assert!(err.contains("--out") && err.contains("HALLMARK_DATA_DIR"), "{err}");
+}
