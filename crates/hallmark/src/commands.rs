@@ -245,10 +245,11 @@ pub(crate) fn client(conn: &Conn) -> anyhow::Result<Client> {
     Client::new(conn.server.clone(), conn.token.clone())
 }
 
-/// Prints `v` as JSON with `--json`, else as `human` writes it.
+/// Prints `v` as JSON with `--json` (unix seconds, each with an RFC 3339
+/// twin), else as `human` writes it.
 pub(crate) fn emit(conn: &Conn, v: &Value, human: impl FnOnce(&Value)) -> anyhow::Result<()> {
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        println!("{}", serde_json::to_string_pretty(&crate::table::with_rfc3339(v))?);
     } else {
         human(v);
     }

@@ -125,7 +125,7 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
     let findings = v["findings"].as_array().cloned().unwrap_or_default();
     let field = |f: &Value, k: &str| f[k].as_str().unwrap_or("").to_owned();
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&crate::table::with_rfc3339(&v))?);
     } else if a.csv {
         println!("check,subject,nhi,detail");
         for f in &findings {

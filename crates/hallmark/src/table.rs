@@ -81,9 +81,40 @@ pub fn time_rel(v: &Value, key: &str, now: i64) -> String {
     v[key].as_i64().map(|t| rfc3339_relative(t, now)).unwrap_or_default()
 }
 
+/// `v` with an RFC 3339 twin beside every instant it holds in unix seconds:
+/// for each key `at`, `*_at`, `not_before` or `not_after` with an integer
+/// value, `KEY_rfc3339`. Scripts keep the seconds; people can read the twin.
+pub fn with_rfc3339(v: &Value) -> Value {
+    match v {
+        Value::Array(list) => Value::Array(list.iter().map(with_rfc3339).collect()),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, x) in map {
+                out.insert(k.clone(), with_rfc3339(x));
+                let instant = k == "at" || k.ends_with("_at") || k == "not_before" || k == "not_after";
+                if let Some(secs) = x.as_i64().filter(|s| instant && (0..=253_402_300_799).contains(s)) {
+                    out.insert(format!("{k}_rfc3339"), Value::String(rfc3339(secs)));
+                }
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Table;
+
+    #[test]
+    fn json_instants_get_an_rfc3339_twin() {
+        let v = serde_json::json!({ "not_after": 0, "revoked_at": null, "x509_ttl": 60, "list": [{ "at": 86400 }] });
+        let w = super::with_rfc3339(&v);
+        assert_eq!(w["not_after_rfc3339"], "1970-01-01T00:00:00Z");
+        assert_eq!(w["list"][0]["at_rfc3339"], "1970-01-02T00:00:00Z");
+        assert!(w.get("revoked_at_rfc3339").is_none() && w.get("x509_ttl_rfc3339").is_none());
+        assert_eq!(w["not_after"], 0, "the seconds stay");
+    }
 
     #[test]
     fn columns_align_under_their_header() {

@@ -108,7 +108,9 @@ async fn a_revoked_entry_says_so_and_explains_how_to_register_again() {
     let show = up.cli(&["entry", "show", id]);
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(text.contains("REVOKED at 20"), "{text}");
-    assert!(up.cli_json(&["entry", "show", id])["revoked_at"].is_i64());
+    // --json keeps both: unix seconds and their RFC 3339 twin.
+    let shown = up.cli_json(&["entry", "show", id]);
+    assert!(shown["revoked_at"].is_i64() && shown["revoked_at_rfc3339"].as_str().unwrap().ends_with('Z'), "{shown}");
     let list = String::from_utf8_lossy(&up.cli(&["entry", "list"]).stdout).into_owned();
     assert!(list.contains("revoked 20"), "{list}");
 
