@@ -468,3 +468,28 @@ fn a_drill_needs_a_place_for_its_evidence() {
     let err = fail(&out);
     assert!(err.contains("--out") && err.contains("HALLMARK_DATA_DIR"), "{err}");
 }
+
+/// On a terminal logs are coloured unless `NO_COLOR` is set (no-color.org).
+/// `script` gives `up` a pseudo-terminal.
+#[test]
+fn no_color_is_honoured_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("`script` (util-linux) not installed: terminal colour not checked");
+        return;
+    }
+    let run = |no_color: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let env = if no_color { "NO_COLOR=1 " } else { "" };
+        let cmd = format!(
+            "{env}timeout 4 '{}' up --data-dir '{}' --admin-listen 127.0.0.1:0",
+            bin(),
+            dir.path().join("d").display()
+        );
+        let out = Command::new("script").args(["-qec", &cmd, "/dev/null"]).env_remove("NO_COLOR").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = run(false);
+    assert!(coloured.contains("server ready") && coloured.contains("\u{1b}["), "colour on a terminal:\n{coloured}");
+    let plain = run(true);
+    assert!(plain.contains("server ready") && !plain.contains("\u{1b}["), "NO_COLOR:\n{plain}");
+}
