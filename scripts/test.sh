@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs Hallmark's whole test suite on a fresh machine: installs what the tests
-# need (PostgreSQL, curl, nginx, Python's venv, Node.js and npm from Debian
-# packages; the interop clients' pinned packages from PyPI into .venv and from
-# npm into tests/interop/node_modules), starts a throwaway PostgreSQL as the
-# postgres user, runs every test, and stops it.
+# need (PostgreSQL, curl, nginx, podman, runc, Python's venv, Node.js and npm
+# from Debian packages; the interop clients' pinned packages from PyPI into
+# .venv and from npm into tests/interop/node_modules), starts a throwaway
+# PostgreSQL as the postgres user, runs every test, and stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,10 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 [ -n "$pg_bin" ] && [ -x "$pg_bin/initdb" ] || need_apt+=(postgresql)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+# The container image test (crates/hallmark/tests/it/container.rs) builds and
+# runs the image with podman on runc (crun fails on some cgroup setups).
+command -v podman >/dev/null || need_apt+=(podman)
+command -v runc >/dev/null || need_apt+=(runc)
 # Schemathesis (scripts/api-fuzz.sh) and the Python interop clients run from a virtualenv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
 # The Node interop client (@grpc/grpc-js).

@@ -23,6 +23,9 @@ use crate::AgentInner;
 #[derive(Debug, Default)]
 pub struct Health {
     connected: AtomicBool,
+    /// Whether the sync stream was ever open, so the first connection is not
+    /// reported as the end of an outage.
+    ever_connected: AtomicBool,
     banned: AtomicBool,
     last_contact: AtomicI64,
     disconnected_since: AtomicI64,
@@ -41,10 +44,17 @@ impl Health {
     /// The entry sync stream is open and delivering.
     pub fn set_connected(&self, now: i64) {
         self.last_contact.store(now, Ordering::Relaxed);
+        // The server serves this node again: its ban was lifted.
+        if self.banned.swap(false, Ordering::Relaxed) {
+            tracing::warn!("the server accepts this node again (its ban was lifted)");
+        }
         if !self.connected.swap(true, Ordering::Relaxed) {
             let since = self.disconnected_since.swap(0, Ordering::Relaxed);
-            if since > 0 {
+            // The first connection after start is no recovery from an outage.
+            if self.ever_connected.swap(true, Ordering::Relaxed) {
                 tracing::info!(outage_secs = now - since, "server reachable again; renewing identities");
+            } else {
+                tracing::info!("connected to the server; entries synced");
             }
         }
     }

@@ -361,7 +361,14 @@ async fn attest(settings: &AgentSettings) -> Result<(AgentIdentity, Bundle), Age
             let text = std::fs::read_to_string(p).map_err(|e| io_err(p, e))?;
             Some(Arc::new(RwLock::new(svid::pem_certs(&text).map_err(|e| io_err(p, e))?)))
         }
-        Bootstrap::Insecure => None,
+        Bootstrap::Insecure => {
+            tracing::warn!(
+                server = %settings.server_address,
+                "insecure_bootstrap: trusting whichever server answers at this address for the first attestation, \
+                 unverified, and pinning its bundle from then on; set `trust_bundle_path` to verify it instead"
+            );
+            None
+        }
         Bootstrap::None => {
             return Err(AgentError::Attestation(
                 "no bundle to verify the server: set `trust_bundle_path` (or `insecure_bootstrap = true`)".into(),
@@ -398,7 +405,12 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
         .and_then(|t| Bundle::from_spiffe_json(&settings.trust_domain, &t).ok());
     let (identity, bundle) = match (stored, stored_bundle) {
         (Some(i), Some(b)) => {
-            tracing::info!(agent = %i.id, "resuming with stored agent SVID");
+            tracing::info!(
+                agent = %i.id,
+                valid_until = %hallmark_core::time::rfc3339(i.not_after),
+                dir = %dir.display(),
+                "using stored agent SVID"
+            );
             (i, b)
         }
         _ => {

@@ -10,6 +10,7 @@ mod entry;
 mod scope;
 mod selector;
 mod spiffe_id;
+pub mod time;
 
 pub use config_error::ConfigError;
 pub use duration::{Ttl, TtlError, format_duration, parse_duration};

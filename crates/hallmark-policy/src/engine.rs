@@ -129,6 +129,27 @@ pub struct Decision {
     pub ttl_cap: Option<u64>,
     /// Policies that failed to evaluate (they are skipped by Cedar).
     pub errors: Vec<String>,
+    /// Ids of the permits whose scope could match this request (sorted): what
+    /// a denial with no determining policy had to choose from.
+    pub considered: Vec<String>,
+}
+
+impl Decision {
+    /// Why a denied request was denied, in one line: the forbids that
+    /// decided it, or that no permit matched and which permits were considered.
+    pub fn denial_reason(&self, version: u64) -> String {
+        let quoted = |ids: &[String]| ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ");
+        if !self.policy_ids.is_empty() {
+            format!("policy v{version}: forbidden by {}", quoted(&self.policy_ids))
+        } else if self.considered.is_empty() {
+            format!("policy v{version}: no permit applies to this action and resource (default deny)")
+        } else {
+            format!(
+                "policy v{version}: no permit matched (default deny); permits considered: {}",
+                quoted(&self.considered)
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -385,7 +406,13 @@ impl PolicyEngine {
             }
         }
         if sets.is_empty() {
-            return Ok(Decision { allowed: false, policy_ids: Vec::new(), ttl_cap: None, errors: Vec::new() });
+            return Ok(Decision {
+                allowed: false,
+                policy_ids: Vec::new(),
+                ttl_cap: None,
+                errors: Vec::new(),
+                considered: Vec::new(),
+            });
         }
 
         let entities = self.entities_for(r.entry, &principal, &owner)?;
@@ -417,14 +444,28 @@ impl PolicyEngine {
         ])
         .map_err(|e| PolicyError::Request(e.to_string()))?;
         let action = n.actions.get(&r.action).cloned().ok_or_else(|| PolicyError::Request("unknown action".into()))?;
-        let request =
-            Request::new(principal, action, resource, context, None).map_err(|e| PolicyError::Request(one_line(e)))?;
+        let request = Request::new(principal, action.clone(), resource, context, None)
+            .map_err(|e| PolicyError::Request(one_line(e)))?;
 
         // Cedar's semantics across the buckets: any satisfied forbid denies;
         // otherwise any satisfied permit allows; otherwise deny.
         let mut forbids = Vec::new();
         let mut permits = Vec::new();
         let mut errors = Vec::new();
+        // The permits whose scope names this action (the buckets already
+        // match principal and resource): what a default deny chose from.
+        let mut considered: Vec<String> = sets
+            .iter()
+            .flat_map(|set| set.policies())
+            .filter(|p| p.effect() == Effect::Permit)
+            .filter(|p| match p.action_constraint() {
+                ActionConstraint::Any => true,
+                ActionConstraint::Eq(a) => a == action,
+                ActionConstraint::In(list) => list.contains(&action),
+            })
+            .map(|p| p.id().to_string())
+            .collect();
+        considered.sort();
         for set in sets {
             let resp = self.authorizer.is_authorized(&request, set, entities.as_ref());
             for id in resp.diagnostics().reason() {
@@ -440,7 +481,7 @@ impl PolicyEngine {
         let ttl_cap = if allowed { permits.iter().filter_map(|id| self.caps.get(id).copied()).min() } else { None };
         let mut policy_ids: Vec<String> = determining.iter().map(ToString::to_string).collect();
         policy_ids.sort();
-        Ok(Decision { allowed, policy_ids, ttl_cap, errors })
+        Ok(Decision { allowed, policy_ids, ttl_cap, errors, considered })
     }
 }
 
@@ -488,6 +529,28 @@ mod tests {
                 now: 1_700_000_000,
             })
             .unwrap()
+    }
+
+    /// A denial says what decided it: the forbids, or (default deny) that no
+    /// permit matched and which permits were considered.
+    #[test]
+    fn denials_explain_themselves() {
+        let text = "@id(\"db-only\") permit(principal, action == Action::\"issue_jwt\", resource == Audience::\"db\") \
+                    when { context.requested_ttl < 0 };\n\
+                    @id(\"any-jwt\") permit(principal, action == Action::\"issue_jwt\", resource) when { false };\n\
+                    @id(\"no-s3\") forbid(principal, action, resource == Audience::\"s3\");";
+        let engine = PolicyEngine::compile(text, 7).unwrap();
+        let e = entry("w", "team");
+        let d = ask(&engine, &e, Action::IssueJwt, Some("db"));
+        assert!(!d.allowed);
+        assert_eq!(
+            d.denial_reason(7),
+            "policy v7: no permit matched (default deny); permits considered: `any-jwt`, `db-only`"
+        );
+        let d = ask(&engine, &e, Action::IssueJwt, Some("s3"));
+        assert_eq!(d.denial_reason(7), "policy v7: forbidden by `no-s3`");
+        let d = ask(&engine, &e, Action::IssueX509, None);
+        assert_eq!(d.denial_reason(7), "policy v7: no permit applies to this action and resource (default deny)");
     }
 
     #[test]

@@ -30,3 +30,19 @@ fn corpus() {
     assert!(files >= 3 && cases >= 15, "corpus too small: {files} files, {cases} cases");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The README's worked policy and its `cases.json` are the corpus's
+/// `readme.cedar` and `readme.cases.json`, so the documented example is tested.
+#[test]
+fn readme_example_is_in_the_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("../../README.md")).unwrap();
+    let block = |after: &str, fence: &str| {
+        let at = readme.find(after).unwrap_or_else(|| panic!("README lost `{after}`"));
+        let start = readme[at..].find(fence).unwrap() + at + fence.len();
+        readme[start..start + readme[start..].find("```").unwrap()].to_owned()
+    };
+    let corpus = |name: &str| std::fs::read_to_string(root.join("tests/corpus").join(name)).unwrap();
+    assert!(corpus("readme.cedar").ends_with(&block("### Worked example", "```cedar\n")));
+    assert_eq!(corpus("readme.cases.json"), block("worked example above, `cases.json`", "```json\n"));
+}

@@ -164,13 +164,15 @@ pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok" }))
         .route("/ready", get(ready))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/bundle", get(spiffe_bundle))
         .route("/v1/bundle", get(bundle))
         .route("/v1/entries", post(create_entry).get(list_entries))
         .route("/v1/entries/batch", post(create_entries).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route("/v1/entries/{id}", get(show_entry).put(update_entry).delete(delete_entry))
         .route("/v1/entries/{id}/denials", get(entry_denials))
-        .route("/v1/join-tokens", post(create_join_token))
+        .route("/v1/join-tokens", post(create_join_token).get(crate::admin_nodes::list_join_tokens))
+        .route("/v1/join-tokens/{id}", axum::routing::delete(crate::admin_nodes::revoke_join_token))
         .route("/v1/admin-tokens", post(crate::admin_tokens::create).get(crate::admin_tokens::list))
         .route("/v1/admin-tokens/{name}/revoke", post(crate::admin_tokens::revoke))
         .route("/v1/admin-tokens/{name}/rotate", post(crate::admin_tokens::rotate))
@@ -192,6 +194,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/exceptions/{id}/revoke", post(revoke_exception))
         .route("/v1/revocations", post(crate::admin_revocation::revoke).get(crate::admin_revocation::list))
         .route("/v1/nodes", get(crate::admin_revocation::nodes))
+        .route("/v1/nodes/{id}/unban", post(crate::admin_nodes::unban_node))
         .route("/v1/authorities", get(crate::admin_authority::list))
         .route("/v1/authorities/prepare", post(crate::admin_authority::prepare))
         .route("/v1/authorities/activate", post(crate::admin_authority::activate))
@@ -247,7 +250,10 @@ async fn create_entry(
     who.may_touch(&spec.owner)?;
     let valid = s.validate_spec(&spec)?;
     owner_admits(&s, &who, &valid).await?;
-    let e = s.store.create_entry(&valid).await?;
+    let e = match s.store.create_entry(&valid).await {
+        Err(StoreError::Duplicate(msg)) => return Err(crate::admin_entry_state::duplicate(&s, &valid, msg).await),
+        other => other?,
+    };
     s.entries_written().await;
     tracing::info!(admin = %who.token.name, entry = %e.id, spiffe_id = %e.spiffe_id, "entry created");
     audit(
@@ -377,9 +383,9 @@ async fn report(
         return Err(ApiError::bad("within and unused_for must not be negative"));
     }
     let params = crate::reports::ReportParams { within, unused_for };
-    let findings =
+    let crate::reports::Report { findings, notes } =
         s.report(&kind, params).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut body = json!({ "kind": kind, "generated_at": now_unix(), "findings": findings });
+    let mut body = json!({ "kind": kind, "generated_at": now_unix(), "findings": findings, "notes": notes });
     if kind == "compliance" {
         let items: Vec<serde_json::Value> = crate::reports::NHI
             .iter()
@@ -748,7 +754,7 @@ async fn update_entry(
     let JsonObject(spec) = body?;
     // Both the entry as it is and as it would become must be the caller's.
     who.may_touch(&spec.owner)?;
-    visible_entry(&s, &who, &id).await?;
+    crate::admin_entry_state::refuse_revoked(&visible_entry(&s, &who, &id).await?)?;
     let expected = match headers.get(header::IF_MATCH) {
         None => None,
         Some(v) => Some(
@@ -779,14 +785,26 @@ async fn delete_entry(
     State(s): State<Arc<ServerState>>,
     who: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Entry>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::WriteEntries)?;
     visible_entry(&s, &who, &id).await?;
+    // Decommissioning revokes: the entry's live credentials are revoked through
+    // the same path as `revoke --entry` before the record goes.
+    let revoked = crate::admin_entry_state::revoke_for_delete(&s, &who, &id).await?;
     let e = s.store.delete_entry(&id).await?;
     s.entries_written().await;
-    tracing::info!(admin = %who.token.name, entry = %e.id, "entry deleted");
-    audit(&s, &who, "entry_delete", &e.id, json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner })).await;
-    Ok(Json(e))
+    tracing::info!(admin = %who.token.name, entry = %e.id, revoked = revoked.len(), "entry deleted");
+    audit(
+        &s,
+        &who,
+        "entry_delete",
+        &e.id,
+        json!({ "spiffe_id": e.spiffe_id.as_str(), "owner": e.owner, "revoked_credentials": revoked.len() }),
+    )
+    .await;
+    let mut v = serde_json::to_value(&e).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    v["revoked_credentials"] = json!(revoked);
+    Ok(Json(v))
 }
 
 #[derive(Deserialize, Default)]
@@ -1044,7 +1062,7 @@ async fn request_exception(
     State(s): State<Arc<ServerState>>,
     who: Admin,
     body: Result<JsonObject<ExceptionRequest>, ApiError>,
-) -> Result<(StatusCode, Json<hallmark_store::ExceptionRecord>), ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     who.may(Perm::RequestException)?;
     let JsonObject(r) = body?;
     let rule: hallmark_policy::ExceptionRule = r.rule.parse().map_err(ApiError::bad)?;
@@ -1077,7 +1095,7 @@ async fn request_exception(
         json!({ "entry_id": x.entry_id, "rule": x.rule, "value": x.value, "expires_at": x.expires_at }),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(x)))
+    Ok((StatusCode::CREATED, crate::exception_limits::with_warnings(&s, x)))
 }
 
 #[derive(Deserialize)]
@@ -1137,7 +1155,7 @@ async fn approve_exception(
     State(s): State<Arc<ServerState>>,
     who: Admin,
     Path(id): Path<String>,
-) -> Result<Json<hallmark_store::ExceptionRecord>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::DecideException)?;
     if let Some(x) = s.store.exception(&id).await? {
         crate::admin_tokens::independent_of(&s, &who.token.name, &x.requested_by).await?;
@@ -1150,7 +1168,7 @@ async fn approve_exception(
         tracing::info!(admin = %who.token.name, exception = %x.id, entry = %x.entry_id, "exception approved");
         audit(&s, &who, "exception_approve", &x.id, json!({ "entry_id": x.entry_id, "rule": x.rule })).await;
     }
-    exception_outcome(r)
+    exception_outcome(r).map(|Json(x)| crate::exception_limits::with_warnings(&s, x))
 }
 
 async fn revoke_exception(

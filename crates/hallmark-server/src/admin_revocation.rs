@@ -86,13 +86,7 @@ pub(crate) async fn revoke(
     let JsonObject(req) = body?;
     let (target, reason) = req.target()?;
     owner_may_revoke(&s, &who, &target).await?;
-    let out = s.revoke(&target, &reason, &who.token.name).await.map_err(|e| match e {
-        crate::ServerError::Store(e) => ApiError::from(e),
-        other => {
-            tracing::error!(error = %other, "revocation failed");
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "revocation failed".into())
-        }
-    })?;
+    let out = s.revoke(&target, &reason, &who.token.name).await.map_err(revocation_error)?;
     let (kind, value) = crate::revocation::describe(&target);
     Ok(Json(json!({
         "target": kind,
@@ -102,6 +96,18 @@ pub(crate) async fn revoke(
         "entries": out.entries,
         "node": out.node,
     })))
+}
+
+/// A failed revocation as the API reports it: datastore outcomes (404, 409)
+/// as they are, anything else logged and answered 500.
+pub(crate) fn revocation_error(e: crate::ServerError) -> ApiError {
+    match e {
+        crate::ServerError::Store(e) => ApiError::from(e),
+        other => {
+            tracing::error!(error = %other, "revocation failed");
+            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "revocation failed".into())
+        }
+    }
 }
 
 /// `GET /v1/revocations`: revoked credentials that have not yet expired.

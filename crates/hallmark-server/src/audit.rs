@@ -82,12 +82,15 @@ type Ack = oneshot::Sender<Result<i64, String>>;
 #[derive(Debug, Clone)]
 pub struct Auditor {
     tx: mpsc::Sender<(AuditEvent, Ack)>,
+    append: std::sync::Arc<crate::metrics::Histogram>,
 }
 
 impl Auditor {
     /// Starts the appender task over `store`; every batch's head is signed with `keys`.
     pub fn start(store: Store, keys: Arc<AuditKeys>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
+        let append = std::sync::Arc::new(crate::metrics::Histogram::new(crate::metrics::APPEND_BOUNDS));
+        let latency = append.clone();
         tokio::spawn(async move {
             let mut queued: std::collections::VecDeque<(AuditEvent, Ack)> = std::collections::VecDeque::new();
             loop {
@@ -110,7 +113,10 @@ impl Auditor {
                 }
                 let n = batch_size(queued.len());
                 let (events, acks): (Vec<AuditEvent>, Vec<Ack>) = queued.drain(..n).unzip();
-                match store.append_audit_signed(&events, &*keys).await {
+                let started = std::time::Instant::now();
+                let appended = store.append_audit_signed(&events, &*keys).await;
+                latency.observe(started.elapsed());
+                match appended {
                     Ok(seqs) => {
                         keys.adopting.store(false, std::sync::atomic::Ordering::Relaxed);
                         for (ack, seq) in acks.into_iter().zip(seqs) {
@@ -126,7 +132,12 @@ impl Auditor {
                 }
             }
         });
-        Self { tx }
+        Self { tx, append }
+    }
+
+    /// How long appends (one group-committed batch each) take.
+    pub fn append_latency(&self) -> &crate::metrics::Histogram {
+        &self.append
     }
 
     /// An appender that acknowledges without writing: the baseline the
@@ -140,7 +151,7 @@ impl Auditor {
                 let _ = ack.send(Ok(0));
             }
         });
-        Self { tx }
+        Self { tx, append: std::sync::Arc::new(crate::metrics::Histogram::new(crate::metrics::APPEND_BOUNDS)) }
     }
 
     /// Records `e` and waits until it is committed; returns its position.

@@ -398,6 +398,73 @@ impl Authorities {
         Ok(())
     }
 
+    /// This server's authorities that will not be replaced in time by
+    /// themselves, each as (subject, why): an active authority expiring
+    /// within `within` seconds whose scheduled successor is overdue, and an
+    /// upstream CA certificate (which Hallmark cannot renew) expiring within
+    /// `within`. An authority rotating on schedule is not listed.
+    pub fn renewal_gaps(&self, now: i64, within: i64) -> Result<Vec<(String, String)>, ServerError> {
+        // The maintenance task runs every 5 s; a step later than this has stalled.
+        const STALLED_AFTER: i64 = 60;
+        let mut out = Vec::new();
+        for kind in [Kind::X509, Kind::Jwt] {
+            let subject = format!("{}-authority", kind.as_str());
+            let KindSummary { active, prepared } = self.local_summary(kind)?;
+            let Some((nb, na)) = active else {
+                out.push((subject, format!("this server has no active {} authority", kind.as_str())));
+                continue;
+            };
+            if na > now.saturating_add(within) {
+                continue;
+            }
+            let life = (na - nb).max(1) as f64;
+            let (step, due) = match prepared {
+                None => ("prepared", nb + (life * PREPARE_AT) as i64),
+                Some(_) => ("activated", nb + (life * ACTIVATE_AT) as i64),
+            };
+            if now > due + STALLED_AFTER {
+                out.push((
+                    subject,
+                    format!(
+                        "the active {} authority expires at {} and its successor, due to be {step} at {}, is not: \
+                         scheduled rotation has stalled (see the server log)",
+                        kind.as_str(),
+                        hallmark_core::time::rfc3339(na),
+                        hallmark_core::time::rfc3339(due)
+                    ),
+                ));
+            }
+        }
+        if self.upstream.is_some() {
+            let ca = self.x509()?;
+            for anchor in ca.anchors() {
+                let Ok((_, cert)) = x509_parser::parse_x509_certificate(anchor) else { continue };
+                let na = cert.validity().not_after.timestamp();
+                if na <= now.saturating_add(within) {
+                    out.push((
+                        "upstream-ca".to_owned(),
+                        format!(
+                            "the upstream CA certificate `{}` expires at {}; Hallmark cannot renew it: \
+                             replace `ca.upstream_cert` and `ca.upstream_key` before then",
+                            cert.subject(),
+                            hallmark_core::time::rfc3339(na)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many authorities of `kind` this server holds keys for.
+    fn held(&self, kind: Kind) -> Result<usize, ServerError> {
+        let keys = self.keys.read().map_err(|_| lock_err())?;
+        Ok(match kind {
+            Kind::X509 => keys.x509.len(),
+            Kind::Jwt => keys.jwt.len(),
+        })
+    }
+
     /// This server's active and prepared authority of `kind`.
     fn local_summary(&self, kind: Kind) -> Result<KindSummary, ServerError> {
         let keys = self.keys.read().map_err(|_| lock_err())?;
@@ -523,13 +590,29 @@ impl Authorities {
             let min_remaining = MIN_REMAINING_SECS.min(i64::try_from(self.ttl_secs / 10).unwrap_or(i64::MAX));
             let Some((nb, na)) = active.filter(|(_, na)| na - now > min_remaining) else {
                 // No usable active authority: use the prepared one, or make one now.
+                let first = active.is_none() && prepared.is_none() && self.held(kind)? == 0;
                 let id = match prepared {
                     Some(p) => p,
                     None => self.generate(kind, AuthorityState::Prepared, now).await?.id,
                 };
                 self.store.activate_authority(&id).await?;
                 self.set_local_states(kind, &id)?;
-                tracing::info!(kind = kind.as_str(), authority = %id, "activated authority (none usable)");
+                match active {
+                    None if first => {
+                        tracing::info!(kind = kind.as_str(), authority = %id, "created the first authority")
+                    }
+                    None => tracing::warn!(
+                        kind = kind.as_str(),
+                        authority = %id,
+                        "every earlier authority had expired; created and activated a new one"
+                    ),
+                    Some((_, na)) => tracing::warn!(
+                        kind = kind.as_str(),
+                        authority = %id,
+                        expires_in_secs = na - now,
+                        "the active authority was about to expire; activated its successor at once"
+                    ),
+                }
                 changed = true;
                 continue;
             };

@@ -41,6 +41,16 @@ impl ChangeHub {
         let _ = tx.send(c);
     }
 
+    /// Whether agent `parent` has a sync stream open on this server.
+    pub fn connected(&self, parent: &str) -> bool {
+        self.map().get(parent).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    /// Agents with a sync stream open on this server.
+    pub fn connected_agents(&self) -> usize {
+        self.map().values().filter(|tx| tx.receiver_count() > 0).count()
+    }
+
     /// Agents with a channel (for tests and metrics).
     pub fn agents(&self) -> usize {
         self.map().len()

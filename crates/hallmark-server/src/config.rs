@@ -187,15 +187,6 @@ pub struct ServerSettings {
     pub admin_limits: crate::admin_listener::AdminLimits,
 }
 
-impl ServerSettings {
-    /// The settings every other default gives, for trust domain `td` with
-    /// data in `data_dir`: what a minimal configuration file yields.
-    pub fn defaults(td: &TrustDomain, data_dir: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = format!("trust_domain = \"{td}\"\ndata_dir = {:?}\n", data_dir.display().to_string());
-        ServerConfig::parse(&text, &HashMap::new())?.validate()
-    }
-}
-
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
     Ttl::parse(v).map_err(|e| ConfigError::Value { key, msg: e.to_string() })
 }

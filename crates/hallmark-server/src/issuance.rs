@@ -214,7 +214,11 @@ impl ServerState {
         let (allowed, by, ids, cap) = if !rules.allows(path) {
             (
                 false,
-                format!("class `{}` (no {path} issuance)", entry.class),
+                format!(
+                    "class `{}` rules: the `{path}` issuance path is not among the class's paths (server configuration \
+                     `[classes.{}] paths`)",
+                    entry.class, entry.class
+                ),
                 vec![format!("class:{}", entry.class)],
                 None,
             )
@@ -229,12 +233,19 @@ impl ServerState {
                 requested_ttl,
                 now,
             };
-            match engine.decide(&request) {
+            let started = std::time::Instant::now();
+            let decided = engine.decide(&request);
+            self.metrics.decision(started.elapsed());
+            match decided {
                 Ok(d) => {
                     for e in &d.errors {
                         tracing::warn!(entry = %entry.id, error = %e, "policy evaluation error (policy skipped)");
                     }
-                    let by = format!("policy v{} [{}]", engine.version(), d.policy_ids.join(", "));
+                    let by = if d.allowed {
+                        format!("policy v{} [{}]", engine.version(), d.policy_ids.join(", "))
+                    } else {
+                        d.denial_reason(engine.version())
+                    };
                     (d.allowed, by, d.policy_ids, d.ttl_cap)
                 }
                 Err(e) => {
@@ -247,6 +258,7 @@ impl ServerState {
         if allowed {
             return Ok((cap, ids));
         }
+        self.metrics.denied(entry.class);
         let denial = Denial {
             entry_id: &entry.id,
             spiffe_id: entry.spiffe_id.as_str(),
@@ -306,6 +318,7 @@ impl ServerState {
             audit_seq: 0,
             delivered_to: None,
             delivered_at: None,
+            audience: None,
         }
     }
 
@@ -368,6 +381,7 @@ impl ServerState {
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs, "issued X.509-SVID");
         let renew_at = renewal_point(now, svid.not_after, rules);
+        self.metrics.issued(entry.class, "x509");
         Ok(IssuedX509 { svid, renew_at, authority_id: ca.id() })
     }
 
@@ -436,10 +450,12 @@ impl ServerState {
         let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
         let mut row = self.inventory_row("jwt", &jti, &entry, caller, &evidence, &event, now, exp);
         row.authority_id = key.kid().to_owned();
+        row.audience = Some(audience.join(","));
         event.credential = Some(row);
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         let kid = key.kid().to_owned();
+        self.metrics.issued(entry.class, "jwt");
         Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at: renewal_point(now, exp, rules) })
     }
 

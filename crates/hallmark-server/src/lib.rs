@@ -9,8 +9,10 @@
 
 pub mod admin;
 mod admin_authority;
+mod admin_entry_state;
 mod admin_guard;
 mod admin_listener;
+mod admin_nodes;
 mod admin_revocation;
 mod admin_tokens;
 pub mod audit;
@@ -18,7 +20,9 @@ pub mod authority;
 pub mod change_hub;
 pub mod config;
 pub mod delivery;
+pub mod exception_limits;
 pub mod issuance;
+pub mod metrics;
 pub mod node_api;
 pub mod refusals;
 pub mod registry;
@@ -103,6 +107,8 @@ pub struct ServerState {
     pub default_parent: RwLock<Option<SpiffeId>>,
     /// Where this server keeps the bootstrap admin token, once written.
     bootstrap_file: RwLock<Option<std::path::PathBuf>>,
+    /// Issuance, denial and decision-latency counters for `/metrics`.
+    pub metrics: metrics::Metrics,
     server_cert: RwLock<Option<ServerCert>>,
 }
 
@@ -366,6 +372,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         refusals: refusals::Refusals::default(),
         default_parent: RwLock::new(None),
         bootstrap_file: RwLock::new(None),
+        metrics: metrics::Metrics::default(),
         server_cert: RwLock::new(None),
     });
 

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use hallmark_core::time::{rfc3339, rfc3339_relative};
 use hallmark_core::{Ttl, now_unix};
 use hallmark_store::CredentialFilter;
 use serde::Serialize;
@@ -51,68 +52,120 @@ pub struct ReportParams {
     pub unused_for: i64,
 }
 
+/// A report: findings, each something to act on, and notes, for information
+/// only (a pending exception, say); `--fail-on-findings` looks only at findings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Something to act on.
+    pub findings: Vec<Finding>,
+    /// Worth knowing, nothing to act on.
+    pub notes: Vec<Finding>,
+}
+
+/// How long past its renewal point (beyond the server's jitter) a credential
+/// may be before it counts as not renewed: the agent retries every few
+/// seconds. A tenth of the lifetime for credentials shorter than five minutes.
+fn renewal_grace(life: i64) -> i64 {
+    (life / 10).clamp(1, 30)
+}
+
+/// Whether a denial recorded for `c`'s entry also refuses `c`'s renewal:
+/// same kind of credential and, for a JWT-SVID, one of its audiences.
+fn denial_blocks(d: &hallmark_store::DenialRecord, c: &hallmark_store::Credential) -> bool {
+    match c.kind.as_str() {
+        "x509" => matches!(d.action.as_str(), "issue_x509" | "renew"),
+        "jwt" => {
+            d.action == "issue_jwt"
+                && match (&c.audience, &d.audience) {
+                    (Some(have), Some(denied)) => have.split(',').any(|a| a == denied),
+                    // A JWT recorded before audiences were: any JWT denial counts.
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                }
+        }
+        _ => false,
+    }
+}
+
 impl ServerState {
     /// Builds report `kind`.
-    pub async fn report(&self, kind: &str, p: ReportParams) -> Result<Vec<Finding>, ServerError> {
+    pub async fn report(&self, kind: &str, p: ReportParams) -> Result<Report, ServerError> {
         let now = now_unix();
-        Ok(match kind {
+        let findings = match kind {
             "expiring" => self.expiring(now, p).await?,
             "orphans" => self.orphans(now).await?,
-            "exceptions" => self.exception_findings(now, p).await?,
+            "exceptions" => return self.exception_findings(now, p).await,
             "drift" => self.drift(now, p).await?,
             "rotation" => self.rotation(now).await?,
             "compliance" => {
-                let mut all = Vec::new();
+                let mut all = Report::default();
                 for k in ["expiring", "orphans", "exceptions", "drift", "rotation"] {
-                    all.extend(Box::pin(self.report(k, p)).await?);
+                    let r = Box::pin(self.report(k, p)).await?;
+                    all.findings.extend(r.findings);
+                    all.notes.extend(r.notes);
                 }
-                all.extend(self.reuse_and_privilege().await?);
-                all
+                all.findings.extend(self.reuse_and_privilege().await?);
+                return Ok(all);
             }
             other => return Err(ServerError::Internal(format!("unknown report `{other}`"))),
-        })
+        };
+        Ok(Report { findings, notes: Vec::new() })
     }
 
     async fn live_credentials(&self, now: i64) -> Result<Vec<hallmark_store::Credential>, ServerError> {
         Ok(self.store.credentials(&CredentialFilter { live_at: Some(now), ..Default::default() }, 1_000_000).await?)
     }
 
+    /// Credentials and authorities that will expire with no renewal to
+    /// replace them. A short-lived credential renewing on schedule, and an
+    /// authority rotating by itself, are healthy and not listed.
     async fn expiring(&self, now: i64, p: ReportParams) -> Result<Vec<Finding>, ServerError> {
         let mut out = Vec::new();
-        for c in self.live_credentials(now).await? {
-            if c.not_after <= now.saturating_add(p.within) {
+        let horizon = now.saturating_add(p.within);
+        let live = self.live_credentials(now).await?;
+        let soon: Vec<_> = live.iter().filter(|c| c.not_after <= horizon).collect();
+        if !soon.is_empty() {
+            let entries: HashMap<String, hallmark_core::Entry> =
+                self.store.entries(None).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
+            let oldest = soon.iter().map(|c| c.issued_at).min().unwrap_or(now);
+            let denials = self.store.denials_since(oldest).await?;
+            for c in &soon {
+                let why = match entries.get(&c.entry_id) {
+                    None => Some("its entry was deleted".to_owned()),
+                    Some(e) if e.revoked_at.is_some() => Some("its entry was revoked".to_owned()),
+                    Some(_) => denials
+                        .iter()
+                        .rev()
+                        .find(|d| d.entry_id == c.entry_id && d.at >= c.issued_at && denial_blocks(d, c))
+                        // Issued again since that denial: renewal works again.
+                        .filter(|d| {
+                            !live.iter().any(|n| {
+                                n.entry_id == c.entry_id
+                                    && n.kind == c.kind
+                                    && n.issued_at > d.at
+                                    && denial_blocks(d, n)
+                            })
+                        })
+                        .map(|d| format!("its renewal was denied at {} by {}", rfc3339(d.at), d.reason)),
+                };
+                let Some(why) = why else { continue };
                 out.push(Finding {
                     check: "credential_expiring",
                     subject: c.id.clone(),
                     detail: format!(
-                        "{} {} of {} (owner {}) expires in {}s",
+                        "{} {} of {} (owner {}) expires at {} and cannot be renewed: {why}",
                         c.kind,
                         c.id,
                         c.spiffe_id,
                         c.owner,
-                        c.not_after - now
+                        rfc3339_relative(c.not_after, now)
                     ),
                     nhi: "NHI7",
                 });
             }
         }
-        let ca = self.authorities.x509()?;
-        if ca.not_after() <= now.saturating_add(p.within) {
-            out.push(Finding {
-                check: "ca_expiring",
-                subject: "x509-ca".into(),
-                detail: format!("the active X.509 CA expires in {}s", ca.not_after() - now),
-                nhi: "NHI7",
-            });
-        }
-        let jwt_na = self.authorities.jwt_not_after()?;
-        if jwt_na <= now.saturating_add(p.within) {
-            out.push(Finding {
-                check: "ca_expiring",
-                subject: self.authorities.jwt()?.kid().to_owned(),
-                detail: format!("the active JWT signing key expires in {}s", jwt_na - now),
-                nhi: "NHI7",
-            });
+        for (subject, detail) in self.authorities.renewal_gaps(now, p.within)? {
+            out.push(Finding { check: "ca_expiring", subject, detail, nhi: "NHI7" });
         }
         Ok(out)
     }
@@ -146,60 +199,79 @@ impl ServerState {
         Ok(out)
     }
 
-    async fn exception_findings(&self, now: i64, p: ReportParams) -> Result<Vec<Finding>, ServerError> {
-        let mut out = Vec::new();
+    /// Active exceptions that let credentials live beyond their class
+    /// maximum are findings (each is a rule broken until it expires); pending
+    /// and soon-expiring ones are notes. An expired exception is the normal
+    /// rule applying again, and is not listed.
+    async fn exception_findings(&self, now: i64, p: ReportParams) -> Result<Report, ServerError> {
+        let entries: HashMap<String, hallmark_core::Entry> =
+            self.store.entries(None).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
         let admins: HashMap<String, hallmark_store::AdminToken> =
             self.store.admin_tokens().await?.into_iter().map(|t| (t.name.clone(), t)).collect();
+        let mut r = Report::default();
         for x in self.store.exceptions().await? {
+            let state = x.state(now);
+            let where_ = format!("{} = {} on entry {}", x.rule, x.value, x.entry_id);
             // An approver made shortly before approving: the two-person rule
             // may have been met by an identity created for the purpose. (The
             // bootstrap identity, which nobody created, is not one.)
             if let (Some(by), Some(at)) = (&x.approved_by, x.approved_at)
                 && let Some(t) = admins.get(by)
-                && t.created_by.is_some()
+                && let Some(creator) = &t.created_by
                 && at - t.created_at < NEW_ADMIN_SECS
             {
-                out.push(Finding {
+                r.findings.push(Finding {
                     check: "approved_by_new_admin",
                     subject: x.id.clone(),
                     detail: format!(
-                        "{} = {} on entry {} approved by `{by}`, an admin identity created {}s before the approval by `{}`",
-                        x.rule,
-                        x.value,
-                        x.entry_id,
-                        at - t.created_at,
-                        t.created_by.as_deref().unwrap_or_default()
+                        "{where_} approved by `{by}`, an admin identity `{creator}` created {} before the approval",
+                        hallmark_core::format_duration(std::time::Duration::from_secs(
+                            u64::try_from(at - t.created_at).unwrap_or(0)
+                        ))
                     ),
                     nhi: "NHI4",
                 });
             }
-            let (check, detail) = match x.state(now) {
-                "active" if x.expires_at <= now.saturating_add(p.within) => (
-                    "exception_expiring",
-                    format!("{} = {} on entry {} expires in {}s", x.rule, x.value, x.entry_id, x.expires_at - now),
-                ),
-                "active" => (
-                    "exception_active",
-                    format!(
-                        "{} = {} on entry {}, approved by {}",
-                        x.rule,
-                        x.value,
-                        x.entry_id,
-                        x.approved_by.clone().unwrap_or_default()
-                    ),
-                ),
-                "expired" if x.approved_at.is_some() => (
-                    "exception_expired",
-                    format!("{} = {} on entry {} expired at {}", x.rule, x.value, x.entry_id, x.expires_at),
-                ),
-                "pending" => {
-                    ("exception_pending", format!("{} = {} on entry {} awaits approval", x.rule, x.value, x.entry_id))
+            match state {
+                "active" => {
+                    let max = entries.get(&x.entry_id).map(|e| self.settings.classes.rules(e.class).max_ttl);
+                    let value = Ttl::parse(&x.value).ok();
+                    let beyond = match (value, max) {
+                        (Some(v), Some(m)) => v > m,
+                        _ => true,
+                    };
+                    let until = rfc3339_relative(x.expires_at, now);
+                    let by = x.approved_by.clone().unwrap_or_default();
+                    if beyond {
+                        let class_max = max.map(|m| m.to_string()).unwrap_or_else(|| "?".into());
+                        r.findings.push(Finding {
+                            check: "exception_active",
+                            subject: x.id.clone(),
+                            detail: format!(
+                                "{where_} lets credentials live beyond the class maximum {class_max} until {until} \
+                                 (approved by {by})"
+                            ),
+                            nhi: "NHI7",
+                        });
+                    } else if x.expires_at <= now.saturating_add(p.within) {
+                        r.notes.push(Finding {
+                            check: "exception_expiring",
+                            subject: x.id.clone(),
+                            detail: format!("{where_} ends {until}; the normal rule applies again by itself"),
+                            nhi: "NHI7",
+                        });
+                    }
                 }
-                _ => continue,
-            };
-            out.push(Finding { check, subject: x.id.clone(), detail, nhi: "NHI7" });
+                "pending" => r.notes.push(Finding {
+                    check: "exception_pending",
+                    subject: x.id.clone(),
+                    detail: format!("{where_} awaits approval (requested by {})", x.requested_by),
+                    nhi: "NHI7",
+                }),
+                _ => {}
+            }
         }
-        Ok(out)
+        Ok(r)
     }
 
     async fn drift(&self, now: i64, p: ReportParams) -> Result<Vec<Finding>, ServerError> {
@@ -254,7 +326,11 @@ impl ServerState {
                     subject: c.id.clone(),
                     detail: format!(
                         "{} {} of {} is live until {} but its entry {} was deleted",
-                        c.kind, c.id, c.spiffe_id, c.not_after, c.entry_id
+                        c.kind,
+                        c.id,
+                        c.spiffe_id,
+                        rfc3339(c.not_after),
+                        c.entry_id
                     ),
                     nhi: "NHI1",
                 });
@@ -263,27 +339,49 @@ impl ServerState {
         Ok(out)
     }
 
+    /// Live X.509-SVIDs past their renewal point (with the agent's jitter and
+    /// a grace period) that nothing has replaced while the agent that must
+    /// renew them is not connected to this server. A credential its agent
+    /// renewed, or whose workload stopped asking (it expires, short-lived, by
+    /// itself), is healthy.
     async fn rotation(&self, now: i64) -> Result<Vec<Finding>, ServerError> {
+        let live = self.live_credentials(now).await?;
+        // The newest issuance per (entry, node): an older one has been replaced.
+        let mut newest: HashMap<(&str, &str), i64> = HashMap::new();
+        for c in live.iter().filter(|c| c.kind == "x509") {
+            let t = newest.entry((c.entry_id.as_str(), c.node_id.as_str())).or_insert(c.issued_at);
+            *t = (*t).max(c.issued_at);
+        }
         let mut out = Vec::new();
-        for c in self.live_credentials(now).await? {
-            let class: hallmark_core::Class = c.class.parse().unwrap_or_default();
-            let renew_at = self.settings.classes.rules(class).renew_at;
-            let due = c.issued_at + ((c.not_after - c.issued_at) as f64 * renew_at) as i64;
-            if now > due {
-                out.push(Finding {
-                    check: "rotation_overdue",
-                    subject: c.id.clone(),
-                    detail: format!(
-                        "live {} {} of {} is past its {} renewal point by {}s",
-                        c.kind,
-                        c.id,
-                        c.spiffe_id,
-                        c.class,
-                        now - due
-                    ),
-                    nhi: "NHI7",
-                });
+        for c in live.iter().filter(|c| c.kind == "x509") {
+            if newest.get(&(c.entry_id.as_str(), c.node_id.as_str())).is_some_and(|t| *t > c.issued_at) {
+                continue;
             }
+            let class: hallmark_core::Class = c.class.parse().unwrap_or_default();
+            // The server adds up to 5% jitter to the class's renewal point.
+            let renew_at = self.settings.classes.rules(class).renew_at + 0.05;
+            let life = c.not_after - c.issued_at;
+            let renew_point = c.issued_at + (life as f64 * renew_at) as i64;
+            let due = renew_point + renewal_grace(life);
+            if now <= due || self.changes.connected(&c.node_id) {
+                continue;
+            }
+            out.push(Finding {
+                check: "rotation_overdue",
+                subject: c.id.clone(),
+                detail: format!(
+                    "live {} {} of {} passed its {} renewal point at {} and was not renewed: its agent {} is not \
+                     connected; it expires at {}",
+                    c.kind,
+                    c.id,
+                    c.spiffe_id,
+                    c.class,
+                    rfc3339(renew_point),
+                    c.node_id,
+                    rfc3339_relative(c.not_after, now)
+                ),
+                nhi: "NHI7",
+            });
         }
         Ok(out)
     }

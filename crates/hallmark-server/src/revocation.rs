@@ -65,6 +65,12 @@ impl ServerState {
         self.revocation_notify.notify_one();
         self.entries_written().await;
         let (kind, subject) = describe(target);
+        let nothing = out.credentials.is_empty() && out.entries.is_empty() && out.node.is_none();
+        if nothing {
+            // The sweep after an entry, owner or node revocation usually finds nothing new.
+            tracing::debug!(by, target = kind, subject, "nothing (more) to revoke");
+            return Ok(out);
+        }
         tracing::warn!(
             by,
             target = kind,
@@ -83,10 +89,7 @@ impl ServerState {
             "node": out.node,
         });
         let action = if out.node.is_some() { "node_ban" } else { "revoke" };
-        // A sweep that found nothing new has nothing to record.
-        if !(out.credentials.is_empty() && out.entries.is_empty() && out.node.is_none()) {
-            self.audit.record_or_log(self.audit_event(by, action, subject, "ok", details)).await;
-        }
+        self.audit.record_or_log(self.audit_event(by, action, subject, "ok", details)).await;
         Ok(out)
     }
 }

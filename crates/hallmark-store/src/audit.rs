@@ -87,6 +87,9 @@ pub struct Credential {
     /// Unix seconds of the last delivery report.
     #[serde(default)]
     pub delivered_at: Option<i64>,
+    /// For a JWT-SVID, the audiences it was minted for, comma-joined.
+    #[serde(default)]
+    pub audience: Option<String>,
 }
 
 /// Inventory filters.
@@ -319,7 +322,8 @@ fn json_rows(rows: &[Linked<'_>]) -> (String, String) {
                 c.not_before,
                 c.not_after,
                 seq,
-                c.authority_id
+                c.authority_id,
+                c.audience
             ])
         })
         .collect();
@@ -373,14 +377,14 @@ async fn append_sqlite(
     };
     let creds: Vec<(i64, &Credential)> =
         rows.iter().filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c))).collect();
-    // SQLite binds at most 32 766 parameters per statement: 1 024 rows of 14.
+    // SQLite binds at most 32 766 parameters per statement: 1 024 rows of 15.
     let mut sql = String::from("BEGIN IMMEDIATE; ");
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         sql.push_str(&values_sql(AUDIT_INSERT, 10, chunk.len()));
         sql.push_str("; ");
     }
     for chunk in creds.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str(&values_sql(CREDENTIALS_INSERT, 14, chunk.len()));
+        sql.push_str(&values_sql(CREDENTIALS_INSERT, 15, chunk.len()));
         sql.push_str("; ");
     }
     if checkpoint.is_some() {
@@ -418,7 +422,8 @@ async fn append_sqlite(
             .bind(c.not_before)
             .bind(c.not_after)
             .bind(seq)
-            .bind(c.authority_id.clone());
+            .bind(c.authority_id.clone())
+            .bind(c.audience.clone());
     }
     if let Some(c) = checkpoint {
         q = q.bind(c.seq).bind(c.hash).bind(c.at).bind(c.key_id).bind(c.signature);
@@ -442,7 +447,7 @@ const CHECKPOINT_INSERT: &str = "INSERT INTO audit_checkpoints (seq, hash, at, k
 const AUDIT_INSERT: &str =
     "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) VALUES ";
 const CREDENTIALS_INSERT: &str = "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, \
-     policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id) VALUES ";
+     policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience) VALUES ";
 
 /// `prefix` then `rows` groups of `cols` placeholders (positional: SQLite).
 fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
@@ -491,9 +496,9 @@ async fn append_postgres(
     .await?;
     sqlx::query(
         "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, \
-         issued_at, not_before, not_after, audit_seq, authority_id) \
+         issued_at, not_before, not_after, audit_seq, authority_id, audience) \
          SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, (v->>7)::bigint, v->>8, (v->>9)::bigint, \
-         (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, v->>13 FROM json_array_elements($1::json) AS v",
+         (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, v->>13, v->>14 FROM json_array_elements($1::json) AS v",
     )
     .bind(creds)
     .execute(&mut *tx)
@@ -831,7 +836,7 @@ impl Store {
 
 const CREDENTIAL_COLUMNS: &str = "id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
     evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq, \
-    delivered_to, delivered_at";
+    delivered_to, delivered_at, audience";
 
 fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
     Ok(Credential {
@@ -853,5 +858,6 @@ fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
         audit_seq: r.try_get("audit_seq")?,
         delivered_to: r.try_get("delivered_to")?,
         delivered_at: r.try_get("delivered_at")?,
+        audience: r.try_get("audience")?,
     })
 }

@@ -7,8 +7,10 @@
 
 mod audit;
 mod authority;
+mod denials;
 mod governance;
 mod migrate;
+mod node_admin;
 mod revocation;
 mod store;
 
@@ -17,7 +19,9 @@ pub use audit::{
     HEAD_UNVERIFIED, HeadSigner, record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
+pub use denials::DenialRecord;
 pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
+pub use node_admin::{JoinTokenRecord, JoinTokenRevokeError};
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{
     AdminToken, Backend, EntryChange, JoinTokenError, NewAdminToken, Node, NodeSvid, Store, StoreError, hash_secret,

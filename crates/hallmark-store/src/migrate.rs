@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_revocation.sql")),
     (7, include_str!("../migrations/0007_hardening.sql")),
     (8, include_str!("../migrations/0008_delivery.sql")),
+    (9, include_str!("../migrations/0009_credential_audience.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -140,7 +140,8 @@ impl Store {
     }
 
     /// Revokes one entry (already-revoked entries are left as they are) and
-    /// its live credentials, and tells its agent through the change log.
+    /// its live credentials, and tells its agent through the change log. The
+    /// live credentials of a deleted entry are revoked too.
     async fn revoke_entry_in(
         tx: &mut Tx,
         id: &str,
@@ -148,11 +149,23 @@ impl Store {
         reason: &str,
         out: &mut RevokeOutcome,
     ) -> Result<(), StoreError> {
-        let r = sqlx::query("SELECT parent_id, revoked_at FROM entries WHERE id = $1")
+        let Some(r) = sqlx::query("SELECT parent_id, revoked_at FROM entries WHERE id = $1")
             .bind(id.to_owned())
             .fetch_optional(&mut **tx)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
+        else {
+            // A deleted entry whose credentials outlive it (an issuance in
+            // flight as it was deleted): those are still revoked.
+            let issued = sqlx::query("SELECT 1 AS one FROM credentials WHERE entry_id = $1 LIMIT 1")
+                .bind(id.to_owned())
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some();
+            if !issued {
+                return Err(StoreError::NotFound(format!("entry `{id}`")));
+            }
+            return Self::revoke_credentials_where(tx, "entry", id, now, reason, out).await;
+        };
         let parent: String = r.try_get("parent_id")?;
         if r.try_get::<Option<i64>, _>("revoked_at")?.is_none() {
             sqlx::query(

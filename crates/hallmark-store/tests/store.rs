@@ -410,6 +410,7 @@ async fn inventory_is_written_with_the_audit_record() {
                 audit_seq: 0,
                 delivered_to: None,
                 delivered_at: None,
+                audience: None,
             });
             e
         };
@@ -488,6 +489,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
                     audit_seq: 0,
                     delivered_to: None,
                     delivered_at: None,
+                    audience: None,
                 });
                 events.push(e);
             }

@@ -5,8 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use hallmark_core::now_unix;
+use hallmark_core::time::rfc3339_relative;
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use hallmark_proto::workload::{JwtsvidRequest, X509svidRequest};
+use hallmark_proto::workload::{
+    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
+};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
@@ -41,6 +45,76 @@ pub enum ApiCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a JWT-SVID as a relying party would (ValidateJWTSVID): its
+    /// signature against the trust bundle, expiry, revocation and audience.
+    ValidateJwt {
+        /// Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET).
+        #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+        socket: String,
+        /// The audience the token must carry.
+        #[arg(long)]
+        audience: String,
+        /// The token.
+        #[arg(long)]
+        svid: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow this process's X.509-SVIDs: print each update the Workload API
+    /// pushes (first at once, then every renewal, revocation or change).
+    Watch {
+        /// Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET).
+        #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+        socket: String,
+        /// Stop after this many updates (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print each update as one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch the trust bundles: X.509 authorities (PEM) or the JWT keys (JWKS).
+    FetchBundle {
+        /// Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET).
+        #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+        socket: String,
+        /// x509 (PEM certificates) or jwt (JWKS per trust domain).
+        #[arg(long, default_value = "x509", value_parser = ["x509", "jwt"])]
+        kind: String,
+        /// Write bundle.pem (x509) or bundle.jwks.json (jwt) to this directory instead of stdout.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+}
+
+/// A protobuf `Struct` (the claims ValidateJWTSVID returns) as JSON.
+fn struct_json(s: &prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), value_json(v))).collect())
+}
+
+fn value_json(v: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => json!(n),
+        Some(Kind::StringValue(s)) => json!(s),
+        Some(Kind::BoolValue(b)) => json!(b),
+        Some(Kind::StructValue(s)) => struct_json(s),
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_json).collect()),
+    }
+}
+
+/// The SVIDs of one Workload API X.509 message, as printed.
+fn svid_summaries(msg: &hallmark_proto::workload::X509svidResponse) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for s in &msg.svids {
+        let leaf = hallmark_ca::svid::parse_leaf(first_cert(&s.x509_svid)?)?;
+        out.push(
+            json!({ "spiffe_id": s.spiffe_id, "hint": s.hint, "serial": leaf.serial, "not_after": leaf.not_after }),
+        );
+    }
+    Ok(out)
 }
 
 pub(crate) async fn connect(socket: &str) -> anyhow::Result<SpiffeWorkloadApiClient<Channel>> {
@@ -73,10 +147,8 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
             let mut c = connect(&socket).await?;
             let mut stream = c.fetch_x509svid(request(X509svidRequest {})).await.map_err(status)?.into_inner();
             let msg = stream.message().await.map_err(status)?.context("stream ended with no message")?;
-            let mut out = Vec::new();
+            let out = svid_summaries(&msg)?;
             for (i, s) in msg.svids.iter().enumerate() {
-                let leaf = hallmark_ca::svid::parse_leaf(first_cert(&s.x509_svid)?)?;
-                out.push(json!({ "spiffe_id": s.spiffe_id, "hint": s.hint, "serial": leaf.serial, "not_after": leaf.not_after }));
                 if let Some(dir) = &write {
                     std::fs::create_dir_all(dir)?;
                     std::fs::write(dir.join(format!("svid.{i}.pem")), split_pem(&s.x509_svid)?)?;
@@ -91,7 +163,7 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
                 for o in &out {
                     println!("SPIFFE ID : {}", o["spiffe_id"].as_str().unwrap_or(""));
                     println!("Serial    : {}", o["serial"].as_str().unwrap_or(""));
-                    println!("Not after : {}", o["not_after"]);
+                    println!("Not after : {}", rfc3339_relative(o["not_after"].as_i64().unwrap_or(0), now_unix()));
                     if let Some(h) = o["hint"].as_str().filter(|h| !h.is_empty()) {
                         println!("Hint      : {h}");
                     }
@@ -118,6 +190,91 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
                 for s in r.svids {
                     println!("{}\t{}", s.spiffe_id, s.svid);
                 }
+            }
+            Ok(())
+        }
+        ApiCmd::ValidateJwt { socket, audience, svid, json } => {
+            let mut c = connect(&socket).await?;
+            let r = c
+                .validate_jwtsvid(request(ValidateJwtsvidRequest { audience, svid }))
+                .await
+                .map_err(|s| anyhow::anyhow!("the token is not valid: {}", s.message()))?
+                .into_inner();
+            let claims = r.claims.as_ref().map(struct_json).unwrap_or(serde_json::Value::Null);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&json!({ "spiffe_id": r.spiffe_id, "claims": claims }))?);
+            } else {
+                println!("valid JWT-SVID of {}", r.spiffe_id);
+                if let Some(exp) = claims["exp"].as_f64() {
+                    println!("expires {}", rfc3339_relative(exp as i64, now_unix()));
+                }
+                println!("{}", serde_json::to_string_pretty(&claims)?);
+            }
+            Ok(())
+        }
+        ApiCmd::Watch { socket, count, json } => {
+            let mut c = connect(&socket).await?;
+            let mut stream = c.fetch_x509svid(request(X509svidRequest {})).await.map_err(status)?.into_inner();
+            let mut seen = 0u64;
+            while count.is_none_or(|n| seen < n) {
+                let msg = match stream.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => bail!("the Workload API closed the stream"),
+                    // A workload that loses every SVID gets PermissionDenied on its stream.
+                    Err(s) => bail!("{:?}: {}", s.code(), s.message()),
+                };
+                seen += 1;
+                let svids = svid_summaries(&msg)?;
+                let now = now_unix();
+                if json {
+                    println!("{}", json!({ "at": now, "svids": svids }));
+                } else {
+                    let list: Vec<String> = svids
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{} serial {} expires {}",
+                                s["spiffe_id"].as_str().unwrap_or(""),
+                                s["serial"].as_str().unwrap_or(""),
+                                rfc3339_relative(s["not_after"].as_i64().unwrap_or(0), now)
+                            )
+                        })
+                        .collect();
+                    println!("{} update {seen}: {}", hallmark_core::time::rfc3339(now), list.join("; "));
+                }
+            }
+            Ok(())
+        }
+        ApiCmd::FetchBundle { socket, kind, write } => {
+            let mut c = connect(&socket).await?;
+            let (name, text) = if kind == "jwt" {
+                let mut stream = c.fetch_jwt_bundles(request(JwtBundlesRequest {})).await.map_err(status)?.into_inner();
+                let msg = stream.message().await.map_err(status)?.context("stream ended with no message")?;
+                let mut doc = serde_json::Map::new();
+                for (td, jwks) in msg.bundles {
+                    let v: serde_json::Value = serde_json::from_slice(&jwks).context("the JWT bundle is not JSON")?;
+                    doc.insert(td, v);
+                }
+                ("bundle.jwks.json", serde_json::to_string_pretty(&doc)? + "\n")
+            } else {
+                let mut stream =
+                    c.fetch_x509_bundles(request(X509BundlesRequest {})).await.map_err(status)?.into_inner();
+                let msg = stream.message().await.map_err(status)?.context("stream ended with no message")?;
+                let mut pem = String::new();
+                let mut tds: Vec<_> = msg.bundles.into_iter().collect();
+                tds.sort();
+                for (_, der) in tds {
+                    pem.push_str(&split_pem(&der)?);
+                }
+                ("bundle.pem", pem)
+            };
+            match write {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::write(dir.join(name), text)?;
+                    eprintln!("wrote {}", dir.join(name).display());
+                }
+                None => print!("{text}"),
             }
             Ok(())
         }

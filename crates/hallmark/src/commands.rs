@@ -9,8 +9,11 @@ use hallmark_core::{Selector, SpiffeId, Ttl};
 use hyper::Method;
 use serde_json::{Value, json};
 
+use hallmark_core::time::rfc3339;
+
 use crate::Conn;
 use crate::client::{Client, encode};
+use crate::table::{Table, text};
 
 /// `hallmark entry ...`
 #[derive(Subcommand)]
@@ -25,6 +28,13 @@ pub enum EntryCmd {
     },
     /// Show one entry.
     Show {
+        /// Entry id.
+        id: String,
+    },
+    /// Explain why an entry's workloads were refused credentials: each
+    /// recorded denial, newest first, with the policy or class rule that decided
+    /// it (for a default deny: that no permit matched, and which were considered).
+    Denials {
         /// Entry id.
         id: String,
     },
@@ -125,6 +135,14 @@ pub enum TokenCmd {
         #[arg(long)]
         ttl: Option<String>,
     },
+    /// List join tokens: the agent ID each attests as and whether it is
+    /// unused, used or expired (never the token itself).
+    List,
+    /// Revoke an unused join token, so no node can attest with it.
+    Revoke {
+        /// The token's id (`token list`) or the agent ID it would attest as.
+        id: String,
+    },
 }
 
 /// `hallmark bundle ...`
@@ -182,6 +200,44 @@ fn print_entry(e: &Value) {
         println!("Hint         : {h}");
     }
     println!("Revision     : {}", n("revision"));
+    println!("Created      : {}", crate::table::time(e, "created_at"));
+    match e.get("revoked_at").and_then(Value::as_i64) {
+        None => println!("State        : active"),
+        Some(at) => {
+            println!("State        : REVOKED at {} (kept as a record; never served or issued again)", rfc3339(at));
+            println!(
+                "               to register {} again: hallmark entry delete {}, then entry create",
+                s("spiffe_id"),
+                s("id")
+            );
+        }
+    }
+}
+
+fn entry_state(e: &Value) -> String {
+    match e.get("revoked_at").and_then(Value::as_i64) {
+        None => "active".to_owned(),
+        Some(at) => format!("revoked {}", rfc3339(at)),
+    }
+}
+
+fn print_entry_table(list: &[Value]) {
+    let mut t = Table::new(&["ENTRY ID", "SPIFFE ID", "OWNER", "CLASS", "X509 TTL", "JWT TTL", "STATE", "SELECTORS"]);
+    for e in list {
+        let ttl = |k: &str| hallmark_core::format_duration(std::time::Duration::from_secs(e[k].as_u64().unwrap_or(0)));
+        let selectors: Vec<&str> = e["selectors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        t.row(vec![
+            text(e, "id"),
+            text(e, "spiffe_id"),
+            text(e, "owner"),
+            text(e, "class"),
+            ttl("x509_ttl"),
+            ttl("jwt_ttl"),
+            entry_state(e),
+            selectors.join(","),
+        ]);
+    }
+    t.print_or("no entries");
 }
 
 /// The admin API client for `conn`.
@@ -189,10 +245,11 @@ pub(crate) fn client(conn: &Conn) -> anyhow::Result<Client> {
     Client::new(conn.server.clone(), conn.token.clone())
 }
 
-/// Prints `v` as JSON with `--json`, else as `human` writes it.
+/// Prints `v` as JSON with `--json` (unix seconds, each with an RFC 3339
+/// twin), else as `human` writes it.
 pub(crate) fn emit(conn: &Conn, v: &Value, human: impl FnOnce(&Value)) -> anyhow::Result<()> {
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        println!("{}", serde_json::to_string_pretty(&crate::table::with_rfc3339(v))?);
     } else {
         human(v);
     }
@@ -250,17 +307,25 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             };
             let v = c.json(Method::GET, &path, None).await?;
             emit(conn, &v, |v| {
-                let list = v.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
-                println!("Found {} entr{}", list.len(), if list.len() == 1 { "y" } else { "ies" });
-                for e in &list {
-                    println!();
-                    print_entry(e);
-                }
+                print_entry_table(v.get("entries").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]))
             })
         }
         EntryCmd::Show { id } => {
             let e = c.json(Method::GET, &format!("/v1/entries/{}", encode(&id)), None).await?;
             emit(conn, &e, print_entry)
+        }
+        EntryCmd::Denials { id } => {
+            let v = c.json(Method::GET, &format!("/v1/entries/{}/denials", encode(&id)), None).await?;
+            emit(conn, &v, |v| {
+                let mut t = Table::new(&["TIME", "ACTION", "DECIDED BY", "WHY"]);
+                for d in v["denials"].as_array().into_iter().flatten() {
+                    let ids: Vec<&str> =
+                        d["policy_ids"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    let by = if ids.is_empty() { "(no policy: default deny)".to_owned() } else { ids.join(", ") };
+                    t.row(vec![crate::table::time(d, "at"), text(d, "action"), by, text(d, "reason")]);
+                }
+                t.print_or(&format!("no denials recorded for entry {id}"));
+            })
         }
         EntryCmd::Update { id, fields: f } => {
             let path = format!("/v1/entries/{}", encode(&id));
@@ -304,14 +369,44 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
         }
         EntryCmd::Delete { id } => {
             let e = c.json(Method::DELETE, &format!("/v1/entries/{}", encode(&id)), None).await?;
-            emit(conn, &e, |e| println!("Deleted entry {}", e.get("id").and_then(Value::as_str).unwrap_or("")))
+            emit(conn, &e, |e| {
+                let revoked = e["revoked_credentials"].as_array().map(Vec::len).unwrap_or(0);
+                println!(
+                    "Deleted entry {} ({}); revoked {revoked} live credential{}",
+                    text(e, "id"),
+                    text(e, "spiffe_id"),
+                    if revoked == 1 { "" } else { "s" }
+                );
+            })
         }
     }
 }
 
 /// `hallmark token ...`
 pub async fn token(cmd: TokenCmd, conn: &Conn) -> anyhow::Result<()> {
-    let TokenCmd::Create { ttl } = cmd;
+    let ttl = match cmd {
+        TokenCmd::Create { ttl } => ttl,
+        TokenCmd::List => {
+            let v = client(conn)?.json(Method::GET, "/v1/join-tokens", None).await?;
+            return emit(conn, &v, |v| {
+                let now = hallmark_core::now_unix();
+                let mut t = Table::new(&["ID", "STATE", "EXPIRES", "AGENT ID"]);
+                for j in v["join_tokens"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        text(j, "id"),
+                        text(j, "state"),
+                        crate::table::time_rel(j, "expires_at", now),
+                        text(j, "agent_id"),
+                    ]);
+                }
+                t.print_or("no join tokens");
+            });
+        }
+        TokenCmd::Revoke { id } => {
+            let v = client(conn)?.json(Method::DELETE, &format!("/v1/join-tokens/{}", encode(&id)), None).await?;
+            return emit(conn, &v, |v| println!("join token {} revoked", text(v, "id")));
+        }
+    };
     if let Some(t) = &ttl {
         Ttl::parse(t).context("--ttl")?;
     }
@@ -323,7 +418,7 @@ pub async fn token(cmd: TokenCmd, conn: &Conn) -> anyhow::Result<()> {
     let v = c.json(Method::POST, "/v1/join-tokens", Some(&body)).await?;
     emit(conn, &v, |v| {
         println!("Agent ID : {}", v.get("agent_id").and_then(Value::as_str).unwrap_or(""));
-        println!("Expires  : {}", v.get("expires_at").and_then(Value::as_i64).unwrap_or(0));
+        println!("Expires  : {}", crate::table::time_rel(v, "expires_at", hallmark_core::now_unix()));
         println!("{}", v.get("token").and_then(Value::as_str).unwrap_or(""));
     })
 }
@@ -347,7 +442,8 @@ pub async fn bundle(cmd: BundleCmd, conn: &Conn) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn env_map() -> HashMap<String, String> {
+/// The `HALLMARK_*` environment, for configuration overrides.
+pub(crate) fn env_map() -> HashMap<String, String> {
     std::env::vars().filter(|(k, _)| k.starts_with("HALLMARK_")).collect()
 }
 

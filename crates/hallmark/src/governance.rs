@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::Conn;
 use crate::client::encode;
 use crate::commands::{client, emit as print};
+use crate::table::{Table, text, time, time_rel};
 
 /// `hallmark policy ...`
 #[derive(Subcommand)]
@@ -81,11 +82,14 @@ pub enum ExceptionCmd {
     /// List exceptions.
     List {
         /// Only active (approved, unexpired) ones.
-        #[arg(long, conflicts_with = "expired")]
+        #[arg(long, conflicts_with_all = ["expired", "pending"])]
         active: bool,
         /// Only expired ones.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "pending")]
         expired: bool,
+        /// Only those awaiting approval.
+        #[arg(long)]
+        pending: bool,
     },
 }
 
@@ -121,7 +125,7 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
     let findings = v["findings"].as_array().cloned().unwrap_or_default();
     let field = |f: &Value, k: &str| f[k].as_str().unwrap_or("").to_owned();
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&crate::table::with_rfc3339(&v))?);
     } else if a.csv {
         println!("check,subject,nhi,detail");
         for f in &findings {
@@ -144,6 +148,13 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
         println!("{} report: {} finding(s)", a.kind, findings.len());
         for f in &findings {
             println!("  [{}] {:<26} {}", field(f, "nhi"), field(f, "check"), field(f, "detail"));
+        }
+        let notes = v["notes"].as_array().cloned().unwrap_or_default();
+        if !notes.is_empty() {
+            println!("{} note(s), for information (not findings):", notes.len());
+            for f in &notes {
+                println!("  {:<26} {}", field(f, "check"), field(f, "detail"));
+            }
         }
     }
     if a.fail_on_findings && !findings.is_empty() {
@@ -197,25 +208,39 @@ pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
     let v = client(conn)?.json(Method::GET, &path, None).await?;
     print(conn, &v, |v| {
         let now = now_unix();
+        let mut t = Table::new(&[
+            "KIND",
+            "SERIAL / JTI",
+            "SPIFFE ID",
+            "AUDIENCE",
+            "OWNER",
+            "EXPIRES",
+            "STATE",
+            "NODE",
+            "DELIVERED TO",
+        ]);
         for c in v["credentials"].as_array().into_iter().flatten() {
             let na = c["not_after"].as_i64().unwrap_or(0);
             let state = if !c["revoked_at"].is_null() {
-                "revoked"
+                format!("revoked: {}", text(c, "revoke_reason"))
             } else if na <= now {
-                "expired"
+                "expired".into()
             } else {
-                "live"
+                "live".into()
             };
-            println!(
-                "{}\t{}\t{}\t{}\t{}\tnot_after={na}\t{state}\tdelivered_to={}",
-                c["kind"].as_str().unwrap_or(""),
-                c["id"].as_str().unwrap_or(""),
-                c["spiffe_id"].as_str().unwrap_or(""),
-                c["owner"].as_str().unwrap_or(""),
-                c["node_id"].as_str().unwrap_or(""),
-                c["delivered_to"].as_str().unwrap_or("-"),
-            );
+            t.row(vec![
+                text(c, "kind"),
+                text(c, "id"),
+                text(c, "spiffe_id"),
+                text(c, "audience"),
+                text(c, "owner"),
+                time_rel(c, "not_after", now),
+                state,
+                text(c, "node_id"),
+                text(c, "delivered_to"),
+            ]);
         }
+        t.print_or("no credentials");
     })
 }
 
@@ -409,10 +434,12 @@ pub async fn owner(cmd: OwnerCmd, conn: &Conn) -> anyhow::Result<()> {
         OwnerCmd::List => {
             let v = c.json(Method::GET, "/v1/owners", None).await?;
             print(conn, &v, |v| {
+                let mut t = Table::new(&["OWNER", "CONTACT", "STATE", "DESCRIPTION"]);
                 for o in v["owners"].as_array().into_iter().flatten() {
                     let state = if o["active"].as_bool() == Some(true) { "active" } else { "deactivated" };
-                    println!("{}\t{}\t{state}", o["name"].as_str().unwrap_or(""), o["contact"].as_str().unwrap_or(""));
+                    t.row(vec![text(o, "name"), text(o, "contact"), state.into(), text(o, "description")]);
                 }
+                t.print_or("no owners");
             })
         }
         OwnerCmd::Show { name } => {
@@ -500,27 +527,18 @@ pub async fn policy(cmd: PolicyCmd, conn: &Conn) -> anyhow::Result<()> {
             };
             let v = client(conn)?.json(Method::GET, &path, None).await?;
             print(conn, &v, |v| {
-                println!(
-                    "// version {} set by {} at {}",
-                    v["version"],
-                    v["created_by"].as_str().unwrap_or(""),
-                    v["created_at"]
-                );
+                println!("// version {} set by {} at {}", v["version"], text(v, "created_by"), time(v, "created_at"));
                 print!("{}", v["policy"].as_str().unwrap_or(""));
             })
         }
         PolicyCmd::History => {
             let v = client(conn)?.json(Method::GET, "/v1/policy/versions", None).await?;
             print(conn, &v, |v| {
+                let mut t = Table::new(&["VERSION", "SET AT", "SET BY", "SHA-256"]);
                 for p in v["versions"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}\t{}\t{}\t{}",
-                        p["version"],
-                        p["created_at"],
-                        p["created_by"].as_str().unwrap_or(""),
-                        p["sha256"].as_str().unwrap_or("")
-                    );
+                    t.row(vec![text(p, "version"), time(p, "created_at"), text(p, "created_by"), text(p, "sha256")]);
                 }
+                t.print_or("no policy versions");
             })
         }
         PolicyCmd::Diff { v1, v2 } => {
@@ -651,7 +669,10 @@ fn print_exception(v: &Value) {
     if let Some(st) = v["state"].as_str() {
         println!("State         : {st}");
     }
-    println!("Expires at    : {}", v["expires_at"]);
+    println!("Expires at    : {}", time_rel(v, "expires_at", now_unix()));
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", w.as_str().unwrap_or(""));
+    }
 }
 
 /// `hallmark exception ...`
@@ -673,20 +694,39 @@ pub async fn exception(cmd: ExceptionCmd, conn: &Conn) -> anyhow::Result<()> {
             let v = client(conn)?.json(Method::POST, &format!("/v1/exceptions/{}/revoke", encode(&id)), None).await?;
             print(conn, &v, print_exception)
         }
-        ExceptionCmd::List { active, expired } => {
-            let state = if active {
-                "active"
-            } else if expired {
-                "expired"
-            } else {
-                "all"
+        ExceptionCmd::List { active, expired, pending } => {
+            let state = match (active, expired, pending) {
+                (true, _, _) => "active",
+                (_, true, _) => "expired",
+                (_, _, true) => "pending",
+                _ => "all",
             };
             let v = client(conn)?.json(Method::GET, &format!("/v1/exceptions?state={state}"), None).await?;
             print(conn, &v, |v| {
+                let now = now_unix();
+                let mut t = Table::new(&[
+                    "EXCEPTION ID",
+                    "ENTRY",
+                    "RULE",
+                    "VALUE",
+                    "STATE",
+                    "EXPIRES",
+                    "REQUESTED BY",
+                    "APPROVED BY",
+                ]);
                 for x in v["exceptions"].as_array().into_iter().flatten() {
-                    print_exception(x);
-                    println!();
+                    t.row(vec![
+                        text(x, "id"),
+                        text(x, "entry_id"),
+                        text(x, "rule"),
+                        text(x, "value"),
+                        text(x, "state"),
+                        time_rel(x, "expires_at", now),
+                        text(x, "requested_by"),
+                        text(x, "approved_by"),
+                    ]);
                 }
+                t.print_or(&format!("no exceptions ({state})"));
             })
         }
     }

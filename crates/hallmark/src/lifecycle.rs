@@ -6,9 +6,12 @@ use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{Value, json};
 
+use hallmark_core::now_unix;
+
 use crate::Conn;
 use crate::client::encode;
 use crate::commands::{client, emit};
+use crate::table::{Table, text, time, time_rel};
 
 /// `hallmark revoke`: exactly one target, and a reason.
 #[derive(Args)]
@@ -92,16 +95,24 @@ pub enum CaCmd {
     },
 }
 
+fn authority_table(list: &[Value]) {
+    let now = now_unix();
+    let mut t = Table::new(&["KIND", "ID", "STATE", "EXPIRES", "HELD BY"]);
+    for a in list {
+        let taint = if a["tainted_at"].is_null() { "" } else { ", tainted" };
+        t.row(vec![
+            text(a, "kind"),
+            text(a, "id"),
+            format!("{}{taint}", text(a, "state")),
+            time_rel(a, "not_after", now),
+            if a["held_here"].as_bool() == Some(true) { "this server" } else { "another server" }.into(),
+        ]);
+    }
+    t.print_or("no authorities");
+}
+
 fn print_authority(a: &Value) {
-    let taint = if a["tainted_at"].is_null() { "" } else { " tainted" };
-    println!(
-        "{}\t{}\t{}{taint}\tnot_after={}\t{}",
-        a["kind"].as_str().unwrap_or(""),
-        a["id"].as_str().unwrap_or(""),
-        a["state"].as_str().unwrap_or(""),
-        a["not_after"].as_i64().unwrap_or(0),
-        if a["held_here"].as_bool() == Some(true) { "held by this server" } else { "held by another server" },
-    );
+    authority_table(std::slice::from_ref(a));
 }
 
 fn kind_body(kind: &str) -> anyhow::Result<Value> {
@@ -118,9 +129,7 @@ pub async fn ca(cmd: CaCmd, conn: &Conn) -> anyhow::Result<()> {
         CaCmd::Show => {
             let v = c.json(Method::GET, "/v1/authorities", None).await?;
             return emit(conn, &v, |v| {
-                for a in v["authorities"].as_array().into_iter().flatten() {
-                    print_authority(a);
-                }
+                authority_table(v["authorities"].as_array().map(Vec::as_slice).unwrap_or(&[]));
             });
         }
         CaCmd::Prepare { kind } => c.json(Method::POST, "/v1/authorities/prepare", Some(&kind_body(&kind)?)).await?,
@@ -136,25 +145,67 @@ pub async fn ca(cmd: CaCmd, conn: &Conn) -> anyhow::Result<()> {
 pub enum NodeCmd {
     /// List attested nodes (agents), banned or not.
     List,
+    /// Lift a node's ban (`revoke --node`): its agent may connect and be
+    /// served again. What the ban revoked stays revoked; workloads get new credentials.
+    Unban {
+        /// The node's agent ID.
+        agent_id: String,
+    },
 }
 
 /// `hallmark node ...`
 pub async fn node(cmd: NodeCmd, conn: &Conn) -> anyhow::Result<()> {
-    let NodeCmd::List = cmd;
+    if let NodeCmd::Unban { agent_id } = cmd {
+        let path = format!("/v1/nodes/{}/unban", encode(&agent_id));
+        let v = client(conn)?.json(Method::POST, &path, None).await?;
+        return emit(conn, &v, |v| {
+            if v["was_banned"].as_bool() == Some(true) {
+                println!("ban lifted: {agent_id} may connect again");
+            } else {
+                println!("{agent_id} was not banned; nothing changed");
+            }
+        });
+    }
     let v = client(conn)?.json(Method::GET, "/v1/nodes", None).await?;
     emit(conn, &v, |v| {
+        let now = now_unix();
+        let mut t = Table::new(&["AGENT ID", "ATTESTATION", "AGENT SVID EXPIRES", "STATE"]);
         for n in v["nodes"].as_array().into_iter().flatten() {
             let state = if n["banned"].as_bool() == Some(true) {
-                format!("banned: {}", n["ban_reason"].as_str().unwrap_or(""))
+                format!("banned: {}", text(n, "ban_reason"))
             } else {
                 "active".into()
             };
-            println!(
-                "{}\t{}\tagent SVID not_after={}\t{state}",
-                n["agent_id"].as_str().unwrap_or(""),
-                n["attestation_type"].as_str().unwrap_or(""),
-                n["not_after"].as_i64().unwrap_or(0)
-            );
+            t.row(vec![text(n, "agent_id"), text(n, "attestation_type"), time_rel(n, "not_after", now), state]);
         }
+        t.print_or("no attested nodes");
+    })
+}
+
+/// `hallmark revocation ...`
+#[derive(Subcommand)]
+pub enum RevocationCmd {
+    /// List revoked credentials that have not expired yet (what agents refuse
+    /// and CRLs list), newest last.
+    List,
+}
+
+/// `hallmark revocation ...`
+pub async fn revocation(cmd: RevocationCmd, conn: &Conn) -> anyhow::Result<()> {
+    let RevocationCmd::List = cmd;
+    let v = client(conn)?.json(Method::GET, "/v1/revocations", None).await?;
+    emit(conn, &v, |v| {
+        let now = now_unix();
+        let mut t = Table::new(&["KIND", "ID", "REVOKED AT", "WOULD EXPIRE", "REASON"]);
+        for r in v["revocations"].as_array().into_iter().flatten() {
+            t.row(vec![
+                text(r, "kind"),
+                text(r, "id"),
+                time(r, "at"),
+                time_rel(r, "not_after", now),
+                text(r, "reason"),
+            ]);
+        }
+        t.print_or("no revoked credential is still unexpired");
     })
 }

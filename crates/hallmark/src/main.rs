@@ -10,6 +10,8 @@ mod governance;
 mod helper;
 mod lifecycle;
 mod local;
+mod ops;
+mod table;
 mod up;
 
 use std::path::PathBuf;
@@ -26,7 +28,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Hallmark: verified, short-lived, governed workload identities (SPIFFE).
 #[derive(Parser)]
 #[command(name = "hallmark", version, about, long_about = None, propagate_version = true)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log format for long-running commands.
@@ -153,6 +155,13 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Revoked credentials not yet expired.
+    Revocation {
+        #[command(subcommand)]
+        cmd: lifecycle::RevocationCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Signing authorities: show, prepare, activate, taint, revoke.
     Ca {
         #[command(subcommand)]
@@ -178,6 +187,25 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Exit 0 when the agent (default, HALLMARK_AGENT_HEALTH) or the server is
+    /// ready, else 1 with the reason: for systemd, container health checks and scripts.
+    Healthcheck(ops::HealthcheckArgs),
+    /// Check configuration files without starting anything.
+    Config {
+        #[command(subcommand)]
+        cmd: ops::ConfigCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one for every command into a directory.
+    Man {
+        /// Write hallmark.1, hallmark-entry.1, ... here instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Show the trust bundle.
     Bundle {
         #[command(subcommand)]
@@ -187,10 +215,18 @@ enum Command {
     },
 }
 
+/// Whether log lines may carry ANSI colour: only on a terminal, and never
+/// when `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALLMARK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(log_colour());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -214,7 +250,30 @@ fn raise_open_file_limit() {
     }
 }
 
+/// Ends the process quietly when stdout is a closed pipe (`hallmark entry
+/// list | head -1`). Rust ignores SIGPIPE, so a write to a closed pipe fails
+/// with EPIPE and `println!` panics with "failed printing to stdout"; a reader
+/// that stopped reading is no error, so exit 0 with nothing on stderr instead.
+/// Every other panic keeps the default report.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let epipe = format!("(os error {})", nix::libc::EPIPE);
+        if msg.starts_with("failed printing to stdout") && msg.contains(&epipe) {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -256,11 +315,19 @@ fn main() -> ExitCode {
             Command::Credential { cmd, conn } => governance::credential(cmd, &conn).await,
             Command::Report { args, conn } => governance::report(args, &conn).await,
             Command::Revoke { args, conn } => lifecycle::revoke(args, &conn).await,
+            Command::Revocation { cmd, conn } => lifecycle::revocation(cmd, &conn).await,
             Command::Ca { cmd, conn } => lifecycle::ca(cmd, &conn).await,
             Command::Node { cmd, conn } => lifecycle::node(cmd, &conn).await,
             Command::Drill(args) => drill::run(args).await,
             Command::Bench { cmd } => bench::run(cmd).await,
             Command::Chaos(args) => chaos::run(args).await,
+            Command::Healthcheck(args) => ops::healthcheck(args).await,
+            Command::Config { cmd } => ops::config(cmd),
+            Command::Completions { shell } => {
+                ops::completions(shell);
+                Ok(())
+            }
+            Command::Man { out } => ops::man(out.as_deref()),
         }
     });
     match result {

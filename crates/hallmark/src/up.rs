@@ -1,14 +1,14 @@
 //! `hallmark up`: server and agent in one process on an embedded SQLite store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
 use hallmark_agent::config::{AgentSettings, Bootstrap};
 use hallmark_agent::{AgentIdentity, save_bundle};
 use hallmark_ca::keys::{new_key_and_csr, write_secret_file};
-use hallmark_core::{TrustDomain, now_unix};
-use hallmark_server::config::ServerSettings;
+use hallmark_core::now_unix;
+use hallmark_server::config::{ServerConfig, ServerSettings};
 
 /// Flags of `hallmark up`.
 #[derive(Args)]
@@ -16,15 +16,21 @@ pub struct UpArgs {
     /// Directory for everything: datastore, keys, socket, env file.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Trust domain.
-    #[arg(long, default_value = "example.org")]
-    trust_domain: String,
-    /// Admin API address.
-    #[arg(long, default_value = "127.0.0.1:8081")]
-    admin_listen: String,
-    /// Agent API address (the embedded agent uses it too).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: String,
+    /// Server configuration (TOML, as for `hallmark server`): classes, `ca.ttl`,
+    /// `jwt_issuer`, default TTLs and the rest. `data_dir` is this command's
+    /// --data-dir; flags given here win over the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Trust domain [default: example.org, or the file's `trust_domain`].
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Admin API address [default: 127.0.0.1:8081, or the file's `admin_listen`].
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Agent API address; the embedded agent uses it too [default: 127.0.0.1:0
+    /// (any free port), or the file's `listen`].
+    #[arg(long)]
+    listen: Option<String>,
     /// Workload API socket (default DIR/agent/public/api.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
@@ -33,12 +39,50 @@ pub struct UpArgs {
     agent_health_listen: String,
 }
 
+/// The server settings `up` runs with, through the same parsing and
+/// validation as `hallmark server --config`: the file (if any), then `up`'s
+/// own layout under `dir` and its defaults, then the flags given.
+fn server_settings(a: &UpArgs, dir: &Path) -> anyhow::Result<ServerSettings> {
+    let mut table = match &a.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+            let t: toml::Table = toml::from_str(&text).with_context(|| path.display().to_string())?;
+            if t.contains_key("data_dir") {
+                bail!(
+                    "{}: `data_dir` is set by `up --data-dir` (server files go to DIR/server); remove it",
+                    path.display()
+                );
+            }
+            t
+        }
+        None => toml::Table::new(),
+    };
+    let mut set = |key: &str, flag: &Option<String>, default: &str| match flag {
+        Some(v) => {
+            table.insert(key.to_owned(), v.clone().into());
+        }
+        None => {
+            table.entry(key).or_insert_with(|| default.into());
+        }
+    };
+    set("trust_domain", &a.trust_domain, "example.org");
+    set("admin_listen", &a.admin_listen, "127.0.0.1:8081");
+    set("listen", &a.listen, "127.0.0.1:0");
+    table.insert("data_dir".into(), dir.join("server").display().to_string().into());
+    table.entry("datastore").or_insert_with(|| format!("sqlite://{}", dir.join("hallmark.db").display()).into());
+    let text = toml::to_string(&table).context("cannot restate the configuration")?;
+    let source = a.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "hallmark up".into());
+    ServerConfig::parse(&text, &crate::commands::env_map()).and_then(|c| c.validate()).context(source)
+}
+
 /// Runs server and agent until interrupted.
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
-    let td = TrustDomain::new(&a.trust_domain).context("--trust-domain")?;
     let dir = std::path::absolute(&a.data_dir).with_context(|| a.data_dir.display().to_string())?;
+    let settings = server_settings(&a, &dir)?;
+    let td = settings.trust_domain.clone();
     let agent_dir = dir.join("agent");
-    let socket_path = a.socket.unwrap_or_else(|| agent_dir.join("public").join("api.sock"));
+    let socket_path = a.socket.clone().unwrap_or_else(|| agent_dir.join("public").join("api.sock"));
     // Every uid must reach the socket: DIR and DIR/agent are 0711 when it lies
     // beneath them (0700 otherwise), DIR/server stays 0700, and every file
     // holding a secret is 0600 on its own.
@@ -47,11 +91,6 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("agent").join(hallmark_agent::IDENTITY_KEY))?;
     // So does an exposed admin token, before any listener opens.
     hallmark_ca::keys::refuse_exposed_secret_file(&dir.join("admin-token"))?;
-    // Every default is the server's own (what a minimal configuration file gives).
-    let mut settings = ServerSettings::defaults(&td, &dir.join("server"))?;
-    settings.datastore = format!("sqlite://{}", dir.join("hallmark.db").display());
-    settings.listen = a.listen.clone();
-    settings.admin_listen = a.admin_listen.clone();
     let server = hallmark_server::start(settings).await?;
     let state = server.state.clone();
 
@@ -79,6 +118,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
             authority_id,
         };
         id.save(&agent_dir)?;
+        tracing::info!(agent = %agent_id, "embedded agent attested in-process");
     }
     let bundle = state.authorities.bundle().borrow().as_ref().clone();
     save_bundle(&agent_dir, &bundle)?;
@@ -102,12 +142,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     // picked up, and the token itself is never printed.
     let env = format!(
         "export SPIFFE_ENDPOINT_SOCKET=unix://{}\nexport HALLMARK_SERVER=http://{}\nexport HALLMARK_TOKEN=\"$(cat {})\"\n\
-         export HALLMARK_AGENT_HEALTH=http://{}\nexport HALLMARK_AGENT_API={}\n",
+         export HALLMARK_AGENT_HEALTH=http://{}\nexport HALLMARK_AGENT_API={}\nexport HALLMARK_DATA_DIR={}\n",
         socket_path.display(),
         server.admin_addr,
         shell_quote(&token_file.display().to_string()),
         health,
-        server.agent_addr
+        server.agent_addr,
+        shell_quote(&dir.display().to_string())
     );
     write_secret_file(&dir.join("env"), env.as_bytes())?;
     print!("{env}");

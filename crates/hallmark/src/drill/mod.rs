@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use hallmark_core::time::rfc3339;
 use hallmark_core::{Ttl, now_unix};
 use hallmark_proto::workload::{JwtsvidRequest, ValidateJwtsvidRequest};
 use hyper::Method;
@@ -72,9 +73,13 @@ pub struct DrillArgs {
     /// A live server's agent API (HOST:PORT), which the drill's own agent joins.
     #[arg(long, value_name = "HOST:PORT")]
     agent_api: Option<String>,
-    /// Where to write report.md and report.json (default ./hallmark-drill-KIND-UNIXTIME).
+    /// Where to write report.md and report.json (default DATA_DIR/drills/KIND-UNIXTIME).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The deployment's data directory, where evidence goes unless --out is
+    /// given (`source DIR/env` from `hallmark up` sets it).
+    #[arg(long, env = "HALLMARK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Lifetime of the probe's X.509-SVIDs (the outage drill lasts about twice this).
     #[arg(long, default_value = "8s")]
     svid_ttl: String,
@@ -164,8 +169,22 @@ async fn cleanup(s: &mut Setup, kind: DrillKind, report: &mut Report) {
     report.step("removed the probe entry and retired the drill's node");
 }
 
+/// Where the evidence goes: `--out`, else `DATA_DIR/drills/KIND-UNIXTIME`;
+/// never the current directory, which is wherever the operator happened to be.
+fn evidence_dir(a: &DrillArgs) -> anyhow::Result<PathBuf> {
+    if let Some(out) = &a.out {
+        return Ok(out.clone());
+    }
+    let dir = a.data_dir.as_ref().context(
+        "no place for the evidence: pass --out DIR, or --data-dir (HALLMARK_DATA_DIR, which `source DIR/env` sets)",
+    )?;
+    Ok(dir.join("drills").join(format!("{}-{}", a.kind.name(), now_unix())))
+}
+
 /// `hallmark drill ...`
 pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
+    // Checked first: a drill that cannot keep its evidence is not started.
+    evidence_dir(&a)?;
     if a.kind == DrillKind::CaRotation && !a.self_contained && !a.confirm_rotation {
         bail!("ca-rotation against a live deployment rotates and taints its authorities: pass --confirm-rotation");
     }
@@ -181,7 +200,7 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Some((_, h)) => {
-            report.step(format!("the probe holds serial {} (expires {})", h.serial, h.not_after));
+            report.step(format!("the probe holds serial {} (expires {})", h.serial, rfc3339(h.not_after)));
             match a.kind {
                 DrillKind::ServerOutage => server_outage(&mut s, &probe, &mut report).await,
                 DrillKind::Revocation => revocation(&s, &probe, &mut report).await,
@@ -202,8 +221,7 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         report.control("the drill ran to the end", false, format!("{e:#}"));
     }
     report.finish();
-    let out =
-        a.out.clone().unwrap_or_else(|| PathBuf::from(format!("hallmark-drill-{}-{}", a.kind.name(), now_unix())));
+    let out = evidence_dir(&a)?;
     report.write(&out)?;
     if a.conn.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -222,7 +222,9 @@ pub fn expired_served(messages: &[Message]) -> Vec<String> {
     messages
         .iter()
         .flat_map(|m| m.svids.iter().filter(move |h| h.not_after * 1000 <= m.at_ms).map(move |h| (m.at_ms, h)))
-        .map(|(at, h)| format!("serial {} (not_after {}) at {at}", h.serial, h.not_after))
+        .map(|(at, h)| {
+            format!("serial {} (not after {}) at {at} ms", h.serial, hallmark_core::time::rfc3339(h.not_after))
+        })
         .collect()
 }
 

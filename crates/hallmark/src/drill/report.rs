@@ -116,12 +116,12 @@ impl Report {
         let verdict = if self.passed { "PASSED: every control held" } else { "FAILED: a control did not hold" };
         m.push_str(&format!("# Hallmark drill: {}\n\n**{verdict}**\n\n", self.drill));
         m.push_str(&format!(
-            "- Mode: {}\n- Deployment: {} (trust domain `{}`)\n- Started: {} (unix ms), finished: {} (unix ms), {} ms in all\n\n",
+            "- Mode: {}\n- Deployment: {} (trust domain `{}`)\n- Started: {}, finished: {}, {} ms in all\n\n",
             self.mode,
             self.server,
             self.trust_domain,
-            self.started_at_ms,
-            self.finished_at_ms,
+            hallmark_core::time::rfc3339(self.started_at_ms.div_euclid(1000)),
+            hallmark_core::time::rfc3339(self.finished_at_ms.div_euclid(1000)),
             self.finished_at_ms - self.started_at_ms
         ));
         m.push_str("## Controls\n\n| control | held | evidence |\n|---|:-:|---|\n");

@@ -884,7 +884,7 @@ async fn an_agent_with_another_agents_a_foreign_or_a_revoked_svid_gets_nothing()
     let forger = restart_agent(&dep, "b");
     wait_for("the forger to start as A", 30, || {
         let log = forger.log();
-        (log.contains("resuming with stored agent SVID") && log.contains(&a_id)).then_some(())
+        (log.contains("using stored agent SVID") && log.contains(&a_id)).then_some(())
     });
     serves_nothing_for(&b_socket, 5, "B with a foreign SVID for A").await;
     assert!(forger.log().contains("cannot open entry sync"), "the forger was refused:\n{}", forger.log());
@@ -900,7 +900,7 @@ async fn an_agent_with_another_agents_a_foreign_or_a_revoked_svid_gets_nothing()
     let c_again = restart_agent(&dep, "c");
     wait_for("the banned agent to start", 30, || {
         let log = c_again.log();
-        (log.contains("resuming with stored agent SVID") && log.contains(&c_id)).then_some(())
+        (log.contains("using stored agent SVID") && log.contains(&c_id)).then_some(())
     });
     serves_nothing_for(&c_socket, 5, "C with its revoked SVID").await;
     assert!(c_again.log().contains("is banned"), "C was refused as banned:\n{}", c_again.log());

@@ -10,17 +10,21 @@ use crate::harness::*;
 
 fn run_drill(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Value, String) {
     let out_dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin())
-        .arg("drill")
-        .args(args)
-        .arg("--out")
-        .arg(out_dir.path())
-        .arg("--json")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let json = std::fs::read_to_string(out_dir.path().join("report.json")).unwrap_or_default();
-    let md = std::fs::read_to_string(out_dir.path().join("report.md")).unwrap_or_default();
+    let mut all = args.to_vec();
+    let path = out_dir.path().to_str().unwrap().to_owned();
+    all.extend(["--out", &path]);
+    run_drill_into(&all, env, out_dir.path())
+}
+
+/// Runs a drill and reads the evidence it wrote into `evidence`.
+fn run_drill_into(
+    args: &[&str],
+    env: &[(&str, &str)],
+    evidence: &std::path::Path,
+) -> (std::process::Output, Value, String) {
+    let out = Command::new(bin()).arg("drill").args(args).arg("--json").envs(env.iter().copied()).output().unwrap();
+    let json = std::fs::read_to_string(evidence.join("report.json")).unwrap_or_default();
+    let md = std::fs::read_to_string(evidence.join("report.md")).unwrap_or_default();
     (out, serde_json::from_str(&json).unwrap_or(Value::Null), md)
 }
 
@@ -73,7 +77,17 @@ fn drills_against_a_live_deployment() {
     assert_held("server-outage", &out, &report, &md);
     assert_eq!(report["mode"], "live");
     assert!(md.contains("relay"), "{md}");
-    let (out, report, md) = run_drill(&["revocation", "--agent-api", &api], &env);
+    // Without --out the evidence goes to the deployment's data directory
+    // (HALLMARK_DATA_DIR, from `up`'s env file), never the current directory.
+    let out = Command::new(bin())
+        .args(["drill", "revocation", "--agent-api", &api, "--json"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let drills = std::path::Path::new(&up.env["HALLMARK_DATA_DIR"]).join("drills");
+    let evidence = std::fs::read_dir(&drills).unwrap().next().unwrap().unwrap().path();
+    assert!(evidence.file_name().unwrap().to_str().unwrap().starts_with("revocation-"), "{}", evidence.display());
+    let (_, report, md) = run_drill_into(&[], &[], &evidence);
     assert_held("revocation", &out, &report, &md);
     // Rotating a live deployment's authorities needs an explicit yes.
     let (out, _, _) = run_drill(&["ca-rotation", "--agent-api", &api], &env);

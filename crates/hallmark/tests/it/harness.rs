@@ -69,10 +69,15 @@ impl Up {
 
     /// Starts (or resumes) `up` on an existing directory.
     pub fn start_in(dir: tempfile::TempDir) -> Up {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`Up::start_in`] with more `up` flags.
+    pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Up {
         let data = dir.path().join("data");
         let _ = std::fs::remove_file(data.join("env"));
         let mut cmd = Command::new(bin());
-        cmd.args(["up", "--data-dir"]).arg(&data).args(["--admin-listen", "127.0.0.1:0"]);
+        cmd.args(["up", "--data-dir"]).arg(&data).args(["--admin-listen", "127.0.0.1:0"]).args(extra);
         let proc = Proc::spawn(cmd, &dir.path().join(format!("up-{}.log", rand_tag())));
         let env_file = data.join("env");
         let text = wait_for("hallmark up to write its env file", 60, || {
@@ -128,7 +133,10 @@ pub fn parse_env(text: &str) -> HashMap<String, String> {
         .map(|(k, v)| {
             let v = match v.strip_prefix("\"$(cat '").and_then(|f| f.strip_suffix("')\"")) {
                 Some(file) => std::fs::read_to_string(file.replace(r"'\''", "'")).unwrap_or_default().trim().to_owned(),
-                None => v.to_owned(),
+                None => match v.strip_prefix('\'').and_then(|q| q.strip_suffix('\'')) {
+                    Some(quoted) => quoted.replace(r"'\''", "'"),
+                    None => v.to_owned(),
+                },
             };
             (k.to_owned(), v)
         })

@@ -7,12 +7,14 @@
 
 mod attacks;
 mod cli;
+mod container;
 mod crash;
 mod drills;
 mod failclosed;
 mod harness;
 mod helper;
 mod interop;
+mod operator;
 mod policy;
 mod reports;
 mod revocation;

@@ -126,7 +126,7 @@ async fn server_and_agent_refuse_to_start_with_a_private_key_others_may_read() {
     }
     // With the mode repaired, the agent resumes with its stored SVID.
     let agent = Proc::spawn(agent_cmd(), &dep.dir.path().join("a-again.log"));
-    wait_for("the agent to resume", 30, || agent.log().contains("resuming with stored agent SVID").then_some(()));
+    wait_for("the agent to resume", 30, || agent.log().contains("using stored agent SVID").then_some(()));
 }
 
 /// Everything gathered from the running system, by where it came from.

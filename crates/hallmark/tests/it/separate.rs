@@ -53,6 +53,19 @@ impl Deployment {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// Registers `spiffe_id` for processes of this test's uid on agent
+    /// `parent`, owned by `ops` (which must exist); returns the entry.
+    pub fn entry_for_me(&self, spiffe_id: &str, parent: &str, extra: &[&str]) -> serde_json::Value {
+        let uid = format!("unix:uid:{}", my_uid());
+        let mut args =
+            vec!["entry", "create", "--spiffe-id", spiffe_id, "--selector", &uid, "--parent", parent, "--owner", "ops"];
+        args.extend_from_slice(extra);
+        args.push("--json");
+        let out = self.cli(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin()).args(args).envs(&self.env).output().unwrap()
     }
