@@ -548,13 +548,23 @@ async fn prune_inventory(state: &ServerState) {
 async fn maintenance(state: Arc<ServerState>) -> Result<(), ServerError> {
     let mut ticks: u64 = 0;
     loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        if ticks.is_multiple_of(720) {
+        // Rotation is checked every second (a cheap look at in-memory
+        // state), so an authority is activated within a second of its
+        // moment, however short its life; the rest every five.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if ticks.is_multiple_of(3600) {
             prune_inventory(&state).await;
         }
         ticks += 1;
-        if let Err(e) = state.authorities.rotate_if_due().await {
-            tracing::error!(error = %e, "authority rotation failed");
+        let rotated = match state.authorities.rotate_if_due().await {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::error!(error = %e, "authority rotation failed");
+                false
+            }
+        };
+        if !rotated && !ticks.is_multiple_of(5) {
+            continue;
         }
         if let Err(e) = state.authorities.refresh_crls_if_due().await {
             tracing::warn!(error = %e, "CRL refresh failed");

@@ -38,7 +38,11 @@ fn the_container_image_runs_hallmark_up() {
     assert!(out.status.success(), "build.sh: {}", String::from_utf8_lossy(&out.stderr));
 
     let data = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(data.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // The image's user (uid 65532) owns its data directory, and no one else
+    // may write it: the server refuses a data directory that another user
+    // owns or that group or others can write.
+    std::os::unix::fs::chown(data.path(), Some(65532), Some(65532)).unwrap();
+    std::fs::set_permissions(data.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let health = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let volume = format!("{}:/var/lib/hallmark", data.path().display());
@@ -73,6 +77,11 @@ fn the_container_image_runs_hallmark_up() {
     let env = wait_for("the container's env file", 60, || {
         std::fs::read_to_string(&env_file).ok().filter(|t| t.contains("HALLMARK_DATA_DIR")).map(|t| parse_env(&t))
     });
+    // The env file reads the token from its path inside the container; the
+    // host finds it under the volume.
+    let mut env = env;
+    let token = std::fs::read_to_string(data.path().join("d/admin-token")).unwrap();
+    env.insert("HALLMARK_TOKEN".into(), token.trim().to_owned());
     let cli = |args: &[&str]| Command::new(bin()).args(args).envs(&env).output().unwrap();
     let ready = cli(&["healthcheck", "--server", &env["HALLMARK_SERVER"]]);
     assert!(ready.status.success(), "{}", String::from_utf8_lossy(&ready.stderr));

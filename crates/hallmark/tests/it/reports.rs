@@ -112,9 +112,14 @@ async fn scenario(cli: &dyn Fn(&[&str]) -> Output, socket: &str, parent: Option<
     let mut stream = client.stream_x509_contexts().await.unwrap();
 
     json_of(cli(&["owner", "deactivate", "gone-team", "--json"]));
+    // The requester is an operator the bootstrap admin made; the approver
+    // must be independent of it.
+    let alice = json_of(cli(&["admin", "token", "create", "--role", "operator", "--name", "alice", "--json"]));
     let x = json_of(cli(&[
         "exception",
         "request",
+        "--token",
+        alice["token"].as_str().unwrap(),
         "--entry",
         long["id"].as_str().unwrap(),
         "--rule",
