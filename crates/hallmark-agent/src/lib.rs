@@ -48,7 +48,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::attest::UnixAttestor;
-use crate::cache::{Cache, Due, HeldSvid, SvidKey};
+use crate::cache::{Cache, Due, HeldSvid, Revocation, SvidKey};
 use crate::config::{AgentSettings, Bootstrap};
 use crate::server_conn::Trust;
 
@@ -165,8 +165,8 @@ pub fn bundle_from_proto(td: &hallmark_core::TrustDomain, b: &pb::Bundle) -> Bun
     }
 }
 
-fn revoked_ids(items: &[pb::Revoked]) -> Vec<(String, i64)> {
-    items.iter().map(|r| (r.id.clone(), r.not_after)).collect()
+fn revoked_ids(items: &[pb::Revoked]) -> Vec<Revocation> {
+    items.iter().map(|r| Revocation { id: r.id.clone(), not_after: r.not_after }).collect()
 }
 
 fn entry_from_proto(e: pb::Entry) -> Option<Entry> {
@@ -612,17 +612,17 @@ async fn rotation_loop(agent: Arc<AgentInner>) -> Result<(), AgentError> {
             // Results come back in request order.
             for ((key, private_key, revision), r) in keys.into_iter().zip(resp.results) {
                 if r.denied {
-                    tracing::info!(entry = %key.0, reason = %r.error, "SVID denied; withdrawn");
+                    tracing::info!(entry = %key.entry_id, reason = %r.error, "SVID denied; withdrawn");
                     agent.cache.deny(key, now + DENIAL_RETRY_SECS);
                     continue;
                 }
                 if !r.error.is_empty() {
-                    tracing::warn!(entry = %key.0, error = %r.error, "SVID refused");
+                    tracing::warn!(entry = %key.entry_id, error = %r.error, "SVID refused");
                     retry_after.insert(key, now + 5);
                     continue;
                 }
                 let Some(info) = r.cert_chain.first().and_then(|l| svid::parse_leaf(l).ok()) else {
-                    tracing::error!(entry = %key.0, "server returned an unusable certificate");
+                    tracing::error!(entry = %key.entry_id, "server returned an unusable certificate");
                     retry_after.insert(key, now + 5);
                     continue;
                 };
