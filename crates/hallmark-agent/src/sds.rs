@@ -2,7 +2,7 @@
 //! the reference agent serves it, so Envoy takes its certificates straight
 //! from the agent.
 //!
-//! Every call is attested like a Workload API call (see [`crate::admission`];
+//! Every call is attested like a Workload API call (see `admission`;
 //! Envoy sends no SPIFFE security header, so none is required). A caller
 //! matching no entry is refused with PermissionDenied. Secrets, with the names
 //! SPIRE gives them:
@@ -53,9 +53,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::AgentInner;
 use crate::admission::{self, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::cache::ServedSvid;
+use crate::state::AgentInner;
 
 /// The name of the caller's default certificate.
 pub const DEFAULT_SVID_NAME: &str = "default";
