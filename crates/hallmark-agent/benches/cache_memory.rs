@@ -16,7 +16,7 @@
 #![expect(clippy::unwrap_used, reason = "a benchmark stops at its first failure")]
 
 use cap::Cap;
-use hallmark_agent::cache::{Cache, HeldSvid};
+use hallmark_agent::cache::{Cache, HeldSvid, SvidKey};
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_ca::x509::SvidTemplate;
 use hallmark_ca::{AuthorityStatus, Bundle, X509Authority};
@@ -92,7 +92,7 @@ fn main() {
             not_after: s.not_after,
             rotate_at: s.not_after - 1800,
         };
-        held.push(((e.id.clone(), digest.clone()), svid));
+        held.push((SvidKey::new(&e.id, &digest), svid));
     }
     for (key, svid) in held.drain(..) {
         cache.put_svid(key, svid);

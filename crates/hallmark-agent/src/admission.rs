@@ -14,8 +14,8 @@ use std::time::Duration;
 use hallmark_core::{SelectorSet, now_unix};
 use tonic::{Request, Status};
 
-use crate::AgentInner;
 use crate::attest::Caller;
+use crate::state::AgentInner;
 
 /// How long a new stream waits for SVIDs that are being issued before answering.
 pub(crate) const FIRST_SVID_WAIT: Duration = Duration::from_secs(10);

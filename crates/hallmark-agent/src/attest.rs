@@ -201,8 +201,26 @@ pub struct UnixAttestor {
     own_mount_ns: Option<String>,
 }
 
-/// (is a group, id) -> (its name, if any; when it was looked up).
-type NameCache = HashMap<(bool, u32), (Option<String>, Instant)>;
+/// Names of uids and gids, as recently looked up.
+type NameCache = HashMap<NameKey, LookedUpName>;
+
+/// A uid or a gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NameKey {
+    /// A user id.
+    User(u32),
+    /// A group id.
+    Group(u32),
+}
+
+/// The name of a uid or gid, as looked up.
+#[derive(Debug, Clone)]
+struct LookedUpName {
+    /// Its name; `None` when it has none.
+    name: Option<String>,
+    /// When it was looked up.
+    at: Instant,
+}
 
 /// How long a uid's or gid's name is reused before it is looked up again.
 const NAME_TTL: Duration = Duration::from_secs(10);
@@ -267,10 +285,10 @@ impl UnixAttestor {
         for g in &status.groups {
             add("supplementary_gid", &g.to_string());
         }
-        if let Some(u) = self.name(false, status.uid) {
+        if let Some(u) = self.name(NameKey::User(status.uid)) {
             add("user", &u);
         }
-        if let Some(g) = self.name(true, status.gid) {
+        if let Some(g) = self.name(NameKey::Group(status.gid)) {
             add("group", &g);
         }
         if same_mount_ns {
@@ -281,23 +299,22 @@ impl UnixAttestor {
     }
 
     /// The name of a uid (or gid), looked up at most every [`NAME_TTL`].
-    fn name(&self, group: bool, id: u32) -> Option<String> {
+    fn name(&self, key: NameKey) -> Option<String> {
         let now = Instant::now();
-        if let Some((name, at)) = self.names.lock().ok().and_then(|m| m.get(&(group, id)).cloned())
-            && now.duration_since(at) < NAME_TTL
+        if let Some(cached) = self.names.lock().ok().and_then(|m| m.get(&key).cloned())
+            && now.duration_since(cached.at) < NAME_TTL
         {
-            return name;
+            return cached.name;
         }
-        let name = if group {
-            nix::unistd::Group::from_gid(id.into()).ok().flatten().map(|g| g.name)
-        } else {
-            nix::unistd::User::from_uid(id.into()).ok().flatten().map(|u| u.name)
+        let name = match key {
+            NameKey::Group(gid) => nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name),
+            NameKey::User(uid) => nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name),
         };
         if let Ok(mut m) = self.names.lock() {
             if m.len() >= MAX_CACHED_DIGESTS {
                 m.clear();
             }
-            m.insert((group, id), (name.clone(), now));
+            m.insert(key, LookedUpName { name: name.clone(), at: now });
         }
         name
     }

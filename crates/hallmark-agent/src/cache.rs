@@ -26,8 +26,43 @@ pub const INTEREST_KEEP_SECS: i64 = 600;
 /// Most distinct evidence sets tracked at once.
 pub const MAX_INTERESTS: usize = 10_000;
 
-/// (entry id, evidence digest).
-pub type SvidKey = (String, String);
+/// Where an X.509-SVID is held: one entry, for one workload evidence set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SvidKey {
+    /// The entry it was issued for.
+    pub entry_id: String,
+    /// The digest of the evidence it was decided on ([`evidence_digest`]).
+    pub digest: String,
+}
+
+impl SvidKey {
+    /// The key for `entry_id` and the evidence digest `digest`.
+    pub fn new(entry_id: &str, digest: &str) -> Self {
+        Self { entry_id: entry_id.to_owned(), digest: digest.to_owned() }
+    }
+}
+
+/// Where a JWT-SVID is held: one entry, one evidence set, one audience list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct JwtKey {
+    svid: SvidKey,
+    audience: Vec<String>,
+}
+
+impl JwtKey {
+    fn new(entry_id: &str, digest: &str, audience: &[String]) -> Self {
+        Self { svid: SvidKey::new(entry_id, digest), audience: audience.to_vec() }
+    }
+}
+
+/// A revoked credential, as the server pushes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// An X.509-SVID serial (hex) or a JWT-SVID `jti`.
+    pub id: String,
+    /// When it would have expired anyway (unix seconds): kept until then.
+    pub not_after: i64,
+}
 
 /// An X.509-SVID held for one entry and one evidence set.
 #[derive(Clone)]
@@ -101,7 +136,7 @@ struct Inner {
     entries: HashMap<String, Entry>,
     bundle: Option<Arc<Bundle>>,
     svids: HashMap<SvidKey, HeldSvid>,
-    jwts: HashMap<(String, String, Vec<String>), HeldJwt>,
+    jwts: HashMap<JwtKey, HeldJwt>,
     interests: HashMap<String, Interest>,
     /// Denied keys and when to ask again.
     denied: HashMap<SvidKey, i64>,
@@ -111,9 +146,9 @@ struct Inner {
 
 impl Inner {
     fn drop_entry(&mut self, id: &str) {
-        self.svids.retain(|(e, _), _| e != id);
-        self.denied.retain(|(e, _), _| e != id);
-        self.jwts.retain(|(e, _, _), _| e != id);
+        self.svids.retain(|k, _| k.entry_id != id);
+        self.denied.retain(|k, _| k.entry_id != id);
+        self.jwts.retain(|k, _| k.svid.entry_id != id);
     }
 }
 
@@ -191,8 +226,8 @@ impl Cache {
             if identity_changed {
                 i.drop_entry(&e.id);
             }
-            i.jwts.retain(|(id, _, _), _| id != &e.id);
-            i.denied.retain(|(id, _), _| id != &e.id);
+            i.jwts.retain(|k, _| k.svid.entry_id != e.id);
+            i.denied.retain(|k, _| k.entry_id != e.id);
             i.entries.insert(e.id.clone(), e);
             ((), true)
         });
@@ -224,13 +259,12 @@ impl Cache {
         });
     }
 
-    /// Applies revocations (`(serial or jti, not_after)`): what they name is
-    /// dropped at once and refused if it arrives later. Returns how many held
-    /// SVIDs and JWTs were dropped.
-    pub fn revoke(&self, ids: &[(String, i64)], now: i64) -> usize {
+    /// Applies revocations: what they name is dropped at once and refused if
+    /// it arrives later. Returns how many held SVIDs and JWTs were dropped.
+    pub fn revoke(&self, revocations: &[Revocation], now: i64) -> usize {
         self.write(|i| {
-            for (id, not_after) in ids.iter().filter(|(_, na)| *na > now) {
-                i.revoked.insert(id.clone(), *not_after);
+            for r in revocations.iter().filter(|r| r.not_after > now) {
+                i.revoked.insert(r.id.clone(), r.not_after);
             }
             let before = i.svids.len() + i.jwts.len();
             let revoked = &i.revoked;
@@ -242,12 +276,12 @@ impl Cache {
     }
 
     /// Replaces the revoked set (a sync snapshot), applying it.
-    pub fn replace_revoked(&self, ids: &[(String, i64)], now: i64) -> usize {
+    pub fn replace_revoked(&self, revocations: &[Revocation], now: i64) -> usize {
         self.write(|i| {
             i.revoked.clear();
             ((), false)
         });
-        self.revoke(ids, now)
+        self.revoke(revocations, now)
     }
 
     /// Whether a serial or jti has been revoked.
@@ -334,7 +368,7 @@ impl Cache {
                     continue;
                 }
                 for e in i.entries.values().filter(|e| e.matches(&interest.selectors)) {
-                    let key = (e.id.clone(), digest.clone());
+                    let key = SvidKey::new(&e.id, digest);
                     if i.denied.get(&key).is_some_and(|t| *t > now) {
                         continue;
                     }
@@ -366,7 +400,7 @@ impl Cache {
                 .values()
                 .filter(|e| e.matches(selectors))
                 .filter(|e| {
-                    let key = (e.id.clone(), digest.clone());
+                    let key = SvidKey::new(&e.id, &digest);
                     !i.svids.contains_key(&key) && i.denied.get(&key).is_none_or(|t| *t <= now)
                 })
                 .map(|e| e.spiffe_id.to_string())
@@ -378,7 +412,7 @@ impl Cache {
     /// been revoked meanwhile.
     pub fn put_svid(&self, key: SvidKey, s: HeldSvid) {
         self.write(|i| {
-            if !i.entries.contains_key(&key.0) || i.revoked.contains_key(&s.serial) {
+            if !i.entries.contains_key(&key.entry_id) || i.revoked.contains_key(&s.serial) {
                 return ((), false);
             }
             i.denied.remove(&key);
@@ -391,7 +425,7 @@ impl Cache {
     pub fn deny(&self, key: SvidKey, retry_at: i64) {
         self.write(|i| {
             i.svids.remove(&key);
-            i.jwts.retain(|(e, d, _), _| !(e == &key.0 && d == &key.1));
+            i.jwts.retain(|k, _| k.svid != key);
             i.denied.insert(key, retry_at);
             ((), true)
         });
@@ -405,11 +439,7 @@ impl Cache {
             i.jwts.retain(|_, j| j.expires_at > now);
             i.revoked.retain(|_, not_after| *not_after > now);
             i.interests.retain(|_, x| x.streams > 0 || now - x.last_seen <= INTEREST_KEEP_SECS);
-            let live: HashSet<&String> = i.interests.keys().collect();
-            let stale: Vec<SvidKey> = i.denied.keys().filter(|(_, d)| !live.contains(d)).cloned().collect();
-            for k in stale {
-                i.denied.remove(&k);
-            }
+            i.denied.retain(|k, _| i.interests.contains_key(&k.digest));
             let gone = before - i.svids.len();
             (gone, gone > 0)
         })
@@ -424,7 +454,7 @@ impl Cache {
             let mut hints = HashSet::new();
             let mut out = Vec::new();
             for e in entries {
-                let Some(s) = i.svids.get(&(e.id.clone(), digest.clone())) else { continue };
+                let Some(s) = i.svids.get(&SvidKey::new(&e.id, &digest)) else { continue };
                 if s.not_after <= now || s.not_before > now + 60 {
                     continue;
                 }
@@ -448,23 +478,21 @@ impl Cache {
     pub fn holds(&self, digest: &str, id: &str, now: i64) -> bool {
         self.read(|i| {
             !i.revoked.contains_key(id)
-                && (i.svids.iter().any(|((_, d), s)| d == digest && s.serial == id && s.not_after > now)
-                    || i.jwts.iter().any(|((_, d, _), j)| d == digest && j.jti == id && j.expires_at > now))
+                && (i.svids.iter().any(|(k, s)| k.digest == digest && s.serial == id && s.not_after > now)
+                    || i.jwts.iter().any(|(k, j)| k.svid.digest == digest && j.jti == id && j.expires_at > now))
         })
     }
 
     /// A held JWT for (entry, evidence, audiences) still before its refresh point.
     pub fn jwt(&self, entry_id: &str, digest: &str, aud: &[String], now: i64) -> Option<HeldJwt> {
-        self.read(|i| {
-            i.jwts.get(&(entry_id.to_owned(), digest.to_owned(), aud.to_vec())).filter(|j| j.refresh_at > now).cloned()
-        })
+        self.read(|i| i.jwts.get(&JwtKey::new(entry_id, digest, aud)).filter(|j| j.refresh_at > now).cloned())
     }
 
     /// Keeps a JWT for reuse until its refresh point.
     pub fn put_jwt(&self, entry_id: &str, digest: &str, aud: &[String], j: HeldJwt) {
         self.write(|i| {
             if i.entries.contains_key(entry_id) && i.jwts.len() < 100_000 && !i.revoked.contains_key(&j.jti) {
-                i.jwts.insert((entry_id.to_owned(), digest.to_owned(), aud.to_vec()), j);
+                i.jwts.insert(JwtKey::new(entry_id, digest, aud), j);
             }
             ((), false)
         });
@@ -486,3 +514,6 @@ impl Cache {
         self.read(|i| i.entries.len())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,8 +17,8 @@ use hallmark_proto::agent::{ReportDeliveryRequest, ReportDeliveryResponse};
 use hallmark_proto::node as pb;
 use tonic::{Code, Request, Response, Status};
 
-use crate::AgentInner;
 use crate::admission;
+use crate::state::AgentInner;
 
 /// Most credentials one report may name.
 pub const MAX_IDS: usize = 16;

@@ -13,7 +13,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::AgentError;
+use crate::error::AgentError;
 
 /// The mode of a private directory through which others reach the socket.
 pub const TRAVERSABLE: u32 = 0o711;

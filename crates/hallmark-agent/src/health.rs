@@ -1,23 +1,13 @@
-//! The agent's health: whether it is connected to the server, and the
-//! operations endpoints `/live`, `/ready` and `/metrics` (Prometheus text).
+//! The agent's health: whether it is connected to the server, and what it
+//! withdrew; served at `/live`, `/ready` and `/metrics` by
+//! `health_endpoint`.
 //!
 //! Fail closed: when the server is unreachable the agent keeps serving SVIDs
 //! that are still valid, withdraws each one the moment it expires, reports
 //! itself not ready, and says so in its log and metrics. `/ready` succeeds only
 //! while the entry sync stream is open and the agent's own SVID is valid.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use hallmark_core::now_unix;
-use tokio::net::TcpListener;
-
-use crate::AgentInner;
 
 /// Counters and flags the agent's loops update.
 #[derive(Debug, Default)]
@@ -86,6 +76,21 @@ impl Health {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// When the server last sent anything (unix seconds; 0 before it ever did).
+    pub fn last_contact(&self) -> i64 {
+        self.last_contact.load(Ordering::Relaxed)
+    }
+
+    /// How many SVIDs were withdrawn at expiry because they could not be renewed.
+    pub fn expired_withdrawn(&self) -> u64 {
+        self.expired_withdrawn.load(Ordering::Relaxed)
+    }
+
+    /// How many SVIDs and JWTs were dropped because they were revoked.
+    pub fn revoked_dropped(&self) -> u64 {
+        self.revoked_dropped.load(Ordering::Relaxed)
+    }
+
     /// Counts SVIDs withdrawn at expiry because they could not be renewed.
     pub fn add_expired(&self, n: usize) {
         self.expired_withdrawn.fetch_add(n as u64, Ordering::Relaxed);
@@ -109,63 +114,6 @@ impl Health {
             None
         }
     }
-}
-
-async fn ready(State(agent): State<Arc<AgentInner>>) -> impl IntoResponse {
-    let now = now_unix();
-    match agent.health.not_ready(agent.identity_not_after(), now) {
-        None => (StatusCode::OK, "ok".to_owned()),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
-    }
-}
-
-fn metrics_text(agent: &AgentInner) -> String {
-    let now = now_unix();
-    let h = &agent.health;
-    let not_after = agent.identity_not_after();
-    let gauge = |name: &str, help: &str, v: i64| format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
-    let counter =
-        |name: &str, help: &str, v: u64| format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}\n");
-    let ready = h.not_ready(not_after, now).is_none();
-    [
-        gauge("hallmark_agent_ready", "1 when connected to the server with a valid agent SVID.", i64::from(ready)),
-        gauge("hallmark_agent_degraded", "1 while not ready: serving cached SVIDs only.", i64::from(!ready)),
-        gauge("hallmark_agent_server_connected", "1 while the entry sync stream is open.", i64::from(h.connected())),
-        gauge("hallmark_agent_banned", "1 when the server has banned this node.", i64::from(h.banned())),
-        gauge(
-            "hallmark_agent_last_server_contact_seconds",
-            "Seconds since the server last sent anything.",
-            now - h.last_contact.load(Ordering::Relaxed),
-        ),
-        gauge("hallmark_agent_svid_expiry_seconds", "Seconds until the agent's own SVID expires.", not_after - now),
-        gauge("hallmark_agent_entries", "Entries this agent may serve.", agent.cache.entry_count() as i64),
-        gauge("hallmark_agent_x509_svids", "X.509-SVIDs held for workloads.", agent.cache.svid_count() as i64),
-        counter(
-            "hallmark_agent_svids_expired_withdrawn",
-            "SVIDs withdrawn at expiry because they could not be renewed.",
-            h.expired_withdrawn.load(Ordering::Relaxed),
-        ),
-        counter(
-            "hallmark_agent_credentials_revoked_dropped",
-            "SVIDs and JWT-SVIDs dropped because they were revoked.",
-            h.revoked_dropped.load(Ordering::Relaxed),
-        ),
-    ]
-    .concat()
-}
-
-async fn metrics(State(agent): State<Arc<AgentInner>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_text(&agent))
-}
-
-/// Serves `/live`, `/ready` and `/metrics` on `listener`.
-pub async fn serve(listener: TcpListener, agent: Arc<AgentInner>) -> Result<(), crate::AgentError> {
-    let router = Router::new()
-        .route("/live", get(|| async { "ok" }))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(agent);
-    axum::serve(listener, router).await.map_err(|e| crate::AgentError::Io(format!("health endpoint: {e}")))
 }
 
 #[cfg(test)]

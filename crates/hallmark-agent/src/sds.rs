@@ -2,7 +2,7 @@
 //! the reference agent serves it, so Envoy takes its certificates straight
 //! from the agent.
 //!
-//! Every call is attested like a Workload API call (see [`crate::admission`];
+//! Every call is attested like a Workload API call (see `admission`;
 //! Envoy sends no SPIFFE security header, so none is required). A caller
 //! matching no entry is refused with PermissionDenied. Secrets, with the names
 //! SPIRE gives them:
@@ -53,9 +53,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::AgentInner;
 use crate::admission::{self, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::cache::ServedSvid;
+use crate::state::AgentInner;
 
 /// The name of the caller's default certificate.
 pub const DEFAULT_SVID_NAME: &str = "default";
@@ -72,14 +72,32 @@ const SPIFFE_VALIDATOR: &str = "envoy.tls.cert_validator.spiffe";
 const SPIFFE_VALIDATOR_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig";
 
+/// A trust domain's X.509 bundle, as SDS names and serves it.
+struct TrustBundle {
+    /// The trust domain's SPIFFE ID (`spiffe://example.org`): the resource
+    /// name its validation context is asked for by.
+    id: String,
+    /// The trust domain's name (`example.org`), as the SPIFFE validator names it.
+    name: String,
+    /// Its X.509 authorities, PEM.
+    pem: String,
+}
+
+impl TrustBundle {
+    /// `example.org`'s, with a placeholder for its PEM: for the fuzz target and tests.
+    fn example() -> Self {
+        Self { id: "spiffe://example.org".into(), name: "example.org".into(), pem: "PEM".into() }
+    }
+}
+
 /// What a caller may be given at one moment.
 struct View {
     /// SVIDs held for it, default first.
     svids: Vec<ServedSvid>,
     /// SPIFFE IDs of the entries it matches (held or not).
     entitled: BTreeSet<String>,
-    /// The trust domain's SPIFFE ID and its X.509 authorities (PEM), once known.
-    bundle: Option<(String, String, String)>,
+    /// The trust domain's bundle, once known.
+    bundle: Option<TrustBundle>,
     /// SPIFFE IDs of the entries it matches still waiting for their first SVID.
     pending: BTreeSet<String>,
 }
@@ -91,7 +109,11 @@ impl View {
         Self {
             svids: agent.cache.x509_for(selectors, now),
             entitled: agent.cache.matching(selectors).iter().map(|e| e.spiffe_id.to_string()).collect(),
-            bundle: agent.cache.bundle().map(|b| (td.id().to_string(), td.to_string(), b.x509_pem())),
+            bundle: agent.cache.bundle().map(|b| TrustBundle {
+                id: td.id().to_string(),
+                name: td.to_string(),
+                pem: b.x509_pem(),
+            }),
             pending: agent.cache.pending_ids(selectors, now).into_iter().collect(),
         }
     }
@@ -134,15 +156,15 @@ fn tls_certificate(name: &str, svid: &ServedSvid) -> Secret {
     }
 }
 
-/// A validation context named `name` for the bundles `(trust domain, PEM)`.
-fn validation_context(name: &str, bundles: &[(&str, &str)], spiffe_validator: bool) -> Secret {
+/// A validation context named `name` for `bundles`.
+fn validation_context(name: &str, bundles: &[&TrustBundle], spiffe_validator: bool) -> Secret {
     let context = if spiffe_validator {
         let config = SpiffeCertValidatorConfig {
             trust_domains: bundles
                 .iter()
-                .map(|(td, pem)| spiffe_cert_validator_config::TrustDomain {
-                    name: (*td).to_owned(),
-                    trust_bundle: inline(pem.as_bytes()),
+                .map(|b| spiffe_cert_validator_config::TrustDomain {
+                    name: b.name.clone(),
+                    trust_bundle: inline(b.pem.as_bytes()),
                 })
                 .collect(),
             ..Default::default()
@@ -158,7 +180,7 @@ fn validation_context(name: &str, bundles: &[(&str, &str)], spiffe_validator: bo
             ..Default::default()
         }
     } else {
-        let pem: String = bundles.iter().map(|(_, pem)| *pem).collect();
+        let pem: String = bundles.iter().map(|b| b.pem.as_str()).collect();
         CertificateValidationContext { trusted_ca: inline(pem), ..Default::default() }
     };
     Secret { name: name.to_owned(), r#type: Some(secret::Type::ValidationContext(context)) }
@@ -168,7 +190,7 @@ fn validation_context(name: &str, bundles: &[(&str, &str)], spiffe_validator: bo
 /// name). A name the caller is not entitled to is InvalidArgument; one it is
 /// entitled to but holds nothing for yet is left out.
 fn secrets(view: &View, names: &BTreeSet<String>, spiffe_validator: bool) -> Result<Vec<Secret>, Status> {
-    let td_id = view.bundle.as_ref().map(|(id, _, _)| id.as_str());
+    let td_id = view.bundle.as_ref().map(|b| b.id.as_str());
     let unknown: Vec<&str> = names
         .iter()
         .map(String::as_str)
@@ -187,10 +209,10 @@ fn secrets(view: &View, names: &BTreeSet<String>, spiffe_validator: bool) -> Res
     let wants = |n: &str| names.is_empty() || names.contains(n);
     let mut out = Vec::new();
     // Only the trust domain's own bundle: Hallmark has no federation yet.
-    if let Some((id, td, pem)) = &view.bundle {
-        let own = [(td.as_str(), pem.as_str())];
-        if wants(id) {
-            out.push(validation_context(id, &own, spiffe_validator));
+    if let Some(b) = &view.bundle {
+        let own = [b];
+        if wants(&b.id) {
+            out.push(validation_context(&b.id, &own, spiffe_validator));
         }
         if names.contains(DEFAULT_BUNDLE_NAME) {
             out.push(validation_context(DEFAULT_BUNDLE_NAME, &own, spiffe_validator));
@@ -421,7 +443,7 @@ pub fn drive_stream(mut data: &[u8]) -> usize {
             .into_iter()
             .map(String::from)
             .collect(),
-        bundle: Some(("spiffe://example.org".into(), "example.org".into(), "PEM".into())),
+        bundle: Some(TrustBundle::example()),
         pending: ["spiffe://example.org/c".to_owned()].into_iter().collect(),
     };
     let mut state = StreamState::new();
@@ -526,7 +548,7 @@ mod tests {
                 .into_iter()
                 .map(String::from)
                 .collect(),
-            bundle: Some(("spiffe://example.org".into(), "example.org".into(), "PEM".into())),
+            bundle: Some(TrustBundle::example()),
             pending: BTreeSet::new(),
         }
     }
@@ -569,10 +591,10 @@ mod tests {
 
     #[test]
     fn validation_context_form_follows_the_envoy_version() {
-        let old = validation_context("x", &[("example.org", "PEM")], false);
+        let old = validation_context("x", &[&TrustBundle::example()], false);
         let Some(secret::Type::ValidationContext(c)) = old.r#type else { panic!() };
         assert!(c.trusted_ca.is_some() && c.custom_validator_config.is_none());
-        let new = validation_context("x", &[("example.org", "PEM")], true);
+        let new = validation_context("x", &[&TrustBundle::example()], true);
         let Some(secret::Type::ValidationContext(c)) = new.r#type else { panic!() };
         let cfg = c.custom_validator_config.unwrap();
         assert_eq!(cfg.name, SPIFFE_VALIDATOR);

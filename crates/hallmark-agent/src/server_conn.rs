@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::AgentError;
+use crate::error::AgentError;
 
 /// How the agent authenticates itself and the server.
 pub enum Trust {

@@ -4,6 +4,62 @@
 //! The caller is attested from the kernel for each call; what it gets depends
 //! only on that attestation. Streams send the full state on every message and
 //! send the first one at once.
+//!
+//! # Where an X.509-SVID is requested
+//!
+//! A workload's call never waits on the server directly: it registers what
+//! it wants in the cache, a loop asks the server, and the answer reaches the
+//! workload's stream through the cache.
+//!
+//! ```text
+//!  workload   workload_api.rs      admission.rs     cache.rs          svid_requests.rs        server
+//!     | FetchX509SVID |                  |              |                    |                   |
+//!     |-------------->| 1 admit -------->| attest       |                    |                   |
+//!     |               | 2 InterestGuard->|------------->| open_interest      |                   |
+//!     |               |                  |              |-- wakes / 1 s ---->| 3 rotation_loop:  |
+//!     |               |                  |              |<------ due --------|   expire, due     |
+//!     |               |                  |              |                    | 4 key + CSR       |
+//!     |               |                  |              |                    |-- SignX509Svids ->| 5 decide, sign
+//!     |               |                  |              |<- put_svid / deny -| 6                 |
+//!     |               | 7 watch_stream <-|--------------| wakes              |                   |
+//!     |<-- X509SVID --|   x509_message --|------------->| x509_for           |                   |
+//! ```
+//!
+//! 1. `workload_api.rs`: [`WorkloadApi`]'s `fetch_x509svid` admits the caller
+//!    (`admission.rs`, `attest_identified`): the security header is checked
+//!    and the caller attested from the kernel ([`crate::attest`]); its
+//!    selectors are its evidence; a caller no entry matches is refused.
+//! 2. `admission.rs`: `InterestGuard` opens the workload's interest
+//!    (`cache.rs`, [`Cache::open_interest`](crate::cache::Cache::open_interest)):
+//!    while the stream is open, and for a grace period after, SVIDs are issued
+//!    and renewed for this evidence set.
+//! 3. `svid_requests.rs`: `rotation_loop`, woken by the cache (a new evidence
+//!    set, an entry change, a revocation) and every second, withdraws what
+//!    expired and takes what is due
+//!    ([`Cache::due`](crate::cache::Cache::due)): for each entry the evidence
+//!    matches, an SVID missing, stale or past its rotation point.
+//! 4. `svid_requests.rs`: a new key and a CSR for each, on the node.
+//! 5. One `SignX509Svids` call per batch: the server decides each on the
+//!    workload's evidence and signs (`hallmark-server`, `issuance.rs`).
+//! 6. `svid_requests.rs` puts each SVID into the cache
+//!    ([`Cache::put_svid`](crate::cache::Cache::put_svid)), or the denial
+//!    ([`Cache::deny`](crate::cache::Cache::deny)); either wakes the streams.
+//! 7. `workload_api.rs`: the stream (`watch_stream`) builds its answer
+//!    (`x509_message`, from
+//!    [`Cache::x509_for`](crate::cache::Cache::x509_for), which never returns
+//!    an expired SVID) and sends it when it differs from the last one sent.
+//!    At the rotation point steps 3 to 7 repeat; the stream's end closes the
+//!    interest.
+//!
+//! What the cache serves from also arrives by itself: `entry_sync.rs` applies
+//! the server's pushed entries, bundle and revocations to the cache
+//! (`from_proto.rs` converts them), and `renewal.rs` keeps the agent's own
+//! SVID, which every call to the server presents (`state.rs`).
+//!
+//! A JWT-SVID is requested on the caller's own call instead:
+//! `fetch_jwtsvid` admits the caller, then `svid_requests.rs`'s `jwt_svid`
+//! serves the one held for that entry, evidence and audience, or has the
+//! server mint one (`MintJwtSvid`) and keeps it until its refresh point.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -28,11 +84,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
-use crate::AgentInner;
 use crate::admission::{self, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::attest::Caller;
-use crate::cache::HeldJwt;
 use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
+use crate::state::AgentInner;
+use crate::svid_requests;
 
 /// Most audiences accepted in one JWT-SVID request.
 pub const MAX_AUDIENCES: usize = 32;
@@ -380,24 +436,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
-        let digest = hallmark_core::evidence_digest(&selectors);
         for e in entries {
-            let token = match self.agent.cache.jwt(&e.id, &digest, &r.audience, now) {
-                Some(j) => j.token,
-                None => {
-                    let m = self.agent.mint_jwt(&e.id, &r.audience, &selectors).await?;
-                    let refresh_at = if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
-                    let held = HeldJwt {
-                        token: m.token.clone(),
-                        jti: m.jti,
-                        kid: m.kid,
-                        expires_at: m.expires_at,
-                        refresh_at,
-                    };
-                    self.agent.cache.put_jwt(&e.id, &digest, &r.audience, held);
-                    m.token
-                }
-            };
+            let token = svid_requests::jwt_svid(&self.agent, &e.id, &r.audience, &selectors, now).await?;
             svids.push(Jwtsvid {
                 spiffe_id: e.spiffe_id.to_string(),
                 svid: token,
