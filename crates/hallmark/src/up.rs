@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use hallmark_agent::config::{AgentSettings, Bootstrap};
+use hallmark_agent::config::{AgentConfig, AgentSettings};
 use hallmark_agent::{AgentIdentity, save_bundle};
 use hallmark_ca::keys::{new_key_and_csr, write_secret_file};
 use hallmark_core::now_unix;
@@ -76,6 +76,31 @@ fn server_settings(a: &UpArgs, dir: &Path) -> anyhow::Result<ServerSettings> {
     ServerConfig::parse(&text, &crate::commands::env_map()).and_then(|c| c.validate()).context(source)
 }
 
+/// The embedded agent's settings, through the same validation as `hallmark
+/// agent --config`: it talks to the server of this process, keeps its files
+/// in DIR/agent, and trusts the bundle the server wrote there (no bootstrap).
+fn agent_settings(
+    td: &hallmark_core::TrustDomain,
+    server_address: &str,
+    agent_dir: &Path,
+    socket_path: &Path,
+    health_listen: &str,
+) -> anyhow::Result<AgentSettings> {
+    AgentConfig {
+        trust_domain: td.to_string(),
+        server_address: server_address.to_owned(),
+        data_dir: agent_dir.to_path_buf(),
+        socket_path: Some(socket_path.to_path_buf()),
+        join_token: None,
+        trust_bundle_path: None,
+        insecure_bootstrap: false,
+        health_listen: Some(health_listen.to_owned()),
+        max_connections_per_uid: None,
+    }
+    .validate()
+    .context("hallmark up: the embedded agent's settings")
+}
+
 /// Runs server and agent until interrupted.
 pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     let dir = std::path::absolute(&a.data_dir).with_context(|| a.data_dir.display().to_string())?;
@@ -122,16 +147,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     }
     let bundle = state.authorities.bundle().borrow().as_ref().clone();
     save_bundle(&agent_dir, &bundle)?;
-    let agent = hallmark_agent::start(AgentSettings {
-        trust_domain: td,
-        server_address: server.agent_addr.to_string(),
-        data_dir: agent_dir,
-        socket_path: socket_path.clone(),
-        join_token: None,
-        bootstrap: Bootstrap::None,
-        health_listen: Some(a.agent_health_listen.clone()),
-        max_connections_per_uid: None,
-    })
+    let agent = hallmark_agent::start(agent_settings(
+        &td,
+        &server.agent_addr.to_string(),
+        &agent_dir,
+        &socket_path,
+        &a.agent_health_listen,
+    )?)
     .await?;
     let health = agent.inner.health_addr.read().ok().and_then(|a| *a).map(|a| a.to_string()).unwrap_or_default();
 
@@ -173,5 +195,17 @@ mod tests {
     fn shell_quote() {
         assert_eq!(super::shell_quote("/a b/c"), "'/a b/c'");
         assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn the_embedded_agent_is_validated_like_any_agent() {
+        let td = hallmark_core::TrustDomain::new("example.org").unwrap();
+        let dir = std::path::Path::new("/srv/hm/agent");
+        let sock = dir.join("public/api.sock");
+        let s = super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "127.0.0.1:0").unwrap();
+        assert_eq!(s.socket_path, sock);
+        assert!(matches!(s.bootstrap, hallmark_agent::config::Bootstrap::None));
+        let err = format!("{:#}", super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "localhost").unwrap_err());
+        assert!(err.contains("health_listen") && err.contains("localhost"), "{err}");
     }
 }
