@@ -1,14 +1,26 @@
-//! Instants as people read them: RFC 3339 in UTC, and "in 23h 59m".
+//! Instants as people read and write them: RFC 3339 in UTC, and "in 23h 59m".
 //!
-//! Hallmark stores every instant as unix seconds (see [`crate::now_unix`]);
-//! these turn one into text for output, never the other way round.
+//! Hallmark stores every instant as unix seconds (see [`crate::now_unix`]).
+//! The calendar is the `time` crate's: it knows that February has no 31st.
 
-/// `secs` (unix seconds) as RFC 3339 in UTC, e.g. `2026-11-22T00:00:00Z`.
+use ::time::OffsetDateTime;
+use ::time::format_description::well_known::Rfc3339;
+
+/// `secs` (unix seconds) as RFC 3339 in UTC, e.g. `2026-11-22T00:00:00Z`;
+/// an instant beyond the calendar (year 10 000 on) as its unix seconds.
 pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{secs}"))
+}
+
+/// Parses an RFC 3339 timestamp (`2026-12-31T00:00:00Z`, or with an offset
+/// such as `+02:00`) into unix seconds; a fraction of a second is dropped.
+pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339)
+        .map(OffsetDateTime::unix_timestamp)
+        .map_err(|e| format!("`{text}` is not an RFC 3339 time ({e}), e.g. 2026-12-31T00:00:00Z"))
 }
 
 /// How far `at` is from `now`, to the minute: `in 23h 59m`, `5m ago`,
@@ -38,20 +50,6 @@ fn span(secs: u64) -> String {
     }
 }
 
-/// The proleptic Gregorian date of a day number (days since 1970-01-01),
-/// after Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +68,21 @@ mod tests {
         assert_eq!(relative(100 + 3 * 86_400 + 4 * 3600, 100), "in 3d 4h");
         assert_eq!(relative(100 + 86_400 + 3600, 100), "in 25h 0m");
         assert!(relative(i64::MAX, i64::MIN).starts_with("in "), "saturates instead of overflowing");
+        assert_eq!(rfc3339(i64::MAX), format!("@{}", i64::MAX));
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_refuses_impossible_dates() {
+        for secs in [0, 951_782_400, 1_795_305_600, -1] {
+            assert_eq!(parse_rfc3339(&rfc3339(secs)), Ok(secs));
+        }
+        assert_eq!(parse_rfc3339("2026-12-31T02:00:00+02:00"), Ok(parse_rfc3339("2026-12-31T00:00:00Z").unwrap()));
+        assert_eq!(parse_rfc3339("2026-12-31T00:00:00.75Z"), parse_rfc3339("2026-12-31T00:00:00Z"));
+        for bad in
+            ["2026-02-31T00:00:00Z", "2027-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-31", "tomorrow", ""]
+        {
+            let err = parse_rfc3339(bad).unwrap_err();
+            assert!(err.contains("RFC 3339"), "{bad}: {err}");
+        }
     }
 }
