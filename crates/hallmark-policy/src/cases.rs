@@ -8,7 +8,7 @@
 use hallmark_core::{Class, Entry, SelectorSet, SpiffeId, Ttl};
 use serde::Deserialize;
 
-use crate::decision::Outcome::{Allowed, Denied};
+use crate::decision::Decision::{Allowed, Denied};
 use crate::{Action, ActiveException, Classes, DecidedBy, Evidence, IssuanceRequest, PolicyEngine, Verdict, decide};
 
 /// A file of cases.
@@ -218,7 +218,7 @@ pub fn run(engine: &PolicyEngine, classes: &Classes, file: &CaseFile) -> Result<
     for c in &file.cases {
         let n = c.name.as_str();
         let v = verdict(engine, classes, c)?;
-        let got = match (&v.outcome, &v.decided_by) {
+        let got = match (&v.decision, &v.decided_by) {
             (_, DecidedBy::EvaluationFailed { error }) => return Err(case_err(n, error)),
             (Allowed { ttl_secs }, _) => {
                 format!("allow {}", Ttl::from_secs(*ttl_secs).map(|t| t.to_string()).unwrap_or_else(|_| "0s".into()))

@@ -128,7 +128,7 @@ impl IssuanceRequest<'_> {
 
 /// Allowed with a lifetime, or denied with a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Decision {
     /// Issue a credential living at most `ttl_secs`.
     Allowed {
         /// The lifetime granted, seconds (before the signing authority's own
@@ -174,7 +174,7 @@ pub enum DecidedBy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// Allowed with a lifetime, or denied with a reason.
-    pub outcome: Outcome,
+    pub decision: Decision,
     /// What decided.
     pub decided_by: DecidedBy,
     /// The ids recorded with the decision: the determining permits (allowed)
@@ -192,22 +192,22 @@ pub struct Verdict {
 impl Verdict {
     /// Whether a credential may be issued.
     pub fn allowed(&self) -> bool {
-        matches!(self.outcome, Outcome::Allowed { .. })
+        matches!(self.decision, Decision::Allowed { .. })
     }
 
     /// The lifetime granted, seconds, when allowed.
     pub fn ttl_secs(&self) -> Option<u64> {
-        match self.outcome {
-            Outcome::Allowed { ttl_secs } => Some(ttl_secs),
-            Outcome::Denied { .. } => None,
+        match self.decision {
+            Decision::Allowed { ttl_secs } => Some(ttl_secs),
+            Decision::Denied { .. } => None,
         }
     }
 
     /// Why it was denied, when denied.
     pub fn reason(&self) -> Option<&str> {
-        match &self.outcome {
-            Outcome::Allowed { .. } => None,
-            Outcome::Denied { reason } => Some(reason),
+        match &self.decision {
+            Decision::Allowed { .. } => None,
+            Decision::Denied { reason } => Some(reason),
         }
     }
 }
@@ -223,7 +223,7 @@ pub fn decide(engine: &PolicyEngine, request: &IssuanceRequest<'_>) -> Verdict {
     // 1. The class gate: a path the class does not have is never put to policy.
     if !rules.allows(path) {
         return Verdict {
-            outcome: Outcome::Denied {
+            decision: Decision::Denied {
                 reason: format!(
                     "class `{class}` rules: the `{path}` issuance path is not among the class's paths (server \
                      configuration `[classes.{class}] paths`)"
@@ -240,7 +240,7 @@ pub fn decide(engine: &PolicyEngine, request: &IssuanceRequest<'_>) -> Verdict {
         Ok(e) => e,
         Err(error) => {
             return Verdict {
-                outcome: Outcome::Denied { reason: format!("policy v{version} (evaluation failed)") },
+                decision: Decision::Denied { reason: format!("policy v{version} (evaluation failed)") },
                 decided_by: DecidedBy::EvaluationFailed { error },
                 policy_ids: Vec::new(),
                 policy_version: version,
@@ -248,21 +248,21 @@ pub fn decide(engine: &PolicyEngine, request: &IssuanceRequest<'_>) -> Verdict {
             };
         }
     };
-    let (outcome, decided_by) = if allowed {
+    let (decision, decided_by) = if allowed {
         // 3. The lifetime.
-        (Outcome::Allowed { ttl_secs: lifetime(request, ttl_cap) }, DecidedBy::Permit)
+        (Decision::Allowed { ttl_secs: lifetime(request, ttl_cap) }, DecidedBy::Permit)
     } else if !policy_ids.is_empty() {
         let reason = format!("policy v{version}: forbidden by {}", quoted(&policy_ids));
-        (Outcome::Denied { reason }, DecidedBy::Forbid)
+        (Decision::Denied { reason }, DecidedBy::Forbid)
     } else {
         let reason = if considered.is_empty() {
             format!("policy v{version}: no permit applies to this action and resource (default deny)")
         } else {
             format!("policy v{version}: no permit matched (default deny); permits considered: {}", quoted(&considered))
         };
-        (Outcome::Denied { reason }, DecidedBy::NoPermit { considered })
+        (Decision::Denied { reason }, DecidedBy::NoPermit { considered })
     };
-    Verdict { outcome, decided_by, policy_ids, policy_version: version, skipped: errors }
+    Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
 }
 
 /// The lifetime of an allowed credential: the least of the entry's TTL, the

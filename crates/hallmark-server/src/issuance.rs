@@ -19,7 +19,7 @@ use std::sync::Arc;
 use hallmark_ca::SignedSvid;
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
 use hallmark_core::{Entry, SelectorSet, SpiffeId, now_unix};
-use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Evidence, IssuanceRequest, Outcome, Verdict};
+use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
 use hallmark_store::{Denial, JoinTokenError, hash_secret};
 
 use crate::{ServerError, ServerState};
@@ -171,7 +171,9 @@ struct SignedCredential<'a> {
     authority_id: String,
     /// The audiences, comma-joined, for a JWT.
     audience: Option<String>,
+    /// Unix seconds.
     not_before: i64,
+    /// Unix seconds.
     not_after: i64,
 }
 
@@ -305,9 +307,9 @@ impl ServerState {
         for e in &verdict.skipped {
             tracing::warn!(entry = %entry.id, error = %e, "policy evaluation error (policy skipped)");
         }
-        match &verdict.outcome {
-            Outcome::Allowed { ttl_secs } => Ok(Granted { ttl_secs: *ttl_secs, policy_ids: verdict.policy_ids }),
-            Outcome::Denied { reason } => {
+        match &verdict.decision {
+            Decision::Allowed { ttl_secs } => Ok(Granted { ttl_secs: *ttl_secs, policy_ids: verdict.policy_ids }),
+            Decision::Denied { reason } => {
                 self.record_denial(request, &verdict, reason).await?;
                 Err(IssueError::Denied { by: reason.clone() })
             }
