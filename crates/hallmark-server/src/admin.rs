@@ -179,7 +179,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/credentials", get(list_credentials))
         .route("/v1/reports/{kind}", get(report))
         .route("/v1/audit", get(export_audit))
-        .route("/v1/audit/verify", get(verify_audit).post(verify_audit_with))
+        // Up to 10 000 kept checkpoints fit the larger body limit of batches.
+        .route(
+            "/v1/audit/verify",
+            get(verify_audit).post(verify_audit_with).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
         .route("/v1/audit/checkpoint", get(audit_checkpoint))
         .route("/v1/owners", post(create_owner).get(list_owners))
         .route("/v1/owners/{name}", get(show_owner))
