@@ -1,4 +1,6 @@
-//! Cedar policies: compiled once per version, decided per request.
+//! Cedar policies: compiled once per version, evaluated per request. The
+//! decision around the evaluation (class gate, failing closed, lifetime) is
+//! [`crate::decide`]'s, in `decision.rs`; only it asks the engine.
 //!
 //! Cedar evaluates every policy it is handed, so a decision over thousands of
 //! policies would cost milliseconds. Policies are therefore indexed by their
