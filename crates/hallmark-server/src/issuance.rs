@@ -29,7 +29,7 @@ pub const MAX_AUDIENCES: usize = 32;
 /// Longest audience value, in bytes.
 pub const MAX_AUDIENCE_LEN: usize = 512;
 /// Most X.509-SVIDs signed in one request.
-pub const MAX_BATCH: usize = 1000;
+pub const MAX_SVIDS_PER_REQUEST: usize = 1000;
 /// Most evidence selectors accepted with one request.
 pub const MAX_EVIDENCE: usize = 256;
 
@@ -85,9 +85,11 @@ impl From<hallmark_store::StoreError> for IssueError {
     }
 }
 
-/// The authenticated caller of an issuance RPC.
+/// The agent calling an issuance RPC, as mTLS authenticated it
+/// ([`crate::node_api`]): its SPIFFE ID, how its node attested, and the agent
+/// SVID it presented. (The agent's own `Caller` is the workload calling it.)
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct AuthenticatedAgent {
     /// The agent's SPIFFE ID, from its verified certificate.
     pub agent: SpiffeId,
     /// How its node attested.
@@ -231,7 +233,12 @@ impl ServerState {
     /// Step 1: loads the entry, checks that the calling agent may serve it and
     /// that the workload's evidence satisfies it, and completes the evidence
     /// with what the server knows of the node.
-    fn entitled_entry(&self, caller: &Caller, entry_id: &str, selectors: SelectorSet) -> Result<Entitled, IssueError> {
+    fn entitled_entry(
+        &self,
+        caller: &AuthenticatedAgent,
+        entry_id: &str,
+        selectors: SelectorSet,
+    ) -> Result<Entitled, IssueError> {
         let entry = self.registry.entry(entry_id).ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
         if entry.revoked_at.is_some() {
             return Err(IssueError::Revoked(entry_id.to_owned()));
@@ -357,7 +364,7 @@ impl ServerState {
     /// that showed `evidence`.
     pub async fn issue_x509(
         &self,
-        caller: &Caller,
+        caller: &AuthenticatedAgent,
         entry_id: &str,
         csr: &[u8],
         evidence: SelectorSet,
@@ -415,7 +422,7 @@ impl ServerState {
     /// token lives no longer than the least lifetime among them.
     pub async fn issue_jwt(
         &self,
-        caller: &Caller,
+        caller: &AuthenticatedAgent,
         entry_id: &str,
         audience: &[String],
         evidence: SelectorSet,
@@ -525,7 +532,11 @@ impl ServerState {
     /// Renews an authenticated agent's SVID. The SVID it renewed with stays
     /// accepted beside the new one, so its open calls finish and a lost
     /// answer does not lock it out.
-    pub async fn renew_agent(&self, caller: &Caller, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
+    pub async fn renew_agent(
+        &self,
+        caller: &AuthenticatedAgent,
+        csr: &[u8],
+    ) -> Result<(SignedSvid, String), IssueError> {
         let (signed, authority) = self.sign_agent(&caller.agent, csr)?;
         let record = node_svid(&caller.agent, &caller.attestation, &signed, Some(&caller.serial), &authority);
         self.store.upsert_node(&record).await?;

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ServerState;
-use crate::issuance::{Caller, IssueError, MAX_BATCH, parse_evidence};
+use crate::issuance::{AuthenticatedAgent, IssueError, MAX_SVIDS_PER_REQUEST, parse_evidence};
 use crate::tls_listener::PeerInfo;
 
 /// SVIDs of one batch decided and signed at once.
@@ -40,7 +40,7 @@ impl NodeApi {
     /// node (its serial is the node's current or previous one), not merely a
     /// certificate naming an agent: a workload SVID is never an agent's. The
     /// node must be known and not banned.
-    async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    async fn authenticate<T>(&self, req: &Request<T>) -> Result<AuthenticatedAgent, Status> {
         let leaf = req
             .extensions()
             .get::<PeerInfo>()
@@ -56,7 +56,7 @@ impl NodeApi {
         match self.state.store.node(id.as_str()).await.map_err(internal)? {
             Some(n) if n.banned => Err(Status::permission_denied(format!("node `{id}` is banned"))),
             Some(n) if n.serial == info.serial || n.previous_serial.as_deref() == Some(info.serial.as_str()) => {
-                Ok(Caller { agent: id, attestation: n.attestation_type, serial: info.serial })
+                Ok(AuthenticatedAgent { agent: id, attestation: n.attestation_type, serial: info.serial })
             }
             Some(_) => {
                 tracing::warn!(agent = %id, serial = %info.serial, "refused a certificate that is not the agent SVID of its node");
@@ -185,8 +185,8 @@ impl Node for NodeApi {
     ) -> Result<Response<SignX509SvidsResponse>, Status> {
         let caller = self.authenticate(&req).await?;
         let requests = req.into_inner().requests;
-        if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} SVIDs per request")));
+        if requests.len() > MAX_SVIDS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!("at most {MAX_SVIDS_PER_REQUEST} SVIDs per request")));
         }
         // Decided and signed concurrently (answers stay in request order), so
         // one agent's batch shares group commits instead of waiting for one each.

@@ -28,7 +28,7 @@ use hallmark_policy::cases::{Case, CaseFile};
 use hallmark_policy::{Action, Classes, PolicyEngine, Verdict};
 use hallmark_server::RunningServer;
 use hallmark_server::config::ServerConfig;
-use hallmark_server::issuance::{Caller, IssueError};
+use hallmark_server::issuance::{AuthenticatedAgent, IssueError};
 
 /// What the server did with one request.
 #[derive(Debug, PartialEq, Eq)]
@@ -127,7 +127,7 @@ async fn register(s: &RunningServer, c: &Case) -> String {
 
 /// The case, asked of the server through its issuance path.
 async fn serve(s: &RunningServer, c: &Case, entry_id: &str) -> Served {
-    let caller = Caller {
+    let caller = AuthenticatedAgent {
         agent: SpiffeId::new(c.evidence.node_id.as_deref().unwrap()).unwrap(),
         attestation: c.evidence.node_attestation.clone().unwrap(),
         serial: String::new(),
