@@ -16,9 +16,9 @@
 
 use std::sync::Arc;
 
-use hallmark_ca::SignedSvid;
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
-use hallmark_core::{Entry, SelectorSet, SpiffeId, now_unix};
+use hallmark_ca::{CaError, SignedSvid};
+use hallmark_core::{Entry, SelectorError, SelectorSet, SpiffeId, now_unix};
 use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
 use hallmark_store::{Denial, JoinTokenError, hash_secret};
 
@@ -42,6 +42,10 @@ pub enum IssueError {
     /// The entry has been revoked: it is never issued again.
     #[error("entry `{0}` is revoked")]
     Revoked(String),
+    /// The node has been banned (`hallmark revoke node`): its agent is not
+    /// attested or given an SVID again until the ban is lifted.
+    #[error("node `{0}` is banned")]
+    NodeBanned(SpiffeId),
     /// The entry holds one of Hallmark's own identities (stored before they
     /// were reserved): never issued.
     #[error("entry `{0}` holds a reserved identity (under `/hallmark/`); delete it")]
@@ -68,15 +72,35 @@ pub enum IssueError {
     /// workload through the calling agent.
     #[error("credential `{0}` was not issued to this workload through this agent")]
     NotHolder(String),
-    /// The request itself is malformed (bad CSR, bad audience, bad evidence).
+    /// The request itself is malformed (bad audience, bad evidence).
     #[error("{0}")]
     BadRequest(String),
+    /// An evidence selector the agent reported does not parse.
+    #[error("evidence: {0}")]
+    Evidence(#[source] SelectorError),
+    /// The CSR is malformed or asks for another identity
+    /// ([`CaError::is_bad_csr`]): the requester's fault.
+    #[error(transparent)]
+    BadCsr(CaError),
+    /// The signing authority could not sign (it has expired, or a key or
+    /// certificate operation failed): the server's fault, never the
+    /// requester's.
+    #[error("signing failed: {0}")]
+    Signing(#[source] CaError),
     /// Node attestation failed.
     #[error("{0}")]
     Attestation(#[from] JoinTokenError),
     /// A server-side failure.
     #[error(transparent)]
     Server(#[from] ServerError),
+}
+
+/// A CSR at fault is a bad request; anything else the authority failed at is
+/// a signing failure.
+impl From<CaError> for IssueError {
+    fn from(e: CaError) -> Self {
+        if e.is_bad_csr() { Self::BadCsr(e) } else { Self::Signing(e) }
+    }
 }
 
 impl From<hallmark_store::StoreError> for IssueError {
@@ -217,7 +241,7 @@ pub fn parse_evidence(raw: &[String]) -> Result<SelectorSet, IssueError> {
     if raw.len() > MAX_EVIDENCE {
         return Err(IssueError::BadRequest(format!("at most {MAX_EVIDENCE} evidence selectors")));
     }
-    raw.iter().map(|s| s.parse().map_err(|e| IssueError::BadRequest(format!("evidence: {e}")))).collect()
+    raw.iter().map(|s| s.parse().map_err(IssueError::Evidence)).collect()
 }
 
 /// The renewal point: `renew_at` of the remaining life, +-5% jitter so a fleet
@@ -388,7 +412,7 @@ impl ServerState {
             now,
             profile: SvidProfile::Workload,
         };
-        let svid = ca.sign_svid(&template).map_err(|e| IssueError::BadRequest(e.to_string()))?;
+        let svid = ca.sign_svid(&template)?;
         // 4. Record, durably, before the SVID leaves the server.
         let details = serde_json::json!({
             "spiffe_id": entry.spiffe_id.as_str(),
@@ -461,7 +485,7 @@ impl ServerState {
         let jti = hex::encode(hallmark_core::time_ordered_id(random));
         let token = key
             .mint(&entry.spiffe_id, audience, now, exp, &jti, self.settings.jwt_issuer.as_deref())
-            .map_err(|e| ServerError::Ca(e.to_string()))?;
+            .map_err(IssueError::Signing)?;
         // 4. Record, durably, before the token leaves the server.
         let details = serde_json::json!({
             "spiffe_id": entry.spiffe_id.as_str(),
@@ -508,7 +532,7 @@ impl ServerState {
         let (signed, authority) = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
-            return Err(IssueError::Revoked(agent_id.to_string()));
+            return Err(IssueError::NodeBanned(agent_id.clone()));
         }
         self.store.upsert_node(&node_svid(&agent_id, "join_token", &signed, None, &authority)).await?;
         let details =
@@ -522,7 +546,7 @@ impl ServerState {
     /// The caller is this process, so no attestation evidence is exchanged.
     pub async fn attest_local(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
-            return Err(IssueError::Revoked(agent_id.to_string()));
+            return Err(IssueError::NodeBanned(agent_id.clone()));
         }
         let (signed, authority) = self.sign_agent(agent_id, csr)?;
         self.store.upsert_node(&node_svid(agent_id, "local", &signed, None, &authority)).await?;
@@ -554,7 +578,7 @@ impl ServerState {
             now: now_unix(),
             profile: SvidProfile::Agent,
         };
-        let signed = ca.sign_svid(&t).map_err(|e| IssueError::BadRequest(e.to_string()))?;
+        let signed = ca.sign_svid(&t)?;
         Ok((signed, ca.id()))
     }
 }
