@@ -52,6 +52,9 @@ pub enum CaError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A file holding a key could not be read or written, or is exposed.
+    #[error(transparent)]
+    SecretFile(#[from] keys::SecretFileError),
     /// A data or key path another user could have prepared or can change.
     #[error("{0}")]
     UnsafePath(String),

@@ -266,8 +266,7 @@ impl X509Authority {
 
     /// Verifies the CSR, checks it asks for no other identity, and signs an X509-SVID.
     pub fn sign_svid(&self, t: &SvidTemplate<'_>) -> Result<SignedSvid, CaError> {
-        let csr =
-            CertificateSigningRequestParams::from_der(&t.csr_der.into()).map_err(CaError::Csr)?;
+        let csr = CertificateSigningRequestParams::from_der(&t.csr_der.into()).map_err(CaError::Csr)?;
         let mut uris = csr.params.subject_alt_names.iter().filter_map(|s| match s {
             SanType::URI(u) => Some(u.as_str()),
             _ => None,
