@@ -373,7 +373,7 @@ mod tests {
     fn a_decision_that_cannot_be_made_is_a_denial() {
         let engine = PolicyEngine::compile(crate::DEFAULT_POLICY, 3).unwrap();
         let v = ask(&engine, &entry("w", "team"), Action::IssueJwt, None, &[], &Classes::default());
-        assert!(matches!(v.decided_by, DecidedBy::EvaluationFailed { error: PolicyError::Request(_) }), "{v:?}");
+        assert!(matches!(v.decided_by, DecidedBy::EvaluationFailed { error: PolicyError::NoAudience }), "{v:?}");
         assert_eq!(v.reason(), Some("policy v3 (evaluation failed)"));
         assert!(v.policy_ids.is_empty());
     }

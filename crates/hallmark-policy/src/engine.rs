@@ -36,8 +36,57 @@ pub enum PolicyError {
     #[error("{0}")]
     Annotation(String),
     /// The request could not be built (a bug, or input the schema rejects).
-    #[error("cannot build policy request: {0}")]
-    Request(String),
+    #[error("cannot build policy request: {what}: {}", one_line(source))]
+    Request {
+        /// What was being built.
+        what: &'static str,
+        /// Cedar's error.
+        #[source]
+        source: CedarError,
+    },
+    /// A JWT-SVID request names no audience: there is no resource to decide on.
+    #[error("cannot build policy request: issue_jwt needs an audience")]
+    NoAudience,
+    /// The action is missing from the schema (a bug).
+    #[error("cannot build policy request: action `{0}` is not in the schema")]
+    UnknownAction(&'static str),
+}
+
+/// An error Cedar returned while a request was built, kept as the source of
+/// [`PolicyError::Request`]. Shared, so a [`PolicyError`] stays cheap to
+/// clone; two are equal when they say the same.
+#[derive(Clone)]
+pub struct CedarError(Arc<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Debug for CedarError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for CedarError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for CedarError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for CedarError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for CedarError {}
+
+/// Cedar's error while building `what`, as a [`PolicyError::Request`].
+fn request_error<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> PolicyError {
+    move |e| PolicyError::Request { what, source: CedarError(Arc::new(e)) }
 }
 
 /// Cedar's answer to one request, before the class gate and the lifetime
@@ -92,7 +141,7 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 fn type_name(kind: &str) -> Result<EntityTypeName, PolicyError> {
-    EntityTypeName::from_str(kind).map_err(|e| PolicyError::Request(e.to_string()))
+    EntityTypeName::from_str(kind).map_err(request_error("an entity type"))
 }
 
 /// Entity types and action ids, parsed once: Cedar parses names with its full
@@ -274,13 +323,13 @@ impl PolicyEngine {
             ("class".to_owned(), RestrictedExpression::new_string(e.class.to_string())),
         ]);
         let workload = Entity::new(principal.clone(), attrs, HashSet::from([owner.clone()]))
-            .map_err(|e| PolicyError::Request(e.to_string()))?;
+            .map_err(request_error("the workload entity"))?;
         // Built exactly to the schema by this function, so not re-validated;
         // the policies are what the schema validation protects. Resources need
         // no entity: they have no attributes or parents.
         let entities = Arc::new(
             Entities::from_entities([workload, Entity::with_uid(owner.clone())], None)
-                .map_err(|e| PolicyError::Request(one_line(e)))?,
+                .map_err(request_error("the entities"))?,
         );
         if let Ok(mut c) = self.entities.lock() {
             if c.len() >= MAX_CACHED_ENTITIES {
@@ -300,7 +349,7 @@ impl PolicyEngine {
         let owner = Names::uid(&n.owner, &r.entry.owner);
         let resource = match (r.action, r.audience) {
             (Action::IssueJwt, Some(aud)) => Names::uid(&n.audience, aud),
-            (Action::IssueJwt, None) => return Err(PolicyError::Request("issue_jwt needs an audience".into())),
+            (Action::IssueJwt, None) => return Err(PolicyError::NoAudience),
             _ => Names::uid(&n.trust_domain, r.trust_domain),
         };
         // Hand Cedar only the policy buckets whose scope can match.
@@ -332,7 +381,7 @@ impl PolicyEngine {
             ])
         });
         let exceptions: Vec<RestrictedExpression> =
-            exceptions.collect::<Result<_, _>>().map_err(|e| PolicyError::Request(e.to_string()))?;
+            exceptions.collect::<Result<_, _>>().map_err(request_error("the exceptions"))?;
         let ev = r.evidence;
         let selectors: Vec<String> = ev.selectors.iter().map(ToString::to_string).collect();
         let context = Context::from_pairs([
@@ -349,10 +398,10 @@ impl PolicyEngine {
             ("exception_rules".to_owned(), str_set(r.exceptions.iter().map(|x| x.rule.as_str()))),
             ("now".to_owned(), RestrictedExpression::new_long(r.now)),
         ])
-        .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let action = n.actions.get(&r.action).cloned().ok_or_else(|| PolicyError::Request("unknown action".into()))?;
-        let request = Request::new(principal, action.clone(), resource, context, None)
-            .map_err(|e| PolicyError::Request(one_line(e)))?;
+        .map_err(request_error("the context"))?;
+        let action = n.actions.get(&r.action).cloned().ok_or(PolicyError::UnknownAction(r.action.as_str()))?;
+        let request =
+            Request::new(principal, action.clone(), resource, context, None).map_err(request_error("the request"))?;
 
         // Cedar's semantics across the buckets: any satisfied forbid denies;
         // otherwise any satisfied permit allows; otherwise deny.
