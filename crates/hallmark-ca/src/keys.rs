@@ -2,12 +2,61 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hallmark_core::SpiffeId;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 
 use crate::CaError;
+
+/// Why a file holding a secret (a key, a token) could not be read or
+/// written. Every variant names the file; none holds its contents.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretFileError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file belongs to another user.
+    #[error(
+        "{}: belongs to uid {owner}, not to this user (uid {me}); a file holding a private key or token must be this user's",
+        path.display()
+    )]
+    NotOwned {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The running user.
+        me: u32,
+    },
+    /// Group or others may read the file.
+    #[error(
+        "{}: has mode {mode:o}; a file holding a private key or token must not be readable by group or others (chmod 600)",
+        path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl SecretFileError {
+    /// The file concerned.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Io { path, .. } | Self::NotOwned { path, .. } | Self::Exposed { path, .. } => path,
+        }
+    }
+}
 
 /// A freshly generated EC P-256 key (PKCS#8 DER) and a CSR for `id` signed by it.
 pub struct KeyAndCsr {
@@ -38,8 +87,8 @@ pub fn new_key_and_csr(id: Option<&SpiffeId>) -> Result<KeyAndCsr, CaError> {
 }
 
 /// Writes `bytes` to `path` with mode 0600, atomically (write a temporary file, then rename).
-pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
-    let io = |source| CaError::Io { path: path.display().to_string(), source };
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), SecretFileError> {
+    let io = |source| SecretFileError::Io { path: path.to_owned(), source };
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io)?;
@@ -50,8 +99,8 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), CaError> {
 }
 
 /// Reads a file that holds a secret, refusing it if group or others may read it.
-pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, CaError> {
-    let io = |source| CaError::Io { path: path.display().to_string(), source };
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, SecretFileError> {
+    let io = |source| SecretFileError::Io { path: path.to_owned(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
     check_private_mode(path, &meta)?;
     std::fs::read(path).map_err(io)
@@ -59,11 +108,11 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, CaError> {
 
 /// Refuses a secret file that group or others may read, before anything
 /// starts; a file that does not exist is not refused here.
-pub fn refuse_exposed_secret_file(path: &Path) -> Result<(), CaError> {
+pub fn refuse_exposed_secret_file(path: &Path) -> Result<(), SecretFileError> {
     match std::fs::metadata(path) {
         Ok(meta) => check_private_mode(path, &meta),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(CaError::Io { path: path.display().to_string(), source }),
+        Err(source) => Err(SecretFileError::Io { path: path.to_owned(), source }),
     }
 }
 
@@ -142,21 +191,14 @@ pub fn check_trusted_path(path: &Path) -> Result<(), CaError> {
     Ok(())
 }
 
-fn check_private_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), CaError> {
+fn check_private_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), SecretFileError> {
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(CaError::UnsafePath(format!(
-            "{}: belongs to uid {}, not to this user (uid {me}); a file holding a private key or token must be this user's",
-            path.display(),
-            meta.uid()
-        )));
+        return Err(SecretFileError::NotOwned { path: path.to_owned(), owner: meta.uid(), me });
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(CaError::Key(format!(
-            "{}: has mode {mode:o}; a file holding a private key or token must not be readable by group or others (chmod 600)",
-            path.display()
-        )));
+        return Err(SecretFileError::Exposed { path: path.to_owned(), mode });
     }
     Ok(())
 }

@@ -26,7 +26,10 @@ pub use x509::{RevokedSerial, SignedSvid, X509Authority, authority_id};
 pub enum CaError {
     /// The CSR could not be parsed or its signature does not verify.
     #[error("invalid CSR: {0}")]
-    Csr(String),
+    Csr(#[source] rcgen::Error),
+    /// The CSR asks for more than one identity.
+    #[error("invalid CSR: more than one URI SAN requested")]
+    CsrUriSans,
     /// The CSR asks for an identity other than the one being issued.
     #[error("CSR requests `{requested}` but the entry is `{entry}`")]
     CsrIdentity {
@@ -49,12 +52,24 @@ pub enum CaError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A file holding a key could not be read or written, or is exposed.
+    #[error(transparent)]
+    SecretFile(#[from] keys::SecretFileError),
     /// A data or key path another user could have prepared or can change.
     #[error("{0}")]
     UnsafePath(String),
     /// The authority has expired or will expire before the SVID could be useful.
     #[error("signing authority expires at {0}; refusing to issue")]
     AuthorityExpired(i64),
+}
+
+impl CaError {
+    /// Whether the request was at fault: a CSR that is malformed or asks for
+    /// another identity. Every other error is the authority's (expired, a
+    /// key or certificate failure, a file), which the requester cannot fix.
+    pub fn is_bad_csr(&self) -> bool {
+        matches!(self, Self::Csr(_) | Self::CsrUriSans | Self::CsrIdentity { .. })
+    }
 }
 
 impl From<rcgen::Error> for CaError {

@@ -266,8 +266,7 @@ impl X509Authority {
 
     /// Verifies the CSR, checks it asks for no other identity, and signs an X509-SVID.
     pub fn sign_svid(&self, t: &SvidTemplate<'_>) -> Result<SignedSvid, CaError> {
-        let csr =
-            CertificateSigningRequestParams::from_der(&t.csr_der.into()).map_err(|e| CaError::Csr(e.to_string()))?;
+        let csr = CertificateSigningRequestParams::from_der(&t.csr_der.into()).map_err(CaError::Csr)?;
         let mut uris = csr.params.subject_alt_names.iter().filter_map(|s| match s {
             SanType::URI(u) => Some(u.as_str()),
             _ => None,
@@ -279,7 +278,7 @@ impl X509Authority {
                 return Err(CaError::CsrIdentity { requested: u.to_owned(), entry: t.spiffe_id.to_string() });
             }
             (Some(_), Some(_)) => {
-                return Err(CaError::Csr("more than one URI SAN requested".into()));
+                return Err(CaError::CsrUriSans);
             }
         }
         let ttl = i64::try_from(t.ttl_secs).map_err(|_| CaError::Cert("TTL out of range".into()))?;

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use cedar_policy::{Authorizer, PolicySet};
 use hallmark_core::{Class, Entry, SpiffeId, Ttl};
-use hallmark_policy::{Action, DecisionRequest, Evidence, PolicyEngine};
+use hallmark_policy::{Action, Classes, DecidedBy, Evidence, IssuanceRequest, PolicyEngine, decide};
 
 /// The allocator the `hallmark` binary uses, so the figures are the server's.
 #[global_allocator]
@@ -96,6 +96,7 @@ fn main() {
                 node_selectors: vec![],
             })
             .collect();
+        let classes = Classes::default();
         let mut samples = Vec::with_capacity(iterations);
         let mut allowed = 0;
         // The first pass warms caches and allocator; only the second is measured.
@@ -106,22 +107,25 @@ fn main() {
             } else {
                 (Action::IssueX509, None)
             };
-            let r = DecisionRequest {
+            let r = IssuanceRequest {
                 action,
                 entry: &entries[i],
-                trust_domain: "example.org",
                 audience: aud.as_deref(),
                 evidence: &evidences[i],
                 exceptions: &[],
-                requested_ttl: 3600,
                 now: 1_700_000_000,
+                classes: &classes,
+                trust_domain: "example.org",
             };
             let t = Instant::now();
-            let d = engine.decide(black_box(&r)).unwrap_or_else(|e| panic!("{e}"));
+            let v = decide(&engine, black_box(&r));
             let elapsed = t.elapsed().as_secs_f64() * 1e6;
+            if let DecidedBy::EvaluationFailed { error } = &v.decided_by {
+                panic!("{error}");
+            }
             if k >= iterations {
                 samples.push(elapsed);
-                allowed += usize::from(d.allowed);
+                allowed += usize::from(v.allowed());
             }
         }
         let (p50, p99) = percentiles(samples);

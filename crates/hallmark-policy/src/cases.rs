@@ -1,10 +1,15 @@
 //! Policy test tables: (evidence, request) -> expected (decision, TTL), run
 //! without a server by `hallmark policy test` and by the corpus tests.
+//!
+//! A case is decided by [`crate::decide`], the server's own decision: this
+//! module only fills a case's defaults and compares the verdict with what the
+//! case expects.
 
 use hallmark_core::{Class, Entry, SelectorSet, SpiffeId, Ttl};
 use serde::Deserialize;
 
-use crate::{Action, ActiveException, Classes, DecisionRequest, Evidence, IssuancePath, PolicyEngine, effective_ttl};
+use crate::decision::Decision::{Allowed, Denied};
+use crate::{Action, ActiveException, Classes, DecidedBy, Evidence, IssuanceRequest, PolicyEngine, Verdict, decide};
 
 /// A file of cases.
 #[derive(Debug, Deserialize)]
@@ -122,10 +127,21 @@ fn case_err(name: &str, e: impl std::fmt::Display) -> String {
     format!("case `{name}`: {e}")
 }
 
-/// Runs every case against `engine` with the given class rules.
-pub fn run(engine: &PolicyEngine, classes: &Classes, file: &CaseFile) -> Result<Vec<Outcome>, String> {
-    let mut out = Vec::new();
-    for c in &file.cases {
+/// A case's request, built once and owned, so [`decide`] can borrow it.
+struct CaseRequest {
+    action: Action,
+    audience: Option<String>,
+    entry: Entry,
+    evidence: Evidence,
+    exceptions: Vec<ActiveException>,
+    now: i64,
+    trust_domain: String,
+}
+
+impl CaseRequest {
+    /// Fills a case's defaults: entry `e1` owned by `team` on a test agent
+    /// attested by join token, at 1700000000, exceptions valid for a day.
+    fn new(c: &Case) -> Result<Self, String> {
         let n = c.name.as_str();
         let action: Action = c.action.parse().map_err(|e| case_err(n, e))?;
         let class: Class = c.entry.class.as_deref().unwrap_or("machine").parse().map_err(|e| case_err(n, e))?;
@@ -170,33 +186,47 @@ pub fn run(engine: &PolicyEngine, classes: &Classes, file: &CaseFile) -> Result<
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let (path, entry_ttl) = match action {
-            Action::IssueJwt => (IssuancePath::Jwt, entry.jwt_ttl.secs()),
-            _ => (IssuancePath::X509, entry.x509_ttl.secs()),
-        };
-        let td = entry.spiffe_id.trust_domain_name().to_owned();
-        let rules = classes.rules(class);
-        let got = if !rules.allows(path) {
-            format!("deny [class {class} does not allow {path}]")
-        } else {
-            let d = engine
-                .decide(&DecisionRequest {
-                    action,
-                    entry: &entry,
-                    trust_domain: &td,
-                    audience: c.audience.as_deref(),
-                    evidence: &evidence,
-                    exceptions: &exceptions,
-                    requested_ttl: entry_ttl,
-                    now,
-                })
-                .map_err(|e| case_err(n, e))?;
-            if d.allowed {
-                let t = effective_ttl(entry_ttl, rules, path, &exceptions, d.ttl_cap);
-                format!("allow {}", Ttl::from_secs(t).map(|t| t.to_string()).unwrap_or_else(|_| "0s".into()))
-            } else {
-                format!("deny [{}]", d.policy_ids.join(", "))
+        let trust_domain = entry.spiffe_id.trust_domain_name().to_owned();
+        Ok(Self { action, audience: c.audience.clone(), entry, evidence, exceptions, now, trust_domain })
+    }
+}
+
+/// The verdict for one case: the case's request put to [`decide`], the
+/// decision the server makes for the same request.
+pub fn verdict(engine: &PolicyEngine, classes: &Classes, case: &Case) -> Result<Verdict, String> {
+    let r = CaseRequest::new(case)?;
+    Ok(decide(
+        engine,
+        &IssuanceRequest {
+            action: r.action,
+            entry: &r.entry,
+            audience: r.audience.as_deref(),
+            evidence: &r.evidence,
+            exceptions: &r.exceptions,
+            now: r.now,
+            classes,
+            trust_domain: &r.trust_domain,
+        },
+    ))
+}
+
+/// Runs every case against `engine` with the given class rules. A case whose
+/// decision cannot be made (the server would fail closed) is an error here:
+/// a test table is the place to hear about it.
+pub fn run(engine: &PolicyEngine, classes: &Classes, file: &CaseFile) -> Result<Vec<Outcome>, String> {
+    let mut out = Vec::new();
+    for c in &file.cases {
+        let n = c.name.as_str();
+        let v = verdict(engine, classes, c)?;
+        let got = match (&v.decision, &v.decided_by) {
+            (_, DecidedBy::EvaluationFailed { error }) => return Err(case_err(n, error)),
+            (Allowed { ttl_secs }, _) => {
+                format!("allow {}", Ttl::from_secs(*ttl_secs).map(|t| t.to_string()).unwrap_or_else(|_| "0s".into()))
             }
+            (Denied { .. }, DecidedBy::ClassRule { class, path }) => {
+                format!("deny [class {class} does not allow {path}]")
+            }
+            (Denied { .. }, _) => format!("deny [{}]", v.policy_ids.join(", ")),
         };
         let expected = match (c.expect.decision.as_str(), &c.expect.ttl) {
             ("allow", Some(t)) => format!("allow {}", Ttl::parse(t).map_err(|e| case_err(n, e))?),

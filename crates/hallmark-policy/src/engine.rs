@@ -1,4 +1,6 @@
-//! Cedar policies: compiled once per version, decided per request.
+//! Cedar policies: compiled once per version, evaluated per request. The
+//! decision around the evaluation (class gate, failing closed, lifetime) is
+//! [`crate::decide`]'s, in `decision.rs`; only it asks the engine.
 //!
 //! Cedar evaluates every policy it is handed, so a decision over thousands of
 //! policies would cost milliseconds. Policies are therefore indexed by their
@@ -15,10 +17,10 @@ use cedar_policy::{
     PolicyId, PolicySet, PrincipalConstraint, Request, ResourceConstraint, RestrictedExpression, Schema,
     ValidationMode, Validator,
 };
-use hallmark_core::{Entry, SelectorSet, Ttl};
+use hallmark_core::{Entry, Ttl};
 use sha2::{Digest, Sha256};
 
-use crate::{ActiveException, SCHEMA};
+use crate::{Action, IssuanceRequest, SCHEMA};
 
 /// Why a policy set was refused or a decision could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,122 +36,74 @@ pub enum PolicyError {
     #[error("{0}")]
     Annotation(String),
     /// The request could not be built (a bug, or input the schema rejects).
-    #[error("cannot build policy request: {0}")]
-    Request(String),
+    #[error("cannot build policy request: {what}: {}", one_line(source))]
+    Request {
+        /// What was being built.
+        what: &'static str,
+        /// Cedar's error.
+        #[source]
+        source: CedarError,
+    },
+    /// A JWT-SVID request names no audience: there is no resource to decide on.
+    #[error("cannot build policy request: issue_jwt needs an audience")]
+    NoAudience,
+    /// The action is missing from the schema (a bug).
+    #[error("cannot build policy request: action `{0}` is not in the schema")]
+    UnknownAction(&'static str),
 }
 
-/// What is being asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// A first X.509-SVID for this workload.
-    IssueX509,
-    /// A replacement X.509-SVID while one is held.
-    Renew,
-    /// A JWT-SVID for one audience.
-    IssueJwt,
-}
+/// An error Cedar returned while a request was built, kept as the source of
+/// [`PolicyError::Request`]. Shared, so a [`PolicyError`] stays cheap to
+/// clone; two are equal when they say the same.
+#[derive(Clone)]
+pub struct CedarError(Arc<dyn std::error::Error + Send + Sync>);
 
-impl Action {
-    /// The Cedar action id.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::IssueX509 => "issue_x509",
-            Self::Renew => "renew",
-            Self::IssueJwt => "issue_jwt",
-        }
+impl std::fmt::Debug for CedarError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
     }
 }
 
-impl FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "issue_x509" => Ok(Self::IssueX509),
-            "renew" => Ok(Self::Renew),
-            "issue_jwt" => Ok(Self::IssueJwt),
-            o => Err(format!("unknown action `{o}` (issue_x509, renew, issue_jwt)")),
-        }
+impl std::fmt::Display for CedarError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&*self.0, f)
     }
 }
 
-/// What attestation proved about the requesting workload and its node.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Evidence {
-    /// The workload's attested selectors.
-    pub selectors: SelectorSet,
-    /// The agent's SPIFFE ID.
-    pub node_id: String,
-    /// How the node attested.
-    pub node_attestation: String,
-    /// Node facts.
-    pub node_selectors: Vec<String>,
-}
-
-impl Evidence {
-    /// The executable digest among the selectors, or "".
-    pub fn exe_sha256(&self) -> &str {
-        self.selectors.iter().find(|s| s.kind() == "unix" && s.key() == "sha256").map(|s| s.value()).unwrap_or("")
-    }
-
-    /// A stable digest of the workload evidence, for caches and records.
-    pub fn digest(&self) -> String {
-        hallmark_core::evidence_digest(&self.selectors)
+impl std::error::Error for CedarError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }
 
-/// One question to the policy.
-#[derive(Debug, Clone)]
-pub struct DecisionRequest<'a> {
-    /// What is asked for.
-    pub action: Action,
-    /// The entry the workload matched.
-    pub entry: &'a Entry,
-    /// The trust domain name.
-    pub trust_domain: &'a str,
-    /// The audience, for `issue_jwt`.
-    pub audience: Option<&'a str>,
-    /// The evidence.
-    pub evidence: &'a Evidence,
-    /// Active exceptions on the entry.
-    pub exceptions: &'a [ActiveException],
-    /// Seconds the entry asks for.
-    pub requested_ttl: u64,
-    /// Unix seconds.
-    pub now: i64,
+impl PartialEq for CedarError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
 }
 
-/// The answer.
+impl Eq for CedarError {}
+
+/// Cedar's error while building `what`, as a [`PolicyError::Request`].
+fn request_error<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> PolicyError {
+    move |e| PolicyError::Request { what, source: CedarError(Arc::new(e)) }
+}
+
+/// Cedar's answer to one request, before the class gate and the lifetime
+/// turn it into a [`crate::Verdict`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Evaluation {
     /// Allowed or denied.
-    pub allowed: bool,
-    /// Ids of the policies that determined the decision.
-    pub policy_ids: Vec<String>,
+    pub(crate) allowed: bool,
+    /// Ids of the policies that determined the decision (sorted).
+    pub(crate) policy_ids: Vec<String>,
     /// The least `@max_ttl` among the determining permits, seconds.
-    pub ttl_cap: Option<u64>,
+    pub(crate) ttl_cap: Option<u64>,
     /// Policies that failed to evaluate (they are skipped by Cedar).
-    pub errors: Vec<String>,
+    pub(crate) errors: Vec<String>,
     /// Ids of the permits whose scope could match this request (sorted): what
     /// a denial with no determining policy had to choose from.
-    pub considered: Vec<String>,
-}
-
-impl Decision {
-    /// Why a denied request was denied, in one line: the forbids that
-    /// decided it, or that no permit matched and which permits were considered.
-    pub fn denial_reason(&self, version: u64) -> String {
-        let quoted = |ids: &[String]| ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ");
-        if !self.policy_ids.is_empty() {
-            format!("policy v{version}: forbidden by {}", quoted(&self.policy_ids))
-        } else if self.considered.is_empty() {
-            format!("policy v{version}: no permit applies to this action and resource (default deny)")
-        } else {
-            format!(
-                "policy v{version}: no permit matched (default deny); permits considered: {}",
-                quoted(&self.considered)
-            )
-        }
-    }
+    pub(crate) considered: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -187,7 +141,7 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 fn type_name(kind: &str) -> Result<EntityTypeName, PolicyError> {
-    EntityTypeName::from_str(kind).map_err(|e| PolicyError::Request(e.to_string()))
+    EntityTypeName::from_str(kind).map_err(request_error("an entity type"))
 }
 
 /// Entity types and action ids, parsed once: Cedar parses names with its full
@@ -369,13 +323,13 @@ impl PolicyEngine {
             ("class".to_owned(), RestrictedExpression::new_string(e.class.to_string())),
         ]);
         let workload = Entity::new(principal.clone(), attrs, HashSet::from([owner.clone()]))
-            .map_err(|e| PolicyError::Request(e.to_string()))?;
+            .map_err(request_error("the workload entity"))?;
         // Built exactly to the schema by this function, so not re-validated;
         // the policies are what the schema validation protects. Resources need
         // no entity: they have no attributes or parents.
         let entities = Arc::new(
             Entities::from_entities([workload, Entity::with_uid(owner.clone())], None)
-                .map_err(|e| PolicyError::Request(one_line(e)))?,
+                .map_err(request_error("the entities"))?,
         );
         if let Ok(mut c) = self.entities.lock() {
             if c.len() >= MAX_CACHED_ENTITIES {
@@ -386,14 +340,16 @@ impl PolicyEngine {
         Ok(entities)
     }
 
-    /// Decides one request.
-    pub fn decide(&self, r: &DecisionRequest<'_>) -> Result<Decision, PolicyError> {
+    /// Cedar's answer to one request, from the policies whose scope can
+    /// match it. Only [`crate::decide`] asks: it gates by class first and
+    /// turns the answer into a verdict and a lifetime.
+    pub(crate) fn evaluate(&self, r: &IssuanceRequest<'_>) -> Result<Evaluation, PolicyError> {
         let n = &self.names;
         let principal = Names::uid(&n.workload, &r.entry.id);
         let owner = Names::uid(&n.owner, &r.entry.owner);
         let resource = match (r.action, r.audience) {
             (Action::IssueJwt, Some(aud)) => Names::uid(&n.audience, aud),
-            (Action::IssueJwt, None) => return Err(PolicyError::Request("issue_jwt needs an audience".into())),
+            (Action::IssueJwt, None) => return Err(PolicyError::NoAudience),
             _ => Names::uid(&n.trust_domain, r.trust_domain),
         };
         // Hand Cedar only the policy buckets whose scope can match.
@@ -406,7 +362,7 @@ impl PolicyEngine {
             }
         }
         if sets.is_empty() {
-            return Ok(Decision {
+            return Ok(Evaluation {
                 allowed: false,
                 policy_ids: Vec::new(),
                 ttl_cap: None,
@@ -425,7 +381,7 @@ impl PolicyEngine {
             ])
         });
         let exceptions: Vec<RestrictedExpression> =
-            exceptions.collect::<Result<_, _>>().map_err(|e| PolicyError::Request(e.to_string()))?;
+            exceptions.collect::<Result<_, _>>().map_err(request_error("the exceptions"))?;
         let ev = r.evidence;
         let selectors: Vec<String> = ev.selectors.iter().map(ToString::to_string).collect();
         let context = Context::from_pairs([
@@ -436,16 +392,16 @@ impl PolicyEngine {
             ("node_selectors".to_owned(), str_set(ev.node_selectors.iter().map(String::as_str))),
             (
                 "requested_ttl".to_owned(),
-                RestrictedExpression::new_long(i64::try_from(r.requested_ttl).unwrap_or(i64::MAX)),
+                RestrictedExpression::new_long(i64::try_from(r.requested_ttl()).unwrap_or(i64::MAX)),
             ),
             ("exceptions".to_owned(), RestrictedExpression::new_set(exceptions)),
             ("exception_rules".to_owned(), str_set(r.exceptions.iter().map(|x| x.rule.as_str()))),
             ("now".to_owned(), RestrictedExpression::new_long(r.now)),
         ])
-        .map_err(|e| PolicyError::Request(e.to_string()))?;
-        let action = n.actions.get(&r.action).cloned().ok_or_else(|| PolicyError::Request("unknown action".into()))?;
-        let request = Request::new(principal, action.clone(), resource, context, None)
-            .map_err(|e| PolicyError::Request(one_line(e)))?;
+        .map_err(request_error("the context"))?;
+        let action = n.actions.get(&r.action).cloned().ok_or(PolicyError::UnknownAction(r.action.as_str()))?;
+        let request =
+            Request::new(principal, action.clone(), resource, context, None).map_err(request_error("the request"))?;
 
         // Cedar's semantics across the buckets: any satisfied forbid denies;
         // otherwise any satisfied permit allows; otherwise deny.
@@ -481,12 +437,12 @@ impl PolicyEngine {
         let ttl_cap = if allowed { permits.iter().filter_map(|id| self.caps.get(id).copied()).min() } else { None };
         let mut policy_ids: Vec<String> = determining.iter().map(ToString::to_string).collect();
         policy_ids.sort();
-        Ok(Decision { allowed, policy_ids, ttl_cap, errors, considered })
+        Ok(Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hallmark_core::{Class, SpiffeId};
 
@@ -510,47 +466,27 @@ mod tests {
         }
     }
 
-    fn ask(engine: &PolicyEngine, e: &Entry, action: Action, aud: Option<&str>) -> Decision {
-        let ev = Evidence {
+    /// Cedar's answer alone (the class gate and lifetime are
+    /// [`crate::decide`]'s, tested there).
+    fn ask(engine: &PolicyEngine, e: &Entry, action: Action, aud: Option<&str>) -> Evaluation {
+        let ev = crate::Evidence {
             selectors: ["unix:uid:1000".parse().unwrap()].into(),
             node_id: "spiffe://example.org/hallmark/agent/local".into(),
             node_attestation: "local".into(),
             node_selectors: vec![],
         };
         engine
-            .decide(&DecisionRequest {
+            .evaluate(&IssuanceRequest {
                 action,
                 entry: e,
-                trust_domain: "example.org",
                 audience: aud,
                 evidence: &ev,
                 exceptions: &[],
-                requested_ttl: 3600,
                 now: 1_700_000_000,
+                classes: &crate::Classes::default(),
+                trust_domain: "example.org",
             })
             .unwrap()
-    }
-
-    /// A denial says what decided it: the forbids, or (default deny) that no
-    /// permit matched and which permits were considered.
-    #[test]
-    fn denials_explain_themselves() {
-        let text = "@id(\"db-only\") permit(principal, action == Action::\"issue_jwt\", resource == Audience::\"db\") \
-                    when { context.requested_ttl < 0 };\n\
-                    @id(\"any-jwt\") permit(principal, action == Action::\"issue_jwt\", resource) when { false };\n\
-                    @id(\"no-s3\") forbid(principal, action, resource == Audience::\"s3\");";
-        let engine = PolicyEngine::compile(text, 7).unwrap();
-        let e = entry("w", "team");
-        let d = ask(&engine, &e, Action::IssueJwt, Some("db"));
-        assert!(!d.allowed);
-        assert_eq!(
-            d.denial_reason(7),
-            "policy v7: no permit matched (default deny); permits considered: `any-jwt`, `db-only`"
-        );
-        let d = ask(&engine, &e, Action::IssueJwt, Some("s3"));
-        assert_eq!(d.denial_reason(7), "policy v7: forbidden by `no-s3`");
-        let d = ask(&engine, &e, Action::IssueX509, None);
-        assert_eq!(d.denial_reason(7), "policy v7: no permit applies to this action and resource (default deny)");
     }
 
     #[test]

@@ -66,14 +66,14 @@ impl HeadSigner for AuditKeys {
 const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Most records appended in one transaction.
-const MAX_BATCH: usize = 1024;
+const MAX_RECORDS_PER_COMMIT: usize = 1024;
 
 /// How many of `queued` records the next transaction takes: the largest power
 /// of two not above it. A batch's statement text depends on its size, so
 /// keeping to a dozen sizes keeps every one of them prepared in the
 /// connection's statement cache; what is left over joins the next batch.
 fn batch_size(queued: usize) -> usize {
-    if queued == 0 { 0 } else { (1usize << queued.ilog2()).min(MAX_BATCH) }
+    if queued == 0 { 0 } else { (1usize << queued.ilog2()).min(MAX_RECORDS_PER_COMMIT) }
 }
 
 type Ack = oneshot::Sender<Result<i64, String>>;
@@ -88,7 +88,7 @@ pub struct Auditor {
 impl Auditor {
     /// Starts the appender task over `store`; every batch's head is signed with `keys`.
     pub fn start(store: Store, keys: Arc<AuditKeys>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
+        let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_RECORDS_PER_COMMIT);
         let append = std::sync::Arc::new(crate::metrics::Histogram::new(crate::metrics::APPEND_BOUNDS));
         let latency = append.clone();
         tokio::spawn(async move {
@@ -105,7 +105,7 @@ impl Auditor {
                     // far more records per batch than they cost in latency.
                     tokio::time::sleep(COMMIT_DELAY).await;
                 }
-                while queued.len() < 2 * MAX_BATCH {
+                while queued.len() < 2 * MAX_RECORDS_PER_COMMIT {
                     match rx.try_recv() {
                         Ok(item) => queued.push_back(item),
                         Err(_) => break,
@@ -145,7 +145,7 @@ impl Auditor {
     /// `bench-baseline` feature.
     #[cfg(feature = "bench-baseline")]
     pub fn discarding() -> Self {
-        let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_BATCH);
+        let (tx, mut rx) = mpsc::channel::<(AuditEvent, Ack)>(16 * MAX_RECORDS_PER_COMMIT);
         tokio::spawn(async move {
             while let Some((_, ack)) = rx.recv().await {
                 let _ = ack.send(Ok(0));

@@ -16,7 +16,7 @@ use hallmark_core::{evidence_digest, now_unix};
 use serde_json::json;
 
 use crate::ServerState;
-use crate::issuance::{Caller, IssueError, parse_evidence};
+use crate::issuance::{AuthenticatedAgent, IssueError, parse_evidence};
 
 /// Most credentials named in one report.
 pub const MAX_IDS: usize = 16;
@@ -45,7 +45,7 @@ impl ServerState {
     /// report. Returns how many were recorded.
     pub async fn record_deliveries(
         &self,
-        caller: &Caller,
+        caller: &AuthenticatedAgent,
         ids: &[String],
         target: &str,
         evidence: &[String],

@@ -1,16 +1,25 @@
-//! The issuance path, top to bottom: authenticate the agent, find the entry it
-//! is entitled to, check the workload's evidence against it, decide by class
-//! and policy, sign with the decided lifetime, record, return.
+//! The issuance path, top to bottom. Every X.509-SVID (first issue and
+//! renewal) and every JWT-SVID takes these steps, numbered in the code:
+//!
+//! 1. entitle: the entry exists, the calling agent (authenticated by mTLS
+//!    before this module) serves it, and the workload's evidence satisfies it;
+//! 2. decide: one call to [`hallmark_policy::decide`], the decision
+//!    `hallmark policy test` makes too (class path, policy, lifetime); a
+//!    denial is recorded with its audit record and returned;
+//! 3. sign with the lifetime decided;
+//! 4. record in the inventory and the audit chain, durably, before the
+//!    credential leaves the server;
+//! 5. return it, with when to renew.
 //!
 //! Every issuance and every renewal is decided here; nothing is cached as
 //! "already allowed".
 
 use std::sync::Arc;
 
-use hallmark_ca::SignedSvid;
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
-use hallmark_core::{Entry, SelectorSet, SpiffeId, now_unix};
-use hallmark_policy::{Action, ActiveException, ClassRules, Evidence, IssuancePath, effective_ttl};
+use hallmark_ca::{CaError, SignedSvid};
+use hallmark_core::{Entry, SelectorError, SelectorSet, SpiffeId, now_unix};
+use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
 use hallmark_store::{Denial, JoinTokenError, hash_secret};
 
 use crate::{ServerError, ServerState};
@@ -20,7 +29,7 @@ pub const MAX_AUDIENCES: usize = 32;
 /// Longest audience value, in bytes.
 pub const MAX_AUDIENCE_LEN: usize = 512;
 /// Most X.509-SVIDs signed in one request.
-pub const MAX_BATCH: usize = 1000;
+pub const MAX_SVIDS_PER_REQUEST: usize = 1000;
 /// Most evidence selectors accepted with one request.
 pub const MAX_EVIDENCE: usize = 256;
 
@@ -33,6 +42,10 @@ pub enum IssueError {
     /// The entry has been revoked: it is never issued again.
     #[error("entry `{0}` is revoked")]
     Revoked(String),
+    /// The node has been banned (`hallmark revoke node`): its agent is not
+    /// attested or given an SVID again until the ban is lifted.
+    #[error("node `{0}` is banned")]
+    NodeBanned(SpiffeId),
     /// The entry holds one of Hallmark's own identities (stored before they
     /// were reserved): never issued.
     #[error("entry `{0}` holds a reserved identity (under `/hallmark/`); delete it")]
@@ -48,7 +61,8 @@ pub enum IssueError {
     /// Class or policy said no.
     #[error("denied by {by}")]
     Denied {
-        /// What decided: `policy [ids]` or `class machine`.
+        /// The verdict's reason: the class rule, or the policy version and
+        /// what in it decided.
         by: String,
     },
     /// A delivery report named a credential the inventory does not hold.
@@ -58,9 +72,21 @@ pub enum IssueError {
     /// workload through the calling agent.
     #[error("credential `{0}` was not issued to this workload through this agent")]
     NotHolder(String),
-    /// The request itself is malformed (bad CSR, bad audience, bad evidence).
+    /// The request itself is malformed (bad audience, bad evidence).
     #[error("{0}")]
     BadRequest(String),
+    /// An evidence selector the agent reported does not parse.
+    #[error("evidence: {0}")]
+    Evidence(#[source] SelectorError),
+    /// The CSR is malformed or asks for another identity
+    /// ([`CaError::is_bad_csr`]): the requester's fault.
+    #[error(transparent)]
+    BadCsr(CaError),
+    /// The signing authority could not sign (it has expired, or a key or
+    /// certificate operation failed): the server's fault, never the
+    /// requester's.
+    #[error("signing failed: {0}")]
+    Signing(#[source] CaError),
     /// Node attestation failed.
     #[error("{0}")]
     Attestation(#[from] JoinTokenError),
@@ -69,15 +95,25 @@ pub enum IssueError {
     Server(#[from] ServerError),
 }
 
+/// A CSR at fault is a bad request; anything else the authority failed at is
+/// a signing failure.
+impl From<CaError> for IssueError {
+    fn from(e: CaError) -> Self {
+        if e.is_bad_csr() { Self::BadCsr(e) } else { Self::Signing(e) }
+    }
+}
+
 impl From<hallmark_store::StoreError> for IssueError {
     fn from(e: hallmark_store::StoreError) -> Self {
         Self::Server(e.into())
     }
 }
 
-/// The authenticated caller of an issuance RPC.
+/// The agent calling an issuance RPC, as mTLS authenticated it
+/// ([`crate::node_api`]): its SPIFFE ID, how its node attested, and the agent
+/// SVID it presented. (The agent's own `Caller` is the workload calling it.)
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct AuthenticatedAgent {
     /// The agent's SPIFFE ID, from its verified certificate.
     pub agent: SpiffeId,
     /// How its node attested.
@@ -136,12 +172,76 @@ fn node_svid<'a>(
     }
 }
 
+/// What step 1 establishes: the entry the workload may have, and the
+/// evidence the decision and the records read.
+struct Entitled {
+    entry: Arc<Entry>,
+    evidence: Evidence,
+}
+
+/// What step 2 grants when the verdict allows.
+struct Granted {
+    /// The lifetime decided, seconds.
+    ttl_secs: u64,
+    /// The determining permits, for the issuance record.
+    policy_ids: Vec<String>,
+}
+
+/// What step 3 signed, as its inventory row records it.
+struct SignedCredential<'a> {
+    /// `x509` or `jwt`.
+    kind: &'a str,
+    /// The serial or `jti`.
+    id: &'a str,
+    /// The authority or key that signed it.
+    authority_id: String,
+    /// The audiences, comma-joined, for a JWT.
+    audience: Option<String>,
+    /// Unix seconds.
+    not_before: i64,
+    /// Unix seconds.
+    not_after: i64,
+}
+
+impl Entitled {
+    /// The inventory row for `signed`, issued with `event`.
+    fn inventory_row(
+        &self,
+        signed: SignedCredential<'_>,
+        event: &hallmark_store::AuditEvent,
+    ) -> hallmark_store::Credential {
+        let entry = &self.entry;
+        hallmark_store::Credential {
+            id: signed.id.to_owned(),
+            kind: signed.kind.to_owned(),
+            entry_id: entry.id.clone(),
+            spiffe_id: entry.spiffe_id.to_string(),
+            // The calling agent: step 1 put its SPIFFE ID in the evidence.
+            node_id: self.evidence.node_id.clone(),
+            class: entry.class.to_string(),
+            owner: entry.owner.clone(),
+            policy_version: event.policy_version,
+            evidence_digest: self.evidence.digest(),
+            issued_at: event.at,
+            not_before: signed.not_before,
+            not_after: signed.not_after,
+            revoked_at: None,
+            revoke_reason: None,
+            authority_id: signed.authority_id,
+            audit_seq: 0,
+            delivered_to: None,
+            delivered_at: None,
+            audience: signed.audience,
+        }
+    }
+}
+
 /// Parses the evidence selectors an agent reports.
 pub fn parse_evidence(raw: &[String]) -> Result<SelectorSet, IssueError> {
     if raw.len() > MAX_EVIDENCE {
         return Err(IssueError::BadRequest(format!("at most {MAX_EVIDENCE} evidence selectors")));
     }
-    raw.iter().map(|s| s.parse().map_err(|e| IssueError::BadRequest(format!("evidence: {e}")))).collect()
+    raw.iter().map(|s| s.parse().map_err(IssueError::Evidence)).collect()
 }
 
 /// The renewal point: `renew_at` of the remaining life, +-5% jitter so a fleet
@@ -154,15 +254,15 @@ fn renewal_point(now: i64, not_after: i64, rules: &ClassRules) -> i64 {
 }
 
 impl ServerState {
-    /// Loads the entry, checks that the calling agent may serve it and that
-    /// the workload's evidence satisfies it, and completes the evidence with
-    /// what the server knows of the node.
-    async fn entitled_entry(
+    /// Step 1: loads the entry, checks that the calling agent may serve it and
+    /// that the workload's evidence satisfies it, and completes the evidence
+    /// with what the server knows of the node.
+    fn entitled_entry(
         &self,
-        caller: &Caller,
+        caller: &AuthenticatedAgent,
         entry_id: &str,
         selectors: SelectorSet,
-    ) -> Result<(Arc<Entry>, Evidence), IssueError> {
+    ) -> Result<Entitled, IssueError> {
         let entry = self.registry.entry(entry_id).ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
         if entry.revoked_at.is_some() {
             return Err(IssueError::Revoked(entry_id.to_owned()));
@@ -182,9 +282,10 @@ impl ServerState {
             node_attestation: caller.attestation.clone(),
             node_selectors: vec![format!("node:attestation:{}", caller.attestation)],
         };
-        Ok((entry, evidence))
+        Ok(Entitled { entry, evidence })
     }
 
+    /// The entry's approved exceptions in force at `now`.
     fn active_exceptions(&self, entry_id: &str, now: i64) -> Vec<ActiveException> {
         self.registry
             .active_exceptions(entry_id, now)
@@ -195,69 +296,66 @@ impl ServerState {
             .collect()
     }
 
-    /// Decides one request by class and policy; records and returns a denial.
-    /// Returns the policy's TTL cap and the determining policy ids when allowed.
-    #[expect(clippy::too_many_arguments, reason = "the decision's inputs, named at the one call site per credential")]
-    async fn decide(
-        &self,
+    /// The question step 2 puts for `entitled`, under this server's class
+    /// rules and trust domain (no audience: JWTs set one per request).
+    fn issuance_request<'a>(
+        &'a self,
         action: Action,
-        path: IssuancePath,
-        entry: &Entry,
-        audience: Option<&str>,
-        evidence: &Evidence,
-        exceptions: &[ActiveException],
-        requested_ttl: u64,
+        entitled: &'a Entitled,
+        exceptions: &'a [ActiveException],
         now: i64,
-    ) -> Result<(Option<u64>, Vec<String>), IssueError> {
-        let engine = self.policy()?;
-        let rules = self.settings.classes.rules(entry.class);
-        let (allowed, by, ids, cap) = if !rules.allows(path) {
-            (
-                false,
-                format!(
-                    "class `{}` rules: the `{path}` issuance path is not among the class's paths (server configuration \
-                     `[classes.{}] paths`)",
-                    entry.class, entry.class
-                ),
-                vec![format!("class:{}", entry.class)],
-                None,
-            )
-        } else {
-            let request = hallmark_policy::DecisionRequest {
-                action,
-                entry,
-                trust_domain: self.settings.trust_domain.as_str(),
-                audience,
-                evidence,
-                exceptions,
-                requested_ttl,
-                now,
-            };
-            let started = std::time::Instant::now();
-            let decided = engine.decide(&request);
-            self.metrics.decision(started.elapsed());
-            match decided {
-                Ok(d) => {
-                    for e in &d.errors {
-                        tracing::warn!(entry = %entry.id, error = %e, "policy evaluation error (policy skipped)");
-                    }
-                    let by = if d.allowed {
-                        format!("policy v{} [{}]", engine.version(), d.policy_ids.join(", "))
-                    } else {
-                        d.denial_reason(engine.version())
-                    };
-                    (d.allowed, by, d.policy_ids, d.ttl_cap)
-                }
-                Err(e) => {
-                    // Fail closed: a decision that cannot be made is a denial.
-                    tracing::error!(entry = %entry.id, error = %e, "policy decision failed");
-                    (false, format!("policy v{} (evaluation failed)", engine.version()), Vec::new(), None)
-                }
-            }
-        };
-        if allowed {
-            return Ok((cap, ids));
+    ) -> IssuanceRequest<'a> {
+        IssuanceRequest {
+            action,
+            entry: &entitled.entry,
+            audience: None,
+            evidence: &entitled.evidence,
+            exceptions,
+            now,
+            classes: &self.settings.classes,
+            trust_domain: self.settings.trust_domain.as_str(),
         }
+    }
+
+    /// Step 2: the verdict on `request` ([`hallmark_policy::decide`], the one
+    /// decision). A denial is recorded, with its audit record, and returned.
+    async fn decide(&self, request: &IssuanceRequest<'_>) -> Result<Granted, IssueError> {
+        let engine = self.policy()?;
+        let started = std::time::Instant::now();
+        let verdict = hallmark_policy::decide(&engine, request);
+        let entry = request.entry;
+        match &verdict.decided_by {
+            // Nothing was put to policy: there is no decision latency to count.
+            DecidedBy::ClassRule { .. } => {}
+            DecidedBy::EvaluationFailed { error } => {
+                self.metrics.decision(started.elapsed());
+                tracing::error!(entry = %entry.id, error = %error, "policy decision failed");
+            }
+            DecidedBy::Permit | DecidedBy::Forbid | DecidedBy::NoPermit { .. } => {
+                self.metrics.decision(started.elapsed());
+            }
+        }
+        for e in &verdict.skipped {
+            tracing::warn!(entry = %entry.id, error = %e, "policy evaluation error (policy skipped)");
+        }
+        match &verdict.decision {
+            Decision::Allowed { ttl_secs } => Ok(Granted { ttl_secs: *ttl_secs, policy_ids: verdict.policy_ids }),
+            Decision::Denied { reason } => {
+                self.record_denial(request, &verdict, reason).await?;
+                Err(IssueError::Denied { by: reason.clone() })
+            }
+        }
+    }
+
+    /// Records a denied request in the denials `hallmark entry denials`
+    /// reads and in the audit chain.
+    async fn record_denial(
+        &self,
+        request: &IssuanceRequest<'_>,
+        verdict: &Verdict,
+        reason: &str,
+    ) -> Result<(), IssueError> {
+        let IssuanceRequest { action, entry, audience, evidence, .. } = *request;
         self.metrics.denied(entry.class);
         let denial = Denial {
             entry_id: &entry.id,
@@ -266,9 +364,9 @@ impl ServerState {
             audience,
             node_id: &evidence.node_id,
             evidence_digest: &evidence.digest(),
-            policy_version: i64::try_from(engine.version()).unwrap_or(i64::MAX),
-            policy_ids: &ids,
-            reason: &by,
+            policy_version: i64::try_from(verdict.policy_version).unwrap_or(i64::MAX),
+            policy_ids: &verdict.policy_ids,
+            reason,
         };
         self.store.record_denial(&denial).await?;
         let details = serde_json::json!({
@@ -276,121 +374,79 @@ impl ServerState {
             "audience": audience,
             "spiffe_id": entry.spiffe_id.as_str(),
             "evidence_digest": evidence.digest(),
-            "policy_ids": ids,
-            "reason": by,
+            "policy_ids": verdict.policy_ids,
+            "reason": reason,
         });
         self.audit
             .record(self.audit_event(&format!("node:{}", evidence.node_id), "deny", &entry.id, "denied", details))
             .await?;
-        tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, action = action.as_str(), audience, %by, "issuance denied");
-        Err(IssueError::Denied { by })
-    }
-
-    /// The inventory row for a credential issued with `event`.
-    #[expect(clippy::too_many_arguments, reason = "every column of the inventory row, from one issuance")]
-    fn inventory_row(
-        &self,
-        kind: &str,
-        id: &str,
-        entry: &Entry,
-        caller: &Caller,
-        evidence: &Evidence,
-        event: &hallmark_store::AuditEvent,
-        not_before: i64,
-        not_after: i64,
-    ) -> hallmark_store::Credential {
-        hallmark_store::Credential {
-            id: id.to_owned(),
-            kind: kind.to_owned(),
-            entry_id: entry.id.clone(),
-            spiffe_id: entry.spiffe_id.to_string(),
-            node_id: caller.agent.to_string(),
-            class: entry.class.to_string(),
-            owner: entry.owner.clone(),
-            policy_version: event.policy_version,
-            evidence_digest: evidence.digest(),
-            issued_at: event.at,
-            not_before,
-            not_after,
-            revoked_at: None,
-            revoke_reason: None,
-            authority_id: String::new(),
-            audit_seq: 0,
-            delivered_to: None,
-            delivered_at: None,
-            audience: None,
-        }
+        tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, action = action.as_str(), audience, by = %reason, "issuance denied");
+        Ok(())
     }
 
     /// Signs an X.509-SVID for `entry_id` from the agent's CSR, for a workload
     /// that showed `evidence`.
     pub async fn issue_x509(
         &self,
-        caller: &Caller,
+        caller: &AuthenticatedAgent,
         entry_id: &str,
         csr: &[u8],
         evidence: SelectorSet,
         renewal: bool,
     ) -> Result<IssuedX509, IssueError> {
         let now = now_unix();
-        // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
-        let (entry, evidence) = self.entitled_entry(caller, entry_id, evidence).await?;
-        // 2. Decide: class path, then policy, at this request.
+        // 1. Entitle: the entry exists, belongs to the calling agent, and the evidence satisfies it.
+        let entitled = self.entitled_entry(caller, entry_id, evidence)?;
+        let entry = &entitled.entry;
+        // 2. Decide: class path, policy and lifetime, at this request.
         let exceptions = self.active_exceptions(&entry.id, now);
         let action = if renewal { Action::Renew } else { Action::IssueX509 };
-        let ttl_secs = entry.x509_ttl.secs();
-        let (cap, policy_ids) =
-            self.decide(action, IssuancePath::X509, &entry, None, &evidence, &exceptions, ttl_secs, now).await?;
-        // 3. The lifetime: least of entry TTL, class ceiling (raised by exceptions), policy cap.
-        let rules = self.settings.classes.rules(entry.class);
-        let ttl_secs = effective_ttl(ttl_secs, rules, IssuancePath::X509, &exceptions, cap);
-        // 4. Sign: the CSR signature is verified and may ask for no other identity.
+        let granted = self.decide(&self.issuance_request(action, &entitled, &exceptions, now)).await?;
+        // 3. Sign: the CSR signature is verified and may ask for no other identity.
         let ca = self.authorities.x509()?;
         let template = SvidTemplate {
             csr_der: csr,
             spiffe_id: &entry.spiffe_id,
             dns_names: &entry.dns_names,
-            ttl_secs,
+            ttl_secs: granted.ttl_secs,
             now,
             profile: SvidProfile::Workload,
         };
-        let svid = ca.sign_svid(&template).map_err(|e| IssueError::BadRequest(e.to_string()))?;
-        // 5. Record, durably, before the SVID leaves the server.
+        let svid = ca.sign_svid(&template)?;
+        // 4. Record, durably, before the SVID leaves the server.
         let details = serde_json::json!({
             "spiffe_id": entry.spiffe_id.as_str(),
             "serial": svid.serial,
             "not_after": svid.not_after,
             "owner": entry.owner,
             "class": entry.class.as_str(),
-            "evidence_digest": evidence.digest(),
-            "policy_ids": policy_ids,
+            "evidence_digest": entitled.evidence.digest(),
+            "policy_ids": granted.policy_ids,
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details);
-        let mut row = self.inventory_row(
-            "x509",
-            &svid.serial,
-            &entry,
-            caller,
-            &evidence,
-            &event,
-            svid.not_before,
-            svid.not_after,
-        );
-        row.authority_id = ca.id();
-        event.credential = Some(row);
+        let signed = SignedCredential {
+            kind: "x509",
+            id: &svid.serial,
+            authority_id: ca.id(),
+            audience: None,
+            not_before: svid.not_before,
+            not_after: svid.not_after,
+        };
+        event.credential = Some(entitled.inventory_row(signed, &event));
         self.audit.record(event).await?;
-        tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs, "issued X.509-SVID");
-        let renew_at = renewal_point(now, svid.not_after, rules);
+        tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs = granted.ttl_secs, "issued X.509-SVID");
+        // 5. Return, with the class's renewal point.
+        let renew_at = renewal_point(now, svid.not_after, self.settings.classes.rules(entry.class));
         self.metrics.issued(entry.class, "x509");
         Ok(IssuedX509 { svid, renew_at, authority_id: ca.id() })
     }
 
     /// Mints a JWT-SVID for `entry_id` and `audience`.
     /// Each audience is decided on its own; all must be allowed, and the
-    /// token lives no longer than the shortest cap among them.
+    /// token lives no longer than the least lifetime among them.
     pub async fn issue_jwt(
         &self,
-        caller: &Caller,
+        caller: &AuthenticatedAgent,
         entry_id: &str,
         audience: &[String],
         evidence: SelectorSet,
@@ -407,36 +463,30 @@ impl ServerState {
             )));
         }
         let now = now_unix();
-        // 1. The entry exists, belongs to the calling agent, and the evidence satisfies it.
-        let (entry, evidence) = self.entitled_entry(caller, entry_id, evidence).await?;
+        // 1. Entitle: the entry exists, belongs to the calling agent, and the evidence satisfies it.
+        let entitled = self.entitled_entry(caller, entry_id, evidence)?;
+        let entry = &entitled.entry;
         // 2. Decide each audience.
         let exceptions = self.active_exceptions(&entry.id, now);
-        let requested = entry.jwt_ttl.secs();
-        let mut cap: Option<u64> = None;
+        let request = self.issuance_request(Action::IssueJwt, &entitled, &exceptions, now);
+        // No verdict grants more than the entry asks for, so starting there changes nothing.
+        let mut ttl_secs = request.requested_ttl();
         let mut policy_ids = Vec::new();
         for aud in audience {
-            let (c, ids) = self
-                .decide(Action::IssueJwt, IssuancePath::Jwt, &entry, Some(aud), &evidence, &exceptions, requested, now)
-                .await?;
-            policy_ids.extend(ids);
-            cap = match (cap, c) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let granted = self.decide(&IssuanceRequest { audience: Some(aud), ..request }).await?;
+            ttl_secs = ttl_secs.min(granted.ttl_secs);
+            policy_ids.extend(granted.policy_ids);
         }
-        // 3. The lifetime; a token never outlives the key that signs it.
-        let rules = self.settings.classes.rules(entry.class);
-        let ttl = effective_ttl(requested, rules, IssuancePath::Jwt, &exceptions, cap);
+        // 3. Sign; a token never outlives the key that signs it.
         let key = self.authorities.jwt()?;
-        let exp = (now + i64::try_from(ttl).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
-        // 4. Sign.
+        let exp = (now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
         let mut random = [0u8; 8];
         rand::Rng::fill(&mut rand::rng(), &mut random);
         let jti = hex::encode(hallmark_core::time_ordered_id(random));
         let token = key
             .mint(&entry.spiffe_id, audience, now, exp, &jti, self.settings.jwt_issuer.as_deref())
-            .map_err(|e| ServerError::Ca(e.to_string()))?;
-        // 5. Record, durably, before the token leaves the server.
+            .map_err(IssueError::Signing)?;
+        // 4. Record, durably, before the token leaves the server.
         let details = serde_json::json!({
             "spiffe_id": entry.spiffe_id.as_str(),
             "jti": jti,
@@ -444,19 +494,26 @@ impl ServerState {
             "not_after": exp,
             "owner": entry.owner,
             "class": entry.class.as_str(),
-            "evidence_digest": evidence.digest(),
+            "evidence_digest": entitled.evidence.digest(),
             "policy_ids": policy_ids,
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
-        let mut row = self.inventory_row("jwt", &jti, &entry, caller, &evidence, &event, now, exp);
-        row.authority_id = key.kid().to_owned();
-        row.audience = Some(audience.join(","));
-        event.credential = Some(row);
+        let signed = SignedCredential {
+            kind: "jwt",
+            id: &jti,
+            authority_id: key.kid().to_owned(),
+            audience: Some(audience.join(",")),
+            not_before: now,
+            not_after: exp,
+        };
+        event.credential = Some(entitled.inventory_row(signed, &event));
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
+        // 5. Return, with when to mint a replacement.
         let kid = key.kid().to_owned();
         self.metrics.issued(entry.class, "jwt");
-        Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at: renewal_point(now, exp, rules) })
+        let refresh_at = renewal_point(now, exp, self.settings.classes.rules(entry.class));
+        Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at })
     }
 
     /// Node attestation by join token: verifies the CSR, burns the token, and
@@ -475,7 +532,7 @@ impl ServerState {
         let (signed, authority) = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
-            return Err(IssueError::Revoked(agent_id.to_string()));
+            return Err(IssueError::NodeBanned(agent_id.clone()));
         }
         self.store.upsert_node(&node_svid(&agent_id, "join_token", &signed, None, &authority)).await?;
         let details =
@@ -489,7 +546,7 @@ impl ServerState {
     /// The caller is this process, so no attestation evidence is exchanged.
     pub async fn attest_local(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
-            return Err(IssueError::Revoked(agent_id.to_string()));
+            return Err(IssueError::NodeBanned(agent_id.clone()));
         }
         let (signed, authority) = self.sign_agent(agent_id, csr)?;
         self.store.upsert_node(&node_svid(agent_id, "local", &signed, None, &authority)).await?;
@@ -499,7 +556,11 @@ impl ServerState {
     /// Renews an authenticated agent's SVID. The SVID it renewed with stays
     /// accepted beside the new one, so its open calls finish and a lost
     /// answer does not lock it out.
-    pub async fn renew_agent(&self, caller: &Caller, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
+    pub async fn renew_agent(
+        &self,
+        caller: &AuthenticatedAgent,
+        csr: &[u8],
+    ) -> Result<(SignedSvid, String), IssueError> {
         let (signed, authority) = self.sign_agent(&caller.agent, csr)?;
         let record = node_svid(&caller.agent, &caller.attestation, &signed, Some(&caller.serial), &authority);
         self.store.upsert_node(&record).await?;
@@ -517,7 +578,7 @@ impl ServerState {
             now: now_unix(),
             profile: SvidProfile::Agent,
         };
-        let signed = ca.sign_svid(&t).map_err(|e| IssueError::BadRequest(e.to_string()))?;
+        let signed = ca.sign_svid(&t)?;
         Ok((signed, ca.id()))
     }
 }

@@ -37,7 +37,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hallmark_ca::audit_key::{AuditKey, AuditPublicKey};
-use hallmark_ca::keys::{new_key_and_csr, read_secret_file, write_secret_file};
+use hallmark_ca::keys::{SecretFileError, new_key_and_csr, read_secret_file, write_secret_file};
 use hallmark_ca::tls::{AgentClientVerifier, provider};
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
 use hallmark_core::{SpiffeId, now_unix};
@@ -62,6 +62,10 @@ pub enum ServerError {
     /// A file or socket operation failed.
     #[error("{0}")]
     Io(String),
+    /// A file holding a secret (the bootstrap admin token) could not be
+    /// read or written, or is exposed; the message names the file.
+    #[error(transparent)]
+    SecretFile(#[from] SecretFileError),
     /// The datastore failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -297,7 +301,7 @@ impl ServerState {
             *f = Some(path.to_owned());
         }
         if path.exists() {
-            let bytes = read_secret_file(path).map_err(|e| ServerError::Io(e.to_string()))?;
+            let bytes = read_secret_file(path)?;
             let token = String::from_utf8_lossy(&bytes).trim().to_owned();
             match self.store.admin_token(&hash_secret(&token)).await? {
                 Some(t) if t.refusal(now_unix()).is_none() => return Ok(token),
@@ -310,7 +314,7 @@ impl ServerState {
         }
         let token = admin_tokens::new_token();
         self.store.add_admin_token(&hash_secret(&token), admin_tokens::BOOTSTRAP, "trust-admin").await?;
-        write_secret_file(path, token.as_bytes()).map_err(|e| ServerError::Io(e.to_string()))?;
+        write_secret_file(path, token.as_bytes())?;
         tracing::info!(path = %path.display(), "wrote bootstrap admin token");
         Ok(token)
     }
@@ -577,5 +581,41 @@ async fn maintenance(state: Arc<ServerState>) -> Result<(), ServerError> {
         if let Err(e) = state.renew_server_cert_if_due() {
             tracing::error!(error = %e, "server certificate renewal failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Issue 15: the bootstrap admin token's file failing is a file error
+    /// naming the file, not a CA error.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn admin_token_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display()
+        );
+        let settings = config::ServerConfig::parse(&cfg, &HashMap::new()).unwrap().validate().unwrap();
+        let s = start(settings).await.unwrap();
+        // Written where it cannot be: its directory does not exist.
+        let unwritable = dir.path().join("missing").join("admin-token");
+        let err = s.state.ensure_admin_token(&unwritable).await.unwrap_err();
+        assert!(
+            matches!(&err, ServerError::SecretFile(SecretFileError::Io { path, .. }) if *path == unwritable),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with(&format!("{}: ", unwritable.display())), "{err}");
+        // Read where others may read it too.
+        let exposed = dir.path().join("admin-token");
+        s.state.ensure_admin_token(&exposed).await.unwrap();
+        std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = s.state.ensure_admin_token(&exposed).await.unwrap_err();
+        assert!(matches!(&err, ServerError::SecretFile(SecretFileError::Exposed { mode: 0o644, .. })), "{err:?}");
+        assert!(err.to_string().contains(&exposed.display().to_string()), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use hallmark_ca::Bundle;
+use hallmark_ca::{Bundle, CaError};
 use hallmark_core::{Entry, SpiffeId};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ServerState;
-use crate::issuance::{Caller, IssueError, MAX_BATCH, parse_evidence};
+use crate::issuance::{AuthenticatedAgent, IssueError, MAX_SVIDS_PER_REQUEST, parse_evidence};
 use crate::tls_listener::PeerInfo;
 
 /// SVIDs of one batch decided and signed at once.
@@ -40,7 +40,7 @@ impl NodeApi {
     /// node (its serial is the node's current or previous one), not merely a
     /// certificate naming an agent: a workload SVID is never an agent's. The
     /// node must be known and not banned.
-    async fn authenticate<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+    async fn authenticate<T>(&self, req: &Request<T>) -> Result<AuthenticatedAgent, Status> {
         let leaf = req
             .extensions()
             .get::<PeerInfo>()
@@ -56,7 +56,7 @@ impl NodeApi {
         match self.state.store.node(id.as_str()).await.map_err(internal)? {
             Some(n) if n.banned => Err(Status::permission_denied(format!("node `{id}` is banned"))),
             Some(n) if n.serial == info.serial || n.previous_serial.as_deref() == Some(info.serial.as_str()) => {
-                Ok(Caller { agent: id, attestation: n.attestation_type, serial: info.serial })
+                Ok(AuthenticatedAgent { agent: id, attestation: n.attestation_type, serial: info.serial })
             }
             Some(_) => {
                 tracing::warn!(agent = %id, serial = %info.serial, "refused a certificate that is not the agent SVID of its node");
@@ -83,9 +83,17 @@ fn status(e: IssueError) -> Status {
         | IssueError::Denied { .. }
         | IssueError::Revoked(_)
         | IssueError::Reserved(_) => Status::permission_denied(e.to_string()),
-        IssueError::BadRequest(_) => Status::invalid_argument(e.to_string()),
+        IssueError::NodeBanned(_) => Status::permission_denied(e.to_string()),
+        IssueError::BadRequest(_) | IssueError::Evidence(_) | IssueError::BadCsr(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         IssueError::Attestation(_) => Status::permission_denied(e.to_string()),
-        IssueError::Server(s) => internal(s),
+        // The agent may retry: a new authority activates, or this one is renewed.
+        IssueError::Signing(CaError::AuthorityExpired(_)) => {
+            tracing::error!(error = %e, "cannot sign: the authority has expired");
+            Status::unavailable(e.to_string())
+        }
+        IssueError::Signing(_) | IssueError::Server(_) => internal(e),
     }
 }
 
@@ -185,8 +193,8 @@ impl Node for NodeApi {
     ) -> Result<Response<SignX509SvidsResponse>, Status> {
         let caller = self.authenticate(&req).await?;
         let requests = req.into_inner().requests;
-        if requests.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!("at most {MAX_BATCH} SVIDs per request")));
+        if requests.len() > MAX_SVIDS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!("at most {MAX_SVIDS_PER_REQUEST} SVIDs per request")));
         }
         // Decided and signed concurrently (answers stay in request order), so
         // one agent's batch shares group commits instead of waiting for one each.
@@ -206,7 +214,8 @@ impl Node for NodeApi {
                         renew_at: i.renew_at,
                         authority_id: i.authority_id,
                     },
-                    Err(IssueError::Server(e)) => return Err(internal(e)),
+                    // The server failed, not this request: the whole batch fails, and is retried.
+                    Err(e @ (IssueError::Server(_) | IssueError::Signing(_))) => return Err(status(e)),
                     Err(e) => SvidResult {
                         entry_id: r.entry_id,
                         cert_chain: Vec::new(),
@@ -367,5 +376,57 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                 () = tx.closed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hallmark_ca::X509Authority;
+    use hallmark_ca::keys::new_key_and_csr;
+    use hallmark_ca::x509::{SvidProfile, SvidTemplate};
+    use hallmark_core::TrustDomain;
+    use tonic::Code;
+
+    use super::*;
+
+    /// What an agent hears when the server signs `csr` for `id` at `now`,
+    /// for `ttl_secs`, with an authority made at `made` that lives an hour:
+    /// the CA's error taken the way issuance takes it (`?` into [`IssueError`]).
+    fn signed(csr: &[u8], id: &SpiffeId, ttl_secs: u64, made: i64, now: i64) -> Result<(), Status> {
+        let td = TrustDomain::new("example.org").unwrap();
+        let ca = X509Authority::generate_self_signed(&td, 3600, made).unwrap();
+        let t =
+            SvidTemplate { csr_der: csr, spiffe_id: id, dns_names: &[], ttl_secs, now, profile: SvidProfile::Workload };
+        let sign = || -> Result<(), IssueError> {
+            ca.sign_svid(&t)?;
+            Ok(())
+        };
+        sign().map_err(status)
+    }
+
+    /// Issue 15: only a bad CSR is the agent's bad request. An expired
+    /// authority is Unavailable (the agent retries, a new one activates) and
+    /// any other authority failure is Internal; neither is InvalidArgument,
+    /// which the agent would pass on to the workload as its own fault.
+    #[test]
+    fn only_a_bad_csr_is_a_bad_request() {
+        let id = SpiffeId::new("spiffe://example.org/w").unwrap();
+        let csr = new_key_and_csr(Some(&id)).unwrap().csr_der;
+        let now = hallmark_core::now_unix();
+        assert!(signed(&csr, &id, 60, now, now).is_ok());
+        let expired = signed(&csr, &id, 60, now - 7200, now).unwrap_err();
+        assert_eq!(expired.code(), Code::Unavailable, "{expired:?}");
+        assert!(expired.message().contains("signing authority expires at"), "{expired:?}");
+        // A lifetime no certificate can hold: the authority fails, not the CSR.
+        let far = signed(&csr, &id, u64::MAX, now, now).unwrap_err();
+        assert_eq!(far.code(), Code::Internal, "{far:?}");
+        assert_eq!(far.message(), "internal server error");
+        let garbage = signed(b"garbage", &id, 60, now, now).unwrap_err();
+        assert_eq!(garbage.code(), Code::InvalidArgument);
+        assert!(garbage.message().starts_with("invalid CSR: "), "{garbage:?}");
+        let other = SpiffeId::new("spiffe://example.org/other").unwrap();
+        let wrong = signed(&csr, &other, 60, now, now).unwrap_err();
+        assert_eq!(wrong.code(), Code::InvalidArgument);
+        assert!(wrong.message().contains("CSR requests `spiffe://example.org/w`"), "{wrong:?}");
     }
 }

@@ -265,3 +265,19 @@ async fn no_client_certificate_no_access() {
     let e = wrong.attest_node(AttestNodeRequest { join_token: "x".into(), csr: b"x".to_vec() }).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
 }
+
+/// Issue 15: a banned node asking for an agent SVID is told its node is
+/// banned, not that some entry is revoked (it asked for no entry).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_banned_node_is_told_it_is_banned() {
+    use hallmark_server::issuance::IssueError;
+    use hallmark_store::RevokeTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let agent = SpiffeId::new("spiffe://example.org/hallmark/agent/local").unwrap();
+    s.state.attest_local(&agent, &new_key_and_csr(None).unwrap().csr_der).await.unwrap();
+    s.state.revoke(&RevokeTarget::Node(agent.to_string()), "stolen", "admin").await.unwrap();
+    let err = s.state.attest_local(&agent, &new_key_and_csr(None).unwrap().csr_der).await.unwrap_err();
+    assert!(matches!(&err, IssueError::NodeBanned(id) if *id == agent), "{err:?}");
+    assert_eq!(err.to_string(), "node `spiffe://example.org/hallmark/agent/local` is banned");
+}

@@ -1,0 +1,410 @@
+//! Where policy decides: one credential request in, one [`Verdict`] out.
+//!
+//! Every X.509 issuance, every renewal and every JWT-SVID audience is decided
+//! by [`decide`], by the server and by `hallmark policy test` alike, so a
+//! policy author's test table cannot drift from what the server does. The
+//! steps, in order:
+//!
+//! 1. the entry's lifecycle class must allow the issuance path (server
+//!    configuration, `[classes.<class>] paths`);
+//! 2. Cedar decides over the policies whose scope can match
+//!    ([`PolicyEngine`]); a decision that cannot be made is a denial (fail
+//!    closed);
+//! 3. an allowed credential's lifetime is the least of the entry's TTL, the
+//!    class maximum (raised only by an active exception) and every determining
+//!    permit's `@max_ttl`.
+//!
+//! What stays with the caller is what only a server can do: attesting and
+//! entitling before the decision, and signing, recording and refusing after.
+
+use std::str::FromStr;
+
+use hallmark_core::{Class, Entry, SelectorSet};
+
+use crate::engine::Evaluation;
+use crate::{ActiveException, Classes, IssuancePath, PolicyEngine, PolicyError};
+
+/// What is being asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// A first X.509-SVID for this workload.
+    IssueX509,
+    /// A replacement X.509-SVID while one is held.
+    Renew,
+    /// A JWT-SVID for one audience.
+    IssueJwt,
+}
+
+impl Action {
+    /// The Cedar action id.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IssueX509 => "issue_x509",
+            Self::Renew => "renew",
+            Self::IssueJwt => "issue_jwt",
+        }
+    }
+
+    /// The issuance path this action takes, as the class rules name it.
+    pub fn path(self) -> IssuancePath {
+        match self {
+            Self::IssueX509 | Self::Renew => IssuancePath::X509,
+            Self::IssueJwt => IssuancePath::Jwt,
+        }
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "issue_x509" => Ok(Self::IssueX509),
+            "renew" => Ok(Self::Renew),
+            "issue_jwt" => Ok(Self::IssueJwt),
+            o => Err(format!("unknown action `{o}` (issue_x509, renew, issue_jwt)")),
+        }
+    }
+}
+
+/// What attestation proved about the requesting workload and its node.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// The workload's attested selectors.
+    pub selectors: SelectorSet,
+    /// The agent's SPIFFE ID.
+    pub node_id: String,
+    /// How the node attested.
+    pub node_attestation: String,
+    /// Node facts.
+    pub node_selectors: Vec<String>,
+}
+
+impl Evidence {
+    /// The executable digest among the selectors, or "".
+    pub fn exe_sha256(&self) -> &str {
+        self.selectors.iter().find(|s| s.kind() == "unix" && s.key() == "sha256").map(|s| s.value()).unwrap_or("")
+    }
+
+    /// A stable digest of the workload evidence, for caches and records.
+    pub fn digest(&self) -> String {
+        hallmark_core::evidence_digest(&self.selectors)
+    }
+}
+
+/// One request for one credential: everything the decision reads.
+///
+/// The requested lifetime is not a field: it is the entry's TTL for the
+/// action's path ([`IssuanceRequest::requested_ttl`]), so no caller can ask
+/// for another.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuanceRequest<'a> {
+    /// What is asked for.
+    pub action: Action,
+    /// The entry the workload matched (and is entitled to).
+    pub entry: &'a Entry,
+    /// The audience, for `issue_jwt` (each audience is its own request).
+    pub audience: Option<&'a str>,
+    /// What attestation proved.
+    pub evidence: &'a Evidence,
+    /// The entry's approved exceptions in force at `now`.
+    pub exceptions: &'a [ActiveException],
+    /// Unix seconds of the decision.
+    pub now: i64,
+    /// The lifecycle class rules in force.
+    pub classes: &'a Classes,
+    /// The trust domain's name: the resource of X.509 actions.
+    pub trust_domain: &'a str,
+}
+
+impl IssuanceRequest<'_> {
+    /// Seconds the entry asks for on this action's path.
+    pub fn requested_ttl(&self) -> u64 {
+        match self.action.path() {
+            IssuancePath::Jwt => self.entry.jwt_ttl.secs(),
+            IssuancePath::X509 | IssuancePath::Recovery => self.entry.x509_ttl.secs(),
+        }
+    }
+}
+
+/// Allowed with a lifetime, or denied with a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Issue a credential living at most `ttl_secs`.
+    Allowed {
+        /// The lifetime granted, seconds (before the signing authority's own
+        /// expiry, which the signer applies).
+        ttl_secs: u64,
+    },
+    /// Refuse.
+    Denied {
+        /// Why, in one line: what is recorded with the denial and shown by
+        /// `hallmark entry denials`.
+        reason: String,
+    },
+}
+
+/// What decided a [`Verdict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// The entry's lifecycle class does not allow the issuance path.
+    ClassRule {
+        /// The entry's class.
+        class: Class,
+        /// The path it does not allow.
+        path: IssuancePath,
+    },
+    /// The determining permits allowed it (no forbid applied).
+    Permit,
+    /// One or more forbids denied it.
+    Forbid,
+    /// No permit matched: Cedar's default deny.
+    NoPermit {
+        /// The permits whose scope names this action, principal and
+        /// resource (sorted): what the default deny chose from.
+        considered: Vec<String>,
+    },
+    /// The decision could not be made, so it is a denial (fail closed).
+    EvaluationFailed {
+        /// Why it could not be made.
+        error: PolicyError,
+    },
+}
+
+/// The answer to one [`IssuanceRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Allowed with a lifetime, or denied with a reason.
+    pub decision: Decision,
+    /// What decided.
+    pub decided_by: DecidedBy,
+    /// The ids recorded with the decision: the determining permits (allowed)
+    /// or forbids (denied), sorted; `class:<class>` for a class rule; none
+    /// for a default deny or a failed evaluation.
+    pub policy_ids: Vec<String>,
+    /// The policy version consulted.
+    pub policy_version: u64,
+    /// Policies whose evaluation failed for this request, one line each.
+    /// Cedar skips them (a skipped forbid cannot deny), so the caller should
+    /// make them visible.
+    pub skipped: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether a credential may be issued.
+    pub fn allowed(&self) -> bool {
+        matches!(self.decision, Decision::Allowed { .. })
+    }
+
+    /// The lifetime granted, seconds, when allowed.
+    pub fn ttl_secs(&self) -> Option<u64> {
+        match self.decision {
+            Decision::Allowed { ttl_secs } => Some(ttl_secs),
+            Decision::Denied { .. } => None,
+        }
+    }
+
+    /// Why it was denied, when denied.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.decision {
+            Decision::Allowed { .. } => None,
+            Decision::Denied { reason } => Some(reason),
+        }
+    }
+}
+
+/// Decides one credential request: class rule, then Cedar, then lifetime.
+/// This is the only decision; it never fails, because a decision that cannot
+/// be made is a denial ([`DecidedBy::EvaluationFailed`]).
+pub fn decide(engine: &PolicyEngine, request: &IssuanceRequest<'_>) -> Verdict {
+    let version = engine.version();
+    let class = request.entry.class;
+    let path = request.action.path();
+    let rules = request.classes.rules(class);
+    // 1. The class gate: a path the class does not have is never put to policy.
+    if !rules.allows(path) {
+        return Verdict {
+            decision: Decision::Denied {
+                reason: format!(
+                    "class `{class}` rules: the `{path}` issuance path is not among the class's paths (server \
+                     configuration `[classes.{class}] paths`)"
+                ),
+            },
+            decided_by: DecidedBy::ClassRule { class, path },
+            policy_ids: vec![format!("class:{class}")],
+            policy_version: version,
+            skipped: Vec::new(),
+        };
+    }
+    // 2. Cedar; failing to decide is denying.
+    let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = match engine.evaluate(request) {
+        Ok(e) => e,
+        Err(error) => {
+            return Verdict {
+                decision: Decision::Denied { reason: format!("policy v{version} (evaluation failed)") },
+                decided_by: DecidedBy::EvaluationFailed { error },
+                policy_ids: Vec::new(),
+                policy_version: version,
+                skipped: Vec::new(),
+            };
+        }
+    };
+    let (decision, decided_by) = if allowed {
+        // 3. The lifetime.
+        (Decision::Allowed { ttl_secs: lifetime(request, ttl_cap) }, DecidedBy::Permit)
+    } else if !policy_ids.is_empty() {
+        let reason = format!("policy v{version}: forbidden by {}", quoted(&policy_ids));
+        (Decision::Denied { reason }, DecidedBy::Forbid)
+    } else {
+        let reason = if considered.is_empty() {
+            format!("policy v{version}: no permit applies to this action and resource (default deny)")
+        } else {
+            format!("policy v{version}: no permit matched (default deny); permits considered: {}", quoted(&considered))
+        };
+        (Decision::Denied { reason }, DecidedBy::NoPermit { considered })
+    };
+    Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
+}
+
+/// The lifetime of an allowed credential: the least of the entry's TTL, the
+/// class ceiling (raised by exceptions for this path) and the determining
+/// permits' least `@max_ttl`.
+fn lifetime(request: &IssuanceRequest<'_>, permit_cap: Option<u64>) -> u64 {
+    let path = request.action.path();
+    let class_max = request.classes.rules(request.entry.class).max_ttl.secs();
+    let ceiling = request.exceptions.iter().filter_map(|e| e.raised_ceiling(path)).fold(class_max, u64::max);
+    let ttl = request.requested_ttl().min(ceiling);
+    permit_cap.map_or(ttl, |cap| ttl.min(cap))
+}
+
+/// Policy ids as a reason names them: `` `a`, `b` ``.
+fn quoted(ids: &[String]) -> String {
+    ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExceptionRule;
+    use crate::engine::tests::entry;
+    use hallmark_core::Ttl;
+
+    fn evidence() -> Evidence {
+        Evidence {
+            selectors: ["unix:uid:1000".parse().unwrap()].into(),
+            node_id: "spiffe://example.org/hallmark/agent/local".into(),
+            node_attestation: "local".into(),
+            node_selectors: vec![],
+        }
+    }
+
+    fn ask(
+        engine: &PolicyEngine,
+        e: &Entry,
+        action: Action,
+        aud: Option<&str>,
+        exceptions: &[ActiveException],
+        classes: &Classes,
+    ) -> Verdict {
+        let ev = evidence();
+        decide(
+            engine,
+            &IssuanceRequest {
+                action,
+                entry: e,
+                audience: aud,
+                evidence: &ev,
+                exceptions,
+                now: 1_700_000_000,
+                classes,
+                trust_domain: "example.org",
+            },
+        )
+    }
+
+    /// A denial says what decided it: the forbids, or (default deny) that no
+    /// permit matched and which permits were considered.
+    #[test]
+    fn denials_explain_themselves() {
+        let text = "@id(\"db-only\") permit(principal, action == Action::\"issue_jwt\", resource == Audience::\"db\") \
+                    when { context.requested_ttl < 0 };\n\
+                    @id(\"any-jwt\") permit(principal, action == Action::\"issue_jwt\", resource) when { false };\n\
+                    @id(\"no-s3\") forbid(principal, action, resource == Audience::\"s3\");";
+        let engine = PolicyEngine::compile(text, 7).unwrap();
+        let e = entry("w", "team");
+        let c = Classes::default();
+        let v = ask(&engine, &e, Action::IssueJwt, Some("db"), &[], &c);
+        assert!(!v.allowed());
+        assert_eq!(
+            v.reason(),
+            Some("policy v7: no permit matched (default deny); permits considered: `any-jwt`, `db-only`")
+        );
+        assert_eq!(v.decided_by, DecidedBy::NoPermit { considered: vec!["any-jwt".into(), "db-only".into()] });
+        let v = ask(&engine, &e, Action::IssueJwt, Some("s3"), &[], &c);
+        assert_eq!(v.reason(), Some("policy v7: forbidden by `no-s3`"));
+        assert_eq!((v.decided_by, v.policy_ids), (DecidedBy::Forbid, vec!["no-s3".to_owned()]));
+        let v = ask(&engine, &e, Action::IssueX509, None, &[], &c);
+        assert_eq!(v.reason(), Some("policy v7: no permit applies to this action and resource (default deny)"));
+    }
+
+    /// The class gate comes first: a path the class lacks is denied before
+    /// any policy, even one that permits everything.
+    #[test]
+    fn the_class_gate_comes_before_policy() {
+        let engine = PolicyEngine::compile(crate::DEFAULT_POLICY, 2).unwrap();
+        let mut classes = Classes::default();
+        classes.agent.paths = vec![IssuancePath::X509];
+        let mut e = entry("bot", "team");
+        e.class = Class::Agent;
+        let v = ask(&engine, &e, Action::IssueJwt, Some("db"), &[], &classes);
+        assert_eq!(v.decided_by, DecidedBy::ClassRule { class: Class::Agent, path: IssuancePath::Jwt });
+        assert_eq!(v.policy_ids, vec!["class:agent"]);
+        assert_eq!(
+            v.reason(),
+            Some(
+                "class `agent` rules: the `jwt` issuance path is not among the class's paths (server configuration \
+                 `[classes.agent] paths`)"
+            )
+        );
+        assert!(ask(&engine, &e, Action::Renew, None, &[], &classes).allowed());
+    }
+
+    /// A request Cedar cannot evaluate is denied, never allowed.
+    #[test]
+    fn a_decision_that_cannot_be_made_is_a_denial() {
+        let engine = PolicyEngine::compile(crate::DEFAULT_POLICY, 3).unwrap();
+        let v = ask(&engine, &entry("w", "team"), Action::IssueJwt, None, &[], &Classes::default());
+        assert!(matches!(v.decided_by, DecidedBy::EvaluationFailed { error: PolicyError::NoAudience }), "{v:?}");
+        assert_eq!(v.reason(), Some("policy v3 (evaluation failed)"));
+        assert!(v.policy_ids.is_empty());
+    }
+
+    /// The lifetime is the least of entry TTL, class ceiling (raised by an
+    /// exception for its path only) and the determining permits' caps.
+    #[test]
+    fn the_lifetime_is_the_least_of_every_limit() {
+        let text = r#"@id("short") @max_ttl("15m") permit(principal, action == Action::"issue_jwt", resource);
+                      @id("x509") permit(principal, action in [Action::"issue_x509", Action::"renew"], resource);"#;
+        let engine = PolicyEngine::compile(text, 1).unwrap();
+        let c = Classes::default();
+        let mut e = entry("w", "team");
+        e.x509_ttl = Ttl::parse("48h").unwrap();
+        e.jwt_ttl = Ttl::parse("1h").unwrap();
+        let day = 24 * 3600;
+        assert_eq!(ask(&engine, &e, Action::IssueX509, None, &[], &c).ttl_secs(), Some(day), "class maximum");
+        assert_eq!(ask(&engine, &e, Action::IssueJwt, Some("a"), &[], &c).ttl_secs(), Some(900), "@max_ttl");
+        let long = |rule, value: &str| ActiveException {
+            id: "x".into(),
+            rule,
+            value: value.into(),
+            expires_at: 1_700_086_400,
+        };
+        let legacy = [long(ExceptionRule::LongLivedCertificate, "36h")];
+        assert_eq!(ask(&engine, &e, Action::Renew, None, &legacy, &c).ttl_secs(), Some(36 * 3600));
+        e.jwt_ttl = Ttl::parse("48h").unwrap();
+        let engine = PolicyEngine::compile(crate::DEFAULT_POLICY, 1).unwrap();
+        let v = ask(&engine, &e, Action::IssueJwt, Some("a"), &legacy, &c);
+        assert_eq!(v.ttl_secs(), Some(day), "long_lived_certificate raises X.509 only");
+        let raised = [long(ExceptionRule::TtlAboveClassMax, "30h")];
+        assert_eq!(ask(&engine, &e, Action::IssueJwt, Some("a"), &raised, &c).ttl_secs(), Some(30 * 3600));
+    }
+}
