@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::store::duplicate_or;
-use crate::{Store, StoreError};
+use crate::{Recorder, Store, StoreError};
 
 /// An admin API credential, as stored (the token itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -68,13 +68,25 @@ fn admin_from_row(r: &AnyRow) -> Result<AdminToken, StoreError> {
 
 impl Store {
     /// Stores an admin token by hash, with no creator and no expiry (the
-    /// bootstrap token, and tests).
-    pub async fn add_admin_token(&self, token_hash: &str, name: &str, role: &str) -> Result<(), StoreError> {
-        self.insert_admin_token(&NewAdminToken { token_hash, name, role, created_by: None, expires_at: None }).await
+    /// bootstrap token, and tests), recorded by `rec`.
+    pub async fn add_admin_token(
+        &self,
+        token_hash: &str,
+        name: &str,
+        role: &str,
+        rec: Recorder<'_, AdminToken>,
+    ) -> Result<AdminToken, StoreError> {
+        self.insert_admin_token(&NewAdminToken { token_hash, name, role, created_by: None, expires_at: None }, rec)
+            .await
     }
 
-    /// Stores an admin token by hash.
-    pub async fn insert_admin_token(&self, t: &NewAdminToken<'_>) -> Result<(), StoreError> {
+    /// Stores an admin token by hash, recorded by `rec`; returns it as stored.
+    pub async fn insert_admin_token(
+        &self,
+        t: &NewAdminToken<'_>,
+        rec: Recorder<'_, AdminToken>,
+    ) -> Result<AdminToken, StoreError> {
+        let mut tx = self.begin_recorded().await?;
         sqlx::query(
             "INSERT INTO admin_tokens (token_hash, name, role, created_at, created_by, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -84,10 +96,17 @@ impl Store {
         .bind(now_unix())
         .bind(t.created_by.map(str::to_owned))
         .bind(t.expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| duplicate_or(e, || "admin token already exists".into()))?;
-        Ok(())
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE token_hash = $1")))
+                .bind(t.token_hash.to_owned())
+                .fetch_one(&mut *tx)
+                .await?;
+        let stored = admin_from_row(&row)?;
+        tx.commit(&stored, rec).await?;
+        Ok(stored)
     }
 
     /// Every admin identity, one row per name: its newest token (a rotated
@@ -111,21 +130,30 @@ impl Store {
         Ok(self.admin_tokens().await?.into_iter().find(|t| t.name == name))
     }
 
-    /// Revokes every live token of admin identity `name`; returns how many.
-    pub async fn revoke_admin_tokens(&self, name: &str, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("UPDATE admin_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+    /// Revokes every live token of admin identity `name`, recorded by `rec`
+    /// (given how many); returns how many (0, with no record, when it has none).
+    pub async fn revoke_admin_tokens(&self, name: &str, now: i64, rec: Recorder<'_, u64>) -> Result<u64, StoreError> {
+        let mut tx = self.begin_recorded().await?;
+        let n = sqlx::query("UPDATE admin_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(name.to_owned())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit_count(n, rec).await
     }
 
     /// Replaces the live tokens of identity `name` with one new token (same
-    /// role, creator and expiry), in one transaction: the old ones are
-    /// refused from the commit on.
-    pub async fn rotate_admin_token(&self, name: &str, new_hash: &str, now: i64) -> Result<AdminToken, StoreError> {
-        let mut tx = self.begin_write().await?;
+    /// role, creator and expiry), in one transaction recorded by `rec`: the
+    /// old ones are refused from the commit on.
+    pub async fn rotate_admin_token(
+        &self,
+        name: &str,
+        new_hash: &str,
+        now: i64,
+        rec: Recorder<'_, AdminToken>,
+    ) -> Result<AdminToken, StoreError> {
+        let mut tx = self.begin_recorded().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE name = $1 AND revoked_at IS NULL ORDER BY created_at DESC LIMIT 1"
         )))
@@ -150,8 +178,9 @@ impl Store {
         .bind(old.expires_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(AdminToken { created_at: now, revoked_at: None, ..old })
+        let new = AdminToken { created_at: now, revoked_at: None, ..old };
+        tx.commit(&new, rec).await?;
+        Ok(new)
     }
 
     /// Whether an admin identity with this name exists.

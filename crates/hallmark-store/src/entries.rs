@@ -3,11 +3,11 @@
 use std::str::FromStr;
 
 use hallmark_core::{Class, Entry, SelectorSet, SpiffeId, Ttl, ValidEntrySpec, now_unix};
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-use crate::store::{AnyQuery, duplicate_or, new_id, to_i64, values_list};
-use crate::{Backend, Store, StoreError};
+use crate::store::{AnyQuery, duplicate_or, new_id, row_in, to_i64, values_list};
+use crate::{Backend, Recorder, Store, StoreError};
 
 /// One change in the entry log: entry `entry_id` changed for agent `parent_id`.
 /// Readers load the entry's current state to learn what it now is.
@@ -199,19 +199,10 @@ fn duplicate_entry(e: sqlx::Error, spec: &ValidEntrySpec) -> StoreError {
 }
 
 impl Store {
-    /// Starts a transaction that appends to the entry change log. On PostgreSQL
-    /// the log table is locked so that sequence numbers become visible in commit
-    /// order, and a reader polling `seq > last` never skips a change.
-    pub(crate) async fn begin_entry_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        if self.backend() == Backend::Postgres {
-            sqlx::query("LOCK TABLE entry_events IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-        }
-        Ok(tx)
-    }
-
+    /// Tells agent `parent_id` through the change log that entry `entry_id`
+    /// changed.
     pub(crate) async fn log_change(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conn: &mut AnyConnection,
         entry_id: &str,
         parent_id: &str,
         now: i64,
@@ -220,27 +211,21 @@ impl Store {
             .bind(entry_id.to_owned())
             .bind(parent_id.to_owned())
             .bind(now)
-            .execute(&mut **tx)
+            .execute(conn)
             .await?;
         Ok(())
     }
 
     /// Reads an entry inside a transaction; a missing one is `NotFound`.
-    async fn entry_in(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str) -> Result<Entry, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
-            .bind(id.to_owned())
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))?;
-        entry_from_row(&row)
+    async fn entry_in(conn: &mut AnyConnection, id: &str) -> Result<Entry, StoreError> {
+        row_in(conn, format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"), id, "entry", entry_from_row).await
     }
 
     /// Refuses SPIFFE IDs that entries of another owner hold (entry
     /// `except` aside, when updating it). Runs inside the entry transaction,
     /// which serializes every entry write, so two owners cannot race for one ID.
     async fn check_id_owners(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        conn: &mut AnyConnection,
         specs: &[ValidEntrySpec],
         except: Option<&str>,
     ) -> Result<(), StoreError> {
@@ -267,7 +252,7 @@ impl Store {
             for id in chunk {
                 q = q.bind((*id).to_owned());
             }
-            for row in q.bind(except.unwrap_or_default().to_owned()).fetch_all(&mut **tx).await? {
+            for row in q.bind(except.unwrap_or_default().to_owned()).fetch_all(&mut *conn).await? {
                 let (id, owner): (String, String) = (row.try_get("spiffe_id")?, row.try_get("owner")?);
                 if wanted.get(id.as_str()).is_some_and(|want| *want != owner) {
                     return Err(StoreError::HeldByOtherOwner { spiffe_id: id, owner });
@@ -277,13 +262,13 @@ impl Store {
         Ok(())
     }
 
-    /// Creates an entry. The same SPIFFE ID, parent and selectors twice is
-    /// refused, and so is an ID another owner's entries hold.
-    pub async fn create_entry(&self, spec: &ValidEntrySpec) -> Result<Entry, StoreError> {
+    /// Creates an entry, recorded by `rec`. The same SPIFFE ID, parent and
+    /// selectors twice is refused, and so is an ID another owner's entries hold.
+    pub async fn create_entry(&self, spec: &ValidEntrySpec, rec: Recorder<'_, Entry>) -> Result<Entry, StoreError> {
         let now = now_unix();
         let id = new_id();
-        let mut tx = self.begin_entry_tx().await?;
-        self.check_id_owners(&mut tx, std::slice::from_ref(spec), None).await?;
+        let mut tx = self.begin_entry_change().await?;
+        Self::check_id_owners(&mut tx, std::slice::from_ref(spec), None).await?;
         bind_spec(sqlx::query(
             "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, id, revision, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
@@ -296,19 +281,24 @@ impl Store {
         .await
         .map_err(|e| duplicate_entry(e, spec))?;
         Self::log_change(&mut tx, &id, spec.parent_id.as_str(), now).await?;
-        tx.commit().await?;
-        self.entry(&id).await?.ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
+        let entry = Self::entry_in(&mut tx, &id).await?;
+        tx.commit(&entry, rec).await?;
+        Ok(entry)
     }
 
     /// Creates many entries in one transaction (all or none), each pushed to
-    /// its agent through the change log. A duplicate of an existing entry or
-    /// of another in the batch refuses the whole batch.
-    pub async fn create_entries(&self, specs: &[ValidEntrySpec]) -> Result<Vec<Entry>, StoreError> {
+    /// its agent through the change log and recorded by `rec`. A duplicate of
+    /// an existing entry or of another in the batch refuses the whole batch.
+    pub async fn create_entries(
+        &self,
+        specs: &[ValidEntrySpec],
+        rec: Recorder<'_, [Entry]>,
+    ) -> Result<Vec<Entry>, StoreError> {
         const ROWS: usize = 500;
         let now = now_unix();
         let entries: Vec<Entry> = specs.iter().map(|s| s.clone().into_entry(new_id(), now)).collect();
-        let mut tx = self.begin_entry_tx().await?;
-        self.check_id_owners(&mut tx, specs, None).await?;
+        let mut tx = self.begin_entry_change().await?;
+        Self::check_id_owners(&mut tx, specs, None).await?;
         for (chunk, specs) in entries.chunks(ROWS).zip(specs.chunks(ROWS)) {
             let sql = format!(
                 "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, \
@@ -334,7 +324,7 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        tx.commit().await?;
+        tx.commit(entries.as_slice(), rec).await?;
         Ok(entries)
     }
 
@@ -407,22 +397,24 @@ impl Store {
         Ok(out)
     }
 
-    /// Replaces an entry's content; `expected_revision`, when given, must match.
+    /// Replaces an entry's content, recorded by `rec`; `expected_revision`,
+    /// when given, must match.
     pub async fn update_entry(
         &self,
         id: &str,
         spec: &ValidEntrySpec,
         expected_revision: Option<u64>,
+        rec: Recorder<'_, Entry>,
     ) -> Result<Entry, StoreError> {
         let now = now_unix();
-        let mut tx = self.begin_entry_tx().await?;
+        let mut tx = self.begin_entry_change().await?;
         let old = Self::entry_in(&mut tx, id).await?;
         if let Some(expected) = expected_revision
             && expected != old.revision
         {
             return Err(StoreError::Conflict { id: id.to_owned(), expected, actual: old.revision });
         }
-        self.check_id_owners(&mut tx, std::slice::from_ref(spec), Some(id)).await?;
+        Self::check_id_owners(&mut tx, std::slice::from_ref(spec), Some(id)).await?;
         bind_spec(sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
              jwt_ttl = $7, dns_names = $8, hint = $9, recovery = $10, revision = revision + 1, updated_at = $11 WHERE id = $12",
@@ -438,18 +430,19 @@ impl Store {
         if old.parent_id != spec.parent_id {
             Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
         }
-        tx.commit().await?;
-        self.entry(id).await?.ok_or_else(|| StoreError::NotFound(format!("entry `{id}`")))
+        let entry = Self::entry_in(&mut tx, id).await?;
+        tx.commit(&entry, rec).await?;
+        Ok(entry)
     }
 
-    /// Deletes an entry and returns what it was.
-    pub async fn delete_entry(&self, id: &str) -> Result<Entry, StoreError> {
+    /// Deletes an entry, recorded by `rec`, and returns what it was.
+    pub async fn delete_entry(&self, id: &str, rec: Recorder<'_, Entry>) -> Result<Entry, StoreError> {
         let now = now_unix();
-        let mut tx = self.begin_entry_tx().await?;
+        let mut tx = self.begin_entry_change().await?;
         let old = Self::entry_in(&mut tx, id).await?;
         sqlx::query("DELETE FROM entries WHERE id = $1").bind(id.to_owned()).execute(&mut *tx).await?;
         Self::log_change(&mut tx, id, old.parent_id.as_str(), now).await?;
-        tx.commit().await?;
+        tx.commit(&old, rec).await?;
         Ok(old)
     }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Store, StoreError};
+use crate::{Recorder, Store, StoreError};
 
 /// An issued credential, as the inventory holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,12 +139,18 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deletes inventory rows of credentials that expired before `before`;
-    /// returns how many. The audit records of their issuance stay, so the
+    /// Deletes inventory rows of credentials that expired before `before`,
+    /// recorded by `rec` (given how many); returns how many (0, with no
+    /// record, when none). The audit records of their issuance stay, so the
     /// chain is untouched and still verifies.
-    pub async fn prune_credentials(&self, before: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM credentials WHERE not_after < $1").bind(before).execute(&self.pool).await?;
-        Ok(done.rows_affected())
+    pub async fn prune_credentials(&self, before: i64, rec: Recorder<'_, u64>) -> Result<u64, StoreError> {
+        let mut tx = self.begin_recorded().await?;
+        let n = sqlx::query("DELETE FROM credentials WHERE not_after < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit_count(n, rec).await
     }
 }
 

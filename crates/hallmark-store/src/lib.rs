@@ -14,6 +14,7 @@ mod governance;
 mod inventory;
 mod migrate;
 mod nodes;
+mod recorded;
 mod revocation;
 mod store;
 
@@ -23,10 +24,11 @@ pub use audit::{
     record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
-pub use denials::DenialRecord;
+pub use denials::{Denial, DenialRecord};
 pub use entries::{EntryChange, parse_entries_page};
-pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
+pub use governance::{ExceptionError, ExceptionRecord, NewException, Owner, PolicyVersion};
 pub use inventory::{Credential, CredentialFilter};
 pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid};
+pub use recorded::Recorder;
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{Backend, Store, StoreError, hash_secret};

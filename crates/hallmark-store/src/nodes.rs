@@ -3,10 +3,11 @@
 //! and lifting a node ban.
 
 use hallmark_core::now_unix;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-use crate::{Store, StoreError};
+use crate::store::row_in;
+use crate::{Recorder, Store, StoreError};
 
 /// Why a join token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -112,16 +113,33 @@ impl From<sqlx::Error> for JoinTokenRevokeError {
     }
 }
 
+/// Reads a node inside a transaction; a missing one is `NotFound`.
+async fn node_in(conn: &mut AnyConnection, agent_id: &str) -> Result<Node, StoreError> {
+    row_in(conn, format!("SELECT {NODE_COLUMNS} FROM nodes WHERE agent_id = $1"), agent_id, "node", node_from_row).await
+}
+
+/// A join token's id: the first 16 hex digits of its hash.
+fn join_token_id(token_hash: &str) -> &str {
+    token_hash.get(..16).unwrap_or(token_hash)
+}
+
 impl Store {
-    /// Records a join token (by hash) valid until `expires_at`.
-    pub async fn create_join_token(&self, token_hash: &str, expires_at: i64) -> Result<(), StoreError> {
+    /// Records a join token (by hash) valid until `expires_at`, recorded by
+    /// `rec` (given the token's id, [`JoinTokenRecord::id`]).
+    pub async fn create_join_token(
+        &self,
+        token_hash: &str,
+        expires_at: i64,
+        rec: Recorder<'_, str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_recorded().await?;
         sqlx::query("INSERT INTO join_tokens (token_hash, created_at, expires_at) VALUES ($1, $2, $3)")
             .bind(token_hash.to_owned())
             .bind(now_unix())
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        tx.commit(join_token_id(token_hash), rec).await
     }
 
     /// Marks a join token used by `agent_id`, atomically: of two agents racing
@@ -206,7 +224,7 @@ impl Store {
             .map(|r| {
                 let hash: String = r.try_get("token_hash")?;
                 Ok(JoinTokenRecord {
-                    id: hash.get(..16).unwrap_or(&hash).to_owned(),
+                    id: join_token_id(&hash).to_owned(),
                     created_at: r.try_get("created_at")?,
                     expires_at: r.try_get("expires_at")?,
                     used_at: r.try_get("used_at")?,
@@ -216,19 +234,21 @@ impl Store {
     }
 
     /// Deletes the unused join token `id` (see [`JoinTokenRecord::id`]), so
-    /// nothing can attest with it.
-    pub async fn revoke_join_token(&self, id: &str) -> Result<(), JoinTokenRevokeError> {
+    /// nothing can attest with it; recorded by `rec`.
+    pub async fn revoke_join_token(&self, id: &str, rec: Recorder<'_, str>) -> Result<(), JoinTokenRevokeError> {
+        let mut tx = self.begin_recorded().await?;
         let done = sqlx::query("DELETE FROM join_tokens WHERE substr(token_hash, 1, 16) = $1 AND used_at IS NULL")
             .bind(id.to_owned())
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         if done > 0 {
+            tx.commit(id, rec).await?;
             return Ok(());
         }
         let used = sqlx::query("SELECT 1 AS one FROM join_tokens WHERE substr(token_hash, 1, 16) = $1")
             .bind(id.to_owned())
-            .fetch_optional(self.pool())
+            .fetch_optional(&mut *tx)
             .await?
             .is_some();
         Err(if used {
@@ -238,11 +258,18 @@ impl Store {
         })
     }
 
-    /// Lifts the ban on node `agent_id`: its agent may connect and be served
-    /// again. What the ban revoked stays revoked. Returns the node, and
-    /// whether it was banned.
-    pub async fn unban_node(&self, agent_id: &str, now: i64) -> Result<(Node, bool), StoreError> {
-        let node = self.node(agent_id).await?.ok_or_else(|| StoreError::NotFound(format!("node `{agent_id}`")))?;
+    /// Lifts the ban on node `agent_id`, recorded by `rec`: its agent may
+    /// connect and be served again. What the ban revoked stays revoked.
+    /// Returns the node, and whether it was banned (an unbanned node is left
+    /// as it is, with no record).
+    pub async fn unban_node(
+        &self,
+        agent_id: &str,
+        now: i64,
+        rec: Recorder<'_, Node>,
+    ) -> Result<(Node, bool), StoreError> {
+        let mut tx = self.begin_recorded().await?;
+        let node = node_in(&mut tx, agent_id).await?;
         if !node.banned {
             return Ok((node, false));
         }
@@ -251,9 +278,10 @@ impl Store {
         )
         .bind(now)
         .bind(agent_id.to_owned())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        let node = self.node(agent_id).await?.ok_or_else(|| StoreError::NotFound(format!("node `{agent_id}`")))?;
+        let node = node_in(&mut tx, agent_id).await?;
+        tx.commit(&node, rec).await?;
         Ok((node, true))
     }
 }

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyConnection, AnyPool};
 
 /// Errors from the datastore. Each is one line and names what was wrong.
 #[derive(Debug, thiserror::Error)]
@@ -237,4 +237,22 @@ impl Store {
             Backend::Postgres => self.pool.begin().await?,
         })
     }
+}
+
+/// Inside a transaction, the one row `select` (a static query on `$1`)
+/// finds for `value`, as `decode` reads it; none is `NotFound`, naming
+/// `what`.
+pub(crate) async fn row_in<T>(
+    conn: &mut AnyConnection,
+    select: String,
+    value: &str,
+    what: &str,
+    decode: fn(&AnyRow) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(select))
+        .bind(value.to_owned())
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("{what} `{value}`")))?;
+    decode(&row)
 }
