@@ -54,7 +54,9 @@ fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{t:x}{:x}", N.fetch_add(1, Ordering::Relaxed))
+    // The process id too: nextest runs each test in a process of its own,
+    // each counting from 0.
+    format!("{t:x}_{:x}_{:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 fn spec(id: &str, uid: u32) -> ValidEntrySpec {

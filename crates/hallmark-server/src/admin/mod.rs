@@ -72,7 +72,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/credentials", get(credentials::list))
         .route("/v1/reports/{kind}", get(reports::report))
         .route("/v1/audit", get(audit::export))
-        .route("/v1/audit/verify", get(audit::verify).post(audit::verify_with))
+        // Up to 10 000 kept checkpoints fit the larger body limit of batches.
+        .route(
+            "/v1/audit/verify",
+            get(audit::verify).post(audit::verify_with).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
         .route("/v1/audit/checkpoint", get(audit::checkpoint))
         .route("/v1/owners", post(owners::create).get(owners::list))
         .route("/v1/owners/{name}", get(owners::show))
