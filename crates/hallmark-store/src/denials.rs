@@ -7,29 +7,6 @@ use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError};
 
-/// A denial to record, carried by the audit event that records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denial {
-    /// Entry.
-    pub entry_id: String,
-    /// Its SPIFFE ID.
-    pub spiffe_id: String,
-    /// Action.
-    pub action: String,
-    /// Audience, for JWTs.
-    pub audience: Option<String>,
-    /// The agent.
-    pub node_id: String,
-    /// Evidence digest.
-    pub evidence_digest: String,
-    /// Policy version in force.
-    pub policy_version: i64,
-    /// Determining policies.
-    pub policy_ids: Vec<String>,
-    /// Human-readable reason.
-    pub reason: String,
-}
-
 /// A recorded denial, as the reports read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DenialRecord {

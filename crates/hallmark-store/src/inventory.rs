@@ -5,58 +5,10 @@
 //! ([`crate::AuditEvent::credential`]); this module reads them, records
 //! deliveries and prunes the long expired.
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Recorder, Store, StoreError};
-
-/// An issued credential, as the inventory holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credential {
-    /// X.509 serial (hex) or JWT `jti`.
-    pub id: String,
-    /// `x509` or `jwt`.
-    pub kind: String,
-    /// The entry.
-    pub entry_id: String,
-    /// The SPIFFE ID.
-    pub spiffe_id: String,
-    /// The agent it was issued through.
-    pub node_id: String,
-    /// Lifecycle class.
-    pub class: String,
-    /// Owner at issuance.
-    pub owner: String,
-    /// Policy version that allowed it.
-    pub policy_version: i64,
-    /// Digest of the workload evidence.
-    pub evidence_digest: String,
-    /// Unix seconds.
-    pub issued_at: i64,
-    /// Unix seconds.
-    pub not_before: i64,
-    /// Unix seconds.
-    pub not_after: i64,
-    /// Unix seconds, when revoked.
-    pub revoked_at: Option<i64>,
-    /// Why it was revoked.
-    pub revoke_reason: Option<String>,
-    /// The authority that signed it: X.509 CA id or JWT key id.
-    pub authority_id: String,
-    /// The audit record of its issuance.
-    pub audit_seq: i64,
-    /// Where its holder reported delivering it, e.g. `files:/etc/nginx/svid`
-    /// (`hallmark helper`); `None` when it was only served over the socket.
-    #[serde(default)]
-    pub delivered_to: Option<String>,
-    /// Unix seconds of the last delivery report.
-    #[serde(default)]
-    pub delivered_at: Option<i64>,
-    /// For a JWT-SVID, the audiences it was minted for, comma-joined.
-    #[serde(default)]
-    pub audience: Option<String>,
-}
+use crate::{Credential, Recorder, Store, StoreError};
 
 /// Inventory filters.
 #[derive(Debug, Clone, Default)]

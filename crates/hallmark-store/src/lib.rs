@@ -8,6 +8,7 @@
 mod admin_tokens;
 mod audit;
 mod authority;
+mod carried;
 mod denials;
 mod entries;
 mod governance;
@@ -24,10 +25,11 @@ pub use audit::{
     record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
-pub use denials::{Denial, DenialRecord};
+pub use carried::{Credential, Denial};
+pub use denials::DenialRecord;
 pub use entries::{EntryChange, parse_entries_page};
 pub use governance::{ExceptionError, ExceptionRecord, NewException, Owner, PolicyVersion};
-pub use inventory::{Credential, CredentialFilter};
+pub use inventory::CredentialFilter;
 pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid};
 pub use recorded::Recorder;
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};

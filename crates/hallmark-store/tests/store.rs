@@ -800,3 +800,84 @@ async fn denials_are_written_with_their_record() {
         assert_eq!(s.verify_audit().await.unwrap().records, 4, "{name}");
     }
 }
+
+/// A recorder that writes one record of the change, its head signed by `signer`.
+fn signed_by<T: ?Sized>(signer: &TestSigner) -> Recorder<'_, T> {
+    Recorder::signed(signer, |_| vec![event(0)])
+}
+
+/// Issue 15: every kind of admin change (entry, owner, policy, exception,
+/// admin identity, join token, revocation) is refused as a whole when its
+/// audit record cannot be written: here its new head cannot be signed, so
+/// the record's append fails inside the change's transaction. Before, the
+/// change was committed first and its record appended after, so each of
+/// these left a change with no record.
+#[tokio::test]
+async fn a_change_whose_record_fails_is_not_stored() {
+    for (name, s) in stores().await {
+        let now = hallmark_core::now_unix();
+        // What exists before: one owner, one entry, a pending exception.
+        s.create_owner("team-a", "a@example.org", "", &Default::default(), rec()).await.unwrap();
+        let mut v = spec("web", 1000);
+        v.owner = "team-a".into();
+        let e = s.create_entry(&v, rec()).await.unwrap();
+        let x = s.request_exception(&exception("ttl_above_class_max", "48h", now + 100), rec()).await.unwrap();
+        let records = s.verify_audit().await.unwrap().records;
+
+        let signing = |r: Result<(), StoreError>, what: &str| {
+            assert!(matches!(r, Err(StoreError::Signing(_))), "{name}: {what}: {r:?}");
+        };
+        signing(s.create_entry(&spec("other", 1001), signed_by(&TestSigner::Failing)).await.map(drop), "entry create");
+        signing(
+            s.create_entries(&[spec("b1", 1002), spec("b2", 1003)], signed_by(&TestSigner::Failing)).await.map(drop),
+            "entry batch",
+        );
+        signing(
+            s.update_entry(&e.id, &spec("web", 1004), Some(1), signed_by(&TestSigner::Failing)).await.map(drop),
+            "entry update",
+        );
+        signing(s.delete_entry(&e.id, signed_by(&TestSigner::Failing)).await.map(drop), "entry delete");
+        signing(
+            s.create_owner("team-b", "b@example.org", "", &Default::default(), signed_by(&TestSigner::Failing))
+                .await
+                .map(drop),
+            "owner",
+        );
+        signing(s.deactivate_owner("team-a", signed_by(&TestSigner::Failing)).await.map(drop), "owner deactivate");
+        signing(
+            s.add_policy("forbid(principal, action, resource);", "h", "alice", signed_by(&TestSigner::Failing))
+                .await
+                .map(drop),
+            "policy",
+        );
+        let y = exception("long_lived_certificate", "30d", now + 100);
+        signing(s.request_exception(&y, signed_by(&TestSigner::Failing)).await.map(drop), "exception request");
+        signing(
+            s.approve_exception(&x.id, "bob", now, signed_by(&TestSigner::Failing)).await.map(drop),
+            "exception approve",
+        );
+        signing(
+            s.add_admin_token(&hash_secret("t"), "carol", "auditor", signed_by(&TestSigner::Failing)).await.map(drop),
+            "admin token",
+        );
+        signing(
+            s.create_join_token(&hash_secret("j"), now + 600, signed_by(&TestSigner::Failing)).await.map(drop),
+            "join token",
+        );
+        let target = RevokeTarget::Entry(e.id.clone());
+        signing(s.revoke(&target, "gone", now, signed_by(&TestSigner::Failing)).await.map(drop), "revocation");
+
+        // Nothing of any of them is stored, and no record.
+        let entries = s.entries(None).await.unwrap();
+        assert_eq!(entries.len(), 1, "{name}");
+        assert_eq!((entries[0].revision, entries[0].revoked_at), (1, None), "{name}");
+        let owners = s.owners().await.unwrap();
+        assert_eq!((owners.len(), owners[0].active), (1, true), "{name}");
+        assert!(s.current_policy().await.unwrap().is_none(), "{name}");
+        let xs = s.exceptions().await.unwrap();
+        assert_eq!((xs.len(), xs[0].approved_by.as_deref()), (1, None), "{name}");
+        assert!(s.admin_tokens().await.unwrap().is_empty(), "{name}");
+        assert!(s.consume_join_token(&hash_secret("j"), "agent-a", now).await.unwrap().is_err(), "{name}");
+        assert_eq!(s.verify_audit().await.unwrap().records, records, "{name}");
+    }
+}
