@@ -70,7 +70,7 @@ fn fixture() -> &'static Fixture {
                 state.store.add_admin_token(&hallmark_store::hash_secret(&t), &format!("fuzz{i}"), role).await.unwrap();
                 tokens.push(t);
             }
-            let _ = state.store.create_owner("ops", "ops@example.org", "").await;
+            let _ = state.store.create_owner("ops", "ops@example.org", "", &Default::default()).await;
             (state, tokens)
         });
         Fixture { rt, state, tokens }

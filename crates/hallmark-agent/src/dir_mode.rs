@@ -37,7 +37,9 @@ pub fn ensure_private_dir(dir: &Path, socket: &Path) -> Result<(), AgentError> {
     hallmark_ca::keys::check_trusted_path(dir).map_err(|e| AgentError::Io(e.to_string()))?;
     let err = |e: std::io::Error| AgentError::Io(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(err)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(private_dir_mode(dir, socket))).map_err(err)
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(private_dir_mode(dir, socket))).map_err(err)?;
+    // Again, now that it exists: another user may have created it first.
+    hallmark_ca::keys::check_trusted_path(dir).map_err(|e| AgentError::Io(e.to_string()))
 }
 
 #[cfg(test)]

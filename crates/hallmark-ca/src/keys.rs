@@ -87,11 +87,18 @@ pub fn check_trusted_path(path: &Path) -> Result<(), CaError> {
         std::path::absolute(path).map_err(|source| CaError::Io { path: path.display().to_string(), source })?;
     // The path itself, then each existing directory above it (a path not
     // created yet is judged by where it will be created).
+    // `own` holds while looking at the path itself; once a component is
+    // missing, the first existing directory is where it will be created: a
+    // parent (so `/tmp/new` is judged by `/tmp`'s sticky-root rule).
     let mut own = true;
     for p in absolute.ancestors() {
         let meta = match std::fs::metadata(p) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && own => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && own => {
+                own = false;
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(CaError::Io { path: p.display().to_string(), source }),
         };
         let mode = meta.permissions().mode();
@@ -193,8 +200,10 @@ mod tests {
         assert!(err.contains("parent") && err.contains("777"), "{err}");
         std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         if nix::unistd::geteuid().is_root() {
-            // Root owns the sticky tempdir here: accepted, like /tmp.
+            // Root owns the sticky tempdir here: accepted, like /tmp, and so
+            // is a directory not created yet right under it (`/tmp/new`).
             check_trusted_path(&dir).unwrap();
+            check_trusted_path(&base.path().join("new").join("keys")).unwrap();
             // A directory another user owns.
             let theirs = base.path().join("theirs");
             std::fs::create_dir(&theirs).unwrap();

@@ -152,7 +152,9 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
     hallmark_ca::keys::check_trusted_path(dir).map_err(|e| ServerError::Io(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))
+        .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
+    // Again, now that it exists: another user may have created it first.
+    hallmark_ca::keys::check_trusted_path(dir).map_err(|e| ServerError::Io(e.to_string()))
 }
 
 #[cfg(feature = "bench-baseline")]
