@@ -186,7 +186,14 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
         let id = SpiffeId::new(&spiffe)?;
         let csrs: Vec<Vec<u8>> =
             (0..32).map(|_| new_key_and_csr(Some(&id)).map(|k| k.csr_der)).collect::<Result<_, _>>()?;
-        tasks.push(tokio::spawn(issue(sim.client, entry.clone(), csrs, received.clone(), answered.clone(), stop.clone())));
+        tasks.push(tokio::spawn(issue(
+            sim.client,
+            entry.clone(),
+            csrs,
+            received.clone(),
+            answered.clone(),
+            stop.clone(),
+        )));
         tasks.push(tokio::spawn(register(admin.clone(), sim.id.clone(), i, received.clone(), stop.clone())));
         tasks.push(tokio::spawn(govern(admin.clone(), sim.id, entry, policy.clone(), i, stop.clone())));
     }
@@ -372,7 +379,8 @@ async fn register(admin: Arc<Client>, parent: String, i: usize, received: Arc<Mu
 const DENIED_AUDIENCE: &str = "chaos-denied";
 
 /// Added to the policy in force: JWT-SVIDs for [`DENIED_AUDIENCE`] are denied.
-const DENY_AUDIENCE_POLICY: &str = "@id(\"chaos-deny\")\nforbid(principal, action == Action::\"issue_jwt\", resource == Audience::\"chaos-denied\");";
+const DENY_AUDIENCE_POLICY: &str =
+    "@id(\"chaos-deny\")\nforbid(principal, action == Action::\"issue_jwt\", resource == Audience::\"chaos-denied\");";
 
 /// Governance load from task `i`, until `stop`: round after round, an entry
 /// registered, updated and deleted, an owner and an admin identity created,
@@ -396,7 +404,7 @@ async fn govern(admin: Arc<Client>, parent: String, entry: String, policy: Strin
         {
             let path = format!("/v1/entries/{id}");
             let _ = admin.json(Method::PUT, &path, Some(&spec(4000 + n % 1000))).await;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 let _ = admin.send(Method::DELETE, &path, None, None).await;
             }
         }
@@ -404,7 +412,7 @@ async fn govern(admin: Arc<Client>, parent: String, entry: String, policy: Strin
         let _ = admin.json(Method::POST, "/v1/owners", Some(&owner)).await;
         let token = json!({ "name": format!("chaos-{i}-{n}"), "role": "auditor", "ttl": "1h" });
         let _ = admin.json(Method::POST, "/v1/admin-tokens", Some(&token)).await;
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             let text = format!("{policy}// chaos {i}/{n}\n");
             let _ = admin.json(Method::PUT, "/v1/policy", Some(&json!({ "policy": text }))).await;
         }
