@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use hallmark_server::ServerState;
+use hallmark_server::audit::Change;
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
 
@@ -67,10 +68,17 @@ fn fixture() -> &'static Fixture {
             let mut tokens = vec![state.ensure_admin_token(&dir.join("admin-token")).await.unwrap()];
             for (i, role) in ["operator", "auditor", "owner:ops"].iter().enumerate() {
                 let t = format!("hmk_fuzz_{i}");
-                state.store.add_admin_token(&hallmark_store::hash_secret(&t), &format!("fuzz{i}"), role).await.unwrap();
+                // Each stored with its audit record, as the API stores them.
+                let rec = state.record_change("fuzz", "admin_token_create", |a: &hallmark_store::AdminToken| {
+                    Change::new(&a.name, serde_json::json!({ "role": a.role }))
+                });
+                state.store.add_admin_token(&hallmark_store::hash_secret(&t), &format!("fuzz{i}"), role, rec).await.unwrap();
                 tokens.push(t);
             }
-            let _ = state.store.create_owner("ops", "ops@example.org", "", &Default::default()).await;
+            let rec = state.record_change("fuzz", "owner_create", |o: &hallmark_store::Owner| {
+                Change::new(&o.name, serde_json::json!({}))
+            });
+            let _ = state.store.create_owner("ops", "ops@example.org", "", &Default::default(), rec).await;
             (state, tokens)
         });
         Fixture { rt, state, tokens }

@@ -1,4 +1,5 @@
-//! Recording to the audit chain with group commit.
+//! Recording to the audit chain: issuance records with group commit, and
+//! changes with their records in one transaction.
 //!
 //! Callers hand a record to the [`Auditor`] and wait for its commit. One task
 //! drains everything queued meanwhile and appends it in a single transaction,
@@ -12,11 +13,19 @@
 //! makes batches large and recording cheap per issuance (BENCHMARKS.md); when
 //! idle it adds those milliseconds to an issuance, well under a network
 //! round trip to the agent.
+//!
+//! A change (an entry, an owner, a policy version, an exception, an admin
+//! identity, a join token, a revocation) does not go through the appender:
+//! it is written in one transaction with its record
+//! ([`ServerState::record_change`] makes the [`Recorder`] the store's write
+//! takes), so that no crash leaves a change without its record. Both extend
+//! the same chain under the same lock; see `hallmark_store`'s `recorded`
+//! module for why changes are not items of the appender's batches.
 
 use std::sync::Arc;
 
 use hallmark_ca::audit_key::{AuditKey, AuditPublicKey};
-use hallmark_store::{AuditBreak, AuditEvent, AuditVerification, Checkpoint, HeadSigner, Store};
+use hallmark_store::{AuditBreak, AuditEvent, AuditVerification, Checkpoint, HeadSigner, Recorder, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -182,6 +191,52 @@ impl Auditor {
         if let Err(err) = self.record(e).await {
             tracing::error!(error = %err, action, "could not record audit event");
         }
+    }
+}
+
+/// What the record of a change says: its subject (an entry id, an owner, a
+/// policy version, ...) and the facts worth keeping.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// What changed.
+    pub subject: String,
+    /// Further facts, as JSON.
+    pub details: serde_json::Value,
+}
+
+impl Change {
+    /// A change of `subject`, with `details`.
+    pub fn new(subject: impl Into<String>, details: serde_json::Value) -> Self {
+        Self { subject: subject.into(), details }
+    }
+}
+
+impl ServerState {
+    /// How a change made by `actor` is recorded: one `action` record of what
+    /// `describe` says of the change's result, under the policy version in
+    /// force, written in the change's own transaction with the chain's new
+    /// head signed by this server's audit key.
+    pub fn record_change<'a, T: ?Sized>(
+        &'a self,
+        actor: &'a str,
+        action: &'a str,
+        describe: impl FnOnce(&T) -> Change + Send + 'a,
+    ) -> Recorder<'a, T> {
+        self.record_changes(actor, action, move |v| vec![describe(v)])
+    }
+
+    /// As [`ServerState::record_change`], for a change that makes one record
+    /// per item (a batch registration, the exceptions that expired); none
+    /// when `describe` gives none (the change found nothing to do).
+    pub fn record_changes<'a, T: ?Sized>(
+        &'a self,
+        actor: &'a str,
+        action: &'a str,
+        describe: impl FnOnce(&T) -> Vec<Change> + Send + 'a,
+    ) -> Recorder<'a, T> {
+        Recorder::signed(&*self.audit_keys, move |v| {
+            describe(v).into_iter().map(|c| self.audit_event(actor, action, &c.subject, "ok", c.details)).collect()
+        })
     }
 }
 

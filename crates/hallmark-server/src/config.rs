@@ -184,7 +184,7 @@ pub struct ServerSettings {
     /// Other servers' public audit keys (PEM files).
     pub audit_trusted_keys: Vec<PathBuf>,
     /// Bounds on admin API clients.
-    pub admin_limits: crate::admin_listener::AdminLimits,
+    pub admin_limits: crate::admin::listener::AdminLimits,
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -263,15 +263,15 @@ impl ServerConfig {
 }
 
 impl AdminApiConfig {
-    fn validate(&self) -> Result<crate::admin_listener::AdminLimits, ConfigError> {
-        let d = crate::admin_listener::AdminLimits::default();
+    fn validate(&self) -> Result<crate::admin::listener::AdminLimits, ConfigError> {
+        let d = crate::admin::listener::AdminLimits::default();
         let secs = |key, v: &Option<String>, default: std::time::Duration| -> Result<_, ConfigError> {
             Ok(v.as_deref()
                 .map(|v| ttl(key, v))
                 .transpose()?
                 .map_or(default, |t| std::time::Duration::from_secs(t.secs())))
         };
-        let limits = crate::admin_listener::AdminLimits {
+        let limits = crate::admin::listener::AdminLimits {
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             header_timeout: secs("admin_api.header_timeout", &self.header_timeout, d.header_timeout)?,
             idle_timeout: secs("admin_api.idle_timeout", &self.idle_timeout, d.idle_timeout)?,

@@ -357,18 +357,6 @@ impl ServerState {
     ) -> Result<(), IssueError> {
         let IssuanceRequest { action, entry, audience, evidence, .. } = *request;
         self.metrics.denied(entry.class);
-        let denial = Denial {
-            entry_id: &entry.id,
-            spiffe_id: entry.spiffe_id.as_str(),
-            action: action.as_str(),
-            audience,
-            node_id: &evidence.node_id,
-            evidence_digest: &evidence.digest(),
-            policy_version: i64::try_from(verdict.policy_version).unwrap_or(i64::MAX),
-            policy_ids: &verdict.policy_ids,
-            reason,
-        };
-        self.store.record_denial(&denial).await?;
         let details = serde_json::json!({
             "requested": action.as_str(),
             "audience": audience,
@@ -377,9 +365,20 @@ impl ServerState {
             "policy_ids": verdict.policy_ids,
             "reason": reason,
         });
-        self.audit
-            .record(self.audit_event(&format!("node:{}", evidence.node_id), "deny", &entry.id, "denied", details))
-            .await?;
+        let mut event = self.audit_event(&format!("node:{}", evidence.node_id), "deny", &entry.id, "denied", details);
+        // The denial row the reports read is written with its record, in the same batch.
+        event.denial = Some(Denial {
+            entry_id: entry.id.clone(),
+            spiffe_id: entry.spiffe_id.to_string(),
+            action: action.as_str().to_owned(),
+            audience: audience.map(str::to_owned),
+            node_id: evidence.node_id.clone(),
+            evidence_digest: evidence.digest(),
+            policy_version: i64::try_from(verdict.policy_version).unwrap_or(i64::MAX),
+            policy_ids: verdict.policy_ids.clone(),
+            reason: reason.to_owned(),
+        });
+        self.audit.record(event).await?;
         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, action = action.as_str(), audience, by = %reason, "issuance denied");
         Ok(())
     }

@@ -8,19 +8,11 @@
 //! - [`config`]: the configuration file.
 
 pub mod admin;
-mod admin_authority;
-mod admin_entry_state;
-mod admin_guard;
-mod admin_listener;
-mod admin_nodes;
-mod admin_revocation;
-mod admin_tokens;
 pub mod audit;
 pub mod authority;
 pub mod change_hub;
 pub mod config;
 pub mod delivery;
-pub mod exception_limits;
 pub mod issuance;
 pub mod metrics;
 pub mod node_api;
@@ -180,14 +172,28 @@ fn new_auditor(store: &Store, keys: Arc<audit::AuditKeys>, _record: bool) -> aud
 }
 
 /// Loads the policy in force from the store, storing the default policy as
-/// version 1 on first start.
-async fn load_policy(store: &Store) -> Result<PolicyEngine, ServerError> {
+/// version 1 on first start, with its record signed by `keys`.
+async fn load_policy(store: &Store, keys: &audit::AuditKeys) -> Result<PolicyEngine, ServerError> {
     let current = match store.current_policy().await? {
         Some(p) => p,
         None => {
             let default = PolicyEngine::compile(DEFAULT_POLICY, 1).map_err(|e| ServerError::Internal(e.to_string()))?;
+            let details = serde_json::json!({ "sha256": default.hash(), "policies": default.len() });
+            let rec = hallmark_store::Recorder::signed(keys, |v: &i64| {
+                vec![hallmark_store::AuditEvent {
+                    at: now_unix(),
+                    actor: "hallmark".into(),
+                    action: "policy_set".into(),
+                    subject: v.to_string(),
+                    outcome: "ok".into(),
+                    policy_version: *v,
+                    details,
+                    credential: None,
+                    denial: None,
+                }]
+            });
             // Another server may store it at the same moment; either copy is the default.
-            if let Err(e) = store.add_policy(DEFAULT_POLICY, default.hash(), "hallmark (default)").await {
+            if let Err(e) = store.add_policy(DEFAULT_POLICY, default.hash(), "hallmark (default)", rec).await {
                 tracing::debug!(error = %e, "default policy stored concurrently");
             }
             store
@@ -221,6 +227,7 @@ impl ServerState {
             policy_version,
             details,
             credential: None,
+            denial: None,
         }
     }
 
@@ -229,13 +236,20 @@ impl ServerState {
         Ok(self.policy.read().map_err(|_| ServerError::Internal("policy lock poisoned".into()))?.clone())
     }
 
-    /// Validates and stores a new policy version, then puts it in force here at
-    /// once (other servers pick it up within a second). An invalid policy is
+    /// Validates and stores a new policy version with its audit record, then
+    /// puts it in force here at once (other servers pick it up within a second). An invalid policy is
     /// refused with Cedar's diagnostics and the current one stays in force.
     pub async fn set_policy(&self, text: &str, by: &str) -> Result<Arc<PolicyEngine>, SetPolicyError> {
         let next = self.store.policy_version().await.map_err(SetPolicyError::Store)? + 1;
         let engine = PolicyEngine::compile(text, u64::try_from(next).unwrap_or(0)).map_err(SetPolicyError::Invalid)?;
-        let version = self.store.add_policy(text, engine.hash(), by).await.map_err(SetPolicyError::Store)?;
+        let details = serde_json::json!({ "sha256": engine.hash(), "policies": engine.len() });
+        // Recorded under the version it puts in force, not the one it replaces.
+        let rec = hallmark_store::Recorder::signed(&*self.audit_keys, |v: &i64| {
+            let mut e = self.audit_event(by, "policy_set", &v.to_string(), "ok", details);
+            e.policy_version = *v;
+            vec![e]
+        });
+        let version = self.store.add_policy(text, engine.hash(), by, rec).await.map_err(SetPolicyError::Store)?;
         let engine = if version == next {
             engine
         } else {
@@ -312,8 +326,9 @@ impl ServerState {
                 None => {}
             }
         }
-        let token = admin_tokens::new_token();
-        self.store.add_admin_token(&hash_secret(&token), admin_tokens::BOOTSTRAP, "trust-admin").await?;
+        let token = admin::new_token();
+        let rec = self.record_change("hallmark", "admin_token_create", admin::token_change);
+        self.store.add_admin_token(&hash_secret(&token), admin::BOOTSTRAP, "trust-admin", rec).await?;
         write_secret_file(path, token.as_bytes())?;
         tracing::info!(path = %path.display(), "wrote bootstrap admin token");
         Ok(token)
@@ -342,11 +357,6 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     ensure_private_dir(&settings.data_dir)?;
     let store = Store::open(&settings.datastore).await?;
     let authorities = Authorities::load_or_create(&settings, store.clone()).await?;
-    let policy = load_policy(&store).await?;
-    tracing::info!(version = policy.version(), policies = policy.len(), "policy loaded");
-    let (revocations, _) = broadcast::channel(4096);
-    let loading = std::time::Instant::now();
-    let registry = registry::Registry::load(&store, now_unix()).await?;
     for dir in
         [Some(settings.data_dir.join("keys")), settings.audit_key.parent().map(Path::to_path_buf)].into_iter().flatten()
     {
@@ -361,6 +371,13 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServerError::Ca(format!("audit_trusted_keys: {e}")))?;
     let audit_keys = Arc::new(audit::AuditKeys { own, trusted, adopting: adopting.into() });
+    // The audit key first: storing the default policy on first start is a
+    // change, recorded with it.
+    let policy = load_policy(&store, &audit_keys).await?;
+    tracing::info!(version = policy.version(), policies = policy.len(), "policy loaded");
+    let (revocations, _) = broadcast::channel(4096);
+    let loading = std::time::Instant::now();
+    let registry = registry::Registry::load(&store, now_unix()).await?;
     tracing::info!(entries = registry.len(), ms = loading.elapsed().as_millis(), "registry loaded");
     let state = Arc::new(ServerState {
         settings,
@@ -415,7 +432,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
             .map_err(|e| ServerError::Io(format!("agent API: {e}")))
     });
     let router = admin::router(state.clone());
-    tasks.spawn(admin_listener::serve(admin_listener, router, state.settings.admin_limits));
+    tasks.spawn(admin::listener::serve(admin_listener, router, state.settings.admin_limits));
     tasks.spawn(change_feed(state.clone()));
     tasks.spawn(revocation::revocation_feed(state.clone()));
     tasks.spawn(maintenance(state.clone()));
@@ -499,7 +516,7 @@ async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerError> {
             }
         };
         if stored != state.policy()?.version() {
-            match load_policy(&state.store).await {
+            match load_policy(&state.store, &state.audit_keys).await {
                 Ok(engine) => {
                     tracing::info!(version = engine.version(), "policy reloaded from the datastore");
                     if let Ok(mut p) = state.policy.write() {
@@ -512,16 +529,21 @@ async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerError> {
         if let Err(e) = state.reload_exceptions().await {
             tracing::warn!(error = %e, "cannot read exceptions");
         }
-        match state.store.record_expired_exceptions(now_unix()).await {
+        let rec =
+            state.record_changes("hallmark", "exception_expire", |expired: &[hallmark_store::ExceptionRecord]| {
+                expired
+                    .iter()
+                    .map(|x| {
+                        let details =
+                            serde_json::json!({ "entry_id": x.entry_id, "rule": x.rule, "expired_at": x.expires_at });
+                        audit::Change::new(&x.id, details)
+                    })
+                    .collect()
+            });
+        match state.store.record_expired_exceptions(now_unix(), rec).await {
             Ok(list) => {
                 for x in list {
                     tracing::info!(exception = %x.id, entry = %x.entry_id, rule = %x.rule, "exception expired; the normal rule applies again");
-                    let details =
-                        serde_json::json!({ "entry_id": x.entry_id, "rule": x.rule, "expired_at": x.expires_at });
-                    state
-                        .audit
-                        .record_or_log(state.audit_event("hallmark", "exception_expire", &x.id, "ok", details))
-                        .await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot record expired exceptions"),
@@ -530,19 +552,15 @@ async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerError> {
 }
 
 /// Prunes inventory rows of credentials expired longer than the retention,
-/// recording each pruning in the audit chain.
+/// each pruning recorded in the audit chain in the same transaction.
 async fn prune_inventory(state: &ServerState) {
     let before = now_unix() - i64::try_from(state.settings.inventory_retention.secs()).unwrap_or(i64::MAX / 2);
-    match state.store.prune_credentials(before).await {
+    let rec = state.record_change("hallmark", "inventory_prune", |n: &u64| {
+        audit::Change::new("credentials", serde_json::json!({ "rows": n, "expired_before": before }))
+    });
+    match state.store.prune_credentials(before, rec).await {
         Ok(0) => {}
-        Ok(n) => {
-            tracing::info!(pruned = n, "pruned inventory rows of long-expired credentials");
-            let details = serde_json::json!({ "rows": n, "expired_before": before });
-            state
-                .audit
-                .record_or_log(state.audit_event("hallmark", "inventory_prune", "credentials", "ok", details))
-                .await;
-        }
+        Ok(n) => tracing::info!(pruned = n, "pruned inventory rows of long-expired credentials"),
         Err(e) => tracing::warn!(error = %e, "inventory pruning failed"),
     }
 }

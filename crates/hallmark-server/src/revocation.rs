@@ -2,7 +2,7 @@
 //!
 //! A revocation is one datastore transaction (see `Store::revoke`): the
 //! inventory is marked, an entry or node is disabled where the target calls
-//! for it, and the revocation log grows. Every server follows that log, so an
+//! for it, the revocation log grows, and the audit record is appended. Every server follows that log, so an
 //! agent connected to any of them receives each revocation as a pushed
 //! message; the server holding an X.509 authority re-signs its CRL.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hallmark_core::now_unix;
-use hallmark_store::{RevokeOutcome, RevokeTarget};
+use hallmark_store::{Recorder, RevokeOutcome, RevokeTarget};
 
 use crate::{ServerError, ServerState};
 
@@ -61,12 +61,27 @@ impl ServerState {
     }
 
     async fn revoke_now(&self, target: &RevokeTarget, reason: &str, by: &str) -> Result<RevokeOutcome, ServerError> {
-        let out = self.store.revoke(target, reason, now_unix()).await?;
+        let (kind, subject) = describe(target);
+        // One record of what this revocation did, none when it found nothing
+        // (left) to revoke; a node ban is recorded as such.
+        let rec = Recorder::signed(&*self.audit_keys, |out: &RevokeOutcome| {
+            if revoked_nothing(out) {
+                return Vec::new();
+            }
+            let details = serde_json::json!({
+                "target": kind,
+                "reason": reason,
+                "credentials": out.credentials,
+                "entries": out.entries,
+                "node": out.node,
+            });
+            let action = if out.node.is_some() { "node_ban" } else { "revoke" };
+            vec![self.audit_event(by, action, subject, "ok", details)]
+        });
+        let out = self.store.revoke(target, reason, now_unix(), rec).await?;
         self.revocation_notify.notify_one();
         self.entries_written().await;
-        let (kind, subject) = describe(target);
-        let nothing = out.credentials.is_empty() && out.entries.is_empty() && out.node.is_none();
-        if nothing {
+        if revoked_nothing(&out) {
             // The sweep after an entry, owner or node revocation usually finds nothing new.
             tracing::debug!(by, target = kind, subject, "nothing (more) to revoke");
             return Ok(out);
@@ -81,17 +96,12 @@ impl ServerState {
             node = out.node.as_deref().unwrap_or(""),
             "revoked"
         );
-        let details = serde_json::json!({
-            "target": kind,
-            "reason": reason,
-            "credentials": out.credentials,
-            "entries": out.entries,
-            "node": out.node,
-        });
-        let action = if out.node.is_some() { "node_ban" } else { "revoke" };
-        self.audit.record_or_log(self.audit_event(by, action, subject, "ok", details)).await;
         Ok(out)
     }
+}
+
+fn revoked_nothing(out: &RevokeOutcome) -> bool {
+    out.credentials.is_empty() && out.entries.is_empty() && out.node.is_none()
 }
 
 /// Reads the datastore's revocation log and broadcasts each record to the

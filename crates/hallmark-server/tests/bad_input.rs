@@ -10,7 +10,7 @@ use hallmark_store::hash_secret;
 use serde_json::json;
 
 mod common;
-use common::{call, call_raw, start_server};
+use common::{call, call_raw, fixture, start_server};
 
 /// (method, path, token, content type, body, expected status)
 type Case = (&'static str, String, &'static str, &'static str, Vec<u8>, u16);
@@ -20,9 +20,9 @@ async fn bad_input_gets_4xx(datastore: Option<String>) {
     let server = start_server(dir.path(), datastore.as_deref()).await;
     let st = &server.state;
     let addr = server.admin_addr.to_string();
-    st.store.add_admin_token(&hash_secret("tok"), "admin", "trust-admin").await.unwrap();
-    st.store.add_admin_token(&hash_secret("op"), "op", "operator").await.unwrap();
-    st.store.create_owner("ops", "ops@example.org", "", &Default::default()).await.unwrap();
+    st.store.add_admin_token(&hash_secret("tok"), "admin", "trust-admin", fixture(st)).await.unwrap();
+    st.store.add_admin_token(&hash_secret("op"), "op", "operator", fixture(st)).await.unwrap();
+    st.store.create_owner("ops", "ops@example.org", "", &Default::default(), fixture(st)).await.unwrap();
     let parent = "spiffe://example.org/hallmark/agent/join_token/x";
 
     let big = format!("{{\"name\":\"{}\",\"contact\":\"a@b\"}}", "x".repeat(2 << 20));

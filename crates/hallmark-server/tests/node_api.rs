@@ -42,7 +42,7 @@ fn server_id() -> SpiffeId {
 
 /// Attests a new agent with a fresh join token; returns its ID and an mTLS client.
 async fn attested_agent(s: &hallmark_server::RunningServer) -> (SpiffeId, NodeClient<Channel>) {
-    let (token, agent_id, _) = s.state.new_join_token(Ttl::parse("10m").unwrap()).await.unwrap();
+    let (token, agent_id, _) = s.state.new_join_token(Ttl::parse("10m").unwrap(), "test").await.unwrap();
     let addr = s.agent_addr.to_string();
     let mut c = channel(&addr, Trust::Attest { anchors: Some(anchors(s)), server_id: server_id() }).unwrap();
     let kc = new_key_and_csr(None).unwrap();
@@ -128,7 +128,10 @@ async fn agents_get_only_their_own_entries() {
     let valid = spec
         .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
         .unwrap();
-    let entry = s.state.store.create_entry(&valid).await.unwrap();
+    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
+        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
+    });
+    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
     s.state.catch_up().await.unwrap();
     let sid = SpiffeId::new("spiffe://example.org/b-only").unwrap();
 
@@ -247,12 +250,12 @@ async fn no_client_certificate_no_access() {
         anon.attest_node(AttestNodeRequest { join_token: "nope".into(), csr: kc.csr_der.clone() }).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("not valid"));
-    let (token, _, _) = s.state.new_join_token(Ttl::parse("1s").unwrap()).await.unwrap();
+    let (token, _, _) = s.state.new_join_token(Ttl::parse("1s").unwrap(), "test").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let e = anon.attest_node(AttestNodeRequest { join_token: token, csr: kc.csr_der.clone() }).await.unwrap_err();
     assert!(e.message().contains("expired"), "{e:?}");
     // A bad CSR does not burn a token.
-    let (token, _, _) = s.state.new_join_token(Ttl::parse("1m").unwrap()).await.unwrap();
+    let (token, _, _) = s.state.new_join_token(Ttl::parse("1m").unwrap(), "test").await.unwrap();
     let e = anon.attest_node(AttestNodeRequest { join_token: token.clone(), csr: b"junk".to_vec() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(anon.attest_node(AttestNodeRequest { join_token: token, csr: kc.csr_der }).await.is_ok());

@@ -94,12 +94,18 @@ fn make_replayable(c: &mut Case, now: i64) {
     }
 }
 
+/// How a fixture written straight to the store is recorded: as the server
+/// records a change, so the chain stays whole.
+fn fixture<T: ?Sized>(st: &hallmark_server::ServerState) -> hallmark_store::Recorder<'_, T> {
+    st.record_change("test", "fixture", |_| hallmark_server::audit::Change::new("fixture", serde_json::Value::Null))
+}
+
 /// Stores the case's owner, entry and approved exceptions; returns the entry id.
 async fn register(s: &RunningServer, c: &Case) -> String {
     let st = &s.state;
     let owner = c.entry.owner.as_deref().unwrap();
     if st.store.owner(owner).await.unwrap().is_none() {
-        st.store.create_owner(owner, "o@example.org", "", &Default::default()).await.unwrap();
+        st.store.create_owner(owner, "o@example.org", "", &Default::default(), fixture(st)).await.unwrap();
     }
     let spec: EntrySpec = serde_json::from_value(serde_json::json!({
         "spiffe_id": c.entry.spiffe_id,
@@ -114,11 +120,19 @@ async fn register(s: &RunningServer, c: &Case) -> String {
     let settings = &st.settings;
     let valid =
         spec.validate(&settings.trust_domain, None, settings.default_x509_ttl, settings.default_jwt_ttl).unwrap();
-    let id = st.store.create_entry(&valid).await.unwrap().id;
+    let id = st.store.create_entry(&valid, fixture(st)).await.unwrap().id;
     for x in &c.exceptions {
         let expires_at = x.expires_at.unwrap();
-        let r = st.store.request_exception(&id, &x.rule, &x.value, "agreement", expires_at, "requester").await.unwrap();
-        st.store.approve_exception(&r.id, "approver", now_unix()).await.unwrap().unwrap();
+        let new = hallmark_store::NewException {
+            entry_id: &id,
+            rule: &x.rule,
+            value: &x.value,
+            justification: "agreement",
+            expires_at,
+            requested_by: "requester",
+        };
+        let r = st.store.request_exception(&new, fixture(st)).await.unwrap();
+        st.store.approve_exception(&r.id, "approver", now_unix(), fixture(st)).await.unwrap().unwrap();
     }
     st.catch_up().await.unwrap();
     st.reload_exceptions().await.unwrap();
@@ -159,7 +173,9 @@ async fn serve(s: &RunningServer, c: &Case, entry_id: &str) -> Served {
         Ok(secs) => Served::Signed { ttl_secs: u64::try_from(secs).unwrap() },
         Err(IssueError::Denied { by }) => {
             let recorded = st.store.denials(entry_id).await.unwrap();
-            let (_, recorded_action, ids, recorded_reason) = recorded.into_iter().next().unwrap();
+            let hallmark_store::DenialRecord {
+                action: recorded_action, policy_ids: ids, reason: recorded_reason, ..
+            } = recorded.into_iter().next().unwrap();
             assert_eq!(recorded_action, c.action, "case `{}`: the denial records the action", c.name);
             let recorded_ids = ids.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect();
             Served::Refused { reason: by, recorded_ids, recorded_reason }
@@ -203,7 +219,7 @@ async fn the_server_and_policy_test_agree_on_the_corpus() {
             *decisions.entry(verdict.allowed()).or_default() += 1;
             compared += 1;
             // One SPIFFE ID belongs to one owner: the next case may give it another.
-            s.state.store.delete_entry(&entry_id).await.unwrap();
+            s.state.store.delete_entry(&entry_id, fixture(&s.state)).await.unwrap();
             s.state.catch_up().await.unwrap();
         }
         // Made replayable, every case still means what it says.

@@ -12,7 +12,7 @@ use hallmark_store::hash_secret;
 use serde_json::{Value, json};
 
 mod common;
-use common::{call, start_server};
+use common::{call, fixture, start_server};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_role_against_every_endpoint() {
@@ -24,29 +24,42 @@ async fn every_role_against_every_endpoint() {
     let mut tokens = HashMap::new();
     for r in roles {
         let t = format!("tok-{r}");
-        st.store.add_admin_token(&hash_secret(&t), &format!("user-{}", r.replace(':', "-")), r).await.unwrap();
+        st.store
+            .add_admin_token(&hash_secret(&t), &format!("user-{}", r.replace(':', "-")), r, fixture(st))
+            .await
+            .unwrap();
         tokens.insert(r, t);
     }
     let parent = "spiffe://example.org/hallmark/agent/join_token/x";
     let mk = |id: &str, owner: &str| json!({"spiffe_id": format!("spiffe://example.org/{id}"), "parent_id": parent, "selectors": ["unix:uid:1"], "owner": owner});
     let team_a_scopes =
         hallmark_core::ScopeLists { paths: vec!["/a".into(), "/new-a".into()], nodes: vec![parent.into()] };
-    st.store.create_owner("team-a", "a@example.org", "", &team_a_scopes).await.unwrap();
-    st.store.create_owner("team-b", "b@example.org", "", &Default::default()).await.unwrap();
+    st.store.create_owner("team-a", "a@example.org", "", &team_a_scopes, fixture(st)).await.unwrap();
+    st.store.create_owner("team-b", "b@example.org", "", &Default::default(), fixture(st)).await.unwrap();
     let mut ids = HashMap::new();
     for (name, owner) in [("a", "team-a"), ("b", "team-b")] {
         let spec: EntrySpec = serde_json::from_value(mk(name, owner)).unwrap();
         let v = spec
             .validate(&st.settings.trust_domain, None, st.settings.default_x509_ttl, st.settings.default_jwt_ttl)
             .unwrap();
-        ids.insert(name, st.store.create_entry(&v).await.unwrap().id);
+        ids.insert(name, st.store.create_entry(&v, fixture(st)).await.unwrap().id);
         st.catch_up().await.unwrap();
     }
     let (a, b) = (ids["a"].clone(), ids["b"].clone());
     // An exception requested by the operator, for approve/revoke checks.
     let x = st
         .store
-        .request_exception(&a, "ttl_above_class_max", "48h", "test", hallmark_core::now_unix() + 3600, "user-operator")
+        .request_exception(
+            &hallmark_store::NewException {
+                entry_id: &a,
+                rule: "ttl_above_class_max",
+                value: "48h",
+                justification: "test",
+                expires_at: hallmark_core::now_unix() + 3600,
+                requested_by: "user-operator",
+            },
+            fixture(st),
+        )
         .await
         .unwrap();
     let policy = json!({"policy": "permit(principal, action, resource);"});
@@ -172,7 +185,7 @@ async fn owner_tokens_stay_inside_their_scopes() {
         ("tok-alpha", "alpha-bot", "owner:alpha"),
         ("tok-gamma", "gamma-bot", "owner:gamma"),
     ] {
-        st.store.add_admin_token(&hash_secret(t), name, role).await.unwrap();
+        st.store.add_admin_token(&hash_secret(t), name, role, fixture(st)).await.unwrap();
     }
     let post = |token: &'static str, path: &'static str, body: Value| {
         let addr = addr.clone();

@@ -26,6 +26,7 @@ fn event(i: i64) -> AuditEvent {
             "policy_ids": ["default-allow"],
         }),
         credential: None,
+        denial: None,
     }
 }
 

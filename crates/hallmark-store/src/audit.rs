@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Backend, Store, StoreError};
+use crate::store::{AnyQuery, values_list};
+use crate::{Backend, Credential, Denial, Store, StoreError};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -43,70 +44,10 @@ pub struct AuditEvent {
     /// same transaction as the audit record.
     #[serde(skip)]
     pub credential: Option<Credential>,
-}
-
-/// An issued credential, as the inventory holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credential {
-    /// X.509 serial (hex) or JWT `jti`.
-    pub id: String,
-    /// `x509` or `jwt`.
-    pub kind: String,
-    /// The entry.
-    pub entry_id: String,
-    /// The SPIFFE ID.
-    pub spiffe_id: String,
-    /// The agent it was issued through.
-    pub node_id: String,
-    /// Lifecycle class.
-    pub class: String,
-    /// Owner at issuance.
-    pub owner: String,
-    /// Policy version that allowed it.
-    pub policy_version: i64,
-    /// Digest of the workload evidence.
-    pub evidence_digest: String,
-    /// Unix seconds.
-    pub issued_at: i64,
-    /// Unix seconds.
-    pub not_before: i64,
-    /// Unix seconds.
-    pub not_after: i64,
-    /// Unix seconds, when revoked.
-    pub revoked_at: Option<i64>,
-    /// Why it was revoked.
-    pub revoke_reason: Option<String>,
-    /// The authority that signed it: X.509 CA id or JWT key id.
-    pub authority_id: String,
-    /// The audit record of its issuance.
-    pub audit_seq: i64,
-    /// Where its holder reported delivering it, e.g. `files:/etc/nginx/svid`
-    /// (`hallmark helper`); `None` when it was only served over the socket.
-    #[serde(default)]
-    pub delivered_to: Option<String>,
-    /// Unix seconds of the last delivery report.
-    #[serde(default)]
-    pub delivered_at: Option<i64>,
-    /// For a JWT-SVID, the audiences it was minted for, comma-joined.
-    #[serde(default)]
-    pub audience: Option<String>,
-}
-
-/// Inventory filters.
-#[derive(Debug, Clone, Default)]
-pub struct CredentialFilter {
-    /// Only this serial or jti.
-    pub id: Option<String>,
-    /// Only this entry.
-    pub entry_id: Option<String>,
-    /// Only this owner.
-    pub owner: Option<String>,
-    /// Only issued through this agent.
-    pub node_id: Option<String>,
-    /// Only those with not_after at or before this instant.
-    pub expiring_before: Option<i64>,
-    /// Only unexpired, unrevoked ones at this instant.
-    pub live_at: Option<i64>,
+    /// The denial this event records, stored with the denial reports read
+    /// in the same transaction as the audit record.
+    #[serde(skip)]
+    pub denial: Option<Denial>,
 }
 
 /// Signs the chain's head as each batch is appended, and checks the head a
@@ -177,6 +118,7 @@ fn with_head_notice<'a>(
         policy_version: 0,
         details: serde_json::json!({ "reason": reason }),
         credential: None,
+        denial: None,
     });
     buf.extend(events.iter().cloned());
     (&buf[..], 1)
@@ -281,55 +223,6 @@ pub fn record_hash(seq: i64, e: &AuditEvent, prev_hash: &str) -> String {
     hash_parts(seq, e, &e.details.to_string(), prev_hash)
 }
 
-/// The batch's rows as two JSON arrays (audit records, inventory rows), which
-/// one static INSERT ... SELECT each turns into rows: the statement text never
-/// changes with the batch size (it stays prepared), and a batch is two bound
-/// values however large it is.
-fn json_rows(rows: &[Linked<'_>]) -> (String, String) {
-    let audit: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            let e = r.event;
-            serde_json::json!([
-                r.seq,
-                e.at,
-                e.actor,
-                e.action,
-                e.subject,
-                e.outcome,
-                e.policy_version,
-                r.details,
-                r.prev_hash,
-                r.hash
-            ])
-        })
-        .collect();
-    let creds: Vec<serde_json::Value> = rows
-        .iter()
-        .filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c)))
-        .map(|(seq, c)| {
-            serde_json::json!([
-                c.id,
-                c.kind,
-                c.entry_id,
-                c.spiffe_id,
-                c.node_id,
-                c.class,
-                c.owner,
-                c.policy_version,
-                c.evidence_digest,
-                c.issued_at,
-                c.not_before,
-                c.not_after,
-                seq,
-                c.authority_id,
-                c.audience
-            ])
-        })
-        .collect();
-    (serde_json::Value::Array(audit).to_string(), serde_json::Value::Array(creds).to_string())
-}
-
 /// Links `events` after (`seq`, `prev`).
 fn link<'a>(events: &'a [AuditEvent], mut seq: i64, mut prev: String) -> Vec<Linked<'a>> {
     let mut rows = Vec::with_capacity(events.len());
@@ -342,102 +235,297 @@ fn link<'a>(events: &'a [AuditEvent], mut seq: i64, mut prev: String) -> Vec<Lin
     rows
 }
 
+/// The head a batch extends: its position and hash, and what was found
+/// wrong with it (a notice recorded before the batch), if anything.
+struct Head {
+    seq: i64,
+    hash: String,
+    notice: Option<(&'static str, String)>,
+}
+
+/// SQLite: the head this process remembers from its last write (it is the
+/// only writer), or else the head read from the database and checked
+/// against the latest checkpoint. A rewrite between writes breaks the link
+/// to the remembered head instead.
+async fn sqlite_head(
+    conn: &mut sqlx::AnyConnection,
+    known: Option<(i64, String)>,
+    signer: Option<&dyn HeadSigner>,
+) -> Result<Head, StoreError> {
+    if let Some((seq, hash)) = known {
+        return Ok(Head { seq, hash, notice: None });
+    }
+    let (seq, hash) = last_record(&mut *conn).await?;
+    let notice = match signer {
+        Some(s) => unvouched_head(seq, &hash, latest_checkpoint(&mut *conn).await?, s),
+        None => None,
+    };
+    Ok(Head { seq, hash, notice })
+}
+
+/// PostgreSQL: several servers may append, so the chain is locked for the
+/// rest of the transaction `conn` is in, and each batch checks the head it
+/// extends.
+async fn postgres_head(conn: &mut sqlx::AnyConnection, signer: Option<&dyn HeadSigner>) -> Result<Head, StoreError> {
+    sqlx::query("LOCK TABLE audit IN EXCLUSIVE MODE").execute(&mut *conn).await?;
+    let (seq, hash) = last_record(&mut *conn).await?;
+    let notice = match signer {
+        Some(s) => unvouched_head(seq, &hash, latest_checkpoint(&mut *conn).await?, s),
+        None => None,
+    };
+    Ok(Head { seq, hash, notice })
+}
+
+/// A batch linked after its head and its new head signed: what one
+/// transaction writes to the chain.
+struct Batch<'a> {
+    rows: Vec<Linked<'a>>,
+    checkpoint: Option<Checkpoint>,
+    /// Records put before the callers' (the head notice): 0 or 1.
+    skip: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// `events` after `head` (and after the notice about it, kept in `buf`).
+    fn new(
+        events: &'a [AuditEvent],
+        head: Head,
+        signer: Option<&dyn HeadSigner>,
+        buf: &'a mut Vec<AuditEvent>,
+    ) -> Result<Self, StoreError> {
+        let (events, skip) = with_head_notice(events, head.notice, buf);
+        let rows = link(events, head.seq, head.hash);
+        let checkpoint = match signer {
+            Some(s) => sign_head(&rows, s)?,
+            None => None,
+        };
+        Ok(Self { rows, checkpoint, skip })
+    }
+
+    /// The callers' records' positions, not the notice before them.
+    fn seqs(&self) -> Vec<i64> {
+        self.rows.iter().skip(self.skip).map(|r| r.seq).collect()
+    }
+
+    /// The chain's head once the batch is written.
+    fn head(&self) -> Option<(i64, String)> {
+        self.rows.last().map(|r| (r.seq, r.hash.clone()))
+    }
+
+    fn credentials(&self) -> impl Iterator<Item = (i64, &'a Credential)> + '_ {
+        self.rows.iter().filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c)))
+    }
+
+    fn denials(&self) -> impl Iterator<Item = (i64, &'a Denial)> + '_ {
+        self.rows.iter().filter_map(|r| r.event.denial.as_ref().map(|d| (r.event.at, d)))
+    }
+
+    /// SQLite: the whole batch as one multi-statement query with positional
+    /// parameters, so it costs one round trip to the database thread;
+    /// `BEGIN IMMEDIATE ... COMMIT` around it when `own_transaction`.
+    fn sqlite_query(&self, own_transaction: bool) -> AnyQuery<'static> {
+        let creds: Vec<(i64, &Credential)> = self.credentials().collect();
+        let denials: Vec<(i64, &Denial)> = self.denials().collect();
+        // SQLite binds at most 32 766 parameters per statement: 1 024 rows of 15.
+        let mut sql = String::from(if own_transaction { "BEGIN IMMEDIATE; " } else { "" });
+        for (prefix, cols, rows) in [
+            (AUDIT_INSERT, 10, self.rows.len()),
+            (CREDENTIALS_INSERT, 15, creds.len()),
+            (DENIALS_INSERT, 10, denials.len()),
+            (CHECKPOINT_INSERT, 5, usize::from(self.checkpoint.is_some())),
+        ] {
+            let mut left = rows;
+            while left > 0 {
+                let n = left.min(ROWS_PER_STATEMENT);
+                sql.push_str(&format!("{prefix}{}; ", values_list(Backend::Sqlite, cols, n)));
+                left -= n;
+            }
+        }
+        if own_transaction {
+            sql.push_str("COMMIT;");
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in &self.rows {
+            let e = r.event;
+            q = q
+                .bind(r.seq)
+                .bind(e.at)
+                .bind(e.actor.clone())
+                .bind(e.action.clone())
+                .bind(e.subject.clone())
+                .bind(e.outcome.clone())
+                .bind(e.policy_version)
+                .bind(r.details.clone())
+                .bind(r.prev_hash.clone())
+                .bind(r.hash.clone());
+        }
+        for (seq, c) in creds {
+            q = q
+                .bind(c.id.clone())
+                .bind(c.kind.clone())
+                .bind(c.entry_id.clone())
+                .bind(c.spiffe_id.clone())
+                .bind(c.node_id.clone())
+                .bind(c.class.clone())
+                .bind(c.owner.clone())
+                .bind(c.policy_version)
+                .bind(c.evidence_digest.clone())
+                .bind(c.issued_at)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(seq)
+                .bind(c.authority_id.clone())
+                .bind(c.audience.clone());
+        }
+        for (at, d) in denials {
+            q = q
+                .bind(at)
+                .bind(d.entry_id.clone())
+                .bind(d.spiffe_id.clone())
+                .bind(d.action.clone())
+                .bind(d.audience.clone())
+                .bind(d.node_id.clone())
+                .bind(d.evidence_digest.clone())
+                .bind(d.policy_version)
+                .bind(d.policy_ids.join(","))
+                .bind(d.reason.clone());
+        }
+        if let Some(c) = &self.checkpoint {
+            q = q.bind(c.seq).bind(c.hash.clone()).bind(c.at).bind(c.key_id.clone()).bind(c.signature.clone());
+        }
+        q
+    }
+
+    /// PostgreSQL: the batch's rows as JSON arrays, which one static
+    /// INSERT ... SELECT per table turns into rows: the statement text never
+    /// changes with the batch size (it stays prepared), and a batch is one
+    /// bound value per table however large it is.
+    async fn write_postgres(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        if let Some(c) = &self.checkpoint {
+            sqlx::query("INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES ($1, $2, $3, $4, $5)")
+                .bind(c.seq)
+                .bind(c.hash.clone())
+                .bind(c.at)
+                .bind(c.key_id.clone())
+                .bind(c.signature.clone())
+                .execute(&mut *conn)
+                .await?;
+        }
+        let audit: Vec<serde_json::Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let e = r.event;
+                serde_json::json!([
+                    r.seq,
+                    e.at,
+                    e.actor,
+                    e.action,
+                    e.subject,
+                    e.outcome,
+                    e.policy_version,
+                    r.details,
+                    r.prev_hash,
+                    r.hash
+                ])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) \
+             SELECT (v->>0)::bigint, (v->>1)::bigint, v->>2, v->>3, v->>4, v->>5, (v->>6)::bigint, v->>7, v->>8, v->>9 \
+             FROM json_array_elements($1::json) AS v",
+        )
+        .bind(serde_json::Value::Array(audit).to_string())
+        .execute(&mut *conn)
+        .await?;
+        let creds: Vec<serde_json::Value> = self
+            .credentials()
+            .map(|(seq, c)| {
+                serde_json::json!([
+                    c.id,
+                    c.kind,
+                    c.entry_id,
+                    c.spiffe_id,
+                    c.node_id,
+                    c.class,
+                    c.owner,
+                    c.policy_version,
+                    c.evidence_digest,
+                    c.issued_at,
+                    c.not_before,
+                    c.not_after,
+                    seq,
+                    c.authority_id,
+                    c.audience
+                ])
+            })
+            .collect();
+        if !creds.is_empty() {
+            sqlx::query(
+                "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
+                 evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience) \
+                 SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, (v->>7)::bigint, v->>8, (v->>9)::bigint, \
+                 (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, v->>13, v->>14 \
+                 FROM json_array_elements($1::json) AS v",
+            )
+            .bind(serde_json::Value::Array(creds).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        let denials: Vec<serde_json::Value> = self
+            .denials()
+            .map(|(at, d)| {
+                serde_json::json!([
+                    at,
+                    d.entry_id,
+                    d.spiffe_id,
+                    d.action,
+                    d.audience,
+                    d.node_id,
+                    d.evidence_digest,
+                    d.policy_version,
+                    d.policy_ids.join(","),
+                    d.reason
+                ])
+            })
+            .collect();
+        if !denials.is_empty() {
+            sqlx::query(
+                "INSERT INTO denials (at, entry_id, spiffe_id, action, audience, node_id, evidence_digest, \
+                 policy_version, policy_ids, reason) \
+                 SELECT (v->>0)::bigint, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, (v->>7)::bigint, v->>8, v->>9 \
+                 FROM json_array_elements($1::json) AS v",
+            )
+            .bind(serde_json::Value::Array(denials).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 type PoolConn = sqlx::pool::PoolConnection<sqlx::Any>;
 
 /// SQLite: the whole batch in one round trip to the database thread: one
-/// multi-statement query (`BEGIN IMMEDIATE; INSERT ...; INSERT ...; COMMIT`)
-/// with positional parameters. This process is the only writer, so the
-/// chain's head is remembered between batches (read once).
+/// multi-statement query (`BEGIN IMMEDIATE; INSERT ...; INSERT ...; COMMIT`).
+/// This process is the only writer, so the chain's head is remembered
+/// between batches (read once).
 async fn append_sqlite(
     conn: &mut PoolConn,
     head: &mut Option<(i64, String)>,
     events: &[AuditEvent],
     signer: Option<&dyn HeadSigner>,
 ) -> Result<Vec<i64>, StoreError> {
-    // The head is read from the database only when not known from the last
-    // batch (this process is the only writer): then it is checked too. A
-    // rewrite between batches breaks the link to the remembered head instead.
-    let (seq, prev, notice) = match head.take() {
-        Some((seq, prev)) => (seq, prev, None),
-        None => {
-            let (seq, prev) = last_record(&mut **conn).await?;
-            let notice = match signer {
-                Some(s) => unvouched_head(seq, &prev, latest_checkpoint(&mut **conn).await?, s),
-                None => None,
-            };
-            (seq, prev, notice)
-        }
-    };
+    let found = sqlite_head(conn, head.take(), signer).await?;
     let mut buf = Vec::new();
-    let (events, skip) = with_head_notice(events, notice, &mut buf);
-    let rows = link(events, seq, prev);
-    let checkpoint = match signer {
-        Some(s) => sign_head(&rows, s)?,
-        None => None,
-    };
-    let creds: Vec<(i64, &Credential)> =
-        rows.iter().filter_map(|r| r.event.credential.as_ref().map(|c| (r.seq, c))).collect();
-    // SQLite binds at most 32 766 parameters per statement: 1 024 rows of 15.
-    let mut sql = String::from("BEGIN IMMEDIATE; ");
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str(&values_sql(AUDIT_INSERT, 10, chunk.len()));
-        sql.push_str("; ");
-    }
-    for chunk in creds.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str(&values_sql(CREDENTIALS_INSERT, 15, chunk.len()));
-        sql.push_str("; ");
-    }
-    if checkpoint.is_some() {
-        sql.push_str(&values_sql(CHECKPOINT_INSERT, 5, 1));
-        sql.push_str("; ");
-    }
-    sql.push_str("COMMIT;");
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for r in &rows {
-        let e = r.event;
-        q = q
-            .bind(r.seq)
-            .bind(e.at)
-            .bind(e.actor.clone())
-            .bind(e.action.clone())
-            .bind(e.subject.clone())
-            .bind(e.outcome.clone())
-            .bind(e.policy_version)
-            .bind(r.details.clone())
-            .bind(r.prev_hash.clone())
-            .bind(r.hash.clone());
-    }
-    for (seq, c) in creds {
-        q = q
-            .bind(c.id.clone())
-            .bind(c.kind.clone())
-            .bind(c.entry_id.clone())
-            .bind(c.spiffe_id.clone())
-            .bind(c.node_id.clone())
-            .bind(c.class.clone())
-            .bind(c.owner.clone())
-            .bind(c.policy_version)
-            .bind(c.evidence_digest.clone())
-            .bind(c.issued_at)
-            .bind(c.not_before)
-            .bind(c.not_after)
-            .bind(seq)
-            .bind(c.authority_id.clone())
-            .bind(c.audience.clone());
-    }
-    if let Some(c) = checkpoint {
-        q = q.bind(c.seq).bind(c.hash).bind(c.at).bind(c.key_id).bind(c.signature);
-    }
-    if let Err(e) = q.execute(&mut **conn).await {
+    let batch = Batch::new(events, found, signer, &mut buf)?;
+    if let Err(e) = batch.sqlite_query(true).execute(&mut **conn).await {
         // Undo a half-done batch; the caller drops the connection either way.
         let _ = sqlx::query("ROLLBACK").execute(&mut **conn).await;
         return Err(e.into());
     }
-    if let Some(last) = rows.last() {
-        *head = Some((last.seq, last.hash.clone()));
-    }
-    // The callers' records, not the notice before them.
-    Ok(rows.iter().skip(skip).map(|r| r.seq).collect())
+    *head = batch.head();
+    Ok(batch.seqs())
 }
 
 const ROWS_PER_STATEMENT: usize = 1024;
@@ -448,63 +536,49 @@ const AUDIT_INSERT: &str =
     "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) VALUES ";
 const CREDENTIALS_INSERT: &str = "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, \
      policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience) VALUES ";
+const DENIALS_INSERT: &str = "INSERT INTO denials (at, entry_id, spiffe_id, action, audience, node_id, \
+     evidence_digest, policy_version, policy_ids, reason) VALUES ";
 
-/// `prefix` then `rows` groups of `cols` placeholders (positional: SQLite).
-fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
-    format!("{prefix}{}", crate::store::values_list(Backend::Sqlite, cols, rows))
-}
-
-/// PostgreSQL: several servers may append, so the head is read under a
-/// table lock inside the transaction.
+/// PostgreSQL: the head is read under a table lock inside the transaction.
 async fn append_postgres(
     conn: &mut PoolConn,
     events: &[AuditEvent],
     signer: Option<&dyn HeadSigner>,
 ) -> Result<Vec<i64>, StoreError> {
     let mut tx = sqlx::Connection::begin(&mut **conn).await?;
-    sqlx::query("LOCK TABLE audit IN EXCLUSIVE MODE").execute(&mut *tx).await?;
-    let (seq, prev) = last_record(&mut *tx).await?;
-    // Several servers append here: each batch checks the head it extends.
-    let notice = match signer {
-        Some(s) => unvouched_head(seq, &prev, latest_checkpoint(&mut *tx).await?, s),
-        None => None,
+    let found = postgres_head(&mut tx, signer).await?;
+    let mut buf = Vec::new();
+    let batch = Batch::new(events, found, signer, &mut buf)?;
+    batch.write_postgres(&mut tx).await?;
+    tx.commit().await?;
+    Ok(batch.seqs())
+}
+
+/// Extends the chain by `events` inside the open write transaction `conn`
+/// (on SQLite, begun while holding the audit lock, whose remembered head is
+/// `known`): the head is found and checked exactly as a batch of the
+/// appender finds it, the records linked and the new head signed. Returns
+/// the new head; the caller commits.
+pub(crate) async fn extend_in(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    known: Option<(i64, String)>,
+    events: &[AuditEvent],
+    signer: Option<&dyn HeadSigner>,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let found = match backend {
+        Backend::Sqlite => sqlite_head(conn, known, signer).await?,
+        Backend::Postgres => postgres_head(conn, signer).await?,
     };
     let mut buf = Vec::new();
-    let (events, skip) = with_head_notice(events, notice, &mut buf);
-    let rows = link(events, seq, prev);
-    if let Some(c) = match signer {
-        Some(s) => sign_head(&rows, s)?,
-        None => None,
-    } {
-        sqlx::query("INSERT INTO audit_checkpoints (seq, hash, at, key_id, signature) VALUES ($1, $2, $3, $4, $5)")
-            .bind(c.seq)
-            .bind(c.hash)
-            .bind(c.at)
-            .bind(c.key_id)
-            .bind(c.signature)
-            .execute(&mut *tx)
-            .await?;
+    let batch = Batch::new(events, found, signer, &mut buf)?;
+    match backend {
+        Backend::Sqlite => {
+            batch.sqlite_query(false).execute(&mut *conn).await?;
+        }
+        Backend::Postgres => batch.write_postgres(conn).await?,
     }
-    let (audit, creds) = json_rows(&rows);
-    sqlx::query(
-        "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) \
-         SELECT (v->>0)::bigint, (v->>1)::bigint, v->>2, v->>3, v->>4, v->>5, (v->>6)::bigint, v->>7, v->>8, v->>9 \
-         FROM json_array_elements($1::json) AS v",
-    )
-    .bind(audit)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, evidence_digest, \
-         issued_at, not_before, not_after, audit_seq, authority_id, audience) \
-         SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, (v->>7)::bigint, v->>8, (v->>9)::bigint, \
-         (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, v->>13, v->>14 FROM json_array_elements($1::json) AS v",
-    )
-    .bind(creds)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(rows.iter().skip(skip).map(|r| r.seq).collect())
+    Ok(batch.head())
 }
 
 /// The chain's last (seq, hash), or the genesis position.
@@ -561,6 +635,7 @@ fn record_from_row(r: &AnyRow) -> Result<AuditRecord, StoreError> {
             // An unparsable details column is kept as a string so the hash check reports it.
             details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
             credential: None,
+            denial: None,
         },
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
@@ -624,77 +699,6 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record_from_row).collect()
-    }
-
-    /// Credentials in the inventory matching `f`, soonest expiry first, at most `limit`.
-    pub async fn credentials(&self, f: &CredentialFilter, limit: i64) -> Result<Vec<Credential>, StoreError> {
-        // One static statement: each filter is either bound or disabled by a NULL.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {CREDENTIAL_COLUMNS} FROM credentials \
-             WHERE ($1 = '' OR entry_id = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR node_id = $3) \
-             AND ($4 < 0 OR not_after <= $4) AND ($5 < 0 OR (not_after > $5 AND revoked_at IS NULL)) \
-             AND ($7 = '' OR id = $7) ORDER BY not_after, id LIMIT $6"
-        )))
-        .bind(f.entry_id.clone().unwrap_or_default())
-        .bind(f.owner.clone().unwrap_or_default())
-        .bind(f.node_id.clone().unwrap_or_default())
-        .bind(f.expiring_before.unwrap_or(-1))
-        .bind(f.live_at.unwrap_or(-1))
-        .bind(limit)
-        .bind(f.id.clone().unwrap_or_default())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(credential_from_row).collect()
-    }
-
-    /// One credential from the inventory, by serial (X.509) or jti (JWT).
-    pub async fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1")))
-                .bind(id.to_owned())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(credential_from_row).transpose()
-    }
-
-    /// Which of `ids` (serials or jtis) the inventory holds.
-    pub async fn credentials_present(&self, ids: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut present = std::collections::HashSet::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT id FROM credentials WHERE id IN {}",
-                crate::store::values_list(self.backend(), chunk.len(), 1)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                present.insert(r.try_get::<String, _>("id")?);
-            }
-        }
-        Ok(present)
-    }
-
-    /// Records that the holder of credential `id` delivered it to `target`
-    /// at `at` (a later report replaces an earlier one). Returns false when
-    /// the inventory has no such credential.
-    pub async fn record_delivery(&self, id: &str, target: &str, at: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE credentials SET delivered_to = $1, delivered_at = $2 WHERE id = $3")
-            .bind(target.to_owned())
-            .bind(at)
-            .bind(id.to_owned())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Deletes inventory rows of credentials that expired before `before`;
-    /// returns how many. The audit records of their issuance stay, so the
-    /// chain is untouched and still verifies.
-    pub async fn prune_credentials(&self, before: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM credentials WHERE not_after < $1").bind(before).execute(&self.pool).await?;
-        Ok(done.rows_affected())
     }
 
     /// The newest signed checkpoint, if any.
@@ -791,6 +795,7 @@ impl Store {
                     policy_version: row.try_get("policy_version")?,
                     details: serde_json::Value::Null,
                     credential: None,
+                    denial: None,
                 };
                 let (prev_hash, hash): (String, String) = (row.try_get("prev_hash")?, row.try_get("hash")?);
                 let broken = |problem: String| {
@@ -832,32 +837,4 @@ impl Store {
         }
         Ok(AuditVerification { records: count, broken: None })
     }
-}
-
-const CREDENTIAL_COLUMNS: &str = "id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
-    evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq, \
-    delivered_to, delivered_at, audience";
-
-fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
-    Ok(Credential {
-        id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
-        entry_id: r.try_get("entry_id")?,
-        spiffe_id: r.try_get("spiffe_id")?,
-        node_id: r.try_get("node_id")?,
-        class: r.try_get("class")?,
-        owner: r.try_get("owner")?,
-        policy_version: r.try_get("policy_version")?,
-        evidence_digest: r.try_get("evidence_digest")?,
-        issued_at: r.try_get("issued_at")?,
-        not_before: r.try_get("not_before")?,
-        not_after: r.try_get("not_after")?,
-        revoked_at: r.try_get("revoked_at")?,
-        revoke_reason: r.try_get("revoke_reason")?,
-        authority_id: r.try_get("authority_id")?,
-        audit_seq: r.try_get("audit_seq")?,
-        delivered_to: r.try_get("delivered_to")?,
-        delivered_at: r.try_get("delivered_at")?,
-        audience: r.try_get("audience")?,
-    })
 }

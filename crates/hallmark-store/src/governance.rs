@@ -1,10 +1,11 @@
-//! Policy versions, exceptions and recorded denials.
+//! Owners, policy versions and exceptions.
 
 use hallmark_core::now_unix;
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-use crate::{Store, StoreError};
+use crate::store::row_in;
+use crate::{Recorder, Store, StoreError};
 
 /// A stored policy version.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -123,29 +124,6 @@ pub enum ExceptionError {
     },
 }
 
-/// A denial to record.
-#[derive(Debug, Clone)]
-pub struct Denial<'a> {
-    /// Entry.
-    pub entry_id: &'a str,
-    /// Its SPIFFE ID.
-    pub spiffe_id: &'a str,
-    /// Action.
-    pub action: &'a str,
-    /// Audience, for JWTs.
-    pub audience: Option<&'a str>,
-    /// The agent.
-    pub node_id: &'a str,
-    /// Evidence digest.
-    pub evidence_digest: &'a str,
-    /// Policy version in force.
-    pub policy_version: i64,
-    /// Determining policies.
-    pub policy_ids: &'a [String],
-    /// Human-readable reason.
-    pub reason: &'a str,
-}
-
 const EXC_COLUMNS: &str = "id, entry_id, rule, value, justification, expires_at, requested_by, requested_at, approved_by, approved_at, revoked_by, revoked_at, expiry_recorded_at";
 
 fn exception_from_row(r: &AnyRow) -> Result<ExceptionRecord, StoreError> {
@@ -176,17 +154,47 @@ fn policy_from_row(r: &AnyRow) -> Result<PolicyVersion, StoreError> {
     })
 }
 
+/// An exception to request: [`Store::request_exception`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewException<'a> {
+    /// The entry it applies to.
+    pub entry_id: &'a str,
+    /// Rule name.
+    pub rule: &'a str,
+    /// Rule value.
+    pub value: &'a str,
+    /// Why.
+    pub justification: &'a str,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Who asks.
+    pub requested_by: &'a str,
+}
+
+/// Reads an owner inside a transaction; a missing one is `NotFound`.
+async fn owner_in(conn: &mut AnyConnection, name: &str) -> Result<Owner, StoreError> {
+    row_in(conn, format!("SELECT {OWNER_COLUMNS} FROM owners WHERE name = $1"), name, "owner", owner_from_row).await
+}
+
+/// Reads an exception inside a transaction; a missing one is `NotFound`.
+async fn exception_in(conn: &mut AnyConnection, id: &str) -> Result<ExceptionRecord, StoreError> {
+    row_in(conn, format!("SELECT {EXC_COLUMNS} FROM exceptions WHERE id = $1"), id, "exception", exception_from_row)
+        .await
+}
+
 impl Store {
-    /// Creates an owner with its scopes (already validated); a duplicate name
-    /// is refused.
+    /// Creates an owner with its scopes (already validated), recorded by
+    /// `rec`; a duplicate name is refused.
     pub async fn create_owner(
         &self,
         name: &str,
         contact: &str,
         description: &str,
         scopes: &hallmark_core::ScopeLists,
+        rec: Recorder<'_, Owner>,
     ) -> Result<Owner, StoreError> {
         let now = now_unix();
+        let mut tx = self.begin_recorded().await?;
         sqlx::query(
             "INSERT INTO owners (name, contact, description, active, created_at, updated_at, paths, nodes) \
              VALUES ($1, $2, $3, 1, $4, $4, $5, $6)",
@@ -197,25 +205,32 @@ impl Store {
         .bind(now)
         .bind(scopes.paths.join("\n"))
         .bind(scopes.nodes.join("\n"))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| crate::store::duplicate_or(e, || format!("owner `{name}` already exists")))?;
-        self.owner(name).await?.ok_or_else(|| StoreError::NotFound(format!("owner `{name}`")))
+        let owner = owner_in(&mut tx, name).await?;
+        tx.commit(&owner, rec).await?;
+        Ok(owner)
     }
 
-    /// Replaces an owner's scopes (already validated).
-    pub async fn set_owner_scopes(&self, name: &str, scopes: &hallmark_core::ScopeLists) -> Result<Owner, StoreError> {
-        let done = sqlx::query("UPDATE owners SET paths = $1, nodes = $2, updated_at = $3 WHERE name = $4")
+    /// Replaces an owner's scopes (already validated), recorded by `rec`.
+    pub async fn set_owner_scopes(
+        &self,
+        name: &str,
+        scopes: &hallmark_core::ScopeLists,
+        rec: Recorder<'_, Owner>,
+    ) -> Result<Owner, StoreError> {
+        let mut tx = self.begin_recorded().await?;
+        sqlx::query("UPDATE owners SET paths = $1, nodes = $2, updated_at = $3 WHERE name = $4")
             .bind(scopes.paths.join("\n"))
             .bind(scopes.nodes.join("\n"))
             .bind(now_unix())
             .bind(name.to_owned())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("owner `{name}`")));
-        }
-        self.owner(name).await?.ok_or_else(|| StoreError::NotFound(format!("owner `{name}`")))
+        let owner = owner_in(&mut tx, name).await?;
+        tx.commit(&owner, rec).await?;
+        Ok(owner)
     }
 
     /// One owner.
@@ -235,24 +250,25 @@ impl Store {
         rows.iter().map(owner_from_row).collect()
     }
 
-    /// Deactivates an owner; its entries become orphans until transferred.
-    pub async fn deactivate_owner(&self, name: &str) -> Result<Owner, StoreError> {
-        let done = sqlx::query("UPDATE owners SET active = 0, updated_at = $1 WHERE name = $2")
+    /// Deactivates an owner, recorded by `rec`; its entries become orphans
+    /// until transferred.
+    pub async fn deactivate_owner(&self, name: &str, rec: Recorder<'_, Owner>) -> Result<Owner, StoreError> {
+        let mut tx = self.begin_recorded().await?;
+        sqlx::query("UPDATE owners SET active = 0, updated_at = $1 WHERE name = $2")
             .bind(now_unix())
             .bind(name.to_owned())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("owner `{name}`")));
-        }
-        self.owner(name).await?.ok_or_else(|| StoreError::NotFound(format!("owner `{name}`")))
+        let owner = owner_in(&mut tx, name).await?;
+        tx.commit(&owner, rec).await?;
+        Ok(owner)
     }
 
     /// Moves every entry of `from` to `to`, each a new revision pushed to its
-    /// agent; returns how many moved.
-    pub async fn transfer_entries(&self, from: &str, to: &str) -> Result<u64, StoreError> {
+    /// agent, recorded by `rec`; returns how many moved.
+    pub async fn transfer_entries(&self, from: &str, to: &str, rec: Recorder<'_, u64>) -> Result<u64, StoreError> {
         let now = now_unix();
-        let mut tx = self.begin_entry_tx().await?;
+        let mut tx = self.begin_entry_change().await?;
         let rows = sqlx::query("SELECT id, parent_id FROM entries WHERE owner = $1")
             .bind(from.to_owned())
             .fetch_all(&mut *tx)
@@ -267,13 +283,21 @@ impl Store {
             let (id, parent): (String, String) = (r.try_get("id")?, r.try_get("parent_id")?);
             Self::log_change(&mut tx, &id, &parent, now).await?;
         }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
+        let moved = rows.len() as u64;
+        tx.commit(&moved, rec).await?;
+        Ok(moved)
     }
 
-    /// Stores a new policy version (the next number) and returns it.
-    pub async fn add_policy(&self, text: &str, sha256: &str, by: &str) -> Result<i64, StoreError> {
-        let mut tx = self.begin_write().await?;
+    /// Stores a new policy version (the next number), recorded by `rec`, and
+    /// returns it.
+    pub async fn add_policy(
+        &self,
+        text: &str,
+        sha256: &str,
+        by: &str,
+        rec: Recorder<'_, i64>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.begin_recorded().await?;
         let next: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) + 1 AS v FROM policies")
             .fetch_one(&mut *tx)
             .await?
@@ -289,7 +313,7 @@ impl Store {
             .map_err(|e| {
                 crate::store::duplicate_or(e, || "another policy version was stored at the same moment; retry".into())
             })?;
-        tx.commit().await?;
+        tx.commit(&next, rec).await?;
         Ok(next)
     }
 
@@ -329,34 +353,33 @@ impl Store {
         rows.iter().map(policy_from_row).collect()
     }
 
-    /// Records a requested (not yet approved) exception.
+    /// Records a requested (not yet approved) exception, recorded by `rec`.
     pub async fn request_exception(
         &self,
-        entry_id: &str,
-        rule: &str,
-        value: &str,
-        justification: &str,
-        expires_at: i64,
-        by: &str,
+        x: &NewException<'_>,
+        rec: Recorder<'_, ExceptionRecord>,
     ) -> Result<ExceptionRecord, StoreError> {
         let mut b = [0u8; 8];
         rand::Rng::fill(&mut rand::rng(), &mut b);
         let id = format!("exc-{}", hex::encode(b));
+        let mut tx = self.begin_recorded().await?;
         sqlx::query(
             "INSERT INTO exceptions (id, entry_id, rule, value, justification, expires_at, requested_by, requested_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(id.clone())
-        .bind(entry_id.to_owned())
-        .bind(rule.to_owned())
-        .bind(value.to_owned())
-        .bind(justification.to_owned())
-        .bind(expires_at)
-        .bind(by.to_owned())
+        .bind(x.entry_id.to_owned())
+        .bind(x.rule.to_owned())
+        .bind(x.value.to_owned())
+        .bind(x.justification.to_owned())
+        .bind(x.expires_at)
+        .bind(x.requested_by.to_owned())
         .bind(now_unix())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        self.exception(&id).await?.ok_or_else(|| StoreError::NotFound(format!("exception `{id}`")))
+        let record = exception_in(&mut tx, &id).await?;
+        tx.commit(&record, rec).await?;
+        Ok(record)
     }
 
     /// One exception.
@@ -378,15 +401,18 @@ impl Store {
         rows.iter().map(exception_from_row).collect()
     }
 
-    /// Approves a pending exception; the approver must not be the requester.
-    /// The check and the write are one statement, so two approvers racing
-    /// cannot both succeed and a self-approval can never slip through.
+    /// Approves a pending exception, recorded by `rec`; the approver must
+    /// not be the requester. The check and the write are one statement, so
+    /// two approvers racing cannot both succeed and a self-approval can never
+    /// slip through.
     pub async fn approve_exception(
         &self,
         id: &str,
         by: &str,
         now: i64,
+        rec: Recorder<'_, ExceptionRecord>,
     ) -> Result<Result<ExceptionRecord, ExceptionError>, StoreError> {
+        let mut tx = self.begin_recorded().await?;
         let done = sqlx::query(
             "UPDATE exceptions SET approved_by = $1, approved_at = $2 \
              WHERE id = $3 AND approved_at IS NULL AND revoked_at IS NULL AND expires_at > $2 AND requested_by <> $1",
@@ -394,37 +420,44 @@ impl Store {
         .bind(by.to_owned())
         .bind(now)
         .bind(id.to_owned())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        let rec = self.exception(id).await?.ok_or_else(|| StoreError::NotFound(format!("exception `{id}`")))?;
+        let record = exception_in(&mut tx, id).await?;
         if done.rows_affected() == 1 {
-            return Ok(Ok(rec));
+            tx.commit(&record, rec).await?;
+            return Ok(Ok(record));
         }
-        let state = rec.state(now);
-        if state == "pending" && rec.requested_by == by {
+        // Nothing changed: the transaction is dropped, not committed.
+        let state = record.state(now);
+        if state == "pending" && record.requested_by == by {
             return Ok(Err(ExceptionError::SelfApproval(by.to_owned())));
         }
         Ok(Err(ExceptionError::State { id: id.to_owned(), state }))
     }
 
-    /// Revokes an exception that is pending or active.
+    /// Revokes an exception that is pending or active, recorded by `rec`.
     pub async fn revoke_exception(
         &self,
         id: &str,
         by: &str,
         now: i64,
+        rec: Recorder<'_, ExceptionRecord>,
     ) -> Result<Result<ExceptionRecord, ExceptionError>, StoreError> {
-        let done = sqlx::query("UPDATE exceptions SET revoked_by = $1, revoked_at = $2 WHERE id = $3 AND revoked_at IS NULL AND expires_at > $2")
-            .bind(by.to_owned())
-            .bind(now)
-            .bind(id.to_owned())
-            .execute(&self.pool)
-            .await?;
-        let rec = self.exception(id).await?.ok_or_else(|| StoreError::NotFound(format!("exception `{id}`")))?;
+        let mut tx = self.begin_recorded().await?;
+        let done = sqlx::query(
+            "UPDATE exceptions SET revoked_by = $1, revoked_at = $2 WHERE id = $3 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(by.to_owned())
+        .bind(now)
+        .bind(id.to_owned())
+        .execute(&mut *tx)
+        .await?;
+        let record = exception_in(&mut tx, id).await?;
         if done.rows_affected() == 1 {
-            Ok(Ok(rec))
+            tx.commit(&record, rec).await?;
+            Ok(Ok(record))
         } else {
-            Ok(Err(ExceptionError::State { id: id.to_owned(), state: rec.state(now) }))
+            Ok(Err(ExceptionError::State { id: id.to_owned(), state: record.state(now) }))
         }
     }
 
@@ -451,47 +484,22 @@ impl Store {
         rows.iter().map(exception_from_row).collect()
     }
 
-    /// Marks approved exceptions that have expired as recorded; returns them (once each).
-    pub async fn record_expired_exceptions(&self, now: i64) -> Result<Vec<ExceptionRecord>, StoreError> {
+    /// Marks approved exceptions that have expired as recorded, with the
+    /// records `rec` makes of them; returns them (once each).
+    pub async fn record_expired_exceptions(
+        &self,
+        now: i64,
+        rec: Recorder<'_, [ExceptionRecord]>,
+    ) -> Result<Vec<ExceptionRecord>, StoreError> {
+        let mut tx = self.begin_recorded().await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE exceptions SET expiry_recorded_at = $1 WHERE expires_at <= $1 AND approved_at IS NOT NULL AND revoked_at IS NULL AND expiry_recorded_at IS NULL RETURNING {EXC_COLUMNS}"
         )))
         .bind(now)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter().map(exception_from_row).collect()
-    }
-
-    /// Records a denied issuance.
-    pub async fn record_denial(&self, d: &Denial<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO denials (at, entry_id, spiffe_id, action, audience, node_id, evidence_digest, policy_version, policy_ids, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(now_unix())
-        .bind(d.entry_id.to_owned())
-        .bind(d.spiffe_id.to_owned())
-        .bind(d.action.to_owned())
-        .bind(d.audience.map(str::to_owned))
-        .bind(d.node_id.to_owned())
-        .bind(d.evidence_digest.to_owned())
-        .bind(d.policy_version)
-        .bind(d.policy_ids.join(","))
-        .bind(d.reason.to_owned())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Recorded denials for an entry, newest first: (at, action, policy ids, reason).
-    pub async fn denials(&self, entry_id: &str) -> Result<Vec<(i64, String, String, String)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT at, action, policy_ids, reason FROM denials WHERE entry_id = $1 ORDER BY id DESC")
-                .bind(entry_id.to_owned())
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("at")?, r.try_get("action")?, r.try_get("policy_ids")?, r.try_get("reason")?)))
-            .collect()
+        let expired = rows.iter().map(exception_from_row).collect::<Result<Vec<_>, _>>()?;
+        tx.commit(expired.as_slice(), rec).await?;
+        Ok(expired)
     }
 }

@@ -5,25 +5,32 @@
 //! unix-second timestamps and text identifiers, so the same statements run on
 //! both. Only the DDL differs, by a template variable in the migrations.
 
+mod admin_tokens;
 mod audit;
 mod authority;
+mod carried;
 mod denials;
+mod entries;
 mod governance;
+mod inventory;
 mod migrate;
-mod node_admin;
+mod nodes;
+mod recorded;
 mod revocation;
 mod store;
 
+pub use admin_tokens::{AdminToken, NewAdminToken};
 pub use audit::{
-    AuditBreak, AuditEvent, AuditRecord, AuditVerification, Checkpoint, Credential, CredentialFilter, GENESIS,
-    HEAD_UNVERIFIED, HeadSigner, record_hash,
+    AuditBreak, AuditEvent, AuditRecord, AuditVerification, Checkpoint, GENESIS, HEAD_UNVERIFIED, HeadSigner,
+    record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
+pub use carried::{Credential, Denial};
 pub use denials::DenialRecord;
-pub use governance::{Denial, ExceptionError, ExceptionRecord, Owner, PolicyVersion};
-pub use node_admin::{JoinTokenRecord, JoinTokenRevokeError};
+pub use entries::{EntryChange, parse_entries_page};
+pub use governance::{ExceptionError, ExceptionRecord, NewException, Owner, PolicyVersion};
+pub use inventory::CredentialFilter;
+pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid};
+pub use recorded::Recorder;
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
-pub use store::{
-    AdminToken, Backend, EntryChange, JoinTokenError, NewAdminToken, Node, NodeSvid, Store, StoreError, hash_secret,
-    parse_entries_page,
-};
+pub use store::{Backend, Store, StoreError, hash_secret};

@@ -8,10 +8,10 @@
 //! that positions become visible in commit order and a reader polling
 //! `seq > last` never skips one.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
 
-use crate::{Backend, Store, StoreError};
+use crate::{Backend, Recorder, Store, StoreError};
 
 /// What to revoke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +71,11 @@ fn revocation(r: &AnyRow) -> Result<Revocation, StoreError> {
     })
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Any>;
-
 const REVOCATION_COLUMNS: &str = "seq, kind, id, authority_id, not_after, at, reason";
 
 impl Store {
     async fn log_revocation(
-        tx: &mut Tx,
+        tx: &mut AnyConnection,
         kind: &str,
         id: &str,
         authority_id: &str,
@@ -94,7 +92,7 @@ impl Store {
         .bind(not_after)
         .bind(now)
         .bind(reason.to_owned())
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *tx)
         .await?;
         Ok(r.try_get("seq")?)
     }
@@ -102,7 +100,7 @@ impl Store {
     /// Revokes the unrevoked credentials selected by `condition` (a static
     /// SQL predicate over `$1`), recording each in the log.
     async fn revoke_credentials_where(
-        tx: &mut Tx,
+        tx: &mut AnyConnection,
         condition: &'static str,
         value: &str,
         now: i64,
@@ -123,7 +121,7 @@ impl Store {
         if condition != "id" {
             q = q.bind(now);
         }
-        let rows = q.fetch_all(&mut **tx).await?;
+        let rows = q.fetch_all(&mut *tx).await?;
         for r in &rows {
             let (id, kind, authority, not_after): (String, String, String, i64) =
                 (r.try_get("id")?, r.try_get("kind")?, r.try_get("authority_id")?, r.try_get("not_after")?);
@@ -131,7 +129,7 @@ impl Store {
                 .bind(now)
                 .bind(reason.to_owned())
                 .bind(id.clone())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
             out.last_seq = Self::log_revocation(tx, &kind, &id, &authority, not_after, now, reason).await?;
             out.credentials.push(id);
@@ -143,7 +141,7 @@ impl Store {
     /// its live credentials, and tells its agent through the change log. The
     /// live credentials of a deleted entry are revoked too.
     async fn revoke_entry_in(
-        tx: &mut Tx,
+        tx: &mut AnyConnection,
         id: &str,
         now: i64,
         reason: &str,
@@ -151,14 +149,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let Some(r) = sqlx::query("SELECT parent_id, revoked_at FROM entries WHERE id = $1")
             .bind(id.to_owned())
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?
         else {
             // A deleted entry whose credentials outlive it (an issuance in
             // flight as it was deleted): those are still revoked.
             let issued = sqlx::query("SELECT 1 AS one FROM credentials WHERE entry_id = $1 LIMIT 1")
                 .bind(id.to_owned())
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?
                 .is_some();
             if !issued {
@@ -174,7 +172,7 @@ impl Store {
             .bind(now)
             .bind(reason.to_owned())
             .bind(id.to_owned())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             Self::log_change(tx, id, &parent, now).await?;
             out.entries.push(id.to_owned());
@@ -182,11 +180,17 @@ impl Store {
         Self::revoke_credentials_where(tx, "entry", id, now, reason, out).await
     }
 
-    /// Revokes `target` in one transaction and returns what was revoked.
-    /// Revoking something already revoked changes nothing and is not an error;
-    /// an unknown target is `NotFound`.
-    pub async fn revoke(&self, target: &RevokeTarget, reason: &str, now: i64) -> Result<RevokeOutcome, StoreError> {
-        let mut tx = self.begin_entry_tx().await?;
+    /// Revokes `target` in one transaction, recorded by `rec`, and returns
+    /// what was revoked. Revoking something already revoked changes nothing
+    /// and is not an error; an unknown target is `NotFound`.
+    pub async fn revoke(
+        &self,
+        target: &RevokeTarget,
+        reason: &str,
+        now: i64,
+        rec: Recorder<'_, RevokeOutcome>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.begin_entry_change().await?;
         if self.backend() == Backend::Postgres {
             sqlx::query("LOCK TABLE revocations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
         }
@@ -248,7 +252,7 @@ impl Store {
                 }
             }
         }
-        tx.commit().await?;
+        tx.commit(&out, rec).await?;
         Ok(out)
     }
 

@@ -6,16 +6,16 @@
 
 use hallmark_core::{EntrySpec, SpiffeId, TrustDomain, Ttl, ValidEntrySpec};
 use hallmark_store::{
-    AuthorityRow, AuthorityState, JoinTokenError, NodeSvid, RevokeTarget, Store, StoreError, hash_secret,
+    AuthorityRow, AuthorityState, JoinTokenError, NewException, NodeSvid, Recorder, RevokeTarget, Store, StoreError,
+    hash_secret,
 };
 
-/// Opens one store per available backend, each empty.
-async fn stores() -> Vec<(String, Store)> {
+/// One empty database per available backend: (backend, URL).
+async fn store_urls() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let dir = std::env::temp_dir().join(format!("hallmark-store-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("test.db").display());
-    out.push(("sqlite".to_owned(), Store::open(&url).await.unwrap()));
+    out.push(("sqlite".to_owned(), format!("sqlite://{}", dir.join("test.db").display())));
     match std::env::var("HALLMARK_TEST_POSTGRES") {
         Ok(base) => {
             sqlx::any::install_default_drivers();
@@ -23,12 +23,31 @@ async fn stores() -> Vec<(String, Store)> {
             let db = format!("hm_{}", rand_suffix());
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
             let (prefix, _) = base.rsplit_once('/').unwrap();
-            out.push(("postgres".to_owned(), Store::open(&format!("{prefix}/{db}")).await.unwrap()));
+            out.push(("postgres".to_owned(), format!("{prefix}/{db}")));
         }
         Err(_) if std::env::var("CI").is_ok() => panic!("CI must provide HALLMARK_TEST_POSTGRES"),
         Err(_) => eprintln!("HALLMARK_TEST_POSTGRES not set: PostgreSQL half skipped (the test script sets it)"),
     }
     out
+}
+
+/// Opens one store per available backend, each empty.
+async fn stores() -> Vec<(String, Store)> {
+    let mut out = Vec::new();
+    for (name, url) in store_urls().await {
+        out.push((name, Store::open(&url).await.unwrap()));
+    }
+    out
+}
+
+/// A recorder that writes one unsigned record of the change.
+fn rec<T: ?Sized>() -> Recorder<'static, T> {
+    Recorder::unsigned(|_| vec![event(0)])
+}
+
+/// An exception on entry `e1`, asked for by `alice`.
+fn exception(rule: &'static str, value: &'static str, expires_at: i64) -> NewException<'static> {
+    NewException { entry_id: "e1", rule, value, justification: "migration", expires_at, requested_by: "alice" }
 }
 
 fn rand_suffix() -> String {
@@ -59,20 +78,23 @@ fn spec(id: &str, uid: u32) -> ValidEntrySpec {
 async fn entry_crud_and_change_log() {
     for (name, s) in stores().await {
         let start = s.last_change().await.unwrap();
-        let e = s.create_entry(&spec("web", 1000)).await.unwrap();
+        let e = s.create_entry(&spec("web", 1000), rec()).await.unwrap();
         assert_eq!(e.revision, 1, "{name}");
         assert_eq!(e.hint.as_deref(), Some("primary"));
         assert_eq!(s.entry(&e.id).await.unwrap().unwrap(), e, "{name}");
         // Same ID, parent and selectors: refused, nothing stored.
-        let dup = s.create_entry(&spec("web", 1000)).await.unwrap_err();
+        let dup = s.create_entry(&spec("web", 1000), rec()).await.unwrap_err();
         assert!(matches!(dup, StoreError::Duplicate(_)), "{name}: {dup}");
         assert_eq!(s.entries(None).await.unwrap().len(), 1, "{name}");
         // Update with the right revision, then a stale one.
         let mut changed = spec("web", 1001);
         changed.parent_id = SpiffeId::new("spiffe://example.org/hallmark/agent/join_token/b2").unwrap();
-        let u = s.update_entry(&e.id, &changed, Some(1)).await.unwrap();
+        let u = s.update_entry(&e.id, &changed, Some(1), rec()).await.unwrap();
         assert_eq!(u.revision, 2);
-        assert!(matches!(s.update_entry(&e.id, &changed, Some(1)).await, Err(StoreError::Conflict { .. })), "{name}");
+        assert!(
+            matches!(s.update_entry(&e.id, &changed, Some(1), rec()).await, Err(StoreError::Conflict { .. })),
+            "{name}"
+        );
         // A parent change logs the entry for both agents.
         let log = s.changes_since(start, 100).await.unwrap();
         let parents: Vec<&str> = log.iter().map(|c| c.parent_id.as_str()).collect();
@@ -83,10 +105,10 @@ async fn entry_crud_and_change_log() {
         assert_eq!(snap.len(), 1);
         assert_eq!(seq, log.last().unwrap().seq);
         assert!(s.entries_snapshot("spiffe://example.org/hallmark/agent/join_token/a1").await.unwrap().0.is_empty());
-        let gone = s.delete_entry(&e.id).await.unwrap();
+        let gone = s.delete_entry(&e.id, rec()).await.unwrap();
         assert_eq!(gone.id, e.id);
         assert!(s.entry(&e.id).await.unwrap().is_none());
-        assert!(matches!(s.delete_entry(&e.id).await, Err(StoreError::NotFound(_))), "{name}");
+        assert!(matches!(s.delete_entry(&e.id, rec()).await, Err(StoreError::NotFound(_))), "{name}");
         assert_eq!(s.changes_since(seq, 100).await.unwrap().len(), 1);
     }
 }
@@ -95,8 +117,8 @@ async fn entry_crud_and_change_log() {
 async fn join_tokens_are_single_use() {
     for (name, s) in stores().await {
         let now = hallmark_core::now_unix();
-        s.create_join_token(&hash_secret("t1"), now + 600).await.unwrap();
-        s.create_join_token(&hash_secret("old"), now - 1).await.unwrap();
+        s.create_join_token(&hash_secret("t1"), now + 600, rec()).await.unwrap();
+        s.create_join_token(&hash_secret("old"), now - 1, rec()).await.unwrap();
         assert_eq!(s.consume_join_token(&hash_secret("t1"), "agent-a", now).await.unwrap(), Ok(()), "{name}");
         assert_eq!(s.consume_join_token(&hash_secret("t1"), "agent-b", now).await.unwrap(), Err(JoinTokenError::Used));
         assert_eq!(
@@ -129,7 +151,7 @@ async fn nodes_tokens_authorities() {
         let n = s.node("spiffe://example.org/a").await.unwrap().unwrap();
         assert_eq!((n.serial.as_str(), n.not_after, n.banned), ("02", 200, false), "{name}");
         assert_eq!(n.previous_serial.as_deref(), Some("01"), "{name}");
-        s.add_admin_token(&hash_secret("secret"), "bootstrap", "trust-admin").await.unwrap();
+        s.add_admin_token(&hash_secret("secret"), "bootstrap", "trust-admin", rec()).await.unwrap();
         assert_eq!(s.admin_token(&hash_secret("secret")).await.unwrap().unwrap().role, "trust-admin");
         assert!(s.admin_token(&hash_secret("other")).await.unwrap().is_none());
         let now = hallmark_core::now_unix();
@@ -177,7 +199,7 @@ async fn nodes_tokens_authorities() {
 #[tokio::test]
 async fn corrupt_rows_are_errors_not_panics() {
     for (name, s) in stores().await {
-        let e = s.create_entry(&spec("web", 1000)).await.unwrap();
+        let e = s.create_entry(&spec("web", 1000), rec()).await.unwrap();
         sqlx::query("UPDATE entries SET selectors = 'bogus' WHERE id = $1")
             .bind(e.id.clone())
             .execute(s.pool())
@@ -195,7 +217,7 @@ async fn reopening_keeps_data_and_migrations_run_once() {
     std::fs::create_dir_all(&dir).unwrap();
     let url = format!("sqlite://{}", dir.join("r.db").display());
     let s = Store::open(&url).await.unwrap();
-    s.create_entry(&spec("web", 1)).await.unwrap();
+    s.create_entry(&spec("web", 1), rec()).await.unwrap();
     drop(s);
     let s = Store::open(&url).await.unwrap();
     assert_eq!(s.entries(None).await.unwrap().len(), 1);
@@ -231,8 +253,8 @@ async fn concurrent_start_on_one_postgres() {
 async fn policy_versions_are_append_only() {
     for (name, s) in stores().await {
         assert!(s.current_policy().await.unwrap().is_none(), "{name}");
-        assert_eq!(s.add_policy("permit(principal, action, resource);", "h1", "alice").await.unwrap(), 1);
-        assert_eq!(s.add_policy("forbid(principal, action, resource);", "h2", "bob").await.unwrap(), 2);
+        assert_eq!(s.add_policy("permit(principal, action, resource);", "h1", "alice", rec()).await.unwrap(), 1);
+        assert_eq!(s.add_policy("forbid(principal, action, resource);", "h2", "bob", rec()).await.unwrap(), 2);
         let cur = s.current_policy().await.unwrap().unwrap();
         assert_eq!((cur.version, cur.created_by.as_str()), (2, "bob"), "{name}");
         assert_eq!(s.policy(1).await.unwrap().unwrap().sha256, "h1");
@@ -246,27 +268,29 @@ async fn exceptions_need_a_second_person_and_expire() {
     use hallmark_store::ExceptionError;
     for (name, s) in stores().await {
         let now = hallmark_core::now_unix();
-        let x = s.request_exception("e1", "ttl_above_class_max", "48h", "migration", now + 100, "alice").await.unwrap();
+        let x = s.request_exception(&exception("ttl_above_class_max", "48h", now + 100), rec()).await.unwrap();
         assert_eq!(x.state(now), "pending");
         assert!(s.active_exceptions("e1", now).await.unwrap().is_empty(), "{name}: pending is not active");
         assert_eq!(
-            s.approve_exception(&x.id, "alice", now).await.unwrap(),
+            s.approve_exception(&x.id, "alice", now, rec()).await.unwrap(),
             Err(ExceptionError::SelfApproval("alice".into()))
         );
-        let ok = s.approve_exception(&x.id, "bob", now).await.unwrap().unwrap();
+        let ok = s.approve_exception(&x.id, "bob", now, rec()).await.unwrap().unwrap();
         assert_eq!(ok.approved_by.as_deref(), Some("bob"));
-        assert!(matches!(s.approve_exception(&x.id, "carol", now).await.unwrap(), Err(ExceptionError::State { .. })));
+        assert!(matches!(
+            s.approve_exception(&x.id, "carol", now, rec()).await.unwrap(),
+            Err(ExceptionError::State { .. })
+        ));
         assert_eq!(s.active_exceptions("e1", now).await.unwrap().len(), 1);
         // Past its expiry it is no longer active, and its expiry is recorded once.
         assert!(s.active_exceptions("e1", now + 100).await.unwrap().is_empty());
-        assert_eq!(s.record_expired_exceptions(now + 100).await.unwrap().len(), 1, "{name}");
-        assert!(s.record_expired_exceptions(now + 200).await.unwrap().is_empty());
+        assert_eq!(s.record_expired_exceptions(now + 100, rec()).await.unwrap().len(), 1, "{name}");
+        assert!(s.record_expired_exceptions(now + 200, rec()).await.unwrap().is_empty());
         // Revocation ends an active one at once.
-        let y =
-            s.request_exception("e1", "long_lived_certificate", "30d", "legacy", now + 1000, "alice").await.unwrap();
-        s.approve_exception(&y.id, "bob", now).await.unwrap().unwrap();
+        let y = s.request_exception(&exception("long_lived_certificate", "30d", now + 1000), rec()).await.unwrap();
+        s.approve_exception(&y.id, "bob", now, rec()).await.unwrap().unwrap();
         assert_eq!(s.active_exceptions("e1", now).await.unwrap().len(), 2);
-        s.revoke_exception(&y.id, "bob", now).await.unwrap().unwrap();
+        s.revoke_exception(&y.id, "bob", now, rec()).await.unwrap().unwrap();
         let active: Vec<String> = s.active_exceptions("e1", now).await.unwrap().into_iter().map(|x| x.id).collect();
         assert_eq!(active, vec![x.id.clone()], "{name}: the revoked one is gone at once");
         assert_eq!(s.exception(&y.id).await.unwrap().unwrap().state(now), "revoked");
@@ -276,43 +300,43 @@ async fn exceptions_need_a_second_person_and_expire() {
 #[tokio::test]
 async fn the_database_refuses_recovery_on_machine_entries() {
     for (name, s) in stores().await {
-        let e = s.create_entry(&spec("web", 1000)).await.unwrap();
+        let e = s.create_entry(&spec("web", 1000), rec()).await.unwrap();
         let err =
             sqlx::query("UPDATE entries SET recovery = 1 WHERE id = $1").bind(e.id.clone()).execute(s.pool()).await;
         assert!(err.is_err(), "{name}: CHECK constraint must refuse recovery on a machine entry");
         let mut human = spec("alice", 1001);
         human.class = hallmark_core::Class::Human;
         human.recovery = true;
-        let h = s.create_entry(&human).await.unwrap();
+        let h = s.create_entry(&human, rec()).await.unwrap();
         assert!(h.recovery, "{name}");
         let mut machine = spec("bot", 1002);
         machine.recovery = true;
-        assert!(s.create_entry(&machine).await.is_err(), "{name}");
+        assert!(s.create_entry(&machine, rec()).await.is_err(), "{name}");
     }
 }
 
 #[tokio::test]
 async fn owners_deactivate_and_transfer() {
     for (name, s) in stores().await {
-        s.create_owner("team-a", "a@example.org", "first", &Default::default()).await.unwrap();
-        s.create_owner("team-b", "b@example.org", "", &Default::default()).await.unwrap();
+        s.create_owner("team-a", "a@example.org", "first", &Default::default(), rec()).await.unwrap();
+        s.create_owner("team-b", "b@example.org", "", &Default::default(), rec()).await.unwrap();
         assert!(
             matches!(
-                s.create_owner("team-a", "x@example.org", "", &Default::default()).await,
+                s.create_owner("team-a", "x@example.org", "", &Default::default(), rec()).await,
                 Err(StoreError::Duplicate(_))
             ),
             "{name}"
         );
-        let e = s.create_entry(&spec("web", 1000)).await.unwrap();
+        let e = s.create_entry(&spec("web", 1000), rec()).await.unwrap();
         let start = s.last_change().await.unwrap();
-        let d = s.deactivate_owner("team-a").await.unwrap();
+        let d = s.deactivate_owner("team-a", rec()).await.unwrap();
         assert!(!d.active);
-        assert_eq!(s.transfer_entries("team-a", "team-b").await.unwrap(), 1, "{name}");
+        assert_eq!(s.transfer_entries("team-a", "team-b", rec()).await.unwrap(), 1, "{name}");
         let moved = s.entry(&e.id).await.unwrap().unwrap();
         assert_eq!((moved.owner.as_str(), moved.revision), ("team-b", 2));
         assert_eq!(s.changes_since(start, 10).await.unwrap().len(), 1, "the move is pushed to the agent");
         assert_eq!(s.owners().await.unwrap().len(), 2);
-        assert!(matches!(s.deactivate_owner("nobody").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(s.deactivate_owner("nobody", rec()).await, Err(StoreError::NotFound(_))));
     }
 }
 
@@ -326,6 +350,7 @@ fn event(i: i64) -> hallmark_store::AuditEvent {
         policy_version: 1,
         details: serde_json::json!({"serial": format!("{i:x}"), "evidence": "abc"}),
         credential: None,
+        denial: None,
     }
 }
 
@@ -433,9 +458,11 @@ async fn inventory_is_written_with_the_audit_record() {
         assert_eq!((s2.delivered_to.as_deref(), s2.delivered_at), (Some("files:/etc/nginx/svid"), Some(1200)));
         assert_eq!(s.credential("s1").await.unwrap().unwrap().delivered_to, None);
         // Pruning long-expired rows keeps the chain verifiable.
-        assert_eq!(s.prune_credentials(1500).await.unwrap(), 1, "{name}");
+        assert_eq!(s.prune_credentials(1500, rec()).await.unwrap(), 1, "{name}");
         assert_eq!(s.credentials(&Default::default(), 100).await.unwrap().len(), 2);
         assert!(s.verify_audit().await.unwrap().broken.is_none());
+        // The pruning is recorded too; an issuance after it is the newest record.
+        s.append_audit(&[mk("s4", "a", 4000)]).await.unwrap();
         // Deleting the newest record (which the chain alone cannot show) is
         // found through the inventory row that names it; restoring it heals.
         let last = s.audit_records(0, 0, i64::MAX, 100).await.unwrap().pop().unwrap();
@@ -445,7 +472,7 @@ async fn inventory_is_written_with_the_audit_record() {
         assert!(v.broken.unwrap().problem.contains("deleted from the end"));
         // A duplicate serial fails the whole batch: neither record nor row is half-written.
         assert!(s.append_audit(&[event(9), mk("s2", "a", 1)]).await.is_err());
-        assert_eq!(s.verify_audit().await.unwrap().records, 2, "{name}");
+        assert_eq!(s.verify_audit().await.unwrap().records, 4, "{name}");
     }
 }
 
@@ -456,7 +483,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
     for (name, s) in stores().await {
         let now = hallmark_core::now_unix();
         for o in ["team-a", "team-b"] {
-            s.create_owner(o, "x@example.org", "", &Default::default()).await.unwrap();
+            s.create_owner(o, "x@example.org", "", &Default::default(), rec()).await.unwrap();
         }
         let agent = "spiffe://example.org/hallmark/agent/n1";
         let mut ids = Vec::new();
@@ -464,7 +491,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
             let mut v = spec(&format!("w{i}"), 1000 + i as u32);
             v.parent_id = SpiffeId::new(agent).unwrap();
             v.owner = (*owner).into();
-            ids.push(s.create_entry(&v).await.unwrap().id);
+            ids.push(s.create_entry(&v, rec()).await.unwrap().id);
         }
         s.upsert_node(&node_svid(agent, "aa01", None, now + 600)).await.unwrap();
         // Two credentials per entry, issued through the node.
@@ -501,38 +528,44 @@ async fn revocation_by_credential_entry_owner_and_node() {
         let changes_before = s.last_change().await.unwrap();
 
         // One credential: only it; the entry stays served.
-        let out = s.revoke(&RevokeTarget::Credential("c00".into()), "key leaked", now).await.unwrap();
+        let out = s.revoke(&RevokeTarget::Credential("c00".into()), "key leaked", now, rec()).await.unwrap();
         assert_eq!((out.credentials.clone(), out.entries.len()), (vec!["c00".to_owned()], 0), "{name}");
         let c = s.credential("c00").await.unwrap().unwrap();
         assert_eq!((c.revoked_at, c.revoke_reason.as_deref()), (Some(now), Some("key leaked")));
         assert_eq!(s.entries_snapshot(agent).await.unwrap().0.len(), 3);
         // Again: nothing more to do, not an error; unknown: NotFound.
-        assert!(s.revoke(&RevokeTarget::Credential("c00".into()), "again", now).await.unwrap().credentials.is_empty());
+        assert!(
+            s.revoke(&RevokeTarget::Credential("c00".into()), "again", now, rec())
+                .await
+                .unwrap()
+                .credentials
+                .is_empty()
+        );
         assert!(matches!(
-            s.revoke(&RevokeTarget::Credential("nope".into()), "x", now).await,
+            s.revoke(&RevokeTarget::Credential("nope".into()), "x", now, rec()).await,
             Err(StoreError::NotFound(_))
         ));
 
         // An entry: disabled (not in the agent's snapshot), its other live credential revoked.
-        let out = s.revoke(&RevokeTarget::Entry(ids[0].clone()), "decommissioned", now).await.unwrap();
+        let out = s.revoke(&RevokeTarget::Entry(ids[0].clone()), "decommissioned", now, rec()).await.unwrap();
         assert_eq!((out.entries.clone(), out.credentials.clone()), (vec![ids[0].clone()], vec!["c01".to_owned()]));
         assert!(s.entry(&ids[0]).await.unwrap().unwrap().revoked_at.is_some());
         assert_eq!(s.entries_snapshot(agent).await.unwrap().0.len(), 2, "{name}");
         assert!(s.last_change().await.unwrap() > changes_before, "the agent is told through the change log");
 
         // An owner: all its entries.
-        let out = s.revoke(&RevokeTarget::Owner("team-a".into()), "team dissolved", now).await.unwrap();
+        let out = s.revoke(&RevokeTarget::Owner("team-a".into()), "team dissolved", now, rec()).await.unwrap();
         assert_eq!(out.entries, vec![ids[1].clone()], "{name}: the already revoked entry is not revoked twice");
         assert_eq!(out.credentials.len(), 2);
         assert_eq!(s.entries_snapshot(agent).await.unwrap().0.len(), 1);
 
         // A node: banned, everything issued through it revoked, its own SVID on the CRL list.
-        let out = s.revoke(&RevokeTarget::Node(agent.into()), "compromised host", now).await.unwrap();
+        let out = s.revoke(&RevokeTarget::Node(agent.into()), "compromised host", now, rec()).await.unwrap();
         assert_eq!((out.node.as_deref(), out.credentials.len()), (Some(agent), 2), "{name}");
         let n = s.node(agent).await.unwrap().unwrap();
         assert!(n.banned && n.ban_reason.as_deref() == Some("compromised host"));
         assert!(matches!(
-            s.revoke(&RevokeTarget::Node("spiffe://x/y".into()), "x", now).await,
+            s.revoke(&RevokeTarget::Node("spiffe://x/y".into()), "x", now, rec()).await,
             Err(StoreError::NotFound(_))
         ));
 
@@ -569,7 +602,7 @@ async fn entries_register_in_batches_all_or_none() {
     for (name, s) in stores().await {
         let start = s.last_change().await.unwrap();
         let specs: Vec<ValidEntrySpec> = (0..1200).map(|i| spec(&format!("b{i}"), 2000 + i)).collect();
-        let created = s.create_entries(&specs).await.unwrap();
+        let created = s.create_entries(&specs, rec()).await.unwrap();
         assert_eq!(created.len(), 1200, "{name}");
         assert_eq!(s.changes_since(start, 5000).await.unwrap().len(), 1200, "{name}: each one pushed to its agent");
         let ids: Vec<String> = created.iter().map(|e| e.id.clone()).collect();
@@ -592,7 +625,259 @@ async fn entries_register_in_batches_all_or_none() {
         let before = s.entries(None).await.unwrap().len();
         let mut dup = vec![spec("fresh-1", 9001), spec("fresh-2", 9002)];
         dup.push(specs[7].clone());
-        assert!(matches!(s.create_entries(&dup).await, Err(StoreError::Duplicate(_))), "{name}");
+        assert!(matches!(s.create_entries(&dup, rec()).await, Err(StoreError::Duplicate(_))), "{name}");
         assert_eq!(s.entries(None).await.unwrap().len(), before, "{name}: all or none");
+    }
+}
+
+/// Signs checkpoints (with nothing a verifier could check: these tests never
+/// verify signatures), or fails, or, as a crash stand-in, never returns once
+/// the change it records has been written.
+enum TestSigner {
+    Working,
+    Failing,
+    /// Writes the marker file, then blocks until the process is killed.
+    Hanging(std::path::PathBuf),
+}
+
+impl hallmark_store::HeadSigner for TestSigner {
+    fn key_id(&self) -> String {
+        "test".into()
+    }
+    fn sign(&self, _: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            Self::Working => Ok(vec![1]),
+            Self::Failing => Err("no key".into()),
+            Self::Hanging(marker) => {
+                std::fs::write(marker, b"inside").unwrap();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                }
+            }
+        }
+    }
+    fn verifies(&self, _: &hallmark_store::Checkpoint) -> Option<bool> {
+        Some(true)
+    }
+    fn adopting(&self) -> bool {
+        true
+    }
+}
+
+/// The record an entry change makes, naming the entry.
+fn entry_record(e: &hallmark_core::Entry) -> Vec<hallmark_store::AuditEvent> {
+    let mut r = event(0);
+    r.action = "entry_create".into();
+    r.subject = e.id.clone();
+    vec![r]
+}
+
+/// Set in the child process of `a_crash_between_a_change_and_its_record_leaves_neither`:
+/// the database it writes to.
+const CRASH_CHILD: &str = "HALLMARK_TEST_CRASH_CHILD_URL";
+/// The file the child writes once the change is written and its record is being made.
+const CRASH_MARKER: &str = "HALLMARK_TEST_CRASH_MARKER";
+
+/// Issue 15: an admin change and its audit record were two writes (the
+/// change committed, then the record appended), so a crash between them left
+/// a change with no record. Now they are one transaction. The change is
+/// written, then the process is killed (SIGKILL) while its record is being
+/// made: after restart neither the entry, nor its change-log row, nor a
+/// record is stored. A record that cannot be signed fails the change the
+/// same way, and the same change run to its end stores both.
+#[tokio::test]
+async fn a_crash_between_a_change_and_its_record_leaves_neither() {
+    if let Ok(url) = std::env::var(CRASH_CHILD) {
+        // The child: write the change, and hang while its record is made.
+        let marker = std::path::PathBuf::from(std::env::var(CRASH_MARKER).unwrap());
+        let s = Store::open(&url).await.unwrap();
+        let hang = TestSigner::Hanging(marker);
+        let _ = s.create_entry(&spec("crash", 1), Recorder::signed(&hang, entry_record)).await;
+        panic!("the change returned instead of hanging");
+    }
+    for (name, url) in store_urls().await {
+        let s = Store::open(&url).await.unwrap();
+        s.append_audit_signed(&[event(1)], &TestSigner::Working).await.unwrap();
+        drop(s);
+        let marker = std::env::temp_dir().join(format!("hallmark-crash-{}", rand_suffix()));
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["a_crash_between_a_change_and_its_record_leaves_neither", "--exact", "--nocapture"])
+            .env(CRASH_CHILD, &url)
+            .env(CRASH_MARKER, &marker)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while !marker.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("{name}: the child exited ({status}) before the change was written");
+            }
+            assert!(started.elapsed().as_secs() < 60, "{name}: the child never reached the record");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let s = Store::open(&url).await.unwrap();
+        assert!(s.entries(None).await.unwrap().is_empty(), "{name}: the change outlived the crash without its record");
+        assert!(s.changes_since(0, 100).await.unwrap().is_empty(), "{name}: the change log holds the change");
+        let v = s.verify_audit().await.unwrap();
+        assert_eq!((v.records, v.broken), (1, None), "{name}");
+
+        // A record that cannot be written (its head cannot be signed) fails the change.
+        let err = s.create_entry(&spec("crash", 1), Recorder::signed(&TestSigner::Failing, entry_record)).await;
+        assert!(matches!(err, Err(StoreError::Signing(_))), "{name}: {err:?}");
+        assert!(s.entries(None).await.unwrap().is_empty(), "{name}");
+        assert_eq!(s.verify_audit().await.unwrap().records, 1, "{name}");
+
+        // Run to its end, the change and its record are stored together, the
+        // record right after the head and covered by a checkpoint.
+        let e = s.create_entry(&spec("crash", 1), Recorder::signed(&TestSigner::Working, entry_record)).await.unwrap();
+        let records = s.audit_records(0, 0, i64::MAX, 100).await.unwrap();
+        let last = records.last().unwrap();
+        assert_eq!((last.seq, last.event.action.as_str(), last.event.subject.as_str()), (2, "entry_create", &*e.id));
+        assert_eq!(s.latest_audit_checkpoint().await.unwrap().map(|c| c.seq), Some(2), "{name}");
+        assert_eq!(s.changes_since(0, 100).await.unwrap().len(), 1, "{name}");
+        assert!(s.verify_audit().await.unwrap().broken.is_none(), "{name}");
+    }
+}
+
+/// A denial is stored with its audit record, in the appender's batch: a
+/// batch that fails stores neither.
+#[tokio::test]
+async fn denials_are_written_with_their_record() {
+    for (name, s) in stores().await {
+        let deny = |entry: &str| {
+            let mut e = event(2);
+            e.action = "deny".into();
+            e.denial = Some(hallmark_store::Denial {
+                entry_id: entry.into(),
+                spiffe_id: "spiffe://example.org/w".into(),
+                action: "issue_jwt".into(),
+                audience: Some("db".into()),
+                node_id: "spiffe://example.org/hallmark/agent/a".into(),
+                evidence_digest: "d".into(),
+                policy_version: 3,
+                policy_ids: vec!["p1".into(), "p2".into()],
+                reason: "forbidden by p1".into(),
+            });
+            e
+        };
+        s.append_audit(&[deny("e1"), event(3), deny("e2")]).await.unwrap();
+        let d = s.denials("e1").await.unwrap();
+        assert_eq!(d.len(), 1, "{name}");
+        assert_eq!(
+            (d[0].at, d[0].action.as_str(), d[0].audience.as_deref(), d[0].policy_ids.as_str()),
+            (1_700_000_002, "issue_jwt", Some("db"), "p1,p2")
+        );
+        assert_eq!(s.denials_since(0).await.unwrap().len(), 2, "{name}");
+        // A batch that fails (a duplicate serial beside the denial) stores neither.
+        let mut cred = event(5);
+        cred.credential = Some(hallmark_store::Credential {
+            id: "s1".into(),
+            kind: "x509".into(),
+            entry_id: "e3".into(),
+            spiffe_id: "spiffe://example.org/w".into(),
+            node_id: "n".into(),
+            class: "machine".into(),
+            owner: "o".into(),
+            policy_version: 1,
+            evidence_digest: "d".into(),
+            issued_at: 1,
+            not_before: 1,
+            not_after: 2,
+            revoked_at: None,
+            revoke_reason: None,
+            authority_id: "ca".into(),
+            audit_seq: 0,
+            delivered_to: None,
+            delivered_at: None,
+            audience: None,
+        });
+        s.append_audit(std::slice::from_ref(&cred)).await.unwrap();
+        assert!(s.append_audit(&[deny("e3"), cred]).await.is_err(), "{name}");
+        assert!(s.denials("e3").await.unwrap().is_empty(), "{name}");
+        assert_eq!(s.verify_audit().await.unwrap().records, 4, "{name}");
+    }
+}
+
+/// A recorder that writes one record of the change, its head signed by `signer`.
+fn signed_by<T: ?Sized>(signer: &TestSigner) -> Recorder<'_, T> {
+    Recorder::signed(signer, |_| vec![event(0)])
+}
+
+/// Issue 15: every kind of admin change (entry, owner, policy, exception,
+/// admin identity, join token, revocation) is refused as a whole when its
+/// audit record cannot be written: here its new head cannot be signed, so
+/// the record's append fails inside the change's transaction. Before, the
+/// change was committed first and its record appended after, so each of
+/// these left a change with no record.
+#[tokio::test]
+async fn a_change_whose_record_fails_is_not_stored() {
+    for (name, s) in stores().await {
+        let now = hallmark_core::now_unix();
+        // What exists before: one owner, one entry, a pending exception.
+        s.create_owner("team-a", "a@example.org", "", &Default::default(), rec()).await.unwrap();
+        let mut v = spec("web", 1000);
+        v.owner = "team-a".into();
+        let e = s.create_entry(&v, rec()).await.unwrap();
+        let x = s.request_exception(&exception("ttl_above_class_max", "48h", now + 100), rec()).await.unwrap();
+        let records = s.verify_audit().await.unwrap().records;
+
+        let signing = |r: Result<(), StoreError>, what: &str| {
+            assert!(matches!(r, Err(StoreError::Signing(_))), "{name}: {what}: {r:?}");
+        };
+        signing(s.create_entry(&spec("other", 1001), signed_by(&TestSigner::Failing)).await.map(drop), "entry create");
+        signing(
+            s.create_entries(&[spec("b1", 1002), spec("b2", 1003)], signed_by(&TestSigner::Failing)).await.map(drop),
+            "entry batch",
+        );
+        signing(
+            s.update_entry(&e.id, &spec("web", 1004), Some(1), signed_by(&TestSigner::Failing)).await.map(drop),
+            "entry update",
+        );
+        signing(s.delete_entry(&e.id, signed_by(&TestSigner::Failing)).await.map(drop), "entry delete");
+        signing(
+            s.create_owner("team-b", "b@example.org", "", &Default::default(), signed_by(&TestSigner::Failing))
+                .await
+                .map(drop),
+            "owner",
+        );
+        signing(s.deactivate_owner("team-a", signed_by(&TestSigner::Failing)).await.map(drop), "owner deactivate");
+        signing(
+            s.add_policy("forbid(principal, action, resource);", "h", "alice", signed_by(&TestSigner::Failing))
+                .await
+                .map(drop),
+            "policy",
+        );
+        let y = exception("long_lived_certificate", "30d", now + 100);
+        signing(s.request_exception(&y, signed_by(&TestSigner::Failing)).await.map(drop), "exception request");
+        signing(
+            s.approve_exception(&x.id, "bob", now, signed_by(&TestSigner::Failing)).await.map(drop),
+            "exception approve",
+        );
+        signing(
+            s.add_admin_token(&hash_secret("t"), "carol", "auditor", signed_by(&TestSigner::Failing)).await.map(drop),
+            "admin token",
+        );
+        signing(
+            s.create_join_token(&hash_secret("j"), now + 600, signed_by(&TestSigner::Failing)).await.map(drop),
+            "join token",
+        );
+        let target = RevokeTarget::Entry(e.id.clone());
+        signing(s.revoke(&target, "gone", now, signed_by(&TestSigner::Failing)).await.map(drop), "revocation");
+
+        // Nothing of any of them is stored, and no record.
+        let entries = s.entries(None).await.unwrap();
+        assert_eq!(entries.len(), 1, "{name}");
+        assert_eq!((entries[0].revision, entries[0].revoked_at), (1, None), "{name}");
+        let owners = s.owners().await.unwrap();
+        assert_eq!((owners.len(), owners[0].active), (1, true), "{name}");
+        assert!(s.current_policy().await.unwrap().is_none(), "{name}");
+        let xs = s.exceptions().await.unwrap();
+        assert_eq!((xs.len(), xs[0].approved_by.as_deref()), (1, None), "{name}");
+        assert!(s.admin_tokens().await.unwrap().is_empty(), "{name}");
+        assert!(s.consume_join_token(&hash_secret("j"), "agent-a", now).await.unwrap().is_err(), "{name}");
+        assert_eq!(s.verify_audit().await.unwrap().records, records, "{name}");
     }
 }

@@ -12,11 +12,20 @@
 //! - every entry whose creation was acknowledged exists, every stored entry
 //!   reads back whole, and each has its record in the change log agents
 //!   follow;
+//! - every stored change has its audit record: while issuing and registering,
+//!   the load also updates and deletes entries, creates owners and admin
+//!   identities, sets policy versions, asks for and revokes exceptions, and
+//!   asks for JWT-SVIDs the policy denies; each owner, policy version, admin
+//!   identity, exception (and its revocation), entry (each revision, and each
+//!   deletion) and denial found in the datastore must have its record in the
+//!   chain (a change and its record are one transaction, so no crash
+//!   separates them);
 //! - the agent is ready again and the probe holds a valid SVID, with no one
 //!   having touched anything; no expired SVID was ever served.
 //!
 //! Exit status is non-zero when any check failed.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,6 +103,8 @@ struct Totals {
     cycles: usize,
     credentials_checked: u64,
     entries_checked: u64,
+    /// Stored changes (and denials) checked for their audit record, last cycle.
+    changes_checked: u64,
     audit_records: i64,
     violations: Vec<String>,
 }
@@ -117,11 +128,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&t)?);
     } else {
         println!(
-            "{} {:?} crashes survived: {} credentials and {} entries checked, audit chain of {} records verifies{}",
+            "{} {:?} crashes survived: {} credentials and {} entries checked, {} changes each with its record, audit chain of {} records verifies{}",
             t.cycles,
             a.kill,
             t.credentials_checked,
             t.entries_checked,
+            t.changes_checked,
             t.audit_records,
             if t.violations.is_empty() { "" } else { " -- VIOLATIONS:" }
         );
@@ -153,6 +165,10 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
     admin.json(Method::POST, "/v1/entries", Some(&probe_entry)).await?;
     let probe = Probe::start(agent.socket.clone());
     wait(60, async || probe.current()).await.context("the probe never received its SVID")?;
+    // JWT-SVIDs for this audience are denied, so the load makes denials.
+    let policy = admin.json(Method::GET, "/v1/policy", None).await?["policy"].as_str().context("no policy")?.to_owned();
+    let policy = format!("{policy}\n{DENY_AUDIENCE_POLICY}\n");
+    admin.json(Method::PUT, "/v1/policy", Some(&json!({ "policy": policy }))).await?;
 
     // The load.
     let store = Store::open(&datastore).await.context("cannot open the datastore to check it")?;
@@ -170,8 +186,16 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
         let id = SpiffeId::new(&spiffe)?;
         let csrs: Vec<Vec<u8>> =
             (0..32).map(|_| new_key_and_csr(Some(&id)).map(|k| k.csr_der)).collect::<Result<_, _>>()?;
-        tasks.push(tokio::spawn(issue(sim.client, entry, csrs, received.clone(), answered.clone(), stop.clone())));
-        tasks.push(tokio::spawn(register(admin.clone(), sim.id, i, received.clone(), stop.clone())));
+        tasks.push(tokio::spawn(issue(
+            sim.client,
+            entry.clone(),
+            csrs,
+            received.clone(),
+            answered.clone(),
+            stop.clone(),
+        )));
+        tasks.push(tokio::spawn(register(admin.clone(), sim.id.clone(), i, received.clone(), stop.clone())));
+        tasks.push(tokio::spawn(govern(admin.clone(), sim.id, entry, policy.clone(), i, stop.clone())));
     }
 
     let mut totals = Totals::default();
@@ -241,6 +265,13 @@ async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
         }
         totals.entries_checked += entries.len() as u64;
         violations.extend(entries_whole(&store).await.into_iter().map(|v| format!("cycle {cycle}: {v}")));
+        match changes_recorded(&store).await {
+            Ok((checked, missing)) => {
+                totals.changes_checked = checked;
+                violations.extend(missing.into_iter().map(|v| format!("cycle {cycle}: {v}")));
+            }
+            Err(e) => violations.push(format!("cycle {cycle}: cannot read the changes and their records: {e:#}")),
+        }
         match admin.json(Method::GET, "/v1/audit/verify", None).await {
             Ok(v) if v["broken"].is_null() => totals.audit_records = v["records"].as_i64().unwrap_or(0),
             Ok(v) => violations.push(format!("cycle {cycle}: the audit chain does not verify: {v}")),
@@ -302,6 +333,14 @@ async fn issue(
         if let Ok(r) = jwt {
             got.push(r.into_inner().jti);
         }
+        // A denial, stored with its record (or, crashed, neither).
+        let _ = client
+            .mint_jwt_svid(MintJwtSvidRequest {
+                entry_id: entry.clone(),
+                audience: vec![DENIED_AUDIENCE.into()],
+                evidence: vec!["unix:uid:1000".into()],
+            })
+            .await;
         if got.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -334,6 +373,146 @@ async fn register(admin: Arc<Client>, parent: String, i: usize, received: Arc<Mu
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The audience the chaos policy denies.
+const DENIED_AUDIENCE: &str = "chaos-denied";
+
+/// Added to the policy in force: JWT-SVIDs for [`DENIED_AUDIENCE`] are denied.
+const DENY_AUDIENCE_POLICY: &str =
+    "@id(\"chaos-deny\")\nforbid(principal, action == Action::\"issue_jwt\", resource == Audience::\"chaos-denied\");";
+
+/// Governance load from task `i`, until `stop`: round after round, an entry
+/// registered, updated and deleted, an owner and an admin identity created,
+/// a policy version set (the policy in force, `policy`, with a comment), an
+/// exception asked for on `entry` and revoked. Whatever is acknowledged or
+/// not, [`changes_recorded`] checks that what is stored has its record.
+async fn govern(admin: Arc<Client>, parent: String, entry: String, policy: String, i: usize, stop: Arc<AtomicBool>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let spiffe = format!("spiffe://{TRUST_DOMAIN}/chaos/governed{i}/{n}");
+        let spec = |uid: u64| {
+            json!({
+                "spiffe_id": spiffe, "parent_id": parent, "owner": "chaos",
+                "selectors": [format!("unix:uid:{uid}"), "unix:user:governed"],
+            })
+        };
+        // Each step is tried once; a crash fails some, which is what is checked.
+        if let Ok(v) = admin.json(Method::POST, "/v1/entries", Some(&spec(3000 + n % 1000))).await
+            && let Some(id) = v["id"].as_str()
+        {
+            let path = format!("/v1/entries/{id}");
+            let _ = admin.json(Method::PUT, &path, Some(&spec(4000 + n % 1000))).await;
+            if n.is_multiple_of(2) {
+                let _ = admin.send(Method::DELETE, &path, None, None).await;
+            }
+        }
+        let owner = json!({ "name": format!("chaos-{i}-{n}"), "contact": "chaos@example.org" });
+        let _ = admin.json(Method::POST, "/v1/owners", Some(&owner)).await;
+        let token = json!({ "name": format!("chaos-{i}-{n}"), "role": "auditor", "ttl": "1h" });
+        let _ = admin.json(Method::POST, "/v1/admin-tokens", Some(&token)).await;
+        if n.is_multiple_of(4) {
+            let text = format!("{policy}// chaos {i}/{n}\n");
+            let _ = admin.json(Method::PUT, "/v1/policy", Some(&json!({ "policy": text }))).await;
+        }
+        let exception = json!({
+            "entry_id": entry, "rule": "ttl_above_class_max", "value": "2h",
+            "justification": "chaos", "expires_at": hallmark_core::now_unix() + 3600,
+        });
+        if let Ok(x) = admin.json(Method::POST, "/v1/exceptions", Some(&exception)).await
+            && let Some(id) = x["id"].as_str()
+        {
+            let _ = admin.json(Method::POST, &format!("/v1/exceptions/{id}/revoke"), None).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every stored change has its audit record: each owner, policy version,
+/// admin identity, exception (and its revocation), entry (its creation and
+/// each update since) and deleted entry, and each stored denial. Returns how
+/// many were checked, and what lacks its record.
+///
+/// The load goes on meanwhile, so what is stored is read before the records:
+/// a change and its record commit together, so the records read after a
+/// change was seen hold its record.
+async fn changes_recorded(store: &Store) -> anyhow::Result<(u64, Vec<String>)> {
+    let owners = store.owners().await?;
+    let policies = store.policy_history().await?;
+    let admins = store.admin_tokens().await?;
+    let exceptions = store.exceptions().await?;
+    let entries = store.entries(None).await?;
+    let mut denials: HashMap<String, u64> = HashMap::new();
+    for d in store.denials_since(0).await? {
+        *denials.entry(d.entry_id).or_default() += 1;
+    }
+    let records = records_by_subject(store).await?;
+
+    let (mut checked, mut missing) = (0u64, Vec::new());
+    // `what` is stored, so at least `n` records of `actions` name `subject`.
+    let mut expect = |records: &Records, what: String, actions: &[&str], subject: &str, n: u64| {
+        checked += 1;
+        let found: u64 =
+            actions.iter().map(|a| records.get(&((*a).to_owned(), subject.to_owned())).copied().unwrap_or(0)).sum();
+        if found < n {
+            missing.push(format!("{what} is stored but has {found} of its {n} `{}` records", actions.join("`/`")));
+        }
+    };
+    for o in owners {
+        expect(&records, format!("owner {}", o.name), &["owner_create"], &o.name, 1);
+    }
+    for p in policies {
+        expect(&records, format!("policy version {}", p.version), &["policy_set"], &p.version.to_string(), 1);
+    }
+    for t in admins {
+        expect(&records, format!("admin identity {}", t.name), &["admin_token_create"], &t.name, 1);
+    }
+    for x in exceptions {
+        expect(&records, format!("exception {}", x.id), &["exception_request"], &x.id, 1);
+        if x.revoked_at.is_some() {
+            expect(&records, format!("the revocation of exception {}", x.id), &["exception_revoke"], &x.id, 1);
+        }
+    }
+    for e in entries {
+        expect(&records, format!("entry {}", e.id), &["entry_create"], &e.id, 1);
+        // Under this load only updates, and the revocation that begins a
+        // deletion, change an entry's revision.
+        let revision = format!("entry {} at revision {}", e.id, e.revision);
+        expect(&records, revision, &["entry_update", "revoke"], &e.id, e.revision.saturating_sub(1));
+        if e.revoked_at.is_some() {
+            expect(&records, format!("the revocation of entry {}", e.id), &["revoke"], &e.id, 1);
+        }
+    }
+    for (entry, n) in denials {
+        expect(&records, format!("{n} denials of entry {entry}"), &["deny"], &entry, n);
+    }
+    // An entry recorded as created and no longer stored was deleted: its
+    // deletion has its record (read after the entries that show it gone).
+    let stored: HashSet<String> = store.entries(None).await?.into_iter().map(|e| e.id).collect();
+    let later = records_by_subject(store).await?;
+    for (_, id) in records.keys().filter(|(action, id)| action == "entry_create" && !stored.contains(id)) {
+        expect(&later, format!("the deletion of entry {id}"), &["entry_delete"], id, 1);
+    }
+    Ok((checked, missing))
+}
+
+/// How many audit records there are of each (action, subject).
+type Records = HashMap<(String, String), u64>;
+
+/// Reads the whole chain into [`Records`].
+async fn records_by_subject(store: &Store) -> anyhow::Result<Records> {
+    let mut records = Records::new();
+    let mut after = 0;
+    loop {
+        let page = store.audit_records(after, 0, i64::MAX, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for r in page {
+            *records.entry((r.event.action, r.event.subject)).or_default() += 1;
+        }
+    }
+    Ok(records)
 }
 
 fn lock(m: &Mutex<Received>) -> std::sync::MutexGuard<'_, Received> {

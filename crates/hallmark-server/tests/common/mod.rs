@@ -1,5 +1,9 @@
-//! Shared by the admin API tests: a server, and one raw HTTP/1.1 call.
+//! Shared by the admin API tests: a server, one raw HTTP/1.1 call, and the
+//! record of a fixture written straight to the store.
 
+use hallmark_server::ServerState;
+use hallmark_server::audit::Change;
+use hallmark_store::Recorder;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -46,4 +50,10 @@ pub async fn start_server(dir: &std::path::Path, datastore: Option<&str>) -> hal
     );
     let settings = hallmark_server::config::ServerConfig::parse(&cfg, &Default::default()).unwrap().validate().unwrap();
     hallmark_server::start(settings).await.unwrap()
+}
+
+/// How a fixture written straight to the store is recorded: as the server
+/// records a change, signed, so the chain stays whole.
+pub fn fixture<T: ?Sized>(st: &ServerState) -> Recorder<'_, T> {
+    st.record_change("test", "fixture", |_| Change::new("fixture", Value::Null))
 }

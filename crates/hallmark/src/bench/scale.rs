@@ -109,12 +109,31 @@ async fn measure(a: &Args, work: &std::path::Path) -> anyhow::Result<()> {
     let url = a.datastore.clone().unwrap_or_else(|| format!("sqlite://{}", work.join("server/hallmark.db").display()));
     {
         let store = hallmark_store::Store::open(&url).await?;
-        store.create_owner("scale", "scale@hallmark.invalid", "", &Default::default()).await.ok();
+        // Written before the server (and its audit key) exists: one unsigned
+        // record per write, which the server adopts at its first start.
+        let seeded = |what: &str, subject: String, details: serde_json::Value| hallmark_store::AuditEvent {
+            at: hallmark_core::now_unix(),
+            actor: "hallmark bench scale".into(),
+            action: what.into(),
+            subject,
+            outcome: "ok".into(),
+            policy_version: 0,
+            details,
+            credential: None,
+            denial: None,
+        };
+        let rec = hallmark_store::Recorder::unsigned(|o: &hallmark_store::Owner| {
+            vec![seeded("owner_create", o.name.clone(), serde_json::json!({}))]
+        });
+        store.create_owner("scale", "scale@hallmark.invalid", "", &Default::default(), rec).await.ok();
         let td = TrustDomain::new("drill.hallmark.test")?;
         let t = now_ms();
         for chunk in (0..a.entries).collect::<Vec<_>>().chunks(10_000) {
             let specs = chunk.iter().map(|i| spec(&td, *i, a.agents)).collect::<Result<Vec<_>, _>>()?;
-            store.create_entries(&specs).await?;
+            let rec = hallmark_store::Recorder::unsigned(|e: &[hallmark_core::Entry]| {
+                vec![seeded("entry_create", "scale".into(), serde_json::json!({ "entries": e.len() }))]
+            });
+            store.create_entries(&specs, rec).await?;
         }
         eprintln!("wrote {} entries in {} ms", a.entries, now_ms() - t);
     }

@@ -2,8 +2,10 @@
 //! SIGKILL under issuance and registration load (and restarts PostgreSQL
 //! abruptly), several times, and after every crash checks that the audit
 //! chain verifies, every credential a client received is in the inventory,
-//! every acknowledged entry is stored whole and in the change log, and the
-//! agent and its workload recover by themselves. A few cycles here; the
+//! every acknowledged entry is stored whole and in the change log, every
+//! stored change (entries, owners, policy versions, exceptions, admin
+//! identities) and denial has its audit record, and the agent and its
+//! workload recover by themselves. A few cycles here; the
 //! figures in the README come from longer runs of the same command.
 
 use std::process::Command;
@@ -25,6 +27,7 @@ fn chaos(args: &[&str]) -> Value {
     assert_eq!(v["violations"], serde_json::json!([]), "{v}");
     assert!(v["credentials_checked"].as_u64().unwrap() > 0, "the load issued nothing: {v}\n{stderr}");
     assert!(v["entries_checked"].as_u64().unwrap() > 0, "the load registered nothing: {v}\n{stderr}");
+    assert!(v["changes_checked"].as_u64().unwrap() > 0, "no change was checked for its record: {v}\n{stderr}");
     v
 }
 

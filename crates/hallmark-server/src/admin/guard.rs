@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::admin::ApiError;
+use super::error::ApiError;
 
 /// Refuses a NUL character in the path or query (`%00`). No identifier, name
 /// or text Hallmark stores may hold one, and PostgreSQL cannot store one in a

@@ -10,13 +10,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hallmark_core::{Ttl, now_unix};
-use hallmark_store::{NewAdminToken, hash_secret};
+use hallmark_store::{AdminToken, NewAdminToken, hash_secret};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Admin;
+use super::error::ApiError;
+use super::guard::JsonObject;
+use super::roles::{Perm, role_names, valid_role};
 use crate::ServerState;
-use crate::admin::{Admin, ApiError, Perm, audit, valid_role};
-use crate::admin_guard::JsonObject;
+use crate::audit::Change;
 
 /// Lifetime of an admin token created without `ttl`.
 pub const DEFAULT_TTL: &str = "90d";
@@ -58,7 +61,7 @@ pub(crate) async fn create(
         )));
     }
     if !valid_role(&req.role) {
-        return Err(ApiError::bad(format!("unknown role `{}` (trust-admin, operator, auditor, owner:NAME)", req.role)));
+        return Err(ApiError::bad(format!("unknown role `{}` ({})", req.role, role_names())));
     }
     let ttl = Ttl::parse(req.ttl.as_deref().unwrap_or(DEFAULT_TTL)).map_err(ApiError::bad)?;
     let max = Ttl::parse(MAX_TTL).map_err(ApiError::bad)?;
@@ -66,21 +69,19 @@ pub(crate) async fn create(
         return Err(ApiError::bad(format!("an admin token may live at most {max}, not {ttl}")));
     }
     if s.store.admin_name_taken(&req.name).await? {
-        return Err(ApiError(StatusCode::CONFLICT, format!("an admin identity named `{}` already exists", req.name)));
+        return Err(ApiError::conflict(format!("an admin identity named `{}` already exists", req.name)));
     }
     let token = new_token();
     let expires_at = now_unix().saturating_add(i64::try_from(ttl.secs()).unwrap_or(i64::MAX));
-    s.store
-        .insert_admin_token(&NewAdminToken {
-            token_hash: &hash_secret(&token),
-            name: &req.name,
-            role: &req.role,
-            created_by: Some(&who.token.name),
-            expires_at: Some(expires_at),
-        })
-        .await?;
+    let new = NewAdminToken {
+        token_hash: &hash_secret(&token),
+        name: &req.name,
+        role: &req.role,
+        created_by: Some(&who.token.name),
+        expires_at: Some(expires_at),
+    };
+    s.store.insert_admin_token(&new, s.record_change(&who.token.name, "admin_token_create", token_change)).await?;
     tracing::info!(admin = %who.token.name, name = %req.name, role = %req.role, expires_at, "admin token created");
-    audit(&s, &who, "admin_token_create", &req.name, json!({ "role": req.role, "expires_at": expires_at })).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "name": req.name, "role": req.role, "expires_at": expires_at, "token": token })),
@@ -113,12 +114,13 @@ pub(crate) async fn revoke(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ManageAdmins)?;
-    let n = s.store.revoke_admin_tokens(&name, now_unix()).await?;
+    let rec =
+        s.record_change(&who.token.name, "admin_token_revoke", |n: &u64| Change::new(&name, json!({ "tokens": n })));
+    let n = s.store.revoke_admin_tokens(&name, now_unix(), rec).await?;
     if n == 0 {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("no live admin identity named `{name}`")));
+        return Err(ApiError::not_found(format!("no live admin identity named `{name}`")));
     }
     tracing::warn!(admin = %who.token.name, name = %name, "admin token revoked");
-    audit(&s, &who, "admin_token_revoke", &name, json!({ "tokens": n })).await;
     Ok(Json(json!({ "name": name, "revoked": n })))
 }
 
@@ -132,18 +134,25 @@ pub(crate) async fn rotate(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ManageAdmins)?;
     let token = new_token();
-    let t = s.store.rotate_admin_token(&name, &hash_secret(&token), now_unix()).await?;
-    let mut file = None;
-    if name == BOOTSTRAP
-        && let Some(path) = s.bootstrap_token_file()
-    {
+    // The bootstrap token's file is rewritten once the rotation is
+    // committed; the record names it.
+    let path = if name == BOOTSTRAP { s.bootstrap_token_file() } else { None };
+    let file = path.as_ref().map(|p| p.display().to_string());
+    let rec = s.record_change(&who.token.name, "admin_token_rotate", |t: &AdminToken| {
+        Change::new(&t.name, json!({ "file": file }))
+    });
+    let t = s.store.rotate_admin_token(&name, &hash_secret(&token), now_unix(), rec).await?;
+    if let Some(path) = path {
         hallmark_ca::keys::write_secret_file(&path, token.as_bytes())
             .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("token rotated, but {e}")))?;
-        file = Some(path.display().to_string());
     }
     tracing::warn!(admin = %who.token.name, name = %name, "admin token rotated; the old one is refused");
-    audit(&s, &who, "admin_token_rotate", &name, json!({ "file": file })).await;
     Ok(Json(json!({ "name": t.name, "role": t.role, "expires_at": t.expires_at, "file": file, "token": token })))
+}
+
+/// What an admin token's creation record says of it.
+pub(crate) fn token_change(t: &AdminToken) -> Change {
+    Change::new(&t.name, json!({ "role": t.role, "expires_at": t.expires_at }))
 }
 
 /// Longest chain of creators followed (the chain of real deployments is a
@@ -171,12 +180,9 @@ pub(crate) async fn independent_of(s: &ServerState, approver: &str, requester: &
     }
     if chain.iter().any(|n| n == requester) {
         let path = chain.join(" <- created by ");
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!(
-                "`{approver}` cannot approve a request of `{requester}`: it was created by the requester ({path}); a second approver must be independent"
-            ),
-        ));
+        return Err(ApiError::forbidden(format!(
+            "`{approver}` cannot approve a request of `{requester}`: it was created by the requester ({path}); a second approver must be independent"
+        )));
     }
     Ok(())
 }

@@ -1,32 +1,19 @@
-//! Admin API: the signing authorities' lifecycle, and CRLs.
+//! Admin API: the signing authorities' lifecycle, `/v1/authorities`.
 
 use std::sync::Arc;
 
-use crate::admin_guard::JsonObject;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use hallmark_store::AuthorityRow;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Admin;
+use super::error::ApiError;
+use super::guard::JsonObject;
+use super::roles::Perm;
 use crate::ServerState;
-use crate::admin::{Admin, ApiError, Perm, audit};
 use crate::authority::{AuthorityError, Kind};
-
-impl From<AuthorityError> for ApiError {
-    fn from(e: AuthorityError) -> Self {
-        match e {
-            AuthorityError::NotFound(m) => Self(StatusCode::NOT_FOUND, m),
-            AuthorityError::Refused(m) => Self(StatusCode::CONFLICT, m),
-            AuthorityError::Server(e) => {
-                tracing::error!(error = %e, "authority operation failed");
-                Self(StatusCode::INTERNAL_SERVER_ERROR, "authority operation failed".into())
-            }
-        }
-    }
-}
 
 fn row_json(r: &AuthorityRow, server_id: &str) -> serde_json::Value {
     json!({
@@ -68,7 +55,11 @@ async fn done(
     row: AuthorityRow,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     tracing::info!(admin = %who.token.name, authority = %row.id, kind = %row.kind, action, "authority changed");
-    audit(s, who, action, &row.id, json!({ "kind": row.kind, "state": row.state, "not_after": row.not_after })).await;
+    // An authority change also writes key files, outside any transaction,
+    // so it is not written together with its record as the registry's
+    // changes are: the record follows, through the appender.
+    let details = json!({ "kind": row.kind, "state": row.state, "not_after": row.not_after });
+    s.audit.record_or_log(s.audit_event(&who.token.name, action, &row.id, "ok", details)).await;
     Ok(Json(row_json(&row, s.authorities.server_id())))
 }
 
@@ -114,12 +105,4 @@ pub(crate) async fn revoke(
     who.may(Perm::ManageAuthorities)?;
     let row = s.authorities.revoke(&id).await?;
     done(&s, &who, "ca_revoke", row).await
-}
-
-/// `GET /v1/crl/{id}`: the authority's current CRL, DER. Public, like the bundle.
-pub(crate) async fn crl(State(s): State<Arc<ServerState>>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    match s.authorities.crl(&id).await.map_err(AuthorityError::Server)? {
-        Some(der) => Ok(([(header::CONTENT_TYPE, "application/pkix-crl")], der).into_response()),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no CRL for authority `{id}`"))),
-    }
 }

@@ -1,17 +1,20 @@
-//! Admin API: revocation in one step, and the nodes it can ban.
+//! Admin API: revocation in one step, `/v1/revocations`: a credential, an
+//! entry, an owner's entries or a node, written with its audit record in one
+//! transaction ([`ServerState::revoke`]).
 
 use std::sync::Arc;
 
-use crate::admin_guard::JsonObject;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use hallmark_store::RevokeTarget;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::auth::Admin;
+use super::error::{ApiError, revocation};
+use super::guard::JsonObject;
+use super::roles::Perm;
 use crate::ServerState;
-use crate::admin::{Admin, ApiError, Perm};
 use crate::revocation::MAX_REASON_LEN;
 
 /// `POST /v1/revocations`: exactly one target and a reason.
@@ -63,20 +66,20 @@ async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -
         RevokeTarget::Entry(id) => s.store.entry(id).await?.map(|e| e.owner),
         RevokeTarget::Owner(name) => Some(name.clone()),
         RevokeTarget::Node(_) => {
-            return Err(ApiError(StatusCode::FORBIDDEN, format!("role `{}` may not ban nodes", who.token.role)));
+            return Err(ApiError::forbidden(format!("role `{}` may not ban nodes", who.token.role)));
         }
     };
     match owner {
         Some(o) if o == mine => Ok(()),
         // Unknown targets answer 404 below, whoever asks.
         None => Ok(()),
-        Some(_) => Err(ApiError(
-            StatusCode::FORBIDDEN,
-            format!("role `{}` may only revoke what owner `{mine}` holds", who.token.role),
-        )),
+        Some(_) => {
+            Err(ApiError::forbidden(format!("role `{}` may only revoke what owner `{mine}` holds", who.token.role)))
+        }
     }
 }
 
+/// `POST /v1/revocations`
 pub(crate) async fn revoke(
     State(s): State<Arc<ServerState>>,
     who: Admin,
@@ -86,7 +89,7 @@ pub(crate) async fn revoke(
     let JsonObject(req) = body?;
     let (target, reason) = req.target()?;
     owner_may_revoke(&s, &who, &target).await?;
-    let out = s.revoke(&target, &reason, &who.token.name).await.map_err(revocation_error)?;
+    let out = s.revoke(&target, &reason, &who.token.name).await.map_err(revocation)?;
     let (kind, value) = crate::revocation::describe(&target);
     Ok(Json(json!({
         "target": kind,
@@ -96,18 +99,6 @@ pub(crate) async fn revoke(
         "entries": out.entries,
         "node": out.node,
     })))
-}
-
-/// A failed revocation as the API reports it: datastore outcomes (404, 409)
-/// as they are, anything else logged and answered 500.
-pub(crate) fn revocation_error(e: crate::ServerError) -> ApiError {
-    match e {
-        crate::ServerError::Store(e) => ApiError::from(e),
-        other => {
-            tracing::error!(error = %other, "revocation failed");
-            ApiError(StatusCode::INTERNAL_SERVER_ERROR, "revocation failed".into())
-        }
-    }
 }
 
 /// `GET /v1/revocations`: revoked credentials that have not yet expired.
@@ -127,10 +118,4 @@ pub(crate) async fn list(State(s): State<Arc<ServerState>>, who: Admin) -> Resul
         list = own;
     }
     Ok(Json(json!({ "revocations": list })))
-}
-
-/// `GET /v1/nodes`: attested nodes, banned or not.
-pub(crate) async fn nodes(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
-    who.may(Perm::ReadNodes)?;
-    Ok(Json(json!({ "nodes": s.store.nodes().await? })))
 }

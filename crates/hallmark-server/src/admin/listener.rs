@@ -21,8 +21,8 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
+use super::auth::PeerAddr;
 use crate::ServerError;
-use crate::admin::PeerAddr;
 
 /// How the admin listener bounds its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,62 @@
+//! Admin API: the inventory of every credential issued, `/v1/credentials`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use hallmark_core::now_unix;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::roles::Perm;
+use crate::ServerState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialQuery {
+    #[serde(default)]
+    entry: Option<String>,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    node: Option<String>,
+    /// Seconds from now.
+    #[serde(default)]
+    expiring_within: Option<i64>,
+    #[serde(default)]
+    live: Option<bool>,
+}
+
+/// `GET /v1/credentials`: the inventory, filtered; an owner sees its own.
+pub(crate) async fn list(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    q: Result<Query<CredentialQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
+    let now = now_unix();
+    if q.expiring_within.is_some_and(|w| w < 0) {
+        return Err(ApiError::bad("expiring_within must not be negative"));
+    }
+    // Owners see only their own credentials.
+    let owner = match (who.owner_scope(), q.owner) {
+        (Some(mine), Some(asked)) if asked != mine => {
+            return Err(ApiError::forbidden(format!("role `{}` may only see owner `{mine}`", who.token.role)));
+        }
+        (Some(mine), _) => Some(mine.to_owned()),
+        (None, asked) => asked,
+    };
+    let filter = hallmark_store::CredentialFilter {
+        entry_id: q.entry,
+        owner,
+        node_id: q.node,
+        expiring_before: q.expiring_within.map(|w| now.saturating_add(w)),
+        live_at: q.live.filter(|l| *l).map(|_| now),
+        id: None,
+    };
+    let list = s.store.credentials(&filter, 100_000).await?;
+    Ok(Json(json!({ "credentials": list })))
+}

@@ -1,0 +1,116 @@
+//! The admin HTTP/JSON API: the router, and a module per concern.
+//!
+//! Every `/v1` route but the bundle and the CRLs needs a bearer token; tokens
+//! are stored only as SHA-256 hashes. The modules form a tree, and only this
+//! router sits above the handlers:
+//!
+//! ```text
+//! mod (router) ─> entries, owners, policy, exceptions, admin_tokens, nodes,
+//!                 credentials, reports, audit, revocations, authorities, bundle
+//!                   (one file per resource; a handler may use another's helper,
+//!                    e.g. entries -> owners for the owner's scopes)
+//!              ─> listener (serving it), guard (request hygiene)
+//! every handler ─> roles (what a role may do) ─> auth (who is calling) ─> error
+//!               ─> guard (JSON object bodies) ─> error
+//! ```
+//!
+//! A change a handler makes is written with its audit record in one
+//! transaction ([`crate::ServerState::record_change`]).
+
+mod admin_tokens;
+mod audit;
+mod auth;
+mod authorities;
+mod bundle;
+mod credentials;
+mod entries;
+mod error;
+mod exceptions;
+mod guard;
+pub mod listener;
+mod nodes;
+mod owners;
+mod policy;
+mod reports;
+mod revocations;
+pub mod roles;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post, put};
+
+pub(crate) use admin_tokens::{BOOTSTRAP, new_token, token_change};
+pub use auth::{Admin, PeerAddr};
+pub use entries::{MAX_BATCH_BODY, MAX_ENTRY_BATCH};
+pub use error::ApiError;
+
+use crate::ServerState;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// The admin router.
+pub fn router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/live", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(crate::metrics::serve))
+        .route("/bundle", get(bundle::spiffe_bundle))
+        .route("/v1/bundle", get(bundle::bundle))
+        .route("/v1/entries", post(entries::create).get(entries::list))
+        .route("/v1/entries/batch", post(entries::create_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
+        .route("/v1/entries/{id}", get(entries::show).put(entries::update).delete(entries::delete))
+        .route("/v1/entries/{id}/denials", get(entries::denials))
+        .route("/v1/join-tokens", post(nodes::create_join_token).get(nodes::list_join_tokens))
+        .route("/v1/join-tokens/{id}", delete(nodes::revoke_join_token))
+        .route("/v1/admin-tokens", post(admin_tokens::create).get(admin_tokens::list))
+        .route("/v1/admin-tokens/{name}/revoke", post(admin_tokens::revoke))
+        .route("/v1/admin-tokens/{name}/rotate", post(admin_tokens::rotate))
+        .route("/v1/credentials", get(credentials::list))
+        .route("/v1/reports/{kind}", get(reports::report))
+        .route("/v1/audit", get(audit::export))
+        // Up to 10 000 kept checkpoints fit the larger body limit of batches.
+        .route(
+            "/v1/audit/verify",
+            get(audit::verify).post(audit::verify_with).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
+        .route("/v1/audit/checkpoint", get(audit::checkpoint))
+        .route("/v1/owners", post(owners::create).get(owners::list))
+        .route("/v1/owners/{name}", get(owners::show))
+        .route("/v1/owners/{name}/deactivate", post(owners::deactivate))
+        .route("/v1/owners/{name}/transfer", post(owners::transfer))
+        .route("/v1/owners/{name}/scopes", put(owners::set_scopes))
+        .route("/v1/policy", get(policy::show).put(policy::set))
+        .route("/v1/policy/versions", get(policy::history))
+        .route("/v1/policy/versions/{version}", get(policy::version))
+        .route("/v1/exceptions", post(exceptions::request).get(exceptions::list))
+        .route("/v1/exceptions/{id}/approve", post(exceptions::approve))
+        .route("/v1/exceptions/{id}/revoke", post(exceptions::revoke))
+        .route("/v1/revocations", post(revocations::revoke).get(revocations::list))
+        .route("/v1/nodes", get(nodes::list_nodes))
+        .route("/v1/nodes/{id}/unban", post(nodes::unban_node))
+        .route("/v1/authorities", get(authorities::list))
+        .route("/v1/authorities/prepare", post(authorities::prepare))
+        .route("/v1/authorities/activate", post(authorities::activate))
+        .route("/v1/authorities/{id}/taint", post(authorities::taint))
+        .route("/v1/authorities/{id}/revoke", post(authorities::revoke))
+        .route("/v1/crl/{id}", get(bundle::crl))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(guard::refuse_nul_in_uri))
+        .layer(axum::middleware::from_fn(guard::json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::record_refusals))
+        .with_state(state)
+}
+
+/// `GET /ready`: the datastore answers.
+async fn ready(State(s): State<Arc<ServerState>>) -> Result<&'static str, ApiError> {
+    s.store
+        .last_change()
+        .await
+        .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "datastore unavailable".into()))?;
+    Ok("ok")
+}

@@ -1,0 +1,81 @@
+//! The rows an audit record carries into other tables: an issued
+//! credential's inventory row ([`crate::AuditEvent::credential`]) and a
+//! denial's row ([`crate::AuditEvent::denial`]). The appender writes them in
+//! the transaction of their record; `inventory` and `denials` read them.
+//!
+//! Only types live here, so that the chain (`audit`), which writes these
+//! rows, and the modules that read them and make recorded changes of their
+//! own (`inventory` prunes through `recorded`, which extends the chain)
+//! depend on this leaf rather than on each other.
+
+use serde::{Deserialize, Serialize};
+
+/// An issued credential, as the inventory holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// X.509 serial (hex) or JWT `jti`.
+    pub id: String,
+    /// `x509` or `jwt`.
+    pub kind: String,
+    /// The entry.
+    pub entry_id: String,
+    /// The SPIFFE ID.
+    pub spiffe_id: String,
+    /// The agent it was issued through.
+    pub node_id: String,
+    /// Lifecycle class.
+    pub class: String,
+    /// Owner at issuance.
+    pub owner: String,
+    /// Policy version that allowed it.
+    pub policy_version: i64,
+    /// Digest of the workload evidence.
+    pub evidence_digest: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// Unix seconds, when revoked.
+    pub revoked_at: Option<i64>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+    /// The authority that signed it: X.509 CA id or JWT key id.
+    pub authority_id: String,
+    /// The audit record of its issuance.
+    pub audit_seq: i64,
+    /// Where its holder reported delivering it, e.g. `files:/etc/nginx/svid`
+    /// (`hallmark helper`); `None` when it was only served over the socket.
+    #[serde(default)]
+    pub delivered_to: Option<String>,
+    /// Unix seconds of the last delivery report.
+    #[serde(default)]
+    pub delivered_at: Option<i64>,
+    /// For a JWT-SVID, the audiences it was minted for, comma-joined.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// A denial to record, carried by the audit event that records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Entry.
+    pub entry_id: String,
+    /// Its SPIFFE ID.
+    pub spiffe_id: String,
+    /// Action.
+    pub action: String,
+    /// Audience, for JWTs.
+    pub audience: Option<String>,
+    /// The agent.
+    pub node_id: String,
+    /// Evidence digest.
+    pub evidence_digest: String,
+    /// Policy version in force.
+    pub policy_version: i64,
+    /// Determining policies.
+    pub policy_ids: Vec<String>,
+    /// Human-readable reason.
+    pub reason: String,
+}

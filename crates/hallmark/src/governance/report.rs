@@ -1,0 +1,80 @@
+//! `hallmark report KIND`: the governance reports, as a table or CSV.
+
+use anyhow::bail;
+use hallmark_core::parse_duration;
+use hyper::Method;
+use serde_json::Value;
+
+use crate::Conn;
+use crate::client::encode;
+use crate::commands::client;
+
+/// `hallmark report KIND`
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// expiring, orphans, exceptions, drift, rotation, or compliance (OWASP NHI Top 10).
+    kind: String,
+    /// Window for "expiring soon".
+    #[arg(long, default_value = "24h")]
+    within: String,
+    /// An entry with no credential issued for this long counts as unused (drift).
+    #[arg(long, default_value = "30d")]
+    unused_for: String,
+    /// CSV instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    /// Exit non-zero when there are findings (for CI and cron).
+    #[arg(long)]
+    fail_on_findings: bool,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+}
+
+/// `hallmark report KIND`
+pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
+    let within = parse_duration(&a.within).map_err(|e| anyhow::anyhow!("--within: {e}"))?.as_secs();
+    let unused = parse_duration(&a.unused_for).map_err(|e| anyhow::anyhow!("--unused-for: {e}"))?.as_secs();
+    let path = format!("/v1/reports/{}?within={within}&unused_for={unused}", encode(&a.kind));
+    let v = client(conn)?.json(Method::GET, &path, None).await?;
+    let findings = v["findings"].as_array().cloned().unwrap_or_default();
+    let field = |f: &Value, k: &str| f[k].as_str().unwrap_or("").to_owned();
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&crate::table::with_rfc3339(&v))?);
+    } else if a.csv {
+        println!("check,subject,nhi,detail");
+        for f in &findings {
+            let row = [field(f, "check"), field(f, "subject"), field(f, "nhi"), field(f, "detail")];
+            println!("{}", row.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(","));
+        }
+    } else {
+        if let Some(items) = v["nhi"].as_array() {
+            println!("OWASP Non-Human Identities Top 10 (2025)");
+            for i in items {
+                println!(
+                    "  {:<6} {:<42} {}",
+                    i["id"].as_str().unwrap_or(""),
+                    i["title"].as_str().unwrap_or(""),
+                    i["findings"]
+                );
+            }
+            println!();
+        }
+        println!("{} report: {} finding(s)", a.kind, findings.len());
+        for f in &findings {
+            println!("  [{}] {:<26} {}", field(f, "nhi"), field(f, "check"), field(f, "detail"));
+        }
+        let notes = v["notes"].as_array().cloned().unwrap_or_default();
+        if !notes.is_empty() {
+            println!("{} note(s), for information (not findings):", notes.len());
+            for f in &notes {
+                println!("  {:<26} {}", field(f, "check"), field(f, "detail"));
+            }
+        }
+    }
+    if a.fail_on_findings && !findings.is_empty() {
+        bail!("{} finding(s) in the {} report", findings.len(), a.kind);
+    }
+    Ok(())
+}
