@@ -3,10 +3,10 @@
 use anyhow::Context;
 use hallmark_core::parse_duration;
 
-/// Parses a point in the past: a duration ago, unix seconds, or `YYYY-MM-DDTHH:MM:SSZ`.
+/// Parses a point in the past: a duration ago, unix seconds, or an RFC 3339 time.
 pub(super) fn parse_past(s: &str, now: i64) -> anyhow::Result<i64> {
     let t = s.trim();
-    if (t.len() >= 9 && t.bytes().all(|b| b.is_ascii_digit())) || t.ends_with('Z') {
+    if is_unix_seconds(t) || looks_like_a_date(t) {
         return parse_expiry(t, now);
     }
     let d = parse_duration(t).map_err(|_| {
@@ -15,14 +15,14 @@ pub(super) fn parse_past(s: &str, now: i64) -> anyhow::Result<i64> {
     Ok(now - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
 }
 
-/// Parses `--expires`: a duration from now, unix seconds, or `YYYY-MM-DDTHH:MM:SSZ`.
+/// Parses `--expires`: a duration from now, unix seconds, or an RFC 3339 time.
 pub fn parse_expiry(s: &str, now: i64) -> anyhow::Result<i64> {
     let t = s.trim();
-    if t.len() >= 9 && t.bytes().all(|b| b.is_ascii_digit()) {
+    if is_unix_seconds(t) {
         return t.parse().with_context(|| format!("invalid time `{s}`"));
     }
-    if let Some(ts) = parse_rfc3339_utc(t) {
-        return Ok(ts);
+    if looks_like_a_date(t) {
+        return hallmark_core::time::parse_rfc3339(t).map_err(anyhow::Error::msg);
     }
     let d = parse_duration(t.trim_start_matches('+')).map_err(|_| {
         anyhow::anyhow!("invalid time `{s}`: use a duration (48h), unix seconds, or 2026-12-31T00:00:00Z")
@@ -30,25 +30,14 @@ pub fn parse_expiry(s: &str, now: i64) -> anyhow::Result<i64> {
     Ok(now + i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
 }
 
-fn parse_rfc3339_utc(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, mi, sec) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian), as in Howard Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + sec)
+/// Nine digits or more: unix seconds (a duration always has a unit).
+fn is_unix_seconds(t: &str) -> bool {
+    t.len() >= 9 && t.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `YYYY-...`: meant as a date, so its errors are a date's.
+fn looks_like_a_date(t: &str) -> bool {
+    t.len() > 5 && t.bytes().take(4).all(|b| b.is_ascii_digit()) && t.as_bytes().get(4) == Some(&b'-')
 }
 
 #[cfg(test)]
@@ -64,5 +53,10 @@ mod tests {
         assert_eq!(parse_expiry("1970-01-01T00:00:00Z", 0).unwrap(), 0);
         assert!(parse_expiry("tomorrow", 0).is_err());
         assert!(parse_expiry("2026-13-01T00:00:00Z", 0).is_err());
+        assert_eq!(parse_expiry("2026-11-22T02:00:00+02:00", 0).unwrap(), 1_795_305_600);
+        let err = parse_expiry("2026-02-31T00:00:00Z", 0).unwrap_err().to_string();
+        assert!(err.contains("RFC 3339"), "31 February is refused: {err}");
+        assert_eq!(parse_past("2026-11-22T00:00:00Z", 0).unwrap(), 1_795_305_600);
+        assert_eq!(parse_past("1h", 7200).unwrap(), 3600);
     }
 }
