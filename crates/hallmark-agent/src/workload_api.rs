@@ -90,11 +90,6 @@ use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
 use crate::state::AgentInner;
 use crate::svid_requests;
 
-/// Most audiences accepted in one JWT-SVID request.
-pub const MAX_AUDIENCES: usize = 32;
-/// Longest audience accepted.
-pub const MAX_AUDIENCE_LEN: usize = 512;
-
 /// A Workload API connection, carrying the peer's kernel credentials. What
 /// the client sends reaches the HTTP/2 server through [`ClientStream`]:
 /// without `:authority`, and only if the preface comes within [`PREFACE_TIMEOUT`].
@@ -420,12 +415,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let selectors = self.admit(&req).await?;
         let r = req.into_inner();
-        let bad = |a: &String| a.is_empty() || a.len() > MAX_AUDIENCE_LEN || a.chars().any(char::is_control);
-        if r.audience.len() > MAX_AUDIENCES || r.audience.iter().any(bad) {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_AUDIENCES} audiences, each 1-{MAX_AUDIENCE_LEN} bytes with no control characters"
-            )));
-        }
+        hallmark_core::check_audiences(&r.audience).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut entries = self.agent.cache.matching(&selectors);
         if !r.spiffe_id.is_empty() {
             let want = SpiffeId::new(&r.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;

@@ -4,6 +4,7 @@
 //! SPIFFE ID rules, a [`Selector`] always has a known type and key, a [`Ttl`] is
 //! never zero. Input is checked once, at the edge, by their parsers.
 
+mod audience;
 mod config_error;
 mod duration;
 mod entry;
@@ -12,6 +13,7 @@ mod selector;
 mod spiffe_id;
 pub mod time;
 
+pub use audience::{AudienceError, MAX_AUDIENCE_LEN, MAX_AUDIENCES, check_audience, check_audiences};
 pub use config_error::ConfigError;
 pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{

@@ -89,6 +89,18 @@ impl TrustDomain {
     pub fn agent_id(&self, segments: &[&str]) -> Result<SpiffeId, SpiffeIdError> {
         SpiffeId::new(&format!("spiffe://{}/{RESERVED_SEGMENT}/agent/{}", self.0, segments.join("/")))
     }
+
+    /// `hallmark up`'s embedded agent: `spiffe://<td>/hallmark/agent/local`.
+    pub fn local_agent_id(&self) -> SpiffeId {
+        let uri = format!("spiffe://{}/{RESERVED_SEGMENT}/agent/local", self.0);
+        SpiffeId { uri, td_len: self.0.len() }
+    }
+
+    /// An agent attested by the join token whose id (the first 16 hex digits
+    /// of its hash) is `token_id`: `spiffe://<td>/hallmark/agent/join_token/<id>`.
+    pub fn join_token_agent_id(&self, token_id: &str) -> Result<SpiffeId, SpiffeIdError> {
+        self.agent_id(&["join_token", token_id])
+    }
 }
 
 /// The first path segment of the identities Hallmark uses for itself (its
@@ -281,8 +293,12 @@ mod tests {
         let td = TrustDomain::new("example.org").unwrap();
         assert_eq!(td.server_id().as_str(), "spiffe://example.org/hallmark/server");
         assert_eq!(SpiffeId::new(td.server_id().as_str()).unwrap(), td.server_id());
-        let local = td.agent_id(&["local"]).unwrap();
+        let local = td.local_agent_id();
         assert_eq!(local.as_str(), "spiffe://example.org/hallmark/agent/local");
+        assert_eq!(SpiffeId::new(local.as_str()).unwrap(), local);
+        let joined = td.join_token_agent_id("0123456789abcdef").unwrap();
+        assert_eq!(joined.as_str(), "spiffe://example.org/hallmark/agent/join_token/0123456789abcdef");
+        assert!(joined.is_agent());
         assert!(local.is_agent() && local.is_reserved());
         for id in ["/hallmark", "/hallmark/server", "/HallMark/x", "/HALLMARK/agent/local", "/hallmark/agent"] {
             let id = SpiffeId::new(&format!("spiffe://example.org{id}")).unwrap();

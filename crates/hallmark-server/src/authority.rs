@@ -163,9 +163,7 @@ fn server_id(data_dir: &Path) -> Result<String, ServerError> {
     match std::fs::read_to_string(&p) {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
         _ => {
-            let mut b = [0u8; 8];
-            rand::Rng::fill(&mut rand::rng(), &mut b);
-            let id = hex::encode(b);
+            let id = hallmark_store::random_hex::<8>();
             std::fs::write(&p, &id).map_err(|e| io(&p, e))?;
             Ok(id)
         }

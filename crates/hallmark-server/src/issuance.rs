@@ -24,10 +24,6 @@ use hallmark_store::{Denial, JoinTokenError, hash_secret};
 
 use crate::{ServerError, ServerState};
 
-/// Most audiences one JWT-SVID may carry.
-pub const MAX_AUDIENCES: usize = 32;
-/// Longest audience value, in bytes.
-pub const MAX_AUDIENCE_LEN: usize = 512;
 /// Most X.509-SVIDs signed in one request.
 pub const MAX_SVIDS_PER_REQUEST: usize = 1000;
 /// Most evidence selectors accepted with one request.
@@ -149,9 +145,10 @@ pub struct IssuedJwt {
     pub refresh_at: i64,
 }
 
-/// The stable, non-secret id of a join token, used in the agent's SPIFFE ID.
+/// The stable, non-secret id of a join token, used in the agent's SPIFFE ID
+/// (the store's [`hallmark_store::join_token_id`] of its hash).
 pub fn join_token_id(token: &str) -> String {
-    hash_secret(token)[..16].to_owned()
+    hallmark_store::join_token_id(&hash_secret(token)).to_owned()
 }
 
 /// What the node record keeps of an agent SVID just signed.
@@ -450,17 +447,7 @@ impl ServerState {
         audience: &[String],
         evidence: SelectorSet,
     ) -> Result<IssuedJwt, IssueError> {
-        if audience.is_empty() {
-            return Err(IssueError::BadRequest("at least one audience is required".into()));
-        }
-        if audience.len() > MAX_AUDIENCES {
-            return Err(IssueError::BadRequest(format!("at most {MAX_AUDIENCES} audiences")));
-        }
-        if audience.iter().any(|a| a.is_empty() || a.len() > MAX_AUDIENCE_LEN || a.chars().any(char::is_control)) {
-            return Err(IssueError::BadRequest(format!(
-                "each audience must be 1-{MAX_AUDIENCE_LEN} bytes with no control characters"
-            )));
-        }
+        hallmark_core::check_audiences(audience).map_err(|e| IssueError::BadRequest(e.to_string()))?;
         let now = now_unix();
         // 1. Entitle: the entry exists, belongs to the calling agent, and the evidence satisfies it.
         let entitled = self.entitled_entry(caller, entry_id, evidence)?;
@@ -526,7 +513,7 @@ impl ServerState {
         let agent_id = self
             .settings
             .trust_domain
-            .agent_id(&["join_token", &join_token_id(token)])
+            .join_token_agent_id(&join_token_id(token))
             .map_err(|e| ServerError::Internal(e.to_string()))?;
         let (signed, authority) = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;

@@ -42,7 +42,8 @@ fn server_id() -> SpiffeId {
 
 /// Attests a new agent with a fresh join token; returns its ID and an mTLS client.
 async fn attested_agent(s: &hallmark_server::RunningServer) -> (SpiffeId, NodeClient<Channel>) {
-    let (token, agent_id, _) = s.state.new_join_token(Ttl::parse("10m").unwrap(), "test").await.unwrap();
+    let hallmark_server::admin::NewJoinToken { token, agent_id, .. } =
+        s.state.new_join_token(Ttl::parse("10m").unwrap(), "test").await.unwrap();
     let addr = s.agent_addr.to_string();
     let mut c = channel(&addr, Trust::Attest { anchors: Some(anchors(s)), server_id: server_id() }).unwrap();
     let kc = new_key_and_csr(None).unwrap();
@@ -250,12 +251,12 @@ async fn no_client_certificate_no_access() {
         anon.attest_node(AttestNodeRequest { join_token: "nope".into(), csr: kc.csr_der.clone() }).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("not valid"));
-    let (token, _, _) = s.state.new_join_token(Ttl::parse("1s").unwrap(), "test").await.unwrap();
+    let token = s.state.new_join_token(Ttl::parse("1s").unwrap(), "test").await.unwrap().token;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let e = anon.attest_node(AttestNodeRequest { join_token: token, csr: kc.csr_der.clone() }).await.unwrap_err();
     assert!(e.message().contains("expired"), "{e:?}");
     // A bad CSR does not burn a token.
-    let (token, _, _) = s.state.new_join_token(Ttl::parse("1m").unwrap(), "test").await.unwrap();
+    let token = s.state.new_join_token(Ttl::parse("1m").unwrap(), "test").await.unwrap().token;
     let e = anon.attest_node(AttestNodeRequest { join_token: token.clone(), csr: b"junk".to_vec() }).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(anon.attest_node(AttestNodeRequest { join_token: token, csr: kc.csr_der }).await.is_ok());

@@ -359,9 +359,7 @@ impl Store {
         x: &NewException<'_>,
         rec: Recorder<'_, ExceptionRecord>,
     ) -> Result<ExceptionRecord, StoreError> {
-        let mut b = [0u8; 8];
-        rand::Rng::fill(&mut rand::rng(), &mut b);
-        let id = format!("exc-{}", hex::encode(b));
+        let id = format!("exc-{}", crate::random_hex::<8>());
         let mut tx = self.begin_recorded().await?;
         sqlx::query(
             "INSERT INTO exceptions (id, entry_id, rule, value, justification, expires_at, requested_by, requested_at) \

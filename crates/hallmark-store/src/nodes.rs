@@ -118,8 +118,9 @@ async fn node_in(conn: &mut AnyConnection, agent_id: &str) -> Result<Node, Store
     row_in(conn, format!("SELECT {NODE_COLUMNS} FROM nodes WHERE agent_id = $1"), agent_id, "node", node_from_row).await
 }
 
-/// A join token's id: the first 16 hex digits of its hash.
-fn join_token_id(token_hash: &str) -> &str {
+/// A join token's id: the first 16 hex digits of its hash. The one home of
+/// that format: agents attested by the token are named after it.
+pub fn join_token_id(token_hash: &str) -> &str {
     token_hash.get(..16).unwrap_or(token_hash)
 }
 

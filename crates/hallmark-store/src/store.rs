@@ -129,9 +129,20 @@ pub struct Store {
 }
 
 pub(crate) fn new_id() -> String {
-    let mut b = [0u8; 16];
+    random_hex::<16>()
+}
+
+/// `N` random bytes as hex: the one source of Hallmark's random secrets and ids.
+pub fn random_hex<const N: usize>() -> String {
+    let mut b = [0u8; N];
     rand::Rng::fill(&mut rand::rng(), &mut b);
     hex::encode(b)
+}
+
+/// A new secret (a join token, the body of an admin token): 256 random bits
+/// as hex. Only its [`hash_secret`] is stored.
+pub fn new_secret() -> String {
+    random_hex::<32>()
 }
 
 pub(crate) fn to_i64(v: u64) -> i64 {

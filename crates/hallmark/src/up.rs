@@ -121,7 +121,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
 
     // The embedded agent has a stable identity, so entries parented to it
     // survive restarts; it is attested in-process (the caller is this process).
-    let agent_id = td.agent_id(&["local"])?;
+    let agent_id = td.local_agent_id();
     if let Ok(mut p) = state.default_parent.write() {
         *p = Some(agent_id.clone());
     }

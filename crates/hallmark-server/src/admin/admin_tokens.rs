@@ -31,9 +31,7 @@ pub const BOOTSTRAP: &str = "bootstrap";
 
 /// A new random admin token.
 pub fn new_token() -> String {
-    let mut b = [0u8; 32];
-    rand::Rng::fill(&mut rand::rng(), &mut b);
-    format!("hmk_{}", hex::encode(b))
+    format!("hmk_{}", hallmark_store::new_secret())
 }
 
 #[derive(Deserialize)]

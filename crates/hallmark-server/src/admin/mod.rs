@@ -46,6 +46,7 @@ pub(crate) use admin_tokens::{BOOTSTRAP, new_token, token_change};
 pub use auth::{Admin, PeerAddr};
 pub use entries::{MAX_BATCH_BODY, MAX_ENTRY_BATCH};
 pub use error::ApiError;
+pub use nodes::NewJoinToken;
 
 use crate::ServerState;
 

@@ -47,7 +47,7 @@ pub(crate) async fn create_join_token(
             "a join token may live at most {max} (`max_join_token_ttl` in the server configuration), not {ttl}"
         )));
     }
-    let (token, agent_id, expires_at) = s.new_join_token(ttl, &who.token.name).await?;
+    let NewJoinToken { token, agent_id, expires_at } = s.new_join_token(ttl, &who.token.name).await?;
     tracing::info!(admin = %who.token.name, agent = %agent_id, "join token created");
     Ok((StatusCode::CREATED, Json(json!({ "token": token, "agent_id": agent_id, "expires_at": expires_at }))))
 }
@@ -131,24 +131,33 @@ pub(crate) async fn list_nodes(
     Ok(Json(json!({ "nodes": s.store.nodes().await? })))
 }
 
+/// A join token just created: the secret, shown once.
+#[derive(Debug, Clone)]
+pub struct NewJoinToken {
+    /// The token itself; only its hash is stored.
+    pub token: String,
+    /// The SPIFFE ID the agent attested with it will have.
+    pub agent_id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
 impl ServerState {
     /// Creates a single-use join token on behalf of `by`, recorded in the
-    /// same transaction; returns (token, agent ID it will attest as, expiry).
-    pub async fn new_join_token(&self, ttl: Ttl, by: &str) -> Result<(String, String, i64), StoreError> {
-        let mut b = [0u8; 32];
-        rand::Rng::fill(&mut rand::rng(), &mut b);
-        let token = hex::encode(b);
+    /// same transaction.
+    pub async fn new_join_token(&self, ttl: Ttl, by: &str) -> Result<NewJoinToken, StoreError> {
+        let token = hallmark_store::new_secret();
         let expires_at = now_unix() + i64::try_from(ttl.secs()).unwrap_or(i64::MAX / 2);
         let agent_id = self
             .settings
             .trust_domain
-            .agent_id(&["join_token", &join_token_id(&token)])
+            .join_token_agent_id(&join_token_id(&token))
             .map_err(|e| StoreError::Schema(e.to_string()))?
             .to_string();
         let rec = self.record_change(by, "join_token_create", |_: &str| {
             Change::new(&agent_id, json!({ "expires_at": expires_at }))
         });
         self.store.create_join_token(&hash_secret(&token), expires_at, rec).await?;
-        Ok((token, agent_id, expires_at))
+        Ok(NewJoinToken { token, agent_id, expires_at })
     }
 }

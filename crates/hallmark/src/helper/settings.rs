@@ -214,9 +214,7 @@ impl Settings {
         let configured = f.jwt.into_iter().map(|j| (j.file.unwrap_or_else(|| jwt_file_name(&j.audience)), j.audience));
         let flagged = a.jwt_audience.into_iter().map(|aud| (jwt_file_name(&aud), aud));
         for (file, audience) in configured.chain(flagged) {
-            if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control) {
-                bail!("JWT audience `{}` must be 1-512 bytes with no control characters", audience.escape_debug());
-            }
+            hallmark_core::check_audience(&audience).map_err(|e| anyhow::anyhow!("JWT {e}"))?;
             if jwts.iter().any(|j| j.audience == audience) {
                 continue;
             }
