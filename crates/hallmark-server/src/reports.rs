@@ -10,8 +10,57 @@ use serde::Serialize;
 
 use crate::{ServerError, ServerState};
 
-/// The report kinds.
-pub const KINDS: &[&str] = &["expiring", "orphans", "exceptions", "drift", "rotation", "compliance"];
+/// A report `GET /v1/reports/{kind}` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportKind {
+    /// Credentials and authorities expiring with no renewal to replace them.
+    Expiring,
+    /// Identities nobody owns any more, or that nothing uses.
+    Orphans,
+    /// Exceptions beyond their class, approved by a new admin, pending or ending.
+    Exceptions,
+    /// What runs differs from what is registered.
+    Drift,
+    /// Authorities whose rotation stalled.
+    Rotation,
+    /// Every finding above and reuse and privilege, mapped to the OWASP NHI Top 10.
+    Compliance,
+}
+
+impl ReportKind {
+    /// Every kind, in the order the compliance report runs them (itself last).
+    pub const ALL: [Self; 6] =
+        [Self::Expiring, Self::Orphans, Self::Exceptions, Self::Drift, Self::Rotation, Self::Compliance];
+
+    /// The name in the URL and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expiring => "expiring",
+            Self::Orphans => "orphans",
+            Self::Exceptions => "exceptions",
+            Self::Drift => "drift",
+            Self::Rotation => "rotation",
+            Self::Compliance => "compliance",
+        }
+    }
+}
+
+impl std::str::FromStr for ReportKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown report `{s}` ({})", names.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for ReportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The OWASP NHI Top 10 (2025) items.
 pub const NHI: &[(&str, &str)] = &[
@@ -89,17 +138,17 @@ fn denial_blocks(d: &hallmark_store::DenialRecord, c: &hallmark_store::Credentia
 
 impl ServerState {
     /// Builds report `kind`.
-    pub async fn report(&self, kind: &str, p: ReportParams) -> Result<Report, ServerError> {
+    pub async fn report(&self, kind: ReportKind, p: ReportParams) -> Result<Report, ServerError> {
         let now = now_unix();
         let findings = match kind {
-            "expiring" => self.expiring(now, p).await?,
-            "orphans" => self.orphans(now).await?,
-            "exceptions" => return self.exception_findings(now, p).await,
-            "drift" => self.drift(now, p).await?,
-            "rotation" => self.rotation(now).await?,
-            "compliance" => {
+            ReportKind::Expiring => self.expiring(now, p).await?,
+            ReportKind::Orphans => self.orphans(now).await?,
+            ReportKind::Exceptions => return self.exception_findings(now, p).await,
+            ReportKind::Drift => self.drift(now, p).await?,
+            ReportKind::Rotation => self.rotation(now).await?,
+            ReportKind::Compliance => {
                 let mut all = Report::default();
-                for k in ["expiring", "orphans", "exceptions", "drift", "rotation"] {
+                for k in ReportKind::ALL.into_iter().filter(|k| *k != ReportKind::Compliance) {
                     let r = Box::pin(self.report(k, p)).await?;
                     all.findings.extend(r.findings);
                     all.notes.extend(r.notes);
@@ -107,7 +156,6 @@ impl ServerState {
                 all.findings.extend(self.reuse_and_privilege().await?);
                 return Ok(all);
             }
-            other => return Err(ServerError::Internal(format!("unknown report `{other}`"))),
         };
         Ok(Report { findings, notes: Vec::new() })
     }

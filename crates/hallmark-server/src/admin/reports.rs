@@ -38,9 +38,7 @@ pub(crate) async fn report(
         return Err(ApiError::forbidden("reports cover every owner; they need trust-admin, operator or auditor"));
     }
     let Query(q) = q.map_err(|e| ApiError::bad(e.body_text()))?;
-    if !crate::reports::KINDS.contains(&kind.as_str()) {
-        return Err(ApiError::not_found(format!("unknown report `{kind}` ({})", crate::reports::KINDS.join(", "))));
-    }
+    let kind: crate::reports::ReportKind = kind.parse().map_err(ApiError::not_found)?;
     let within = q.within.unwrap_or(86_400);
     let unused_for = q.unused_for.unwrap_or(30 * 86_400);
     if within < 0 || unused_for < 0 {
@@ -48,9 +46,9 @@ pub(crate) async fn report(
     }
     let params = crate::reports::ReportParams { within, unused_for };
     let crate::reports::Report { findings, notes } =
-        s.report(&kind, params).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let mut body = json!({ "kind": kind, "generated_at": now_unix(), "findings": findings, "notes": notes });
-    if kind == "compliance" {
+        s.report(kind, params).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let mut body = json!({ "kind": kind.as_str(), "generated_at": now_unix(), "findings": findings, "notes": notes });
+    if kind == crate::reports::ReportKind::Compliance {
         let items: Vec<serde_json::Value> = crate::reports::NHI
             .iter()
             .map(|(id, title)| {

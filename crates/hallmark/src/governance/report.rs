@@ -2,6 +2,7 @@
 
 use anyhow::bail;
 use hallmark_core::parse_duration;
+use hallmark_server::reports::ReportKind;
 use hyper::Method;
 use serde_json::Value;
 
@@ -13,7 +14,8 @@ use crate::commands::client;
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// expiring, orphans, exceptions, drift, rotation, or compliance (OWASP NHI Top 10).
-    kind: String,
+    #[arg(value_parser = str::parse::<ReportKind>)]
+    kind: ReportKind,
     /// Window for "expiring soon".
     #[arg(long, default_value = "24h")]
     within: String,
@@ -36,7 +38,7 @@ fn csv_field(s: &str) -> String {
 pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
     let within = parse_duration(&a.within).map_err(|e| anyhow::anyhow!("--within: {e}"))?.as_secs();
     let unused = parse_duration(&a.unused_for).map_err(|e| anyhow::anyhow!("--unused-for: {e}"))?.as_secs();
-    let path = format!("/v1/reports/{}?within={within}&unused_for={unused}", encode(&a.kind));
+    let path = format!("/v1/reports/{}?within={within}&unused_for={unused}", encode(a.kind.as_str()));
     let v = client(conn)?.json(Method::GET, &path, None).await?;
     let findings = v["findings"].as_array().cloned().unwrap_or_default();
     let field = |f: &Value, k: &str| f[k].as_str().unwrap_or("").to_owned();
