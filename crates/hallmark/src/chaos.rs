@@ -147,6 +147,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn cycles(a: &Args, work: &std::path::Path) -> anyhow::Result<Totals> {
     let datastore =
         a.datastore.clone().unwrap_or_else(|| format!("sqlite://{}", work.join("server/hallmark.db").display()));
@@ -355,6 +359,10 @@ async fn issue(
 
 /// Registration load: entries for simulated agent `parent` through the admin
 /// API, noting every one acknowledged, until `stop`.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn register(admin: Arc<Client>, parent: String, i: usize, received: Arc<Mutex<Received>>, stop: Arc<AtomicBool>) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -387,6 +395,10 @@ const DENY_AUDIENCE_POLICY: &str =
 /// a policy version set (the policy in force, `policy`, with a comment), an
 /// exception asked for on `entry` and revoked. Whatever is acknowledged or
 /// not, [`changes_recorded`] checks that what is stored has its record.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn govern(admin: Arc<Client>, parent: String, entry: String, policy: String, i: usize, stop: Arc<AtomicBool>) {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {

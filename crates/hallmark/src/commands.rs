@@ -290,12 +290,12 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
                 ("jwt_ttl", f.jwt_ttl),
                 ("hint", f.hint),
             ] {
-                if let Some(v) = v {
-                    body[k] = json!(v);
+                if let (Some(v), Some(fields)) = (v, body.as_object_mut()) {
+                    fields.insert(k.to_owned(), json!(v));
                 }
             }
-            if f.recovery {
-                body["recovery"] = json!(true);
+            if let (true, Some(fields)) = (f.recovery, body.as_object_mut()) {
+                fields.insert("recovery".to_owned(), json!(true));
             }
             let e = c.json(Method::POST, "/v1/entries", Some(&body)).await?;
             emit(conn, &e, print_entry)
@@ -343,7 +343,11 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
                 "dns_names": if f.dns_names.is_empty() { cur.get("dns_names").cloned().unwrap_or(json!([])) } else { json!(f.dns_names) },
             });
             match f.hint.or_else(|| cur.get("hint").and_then(Value::as_str).map(str::to_owned)) {
-                Some(h) if !h.is_empty() => body["hint"] = json!(h),
+                Some(h) if !h.is_empty() => {
+                    if let Some(fields) = body.as_object_mut() {
+                        fields.insert("hint".to_owned(), json!(h));
+                    }
+                }
                 _ => {}
             }
             let e = c.send(Method::PUT, &path, Some(&body), revision).await?.json()?;

@@ -44,8 +44,8 @@ pub async fn revoke(a: RevokeArgs, conn: &Conn) -> anyhow::Result<()> {
     }
     let mut body = json!({ "reason": a.reason });
     for (k, v) in [("serial", a.serial), ("jti", a.jti), ("entry", a.entry), ("owner", a.owner), ("node", a.node)] {
-        if let Some(v) = v {
-            body[k] = json!(v);
+        if let (Some(v), Some(fields)) = (v, body.as_object_mut()) {
+            fields.insert(k.to_owned(), json!(v));
         }
     }
     let v = client(conn)?.json(Method::POST, "/v1/revocations", Some(&body)).await?;

@@ -56,6 +56,7 @@ impl Target {
 
 /// `count` SignX509Svids requests for `entry`, the workload evidence
 /// `unix:uid:1000`, taking CSRs from `csrs` round-robin from position `from`.
+#[expect(clippy::indexing_slicing, reason = "the position is reduced modulo the slice's length, which is not zero")]
 pub fn svid_requests(entry: &str, csrs: &[Vec<u8>], from: usize, count: usize) -> Vec<SvidRequest> {
     (0..count)
         .map(|j| SvidRequest {
@@ -69,6 +70,10 @@ pub fn svid_requests(entry: &str, csrs: &[Vec<u8>], from: usize, count: usize) -
 
 /// Attests one simulated agent with a fresh join token (AttestNode, the real
 /// node-attestation RPC) and returns it with an mTLS client.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 pub async fn attest(admin: &Client, t: &Target) -> anyhow::Result<SimAgent> {
     let tok = admin.json(Method::POST, "/v1/join-tokens", Some(&json!({ "ttl": "10m" }))).await?;
     let token = tok["token"].as_str().context("no token")?.to_owned();

@@ -111,6 +111,10 @@ impl Drop for Setup {
     }
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn setup(a: &DrillArgs, report: &mut Report) -> anyhow::Result<Setup> {
     let ttl = Ttl::parse(&a.svid_ttl).context("--svid-ttl")?;
     let work = std::env::temp_dir().join(format!("hallmark-drill-{}-{}", std::process::id(), now_ms()));
@@ -321,6 +325,10 @@ async fn revoke(s: &Setup, body: Value) -> anyhow::Result<Value> {
     s.admin.json(Method::POST, "/v1/revocations", Some(&body)).await
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn crl_lists(s: &Setup, serial: &str) -> bool {
     let Ok(list) = s.admin.json(Method::GET, "/v1/authorities", None).await else { return false };
     for a in list["authorities"].as_array().into_iter().flatten().filter(|a| a["kind"] == "x509") {
@@ -341,6 +349,10 @@ async fn crl_lists(s: &Setup, serial: &str) -> bool {
     false
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn revocation(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<()> {
     // One serial: withdrawn at once, replaced (the entry is still valid), on the CRL.
     let h = probe.current().context("the probe holds no SVID")?;
@@ -434,6 +446,10 @@ async fn revocation(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<
     Ok(())
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn node_ban(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<()> {
     let agent_chain = std::fs::read_to_string(s.work.join("agent/data/agent.chain.pem"))?;
     let agent_serial = hallmark_ca::svid::parse_leaf(
@@ -487,6 +503,10 @@ fn active_id(list: &Value, kind: &str) -> Option<String> {
         .and_then(|a| a["id"].as_str().map(str::to_owned))
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 async fn ca_rotation(s: &Setup, probe: &Probe, revoke_old: bool, r: &mut Report) -> anyhow::Result<()> {
     let t_start = now_ms();
     let before = s.admin.json(Method::GET, "/v1/authorities", None).await?;

@@ -84,14 +84,10 @@ fn authority_key_id(leaf: &[u8]) -> String {
 
 fn held(chain_der: &[u8]) -> Option<Held> {
     let chain: Vec<Vec<u8>> = der_certs(chain_der).ok()?.into_iter().map(<[u8]>::to_vec).collect();
-    let leaf = hallmark_ca::svid::parse_leaf(chain.first()?).ok()?;
-    Some(Held {
-        spiffe_id: leaf.spiffe_id.to_string(),
-        serial: leaf.serial,
-        not_after: leaf.not_after,
-        issuer: authority_key_id(&chain[0]),
-        chain,
-    })
+    let first = chain.first()?;
+    let leaf = hallmark_ca::svid::parse_leaf(first).ok()?;
+    let issuer = authority_key_id(first);
+    Some(Held { spiffe_id: leaf.spiffe_id.to_string(), serial: leaf.serial, not_after: leaf.not_after, issuer, chain })
 }
 
 fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {

@@ -48,6 +48,10 @@ pub enum PolicyCmd {
 }
 
 /// `hallmark policy ...`
+#[expect(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
+)]
 pub async fn policy(cmd: PolicyCmd, conn: &Conn) -> anyhow::Result<()> {
     match cmd {
         PolicyCmd::Set { file } => {
@@ -133,12 +137,18 @@ pub async fn policy(cmd: PolicyCmd, conn: &Conn) -> anyhow::Result<()> {
 }
 
 /// A line diff (longest common subsequence): ` ` kept, `-` removed, `+` added.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "the table is (a.len()+1) x (b.len()+1) and every index is checked against a.len() or b.len() first"
+)]
 pub fn line_diff(a: &str, b: &str) -> Vec<String> {
     let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
     if a.len().saturating_mul(b.len()) > 16_000_000 {
         // Too large for the quadratic table: show a whole replacement.
         return a.iter().map(|l| format!("-{l}")).chain(b.iter().map(|l| format!("+{l}"))).collect();
     }
+    // The classic longest-common-subsequence table: every index below is
+    // checked against a.len()/b.len() and the table is one larger each way.
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {

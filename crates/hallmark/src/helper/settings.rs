@@ -229,7 +229,7 @@ impl Settings {
         names.extend(combined_file.as_deref());
         names.extend(jwts.iter().map(|j| j.file.as_str()));
         for (i, n) in names.iter().enumerate() {
-            if names[..i].contains(n) {
+            if names.iter().take(i).any(|m| m == n) {
                 bail!("file name `{n}` is used twice; give each file its own name");
             }
         }
