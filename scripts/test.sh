@@ -84,6 +84,8 @@ export HALLMARK_INTEROP=1
 
 log "clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+log "rustdoc (a broken intra-doc link is an error)"
+cargo doc --workspace --no-deps --quiet
 log "tests: ${runner[*]}"
 "${runner[@]}"
 

@@ -11,7 +11,7 @@
 //! a literal), and the first request of a grpcio connection (literals with
 //! incremental indexing, the percent-encoded socket path as `:authority`).
 
-#![expect(clippy::unwrap_used, reason = "a benchmark stops at its first failure")]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "a benchmark stops at its first failure")]
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -92,7 +92,8 @@ impl JwtKey {
         let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
             .map_err(|_| CaError::Key("JWT key is not an EC P-256 PKCS#8 key".into()))?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
-        let kid = B64.encode(&digest.as_ref()[..18]);
+        // The key id: the first 18 bytes (of 32) of the public key's SHA-256.
+        let kid = B64.encode(digest.as_ref().iter().take(18).copied().collect::<Vec<u8>>());
         Ok(Self { kid, key, pkcs8: der.to_vec() })
     }
 

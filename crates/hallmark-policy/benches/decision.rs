@@ -8,7 +8,12 @@
 //! 1 000 the same request against the whole policy set in one Cedar call
 //! (what the index avoids), in the same run.
 
-#![expect(clippy::panic, reason = "a benchmark stops at its first failure, showing it")]
+#![expect(
+    clippy::panic,
+    clippy::unreachable,
+    clippy::indexing_slicing,
+    reason = "a benchmark stops at its first failure, showing it"
+)]
 
 use std::collections::HashMap;
 use std::hint::black_box;

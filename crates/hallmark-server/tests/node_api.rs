@@ -2,7 +2,7 @@
 //! only what its entries entitle it to.
 
 // Integration tests: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

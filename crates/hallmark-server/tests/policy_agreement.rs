@@ -17,7 +17,7 @@
 //! corpus never quietly loses coverage.
 
 // Integration tests: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)]
 
 use std::collections::HashMap;
 use std::path::Path;

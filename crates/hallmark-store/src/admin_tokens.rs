@@ -41,7 +41,7 @@ impl AdminToken {
 /// An admin token to store: [`Store::insert_admin_token`].
 #[derive(Debug, Clone, Copy)]
 pub struct NewAdminToken<'a> {
-    /// SHA-256 of the token ([`hash_secret`]).
+    /// SHA-256 of the token ([`crate::hash_secret`]).
     pub token_hash: &'a str,
     /// The identity's name.
     pub name: &'a str,

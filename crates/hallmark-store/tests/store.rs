@@ -2,7 +2,7 @@
 //! `HALLMARK_TEST_POSTGRES` names a server, on a fresh PostgreSQL database.
 
 // Integration tests: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)]
 
 use hallmark_core::{EntrySpec, SpiffeId, TrustDomain, Ttl, ValidEntrySpec};
 use hallmark_store::{

@@ -98,7 +98,7 @@ pub(crate) async fn list(State(s): State<Arc<ServerState>>, who: Admin) -> Resul
         .map(|t| {
             let state = t.refusal(now).unwrap_or("active");
             let mut v = serde_json::to_value(&t).unwrap_or_default();
-            v["state"] = json!(state);
+            super::guard::set_field(&mut v, "state", json!(state));
             v
         })
         .collect();

@@ -213,7 +213,7 @@ pub(crate) async fn delete(
     s.entries_written().await;
     tracing::info!(admin = %who.token.name, entry = %e.id, revoked = count, "entry deleted");
     let mut v = serde_json::to_value(&e).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    v["revoked_credentials"] = json!(revoked);
+    super::guard::set_field(&mut v, "revoked_credentials", json!(revoked));
     Ok(Json(v))
 }
 

@@ -123,7 +123,7 @@ pub(crate) async fn list(
         .map(|x| {
             let state = x.state(now);
             let mut v = serde_json::to_value(x).unwrap_or_default();
-            v["state"] = json!(state);
+            super::guard::set_field(&mut v, "state", json!(state));
             v
         })
         .collect();
@@ -221,6 +221,6 @@ fn with_warnings(s: &ServerState, x: ExceptionRecord) -> Json<serde_json::Value>
         tracing::warn!(exception = %x.id, entry = %x.entry_id, "{w}");
     }
     let mut v = serde_json::to_value(x).unwrap_or_default();
-    v["warnings"] = serde_json::json!(warnings);
+    super::guard::set_field(&mut v, "warnings", serde_json::json!(warnings));
     Json(v)
 }

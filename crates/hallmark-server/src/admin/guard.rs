@@ -92,6 +92,15 @@ fn holds_nul(v: &serde_json::Value) -> bool {
     }
 }
 
+/// Adds `key` to a record serialized as a JSON object (what the handlers
+/// answer with: the stored record plus a field computed for the answer).
+/// Anything but an object is left as it is.
+pub(crate) fn set_field(record: &mut serde_json::Value, key: &str, value: serde_json::Value) {
+    if let Some(fields) = record.as_object_mut() {
+        fields.insert(key.to_owned(), value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

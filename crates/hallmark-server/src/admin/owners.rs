@@ -145,7 +145,7 @@ pub(crate) async fn show(
     let o = s.store.owner(&name).await?.ok_or_else(|| ApiError::not_found(format!("owner `{name}` not found")))?;
     let entries = s.store.entries(None).await?.into_iter().filter(|e| e.owner == name).count();
     let mut v = serde_json::to_value(o).unwrap_or_default();
-    v["entries"] = json!(entries);
+    super::guard::set_field(&mut v, "entries", json!(entries));
     Ok(Json(v))
 }
 

@@ -56,7 +56,7 @@ pub(crate) async fn report(
                 json!({ "id": id, "title": title, "findings": n })
             })
             .collect();
-        body["nhi"] = json!(items);
+        super::guard::set_field(&mut body, "nhi", json!(items));
     }
     Ok(Json(body))
 }

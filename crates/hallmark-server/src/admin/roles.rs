@@ -1,5 +1,5 @@
 //! What each role may do: one table ([`ROLES`]), read by the check
-//! ([`Admin::may`]), by its error message (which roles would be allowed) and
+//! (`Admin::may`), by its error message (which roles would be allowed) and
 //! by the validation of a new admin token's role.
 
 use hallmark_core::validate_owner;
@@ -86,7 +86,7 @@ pub struct Role {
     /// Its name as a token holds it; `owner:NAME` stands for every owner role.
     pub name: &'static str,
     /// What it may do. `owner:NAME` is further confined to NAME's entries
-    /// ([`Admin::may_touch`]).
+    /// (`Admin::may_touch`).
     pub grants: Grants,
 }
 

@@ -84,7 +84,7 @@ impl Store {
             let details: String = r.try_get("details")?;
             let reason = serde_json::from_str::<serde_json::Value>(&details)
                 .ok()
-                .and_then(|v| v["reason"].as_str().map(str::to_owned))
+                .and_then(|v| v.get("reason").and_then(serde_json::Value::as_str).map(str::to_owned))
                 .unwrap_or(details);
             Ok((r.try_get("seq")?, reason))
         })

@@ -1,11 +1,11 @@
 //! The governance commands, one module per command group:
 //!
-//! - [`policy`]: `hallmark policy ...` (set, show, history, diff, test)
-//! - [`exception`]: `hallmark exception ...`
-//! - [`report`]: `hallmark report KIND`
-//! - [`credential`]: `hallmark credential ...` (the inventory)
-//! - [`audit`]: `hallmark audit ...`
-//! - [`owner`]: `hallmark owner ...`
+//! - [`policy`](mod@policy): `hallmark policy ...` (set, show, history, diff, test)
+//! - [`exception`](mod@exception): `hallmark exception ...`
+//! - [`report`](mod@report): `hallmark report KIND`
+//! - [`credential`](mod@credential): `hallmark credential ...` (the inventory)
+//! - [`audit`](mod@audit): `hallmark audit ...`
+//! - [`owner`](mod@owner): `hallmark owner ...`
 //! - [`admin_token`]: `hallmark admin token ...`
 //!
 //! Each group uses only the shared command-line plumbing of the crate

@@ -3,7 +3,7 @@
 //! socket, and the independent `spiffe` crate as the Workload API client.
 
 // Integration tests: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)]
 
 mod attacks;
 mod cli;
