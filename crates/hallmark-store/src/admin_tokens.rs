@@ -195,11 +195,11 @@ impl Store {
     /// Looks up an admin token by hash, revoked and expired ones included
     /// (see [`AdminToken::refusal`]).
     pub async fn admin_token(&self, token_hash: &str) -> Result<Option<AdminToken>, StoreError> {
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE token_hash = $1")))
-                .bind(token_hash.to_owned())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(admin_from_row).transpose()
+        self.one_by(
+            format!("SELECT {ADMIN_COLUMNS} FROM admin_tokens WHERE token_hash = $1"),
+            token_hash,
+            admin_from_row,
+        )
+        .await
     }
 }

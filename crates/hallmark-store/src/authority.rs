@@ -154,11 +154,7 @@ impl Store {
 
     /// One authority by id.
     pub async fn authority(&self, id: &str) -> Result<Option<AuthorityRow>, StoreError> {
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM authorities WHERE id = $1")))
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(row).transpose()
+        self.one_by(format!("SELECT {COLUMNS} FROM authorities WHERE id = $1"), id, row).await
     }
 
     /// Makes the prepared authority `id` the active one of its kind on its

@@ -448,11 +448,7 @@ impl Store {
 
     /// One entry by id.
     pub async fn entry(&self, id: &str) -> Result<Option<Entry>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1")))
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(entry_from_row).transpose()
+        self.one_by(format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id = $1"), id, entry_from_row).await
     }
 
     /// Every entry, optionally only those under one parent, ordered by SPIFFE ID.

@@ -235,19 +235,12 @@ impl Store {
 
     /// One owner.
     pub async fn owner(&self, name: &str) -> Result<Option<Owner>, StoreError> {
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {OWNER_COLUMNS} FROM owners WHERE name = $1")))
-            .bind(name.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(owner_from_row).transpose()
+        self.one_by(format!("SELECT {OWNER_COLUMNS} FROM owners WHERE name = $1"), name, owner_from_row).await
     }
 
     /// Every owner, by name.
     pub async fn owners(&self) -> Result<Vec<Owner>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {OWNER_COLUMNS} FROM owners ORDER BY name")))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(owner_from_row).collect()
+        self.all_rows(format!("SELECT {OWNER_COLUMNS} FROM owners ORDER BY name"), owner_from_row).await
     }
 
     /// Deactivates an owner, recorded by `rec`; its entries become orphans
@@ -346,11 +339,11 @@ impl Store {
 
     /// Every policy version, newest first.
     pub async fn policy_history(&self) -> Result<Vec<PolicyVersion>, StoreError> {
-        let rows =
-            sqlx::query("SELECT version, text, sha256, created_at, created_by FROM policies ORDER BY version DESC")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(policy_from_row).collect()
+        self.all_rows(
+            "SELECT version, text, sha256, created_at, created_by FROM policies ORDER BY version DESC",
+            policy_from_row,
+        )
+        .await
     }
 
     /// Records a requested (not yet approved) exception, recorded by `rec`.
@@ -382,21 +375,16 @@ impl Store {
 
     /// One exception.
     pub async fn exception(&self, id: &str) -> Result<Option<ExceptionRecord>, StoreError> {
-        let r = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {EXC_COLUMNS} FROM exceptions WHERE id = $1")))
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        r.as_ref().map(exception_from_row).transpose()
+        self.one_by(format!("SELECT {EXC_COLUMNS} FROM exceptions WHERE id = $1"), id, exception_from_row).await
     }
 
     /// Every exception, newest first.
     pub async fn exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EXC_COLUMNS} FROM exceptions ORDER BY requested_at DESC, id"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(exception_from_row).collect()
+        self.all_rows(
+            format!("SELECT {EXC_COLUMNS} FROM exceptions ORDER BY requested_at DESC, id"),
+            exception_from_row,
+        )
+        .await
     }
 
     /// Approves a pending exception, recorded by `rec`; the approver must

@@ -51,12 +51,8 @@ impl Store {
 
     /// One credential from the inventory, by serial (X.509) or jti (JWT).
     pub async fn credential(&self, id: &str) -> Result<Option<Credential>, StoreError> {
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1")))
-                .bind(id.to_owned())
-                .fetch_optional(&self.pool)
-                .await?;
-        row.as_ref().map(credential_from_row).transpose()
+        self.one_by(format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE id = $1"), id, credential_from_row)
+            .await
     }
 
     /// Which of `ids` (serials or jtis) the inventory holds.

@@ -197,19 +197,12 @@ impl Store {
 
     /// A node by agent ID.
     pub async fn node(&self, agent_id: &str) -> Result<Option<Node>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {NODE_COLUMNS} FROM nodes WHERE agent_id = $1")))
-            .bind(agent_id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(node_from_row).transpose()
+        self.one_by(format!("SELECT {NODE_COLUMNS} FROM nodes WHERE agent_id = $1"), agent_id, node_from_row).await
     }
 
     /// Every attested node, by agent ID.
     pub async fn nodes(&self) -> Result<Vec<Node>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY agent_id")))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(node_from_row).collect()
+        self.all_rows(format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY agent_id"), node_from_row).await
     }
 
     /// Every join token not expired longer ago than `since` (unix seconds), oldest first.

@@ -250,6 +250,32 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The row `select` (a static query on `$1`) finds for `key`, as
+    /// `decode` reads it; none is `None`.
+    pub(crate) async fn one_by<T>(
+        &self,
+        select: impl Into<String>,
+        key: &str,
+        decode: fn(&AnyRow) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(select.into())).bind(key.to_owned()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Every row `select` (a static query without parameters) returns, as
+    /// `decode` reads them.
+    pub(crate) async fn all_rows<T>(
+        &self,
+        select: impl Into<String>,
+        decode: fn(&AnyRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(select.into())).fetch_all(&self.pool).await?;
+        rows.iter().map(decode).collect()
+    }
+}
+
 /// Inside a transaction, the one row `select` (a static query on `$1`)
 /// finds for `value`, as `decode` reads it; none is `NotFound`, naming
 /// `what`.
