@@ -83,14 +83,14 @@ impl JwtKey {
     /// Generates a new key; its `kid` is derived from the public key.
     pub fn generate() -> Result<Self, CaError> {
         let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| CaError::Key("cannot generate JWT key".into()))?;
+            .map_err(CaError::crypto("generate the JWT key"))?;
         Self::from_pkcs8(doc.as_ref())
     }
 
     /// Loads a key from PKCS#8 DER.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, CaError> {
         let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-            .map_err(|_| CaError::Key("JWT key is not an EC P-256 PKCS#8 key".into()))?;
+            .map_err(|source| CaError::KeyRejected { what: "the JWT key", source })?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
         let kid = B64.encode(&digest.as_ref()[..18]);
         Ok(Self { kid, key, pkcs8: der.to_vec() })
@@ -98,7 +98,7 @@ impl JwtKey {
 
     /// Loads a key from a PKCS#8 PEM document.
     pub fn from_pem(pem_text: &str) -> Result<Self, CaError> {
-        let p = pem::parse(pem_text).map_err(|e| CaError::Key(format!("JWT key PEM: {e}")))?;
+        let p = pem::parse(pem_text).map_err(|source| CaError::Pem { what: "JWT key", source })?;
         Self::from_pkcs8(p.contents())
     }
 
@@ -139,7 +139,7 @@ impl JwtKey {
         let sig = self
             .key
             .sign(&SystemRandom::new(), signing_input.as_bytes())
-            .map_err(|_| CaError::Key("JWT signing failed".into()))?;
+            .map_err(CaError::crypto("sign a JWT"))?;
         Ok(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
     }
 }
