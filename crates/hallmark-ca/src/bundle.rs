@@ -148,10 +148,7 @@ impl Bundle {
     /// `x509-svid` keys without `x5c`, are ignored as the standard requires.
     pub fn from_spiffe_json(td: &TrustDomain, text: &str) -> Result<Self, CaError> {
         let doc: Value = serde_json::from_str(text).map_err(CaError::BundleNotJson)?;
-        let keys = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or(CaError::BundleNoKeys)?;
+        let keys = doc.get("keys").and_then(Value::as_array).ok_or(CaError::BundleNoKeys)?;
         let mut b = Bundle {
             trust_domain: td.clone(),
             x509_authorities: Vec::new(),

@@ -136,10 +136,8 @@ impl JwtKey {
             obj.insert("iss".into(), Value::String(iss.to_owned()));
         }
         let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), signing_input.as_bytes())
-            .map_err(CaError::crypto("sign a JWT"))?;
+        let sig =
+            self.key.sign(&SystemRandom::new(), signing_input.as_bytes()).map_err(CaError::crypto("sign a JWT"))?;
         Ok(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
     }
 }

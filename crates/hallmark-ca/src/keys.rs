@@ -79,10 +79,11 @@ pub fn new_key_and_csr(id: Option<&SpiffeId>) -> Result<KeyAndCsr, CaError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     if let Some(id) = id {
-        let uri = id
-            .as_str()
-            .try_into()
-            .map_err(|source| CaError::NotIa5 { what: "SPIFFE ID", value: id.to_string(), source })?;
+        let uri = id.as_str().try_into().map_err(|source| CaError::NotIa5 {
+            what: "SPIFFE ID",
+            value: id.to_string(),
+            source,
+        })?;
         params.subject_alt_names = vec![SanType::URI(uri)];
     }
     let csr = params.serialize_request(&key).map_err(CaError::x509("build the CSR"))?;

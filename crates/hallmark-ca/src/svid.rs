@@ -62,8 +62,7 @@ pub struct LeafInfo {
 /// URI SAN holding a SPIFFE ID with a path, `cA=false`, key usage present and
 /// critical with digitalSignature and without keyCertSign/cRLSign.
 pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
-    let (rest, cert) =
-        X509Certificate::from_der(der).map_err(CaError::certificate("certificate"))?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(CaError::certificate("certificate"))?;
     if !rest.is_empty() {
         return Err(SvidError::TrailingBytes.into());
     }
@@ -131,8 +130,7 @@ pub fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, CaError> {
 
 /// `not_after` of a DER certificate, unix seconds.
 pub fn not_after(der: &[u8]) -> Result<i64, CaError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(CaError::certificate("certificate"))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(CaError::certificate("certificate"))?;
     Ok(cert.validity().not_after.timestamp())
 }
 

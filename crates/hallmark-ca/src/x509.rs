@@ -159,8 +159,7 @@ impl X509Authority {
         upstream_key_pem: &str,
     ) -> Result<Self, CaError> {
         let upstream = svid::pem_certs(upstream_chain_pem)?;
-        let upstream_key =
-            KeyPair::from_pem(upstream_key_pem).map_err(CaError::x509("load the upstream key"))?;
+        let upstream_key = KeyPair::from_pem(upstream_key_pem).map_err(CaError::x509("load the upstream key"))?;
         let issuing = upstream.first().ok_or(CaError::EmptyChain { what: "upstream" })?;
         let upstream_not_after = parse(issuing)?.validity().not_after.timestamp();
         let upstream_issuer = Issuer::from_ca_cert_der(&issuing.as_slice().into(), upstream_key)
@@ -171,7 +170,8 @@ impl X509Authority {
         if not_after <= now {
             return Err(CaError::AuthorityExpired(upstream_not_after));
         }
-        let cert = ca_params(td, now - BACKDATE_SECS, not_after)?.signed_by(&key, &upstream_issuer)
+        let cert = ca_params(td, now - BACKDATE_SECS, not_after)?
+            .signed_by(&key, &upstream_issuer)
             .map_err(CaError::x509("sign the intermediate CA certificate"))?;
         let mut chain = vec![cert.der().to_vec()];
         chain.extend(upstream);
@@ -307,10 +307,11 @@ impl X509Authority {
         })?;
         p.subject_alt_names = vec![SanType::URI(uri)];
         for d in t.dns_names {
-            let name = d
-                .as_str()
-                .try_into()
-                .map_err(|source| CaError::NotIa5 { what: "DNS name", value: d.clone(), source })?;
+            let name = d.as_str().try_into().map_err(|source| CaError::NotIa5 {
+                what: "DNS name",
+                value: d.clone(),
+                source,
+            })?;
             p.subject_alt_names.push(SanType::DnsName(name));
         }
         p.is_ca = IsCa::ExplicitNoCa;
