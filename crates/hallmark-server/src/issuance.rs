@@ -528,7 +528,7 @@ impl ServerState {
             .settings
             .trust_domain
             .agent_id(&["join_token", &join_token_id(token)])
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
+            .map_err(ServerError::AgentId)?;
         let (signed, authority) = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {

@@ -107,7 +107,7 @@ impl ServerState {
                 all.findings.extend(self.reuse_and_privilege().await?);
                 return Ok(all);
             }
-            other => return Err(ServerError::Internal(format!("unknown report `{other}`"))),
+            other => return Err(ServerError::UnknownReport(other.to_owned())),
         };
         Ok(Report { findings, notes: Vec::new() })
     }
