@@ -66,6 +66,23 @@ pub struct JwtClaims {
     pub all: Map<String, Value>,
 }
 
+/// The claims of a JWT-SVID to mint.
+#[derive(Debug, Clone, Copy)]
+pub struct MintClaims<'a> {
+    /// `sub`: the SPIFFE ID.
+    pub sub: &'a SpiffeId,
+    /// `aud`: the audiences (non-empty).
+    pub aud: &'a [String],
+    /// `iat`, unix seconds.
+    pub issued_at: i64,
+    /// `exp`, unix seconds.
+    pub expires_at: i64,
+    /// `jti`: the token's id.
+    pub jti: &'a str,
+    /// `iss`, when the server is configured with one.
+    pub issuer: Option<&'a str>,
+}
+
 /// The trust domain's JWT signing key (EC P-256, ES256).
 pub struct JwtKey {
     kid: String,
@@ -120,18 +137,11 @@ impl JwtKey {
         JwtAuthority::ec(&self.kid, "P-256", x, y)
     }
 
-    /// Mints a JWT-SVID. `aud` must be non-empty (the caller checks).
-    pub fn mint(
-        &self,
-        sub: &SpiffeId,
-        aud: &[String],
-        iat: i64,
-        exp: i64,
-        jti: &str,
-        issuer: Option<&str>,
-    ) -> Result<String, CaError> {
+    /// Mints a JWT-SVID. `claims.aud` must be non-empty (the caller checks).
+    pub fn mint(&self, claims: &MintClaims<'_>) -> Result<String, CaError> {
         let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let mut claims = json!({"sub": sub.as_str(), "aud": aud, "exp": exp, "iat": iat, "jti": jti});
+        let MintClaims { sub, aud, issued_at, expires_at, jti, issuer } = *claims;
+        let mut claims = json!({"sub": sub.as_str(), "aud": aud, "exp": expires_at, "iat": issued_at, "jti": jti});
         if let (Some(iss), Some(obj)) = (issuer, claims.as_object_mut()) {
             obj.insert("iss".into(), Value::String(iss.to_owned()));
         }
@@ -259,7 +269,9 @@ mod tests {
         let now = hallmark_core::now_unix();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let aud: Vec<String> = aud.iter().map(|s| s.to_string()).collect();
-        (key.mint(&id, &aud, now, now + exp_in, "j1", None).unwrap(), now)
+        let claims =
+            MintClaims { sub: &id, aud: &aud, issued_at: now, expires_at: now + exp_in, jti: "j1", issuer: None };
+        (key.mint(&claims).unwrap(), now)
     }
 
     #[test]

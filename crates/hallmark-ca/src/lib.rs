@@ -17,7 +17,7 @@ pub mod tls;
 pub mod x509;
 
 pub use bundle::{AuthorityStatus, Bundle, JwtAuthority};
-pub use jwt::{JwtClaims, JwtError, JwtKey};
+pub use jwt::{JwtClaims, JwtError, JwtKey, MintClaims};
 pub use x509::{RevokedSerial, SignedSvid, X509Authority, authority_id};
 
 /// Errors from the CA layer. Messages are one line and never contain key material.

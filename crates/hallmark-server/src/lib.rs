@@ -221,6 +221,16 @@ pub enum SetPolicyError {
     Store(StoreError),
 }
 
+/// A newly issued server TLS certificate.
+struct IssuedServerCert {
+    /// The chain and its key, for rustls.
+    key: CertifiedKey,
+    /// Its expiry, unix seconds.
+    not_after: i64,
+    /// The authority that signed it.
+    authority_id: String,
+}
+
 /// A started server.
 pub struct RunningServer {
     /// Shared state, for in-process use by `hallmark up` and tests.
@@ -333,9 +343,8 @@ impl ServerState {
         Ok(engine)
     }
 
-    /// Issues the server's own TLS certificate from the active CA; returns it
-    /// with its expiry and the id of the authority that signed it.
-    fn issue_server_cert(&self) -> Result<(CertifiedKey, i64, String), ServerError> {
+    /// Issues the server's own TLS certificate from the active CA.
+    fn issue_server_cert(&self) -> Result<IssuedServerCert, ServerError> {
         let id = self.settings.trust_domain.server_id();
         let kc = new_key_and_csr(Some(&id))?;
         let ca = self.authorities.x509()?;
@@ -353,7 +362,7 @@ impl ServerState {
             .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(kc.key_pkcs8)))
             .map_err(ServerError::Tls)?;
         let chain = signed.chain.into_iter().map(CertificateDer::from).collect();
-        Ok((CertifiedKey::new(chain, key), signed.not_after, ca.id()))
+        Ok(IssuedServerCert { key: CertifiedKey::new(chain, key), not_after: signed.not_after, authority_id: ca.id() })
     }
 
     /// Renews the server certificate past half its life, or at once when
@@ -370,10 +379,10 @@ impl ServerState {
         }
         let swap = cur.swap.clone();
         drop(guard);
-        let (key, not_after, authority_id) = self.issue_server_cert()?;
-        swap.set(key);
+        let issued = self.issue_server_cert()?;
+        swap.set(issued.key);
         *self.server_cert.write().map_err(|_| ServerError::LockPoisoned("server certificate"))? =
-            Some(ServerCert { swap, not_after, authority_id });
+            Some(ServerCert { swap, not_after: issued.not_after, authority_id: issued.authority_id });
         Ok(())
     }
 
@@ -467,10 +476,10 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     });
 
     // Agent API: TLS 1.3, client certificates verified against the live bundle.
-    let (key, not_after, authority_id) = state.issue_server_cert()?;
-    let swap = Arc::new(SwappableCert::new(key));
+    let issued = state.issue_server_cert()?;
+    let swap = Arc::new(SwappableCert::new(issued.key));
     *state.server_cert.write().map_err(|_| ServerError::LockPoisoned("server certificate"))? =
-        Some(ServerCert { swap: swap.clone(), not_after, authority_id });
+        Some(ServerCert { swap: swap.clone(), not_after: issued.not_after, authority_id: issued.authority_id });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(ServerError::Tls)?
