@@ -257,12 +257,12 @@ pub fn parse_evidence(raw: &[String]) -> Result<SelectorSet, IssueError> {
     raw.iter().map(|s| s.parse().map_err(IssueError::Evidence)).collect()
 }
 
-/// The renewal point: `renew_at` of the remaining life, +-5% jitter so a fleet
-/// issued together does not renew together.
+/// The renewal point (unix seconds): the class's `renew_fraction` of the
+/// remaining life, +-5% jitter so a fleet issued together does not renew together.
 fn renewal_point(now: i64, not_after: i64, rules: &ClassRules) -> i64 {
     let life = (not_after - now).max(1) as f64;
     let jitter = (rand::random::<f64>() - 0.5) * 0.1;
-    let at = now + (life * (rules.renew_at + jitter).clamp(0.05, 0.95)) as i64;
+    let at = now + (life * (rules.renew_fraction + jitter).clamp(0.05, 0.95)) as i64;
     at.min(not_after - 1).max(now)
 }
 
