@@ -161,7 +161,7 @@ fn store(agent: &AgentInner, req: Requested, r: pb::SvidResult, now: i64, retry_
     };
     retry_after.remove(&key);
     // The proto's `renew_at` is the server's rotation point, a unix timestamp
-    // (not the class rule of the same name, a fraction of the lifetime).
+    // (the class's `renew_fraction` of the lifetime, with jitter).
     let rotate_at = rotate_at(r.renew_at, now_unix(), info.not_after);
     agent.cache.put_svid(
         key,

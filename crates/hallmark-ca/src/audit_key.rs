@@ -36,7 +36,7 @@ pub struct AuditPublicKey {
 impl AuditPublicKey {
     fn from_point(point: Vec<u8>) -> Result<Self, CaError> {
         if point.len() != 65 || point.first() != Some(&0x04) {
-            return Err(CaError::Key("an audit public key is an uncompressed P-256 point".into()));
+            return Err(CaError::PublicKey { what: "an audit public key", expected: "an uncompressed P-256 point" });
         }
         let mut spki = P256_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(&point);
@@ -46,17 +46,18 @@ impl AuditPublicKey {
 
     /// Parses a PEM `PUBLIC KEY` (SubjectPublicKeyInfo of a P-256 key).
     pub fn from_pem(text: &str) -> Result<Self, CaError> {
-        let block = pem::parse(text).map_err(|e| CaError::Key(format!("audit public key: {e}")))?;
+        let block = pem::parse(text).map_err(|source| CaError::Pem { what: "audit public key", source })?;
         if block.tag() != "PUBLIC KEY" {
-            return Err(CaError::Key(format!(
-                "audit public key: a `PUBLIC KEY` block is expected, not `{}`",
-                block.tag()
-            )));
+            return Err(CaError::PemLabel {
+                what: "audit public key",
+                expected: "PUBLIC KEY",
+                found: block.tag().to_owned(),
+            });
         }
         let point = block
             .contents()
             .strip_prefix(P256_SPKI_PREFIX.as_slice())
-            .ok_or_else(|| CaError::Key("audit public key: not a P-256 SubjectPublicKeyInfo".into()))?;
+            .ok_or(CaError::PublicKey { what: "an audit public key", expected: "a P-256 SubjectPublicKeyInfo" })?;
         Self::from_point(point.to_vec())
     }
 
@@ -64,7 +65,7 @@ impl AuditPublicKey {
     pub fn read(path: &Path) -> Result<Self, CaError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| CaError::Io { path: path.display().to_string(), source })?;
-        Self::from_pem(&text).map_err(|e| CaError::Key(format!("{}: {e}", path.display())))
+        Self::from_pem(&text).map_err(|e| CaError::InFile { path: path.to_owned(), source: Box::new(e) })
     }
 
     /// The key's id.
@@ -103,20 +104,20 @@ impl AuditKey {
     pub fn load_or_create(path: &Path) -> Result<Self, CaError> {
         if path.exists() {
             return Self::from_pkcs8(&read_secret_file(path)?)
-                .map_err(|e| CaError::Key(format!("{}: {e}", path.display())));
+                .map_err(|e| CaError::InFile { path: path.to_owned(), source: Box::new(e) });
         }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| CaError::Io { path: dir.display().to_string(), source })?;
         }
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &SystemRandom::new())
-            .map_err(|_| CaError::Key("cannot generate the audit key".into()))?;
+            .map_err(CaError::crypto("generate the audit key"))?;
         write_secret_file(path, pkcs8.as_ref())?;
         Self::from_pkcs8(pkcs8.as_ref())
     }
 
     fn from_pkcs8(der: &[u8]) -> Result<Self, CaError> {
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der)
-            .map_err(|e| CaError::Key(format!("not a P-256 PKCS#8 key: {e}")))?;
+            .map_err(|source| CaError::KeyRejected { what: "the audit key", source })?;
         let public = AuditPublicKey::from_point(pair.public_key().as_ref().to_vec())?;
         Ok(Self { pair, public })
     }
@@ -128,8 +129,7 @@ impl AuditKey {
 
     /// Signs `message`; the signature is DER.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CaError> {
-        let sig =
-            self.pair.sign(&SystemRandom::new(), message).map_err(|_| CaError::Key("audit signature failed".into()))?;
+        let sig = self.pair.sign(&SystemRandom::new(), message).map_err(CaError::crypto("sign with the audit key"))?;
         Ok(sig.as_ref().to_vec())
     }
 }

@@ -147,11 +147,8 @@ impl Bundle {
     /// Reads a SPIFFE bundle document. Keys with unknown `use` or `kty`, or
     /// `x509-svid` keys without `x5c`, are ignored as the standard requires.
     pub fn from_spiffe_json(td: &TrustDomain, text: &str) -> Result<Self, CaError> {
-        let doc: Value = serde_json::from_str(text).map_err(|e| CaError::Cert(format!("bundle is not JSON: {e}")))?;
-        let keys = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| CaError::Cert("bundle has no `keys` array".into()))?;
+        let doc: Value = serde_json::from_str(text).map_err(CaError::BundleNotJson)?;
+        let keys = doc.get("keys").and_then(Value::as_array).ok_or(CaError::BundleNoKeys)?;
         let mut b = Bundle {
             trust_domain: td.clone(),
             x509_authorities: Vec::new(),
@@ -167,8 +164,8 @@ impl Bundle {
                     let first =
                         jwk.get("x5c").and_then(Value::as_array).and_then(|a| a.first()).and_then(Value::as_str);
                     if let Some(c) = first {
-                        let der = STANDARD.decode(c).map_err(|_| CaError::Cert("x5c is not base64".into()))?;
-                        X509Certificate::from_der(&der).map_err(|e| CaError::Cert(format!("x5c certificate: {e}")))?;
+                        let der = STANDARD.decode(c).map_err(CaError::X5cNotBase64)?;
+                        X509Certificate::from_der(&der).map_err(CaError::certificate("x5c certificate"))?;
                         b.x509_authorities.push(der);
                     }
                 }
@@ -182,7 +179,7 @@ impl Bundle {
 
 /// The JWK public members (`kty`, `crv`/`x`/`y` or `n`/`e`) of a certificate's key.
 fn public_jwk(der: &[u8]) -> Result<Map<String, Value>, CaError> {
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| CaError::Cert(format!("authority certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(CaError::certificate("authority certificate"))?;
     let spki = cert.public_key();
     let mut jwk = Map::new();
     match spki.parsed() {
@@ -193,7 +190,7 @@ fn public_jwk(der: &[u8]) -> Result<Map<String, Value>, CaError> {
                 32 => "P-256",
                 48 => "P-384",
                 66 => "P-521",
-                _ => return Err(CaError::Cert("unsupported EC curve in authority".into())),
+                _ => return Err(CaError::UnsupportedAuthorityKey { what: "EC curve" }),
             };
             let (x, y) = raw.get(1..).map(|xy| xy.split_at(half)).unwrap_or((&[], &[]));
             jwk.insert("kty".into(), "EC".into());
@@ -206,7 +203,7 @@ fn public_jwk(der: &[u8]) -> Result<Map<String, Value>, CaError> {
             jwk.insert("n".into(), B64.encode(rsa.modulus.strip_prefix(&[0]).unwrap_or(rsa.modulus)).into());
             jwk.insert("e".into(), B64.encode(rsa.exponent).into());
         }
-        _ => return Err(CaError::Cert("unsupported key type in authority".into())),
+        _ => return Err(CaError::UnsupportedAuthorityKey { what: "key type" }),
     }
     Ok(jwk)
 }

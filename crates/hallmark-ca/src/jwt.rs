@@ -66,6 +66,23 @@ pub struct JwtClaims {
     pub all: Map<String, Value>,
 }
 
+/// The claims of a JWT-SVID to mint.
+#[derive(Debug, Clone, Copy)]
+pub struct MintClaims<'a> {
+    /// `sub`: the SPIFFE ID.
+    pub sub: &'a SpiffeId,
+    /// `aud`: the audiences (non-empty).
+    pub aud: &'a [String],
+    /// `iat`, unix seconds.
+    pub issued_at: i64,
+    /// `exp`, unix seconds.
+    pub expires_at: i64,
+    /// `jti`: the token's id.
+    pub jti: &'a str,
+    /// `iss`, when the server is configured with one.
+    pub issuer: Option<&'a str>,
+}
+
 /// The trust domain's JWT signing key (EC P-256, ES256).
 pub struct JwtKey {
     kid: String,
@@ -83,14 +100,14 @@ impl JwtKey {
     /// Generates a new key; its `kid` is derived from the public key.
     pub fn generate() -> Result<Self, CaError> {
         let doc = EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .map_err(|_| CaError::Key("cannot generate JWT key".into()))?;
+            .map_err(CaError::crypto("generate the JWT key"))?;
         Self::from_pkcs8(doc.as_ref())
     }
 
     /// Loads a key from PKCS#8 DER.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, CaError> {
         let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der)
-            .map_err(|_| CaError::Key("JWT key is not an EC P-256 PKCS#8 key".into()))?;
+            .map_err(|source| CaError::KeyRejected { what: "the JWT key", source })?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.public_key().as_ref());
         // The key id: the first 18 bytes (of 32) of the public key's SHA-256.
         let kid = B64.encode(digest.as_ref().iter().take(18).copied().collect::<Vec<u8>>());
@@ -99,7 +116,7 @@ impl JwtKey {
 
     /// Loads a key from a PKCS#8 PEM document.
     pub fn from_pem(pem_text: &str) -> Result<Self, CaError> {
-        let p = pem::parse(pem_text).map_err(|e| CaError::Key(format!("JWT key PEM: {e}")))?;
+        let p = pem::parse(pem_text).map_err(|source| CaError::Pem { what: "JWT key", source })?;
         Self::from_pkcs8(p.contents())
     }
 
@@ -121,26 +138,17 @@ impl JwtKey {
         JwtAuthority::ec(&self.kid, "P-256", x, y)
     }
 
-    /// Mints a JWT-SVID. `aud` must be non-empty (the caller checks).
-    pub fn mint(
-        &self,
-        sub: &SpiffeId,
-        aud: &[String],
-        iat: i64,
-        exp: i64,
-        jti: &str,
-        issuer: Option<&str>,
-    ) -> Result<String, CaError> {
+    /// Mints a JWT-SVID. `claims.aud` must be non-empty (the caller checks).
+    pub fn mint(&self, claims: &MintClaims<'_>) -> Result<String, CaError> {
         let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let mut claims = json!({"sub": sub.as_str(), "aud": aud, "exp": exp, "iat": iat, "jti": jti});
+        let MintClaims { sub, aud, issued_at, expires_at, jti, issuer } = *claims;
+        let mut claims = json!({"sub": sub.as_str(), "aud": aud, "exp": expires_at, "iat": issued_at, "jti": jti});
         if let (Some(iss), Some(obj)) = (issuer, claims.as_object_mut()) {
             obj.insert("iss".into(), Value::String(iss.to_owned()));
         }
         let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), signing_input.as_bytes())
-            .map_err(|_| CaError::Key("JWT signing failed".into()))?;
+        let sig =
+            self.key.sign(&SystemRandom::new(), signing_input.as_bytes()).map_err(CaError::crypto("sign a JWT"))?;
         Ok(format!("{signing_input}.{}", B64.encode(sig.as_ref())))
     }
 }
@@ -262,7 +270,9 @@ mod tests {
         let now = hallmark_core::now_unix();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let aud: Vec<String> = aud.iter().map(|s| s.to_string()).collect();
-        (key.mint(&id, &aud, now, now + exp_in, "j1", None).unwrap(), now)
+        let claims =
+            MintClaims { sub: &id, aud: &aud, issued_at: now, expires_at: now + exp_in, jti: "j1", issuer: None };
+        (key.mint(&claims).unwrap(), now)
     }
 
     #[test]

@@ -75,14 +75,18 @@ impl std::fmt::Debug for KeyAndCsr {
 /// Generates an EC P-256 key locally and a CSR asking for `id`, or for no
 /// identity at all when the server assigns it (node attestation).
 pub fn new_key_and_csr(id: Option<&SpiffeId>) -> Result<KeyAndCsr, CaError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Key(e.to_string()))?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::x509("generate a workload key"))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     if let Some(id) = id {
-        let uri = id.as_str().try_into().map_err(|_| CaError::Cert(format!("`{id}` is not an IA5 string")))?;
+        let uri = id.as_str().try_into().map_err(|source| CaError::NotIa5 {
+            what: "SPIFFE ID",
+            value: id.to_string(),
+            source,
+        })?;
         params.subject_alt_names = vec![SanType::URI(uri)];
     }
-    let csr = params.serialize_request(&key)?;
+    let csr = params.serialize_request(&key).map_err(CaError::x509("build the CSR"))?;
     Ok(KeyAndCsr { key_pkcs8: key.serialize_der(), csr_der: csr.der().to_vec() })
 }
 

@@ -1,12 +1,46 @@
 //! Reading certificates: the SPIFFE ID in a URI SAN, validity, and the
 //! X509-SVID leaf rules (SPIFFE X509-SVID standard; shared SPIFFE.md §3).
 
-use hallmark_core::SpiffeId;
+use hallmark_core::{SpiffeId, SpiffeIdError};
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::CaError;
 use crate::x509::SvidProfile;
+
+/// A certificate that breaks a SPIFFE rule: its URI SAN, or the X509-SVID
+/// leaf rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SvidError {
+    /// DER bytes follow the certificate.
+    #[error("trailing bytes after certificate")]
+    TrailingBytes,
+    /// The certificate has no URI SAN.
+    #[error("certificate has no URI SAN")]
+    NoUriSan,
+    /// The certificate has more than one URI SAN.
+    #[error("certificate has more than one URI SAN")]
+    UriSans,
+    /// The URI SAN is not a SPIFFE ID.
+    #[error("URI SAN: {0}")]
+    SpiffeId(#[source] SpiffeIdError),
+    /// A leaf's SPIFFE ID names only a trust domain.
+    #[error("leaf SPIFFE ID `{0}` has no path")]
+    NoPath(SpiffeId),
+    /// A leaf says it is a CA.
+    #[error("leaf certificate has cA=true")]
+    IsCa,
+    /// A leaf's key usage extension is not critical.
+    #[error("leaf key usage is not critical")]
+    KeyUsageNotCritical,
+    /// A leaf's key usage lacks digitalSignature or has a CA's bits.
+    #[error("leaf key usage must have digitalSignature and neither keyCertSign nor cRLSign")]
+    KeyUsage,
+    /// A leaf has no key usage extension.
+    #[error("leaf has no key usage extension")]
+    NoKeyUsage,
+}
 
 /// What Hallmark needs to know about an X.509-SVID leaf.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,14 +62,13 @@ pub struct LeafInfo {
 /// URI SAN holding a SPIFFE ID with a path, `cA=false`, key usage present and
 /// critical with digitalSignature and without keyCertSign/cRLSign.
 pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
-    let (rest, cert) =
-        X509Certificate::from_der(der).map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
+    let (rest, cert) = X509Certificate::from_der(der).map_err(CaError::certificate("certificate"))?;
     if !rest.is_empty() {
-        return Err(CaError::Cert("trailing bytes after certificate".into()));
+        return Err(SvidError::TrailingBytes.into());
     }
     let spiffe_id = spiffe_id_of(&cert)?;
     if spiffe_id.path().is_empty() {
-        return Err(CaError::Cert(format!("leaf SPIFFE ID `{spiffe_id}` has no path")));
+        return Err(SvidError::NoPath(spiffe_id).into());
     }
     let mut saw_ku = false;
     let mut eku = None;
@@ -50,16 +83,14 @@ pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
                 };
             }
             ParsedExtension::BasicConstraints(bc) if bc.ca => {
-                return Err(CaError::Cert("leaf certificate has cA=true".into()));
+                return Err(SvidError::IsCa.into());
             }
             ParsedExtension::KeyUsage(ku) => {
                 if !ext.critical {
-                    return Err(CaError::Cert("leaf key usage is not critical".into()));
+                    return Err(SvidError::KeyUsageNotCritical.into());
                 }
                 if !ku.digital_signature() || ku.key_cert_sign() || ku.crl_sign() {
-                    return Err(CaError::Cert(
-                        "leaf key usage must have digitalSignature and neither keyCertSign nor cRLSign".into(),
-                    ));
+                    return Err(SvidError::KeyUsage.into());
                 }
                 saw_ku = true;
             }
@@ -67,7 +98,7 @@ pub fn parse_leaf(der: &[u8]) -> Result<LeafInfo, CaError> {
         }
     }
     if !saw_ku {
-        return Err(CaError::Cert("leaf has no key usage extension".into()));
+        return Err(SvidError::NoKeyUsage.into());
     }
     Ok(LeafInfo {
         spiffe_id,
@@ -91,26 +122,25 @@ pub fn spiffe_id_of(cert: &X509Certificate<'_>) -> Result<SpiffeId, CaError> {
         }
     }
     match uris.as_slice() {
-        [one] => SpiffeId::new(one).map_err(|e| CaError::Cert(e.to_string())),
-        [] => Err(CaError::Cert("certificate has no URI SAN".into())),
-        _ => Err(CaError::Cert("certificate has more than one URI SAN".into())),
+        [one] => Ok(SpiffeId::new(one).map_err(SvidError::SpiffeId)?),
+        [] => Err(SvidError::NoUriSan.into()),
+        _ => Err(SvidError::UriSans.into()),
     }
 }
 
 /// `not_after` of a DER certificate, unix seconds.
 pub fn not_after(der: &[u8]) -> Result<i64, CaError> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| CaError::Cert(format!("unparsable certificate: {e}")))?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(CaError::certificate("certificate"))?;
     Ok(cert.validity().not_after.timestamp())
 }
 
 /// Splits concatenated DER certificates (the Workload API bundle encoding) and PEM.
 pub fn pem_certs(pem_text: &str) -> Result<Vec<Vec<u8>>, CaError> {
-    let items = pem::parse_many(pem_text).map_err(|e| CaError::Cert(format!("invalid PEM: {e}")))?;
+    let items = pem::parse_many(pem_text).map_err(|source| CaError::Pem { what: "certificate", source })?;
     let certs: Vec<Vec<u8>> =
         items.into_iter().filter(|p| p.tag() == "CERTIFICATE").map(|p| p.into_contents()).collect();
     if certs.is_empty() {
-        return Err(CaError::Cert("no CERTIFICATE block in PEM".into()));
+        return Err(CaError::NoCertificateInPem);
     }
     Ok(certs)
 }

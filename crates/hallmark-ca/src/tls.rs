@@ -88,11 +88,11 @@ pub fn verify_chain(
 /// Verifies an X.509-SVID chain (DER, leaf first) against a bundle's X.509
 /// authorities at `now` (unix seconds): what a relying party does. Returns the
 /// SPIFFE ID, or why the chain is not valid.
-pub fn verify_svid(chain: &[Vec<u8>], anchors: &[Vec<u8>], now: i64) -> Result<SpiffeId, String> {
+pub fn verify_svid(chain: &[Vec<u8>], anchors: &[Vec<u8>], now: i64) -> Result<SpiffeId, TlsError> {
     let chain: Vec<CertificateDer<'_>> = chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
     let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)));
     let algs = provider().signature_verification_algorithms;
-    verify_chain(&chain, anchors, now, webpki::KeyUsage::client_auth(), &algs).map_err(|e| e.to_string())
+    verify_chain(&chain, anchors, now, webpki::KeyUsage::client_auth(), &algs)
 }
 
 /// The SPIFFE ID of a DER leaf, without verifying it (for already-verified peers).

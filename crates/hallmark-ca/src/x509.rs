@@ -99,7 +99,7 @@ impl std::fmt::Debug for X509Authority {
 /// [`hallmark_core::time_ordered_id`]), unique and unpredictable.
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut r = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut r).map_err(|_| CaError::Key("random number generator failed".into()))?;
+    aws_lc_rs::rand::fill(&mut r).map_err(CaError::crypto("draw a random serial"))?;
     let mut b = hallmark_core::time_ordered_id(r);
     // Positive and without a leading zero byte, so the DER INTEGER is exactly
     // 16 bytes. The top byte of a current microsecond timestamp is 0, so this
@@ -109,7 +109,7 @@ fn random_serial() -> Result<SerialNumber, CaError> {
 }
 
 fn datetime(unix: i64) -> Result<OffsetDateTime, CaError> {
-    OffsetDateTime::from_unix_timestamp(unix).map_err(|e| CaError::Cert(format!("time out of range: {e}")))
+    OffsetDateTime::from_unix_timestamp(unix).map_err(|source| CaError::TimeOutOfRange { unix, source })
 }
 
 fn ca_params(td: &TrustDomain, not_before: i64, not_after: i64) -> Result<CertificateParams, CaError> {
@@ -118,7 +118,11 @@ fn ca_params(td: &TrustDomain, not_before: i64, not_after: i64) -> Result<Certif
     dn.push(DnType::OrganizationName, "Hallmark");
     dn.push(DnType::CommonName, format!("Hallmark CA {td}"));
     p.distinguished_name = dn;
-    let uri = td.id().as_str().try_into().map_err(|_| CaError::Cert("trust domain is not IA5".into()))?;
+    let uri = td.id().as_str().try_into().map_err(|source| CaError::NotIa5 {
+        what: "trust domain",
+        value: td.to_string(),
+        source,
+    })?;
     p.subject_alt_names = vec![SanType::URI(uri)];
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -130,15 +134,17 @@ fn ca_params(td: &TrustDomain, not_before: i64, not_after: i64) -> Result<Certif
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CaError> {
-    X509Certificate::from_der(der).map(|(_, c)| c).map_err(|e| CaError::Cert(format!("unparsable CA certificate: {e}")))
+    X509Certificate::from_der(der).map(|(_, c)| c).map_err(CaError::certificate("CA certificate"))
 }
 
 impl X509Authority {
     /// Generates a new self-signed root for `td`, valid `ttl_secs` from `now`.
     pub fn generate_self_signed(td: &TrustDomain, ttl_secs: u64, now: i64) -> Result<Self, CaError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Key(e.to_string()))?;
-        let ttl = i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
-        let cert = ca_params(td, now - BACKDATE_SECS, now + ttl)?.self_signed(&key)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::x509("generate the CA key"))?;
+        let ttl = i64::try_from(ttl_secs).map_err(|source| CaError::TtlOutOfRange { what: "CA TTL", source })?;
+        let cert = ca_params(td, now - BACKDATE_SECS, now + ttl)?
+            .self_signed(&key)
+            .map_err(CaError::x509("self-sign the CA certificate"))?;
         Self::from_parts(&key.serialize_pem(), vec![cert.der().to_vec()])
     }
 
@@ -153,18 +159,20 @@ impl X509Authority {
         upstream_key_pem: &str,
     ) -> Result<Self, CaError> {
         let upstream = svid::pem_certs(upstream_chain_pem)?;
-        let upstream_key =
-            KeyPair::from_pem(upstream_key_pem).map_err(|e| CaError::Key(format!("upstream key: {e}")))?;
-        let issuing = upstream.first().ok_or_else(|| CaError::Cert("empty upstream chain".into()))?;
+        let upstream_key = KeyPair::from_pem(upstream_key_pem).map_err(CaError::x509("load the upstream key"))?;
+        let issuing = upstream.first().ok_or(CaError::EmptyChain { what: "upstream" })?;
         let upstream_not_after = parse(issuing)?.validity().not_after.timestamp();
-        let upstream_issuer = Issuer::from_ca_cert_der(&issuing.as_slice().into(), upstream_key)?;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| CaError::Key(e.to_string()))?;
-        let ttl = i64::try_from(ttl_secs).map_err(|_| CaError::Cert("CA TTL out of range".into()))?;
+        let upstream_issuer = Issuer::from_ca_cert_der(&issuing.as_slice().into(), upstream_key)
+            .map_err(CaError::x509("take the upstream certificate as issuer"))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::x509("generate the CA key"))?;
+        let ttl = i64::try_from(ttl_secs).map_err(|source| CaError::TtlOutOfRange { what: "CA TTL", source })?;
         let not_after = (now + ttl).min(upstream_not_after);
         if not_after <= now {
             return Err(CaError::AuthorityExpired(upstream_not_after));
         }
-        let cert = ca_params(td, now - BACKDATE_SECS, not_after)?.signed_by(&key, &upstream_issuer)?;
+        let cert = ca_params(td, now - BACKDATE_SECS, not_after)?
+            .signed_by(&key, &upstream_issuer)
+            .map_err(CaError::x509("sign the intermediate CA certificate"))?;
         let mut chain = vec![cert.der().to_vec()];
         chain.extend(upstream);
         Self::from_parts(&key.serialize_pem(), chain)
@@ -173,20 +181,21 @@ impl X509Authority {
     /// Loads an authority from its key (PEM) and chain: its own certificate first,
     /// then the upstream chain if it is an intermediate.
     pub fn from_parts(key_pem: &str, chain: Vec<Vec<u8>>) -> Result<Self, CaError> {
-        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::Key(format!("CA key: {e}")))?;
-        let cert_der = chain.first().cloned().ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
+        let key = KeyPair::from_pem(key_pem).map_err(CaError::x509("load the CA key"))?;
+        let cert_der = chain.first().cloned().ok_or(CaError::EmptyChain { what: "CA" })?;
         let cert = parse(&cert_der)?;
         if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
-            return Err(CaError::Key("CA key does not match the CA certificate".into()));
+            return Err(CaError::KeyMismatch);
         }
         let not_after = cert.validity().not_after.timestamp();
         let (chain_tail, anchors) = if chain.len() == 1 {
             (Vec::new(), chain.clone())
         } else {
-            let (last, rest) = chain.split_last().ok_or_else(|| CaError::Cert("empty CA chain".into()))?;
+            let (last, rest) = chain.split_last().ok_or(CaError::EmptyChain { what: "CA" })?;
             (rest.to_vec(), vec![last.clone()])
         };
-        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key)
+            .map_err(CaError::x509("take the CA certificate as issuer"))?;
         Ok(Self { issuer, key_pem: key_pem.to_owned(), cert_der, chain_tail, anchors, not_after })
     }
 
@@ -243,8 +252,8 @@ impl X509Authority {
         let revoked_certs = revoked
             .iter()
             .map(|r| {
-                let bytes =
-                    hex::decode(&r.serial).map_err(|_| CaError::Cert(format!("serial `{}` is not hex", r.serial)))?;
+                let bytes = hex::decode(&r.serial)
+                    .map_err(|source| CaError::SerialNotHex { serial: r.serial.clone(), source })?;
                 Ok(RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: datetime(r.revoked_at)?,
@@ -261,7 +270,7 @@ impl X509Authority {
             revoked_certs,
             key_identifier_method: KeyIdMethod::Sha256,
         };
-        Ok(params.signed_by(&self.issuer)?.der().to_vec())
+        Ok(params.signed_by(&self.issuer).map_err(CaError::x509("sign the CRL"))?.der().to_vec())
     }
 
     /// Verifies the CSR, checks it asks for no other identity, and signs an X509-SVID.
@@ -281,7 +290,7 @@ impl X509Authority {
                 return Err(CaError::CsrUriSans);
             }
         }
-        let ttl = i64::try_from(t.ttl_secs).map_err(|_| CaError::Cert("TTL out of range".into()))?;
+        let ttl = i64::try_from(t.ttl_secs).map_err(|source| CaError::TtlOutOfRange { what: "TTL", source })?;
         if self.not_after <= t.now + 1 {
             return Err(CaError::AuthorityExpired(self.not_after));
         }
@@ -291,10 +300,18 @@ impl X509Authority {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Hallmark");
         p.distinguished_name = dn;
-        let uri = t.spiffe_id.as_str().try_into().map_err(|_| CaError::Cert("SPIFFE ID is not IA5".into()))?;
+        let uri = t.spiffe_id.as_str().try_into().map_err(|source| CaError::NotIa5 {
+            what: "SPIFFE ID",
+            value: t.spiffe_id.to_string(),
+            source,
+        })?;
         p.subject_alt_names = vec![SanType::URI(uri)];
         for d in t.dns_names {
-            let name = d.as_str().try_into().map_err(|_| CaError::Cert(format!("DNS name `{d}` is not IA5")))?;
+            let name = d.as_str().try_into().map_err(|source| CaError::NotIa5 {
+                what: "DNS name",
+                value: d.clone(),
+                source,
+            })?;
             p.subject_alt_names.push(SanType::DnsName(name));
         }
         p.is_ca = IsCa::ExplicitNoCa;
@@ -311,7 +328,7 @@ impl X509Authority {
         let serial_hex = hex::encode(serial.to_bytes());
         p.serial_number = Some(serial);
         p.use_authority_key_identifier_extension = true;
-        let leaf = p.signed_by(&csr.public_key, &self.issuer)?;
+        let leaf = p.signed_by(&csr.public_key, &self.issuer).map_err(CaError::x509("sign the SVID"))?;
         let mut chain = Vec::with_capacity(1 + self.chain_tail.len());
         chain.push(leaf.der().to_vec());
         chain.extend(self.chain_tail.iter().cloned());

@@ -54,14 +54,19 @@ impl Action {
     }
 }
 
+/// An action name that is none of Hallmark's three.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown action `{0}` (issue_x509, renew, issue_jwt)")]
+pub struct ActionError(pub String);
+
 impl FromStr for Action {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ActionError;
+    fn from_str(s: &str) -> Result<Self, ActionError> {
         match s {
             "issue_x509" => Ok(Self::IssueX509),
             "renew" => Ok(Self::Renew),
             "issue_jwt" => Ok(Self::IssueJwt),
-            o => Err(format!("unknown action `{o}` (issue_x509, renew, issue_jwt)")),
+            o => Err(ActionError(o.to_owned())),
         }
     }
 }

@@ -21,7 +21,7 @@ pub mod engine;
 pub mod exception;
 pub mod lifecycle;
 
-pub use decision::{Action, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict, decide};
+pub use decision::{Action, ActionError, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict, decide};
 pub use engine::{PolicyEngine, PolicyError};
 pub use exception::{ActiveException, ExceptionRule};
 pub use lifecycle::{ClassRules, Classes, IssuancePath};

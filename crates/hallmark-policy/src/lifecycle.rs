@@ -47,7 +47,7 @@ pub struct ClassRules {
     /// No credential of this class lives longer, unless an exception says so.
     pub max_ttl: Ttl,
     /// Fraction of a credential's life after which it is renewed (0 < r < 1).
-    pub renew_at: f64,
+    pub renew_fraction: f64,
     /// How credentials of this class may be issued.
     pub paths: Vec<IssuancePath>,
 }
@@ -76,9 +76,9 @@ pub enum ClassConfigError {
     /// A machine or agent class was given the recovery path.
     #[error("class `{0}` cannot have the recovery path: only `human` may ever be recovered")]
     Recovery(&'static str),
-    /// `renew_at` out of range.
+    /// The renewal fraction (configured as `renew_at`) out of range.
     #[error("class `{0}`: renew_at must be between 0 and 1 (exclusive)")]
-    RenewAt(&'static str),
+    RenewFraction(&'static str),
 }
 
 impl Default for Classes {
@@ -87,13 +87,17 @@ impl Default for Classes {
         Self {
             machine: ClassRules {
                 max_ttl: ttl(24 * 3600),
-                renew_at: 0.5,
+                renew_fraction: 0.5,
                 paths: vec![IssuancePath::X509, IssuancePath::Jwt],
             },
-            agent: ClassRules { max_ttl: ttl(3600), renew_at: 0.5, paths: vec![IssuancePath::X509, IssuancePath::Jwt] },
+            agent: ClassRules {
+                max_ttl: ttl(3600),
+                renew_fraction: 0.5,
+                paths: vec![IssuancePath::X509, IssuancePath::Jwt],
+            },
             human: ClassRules {
                 max_ttl: ttl(12 * 3600),
-                renew_at: 0.5,
+                renew_fraction: 0.5,
                 paths: vec![IssuancePath::X509, IssuancePath::Jwt, IssuancePath::Recovery],
             },
         }
@@ -113,8 +117,8 @@ impl Classes {
     /// Checks the invariants: recovery for humans only, renewal point in (0, 1).
     pub fn validate(&self) -> Result<(), ClassConfigError> {
         for (name, r) in [("machine", &self.machine), ("agent", &self.agent), ("human", &self.human)] {
-            if !(r.renew_at > 0.0 && r.renew_at < 1.0) {
-                return Err(ClassConfigError::RenewAt(name));
+            if !(r.renew_fraction > 0.0 && r.renew_fraction < 1.0) {
+                return Err(ClassConfigError::RenewFraction(name));
             }
             if name != "human" && r.allows(IssuancePath::Recovery) {
                 return Err(ClassConfigError::Recovery(name));
@@ -135,7 +139,7 @@ mod tests {
         c.machine.paths.push(IssuancePath::Recovery);
         assert_eq!(c.validate(), Err(ClassConfigError::Recovery("machine")));
         let mut c = Classes::default();
-        c.agent.renew_at = 1.0;
+        c.agent.renew_fraction = 1.0;
         assert!(c.validate().is_err());
     }
 }

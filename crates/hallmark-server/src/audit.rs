@@ -85,7 +85,7 @@ fn batch_size(queued: usize) -> usize {
     if queued == 0 { 0 } else { (1usize << queued.ilog2()).min(MAX_RECORDS_PER_COMMIT) }
 }
 
-type Ack = oneshot::Sender<Result<i64, String>>;
+type Ack = oneshot::Sender<Result<i64, std::sync::Arc<hallmark_store::StoreError>>>;
 
 /// The handle requests record through.
 #[derive(Debug, Clone)]
@@ -134,8 +134,9 @@ impl Auditor {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, records = events.len(), "audit append failed");
+                        let e = std::sync::Arc::new(e);
                         for ack in acks {
-                            let _ = ack.send(Err(e.to_string()));
+                            let _ = ack.send(Err(e.clone()));
                         }
                     }
                 }
@@ -166,11 +167,11 @@ impl Auditor {
     /// Records `e` and waits until it is committed; returns its position.
     pub async fn record(&self, e: AuditEvent) -> Result<i64, ServerError> {
         let (ack, done) = oneshot::channel();
-        self.tx.send((e, ack)).await.map_err(|_| ServerError::Internal("audit appender stopped".into()))?;
+        self.tx.send((e, ack)).await.map_err(|_| ServerError::AuditStopped)?;
         match done.await {
             Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(ServerError::Internal(format!("audit record not committed: {e}"))),
-            Err(_) => Err(ServerError::Internal("audit appender stopped".into())),
+            Ok(Err(e)) => Err(ServerError::AuditNotCommitted(e)),
+            Err(_) => Err(ServerError::AuditStopped),
         }
     }
 
@@ -281,7 +282,7 @@ impl ServerState {
         }
         for k in kept {
             let c = &k.checkpoint;
-            let key = AuditPublicKey::from_pem(&k.public_key).map_err(|e| ServerError::Internal(e.to_string()))?;
+            let key = AuditPublicKey::from_pem(&k.public_key).map_err(ServerError::CheckpointKey)?;
             let problem = if !signed_by(c, &key) {
                 Some(format!("the kept checkpoint at record {} does not verify with its public key", c.seq))
             } else {

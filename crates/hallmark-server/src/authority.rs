@@ -23,7 +23,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hallmark_ca::keys::{read_secret_file, refuse_exposed_secret_file, write_secret_file};
 use hallmark_ca::tls::SharedAnchors;
-use hallmark_ca::{AuthorityStatus, Bundle, JwtAuthority, JwtKey, RevokedSerial, X509Authority, authority_id, svid};
+use hallmark_ca::{
+    AuthorityStatus, Bundle, CaError, JwtAuthority, JwtKey, RevokedSerial, X509Authority, authority_id, svid,
+};
 use hallmark_core::{TrustDomain, now_unix};
 use hallmark_store::{AuthorityRow, AuthorityState, Store, StoreError};
 use tokio::sync::watch;
@@ -146,15 +148,24 @@ pub struct Authorities {
 }
 
 fn lock_err() -> ServerError {
-    ServerError::Internal("authority lock poisoned".into())
+    ServerError::LockPoisoned("authority")
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> ServerError {
-    ServerError::Io(format!("{}: {e}", path.display()))
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |source| ServerError::Io { path: path.to_owned(), source }
 }
 
-fn ca_err(e: impl std::fmt::Display) -> ServerError {
-    ServerError::Ca(e.to_string())
+fn not_utf8(path: &Path) -> impl FnOnce(std::string::FromUtf8Error) -> ServerError {
+    move |source| ServerError::NotUtf8 { path: path.to_owned(), source }
+}
+
+fn bad_file(path: &Path) -> impl FnOnce(CaError) -> ServerError {
+    move |source| ServerError::AuthorityFile { path: path.to_owned(), source }
+}
+
+/// A key file's failure is the CA's, as any other key failure.
+fn ca_err(e: impl Into<CaError>) -> ServerError {
+    ServerError::Ca(e.into())
 }
 
 /// This server's stable id (not secret), created on first start.
@@ -164,7 +175,7 @@ fn server_id(data_dir: &Path) -> Result<String, ServerError> {
         Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_owned()),
         _ => {
             let id = hallmark_store::random_hex::<8>();
-            std::fs::write(&p, &id).map_err(|e| io(&p, e))?;
+            std::fs::write(&p, &id).map_err(io(&p))?;
             Ok(id)
         }
     }
@@ -260,16 +271,16 @@ impl Authorities {
     fn read_x509(&self, id: &str) -> Result<X509Authority, ServerError> {
         let (kp, cp) = (self.key_path(Kind::X509, id, "key.pem"), self.key_path(Kind::X509, id, "chain.pem"));
         let key = read_secret_file(&kp).map_err(ca_err)?;
-        let key = String::from_utf8(key).map_err(|e| io(&kp, e))?;
-        let chain = std::fs::read_to_string(&cp).map_err(|e| io(&cp, e))?;
-        let chain = svid::pem_certs(&chain).map_err(|e| io(&cp, e))?;
-        X509Authority::from_parts(&key, chain).map_err(|e| io(&kp, e))
+        let key = String::from_utf8(key).map_err(not_utf8(&kp))?;
+        let chain = std::fs::read_to_string(&cp).map_err(io(&cp))?;
+        let chain = svid::pem_certs(&chain).map_err(bad_file(&cp))?;
+        X509Authority::from_parts(&key, chain).map_err(bad_file(&kp))
     }
 
     fn read_jwt(&self, id: &str) -> Result<JwtKey, ServerError> {
         let kp = self.key_path(Kind::Jwt, id, "key.pem");
         let key = read_secret_file(&kp).map_err(ca_err)?;
-        JwtKey::from_pem(&String::from_utf8_lossy(&key)).map_err(|e| io(&kp, e))
+        JwtKey::from_pem(&String::from_utf8_lossy(&key)).map_err(bad_file(&kp))
     }
 
     /// Removes the key files of an authority that will never sign again.
@@ -287,19 +298,19 @@ impl Authorities {
     /// The X.509 CA currently signing.
     pub fn x509(&self) -> Result<Arc<X509Authority>, ServerError> {
         let keys = self.keys.read().map_err(|_| lock_err())?;
-        active(&keys.x509).map(|l| l.key.clone()).ok_or_else(|| ServerError::Ca("no active X.509 authority".into()))
+        active(&keys.x509).map(|l| l.key.clone()).ok_or(ServerError::NoActiveAuthority("X.509 authority"))
     }
 
     /// The JWT key currently signing.
     pub fn jwt(&self) -> Result<Arc<JwtKey>, ServerError> {
         let keys = self.keys.read().map_err(|_| lock_err())?;
-        active(&keys.jwt).map(|l| l.key.clone()).ok_or_else(|| ServerError::Ca("no active JWT key".into()))
+        active(&keys.jwt).map(|l| l.key.clone()).ok_or(ServerError::NoActiveAuthority("JWT key"))
     }
 
     /// Expiry of the active JWT key; no token may outlive it.
     pub fn jwt_not_after(&self) -> Result<i64, ServerError> {
         let keys = self.keys.read().map_err(|_| lock_err())?;
-        active(&keys.jwt).map(|l| l.not_after).ok_or_else(|| ServerError::Ca("no active JWT key".into()))
+        active(&keys.jwt).map(|l| l.not_after).ok_or(ServerError::NoActiveAuthority("JWT key"))
     }
 
     /// Trust anchors for mTLS verification; always the current bundle's.
@@ -325,9 +336,9 @@ impl Authorities {
                 let ca = match &self.upstream {
                     None => X509Authority::generate_self_signed(&self.td, self.ttl_secs, now),
                     Some((cert, key)) => {
-                        let chain = std::fs::read_to_string(cert).map_err(|e| io(cert, e))?;
+                        let chain = std::fs::read_to_string(cert).map_err(io(cert))?;
                         let key_bytes = read_secret_file(key).map_err(ca_err)?;
-                        let key_pem = String::from_utf8(key_bytes).map_err(|e| io(key, e))?;
+                        let key_pem = String::from_utf8(key_bytes).map_err(not_utf8(key))?;
                         X509Authority::generate_intermediate(&self.td, self.ttl_secs, now, &chain, &key_pem)
                     }
                 }
@@ -335,8 +346,8 @@ impl Authorities {
                 let id = ca.id();
                 write_secret_file(&self.key_path(kind, &id, "key.pem"), ca.key_pem().as_bytes()).map_err(ca_err)?;
                 let cp = self.key_path(kind, &id, "chain.pem");
-                std::fs::write(&cp, ca.chain_pem()).map_err(|e| io(&cp, e))?;
-                let anchor = ca.anchors().first().cloned().ok_or_else(|| ServerError::Ca("CA has no anchor".into()))?;
+                std::fs::write(&cp, ca.chain_pem()).map_err(io(&cp))?;
+                let anchor = ca.anchors().first().cloned().ok_or(ServerError::NoAnchor)?;
                 let row = AuthorityRow {
                     id: id.clone(),
                     kind: kind.as_str().into(),
@@ -743,7 +754,7 @@ impl Authorities {
             }
         }
         if b.x509_authorities.is_empty() || b.jwt_authorities.is_empty() {
-            return Err(ServerError::Internal("bundle would be empty; refusing to publish it".into()));
+            return Err(ServerError::EmptyBundle);
         }
         *self.anchors.write().map_err(|_| lock_err())? = b.x509_authorities.clone();
         self.bundle_tx.send_if_modified(|cur| {

@@ -104,9 +104,10 @@ pub struct ClassConfig {
     /// Longest credential lifetime, e.g. `24h`.
     #[serde(default)]
     pub max_ttl: Option<String>,
-    /// Fraction of the lifetime after which credentials renew, e.g. 0.5.
-    #[serde(default)]
-    pub renew_at: Option<f64>,
+    /// Fraction of the lifetime after which credentials renew, e.g. 0.5
+    /// (the key is `renew_at`, as documented).
+    #[serde(default, rename = "renew_at")]
+    pub renew_fraction: Option<f64>,
     /// Allowed issuance paths: `x509`, `jwt`, `recovery` (human only).
     #[serde(default)]
     pub paths: Option<Vec<String>>,
@@ -303,8 +304,8 @@ fn apply_class(key: &'static str, g: &ClassConfig, rules: &mut ClassRules) -> Re
     if let Some(t) = &g.max_ttl {
         rules.max_ttl = ttl(key, t)?;
     }
-    if let Some(r) = g.renew_at {
-        rules.renew_at = r;
+    if let Some(r) = g.renew_fraction {
+        rules.renew_fraction = r;
     }
     if let Some(p) = &g.paths {
         rules.paths =

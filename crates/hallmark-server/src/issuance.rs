@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
-use hallmark_ca::{CaError, SignedSvid};
+use hallmark_ca::{CaError, MintClaims, SignedSvid};
 use hallmark_core::{Entry, SelectorError, SelectorSet, SpiffeId, now_unix};
 use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
 use hallmark_store::{Denial, JoinTokenError, hash_secret};
@@ -152,20 +152,33 @@ pub fn join_token_id(token: &str) -> String {
 }
 
 /// What the node record keeps of an agent SVID just signed.
-fn node_svid<'a>(
-    agent: &'a SpiffeId,
-    attestation_type: &'a str,
-    signed: &'a SignedSvid,
-    previous_serial: Option<&'a str>,
-    authority_id: &'a str,
-) -> hallmark_store::NodeSvid<'a> {
-    hallmark_store::NodeSvid {
-        agent_id: agent.as_str(),
-        attestation_type,
-        serial: &signed.serial,
-        previous_serial,
-        authority_id,
-        not_after: signed.not_after,
+/// An agent SVID, signed at node attestation or renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedAgentSvid {
+    /// The agent's SPIFFE ID.
+    pub agent_id: SpiffeId,
+    /// The signed SVID.
+    pub svid: SignedSvid,
+    /// The id of the authority that signed it.
+    pub authority_id: String,
+}
+
+impl IssuedAgentSvid {
+    /// The node's row: this SVID, how the node attested, and the serial it
+    /// renewed with (accepted beside the new one).
+    fn node_svid<'a>(
+        &'a self,
+        attestation_type: &'a str,
+        previous_serial: Option<&'a str>,
+    ) -> hallmark_store::NodeSvid<'a> {
+        hallmark_store::NodeSvid {
+            agent_id: self.agent_id.as_str(),
+            attestation_type,
+            serial: &self.svid.serial,
+            previous_serial,
+            authority_id: &self.authority_id,
+            not_after: self.svid.not_after,
+        }
     }
 }
 
@@ -241,12 +254,12 @@ pub fn parse_evidence(raw: &[String]) -> Result<SelectorSet, IssueError> {
     raw.iter().map(|s| s.parse().map_err(IssueError::Evidence)).collect()
 }
 
-/// The renewal point: `renew_at` of the remaining life, +-5% jitter so a fleet
-/// issued together does not renew together.
+/// The renewal point (unix seconds): the class's `renew_fraction` of the
+/// remaining life, +-5% jitter so a fleet issued together does not renew together.
 fn renewal_point(now: i64, not_after: i64, rules: &ClassRules) -> i64 {
     let life = (not_after - now).max(1) as f64;
     let jitter = (rand::random::<f64>() - 0.5) * 0.1;
-    let at = now + (life * (rules.renew_at + jitter).clamp(0.05, 0.95)) as i64;
+    let at = now + (life * (rules.renew_fraction + jitter).clamp(0.05, 0.95)) as i64;
     at.min(not_after - 1).max(now)
 }
 
@@ -470,7 +483,14 @@ impl ServerState {
         rand::Rng::fill(&mut rand::rng(), &mut random);
         let jti = hex::encode(hallmark_core::time_ordered_id(random));
         let token = key
-            .mint(&entry.spiffe_id, audience, now, exp, &jti, self.settings.jwt_issuer.as_deref())
+            .mint(&MintClaims {
+                sub: &entry.spiffe_id,
+                aud: audience,
+                issued_at: now,
+                expires_at: exp,
+                jti: &jti,
+                issuer: self.settings.jwt_issuer.as_deref(),
+            })
             .map_err(IssueError::Signing)?;
         // 4. Record, durably, before the token leaves the server.
         let details = serde_json::json!({
@@ -505,56 +525,47 @@ impl ServerState {
     /// Node attestation by join token: verifies the CSR, burns the token, and
     /// signs the agent SVID. The CSR is checked before the token is consumed,
     /// so a malformed request does not waste a token.
-    pub async fn attest_join_token(
-        &self,
-        token: &str,
-        csr: &[u8],
-    ) -> Result<(SpiffeId, SignedSvid, String), IssueError> {
-        let agent_id = self
-            .settings
-            .trust_domain
-            .join_token_agent_id(&join_token_id(token))
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
-        let (signed, authority) = self.sign_agent(&agent_id, csr)?;
+    pub async fn attest_join_token(&self, token: &str, csr: &[u8]) -> Result<IssuedAgentSvid, IssueError> {
+        let agent_id =
+            self.settings.trust_domain.join_token_agent_id(&join_token_id(token)).map_err(ServerError::AgentId)?;
+        let issued = self.sign_agent(&agent_id, csr)?;
         self.store.consume_join_token(&hash_secret(token), agent_id.as_str(), now_unix()).await??;
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
-            return Err(IssueError::NodeBanned(agent_id.clone()));
+            return Err(IssueError::NodeBanned(agent_id));
         }
-        self.store.upsert_node(&node_svid(&agent_id, "join_token", &signed, None, &authority)).await?;
-        let details =
-            serde_json::json!({ "attestation": "join_token", "serial": signed.serial, "not_after": signed.not_after });
+        self.store.upsert_node(&issued.node_svid("join_token", None)).await?;
+        let details = serde_json::json!({
+            "attestation": "join_token",
+            "serial": issued.svid.serial,
+            "not_after": issued.svid.not_after,
+        });
         self.audit.record(self.audit_event(agent_id.as_str(), "attest_node", agent_id.as_str(), "ok", details)).await?;
         tracing::info!(agent = %agent_id, "node attested with join token");
-        Ok((agent_id, signed, authority))
+        Ok(issued)
     }
 
     /// Signs an agent SVID for the agent embedded in this process (`hallmark up`).
     /// The caller is this process, so no attestation evidence is exchanged.
-    pub async fn attest_local(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
+    pub async fn attest_local(&self, agent_id: &SpiffeId, csr: &[u8]) -> Result<IssuedAgentSvid, IssueError> {
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
             return Err(IssueError::NodeBanned(agent_id.clone()));
         }
-        let (signed, authority) = self.sign_agent(agent_id, csr)?;
-        self.store.upsert_node(&node_svid(agent_id, "local", &signed, None, &authority)).await?;
-        Ok((signed, authority))
+        let issued = self.sign_agent(agent_id, csr)?;
+        self.store.upsert_node(&issued.node_svid("local", None)).await?;
+        Ok(issued)
     }
 
     /// Renews an authenticated agent's SVID. The SVID it renewed with stays
     /// accepted beside the new one, so its open calls finish and a lost
     /// answer does not lock it out.
-    pub async fn renew_agent(
-        &self,
-        caller: &AuthenticatedAgent,
-        csr: &[u8],
-    ) -> Result<(SignedSvid, String), IssueError> {
-        let (signed, authority) = self.sign_agent(&caller.agent, csr)?;
-        let record = node_svid(&caller.agent, &caller.attestation, &signed, Some(&caller.serial), &authority);
-        self.store.upsert_node(&record).await?;
-        Ok((signed, authority))
+    pub async fn renew_agent(&self, caller: &AuthenticatedAgent, csr: &[u8]) -> Result<IssuedAgentSvid, IssueError> {
+        let issued = self.sign_agent(&caller.agent, csr)?;
+        self.store.upsert_node(&issued.node_svid(&caller.attestation, Some(&caller.serial))).await?;
+        Ok(issued)
     }
 
-    /// Signs an agent SVID; returns it with the id of the authority that signed it.
-    fn sign_agent(&self, agent: &SpiffeId, csr: &[u8]) -> Result<(SignedSvid, String), IssueError> {
+    /// Signs an agent SVID with the active authority.
+    fn sign_agent(&self, agent: &SpiffeId, csr: &[u8]) -> Result<IssuedAgentSvid, IssueError> {
         let ca = self.authorities.x509()?;
         let t = SvidTemplate {
             csr_der: csr,
@@ -564,7 +575,7 @@ impl ServerState {
             now: now_unix(),
             profile: SvidProfile::Agent,
         };
-        let signed = ca.sign_svid(&t)?;
-        Ok((signed, ca.id()))
+        let svid = ca.sign_svid(&t)?;
+        Ok(IssuedAgentSvid { agent_id: agent.clone(), svid, authority_id: ca.id() })
     }
 }

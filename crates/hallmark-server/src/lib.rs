@@ -24,10 +24,11 @@ pub mod tls_listener;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use hallmark_ca::CaError;
 use hallmark_ca::audit_key::{AuditKey, AuditPublicKey};
 use hallmark_ca::keys::{SecretFileError, new_key_and_csr, read_secret_file, write_secret_file};
 use hallmark_ca::tls::{AgentClientVerifier, provider};
@@ -51,9 +52,31 @@ use crate::tls_listener::SwappableCert;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
-    /// A file or socket operation failed.
+    /// A file or directory operation failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listening address could not be bound or read back.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address, as configured.
+        addr: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent API stopped serving.
+    #[error("agent API: {0}")]
+    AgentApi(#[source] tonic::transport::Error),
+    /// A data or key directory another user could have prepared or can
+    /// change ([`hallmark_ca::keys::check_trusted_path`]).
     #[error("{0}")]
-    Io(String),
+    UntrustedDir(#[source] CaError),
     /// A file holding a secret (the bootstrap admin token) could not be
     /// read or written, or is exposed; the message names the file.
     #[error(transparent)]
@@ -63,10 +86,70 @@ pub enum ServerError {
     Store(#[from] StoreError),
     /// A signing authority failed.
     #[error("CA: {0}")]
-    Ca(String),
-    /// Anything else.
+    Ca(#[from] CaError),
+    /// An authority's key or chain file does not hold what it should.
+    #[error("{}: {source}", path.display())]
+    AuthorityFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: CaError,
+    },
+    /// A key file is not UTF-8 PEM.
+    #[error("{}: {source}", path.display())]
+    NotUtf8 {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's error.
+        #[source]
+        source: std::string::FromUtf8Error,
+    },
+    /// No authority of a kind is active.
+    #[error("CA: no active {0}")]
+    NoActiveAuthority(&'static str),
+    /// A new X.509 authority came without a trust anchor.
+    #[error("CA: CA has no anchor")]
+    NoAnchor,
+    /// A public key in `audit_trusted_keys` could not be read.
+    #[error("CA: audit_trusted_keys: {0}")]
+    AuditTrustedKey(#[source] CaError),
+    /// A public key kept with an audit checkpoint does not parse.
     #[error("internal: {0}")]
-    Internal(String),
+    CheckpointKey(#[source] CaError),
+    /// The server's own TLS key or configuration was refused by rustls.
+    #[error("CA: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The agent's SPIFFE ID could not be formed from the trust domain.
+    #[error("internal: {0}")]
+    AgentId(#[source] hallmark_core::SpiffeIdError),
+    /// A lock was poisoned by a panicking thread.
+    #[error("internal: {0} lock poisoned")]
+    LockPoisoned(&'static str),
+    /// The audit appender has stopped.
+    #[error("internal: audit appender stopped")]
+    AuditStopped,
+    /// The datastore refused an audit record's group commit.
+    #[error("internal: audit record not committed: {0}")]
+    AuditNotCommitted(#[source] Arc<StoreError>),
+    /// A policy the server relies on does not compile.
+    #[error("internal: {what} no longer compiles: {source}")]
+    Policy {
+        /// Which policy: "the default policy", "stored policy v3".
+        what: String,
+        /// Why not.
+        #[source]
+        source: hallmark_policy::PolicyError,
+    },
+    /// The datastore holds no policy right after the default was stored.
+    #[error("internal: no policy after storing the default")]
+    NoPolicy,
+    /// A bundle without any authority would lock every agent out.
+    #[error("internal: bundle would be empty; refusing to publish it")]
+    EmptyBundle,
+    /// A server task panicked or was cancelled.
+    #[error("internal: server task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Everything the server's handlers share.
@@ -127,6 +210,16 @@ pub enum SetPolicyError {
     Store(StoreError),
 }
 
+/// A newly issued server TLS certificate.
+struct IssuedServerCert {
+    /// The chain and its key, for rustls.
+    key: CertifiedKey,
+    /// Its expiry, unix seconds.
+    not_after: i64,
+    /// The authority that signed it.
+    authority_id: String,
+}
+
 /// A started server.
 pub struct RunningServer {
     /// Shared state, for in-process use by `hallmark up` and tests.
@@ -143,7 +236,7 @@ impl RunningServer {
     pub async fn wait(mut self) -> Result<(), ServerError> {
         match self.tasks.join_next().await {
             Some(Ok(r)) => r,
-            Some(Err(e)) => Err(ServerError::Internal(format!("server task failed: {e}"))),
+            Some(Err(e)) => Err(ServerError::Task(e)),
             None => Ok(()),
         }
     }
@@ -153,12 +246,12 @@ impl RunningServer {
 /// A directory another user owns or may write (or one of its parents) is
 /// refused: see [`hallmark_ca::keys::check_trusted_path`].
 pub fn ensure_private_dir(dir: &Path) -> Result<(), ServerError> {
-    hallmark_ca::keys::check_trusted_path(dir).map_err(|e| ServerError::Io(e.to_string()))?;
-    std::fs::create_dir_all(dir).map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| ServerError::Io(format!("{}: {e}", dir.display())))?;
+    hallmark_ca::keys::check_trusted_path(dir).map_err(ServerError::UntrustedDir)?;
+    let io = |source| ServerError::Io { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     // Again, now that it exists: another user may have created it first.
-    hallmark_ca::keys::check_trusted_path(dir).map_err(|e| ServerError::Io(e.to_string()))
+    hallmark_ca::keys::check_trusted_path(dir).map_err(ServerError::UntrustedDir)
 }
 
 #[cfg(feature = "bench-baseline")]
@@ -177,7 +270,8 @@ async fn load_policy(store: &Store, keys: &audit::AuditKeys) -> Result<PolicyEng
     let current = match store.current_policy().await? {
         Some(p) => p,
         None => {
-            let default = PolicyEngine::compile(DEFAULT_POLICY, 1).map_err(|e| ServerError::Internal(e.to_string()))?;
+            let default = PolicyEngine::compile(DEFAULT_POLICY, 1)
+                .map_err(|source| ServerError::Policy { what: "the default policy".into(), source })?;
             let details = serde_json::json!({ "sha256": default.hash(), "policies": default.len() });
             let rec = hallmark_store::Recorder::signed(keys, |v: &i64| {
                 vec![hallmark_store::AuditEvent {
@@ -196,15 +290,12 @@ async fn load_policy(store: &Store, keys: &audit::AuditKeys) -> Result<PolicyEng
             if let Err(e) = store.add_policy(DEFAULT_POLICY, default.hash(), "hallmark (default)", rec).await {
                 tracing::debug!(error = %e, "default policy stored concurrently");
             }
-            store
-                .current_policy()
-                .await?
-                .ok_or_else(|| ServerError::Internal("no policy after storing the default".into()))?
+            store.current_policy().await?.ok_or(ServerError::NoPolicy)?
         }
     };
     let version = u64::try_from(current.version).unwrap_or(0);
     PolicyEngine::compile(&current.text, version)
-        .map_err(|e| ServerError::Internal(format!("stored policy v{version} no longer compiles: {e}")))
+        .map_err(|source| ServerError::Policy { what: format!("stored policy v{version}"), source })
 }
 
 impl ServerState {
@@ -233,7 +324,7 @@ impl ServerState {
 
     /// The policy version in force.
     pub fn policy(&self) -> Result<Arc<PolicyEngine>, ServerError> {
-        Ok(self.policy.read().map_err(|_| ServerError::Internal("policy lock poisoned".into()))?.clone())
+        Ok(self.policy.read().map_err(|_| ServerError::LockPoisoned("policy"))?.clone())
     }
 
     /// Validates and stores a new policy version with its audit record, then
@@ -263,11 +354,10 @@ impl ServerState {
         Ok(engine)
     }
 
-    /// Issues the server's own TLS certificate from the active CA; returns it
-    /// with its expiry and the id of the authority that signed it.
-    fn issue_server_cert(&self) -> Result<(CertifiedKey, i64, String), ServerError> {
+    /// Issues the server's own TLS certificate from the active CA.
+    fn issue_server_cert(&self) -> Result<IssuedServerCert, ServerError> {
         let id = self.settings.trust_domain.server_id();
-        let kc = new_key_and_csr(Some(&id)).map_err(|e| ServerError::Ca(e.to_string()))?;
+        let kc = new_key_and_csr(Some(&id))?;
         let ca = self.authorities.x509()?;
         let t = SvidTemplate {
             csr_der: &kc.csr_der,
@@ -277,19 +367,19 @@ impl ServerState {
             now: now_unix(),
             profile: SvidProfile::Server,
         };
-        let signed = ca.sign_svid(&t).map_err(|e| ServerError::Ca(e.to_string()))?;
+        let signed = ca.sign_svid(&t)?;
         let key = provider()
             .key_provider
             .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(kc.key_pkcs8)))
-            .map_err(|e| ServerError::Ca(e.to_string()))?;
+            .map_err(ServerError::Tls)?;
         let chain = signed.chain.into_iter().map(CertificateDer::from).collect();
-        Ok((CertifiedKey::new(chain, key), signed.not_after, ca.id()))
+        Ok(IssuedServerCert { key: CertifiedKey::new(chain, key), not_after: signed.not_after, authority_id: ca.id() })
     }
 
     /// Renews the server certificate past half its life, or at once when
     /// another authority has become active (the old one may be tainted next).
     fn renew_server_cert_if_due(&self) -> Result<(), ServerError> {
-        let guard = self.server_cert.read().map_err(|_| ServerError::Internal("lock poisoned".into()))?;
+        let guard = self.server_cert.read().map_err(|_| ServerError::LockPoisoned("server certificate"))?;
         let Some(cur) = guard.as_ref() else {
             return Ok(());
         };
@@ -300,10 +390,10 @@ impl ServerState {
         }
         let swap = cur.swap.clone();
         drop(guard);
-        let (key, not_after, authority_id) = self.issue_server_cert()?;
-        swap.set(key);
-        *self.server_cert.write().map_err(|_| ServerError::Internal("lock poisoned".into()))? =
-            Some(ServerCert { swap, not_after, authority_id });
+        let issued = self.issue_server_cert()?;
+        swap.set(issued.key);
+        *self.server_cert.write().map_err(|_| ServerError::LockPoisoned("server certificate"))? =
+            Some(ServerCert { swap, not_after: issued.not_after, authority_id: issued.authority_id });
         Ok(())
     }
 
@@ -360,16 +450,16 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     for dir in
         [Some(settings.data_dir.join("keys")), settings.audit_key.parent().map(Path::to_path_buf)].into_iter().flatten()
     {
-        hallmark_ca::keys::check_trusted_path(&dir).map_err(|e| ServerError::Io(e.to_string()))?;
+        hallmark_ca::keys::check_trusted_path(&dir).map_err(ServerError::UntrustedDir)?;
     }
     let adopting = !settings.audit_key.exists();
-    let own = AuditKey::load_or_create(&settings.audit_key).map_err(|e| ServerError::Ca(e.to_string()))?;
+    let own = AuditKey::load_or_create(&settings.audit_key)?;
     let trusted = settings
         .audit_trusted_keys
         .iter()
         .map(|p| AuditPublicKey::read(p))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Ca(format!("audit_trusted_keys: {e}")))?;
+        .map_err(ServerError::AuditTrustedKey)?;
     let audit_keys = Arc::new(audit::AuditKeys { own, trusted, adopting: adopting.into() });
     // The audit key first: storing the default policy on first start is a
     // change, recorded with it.
@@ -400,26 +490,29 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
     });
 
     // Agent API: TLS 1.3, client certificates verified against the live bundle.
-    let (key, not_after, authority_id) = state.issue_server_cert()?;
-    let swap = Arc::new(SwappableCert::new(key));
-    *state.server_cert.write().map_err(|_| ServerError::Internal("lock poisoned".into()))? =
-        Some(ServerCert { swap: swap.clone(), not_after, authority_id });
+    let issued = state.issue_server_cert()?;
+    let swap = Arc::new(SwappableCert::new(issued.key));
+    *state.server_cert.write().map_err(|_| ServerError::LockPoisoned("server certificate"))? =
+        Some(ServerCert { swap: swap.clone(), not_after: issued.not_after, authority_id: issued.authority_id });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| ServerError::Internal(e.to_string()))?
+        .map_err(ServerError::Tls)?
         .with_client_cert_verifier(Arc::new(AgentClientVerifier::new(state.authorities.anchors())))
         .with_cert_resolver(swap);
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let listener = TcpListener::bind(&state.settings.listen)
         .await
-        .map_err(|e| ServerError::Io(format!("cannot listen on {}: {e}", state.settings.listen)))?;
-    let agent_addr = listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
+        .map_err(|source| ServerError::Listen { addr: state.settings.listen.clone(), source })?;
+    let agent_addr =
+        listener.local_addr().map_err(|source| ServerError::Listen { addr: state.settings.listen.clone(), source })?;
     let incoming = tls_listener::incoming(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)));
 
     let admin_listener = TcpListener::bind(&state.settings.admin_listen)
         .await
-        .map_err(|e| ServerError::Io(format!("cannot listen on {}: {e}", state.settings.admin_listen)))?;
-    let admin_addr = admin_listener.local_addr().map_err(|e| ServerError::Io(e.to_string()))?;
+        .map_err(|source| ServerError::Listen { addr: state.settings.admin_listen.clone(), source })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen { addr: state.settings.admin_listen.clone(), source })?;
 
     let mut tasks = JoinSet::new();
     let node = node_api::NodeApi::new(state.clone());
@@ -429,7 +522,7 @@ async fn start_inner(settings: ServerSettings, record: bool) -> Result<RunningSe
             .add_service(NodeServer::new(node).max_decoding_message_size(16 * 1024 * 1024))
             .serve_with_incoming(ReceiverStream::new(incoming))
             .await
-            .map_err(|e| ServerError::Io(format!("agent API: {e}")))
+            .map_err(ServerError::AgentApi)
     });
     let router = admin::router(state.clone());
     tasks.spawn(admin::listener::serve(admin_listener, router, state.settings.admin_limits));

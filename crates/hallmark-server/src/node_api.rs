@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ServerState;
-use crate::issuance::{AuthenticatedAgent, IssueError, MAX_SVIDS_PER_REQUEST, parse_evidence};
+use crate::issuance::{AuthenticatedAgent, IssueError, IssuedAgentSvid, MAX_SVIDS_PER_REQUEST, parse_evidence};
 use crate::tls_listener::PeerInfo;
 
 /// SVIDs of one batch decided and signed at once.
@@ -132,8 +132,13 @@ pub fn revoked_to_proto(r: &Revocation) -> pb::Revoked {
     pb::Revoked { kind: r.kind.clone(), id: r.id.clone(), not_after: r.not_after, authority_id: r.authority_id.clone() }
 }
 
-fn svid_reply(id: &SpiffeId, chain: Vec<Vec<u8>>, authority_id: String, bundle: &Bundle) -> AgentSvid {
-    AgentSvid { spiffe_id: id.to_string(), cert_chain: chain, bundle: Some(bundle_to_proto(bundle)), authority_id }
+fn svid_reply(issued: IssuedAgentSvid, bundle: &Bundle) -> AgentSvid {
+    AgentSvid {
+        spiffe_id: issued.agent_id.to_string(),
+        cert_chain: issued.svid.chain,
+        bundle: Some(bundle_to_proto(bundle)),
+        authority_id: issued.authority_id,
+    }
 }
 
 #[tonic::async_trait]
@@ -163,16 +168,16 @@ impl Node for NodeApi {
                 reason: why.to_string(),
             });
         }
-        let (id, signed, authority) = attested.map_err(status)?;
+        let issued = attested.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
-        Ok(Response::new(svid_reply(&id, signed.chain, authority, &bundle)))
+        Ok(Response::new(svid_reply(issued, &bundle)))
     }
 
     async fn renew_agent(&self, req: Request<RenewAgentRequest>) -> Result<Response<AgentSvid>, Status> {
         let caller = self.authenticate(&req).await?;
-        let (signed, authority) = self.state.renew_agent(&caller, &req.into_inner().csr).await.map_err(status)?;
+        let issued = self.state.renew_agent(&caller, &req.into_inner().csr).await.map_err(status)?;
         let bundle = self.state.authorities.bundle().borrow().clone();
-        Ok(Response::new(svid_reply(&caller.agent, signed.chain, authority, &bundle)))
+        Ok(Response::new(svid_reply(issued, &bundle)))
     }
 
     type SyncEntriesStream = ReceiverStream<Result<SyncEvent, Status>>;

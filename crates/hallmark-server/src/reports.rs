@@ -407,10 +407,10 @@ impl ServerState {
             }
             let class: hallmark_core::Class = c.class.parse().unwrap_or_default();
             // The server adds up to 5% jitter to the class's renewal point.
-            let renew_at = self.settings.classes.rules(class).renew_at + 0.05;
+            let renew_fraction = self.settings.classes.rules(class).renew_fraction + 0.05;
             let life = c.not_after - c.issued_at;
-            let renew_point = c.issued_at + (life as f64 * renew_at) as i64;
-            let due = renew_point + renewal_grace(life);
+            let renew_at = c.issued_at + (life as f64 * renew_fraction) as i64;
+            let due = renew_at + renewal_grace(life);
             if now <= due || self.changes.connected(&c.node_id) {
                 continue;
             }
@@ -424,7 +424,7 @@ impl ServerState {
                     c.id,
                     c.spiffe_id,
                     c.class,
-                    rfc3339(renew_point),
+                    rfc3339(renew_at),
                     c.node_id,
                     rfc3339_relative(c.not_after, now)
                 ),

@@ -132,15 +132,14 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         .is_some_and(|i| i.not_after > now_unix() + 60 && i.id == agent_id);
     if !resumable {
         let kc = new_key_and_csr(Some(&agent_id))?;
-        let (signed, authority_id) =
-            state.attest_local(&agent_id, &kc.csr_der).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let issued = state.attest_local(&agent_id, &kc.csr_der).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = AgentIdentity {
-            id: agent_id.clone(),
-            chain: signed.chain,
+            id: issued.agent_id,
+            chain: issued.svid.chain,
             key: kc.key_pkcs8,
-            not_before: signed.not_before,
-            not_after: signed.not_after,
-            authority_id,
+            not_before: issued.svid.not_before,
+            not_after: issued.svid.not_after,
+            authority_id: issued.authority_id,
         };
         id.save(&agent_dir)?;
         tracing::info!(agent = %agent_id, "embedded agent attested in-process");
