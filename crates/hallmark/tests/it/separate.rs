@@ -252,23 +252,6 @@ async fn server_and_agent_joined_by_token_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_and_agent_joined_by_token_on_postgres() {
-    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else {
-        assert!(std::env::var("CI").is_err(), "CI must provide HALLMARK_TEST_POSTGRES");
-        eprintln!("HALLMARK_TEST_POSTGRES not set: skipped (scripts/test.sh sets it)");
-        return;
-    };
-    sqlx_free_create_db(&base, "hm_it_join").await;
-    let url = format!("{}/hm_it_join_{}", base.rsplit_once('/').unwrap().0, std::process::id());
+    let Some(url) = postgres_db("hm_it_join") else { return };
     join_and_fetch(Some(url)).await;
-}
-
-/// Creates a fresh database through `psql`-free means: the server creates its
-/// schema, but the database itself must exist.
-async fn sqlx_free_create_db(base: &str, prefix: &str) {
-    let out = Command::new("psql")
-        .arg(base)
-        .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {prefix}_{}", std::process::id())])
-        .output()
-        .expect("psql is installed with PostgreSQL");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
