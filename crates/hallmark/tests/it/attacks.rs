@@ -833,11 +833,8 @@ async fn an_agent_with_another_agents_a_foreign_or_a_revoked_svid_gets_nothing()
     let (mut b, b_id, b_socket) = join_agent(&dep, "b");
     let (mut c, c_id, c_socket) = join_agent(&dep, "c");
     dep.owner("ops");
-    let uid = format!("unix:uid:{}", my_uid());
     for (id, parent) in [(ON_A, &a_id), (ON_B, &b_id), (ON_C, &c_id)] {
-        let out =
-            dep.cli(&["entry", "create", "--spiffe-id", id, "--selector", &uid, "--parent", parent, "--owner", "ops"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        dep.entry_for_me(id, parent, &[]);
     }
     let a_client = agent_client(&a_socket).await;
     for (client, id) in
