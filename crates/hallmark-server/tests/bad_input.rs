@@ -94,16 +94,6 @@ async fn bad_input_gets_4xx_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_4xx_on_postgres() {
-    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else {
-        assert!(std::env::var("CI").is_err(), "CI must provide HALLMARK_TEST_POSTGRES");
-        return;
-    };
-    let db = format!("bad_input_{}_{}", std::process::id(), hallmark_core::now_unix());
-    let out = std::process::Command::new("psql")
-        .arg(&base)
-        .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {db}")])
-        .output()
-        .expect("psql is installed with PostgreSQL");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    bad_input_gets_4xx(Some(format!("{}/{db}", base.rsplit_once('/').unwrap().0))).await;
+    let Some(url) = hallmark_testkit::postgres_db("bad_input") else { return };
+    bad_input_gets_4xx(Some(url)).await;
 }

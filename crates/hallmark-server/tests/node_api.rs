@@ -65,6 +65,24 @@ fn mtls_client(s: &hallmark_server::RunningServer, chain: Vec<Vec<u8>>, key: Vec
     channel(&s.agent_addr.to_string(), mtls).unwrap()
 }
 
+/// One SignX509SVIDs request for `entry_id`, its first (only) result.
+async fn sign_one(
+    c: &mut NodeClient<Channel>,
+    entry_id: &str,
+    csr: Vec<u8>,
+    evidence: Vec<String>,
+) -> hallmark_proto::node::SvidResult {
+    let req = SvidRequest { entry_id: entry_id.to_owned(), csr, evidence, renewal: false };
+    let r = c.sign_x509_svids(SignX509SvidsRequest { requests: vec![req] }).await.unwrap().into_inner();
+    r.results.into_iter().next().unwrap()
+}
+
+/// MintJWTSVID for `entry_id` and `audience`, with [`ev`] as the evidence.
+async fn mint_jwt(c: &mut NodeClient<Channel>, entry_id: &str, audience: &[&str]) -> Result<(), tonic::Status> {
+    let audience = audience.iter().map(|&a| a.to_owned()).collect();
+    c.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry_id.to_owned(), audience, evidence: ev() }).await.map(|_| ())
+}
+
 /// Security issue 12: a certificate that names an agent and chains to the
 /// bundle is not enough. Only the agent SVID the server issued to that node
 /// (its current serial, or the one it renewed with) authenticates it; a
@@ -138,81 +156,36 @@ async fn agents_get_only_their_own_entries() {
 
     // B is entitled.
     let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
-    let r = b
-        .sign_x509_svids(SignX509SvidsRequest {
-            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.results[0].error.is_empty(), "{}", r.results[0].error);
-    assert!(!r.results[0].cert_chain.is_empty());
-    assert!(
-        b.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()], evidence: ev() })
-            .await
-            .is_ok()
-    );
+    let r = sign_one(&mut b, &entry.id, csr, ev()).await;
+    assert!(r.error.is_empty(), "{}", r.error);
+    assert!(!r.cert_chain.is_empty());
+    assert!(mint_jwt(&mut b, &entry.id, &["x"]).await.is_ok());
 
     // A is not: its request for B's entry is refused, not signed.
     let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
-    let r = a
-        .sign_x509_svids(SignX509SvidsRequest {
-            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.results[0].cert_chain.is_empty());
-    assert!(r.results[0].error.contains("not entitled"), "{}", r.results[0].error);
-    let e = a
-        .mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec!["x".into()], evidence: ev() })
-        .await
-        .unwrap_err();
+    let r = sign_one(&mut a, &entry.id, csr, ev()).await;
+    assert!(r.cert_chain.is_empty());
+    assert!(r.error.contains("not entitled"), "{}", r.error);
+    let e = mint_jwt(&mut a, &entry.id, &["x"]).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains(a_id.as_str()));
 
     // A CSR asking for another identity than the entry's is refused.
     let other = SpiffeId::new("spiffe://example.org/admin").unwrap();
     let csr = new_key_and_csr(Some(&other)).unwrap().csr_der;
-    let r = b
-        .sign_x509_svids(SignX509SvidsRequest {
-            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.results[0].error.contains("spiffe://example.org/admin"), "{}", r.results[0].error);
+    let r = sign_one(&mut b, &entry.id, csr, ev()).await;
+    assert!(r.error.contains("spiffe://example.org/admin"), "{}", r.error);
     // Garbage CSR and empty audience are refused as bad input.
-    let r = b
-        .sign_x509_svids(SignX509SvidsRequest {
-            requests: vec![SvidRequest {
-                entry_id: entry.id.clone(),
-                csr: b"junk".to_vec(),
-                evidence: ev(),
-                renewal: false,
-            }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.results[0].error.contains("CSR"), "{}", r.results[0].error);
-    let e = b
-        .mint_jwt_svid(MintJwtSvidRequest { entry_id: entry.id.clone(), audience: vec![], evidence: ev() })
-        .await
-        .unwrap_err();
+    let r = sign_one(&mut b, &entry.id, b"junk".to_vec(), ev()).await;
+    assert!(r.error.contains("CSR"), "{}", r.error);
+    let e = mint_jwt(&mut b, &entry.id, &[]).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
 
     // Evidence that does not satisfy the entry is refused.
     let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
     let wrong = vec!["unix:uid:0".to_owned()];
-    let r = b
-        .sign_x509_svids(SignX509SvidsRequest {
-            requests: vec![SvidRequest { entry_id: entry.id.clone(), csr, evidence: wrong, renewal: false }],
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.results[0].cert_chain.is_empty() && r.results[0].error.contains("evidence"), "{:?}", r.results[0].error);
+    let r = sign_one(&mut b, &entry.id, csr, wrong).await;
+    assert!(r.cert_chain.is_empty() && r.error.contains("evidence"), "{:?}", r.error);
 
     // Sync: B's snapshot has the entry, A's has nothing.
     let mut sb = b.sync_entries(SyncEntriesRequest {}).await.unwrap().into_inner();
@@ -240,10 +213,7 @@ async fn no_client_certificate_no_access() {
             .unwrap();
     let e = anon.sync_entries(SyncEntriesRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
-    let e = anon
-        .mint_jwt_svid(MintJwtSvidRequest { entry_id: "x".into(), audience: vec!["a".into()], evidence: ev() })
-        .await
-        .unwrap_err();
+    let e = mint_jwt(&mut anon, "x", &["a"]).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     // Unknown and expired tokens are refused.
     let kc = new_key_and_csr(None).unwrap();

@@ -16,17 +16,8 @@ async fn store_urls() -> Vec<(String, String)> {
     let dir = std::env::temp_dir().join(format!("hallmark-store-{}-{}", std::process::id(), rand_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     out.push(("sqlite".to_owned(), format!("sqlite://{}", dir.join("test.db").display())));
-    match std::env::var("HALLMARK_TEST_POSTGRES") {
-        Ok(base) => {
-            sqlx::any::install_default_drivers();
-            let admin = sqlx::AnyPool::connect(&base).await.unwrap();
-            let db = format!("hm_{}", rand_suffix());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
-            let (prefix, _) = base.rsplit_once('/').unwrap();
-            out.push(("postgres".to_owned(), format!("{prefix}/{db}")));
-        }
-        Err(_) if std::env::var("CI").is_ok() => panic!("CI must provide HALLMARK_TEST_POSTGRES"),
-        Err(_) => eprintln!("HALLMARK_TEST_POSTGRES not set: PostgreSQL half skipped (the test script sets it)"),
+    if let Some(url) = hallmark_testkit::postgres_db("hm") {
+        out.push(("postgres".to_owned(), url));
     }
     out
 }
@@ -228,14 +219,7 @@ async fn reopening_keeps_data_and_migrations_run_once() {
 /// come up: exactly one runs the migrations.
 #[tokio::test]
 async fn concurrent_start_on_one_postgres() {
-    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else {
-        return;
-    };
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
-    let db = format!("hm_{}", rand_suffix());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
-    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let Some(url) = hallmark_testkit::postgres_db("hm") else { return };
     let opens: Vec<_> = (0..6)
         .map(|_| {
             tokio::spawn({
@@ -390,12 +374,7 @@ async fn audit_chain_detects_edits_and_deletions() {
 /// Several servers appending to one PostgreSQL at once extend a single valid chain.
 #[tokio::test]
 async fn audit_chain_with_several_writers_on_postgres() {
-    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else { return };
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(&base).await.unwrap();
-    let db = format!("hm_{}", rand_suffix());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
-    let url = format!("{}/{db}", base.rsplit_once('/').unwrap().0);
+    let Some(url) = hallmark_testkit::postgres_db("hm") else { return };
     // Separate stores: separate pools and process locks, like separate servers.
     let mut writers = Vec::new();
     for w in 0..4 {

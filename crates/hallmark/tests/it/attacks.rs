@@ -148,6 +148,11 @@ impl Helper {
         std::os::unix::net::UnixStream::from(fd)
     }
 
+    /// A Workload API client on the helper's own connection ([`held_client`]).
+    async fn client(&self) -> WorkloadClient {
+        held_client(self.steal_connection()).await
+    }
+
     /// Replaces the helper with `program` and waits until the kernel shows it running.
     fn exec(&mut self, program: &Path, args: &[&str]) {
         writeln!(self.stdin, "exec {} {}", program.display(), args.join(" ")).unwrap();
@@ -244,6 +249,12 @@ async fn jwt_ids(c: &mut WorkloadClient) -> Result<Vec<String>, Status> {
     Ok(r.svids.into_iter().map(|s| s.spiffe_id).collect())
 }
 
+/// Both fetches serve `id`, and only it.
+async fn assert_served(c: &mut WorkloadClient, id: &str, what: &str) {
+    assert_eq!(x509_ids(c).await.unwrap(), vec![id], "{what}: FetchX509SVID");
+    assert_eq!(jwt_ids(c).await.unwrap(), vec![id], "{what}: FetchJWTSVID");
+}
+
 /// Both fetches fail with a refusal: no SVID of either kind comes back.
 async fn assert_served_nothing(c: &mut WorkloadClient, what: &str) {
     let refused = |s: &Status| matches!(s.code(), Code::PermissionDenied | Code::Unavailable);
@@ -323,14 +334,13 @@ async fn a_connection_whose_process_exited_gets_nothing_even_when_its_pid_is_reu
     // connection it opened, is served the victim's entry. So the entry
     // matches what /proc shows for any process running it.
     let control = Helper::spawn_as(&victim, &up.socket());
-    let mut client = held_client(control.steal_connection()).await;
-    assert_eq!(x509_ids(&mut client).await.unwrap(), vec![VICTIM]);
-    assert_eq!(jwt_ids(&mut client).await.unwrap(), vec![VICTIM]);
+    let mut client = control.client().await;
+    assert_served(&mut client, VICTIM, "the victim's own connection").await;
     drop(control);
 
     // The process that opened the connection has exited (its PID is free).
     let gone = Helper::spawn(&up.socket());
-    let mut client = held_client(gone.steal_connection()).await;
+    let mut client = gone.client().await;
     let pid = gone.exit();
     assert_served_nothing(&mut client, &format!("connection of exited PID {pid}")).await;
 
@@ -367,7 +377,7 @@ async fn a_connection_is_refused_once_its_process_executes_another_program() {
     up.create_entry(PINNED, &["--selector", &format!("unix:sha256:{}", sha256_file(&sleep))]);
 
     let mut attacker = Helper::spawn(&up.socket());
-    let mut held = held_client(attacker.steal_connection()).await;
+    let mut held = attacker.client().await;
     // The agent has accepted the connection: this program matches no entry.
     assert_served_nothing(&mut held, "the connecting program").await;
     attacker.exec(&sleep, &["60"]);
@@ -408,7 +418,7 @@ async fn a_process_is_attested_by_the_executable_it_runs_not_the_file_now_at_its
     );
 
     let running = Helper::spawn_as(&path, &up.socket());
-    let mut held = held_client(running.steal_connection()).await;
+    let mut held = running.client().await;
     assert_eq!(x509_ids(&mut held).await.unwrap(), vec![OLD]);
 
     // Replace the file at the path while the process runs the old one.
@@ -417,15 +427,13 @@ async fn a_process_is_attested_by_the_executable_it_runs_not_the_file_now_at_its
     let link = std::fs::read_link(format!("/proc/{}/exe", running.pid())).unwrap();
     assert_eq!(link, PathBuf::from(format!("{} (deleted)", path.display())), "the kernel's view of the old file");
     for _ in 0..2 {
-        assert_eq!(x509_ids(&mut held).await.unwrap(), vec![OLD], "attested by what runs");
-        assert_eq!(jwt_ids(&mut held).await.unwrap(), vec![OLD], "attested by what runs");
+        assert_served(&mut held, OLD, "attested by what runs").await;
     }
 
     // Control: a process running the new file is served the new entry.
     let fresh = Helper::spawn_as(&path, &up.socket());
-    let mut fresh_client = held_client(fresh.steal_connection()).await;
-    assert_eq!(x509_ids(&mut fresh_client).await.unwrap(), vec![NEW]);
-    assert_eq!(jwt_ids(&mut fresh_client).await.unwrap(), vec![NEW]);
+    let mut fresh_client = fresh.client().await;
+    assert_served(&mut fresh_client, NEW, "a process running the new file").await;
     assert_eq!(x509_ids(&mut held).await.unwrap(), vec![OLD], "still only the old entry");
 }
 
@@ -453,7 +461,7 @@ async fn a_path_seen_in_another_mount_namespace_is_not_evidence() {
     );
     // Control: the real binary at the path, in the agent's namespace.
     let real = Helper::spawn_as(&billing, &up.socket());
-    let mut client = held_client(real.steal_connection()).await;
+    let mut client = real.client().await;
     assert_eq!(x509_ids(&mut client).await.unwrap(), vec![BILLING]);
     drop(real);
 
@@ -468,7 +476,7 @@ async fn a_path_seen_in_another_mount_namespace_is_not_evidence() {
     let impostor_proc = Helper::spawn_with(cmd, &up.socket());
     let link = std::fs::read_link(format!("/proc/{}/exe", impostor_proc.pid())).unwrap();
     println!("the impostor's executable as the host sees it: {}", link.display());
-    let mut client = held_client(impostor_proc.steal_connection()).await;
+    let mut client = impostor_proc.client().await;
     assert_served_nothing(&mut client, "a binary bind-mounted at the entry's path in another mount namespace").await;
 }
 
@@ -833,11 +841,8 @@ async fn an_agent_with_another_agents_a_foreign_or_a_revoked_svid_gets_nothing()
     let (mut b, b_id, b_socket) = join_agent(&dep, "b");
     let (mut c, c_id, c_socket) = join_agent(&dep, "c");
     dep.owner("ops");
-    let uid = format!("unix:uid:{}", my_uid());
     for (id, parent) in [(ON_A, &a_id), (ON_B, &b_id), (ON_C, &c_id)] {
-        let out =
-            dep.cli(&["entry", "create", "--spiffe-id", id, "--selector", &uid, "--parent", parent, "--owner", "ops"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        dep.entry_for_me(id, parent, &[]);
     }
     let a_client = agent_client(&a_socket).await;
     for (client, id) in

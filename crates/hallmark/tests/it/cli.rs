@@ -2,129 +2,27 @@
 
 use crate::harness::*;
 
+/// The arguments of `entry create` with one selector, an owner and `more`.
+fn entry_create<'a>(spiffe_id: &'a str, selector: &'a str, owner: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    [&["entry", "create", "--spiffe-id", spiffe_id, "--selector", selector, "--owner", owner], more].concat()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_is_refused_with_one_line_naming_the_value() {
     let up = Up::start();
     let uid = format!("unix:uid:{}", my_uid());
     up.create_entry("spiffe://example.org/dup", &["--selector", &uid]);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://example.org/a//b",
-                "--selector",
-                &uid,
-                "--owner",
-                "team-test",
-            ],
-            "spiffe://example.org/a//b",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://Example.org/a",
-                "--selector",
-                &uid,
-                "--owner",
-                "team-test",
-            ],
-            "Example.org",
-        ),
-        (
-            vec!["entry", "create", "--spiffe-id", "http://example.org/a", "--selector", &uid, "--owner", "team-test"],
-            "http://example.org/a",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://example.org/a",
-                "--selector",
-                "k8s:ns:default",
-                "--owner",
-                "o",
-            ],
-            "k8s",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://example.org/a",
-                "--selector",
-                "unix:uid",
-                "--owner",
-                "team-test",
-            ],
-            "unix:uid",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://example.org/a",
-                "--selector",
-                &uid,
-                "--owner",
-                "o",
-                "--x509-ttl",
-                "0s",
-            ],
-            "0s",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://example.org/a",
-                "--selector",
-                &uid,
-                "--owner",
-                "o",
-                "--jwt-ttl",
-                "soon",
-            ],
-            "soon",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://example.org/dup",
-                "--selector",
-                &uid,
-                "--owner",
-                "team-test",
-            ],
-            "already exists",
-        ),
-        (
-            vec!["entry", "create", "--spiffe-id", "spiffe://other.org/a", "--selector", &uid, "--owner", "team-test"],
-            "other.org",
-        ),
-        (
-            vec![
-                "entry",
-                "create",
-                "--spiffe-id",
-                "spiffe://example.org/a",
-                "--selector",
-                &uid,
-                "--owner",
-                "o",
-                "--bogus-flag",
-            ],
-            "--bogus-flag",
-        ),
+        (entry_create("spiffe://example.org/a//b", &uid, "team-test", &[]), "spiffe://example.org/a//b"),
+        (entry_create("spiffe://Example.org/a", &uid, "team-test", &[]), "Example.org"),
+        (entry_create("http://example.org/a", &uid, "team-test", &[]), "http://example.org/a"),
+        (entry_create("spiffe://example.org/a", "k8s:ns:default", "o", &[]), "k8s"),
+        (entry_create("spiffe://example.org/a", "unix:uid", "team-test", &[]), "unix:uid"),
+        (entry_create("spiffe://example.org/a", &uid, "o", &["--x509-ttl", "0s"]), "0s"),
+        (entry_create("spiffe://example.org/a", &uid, "o", &["--jwt-ttl", "soon"]), "soon"),
+        (entry_create("spiffe://example.org/dup", &uid, "team-test", &[]), "already exists"),
+        (entry_create("spiffe://other.org/a", &uid, "team-test", &[]), "other.org"),
+        (entry_create("spiffe://example.org/a", &uid, "o", &["--bogus-flag"]), "--bogus-flag"),
         (vec!["entry", "show", "nope"], "nope"),
         (vec!["token", "create", "--ttl", "0"], "0"),
         (vec!["bundle", "show", "--format", "xml"], "xml"),
@@ -265,42 +163,11 @@ async fn every_command_given_bad_input_fails_cleanly() {
     let p = |path: &std::path::Path| path.display().to_string();
     let cases: Vec<Vec<String>> = [
         vec!["entry", "create"],
-        vec!["entry", "create", "--spiffe-id", &huge, "--selector", "unix:uid:1", "--owner", "o"],
-        vec![
-            "entry",
-            "create",
-            "--spiffe-id",
-            "spiffe://example.org/x",
-            "--selector",
-            "unix:uid:99999999999",
-            "--owner",
-            "o",
-        ],
-        vec![
-            "entry",
-            "create",
-            "--spiffe-id",
-            "spiffe://example.org/x",
-            "--selector",
-            "unix:uid:1",
-            "--owner",
-            "o",
-            "--x509-ttl",
-            "-5s",
-        ],
-        vec![
-            "entry",
-            "create",
-            "--spiffe-id",
-            "spiffe://example.org/x",
-            "--selector",
-            "unix:uid:1",
-            "--owner",
-            "o",
-            "--x509-ttl",
-            "99999999999999999999d",
-        ],
-        vec!["entry", "create", "--spiffe-id", "spiffe://example.org/x", "--selector", "unix:uid:1", "--owner", &huge],
+        entry_create(&huge, "unix:uid:1", "o", &[]),
+        entry_create("spiffe://example.org/x", "unix:uid:99999999999", "o", &[]),
+        entry_create("spiffe://example.org/x", "unix:uid:1", "o", &["--x509-ttl", "-5s"]),
+        entry_create("spiffe://example.org/x", "unix:uid:1", "o", &["--x509-ttl", "99999999999999999999d"]),
+        entry_create("spiffe://example.org/x", "unix:uid:1", &huge, &[]),
         vec!["entry", "show", "no-such-id"],
         vec!["entry", "show", &huge],
         vec!["entry", "delete", "../../etc/passwd"],

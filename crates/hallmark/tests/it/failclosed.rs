@@ -24,22 +24,7 @@ async fn the_agent_fails_closed_and_recovers_without_a_restart() {
     let mut dep = start_server_with(None, "default_x509_ttl = \"8s\"\n");
     let health = free_port();
     let (agent, agent_id, socket) = join_agent_with(&dep, "fc", &format!("health_listen = \"127.0.0.1:{health}\"\n"));
-    dep.owner("ops");
-    let out = dep.cli(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/fc",
-        "--selector",
-        &format!("unix:uid:{}", my_uid()),
-        "--parent",
-        &agent_id,
-        "--owner",
-        "ops",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
-    crate::separate::wait_for_svid(&client).await.unwrap_or_else(|| panic!("no SVID\n{}", agent.log()));
+    let (client, _) = dep.serve_me("spiffe://example.org/fc", &agent, &agent_id, &socket).await;
     let ready = format!("http://127.0.0.1:{health}/ready");
     let metrics = format!("http://127.0.0.1:{health}/metrics");
     wait_for("the agent to be ready", 10, || (http_get(&ready).0 == 200).then_some(()));

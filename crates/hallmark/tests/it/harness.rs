@@ -268,23 +268,8 @@ pub fn denied(err_debug: &str) -> bool {
     err_debug.contains("PermissionDenied") || err_debug.contains("NoIdentityIssued")
 }
 
-/// A fresh PostgreSQL database when `HALLMARK_TEST_POSTGRES` names a server
-/// (CI always does); `None` outside CI without one.
-pub fn postgres_db(prefix: &str) -> Option<String> {
-    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else {
-        assert!(std::env::var("CI").is_err(), "CI must provide HALLMARK_TEST_POSTGRES");
-        eprintln!("HALLMARK_TEST_POSTGRES not set: PostgreSQL part skipped (scripts/test.sh sets it)");
-        return None;
-    };
-    let db = format!("{prefix}_{}", rand_tag().replace('-', "_"));
-    let out = Command::new("psql")
-        .arg(&base)
-        .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {db}")])
-        .output()
-        .expect("psql is installed with PostgreSQL");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Some(format!("{}/{db}", base.rsplit_once('/').unwrap().0))
-}
+/// A fresh PostgreSQL database (one helper for every crate's tests).
+pub use hallmark_testkit::postgres_db;
 
 /// The serial number (hex) of a DER certificate, as the inventory names it.
 pub fn serial_of(der: &[u8]) -> String {

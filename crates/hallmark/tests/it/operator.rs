@@ -384,11 +384,7 @@ async fn join_tokens_and_node_unban() {
     assert_eq!(state_of(&tokens, spare["agent_id"].as_str().unwrap()), None, "{tokens}");
     assert!(fail(&dep.cli(&["token", "revoke", spare["agent_id"].as_str().unwrap()])).contains("not found"));
 
-    dep.owner("ops");
-    dep.entry_for_me("spiffe://example.org/on-a-node", &agent_id, &[]);
-    let socket = format!("unix://{}", socket.display());
-    let client = spiffe::WorkloadApiClient::connect_to(&socket).await.unwrap();
-    let first = wait_for_svid(&client).await;
+    let (client, first) = dep.serve_me("spiffe://example.org/on-a-node", &agent, &agent_id, &socket).await;
     assert!(dep.cli(&["revoke", "--node", &agent_id, "--reason", "suspected"]).status.success());
     let denied_now = tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
@@ -407,7 +403,7 @@ async fn join_tokens_and_node_unban() {
 
     let out = dep.cli(&["node", "unban", &agent_id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("ban lifted"), "{}", String::from_utf8_lossy(&out.stderr));
-    let again = wait_for_svid(&client).await;
+    let again = crate::separate::wait_for_svid(&client).await.expect("an SVID again once the ban is lifted");
     assert_ne!(
         serial_of(again.leaf().as_ref()),
         serial_of(first.leaf().as_ref()),
@@ -416,19 +412,6 @@ async fn join_tokens_and_node_unban() {
     let list = String::from_utf8_lossy(&dep.cli(&["node", "list"]).stdout).into_owned();
     assert!(!list.contains("banned"), "{list}");
     drop(agent);
-}
-
-async fn wait_for_svid(client: &spiffe::WorkloadApiClient) -> spiffe::X509Svid {
-    tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        loop {
-            if let Ok(s) = client.fetch_x509_svid().await {
-                return s;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("an SVID within 30 s")
 }
 
 /// An agent told to trust the first server it meets says so, naming it.

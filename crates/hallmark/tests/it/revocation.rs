@@ -204,24 +204,7 @@ async fn wait_for_all(client: &spiffe::WorkloadApiClient, n: usize) -> usize {
 async fn ban_a_node(datastore: Option<String>) {
     let dep = start_server_with(datastore, "");
     let (agent, agent_id, socket) = join_agent(&dep, "banned");
-    dep.owner("ops");
-    let out = dep.cli(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/on-node",
-        "--selector",
-        &format!("unix:uid:{}", my_uid()),
-        "--parent",
-        &agent_id,
-        "--owner",
-        "ops",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
-    let svid = crate::separate::wait_for_svid(&client)
-        .await
-        .unwrap_or_else(|| panic!("no SVID\n{}\n{}", agent.log(), dep.server.log()));
+    let (client, svid) = dep.serve_me("spiffe://example.org/on-node", &agent, &agent_id, &socket).await;
     let serial = serial_of(svid.leaf().as_bytes());
     let jwt = client.fetch_jwt_svid(["db"], None).await.unwrap();
     let mut stream = client.stream_x509_contexts().await.unwrap();

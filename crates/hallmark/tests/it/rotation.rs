@@ -103,23 +103,8 @@ async fn scheduled_rotation_leaves_no_gap() {
     // A 30 s authority: the next is prepared after ~20 s and active after ~33 s.
     let dep = start_server_with(None, "default_x509_ttl = \"6s\"\ndefault_jwt_ttl = \"6s\"\n[ca]\nttl = \"30s\"\n");
     let (agent, agent_id, socket) = join_agent(&dep, "rot");
-    dep.owner("ops");
-    let out = dep.cli(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/rotating",
-        "--selector",
-        &format!("unix:uid:{}", my_uid()),
-        "--parent",
-        &agent_id,
-        "--owner",
-        "ops",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (client, _) = dep.serve_me("spiffe://example.org/rotating", &agent, &agent_id, &socket).await;
     let sock = format!("unix://{}", socket.display());
-    let client = spiffe::WorkloadApiClient::connect_to(sock.clone()).await.unwrap();
-    crate::separate::wait_for_svid(&client).await.unwrap_or_else(|| panic!("no SVID\n{}", agent.log()));
     let (w, task) = watch(sock);
     let start = authorities(&|a| dep.cli(a));
     let first_x509 = find(&start, "x509", "active").unwrap();

@@ -66,6 +66,27 @@ impl Deployment {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The setup of a test whose own process is the workload: owner `ops`,
+    /// an entry `spiffe_id` for this test's uid on the agent `agent_id`
+    /// ([`Deployment::entry_for_me`]), a Workload API client on the agent's
+    /// `socket`, and the entry's SVID once the agent serves it (a panic with
+    /// the agent's and the server's logs if it never does).
+    pub async fn serve_me(
+        &self,
+        spiffe_id: &str,
+        agent: &Proc,
+        agent_id: &str,
+        socket: &std::path::Path,
+    ) -> (spiffe::WorkloadApiClient, spiffe::X509Svid) {
+        self.owner("ops");
+        self.entry_for_me(spiffe_id, agent_id, &[]);
+        let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
+        let svid = wait_for_svid(&client).await.unwrap_or_else(|| {
+            panic!("{spiffe_id} never served\nagent log:\n{}\nserver log:\n{}", agent.log(), self.server.log())
+        });
+        (client, svid)
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin()).args(args).envs(&self.env).output().unwrap()
     }
@@ -145,27 +166,12 @@ fn join_agent_configured(
 async fn agent_svid_renews_itself_before_expiry() {
     let dep = start_server_with(None, "agent_svid_ttl = \"16s\"\n");
     let (agent, agent_id, socket) = join_agent(&dep, "renew");
-    dep.owner("ops");
     let chain_file = dep.dir.path().join("renew/data/agent.chain.pem");
     let first = std::fs::read(&chain_file).unwrap();
     // Past the first agent SVID's expiry, the agent must still be able to talk to the server.
     tokio::time::sleep(std::time::Duration::from_secs(20)).await;
     assert_ne!(std::fs::read(&chain_file).unwrap(), first, "agent SVID was renewed and stored");
-    let out = dep.cli(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/late",
-        "--selector",
-        &format!("unix:uid:{}", my_uid()),
-        "--parent",
-        &agent_id,
-        "--owner",
-        "ops",
-    ]);
-    assert!(out.status.success());
-    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
-    let svid = wait_for_svid(&client).await.unwrap_or_else(|| panic!("no SVID after renewal\n{}", agent.log()));
+    let (_client, svid) = dep.serve_me("spiffe://example.org/late", &agent, &agent_id, &socket).await;
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/late");
 }
 
@@ -197,34 +203,7 @@ async fn join_and_fetch(datastore: Option<String>) {
     let socket = dep.dir.path().join("a1/api.sock");
     wait_for("agent socket", 60, || socket.exists().then_some(()));
 
-    dep.owner("ops");
-    let out = dep.cli(&[
-        "entry",
-        "create",
-        "--spiffe-id",
-        "spiffe://example.org/svc",
-        "--selector",
-        &format!("unix:uid:{}", my_uid()),
-        "--parent",
-        agent_id,
-        "--owner",
-        "ops",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
-    let svid = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        loop {
-            if let Ok(s) = client.fetch_x509_svid().await {
-                return s;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!("agent never served the SVID\nagent log:\n{}\nserver log:\n{}", agent.log(), dep.server.log())
-    });
+    let (client, svid) = dep.serve_me("spiffe://example.org/svc", &agent, agent_id, &socket).await;
     assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/svc");
     let jwt = client.fetch_jwt_svid(["aud1"], None).await.unwrap();
     assert_eq!(jwt.spiffe_id().to_string(), "spiffe://example.org/svc");
@@ -252,23 +231,6 @@ async fn server_and_agent_joined_by_token_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_and_agent_joined_by_token_on_postgres() {
-    let Ok(base) = std::env::var("HALLMARK_TEST_POSTGRES") else {
-        assert!(std::env::var("CI").is_err(), "CI must provide HALLMARK_TEST_POSTGRES");
-        eprintln!("HALLMARK_TEST_POSTGRES not set: skipped (scripts/test.sh sets it)");
-        return;
-    };
-    sqlx_free_create_db(&base, "hm_it_join").await;
-    let url = format!("{}/hm_it_join_{}", base.rsplit_once('/').unwrap().0, std::process::id());
+    let Some(url) = postgres_db("hm_it_join") else { return };
     join_and_fetch(Some(url)).await;
-}
-
-/// Creates a fresh database through `psql`-free means: the server creates its
-/// schema, but the database itself must exist.
-async fn sqlx_free_create_db(base: &str, prefix: &str) {
-    let out = Command::new("psql")
-        .arg(base)
-        .args(["-v", "ON_ERROR_STOP=1", "-c", &format!("CREATE DATABASE {prefix}_{}", std::process::id())])
-        .output()
-        .expect("psql is installed with PostgreSQL");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
