@@ -259,17 +259,7 @@ mod tests {
         let ca = X509Authority::generate_self_signed(&td, 3600, now).unwrap();
         let other = X509Authority::generate_self_signed(&td, 3600, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/x").unwrap();
-        let kc = new_key_and_csr(Some(&id)).unwrap();
-        let s = ca
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 60,
-                now,
-                profile: crate::x509::SvidProfile::Workload,
-            })
-            .unwrap();
+        let s = crate::x509::test_support::sign_workload(&ca, &id, 60, now);
         let chain: Vec<CertificateDer<'_>> = s.chain.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
         let algs = provider().signature_verification_algorithms;
         let t = UnixTime::now();

@@ -336,8 +336,30 @@ impl X509Authority {
     }
 }
 
+/// Signing as the tests of this crate do it.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{SignedSvid, SvidProfile, SvidTemplate, X509Authority};
+    use hallmark_core::SpiffeId;
+
+    /// A workload X.509-SVID for `id` from `ca`, for a fresh key.
+    pub(crate) fn sign_workload(ca: &X509Authority, id: &SpiffeId, ttl_secs: u64, now: i64) -> SignedSvid {
+        let kc = crate::keys::new_key_and_csr(Some(id)).unwrap();
+        let template = SvidTemplate {
+            csr_der: &kc.csr_der,
+            spiffe_id: id,
+            dns_names: &[],
+            ttl_secs,
+            now,
+            profile: SvidProfile::Workload,
+        };
+        ca.sign_svid(&template).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::sign_workload;
     use super::*;
     use crate::keys::new_key_and_csr;
 
@@ -376,17 +398,7 @@ mod tests {
         let now = hallmark_core::now_unix();
         let ca = X509Authority::generate_self_signed(&td(), 86_400, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
-        let kc = new_key_and_csr(Some(&id)).unwrap();
-        let s = ca
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 60,
-                now,
-                profile: SvidProfile::Workload,
-            })
-            .unwrap();
+        let s = sign_workload(&ca, &id, 60, now);
         let der =
             ca.sign_crl(&[RevokedSerial { serial: s.serial.clone(), revoked_at: now }], 7, now, now + 3600).unwrap();
         let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
@@ -407,17 +419,7 @@ mod tests {
         let now = hallmark_core::now_unix();
         let ca = X509Authority::generate_self_signed(&td(), 600, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
-        let kc = new_key_and_csr(Some(&id)).unwrap();
-        let s = ca
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 7200,
-                now,
-                profile: SvidProfile::Workload,
-            })
-            .unwrap();
+        let s = sign_workload(&ca, &id, 7200, now);
         assert_eq!(s.not_after, ca.not_after());
     }
 
@@ -427,37 +429,23 @@ mod tests {
         let ca = X509Authority::generate_self_signed(&td(), 86_400, now).unwrap();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let other = SpiffeId::new("spiffe://example.org/db").unwrap();
-        let kc = new_key_and_csr(Some(&other)).unwrap();
-        let t = SvidTemplate {
-            csr_der: &kc.csr_der,
-            spiffe_id: &id,
-            dns_names: &[],
-            ttl_secs: 60,
-            now,
-            profile: SvidProfile::Workload,
+        let sign = |csr_der: &[u8]| {
+            ca.sign_svid(&SvidTemplate {
+                csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 60,
+                now,
+                profile: SvidProfile::Workload,
+            })
         };
-        assert!(matches!(ca.sign_svid(&t), Err(CaError::CsrIdentity { .. })));
+        let kc = new_key_and_csr(Some(&other)).unwrap();
+        assert!(matches!(sign(&kc.csr_der), Err(CaError::CsrIdentity { .. })));
         let mut bad = new_key_and_csr(Some(&id)).unwrap().csr_der;
         let n = bad.len();
         bad[n - 5] ^= 0x55;
-        let t = SvidTemplate {
-            csr_der: &bad,
-            spiffe_id: &id,
-            dns_names: &[],
-            ttl_secs: 60,
-            now,
-            profile: SvidProfile::Workload,
-        };
-        assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
-        let t = SvidTemplate {
-            csr_der: b"garbage",
-            spiffe_id: &id,
-            dns_names: &[],
-            ttl_secs: 60,
-            now,
-            profile: SvidProfile::Workload,
-        };
-        assert!(matches!(ca.sign_svid(&t), Err(CaError::Csr(_))));
+        assert!(matches!(sign(&bad), Err(CaError::Csr(_))));
+        assert!(matches!(sign(b"garbage"), Err(CaError::Csr(_))));
     }
 
     #[test]
@@ -474,17 +462,7 @@ mod tests {
         .unwrap();
         assert_eq!(inter.anchors(), &[root.cert_der().to_vec()]);
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
-        let kc = new_key_and_csr(Some(&id)).unwrap();
-        let s = inter
-            .sign_svid(&SvidTemplate {
-                csr_der: &kc.csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 60,
-                now,
-                profile: SvidProfile::Workload,
-            })
-            .unwrap();
+        let s = sign_workload(&inter, &id, 60, now);
         assert_eq!(s.chain.len(), 2);
         assert_eq!(s.chain[1], inter.cert_der());
         // Reload from what would be persisted.
