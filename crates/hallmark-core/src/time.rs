@@ -17,10 +17,21 @@ pub fn rfc3339(secs: i64) -> String {
 
 /// Parses an RFC 3339 timestamp (`2026-12-31T00:00:00Z`, or with an offset
 /// such as `+02:00`) into unix seconds; a fraction of a second is dropped.
-pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
+pub fn parse_rfc3339(text: &str) -> Result<i64, Rfc3339Error> {
     OffsetDateTime::parse(text.trim(), &Rfc3339)
         .map(OffsetDateTime::unix_timestamp)
-        .map_err(|e| format!("`{text}` is not an RFC 3339 time ({e}), e.g. 2026-12-31T00:00:00Z"))
+        .map_err(|source| Rfc3339Error { text: text.to_owned(), source })
+}
+
+/// A text that is not an RFC 3339 time.
+#[derive(Debug, thiserror::Error)]
+#[error("`{text}` is not an RFC 3339 time ({source}), e.g. 2026-12-31T00:00:00Z")]
+pub struct Rfc3339Error {
+    /// The text given.
+    pub text: String,
+    /// What the calendar found wrong.
+    #[source]
+    pub source: ::time::error::Parse,
 }
 
 /// How far `at` is from `now`, to the minute: `in 23h 59m`, `5m ago`,
@@ -74,14 +85,15 @@ mod tests {
     #[test]
     fn parses_what_it_formats_and_refuses_impossible_dates() {
         for secs in [0, 951_782_400, 1_795_305_600, -1] {
-            assert_eq!(parse_rfc3339(&rfc3339(secs)), Ok(secs));
+            assert_eq!(parse_rfc3339(&rfc3339(secs)).unwrap(), secs);
         }
-        assert_eq!(parse_rfc3339("2026-12-31T02:00:00+02:00"), Ok(parse_rfc3339("2026-12-31T00:00:00Z").unwrap()));
-        assert_eq!(parse_rfc3339("2026-12-31T00:00:00.75Z"), parse_rfc3339("2026-12-31T00:00:00Z"));
+        let midnight = parse_rfc3339("2026-12-31T00:00:00Z").unwrap();
+        assert_eq!(parse_rfc3339("2026-12-31T02:00:00+02:00").unwrap(), midnight);
+        assert_eq!(parse_rfc3339("2026-12-31T00:00:00.75Z").unwrap(), midnight);
         for bad in
             ["2026-02-31T00:00:00Z", "2027-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-31", "tomorrow", ""]
         {
-            let err = parse_rfc3339(bad).unwrap_err();
+            let err = parse_rfc3339(bad).unwrap_err().to_string();
             assert!(err.contains("RFC 3339"), "{bad}: {err}");
         }
     }

@@ -26,8 +26,8 @@ impl ExceptionRule {
     }
 
     /// Checks a value for this rule; both rules take a duration.
-    pub fn check_value(self, value: &str) -> Result<Ttl, String> {
-        Ttl::parse(value).map_err(|e| format!("rule `{}` needs a duration value: {e}", self.as_str()))
+    pub fn check_value(self, value: &str) -> Result<Ttl, ExceptionRuleError> {
+        Ttl::parse(value).map_err(|source| ExceptionRuleError::Value { rule: self, source })
     }
 }
 
@@ -37,13 +37,30 @@ impl fmt::Display for ExceptionRule {
     }
 }
 
+/// Why an exception's rule or value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExceptionRuleError {
+    /// Not a rule an exception may lift.
+    #[error("unknown exception rule `{0}` (ttl_above_class_max, long_lived_certificate)")]
+    Unknown(String),
+    /// The value is not the duration the rule takes.
+    #[error("rule `{rule}` needs a duration value: {source}")]
+    Value {
+        /// The rule.
+        rule: ExceptionRule,
+        /// Why the duration was refused.
+        #[source]
+        source: hallmark_core::TtlError,
+    },
+}
+
 impl FromStr for ExceptionRule {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ExceptionRuleError;
+    fn from_str(s: &str) -> Result<Self, ExceptionRuleError> {
         match s {
             "ttl_above_class_max" => Ok(Self::TtlAboveClassMax),
             "long_lived_certificate" => Ok(Self::LongLivedCertificate),
-            o => Err(format!("unknown exception rule `{o}` (ttl_above_class_max, long_lived_certificate)")),
+            o => Err(ExceptionRuleError::Unknown(o.to_owned())),
         }
     }
 }

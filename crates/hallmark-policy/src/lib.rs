@@ -23,8 +23,8 @@ pub mod lifecycle;
 
 pub use decision::{Action, ActionError, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict, decide};
 pub use engine::{PolicyEngine, PolicyError};
-pub use exception::{ActiveException, ExceptionRule};
-pub use lifecycle::{ClassRules, Classes, IssuancePath};
+pub use exception::{ActiveException, ExceptionRule, ExceptionRuleError};
+pub use lifecycle::{ClassRules, Classes, IssuancePath, UnknownIssuancePath};
 
 /// The schema every policy is validated against (shipped, documented in the README).
 pub const SCHEMA: &str = include_str!("schema.cedarschema");

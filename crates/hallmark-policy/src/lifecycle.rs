@@ -29,14 +29,19 @@ impl fmt::Display for IssuancePath {
     }
 }
 
+/// A name that is no issuance path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown issuance path `{0}` (x509, jwt, recovery)")]
+pub struct UnknownIssuancePath(pub String);
+
 impl FromStr for IssuancePath {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownIssuancePath;
+    fn from_str(s: &str) -> Result<Self, UnknownIssuancePath> {
         match s {
             "x509" => Ok(Self::X509),
             "jwt" => Ok(Self::Jwt),
             "recovery" => Ok(Self::Recovery),
-            o => Err(format!("unknown issuance path `{o}` (x509, jwt, recovery)")),
+            o => Err(UnknownIssuancePath(o.to_owned())),
         }
     }
 }

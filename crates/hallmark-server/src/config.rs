@@ -308,8 +308,11 @@ fn apply_class(key: &'static str, g: &ClassConfig, rules: &mut ClassRules) -> Re
         rules.renew_fraction = r;
     }
     if let Some(p) = &g.paths {
-        rules.paths =
-            p.iter().map(|s| s.parse()).collect::<Result<_, _>>().map_err(|msg| ConfigError::Value { key, msg })?;
+        rules.paths = p
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e: hallmark_policy::UnknownIssuancePath| ConfigError::Value { key, msg: e.to_string() })?;
     }
     Ok(())
 }

@@ -45,14 +45,16 @@ impl ReportKind {
     }
 }
 
+/// A name that is no report kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown report `{0}` (expiring, orphans, exceptions, drift, rotation, compliance)")]
+pub struct UnknownReport(pub String);
+
 impl std::str::FromStr for ReportKind {
-    type Err = String;
+    type Err = UnknownReport;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|k| k.as_str()).collect();
-            format!("unknown report `{s}` ({})", names.join(", "))
-        })
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownReport(s.to_owned()))
     }
 }
 

@@ -79,8 +79,8 @@ fn print_exception(v: &Value) {
 pub async fn exception(cmd: ExceptionCmd, conn: &Conn) -> anyhow::Result<()> {
     match cmd {
         ExceptionCmd::Request { entry, rule, value, justification, expires } => {
-            let rule_parsed: hallmark_policy::ExceptionRule = rule.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            rule_parsed.check_value(&value).map_err(|e| anyhow::anyhow!(e))?;
+            let rule_parsed: hallmark_policy::ExceptionRule = rule.parse()?;
+            rule_parsed.check_value(&value)?;
             let expires_at = parse_expiry(&expires, now_unix())?;
             let body = json!({ "entry_id": entry, "rule": rule, "value": value, "justification": justification, "expires_at": expires_at });
             let v = client(conn)?.json(Method::POST, "/v1/exceptions", Some(&body)).await?;

@@ -22,7 +22,7 @@ pub fn parse_expiry(s: &str, now: i64) -> anyhow::Result<i64> {
         return t.parse().with_context(|| format!("invalid time `{s}`"));
     }
     if looks_like_a_date(t) {
-        return hallmark_core::time::parse_rfc3339(t).map_err(anyhow::Error::msg);
+        return Ok(hallmark_core::time::parse_rfc3339(t)?);
     }
     let d = parse_duration(t.trim_start_matches('+')).map_err(|_| {
         anyhow::anyhow!("invalid time `{s}`: use a duration (48h), unix seconds, or 2026-12-31T00:00:00Z")
