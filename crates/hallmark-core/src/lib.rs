@@ -6,6 +6,7 @@
 
 mod audience;
 mod config_error;
+mod credential_kind;
 mod duration;
 mod entry;
 mod scope;
@@ -15,6 +16,7 @@ pub mod time;
 
 pub use audience::{AudienceError, MAX_AUDIENCE_LEN, MAX_AUDIENCES, check_audience, check_audiences};
 pub use config_error::ConfigError;
+pub use credential_kind::{CredentialKind, CredentialKindError, RevocationKind, RevocationKindError};
 pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{
     Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,

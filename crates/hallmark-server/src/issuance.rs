@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
 use hallmark_ca::{CaError, MintClaims, SignedSvid};
-use hallmark_core::{Entry, SelectorError, SelectorSet, SpiffeId, now_unix};
+use hallmark_core::{CredentialKind, Entry, SelectorError, SelectorSet, SpiffeId, now_unix};
 use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
 use hallmark_store::{Denial, JoinTokenError, hash_secret};
 
@@ -199,8 +199,8 @@ struct Granted {
 
 /// What step 3 signed, as its inventory row records it.
 struct SignedCredential<'a> {
-    /// `x509` or `jwt`.
-    kind: &'a str,
+    /// X.509-SVID or JWT-SVID.
+    kind: CredentialKind,
     /// The serial or `jti`.
     id: &'a str,
     /// The authority or key that signed it.
@@ -223,7 +223,7 @@ impl Entitled {
         let entry = &self.entry;
         hallmark_store::Credential {
             id: signed.id.to_owned(),
-            kind: signed.kind.to_owned(),
+            kind: signed.kind,
             entry_id: entry.id.clone(),
             spiffe_id: entry.spiffe_id.to_string(),
             // The calling agent: step 1 put its SPIFFE ID in the evidence.
@@ -434,7 +434,7 @@ impl ServerState {
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details);
         let signed = SignedCredential {
-            kind: "x509",
+            kind: CredentialKind::X509,
             id: &svid.serial,
             authority_id: ca.id(),
             audience: None,
@@ -446,7 +446,7 @@ impl ServerState {
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs = granted.ttl_secs, "issued X.509-SVID");
         // 5. Return, with the class's renewal point.
         let renew_at = renewal_point(now, svid.not_after, self.settings.classes.rules(entry.class));
-        self.metrics.issued(entry.class, "x509");
+        self.metrics.issued(entry.class, CredentialKind::X509);
         Ok(IssuedX509 { svid, renew_at, authority_id: ca.id() })
     }
 
@@ -505,7 +505,7 @@ impl ServerState {
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
         let signed = SignedCredential {
-            kind: "jwt",
+            kind: CredentialKind::Jwt,
             id: &jti,
             authority_id: key.kid().to_owned(),
             audience: Some(audience.join(",")),
@@ -517,7 +517,7 @@ impl ServerState {
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         // 5. Return, with when to mint a replacement.
         let kid = key.kid().to_owned();
-        self.metrics.issued(entry.class, "jwt");
+        self.metrics.issued(entry.class, CredentialKind::Jwt);
         let refresh_at = renewal_point(now, exp, self.settings.classes.rules(entry.class));
         Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at })
     }

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hallmark_core::Class;
+use hallmark_core::{Class, CredentialKind};
 
 use crate::ServerState;
 
@@ -66,7 +66,6 @@ const DECISION_BOUNDS: &[f64] = &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0
 pub const APPEND_BOUNDS: &[f64] = &[0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 const CLASSES: [Class; 3] = [Class::Machine, Class::Agent, Class::Human];
-const KINDS: [&str; 2] = ["x509", "jwt"];
 
 fn class_index(c: Class) -> usize {
     match c {
@@ -79,7 +78,7 @@ fn class_index(c: Class) -> usize {
 /// What the issuance path counts.
 #[derive(Debug)]
 pub struct Metrics {
-    issued: [[AtomicU64; 2]; 3],
+    issued: [[AtomicU64; CredentialKind::ALL.len()]; 3],
     denied: [AtomicU64; 3],
     decision: Histogram,
 }
@@ -91,10 +90,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts a credential issued: `x509` (first issue or renewal) or `jwt`.
-    pub fn issued(&self, class: Class, kind: &str) {
-        let k = usize::from(kind == "jwt");
-        if let Some(c) = self.issued.get(class_index(class)).and_then(|r| r.get(k)) {
+    /// Counts a credential issued: an X.509-SVID (first issue or renewal) or a JWT-SVID.
+    pub fn issued(&self, class: Class, kind: CredentialKind) {
+        // Indexed as `render` lists them: in `CredentialKind::ALL` order.
+        let k = CredentialKind::ALL.iter().position(|x| *x == kind);
+        if let Some(c) = self.issued.get(class_index(class)).zip(k).and_then(|(row, k)| row.get(k)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -123,7 +123,7 @@ pub fn render(s: &ServerState) -> String {
          # TYPE hallmark_server_credentials_issued_total counter"
     );
     for (class, row) in CLASSES.iter().zip(&m.issued) {
-        for (kind, c) in KINDS.iter().zip(row) {
+        for (kind, c) in CredentialKind::ALL.iter().zip(row) {
             let _ = writeln!(
                 out,
                 "hallmark_server_credentials_issued_total{{class=\"{class}\",kind=\"{kind}\"}} {}",

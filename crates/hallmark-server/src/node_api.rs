@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use hallmark_ca::{Bundle, CaError};
-use hallmark_core::{Entry, SpiffeId};
+use hallmark_core::{Entry, RevocationKind, SpiffeId};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RecordDeliveriesRequest,
@@ -129,7 +129,12 @@ pub fn bundle_to_proto(b: &Bundle) -> pb::Bundle {
 
 /// A revoked credential as sent to agents.
 pub fn revoked_to_proto(r: &Revocation) -> pb::Revoked {
-    pb::Revoked { kind: r.kind.clone(), id: r.id.clone(), not_after: r.not_after, authority_id: r.authority_id.clone() }
+    pb::Revoked {
+        kind: r.kind.as_str().to_owned(),
+        id: r.id.clone(),
+        not_after: r.not_after,
+        authority_id: r.authority_id.clone(),
+    }
 }
 
 fn svid_reply(issued: IssuedAgentSvid, bundle: &Bundle) -> AgentSvid {
@@ -352,7 +357,7 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                             continue;
                         }
                         revoked_seq = r.seq;
-                        if r.kind == "node" {
+                        if r.kind == RevocationKind::Node {
                             banned_now |= r.id == agent.as_str();
                             continue;
                         }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use hallmark_core::time::{rfc3339, rfc3339_relative};
-use hallmark_core::{Ttl, now_unix};
+use hallmark_core::{CredentialKind, Ttl, now_unix};
 use hallmark_store::CredentialFilter;
 use serde::Serialize;
 
@@ -123,9 +123,9 @@ fn renewal_grace(life: i64) -> i64 {
 /// Whether a denial recorded for `c`'s entry also refuses `c`'s renewal:
 /// same kind of credential and, for a JWT-SVID, one of its audiences.
 fn denial_blocks(d: &hallmark_store::DenialRecord, c: &hallmark_store::Credential) -> bool {
-    match c.kind.as_str() {
-        "x509" => matches!(d.action.as_str(), "issue_x509" | "renew"),
-        "jwt" => {
+    match c.kind {
+        CredentialKind::X509 => matches!(d.action.as_str(), "issue_x509" | "renew"),
+        CredentialKind::Jwt => {
             d.action == "issue_jwt"
                 && match (&c.audience, &d.audience) {
                     (Some(have), Some(denied)) => have.split(',').any(|a| a == denied),
@@ -134,7 +134,6 @@ fn denial_blocks(d: &hallmark_store::DenialRecord, c: &hallmark_store::Credentia
                     (Some(_), None) => false,
                 }
         }
-        _ => false,
     }
 }
 
@@ -398,12 +397,12 @@ impl ServerState {
         let live = self.live_credentials(now).await?;
         // The newest issuance per (entry, node): an older one has been replaced.
         let mut newest: HashMap<(&str, &str), i64> = HashMap::new();
-        for c in live.iter().filter(|c| c.kind == "x509") {
+        for c in live.iter().filter(|c| c.kind == CredentialKind::X509) {
             let t = newest.entry((c.entry_id.as_str(), c.node_id.as_str())).or_insert(c.issued_at);
             *t = (*t).max(c.issued_at);
         }
         let mut out = Vec::new();
-        for c in live.iter().filter(|c| c.kind == "x509") {
+        for c in live.iter().filter(|c| c.kind == CredentialKind::X509) {
             if newest.get(&(c.entry_id.as_str(), c.node_id.as_str())).is_some_and(|t| *t > c.issued_at) {
                 continue;
             }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallmark_core::now_unix;
+use hallmark_core::{RevocationKind, now_unix};
 use hallmark_store::{Recorder, RevokeOutcome, RevokeTarget};
 
 use crate::{ServerError, ServerState};
@@ -126,7 +126,7 @@ pub(crate) async fn revocation_feed(state: Arc<ServerState>) -> Result<(), Serve
         let mut serial_revoked = false;
         for r in list {
             last = r.seq;
-            serial_revoked |= r.kind == "x509";
+            serial_revoked |= r.kind == RevocationKind::X509;
             let _ = state.revocations.send(r);
         }
         if serial_revoked {

@@ -8,6 +8,7 @@
 //! own (`inventory` prunes through `recorded`, which extends the chain)
 //! depend on this leaf rather than on each other.
 
+use hallmark_core::CredentialKind;
 use serde::{Deserialize, Serialize};
 
 /// An issued credential, as the inventory holds it.
@@ -16,7 +17,7 @@ pub struct Credential {
     /// X.509 serial (hex) or JWT `jti`.
     pub id: String,
     /// `x509` or `jwt`.
-    pub kind: String,
+    pub kind: CredentialKind,
     /// The entry.
     pub entry_id: String,
     /// The SPIFFE ID.

@@ -5,6 +5,7 @@
 //! ([`crate::AuditEvent::credential`]); this module reads them, records
 //! deliveries and prunes the long expired.
 
+use hallmark_core::CredentialKind;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -106,10 +107,20 @@ const CREDENTIAL_COLUMNS: &str = "id, kind, entry_id, spiffe_id, node_id, class,
     evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq, \
     delivered_to, delivered_at, audience";
 
+/// The `kind` column of a `credentials` row; an unknown one is a
+/// [`StoreError::Corrupt`] naming the value and the credential.
+pub(crate) fn credential_kind(r: &AnyRow) -> Result<CredentialKind, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    kind.parse().map_err(|e: hallmark_core::CredentialKindError| {
+        let id: String = r.try_get("id").unwrap_or_default();
+        StoreError::Corrupt { table: "credentials", detail: format!("credential `{id}`: {e}") }
+    })
+}
+
 fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
     Ok(Credential {
         id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
+        kind: credential_kind(r)?,
         entry_id: r.try_get("entry_id")?,
         spiffe_id: r.try_get("spiffe_id")?,
         node_id: r.try_get("node_id")?,

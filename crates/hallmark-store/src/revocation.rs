@@ -8,6 +8,7 @@
 //! that positions become visible in commit order and a reader polling
 //! `seq > last` never skips one.
 
+use hallmark_core::{CredentialKind, RevocationKind};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -46,7 +47,7 @@ pub struct Revocation {
     /// Position in the log.
     pub seq: i64,
     /// `x509` (a serial), `jwt` (a jti) or `node` (an agent ID).
-    pub kind: String,
+    pub kind: RevocationKind,
     /// The serial, jti or agent ID.
     pub id: String,
     /// The authority that signed the credential (empty for nodes).
@@ -59,10 +60,20 @@ pub struct Revocation {
     pub reason: String,
 }
 
+/// The `kind` column of a `revocations` row; an unknown one is a
+/// [`StoreError::Corrupt`] naming the value and the record.
+fn revocation_kind(r: &AnyRow) -> Result<RevocationKind, StoreError> {
+    let kind: String = r.try_get("kind")?;
+    kind.parse().map_err(|e: hallmark_core::RevocationKindError| {
+        let seq: i64 = r.try_get("seq").unwrap_or_default();
+        StoreError::Corrupt { table: "revocations", detail: format!("record {seq}: {e}") }
+    })
+}
+
 fn revocation(r: &AnyRow) -> Result<Revocation, StoreError> {
     Ok(Revocation {
         seq: r.try_get("seq")?,
-        kind: r.try_get("kind")?,
+        kind: revocation_kind(r)?,
         id: r.try_get("id")?,
         authority_id: r.try_get("authority_id")?,
         not_after: r.try_get("not_after")?,
@@ -76,7 +87,7 @@ const REVOCATION_COLUMNS: &str = "seq, kind, id, authority_id, not_after, at, re
 impl Store {
     async fn log_revocation(
         tx: &mut AnyConnection,
-        kind: &str,
+        kind: RevocationKind,
         id: &str,
         authority_id: &str,
         not_after: i64,
@@ -86,7 +97,7 @@ impl Store {
         let r = sqlx::query(
             "INSERT INTO revocations (kind, id, authority_id, not_after, at, reason) VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
         )
-        .bind(kind.to_owned())
+        .bind(kind.as_str())
         .bind(id.to_owned())
         .bind(authority_id.to_owned())
         .bind(not_after)
@@ -123,15 +134,16 @@ impl Store {
         }
         let rows = q.fetch_all(&mut *tx).await?;
         for r in &rows {
-            let (id, kind, authority, not_after): (String, String, String, i64) =
-                (r.try_get("id")?, r.try_get("kind")?, r.try_get("authority_id")?, r.try_get("not_after")?);
+            let kind: CredentialKind = crate::inventory::credential_kind(r)?;
+            let (id, authority, not_after): (String, String, i64) =
+                (r.try_get("id")?, r.try_get("authority_id")?, r.try_get("not_after")?);
             sqlx::query("UPDATE credentials SET revoked_at = $1, revoke_reason = $2 WHERE id = $3")
                 .bind(now)
                 .bind(reason.to_owned())
                 .bind(id.clone())
                 .execute(&mut *tx)
                 .await?;
-            out.last_seq = Self::log_revocation(tx, &kind, &id, &authority, not_after, now, reason).await?;
+            out.last_seq = Self::log_revocation(tx, kind.into(), &id, &authority, not_after, now, reason).await?;
             out.credentials.push(id);
         }
         Ok(())
@@ -246,8 +258,10 @@ impl Store {
                     // node record, last, is what ends the agent's sessions.
                     let (serial, authority, not_after): (String, String, i64) =
                         (node.try_get("serial")?, node.try_get("authority_id")?, node.try_get("not_after")?);
-                    Self::log_revocation(&mut tx, "x509", &serial, &authority, not_after, now, reason).await?;
-                    out.last_seq = Self::log_revocation(&mut tx, "node", agent, "", i64::MAX, now, reason).await?;
+                    Self::log_revocation(&mut tx, RevocationKind::X509, &serial, &authority, not_after, now, reason)
+                        .await?;
+                    out.last_seq =
+                        Self::log_revocation(&mut tx, RevocationKind::Node, agent, "", i64::MAX, now, reason).await?;
                     out.node = Some(agent.clone());
                 }
             }

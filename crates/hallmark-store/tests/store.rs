@@ -4,11 +4,12 @@
 // Integration tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)]
 
-use hallmark_core::{EntrySpec, SpiffeId, TrustDomain, Ttl, ValidEntrySpec};
+use hallmark_core::{CredentialKind, EntrySpec, RevocationKind, SpiffeId, TrustDomain, Ttl, ValidEntrySpec};
 use hallmark_store::{
     AuthorityRow, AuthorityState, JoinTokenError, NewException, NodeSvid, Recorder, RevokeTarget, Store, StoreError,
     hash_secret,
 };
+use sqlx::Row;
 
 /// One empty database per available backend: (backend, URL).
 async fn store_urls() -> Vec<(String, String)> {
@@ -199,6 +200,85 @@ async fn corrupt_rows_are_errors_not_panics() {
         let err = s.entry(&e.id).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{name}: {err}");
         assert!(err.to_string().contains(&e.id));
+    }
+}
+
+/// Issue 15: kinds are stored as their plain names, and a kind this binary
+/// does not know (a hand-edited or damaged row) is a `Corrupt` error naming
+/// the value and the row, never a panic.
+#[tokio::test]
+async fn unknown_credential_and_revocation_kinds_are_corrupt_rows() {
+    let now = hallmark_core::now_unix();
+    let raw = |table: &'static str, key: &'static str| format!("SELECT kind FROM {table} WHERE {key} = $1");
+    for (name, s) in stores().await {
+        let mut e = event(1);
+        e.credential = Some(hallmark_store::Credential {
+            id: "s1".into(),
+            kind: CredentialKind::Jwt,
+            entry_id: "entry-a".into(),
+            spiffe_id: "spiffe://example.org/w".into(),
+            node_id: "spiffe://example.org/hallmark/agent/a".into(),
+            class: "machine".into(),
+            owner: "a".into(),
+            policy_version: 1,
+            evidence_digest: "d".into(),
+            issued_at: now,
+            not_before: now - 10,
+            not_after: now + 600,
+            revoked_at: None,
+            revoke_reason: None,
+            authority_id: "kid1".into(),
+            audit_seq: 0,
+            delivered_to: None,
+            delivered_at: None,
+            audience: Some("db".into()),
+        });
+        s.append_audit(&[e]).await.unwrap();
+        let stored = sqlx::query(sqlx::AssertSqlSafe(raw("credentials", "id")))
+            .bind("s1".to_owned())
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored.try_get::<String, _>("kind").unwrap(), "jwt", "{name}");
+        assert_eq!(s.credential("s1").await.unwrap().unwrap().kind, CredentialKind::Jwt);
+
+        let set_credential_kind = |kind: &'static str| {
+            sqlx::query("UPDATE credentials SET kind = $1 WHERE id = 's1'").bind(kind).execute(s.pool())
+        };
+        set_credential_kind("x.509").await.unwrap();
+        for err in [
+            s.credential("s1").await.unwrap_err(),
+            s.credentials(&Default::default(), 10).await.unwrap_err(),
+            s.revoke(&RevokeTarget::Credential("s1".into()), "leaked", now, rec()).await.unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::Corrupt { table: "credentials", .. }), "{name}: {err}");
+            let text = err.to_string();
+            assert!(text.contains("`x.509`") && text.contains("`s1`"), "{name}: {text}");
+        }
+        // The refused revocation changed nothing.
+        assert_eq!(s.last_revocation().await.unwrap(), 0, "{name}");
+
+        set_credential_kind("jwt").await.unwrap();
+        let out = s.revoke(&RevokeTarget::Credential("s1".into()), "leaked", now, rec()).await.unwrap();
+        let log = s.revocations_since(0, 10).await.unwrap();
+        assert_eq!(log.iter().map(|r| r.kind).collect::<Vec<_>>(), [RevocationKind::Jwt], "{name}");
+        let stored = sqlx::query(sqlx::AssertSqlSafe(raw("revocations", "seq")))
+            .bind(out.last_seq)
+            .fetch_one(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(stored.try_get::<String, _>("kind").unwrap(), "jwt", "{name}");
+
+        sqlx::query("UPDATE revocations SET kind = 'entry' WHERE seq = $1")
+            .bind(out.last_seq)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        for err in [s.revocations_since(0, 10).await.unwrap_err(), s.live_revocations(now).await.unwrap_err()] {
+            assert!(matches!(err, StoreError::Corrupt { table: "revocations", .. }), "{name}: {err}");
+            let text = err.to_string();
+            assert!(text.contains("`entry`") && text.contains(&format!("record {}", out.last_seq)), "{name}: {text}");
+        }
     }
 }
 
@@ -399,7 +479,7 @@ async fn inventory_is_written_with_the_audit_record() {
             let mut e = event(1);
             e.credential = Some(hallmark_store::Credential {
                 id: id.into(),
-                kind: "x509".into(),
+                kind: CredentialKind::X509,
                 entry_id: format!("entry-{owner}"),
                 spiffe_id: "spiffe://example.org/w".into(),
                 node_id: "spiffe://example.org/hallmark/agent/a".into(),
@@ -480,7 +560,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
                 let mut e = event(i as i64);
                 e.credential = Some(hallmark_store::Credential {
                     id: format!("c{i}{k}"),
-                    kind: if k == 0 { "x509" } else { "jwt" }.into(),
+                    kind: if k == 0 { CredentialKind::X509 } else { CredentialKind::Jwt },
                     entry_id: id.clone(),
                     spiffe_id: format!("spiffe://example.org/w{i}"),
                     node_id: agent.into(),
@@ -754,7 +834,7 @@ async fn denials_are_written_with_their_record() {
         let mut cred = event(5);
         cred.credential = Some(hallmark_store::Credential {
             id: "s1".into(),
-            kind: "x509".into(),
+            kind: CredentialKind::X509,
             entry_id: "e3".into(),
             spiffe_id: "spiffe://example.org/w".into(),
             node_id: "n".into(),

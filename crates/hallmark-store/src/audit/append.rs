@@ -138,7 +138,7 @@ impl<'a> Batch<'a> {
         for (seq, c) in creds {
             q = q
                 .bind(c.id.clone())
-                .bind(c.kind.clone())
+                .bind(c.kind.as_str())
                 .bind(c.entry_id.clone())
                 .bind(c.spiffe_id.clone())
                 .bind(c.node_id.clone())
