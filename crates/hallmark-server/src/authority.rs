@@ -30,8 +30,8 @@ use hallmark_core::{TrustDomain, now_unix};
 use hallmark_store::{AuthorityRow, AuthorityState, Store, StoreError};
 use tokio::sync::watch;
 
-use crate::ServerError;
 use crate::config::ServerSettings;
+use crate::error::ServerError;
 
 /// The two kinds of signing authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +190,7 @@ impl Authorities {
         // Key directories are 0700 even inside a private data directory: the
         // key files are 0600 on their own, and no one else may list them.
         for d in [dir.clone(), dir.join("x509"), dir.join("jwt")] {
-            crate::ensure_private_dir(&d)?;
+            crate::private_dir::ensure_private_dir(&d)?;
         }
         let server_id = server_id(&s.data_dir)?;
         let (tx, _) = watch::channel(Arc::new(Bundle {
