@@ -1,7 +1,7 @@
 //! The Hallmark server: signing authorities, node attestation, the issuance
 //! path, entry sync to agents, and the admin API.
 //!
-//! - [`start`]: starting the server ([`start()`], [`RunningServer`]).
+//! - [`mod@start`]: starting the server ([`start()`], [`RunningServer`]).
 //! - [`state`]: what every handler shares ([`ServerState`]).
 //! - [`issuance`]: the issuance path, top to bottom.
 //! - [`node_api`]: the mTLS gRPC service agents call.
@@ -10,7 +10,21 @@
 //! - [`background`]: the loops that follow the datastore and keep authorities fresh.
 //! - [`config`]: the configuration file.
 //!
-//! MODULE_GRAPH
+//! The modules form a tree: each imports an item from the module that
+//! defines it (never through this root's re-exports), and none imports from
+//! a module that imports it. `A -> B`: A imports from B.
+//!
+//! ```text
+//! start ─> background, node_api, admin, revocation, state, private_dir, ...
+//! background, node_api, admin::*, issuance, delivery, reports, revocation,
+//! audit_check ─> state  (handlers and `impl ServerState` blocks)
+//! node_api, delivery, admin::nodes ─> issuance ─> state
+//! state ─> authority, audit, registry, change_hub, refusals, metrics,
+//!          tls_listener, config, error       (the state's parts: leaves)
+//! authority::{keys, rotation, publish} ─> authority ─> config, private_dir
+//! audit ─> metrics (append latency);  admin::listener ─> config (limits)
+//! everything ─> error
+//! ```
 
 pub mod admin;
 pub mod audit;

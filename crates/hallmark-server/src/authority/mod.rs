@@ -16,9 +16,9 @@
 //! shared by every server on it.
 //!
 //! The modules: this one holds the [`Authorities`] handle, its in-memory
-//! state and the accessors; [`keys`] the key files on disk and new
-//! authorities; [`rotation`] the schedule and the operator's steps (prepare,
-//! activate, taint, revoke); [`publish`] the CRLs and the bundle. Each
+//! state and the accessors; `keys` the key files on disk and new
+//! authorities; `rotation` the schedule and the operator's steps (prepare,
+//! activate, taint, revoke); `publish` the CRLs and the bundle. Each
 //! child adds methods to [`Authorities`] and imports only from this module.
 
 mod keys;
