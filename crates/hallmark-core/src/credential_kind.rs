@@ -94,17 +94,6 @@ impl FromStr for RevocationKind {
     }
 }
 
-/// Compares with a stored name.
-///
-/// Transitional (issue 15): lets hallmark-server's `authority.rs`, which is
-/// being split concurrently, keep its `r.kind == "x509"` until it reads
-/// `r.kind == RevocationKind::X509`; remove this impl then.
-impl PartialEq<&str> for RevocationKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// Revoking a credential logs a record of the same kind.
 impl From<CredentialKind> for RevocationKind {
     fn from(k: CredentialKind) -> Self {

@@ -17,7 +17,8 @@
 //! A change (an entry, an owner, a policy version, an exception, an admin
 //! identity, a join token, a revocation) does not go through the appender:
 //! it is written in one transaction with its record
-//! ([`ServerState::record_change`] makes the [`Recorder`] the store's write
+//! ([`ServerState::record_change`](crate::state::ServerState::record_change)
+//! makes the [`Recorder`](hallmark_store::Recorder) the store's write
 //! takes), so that no crash leaves a change without its record. Both extend
 //! the same chain under the same lock; see `hallmark_store`'s `recorded`
 //! module for why changes are not items of the appender's batches.
@@ -25,11 +26,10 @@
 use std::sync::Arc;
 
 use hallmark_ca::audit_key::{AuditKey, AuditPublicKey};
-use hallmark_store::{AuditBreak, AuditEvent, AuditVerification, Checkpoint, HeadSigner, Recorder, Store};
-use serde::{Deserialize, Serialize};
+use hallmark_store::{AuditEvent, Checkpoint, HeadSigner, Store};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ServerError, ServerState};
+use crate::error::ServerError;
 
 /// The server's audit key, signing each batch's head, and the public keys
 /// it checks the head it extends with.
@@ -209,133 +209,6 @@ impl Change {
     /// A change of `subject`, with `details`.
     pub fn new(subject: impl Into<String>, details: serde_json::Value) -> Self {
         Self { subject: subject.into(), details }
-    }
-}
-
-impl ServerState {
-    /// How a change made by `actor` is recorded: one `action` record of what
-    /// `describe` says of the change's result, under the policy version in
-    /// force, written in the change's own transaction with the chain's new
-    /// head signed by this server's audit key.
-    pub fn record_change<'a, T: ?Sized>(
-        &'a self,
-        actor: &'a str,
-        action: &'a str,
-        describe: impl FnOnce(&T) -> Change + Send + 'a,
-    ) -> Recorder<'a, T> {
-        self.record_changes(actor, action, move |v| vec![describe(v)])
-    }
-
-    /// As [`ServerState::record_change`], for a change that makes one record
-    /// per item (a batch registration, the exceptions that expired); none
-    /// when `describe` gives none (the change found nothing to do).
-    pub fn record_changes<'a, T: ?Sized>(
-        &'a self,
-        actor: &'a str,
-        action: &'a str,
-        describe: impl FnOnce(&T) -> Vec<Change> + Send + 'a,
-    ) -> Recorder<'a, T> {
-        Recorder::signed(&*self.audit_keys, move |v| {
-            describe(v).into_iter().map(|c| self.audit_event(actor, action, &c.subject, "ok", c.details)).collect()
-        })
-    }
-}
-
-/// A checkpoint as exported for an auditor to keep: with the public key
-/// that checks it, so that it can be checked later with that key alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportedCheckpoint {
-    /// The signed head.
-    #[serde(flatten)]
-    pub checkpoint: Checkpoint,
-    /// The audit public key (PEM) that signed it.
-    pub public_key: String,
-}
-
-impl ServerState {
-    /// The newest signed checkpoint, for an auditor to keep.
-    pub async fn audit_checkpoint(&self) -> Result<Option<ExportedCheckpoint>, ServerError> {
-        let Some(c) = self.store.latest_audit_checkpoint().await? else { return Ok(None) };
-        let public_key =
-            self.audit_keys.public_keys().find(|k| k.id() == c.key_id).map(AuditPublicKey::to_pem).unwrap_or_default();
-        Ok(Some(ExportedCheckpoint { checkpoint: c, public_key }))
-    }
-
-    /// Verifies the audit chain: every hash link (the store's check), every
-    /// stored checkpoint against the chain, the newest checkpoint's signature
-    /// with a key this server knows and its position at the chain's head, and
-    /// each checkpoint an auditor kept (`kept`, with the key they kept it with).
-    /// Someone who rewrote or cut the chain without the audit key fails here.
-    pub async fn verify_audit(&self, kept: &[ExportedCheckpoint]) -> Result<AuditVerification, ServerError> {
-        let mut v = self.store.verify_audit().await?;
-        if v.broken.is_some() {
-            return Ok(v);
-        }
-        let broken = |seq: i64, problem: String| Some(AuditBreak { seq, problem });
-        if let Some((seq, problem)) = self.store.first_disagreeing_checkpoint().await? {
-            v.broken = broken(seq, problem);
-            return Ok(v);
-        }
-        if let Some((seq, reason)) = self.store.first_head_notice().await? {
-            v.broken = broken(seq, format!("a server found the chain changed without the audit key: {reason}"));
-            return Ok(v);
-        }
-        for k in kept {
-            let c = &k.checkpoint;
-            let key = AuditPublicKey::from_pem(&k.public_key).map_err(ServerError::CheckpointKey)?;
-            let problem = if !signed_by(c, &key) {
-                Some(format!("the kept checkpoint at record {} does not verify with its public key", c.seq))
-            } else {
-                match self.store.audit_hash_at(c.seq).await? {
-                    None => Some(format!(
-                        "record {}, which a kept checkpoint covers, is missing (the chain was cut)",
-                        c.seq
-                    )),
-                    Some(h) if h != c.hash => Some(format!(
-                        "record {} does not match the checkpoint kept for it (the chain was rewritten)",
-                        c.seq
-                    )),
-                    Some(_) => None,
-                }
-            };
-            if let Some(p) = problem {
-                v.broken = broken(c.seq, p);
-                return Ok(v);
-            }
-        }
-        if v.records == 0 {
-            return Ok(v);
-        }
-        // The chain as read ends at record `records` (others may append
-        // meanwhile): the checkpoint that covers it.
-        let Some(c) = self.store.audit_checkpoint_upto(v.records).await? else {
-            v.broken = broken(v.records, "the chain's head is not signed: no checkpoint exists".into());
-            return Ok(v);
-        };
-        if c.seq != v.records {
-            v.broken = broken(
-                c.seq + 1,
-                format!(
-                    "records after {} are not covered by a signed checkpoint (appended without the audit key)",
-                    c.seq
-                ),
-            );
-            return Ok(v);
-        }
-        let Some(key) = self.audit_keys.public_keys().find(|k| k.id() == c.key_id) else {
-            v.broken = broken(
-                c.seq,
-                format!(
-                    "the newest checkpoint is signed by audit key `{}`, which this server does not know (add the other servers' public keys to `audit_trusted_keys`)",
-                    c.key_id
-                ),
-            );
-            return Ok(v);
-        };
-        if !signed_by(&c, key) {
-            v.broken = broken(c.seq, "the newest checkpoint's signature does not verify (forged)".into());
-        }
-        Ok(v)
     }
 }
 

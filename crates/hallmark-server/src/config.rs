@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use hallmark_core::{TrustDomain, Ttl};
 use hallmark_policy::{ClassRules, Classes};
@@ -185,7 +186,7 @@ pub struct ServerSettings {
     /// Other servers' public audit keys (PEM files).
     pub audit_trusted_keys: Vec<PathBuf>,
     /// Bounds on admin API clients.
-    pub admin_limits: crate::admin::listener::AdminLimits,
+    pub admin_limits: AdminLimits,
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -264,15 +265,15 @@ impl ServerConfig {
 }
 
 impl AdminApiConfig {
-    fn validate(&self) -> Result<crate::admin::listener::AdminLimits, ConfigError> {
-        let d = crate::admin::listener::AdminLimits::default();
+    fn validate(&self) -> Result<AdminLimits, ConfigError> {
+        let d = AdminLimits::default();
         let secs = |key, v: &Option<String>, default: std::time::Duration| -> Result<_, ConfigError> {
             Ok(v.as_deref()
                 .map(|v| ttl(key, v))
                 .transpose()?
                 .map_or(default, |t| std::time::Duration::from_secs(t.secs())))
         };
-        let limits = crate::admin::listener::AdminLimits {
+        let limits = AdminLimits {
             max_connections: self.max_connections.unwrap_or(d.max_connections),
             header_timeout: secs("admin_api.header_timeout", &self.header_timeout, d.header_timeout)?,
             idle_timeout: secs("admin_api.idle_timeout", &self.idle_timeout, d.idle_timeout)?,
@@ -315,6 +316,23 @@ fn apply_class(key: &'static str, g: &ClassConfig, rules: &mut ClassRules) -> Re
             .map_err(|e: hallmark_policy::UnknownIssuancePath| ConfigError::Value { key, msg: e.to_string() })?;
     }
     Ok(())
+}
+
+/// How the admin listener bounds its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    /// Most connections open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// A request's headers must be complete within this.
+    pub header_timeout: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        Self { max_connections: 512, header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60) }
+    }
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@
 use hallmark_core::{evidence_digest, now_unix};
 use serde_json::json;
 
-use crate::ServerState;
 use crate::issuance::{AuthenticatedAgent, IssueError, parse_evidence};
+use crate::state::ServerState;
 
 /// Most credentials named in one report.
 pub const MAX_IDS: usize = 16;

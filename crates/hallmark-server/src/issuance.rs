@@ -22,7 +22,8 @@ use hallmark_core::{CredentialKind, Entry, SelectorError, SelectorSet, SpiffeId,
 use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
 use hallmark_store::{Denial, JoinTokenError, hash_secret};
 
-use crate::{ServerError, ServerState};
+use crate::error::ServerError;
+use crate::state::ServerState;
 
 /// Most X.509-SVIDs signed in one request.
 pub const MAX_SVIDS_PER_REQUEST: usize = 1000;

@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use hallmark_core::{Class, CredentialKind};
 
-use crate::ServerState;
-
 /// A latency histogram with fixed buckets (seconds), Prometheus-style
 /// (cumulative on output).
 #[derive(Debug)]
@@ -46,7 +44,7 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
         for (b, c) in self.bounds.iter().zip(&self.counts) {
@@ -65,7 +63,7 @@ const DECISION_BOUNDS: &[f64] = &[0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0
 /// Audit appends are group commits: milliseconds to tens of milliseconds.
 pub const APPEND_BOUNDS: &[f64] = &[0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
-const CLASSES: [Class; 3] = [Class::Machine, Class::Agent, Class::Human];
+pub(crate) const CLASSES: [Class; 3] = [Class::Machine, Class::Agent, Class::Human];
 
 fn class_index(c: Class) -> usize {
     match c {
@@ -78,9 +76,9 @@ fn class_index(c: Class) -> usize {
 /// What the issuance path counts.
 #[derive(Debug)]
 pub struct Metrics {
-    issued: [[AtomicU64; CredentialKind::ALL.len()]; 3],
-    denied: [AtomicU64; 3],
-    decision: Histogram,
+    pub(crate) issued: [[AtomicU64; CredentialKind::ALL.len()]; 3],
+    pub(crate) denied: [AtomicU64; 3],
+    pub(crate) decision: Histogram,
 }
 
 impl Default for Metrics {
@@ -110,76 +108,6 @@ impl Metrics {
     pub fn decision(&self, d: Duration) {
         self.decision.observe(d);
     }
-}
-
-/// The Prometheus text exposition of `s`'s metrics.
-pub fn render(s: &ServerState) -> String {
-    let m = &s.metrics;
-    let now = hallmark_core::now_unix();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP hallmark_server_credentials_issued_total Credentials issued (X.509 first issues and renewals, JWTs), by class.\n\
-         # TYPE hallmark_server_credentials_issued_total counter"
-    );
-    for (class, row) in CLASSES.iter().zip(&m.issued) {
-        for (kind, c) in CredentialKind::ALL.iter().zip(row) {
-            let _ = writeln!(
-                out,
-                "hallmark_server_credentials_issued_total{{class=\"{class}\",kind=\"{kind}\"}} {}",
-                c.load(Ordering::Relaxed)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP hallmark_server_issuance_denied_total Issuances denied by class rules or policy, by class.\n\
-         # TYPE hallmark_server_issuance_denied_total counter"
-    );
-    for (class, c) in CLASSES.iter().zip(&m.denied) {
-        let _ =
-            writeln!(out, "hallmark_server_issuance_denied_total{{class=\"{class}\"}} {}", c.load(Ordering::Relaxed));
-    }
-    m.decision.render(&mut out, "hallmark_server_decision_seconds", "Time to decide one issuance by policy.");
-    s.audit.append_latency().render(
-        &mut out,
-        "hallmark_server_audit_append_seconds",
-        "Time to append one group-committed batch to the audit chain.",
-    );
-    let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    gauge(
-        &mut out,
-        "hallmark_server_connected_agents",
-        "Agents with an entry sync stream open on this server.",
-        i64::try_from(s.changes.connected_agents()).unwrap_or(i64::MAX),
-    );
-    gauge(
-        &mut out,
-        "hallmark_server_registry_entries",
-        "Registration entries in this server's registry.",
-        i64::try_from(s.registry.len()).unwrap_or(i64::MAX),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP hallmark_server_authority_expiry_seconds Seconds until the active signing authority of each kind expires.\n\
-         # TYPE hallmark_server_authority_expiry_seconds gauge"
-    );
-    if let Ok(ca) = s.authorities.x509() {
-        let _ = writeln!(out, "hallmark_server_authority_expiry_seconds{{kind=\"x509\"}} {}", ca.not_after() - now);
-    }
-    if let Ok(na) = s.authorities.jwt_not_after() {
-        let _ = writeln!(out, "hallmark_server_authority_expiry_seconds{{kind=\"jwt\"}} {}", na - now);
-    }
-    out
-}
-
-/// `GET /metrics`
-pub(crate) async fn serve(
-    axum::extract::State(s): axum::extract::State<std::sync::Arc<ServerState>>,
-) -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&s))
 }
 
 #[cfg(test)]

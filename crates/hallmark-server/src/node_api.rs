@@ -16,8 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::ServerState;
 use crate::issuance::{AuthenticatedAgent, IssueError, IssuedAgentSvid, MAX_SVIDS_PER_REQUEST, parse_evidence};
+use crate::state::ServerState;
 use crate::tls_listener::PeerInfo;
 
 /// SVIDs of one batch decided and signed at once.

@@ -13,11 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::json;
-
-use crate::ServerState;
 
 /// Most records one window writes (plus one for the overflow).
 pub const MAX_KEYS: usize = 64;
@@ -114,8 +111,12 @@ impl Refusals {
         }
     }
 
-    /// Takes the window's tallies as audit events.
-    fn drain(&self, state: &ServerState) -> Vec<hallmark_store::AuditEvent> {
+    /// Takes the window's tallies as audit events, each made by `event`
+    /// (actor, action, subject, outcome, details).
+    pub(crate) fn drain(
+        &self,
+        event: impl Fn(&str, &str, &str, &str, serde_json::Value) -> hallmark_store::AuditEvent,
+    ) -> Vec<hallmark_store::AuditEvent> {
         let Ok(mut w) = self.window.lock() else { return Vec::new() };
         let w = std::mem::take(&mut *w);
         let mut events: Vec<_> = w
@@ -124,26 +125,15 @@ impl Refusals {
             .map(|((kind, source, actor), t)| {
                 let details =
                     json!({ "source": source, "count": t.count, "reasons": t.reasons, "first_at": t.first_at });
-                state.audit_event(&actor, kind.action(), &t.subject, "refused", details)
+                event(&actor, kind.action(), &t.subject, "refused", details)
             })
             .collect();
         if w.overflow > 0 {
             let details =
                 json!({ "count": w.overflow, "reasons": ["more sources in one second than are recorded one by one"] });
-            events.push(state.audit_event("unknown", "refusals_overflow", "-", "refused", details));
+            events.push(event("unknown", "refusals_overflow", "-", "refused", details));
         }
         events
-    }
-}
-
-/// Writes the counted refusals every second.
-pub async fn flush_loop(state: Arc<ServerState>) -> Result<(), crate::ServerError> {
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let events = state.refusals.drain(&state);
-        if !events.is_empty() {
-            state.audit.record_all_or_log(events).await;
-        }
     }
 }
 

@@ -8,7 +8,8 @@ use hallmark_core::{CredentialKind, Ttl, now_unix};
 use hallmark_store::CredentialFilter;
 use serde::Serialize;
 
-use crate::{ServerError, ServerState};
+use crate::error::ServerError;
+use crate::state::ServerState;
 
 /// A report `GET /v1/reports/{kind}` builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

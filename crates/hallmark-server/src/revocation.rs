@@ -12,7 +12,8 @@ use std::time::Duration;
 use hallmark_core::{RevocationKind, now_unix};
 use hallmark_store::{Recorder, RevokeOutcome, RevokeTarget};
 
-use crate::{ServerError, ServerState};
+use crate::error::ServerError;
+use crate::state::ServerState;
 
 /// Longest revocation reason accepted.
 pub const MAX_REASON_LEN: usize = 1024;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use hallmark_ca::keys::{read_secret_file, write_secret_file};
 use hallmark_core::{Ttl, now_unix};
 use hallmark_store::{AdminToken, NewAdminToken, hash_secret};
 use serde::Deserialize;
@@ -18,8 +19,9 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::{Perm, role_names, valid_role};
-use crate::ServerState;
 use crate::audit::Change;
+use crate::error::ServerError;
+use crate::state::ServerState;
 
 /// Lifetime of an admin token created without `ttl`.
 pub const DEFAULT_TTL: &str = "90d";
@@ -183,4 +185,73 @@ pub(crate) async fn independent_of(s: &ServerState, approver: &str, requester: &
         )));
     }
     Ok(())
+}
+
+impl ServerState {
+    /// Makes sure a live bootstrap admin token exists in `path` (0600) and
+    /// the store; returns it. An existing file is reused while the store
+    /// holds its token unrevoked and unexpired; otherwise a new one replaces it.
+    pub async fn ensure_admin_token(&self, path: &std::path::Path) -> Result<String, ServerError> {
+        if let Ok(mut f) = self.bootstrap_file.write() {
+            *f = Some(path.to_owned());
+        }
+        if path.exists() {
+            let bytes = read_secret_file(path)?;
+            let token = String::from_utf8_lossy(&bytes).trim().to_owned();
+            match self.store.admin_token(&hash_secret(&token)).await? {
+                Some(t) if t.refusal(now_unix()).is_none() => return Ok(token),
+                Some(t) => {
+                    let why = t.refusal(now_unix()).unwrap_or("refused");
+                    tracing::warn!(path = %path.display(), why, "the bootstrap admin token is {why}; writing a new one");
+                }
+                None => {}
+            }
+        }
+        let token = new_token();
+        let rec = self.record_change("hallmark", "admin_token_create", token_change);
+        self.store.add_admin_token(&hash_secret(&token), BOOTSTRAP, "trust-admin", rec).await?;
+        write_secret_file(path, token.as_bytes())?;
+        tracing::info!(path = %path.display(), "wrote bootstrap admin token");
+        Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+
+    use hallmark_ca::keys::SecretFileError;
+
+    use super::*;
+    use crate::config;
+    use crate::start::start;
+
+    /// Issue 15: the bootstrap admin token's file failing is a file error
+    /// naming the file, not a CA error.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn admin_token_file_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display()
+        );
+        let settings = config::ServerConfig::parse(&cfg, &HashMap::new()).unwrap().validate().unwrap();
+        let s = start(settings).await.unwrap();
+        // Written where it cannot be: its directory does not exist.
+        let unwritable = dir.path().join("missing").join("admin-token");
+        let err = s.state.ensure_admin_token(&unwritable).await.unwrap_err();
+        assert!(
+            matches!(&err, ServerError::SecretFile(SecretFileError::Io { path, .. }) if *path == unwritable),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with(&format!("{}: ", unwritable.display())), "{err}");
+        // Read where others may read it too.
+        let exposed = dir.path().join("admin-token");
+        s.state.ensure_admin_token(&exposed).await.unwrap();
+        std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = s.state.ensure_admin_token(&exposed).await.unwrap_err();
+        assert!(matches!(&err, ServerError::SecretFile(SecretFileError::Exposed { mode: 0o644, .. })), "{err:?}");
+        assert!(err.to_string().contains(&exposed.display().to_string()), "{err}");
+    }
 }

@@ -14,8 +14,8 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::Perm;
-use crate::ServerState;
-use crate::audit::ExportedCheckpoint;
+use crate::audit_check::ExportedCheckpoint;
+use crate::state::ServerState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -14,8 +14,8 @@ use hallmark_core::now_unix;
 use hallmark_store::{AdminToken, hash_secret};
 
 use super::error::{ApiError, ErrorMessage};
-use crate::ServerState;
 use crate::refusals::{Refusal, RefusalKind};
+use crate::state::ServerState;
 
 /// The address an admin API request came from (set per connection).
 #[derive(Debug, Clone, Copy)]

@@ -12,8 +12,8 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::Perm;
-use crate::ServerState;
 use crate::authority::{AuthorityError, Kind};
+use crate::state::ServerState;
 
 fn row_json(r: &AuthorityRow, server_id: &str) -> serde_json::Value {
     json!({

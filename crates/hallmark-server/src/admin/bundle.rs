@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use crate::ServerState;
 use crate::authority::AuthorityError;
+use crate::state::ServerState;
 
 /// `GET /bundle`: the SPIFFE bundle document.
 pub(crate) async fn spiffe_bundle(State(s): State<Arc<ServerState>>) -> Result<Response, ApiError> {

@@ -22,8 +22,8 @@ use super::error::{ApiError, revocation};
 use super::guard::JsonObject;
 use super::owners::{owner_admits, owner_scopes};
 use super::roles::Perm;
-use crate::ServerState;
 use crate::audit::Change;
+use crate::state::ServerState;
 
 /// Largest batch-registration body accepted.
 pub const MAX_BATCH_BODY: usize = 16 * 1024 * 1024;

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use hallmark_store::{ExceptionError, JoinTokenRevokeError, StoreError};
 use serde_json::json;
 
-use crate::ServerError;
 use crate::authority::AuthorityError;
+use crate::error::ServerError;
 
 /// An API error: a status and a one-line message.
 #[derive(Debug)]

@@ -26,8 +26,8 @@ use super::entries::visible_entry;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::Perm;
-use crate::ServerState;
 use crate::audit::Change;
+use crate::state::ServerState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

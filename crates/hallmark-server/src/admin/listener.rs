@@ -22,24 +22,8 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use super::auth::PeerAddr;
-use crate::ServerError;
-
-/// How the admin listener bounds its clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AdminLimits {
-    /// Most connections open at once; more are closed at accept.
-    pub max_connections: usize,
-    /// A request's headers must be complete within this.
-    pub header_timeout: Duration,
-    /// A connection with no bytes in either direction for this long is closed.
-    pub idle_timeout: Duration,
-}
-
-impl Default for AdminLimits {
-    fn default() -> Self {
-        Self { max_connections: 512, header_timeout: Duration::from_secs(10), idle_timeout: Duration::from_secs(60) }
-    }
-}
+use crate::config::AdminLimits;
+use crate::error::ServerError;
 
 /// Serves `router` on `listener` until the listener fails.
 pub async fn serve(listener: TcpListener, router: Router, limits: AdminLimits) -> Result<(), ServerError> {

@@ -28,6 +28,7 @@ mod error;
 mod exceptions;
 mod guard;
 pub mod listener;
+mod metrics;
 mod nodes;
 mod owners;
 mod policy;
@@ -42,13 +43,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 
-pub(crate) use admin_tokens::{BOOTSTRAP, new_token, token_change};
 pub use auth::{Admin, PeerAddr};
 pub use entries::{MAX_BATCH_BODY, MAX_ENTRY_BATCH};
 pub use error::ApiError;
 pub use nodes::NewJoinToken;
 
-use crate::ServerState;
+use crate::state::ServerState;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -58,7 +58,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok" }))
         .route("/ready", get(ready))
-        .route("/metrics", get(crate::metrics::serve))
+        .route("/metrics", get(metrics::serve))
         .route("/bundle", get(bundle::spiffe_bundle))
         .route("/v1/bundle", get(bundle::bundle))
         .route("/v1/entries", post(entries::create).get(entries::list))

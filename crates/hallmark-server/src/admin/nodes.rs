@@ -16,9 +16,9 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::Perm;
-use crate::ServerState;
 use crate::audit::Change;
 use crate::issuance::join_token_id;
+use crate::state::ServerState;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -17,8 +17,8 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::Perm;
-use crate::ServerState;
 use crate::audit::Change;
+use crate::state::ServerState;
 
 /// Every entry names an existing, active owner: its scopes.
 pub(crate) async fn owner_scopes(s: &ServerState, name: &str) -> Result<OwnerScopes, ApiError> {

@@ -15,7 +15,7 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::Perm;
-use crate::{ServerState, SetPolicyError};
+use crate::state::{ServerState, SetPolicyError};
 
 fn policy_json(p: &PolicyVersion) -> serde_json::Value {
     json!({ "version": p.version, "sha256": p.sha256, "created_at": p.created_at, "created_by": p.created_by, "policy": p.text })

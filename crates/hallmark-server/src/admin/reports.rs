@@ -13,7 +13,7 @@ use serde_json::json;
 use super::auth::Admin;
 use super::error::ApiError;
 use super::roles::Perm;
-use crate::ServerState;
+use crate::state::ServerState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

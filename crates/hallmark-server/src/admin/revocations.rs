@@ -14,8 +14,8 @@ use super::auth::Admin;
 use super::error::{ApiError, revocation};
 use super::guard::JsonObject;
 use super::roles::Perm;
-use crate::ServerState;
 use crate::revocation::MAX_REASON_LEN;
+use crate::state::ServerState;
 
 /// `POST /v1/revocations`: exactly one target and a reason.
 #[derive(Deserialize)]
