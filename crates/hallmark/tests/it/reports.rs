@@ -107,6 +107,7 @@ async fn scenario(cli: &dyn Fn(&[&str]) -> Output, socket: &str, parent: Option<
     // The same identity twice (NHI9); this one has no exception for its 48 h.
     let _shared = entry("long", "keep-team", &["--selector", &uid, "--selector", "unix:gid:0", "--x509-ttl", "48h"]);
     let _unused = entry("unused", "keep-team", &["--selector", "unix:uid:65534"]);
+    let unused_since = std::time::Instant::now();
     let client = svids(socket, 4).await;
     // Hold a stream so the agent tries (and is refused) the renewal.
     let mut stream = client.stream_x509_contexts().await.unwrap();
@@ -160,6 +161,8 @@ async fn scenario(cli: &dyn Fn(&[&str]) -> Output, socket: &str, parent: Option<
 
     let orphans = checks(&report("orphans", &[]));
     assert!(orphans.contains(&"orphan_entry".into()) && orphans.contains(&"orphan_credential".into()), "{orphans:?}");
+    // Unused for more than 1 s in whole seconds: at least 2 s after it was registered.
+    tokio::time::sleep(Duration::from_secs(2).saturating_sub(unused_since.elapsed())).await;
     let drift = checks(&report("drift", &["--unused-for", "1s"]));
     for c in ["ttl_above_class_max", "unused_entry"] {
         assert!(drift.contains(&c.to_owned()), "{c} missing from {drift:?}");
