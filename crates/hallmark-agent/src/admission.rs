@@ -28,7 +28,9 @@ pub(crate) fn require_security_header<T>(req: &Request<T>) -> Result<(), Status>
     Ok(())
 }
 
-/// The caller's selectors, attested from the connection's kernel facts.
+/// The caller's selectors, attested from the connection's kernel facts:
+/// `unix:*` from /proc, then `container:*` from the container runtime and
+/// `k8s:*` from the kubelet for the container and pod its cgroup names.
 pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<SelectorSet, Status> {
     let caller = req
         .extensions()
@@ -39,13 +41,45 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<Se
     // A few /proc reads, inline; reading an executable not yet hashed
     // goes to the blocking pool.
     let attestor = agent.attestor.clone();
-    match attestor.attest_cached(&caller).map_err(|e| Status::permission_denied(e.to_string()))? {
-        Some(selectors) => Ok(selectors),
+    let facts = match attestor.attest_cached(&caller).map_err(|e| Status::permission_denied(e.to_string()))? {
+        Some(facts) => facts,
         None => tokio::task::spawn_blocking(move || attestor.attest(&caller))
             .await
             .map_err(|_| Status::internal("attestation task failed"))?
-            .map_err(|e| Status::permission_denied(e.to_string())),
+            .map_err(|e| Status::permission_denied(e.to_string()))?,
+    };
+    let mut selectors = facts.selectors;
+    if agent.containers.is_none() && agent.kubelet.is_none() {
+        return Ok(selectors);
     }
+    // What fails here leaves the workload with its unix selectors only: an
+    // entry that needs container or pod facts then does not match.
+    let where_from = match facts.cgroup {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(pid = facts.pid, "{e}");
+            return Ok(selectors);
+        }
+    };
+    let Some(container) = &where_from.container else { return Ok(selectors) };
+    if let Some(containers) = &agent.containers {
+        match containers.selectors(container, facts.mount_ns).await {
+            Ok(found) => selectors.extend(found),
+            Err(e) => tracing::warn!(pid = facts.pid, "no container selectors: {e}"),
+        }
+    }
+    if let (Some(kubelet), Some(pod)) = (&agent.kubelet, &where_from.pod_uid) {
+        // A user's delegated cgroup subtree can be named like any pod.
+        if where_from.delegated {
+            tracing::warn!(pid = facts.pid, "pod {pod} named in a user's delegated cgroup subtree: no pod selectors");
+        } else {
+            match kubelet.selectors(pod, &container.id).await {
+                Ok(found) => selectors.extend(found.iter().cloned()),
+                Err(e) => tracing::warn!(pid = facts.pid, "no pod selectors: {e}"),
+            }
+        }
+    }
+    Ok(selectors)
 }
 
 /// [`attest`], and the caller must match at least one entry.

@@ -40,8 +40,10 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hallmark_core::{Selector, SelectorSet};
+use hallmark_core::{NAMESPACE_KINDS, Selector, SelectorSet};
 use sha2::{Digest, Sha256};
+
+use crate::cgroup::{CgroupError, CgroupFacts, parse_cgroup};
 
 /// Why a caller could not be attested.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,7 +89,7 @@ impl Caller {
 }
 
 /// Start time (clock ticks since boot) of process `pid`.
-fn start_time(pid: i32) -> Result<u64, AttestError> {
+pub(crate) fn start_time(pid: i32) -> Result<u64, AttestError> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| AttestError::Exited)?;
     parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
 }
@@ -95,6 +97,31 @@ fn start_time(pid: i32) -> Result<u64, AttestError> {
 /// The mount namespace of `/proc/<which>` (`mnt:[inode]`), if readable.
 fn mount_ns(which: &str) -> Option<String> {
     std::fs::read_link(format!("/proc/{which}/ns/mnt")).ok().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The inode of namespace `kind` of `/proc/<which>`, if readable.
+pub(crate) fn namespace_inode(which: &str, kind: &str) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{which}/ns/{kind}")).ok()?;
+    parse_namespace_link(&link.to_string_lossy(), kind)
+}
+
+/// Parses a namespace link's text, `KIND:[INODE]`.
+pub fn parse_namespace_link(text: &str, kind: &str) -> Option<u64> {
+    text.strip_prefix(kind)?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// What attestation found about a process beyond its selectors: where it
+/// runs, for the container and pod attestors to look up.
+#[derive(Debug, Clone)]
+pub struct ProcessFacts {
+    /// Its pid.
+    pub pid: i32,
+    /// Its `unix:*` selectors.
+    pub selectors: SelectorSet,
+    /// What its cgroup file says, or why it says nothing usable.
+    pub cgroup: Result<CgroupFacts, CgroupError>,
+    /// Its mount namespace's inode, read while it was pinned.
+    pub mount_ns: Option<u64>,
 }
 
 /// Parsed `/proc/<pid>/status` fields we use.
@@ -199,6 +226,9 @@ pub struct UnixAttestor {
     names: Arc<Mutex<NameCache>>,
     /// The agent's own mount namespace (`mnt:[inode]`), when readable.
     own_mount_ns: Option<String>,
+    /// The agent's own namespaces (kind, inode): the host's, when the agent
+    /// runs on the host as it should.
+    own_namespaces: Vec<(&'static str, u64)>,
 }
 
 /// Names of uids and gids, as recently looked up.
@@ -235,22 +265,25 @@ impl UnixAttestor {
         if own_mount_ns.is_none() {
             tracing::warn!("cannot read this process's mount namespace; no workload gets `unix:path` selectors");
         }
-        Self { own_mount_ns, ..Self::default() }
+        let own_namespaces =
+            NAMESPACE_KINDS.iter().filter_map(|kind| Some((*kind, namespace_inode("self", kind)?))).collect();
+        Self { own_mount_ns, own_namespaces, ..Self::default() }
     }
 
-    /// Produces the caller's `unix:*` selectors. Blocking: call from a blocking task.
-    pub fn attest(&self, caller: &Caller) -> Result<SelectorSet, AttestError> {
+    /// Produces the caller's `unix:*` selectors and where it runs. Blocking:
+    /// call from a blocking task.
+    pub fn attest(&self, caller: &Caller) -> Result<ProcessFacts, AttestError> {
         self.attest_with(caller, true)?.ok_or_else(|| AttestError::Proc("executable digest unavailable".into()))
     }
 
     /// [`UnixAttestor::attest`] without reading the executable: `None` when
     /// its digest is not cached yet (call `attest` off the async runtime
     /// then). Everything else is a handful of /proc reads.
-    pub fn attest_cached(&self, caller: &Caller) -> Result<Option<SelectorSet>, AttestError> {
+    pub fn attest_cached(&self, caller: &Caller) -> Result<Option<ProcessFacts>, AttestError> {
         self.attest_with(caller, false)
     }
 
-    fn attest_with(&self, caller: &Caller, may_hash: bool) -> Result<Option<SelectorSet>, AttestError> {
+    fn attest_with(&self, caller: &Caller, may_hash: bool) -> Result<Option<ProcessFacts>, AttestError> {
         let pid = caller.pid;
         if pid <= 0 {
             return Err(AttestError::NoCredentials);
@@ -267,7 +300,13 @@ impl UnixAttestor {
         }
         // Read while the process is pinned: a path seen from the agent's own
         // mount namespace, or none.
-        let same_mount_ns = self.own_mount_ns.is_some() && mount_ns(&pid.to_string()) == self.own_mount_ns;
+        let pid_text = pid.to_string();
+        let same_mount_ns = self.own_mount_ns.is_some() && mount_ns(&pid_text) == self.own_mount_ns;
+        let namespaces: Vec<(&str, u64)> =
+            NAMESPACE_KINDS.iter().filter_map(|kind| Some((*kind, namespace_inode(&pid_text, kind)?))).collect();
+        // The kernel's word on which container and pod; never mountinfo.
+        let cgroup = std::fs::read_to_string(format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
+        let cgroup = parse_cgroup(&cgroup);
         let Some(digest) = self.digest(exe, FileKey::of(&meta), may_hash)? else { return Ok(None) };
         let again = self.check_pinned(caller)?;
         if again != pinned {
@@ -295,7 +334,14 @@ impl UnixAttestor {
             add("path", &path.to_string_lossy());
         }
         add("sha256", &digest);
-        Ok(Some(set))
+        for (kind, inode) in &namespaces {
+            add("ns", &format!("{kind}:{inode}"));
+            if self.own_namespaces.contains(&(*kind, *inode)) {
+                add("host_ns", kind);
+            }
+        }
+        let mount_ns = namespaces.iter().find(|(kind, _)| *kind == "mnt").map(|(_, inode)| *inode);
+        Ok(Some(ProcessFacts { pid, selectors: set, cgroup, mount_ns }))
     }
 
     /// The name of a uid (or gid), looked up at most every [`NAME_TTL`].
@@ -399,31 +445,48 @@ mod tests {
     fn attests_this_process() {
         let me = std::process::id() as i32;
         let a = UnixAttestor::new();
-        let set = a.attest(&Caller::new(me, None)).unwrap();
+        let facts = a.attest(&Caller::new(me, None)).unwrap();
+        let set = facts.selectors.clone();
         let uid = nix::unistd::getuid().as_raw().to_string();
         assert!(set.iter().any(|s| s.key() == "uid" && s.value() == uid));
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let want = hex::encode(Sha256::digest(&exe));
         assert!(set.iter().any(|s| s.key() == "sha256" && s.value() == want));
         // Cached by file identity: the second call gives the same answer.
-        assert_eq!(a.attest(&Caller::new(me, None)).unwrap(), set);
+        assert_eq!(a.attest(&Caller::new(me, None)).unwrap().selectors, set);
         assert_eq!(a.digests.lock().unwrap().len(), 1);
         assert!(a.attest(&Caller::new(0, None)).is_err());
         // Without a pidfd, a process that started after the connection was
         // accepted (a recycled PID) is not the caller; nor is an unknown one.
         let exe = Caller::new(me, None).exe;
         let recycled = Caller { pid: me, pidfd: None, start_time: Some(1), exe };
-        assert_eq!(a.attest(&recycled), Err(AttestError::Exited));
+        assert_eq!(a.attest(&recycled).unwrap_err(), AttestError::Exited);
         let unknown = Caller { pid: me, pidfd: None, start_time: None, exe };
-        assert_eq!(a.attest(&unknown), Err(AttestError::Exited));
+        assert_eq!(a.attest(&unknown).unwrap_err(), AttestError::Exited);
         // A connection opened by another executable than the one running now.
         let mut other = Caller::new(me, None);
         let sh = std::fs::metadata("/bin/sh").unwrap();
         other.exe = Some(ExeIdentity::of(&sh));
-        assert_eq!(a.attest(&other), Err(AttestError::Executed));
+        assert_eq!(a.attest(&other).unwrap_err(), AttestError::Executed);
         other.exe = None;
-        assert_eq!(a.attest(&other), Err(AttestError::Executed));
+        assert_eq!(a.attest(&other).unwrap_err(), AttestError::Executed);
         // The test runs in the agent's (its own) mount namespace: it has a path.
         assert!(set.iter().any(|s| s.key() == "path"));
+        // Its namespaces, each shared with the "agent" (itself).
+        let own_pid_ns = namespace_inode("self", "pid").unwrap();
+        assert!(set.iter().any(|s| s.key() == "ns" && s.value() == format!("pid:{own_pid_ns}")));
+        for kind in ["pid", "mnt", "net", "user"] {
+            assert!(set.iter().any(|s| s.key() == "host_ns" && s.value() == kind), "{kind}: {set:?}");
+        }
+        assert_eq!(facts.mount_ns, namespace_inode("self", "mnt"));
+        assert!(facts.cgroup.is_ok(), "{:?}", facts.cgroup);
+    }
+
+    #[test]
+    fn namespace_links() {
+        assert_eq!(parse_namespace_link("pid:[4026531836]", "pid"), Some(4_026_531_836));
+        assert_eq!(parse_namespace_link("pid:[4026531836]", "mnt"), None);
+        assert_eq!(parse_namespace_link("pid:4026531836", "pid"), None);
+        assert_eq!(parse_namespace_link("pid:[x]", "pid"), None);
     }
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use hallmark_core::TrustDomain;
 use serde::Deserialize;
 
+use crate::kubelet::KubeletSettings;
+
 pub use hallmark_core::ConfigError;
 
 /// The agent configuration file as written.
@@ -38,6 +40,21 @@ pub struct AgentConfig {
     /// quarter of what the descriptor limit allows.
     #[serde(default)]
     pub max_connections_per_uid: Option<usize>,
+    /// The container runtime's Docker Engine API socket (Docker's, or
+    /// podman's `podman system service`), for `container:*` selectors; off
+    /// when absent.
+    #[serde(default)]
+    pub container_runtime_socket: Option<PathBuf>,
+    /// `https://HOST:PORT` of the kubelet's secure port, for `k8s:*`
+    /// selectors; off when absent. Needs `kubelet_ca_path` and `kubelet_token_path`.
+    #[serde(default)]
+    pub kubelet_url: Option<String>,
+    /// PEM file of the CA that signed the kubelet's serving certificate.
+    #[serde(default)]
+    pub kubelet_ca_path: Option<PathBuf>,
+    /// File holding the service-account token presented to the kubelet.
+    #[serde(default)]
+    pub kubelet_token_path: Option<PathBuf>,
 }
 
 /// Validated agent settings.
@@ -59,6 +76,10 @@ pub struct AgentSettings {
     pub health_listen: Option<String>,
     /// Most Workload API connections per uid (`None`: from the descriptor limit).
     pub max_connections_per_uid: Option<usize>,
+    /// The container runtime's API socket, when container evidence is on.
+    pub container_runtime_socket: Option<PathBuf>,
+    /// The kubelet, when pod evidence is on.
+    pub kubelet: Option<KubeletSettings>,
 }
 
 /// How an agent with no stored bundle trusts the server on first contact.
@@ -116,8 +137,25 @@ impl AgentConfig {
             (None, true) => Bootstrap::Insecure,
             (None, false) => Bootstrap::None,
         };
+        let kubelet = match (&self.kubelet_url, &self.kubelet_ca_path, &self.kubelet_token_path) {
+            (None, None, None) => None,
+            (Some(url), Some(ca_path), Some(token_path)) => {
+                if !url.starts_with("https://") {
+                    return Err(ConfigError::Value { key: "kubelet_url", msg: format!("`{url}` is not https://HOST:PORT") });
+                }
+                Some(KubeletSettings { url: url.clone(), ca_path: ca_path.clone(), token_path: token_path.clone() })
+            }
+            _ => {
+                return Err(ConfigError::Value {
+                    key: "kubelet_url",
+                    msg: "give `kubelet_url`, `kubelet_ca_path` and `kubelet_token_path` together".into(),
+                });
+            }
+        };
         Ok(AgentSettings {
             trust_domain,
+            container_runtime_socket: self.container_runtime_socket.clone(),
+            kubelet,
             server_address: self.server_address.clone(),
             socket_path: self.socket_path.clone().unwrap_or_else(|| self.data_dir.join("public").join("api.sock")),
             data_dir: self.data_dir.clone(),

@@ -19,6 +19,9 @@ pub enum AgentError {
     /// The server refused or failed a call.
     #[error("server: {0}")]
     Server(String),
+    /// The kubelet settings cannot be used.
+    #[error(transparent)]
+    Kubelet(#[from] crate::kubelet::KubeletError),
 }
 
 /// A file or socket error, naming the path.

@@ -7,7 +7,10 @@
 //!
 //! - [`workload_api`]: the Workload API, and the request path through the agent.
 //! - `admission`: who is calling on the socket (shared by every service there).
-//! - [`attest`]: unix workload attestation (SO_PEERCRED, pidfd, /proc).
+//! - [`attest`]: unix workload attestation (SO_PEERCRED, pidfd, /proc),
+//!   namespaces included; [`cgroup`]: which container and pod the cgroup
+//!   file names; [`container`]: what the container runtime says about that
+//!   container; [`kubelet`]: what the kubelet says about that pod.
 //! - [`cache`]: entries, bundle, workloads' interests and SVIDs; what is due;
 //!   never serves an expired SVID.
 //! - `svid_requests`: the rotation loop that asks the server for the SVIDs
@@ -32,8 +35,10 @@ mod admission;
 pub mod attest;
 pub mod authority;
 pub mod cache;
+pub mod cgroup;
 pub mod client_stream;
 pub mod config;
+pub mod container;
 pub mod delivery;
 pub mod dir_mode;
 mod entry_sync;
@@ -42,7 +47,9 @@ mod from_proto;
 pub mod health;
 mod health_endpoint;
 pub mod hpack;
+mod http_get;
 mod identity;
+pub mod kubelet;
 mod renewal;
 pub mod sds;
 pub mod server_conn;

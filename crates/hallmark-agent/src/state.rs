@@ -11,6 +11,8 @@ use hallmark_proto::node::node_client::NodeClient;
 use tonic::transport::Channel;
 
 use crate::attest::UnixAttestor;
+use crate::container::ContainerAttestor;
+use crate::kubelet::KubeletAttestor;
 use crate::cache::Cache;
 use crate::config::AgentSettings;
 use crate::error::AgentError;
@@ -35,6 +37,10 @@ pub struct AgentInner {
     pub cache: Cache,
     /// The workload attestor.
     pub attestor: UnixAttestor,
+    /// The container attestor, when a runtime socket is configured.
+    pub containers: Option<ContainerAttestor>,
+    /// The pod attestor, when a kubelet is configured.
+    pub kubelet: Option<KubeletAttestor>,
     /// Connected or degraded.
     pub health: Health,
     anchors: SharedAnchors,
@@ -51,11 +57,15 @@ impl AgentInner {
         let anchors: SharedAnchors = Arc::new(RwLock::new(attested.bundle.x509_authorities.clone()));
         let client = mtls_client(&settings, &anchors, &attested.identity)?;
         let cache = Cache::default();
+        let containers = settings.container_runtime_socket.clone().map(ContainerAttestor::new);
+        let kubelet = settings.kubelet.clone().map(KubeletAttestor::new).transpose()?;
         cache.set_bundle(attested.bundle, now);
         Ok(Self {
             settings,
             cache,
             attestor: UnixAttestor::new(),
+            containers,
+            kubelet,
             health: Health::new(now),
             anchors,
             identity: RwLock::new(attested.identity),

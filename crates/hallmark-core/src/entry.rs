@@ -87,6 +87,12 @@ pub enum EntryError {
     /// The same selector was given twice.
     #[error("duplicate selector `{0}`")]
     DuplicateSelector(String),
+    /// An image named by tag or name alone, with no digest to pin it.
+    #[error(
+        "`{0}` names an image by tag, and a tag can be moved to any image: pin the digest as well \
+         (`container:image_digest:sha256:…` or `k8s:container-image:sha256:…`; `podman image inspect --format '{{{{.Digest}}}}' IMAGE` or `{{{{.Id}}}}` shows it)"
+    )]
+    ImageTagOnly(String),
     /// The owner name is missing or malformed.
     #[error("invalid owner `{0}`: 1-128 characters of letters, digits, `.`, `-`, `_`, `@`")]
     Owner(String),
@@ -290,6 +296,7 @@ impl EntrySpec {
                 return Err(EntryError::DuplicateSelector(s.clone()));
             }
         }
+        check_image_pinned(&selectors)?;
         validate_owner(&self.owner)?;
         let class = match &self.class {
             Some(c) => c.parse()?,
@@ -327,6 +334,17 @@ impl EntrySpec {
             hint: self.hint.clone().filter(|h| !h.is_empty()),
             recovery,
         })
+    }
+}
+
+/// Refuses an entry that names a container image without a digest: digests,
+/// not tags, decide which image a workload runs.
+fn check_image_pinned(selectors: &SelectorSet) -> Result<(), EntryError> {
+    let has = |kind: &str, key: &str| selectors.iter().find(|s| s.kind() == kind && s.key() == key);
+    let pinned = has("container", "image_digest").is_some() || has("k8s", "container-image").is_some();
+    match has("container", "image") {
+        Some(tag) if !pinned => Err(EntryError::ImageTagOnly(tag.to_string())),
+        _ => Ok(()),
     }
 }
 
@@ -399,7 +417,8 @@ mod tests {
         let cases: Vec<(Mutation, &str)> = vec![
             (|s| s.spiffe_id = "spiffe://example.org/a//b".into(), "a//b"),
             (|s| s.spiffe_id = "spiffe://other.org/a".into(), "other.org"),
-            (|s| s.selectors = vec!["k8s:ns:x".into()], "k8s"),
+            (|s| s.selectors = vec!["kube:ns:x".into()], "kube"),
+            (|s| s.selectors = vec!["container:image:localhost/app:1".into()], "pin the digest"),
             (|s| s.selectors = vec!["unix:uid:1".into(), "unix:uid:1".into()], "unix:uid:1"),
             (|s| s.selectors.clear(), "selector"),
             (|s| s.x509_ttl = Some("0s".into()), "0s"),

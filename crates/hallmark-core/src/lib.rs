@@ -22,7 +22,7 @@ pub use entry::{
     Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,
 };
 pub use scope::{MAX_SCOPES, NodeScope, OutOfScope, OwnerScopes, PathScope, ScopeError, ScopeLists};
-pub use selector::{Selector, SelectorError, SelectorSet, evidence_digest};
+pub use selector::{NAMESPACE_KINDS, Selector, SelectorError, SelectorSet, evidence_digest, is_image_digest};
 pub use spiffe_id::{RESERVED_SEGMENT, SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Current time as unix seconds. Hallmark stores and compares every instant this way.

@@ -7,7 +7,30 @@ use std::str::FromStr;
 pub const MAX_SELECTOR_VALUE_LEN: usize = 4096;
 
 /// The selector types and the keys each one knows. An entry may only name these.
-const KNOWN: &[(&str, &[&str])] = &[("unix", &["uid", "gid", "user", "group", "path", "sha256", "supplementary_gid"])];
+///
+/// - `unix`: kernel facts of the calling process (`ns` is `KIND:INODE` of one
+///   of its namespaces; `host_ns` names a namespace kind it shares with the agent).
+/// - `container`: the container the process runs in, from `/proc/PID/cgroup`
+///   and the container runtime's API.
+/// - `k8s`: the pod the container belongs to, from the kubelet.
+const KNOWN: &[(&str, &[&str])] = &[
+    ("unix", &["uid", "gid", "user", "group", "path", "sha256", "supplementary_gid", "ns", "host_ns"]),
+    ("container", &["id", "image_digest", "image", "label", "name", "runtime"]),
+    ("k8s", &["ns", "sa", "pod-uid", "pod-name", "pod-label", "container-name", "container-image"]),
+];
+
+/// The namespace kinds `unix:ns` and `unix:host_ns` speak of.
+pub const NAMESPACE_KINDS: &[&str] = &["pid", "mnt", "net", "user", "cgroup", "ipc", "uts"];
+
+/// Whether `v` is `sha256:` and 64 lowercase hex digits: an image digest.
+pub fn is_image_digest(v: &str) -> bool {
+    v.strip_prefix("sha256:").is_some_and(is_sha256_hex)
+}
+
+/// Whether `v` is 64 lowercase hex digits.
+fn is_sha256_hex(v: &str) -> bool {
+    v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
 
 /// Why a string is not a valid selector.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +40,7 @@ pub enum SelectorError {
     #[error("invalid selector `{0}`: expected `type:key:value`")]
     Form(String),
     /// The type is not one Hallmark's attestors produce.
-    #[error("unknown selector type `{0}` (known: unix)")]
+    #[error("unknown selector type `{0}` (known: unix, container, k8s)")]
     UnknownType(String),
     /// The key is not one this type has.
     #[error("unknown selector key `{key}` for type `{kind}` (known: {known})")]
@@ -66,18 +89,7 @@ impl Selector {
         if value.chars().any(char::is_control) {
             return Err(bad("value has a control character"));
         }
-        match key {
-            "uid" | "gid" | "supplementary_gid" if value.parse::<u32>().is_err() => {
-                return Err(bad("value must be a decimal number"));
-            }
-            "sha256" if value.len() != 64 || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
-                return Err(bad("value must be 64 lowercase hex digits"));
-            }
-            "path" if !value.starts_with('/') => {
-                return Err(bad("value must be an absolute path"));
-            }
-            _ => {}
-        }
+        check_value(known_kind, known_key, value).map_err(bad)?;
         Ok(Self { kind: known_kind, key: known_key, value: value.to_owned() })
     }
 
@@ -94,6 +106,37 @@ impl Selector {
     /// The value, e.g. `1000`.
     pub fn value(&self) -> &str {
         &self.value
+    }
+}
+
+/// The rule each key's value follows, beyond being non-empty, short and
+/// free of control characters.
+fn check_value(kind: &str, key: &str, value: &str) -> Result<(), &'static str> {
+    let namespace = |v: &str| {
+        let (ns, inode) = v.split_once(':')?;
+        (NAMESPACE_KINDS.contains(&ns) && inode.parse::<u64>().is_ok()).then_some(())
+    };
+    let label = |v: &str| v.split_once(':').is_some_and(|(k, _)| !k.is_empty());
+    let uid = |v: &str| v.len() == 36 && v.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
+    match (kind, key) {
+        ("unix", "uid" | "gid" | "supplementary_gid") if value.parse::<u32>().is_err() => {
+            Err("value must be a decimal number")
+        }
+        ("unix", "sha256") if !is_sha256_hex(value) => Err("value must be 64 lowercase hex digits"),
+        ("unix", "path") if !value.starts_with('/') => Err("value must be an absolute path"),
+        ("unix", "ns") if namespace(value).is_none() => {
+            Err("value must be KIND:INODE, KIND one of pid, mnt, net, user, cgroup, ipc, uts")
+        }
+        ("unix", "host_ns") if !NAMESPACE_KINDS.contains(&value) => {
+            Err("value must be one of pid, mnt, net, user, cgroup, ipc, uts")
+        }
+        ("container", "id") if !is_sha256_hex(value) => Err("value must be the full 64-hex-digit container id"),
+        ("container", "image_digest") | ("k8s", "container-image") if !is_image_digest(value) => {
+            Err("value must be an image digest, sha256: and 64 lowercase hex digits")
+        }
+        ("container", "label") | ("k8s", "pod-label") if !label(value) => Err("value must be KEY:VALUE"),
+        ("k8s", "pod-uid") if !uid(value) => Err("value must be a pod UID (36 characters, hex digits and dashes)"),
+        _ => Ok(()),
     }
 }
 
@@ -215,6 +258,14 @@ impl FromIterator<Selector> for SelectorSet {
     }
 }
 
+impl Extend<Selector> for SelectorSet {
+    fn extend<I: IntoIterator<Item = Selector>>(&mut self, iter: I) {
+        for s in iter {
+            self.insert(s);
+        }
+    }
+}
+
 impl<const N: usize> From<[Selector; N]> for SelectorSet {
     fn from(a: [Selector; N]) -> Self {
         a.into_iter().collect()
@@ -305,8 +356,19 @@ mod tests {
             "unix:uid",
             "unix:uid:",
             ":uid:1",
-            "k8s:ns:default",
+            "kube:ns:default",
             "unix:pid:1",
+            "unix:ns:pid",
+            "unix:ns:time:1",
+            "unix:ns:pid:x",
+            "unix:host_ns:time",
+            "container:id:abc",
+            "container:image_digest:abc",
+            "container:image_digest:sha256:ABC",
+            "container:label:nocolon",
+            "container:label::v",
+            "k8s:pod-uid:123",
+            "k8s:container-image:nginx:1.25",
             "unix:uid:abc",
             "unix:uid:-1",
             "unix:sha256:ABCD",
@@ -315,7 +377,30 @@ mod tests {
         ] {
             assert!(bad.parse::<Selector>().is_err(), "{bad:?} accepted");
         }
-        let err = "k8s:ns:x".parse::<Selector>().unwrap_err().to_string();
-        assert!(err.contains("`k8s`"), "{err}");
+        let err = "kube:ns:x".parse::<Selector>().unwrap_err().to_string();
+        assert!(err.contains("`kube`"), "{err}");
+    }
+
+    #[test]
+    fn container_and_pod_selectors() {
+        let hex = "a".repeat(64);
+        for good in [
+            format!("container:id:{hex}"),
+            format!("container:image_digest:sha256:{hex}"),
+            "container:image:localhost/app:1".to_owned(),
+            "container:label:team:pay:ments".to_owned(),
+            "container:label:empty:".to_owned(),
+            "container:name:web".to_owned(),
+            "container:runtime:podman".to_owned(),
+            "unix:ns:pid:4026531836".to_owned(),
+            "unix:host_ns:net".to_owned(),
+            "k8s:ns:default".to_owned(),
+            "k8s:pod-uid:2f0c2b0c-6f4e-4a37-9b0e-3f7c1d2a9e11".to_owned(),
+            format!("k8s:container-image:sha256:{hex}"),
+            "k8s:pod-label:app:web".to_owned(),
+        ] {
+            let s: Selector = good.parse().unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(s.to_string(), good);
+        }
     }
 }

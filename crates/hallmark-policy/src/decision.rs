@@ -87,7 +87,17 @@ pub struct Evidence {
 impl Evidence {
     /// The executable digest among the selectors, or "".
     pub fn exe_sha256(&self) -> &str {
-        self.selectors.iter().find(|s| s.kind() == "unix" && s.key() == "sha256").map(|s| s.value()).unwrap_or("")
+        self.value("unix", "sha256")
+    }
+
+    /// The value of the first selector `kind:key:…`, or "".
+    pub fn value(&self, kind: &str, key: &str) -> &str {
+        self.selectors.iter().find(|s| s.kind() == kind && s.key() == key).map(|s| s.value()).unwrap_or("")
+    }
+
+    /// The values of every selector `kind:key:…`.
+    pub fn values<'a>(&'a self, kind: &'a str, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.selectors.iter().filter(move |s| s.kind() == kind && s.key() == key).map(|s| s.value())
     }
 
     /// A stable digest of the workload evidence, for caches and records.

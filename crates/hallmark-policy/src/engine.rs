@@ -387,6 +387,11 @@ impl PolicyEngine {
         let context = Context::from_pairs([
             ("selectors".to_owned(), str_set(selectors.iter().map(String::as_str))),
             ("exe_sha256".to_owned(), RestrictedExpression::new_string(ev.exe_sha256().to_owned())),
+            ("container_id".to_owned(), RestrictedExpression::new_string(ev.value("container", "id").to_owned())),
+            ("image_digests".to_owned(), str_set(ev.values("container", "image_digest").chain(ev.values("k8s", "container-image")))),
+            ("k8s_namespace".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "ns").to_owned())),
+            ("k8s_service_account".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "sa").to_owned())),
+            ("host_namespaces".to_owned(), str_set(ev.values("unix", "host_ns"))),
             ("node_id".to_owned(), RestrictedExpression::new_string(ev.node_id.clone())),
             ("node_attestation".to_owned(), RestrictedExpression::new_string(ev.node_attestation.clone())),
             ("node_selectors".to_owned(), str_set(ev.node_selectors.iter().map(String::as_str))),
@@ -469,8 +474,13 @@ pub(crate) mod tests {
     /// Cedar's answer alone (the class gate and lifetime are
     /// [`crate::decide`]'s, tested there).
     fn ask(engine: &PolicyEngine, e: &Entry, action: Action, aud: Option<&str>) -> Evaluation {
+        ask_with(engine, e, action, aud, &["unix:uid:1000"])
+    }
+
+    /// [`ask`] for a workload with `selectors`.
+    fn ask_with(engine: &PolicyEngine, e: &Entry, action: Action, aud: Option<&str>, selectors: &[&str]) -> Evaluation {
         let ev = crate::Evidence {
-            selectors: ["unix:uid:1000".parse().unwrap()].into(),
+            selectors: selectors.iter().map(|s| s.parse().unwrap()).collect(),
             node_id: "spiffe://example.org/hallmark/agent/local".into(),
             node_attestation: "local".into(),
             node_selectors: vec![],
@@ -501,6 +511,36 @@ pub(crate) mod tests {
         let r = ask(&f, &e, Action::IssueX509, None);
         assert!(!r.allowed);
         assert_eq!(r.policy_ids, vec!["policy1"]);
+    }
+
+    #[test]
+    fn container_pod_and_namespace_facts() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let text = format!(
+            r#"
+            @id("containers-only") permit(principal, action, resource)
+              when {{ context.container_id != "" && context.image_digests.contains("{digest}") }};
+            @id("not-in-host-pid-ns") forbid(principal, action, resource)
+              when {{ context.host_namespaces.contains("pid") }};
+            @id("payments-sa") permit(principal, action == Action::"issue_jwt", resource)
+              when {{ context.k8s_namespace == "payments" && context.k8s_service_account == "api" }};
+        "#
+        );
+        let p = PolicyEngine::compile(&text, 4).unwrap();
+        let e = entry("web", "team");
+        let id = format!("container:id:{}", "b".repeat(64));
+        let image = format!("container:image_digest:{digest}");
+        let r = ask_with(&p, &e, Action::IssueX509, None, &["unix:uid:1000", &id, &image]);
+        assert!(r.allowed, "{r:?}");
+        assert!(!ask_with(&p, &e, Action::IssueX509, None, &["unix:uid:1000", &id]).allowed, "other image");
+        assert!(!ask(&p, &e, Action::IssueX509, None).allowed, "not in a container");
+        let r = ask_with(&p, &e, Action::IssueX509, None, &["unix:uid:1000", &id, &image, "unix:host_ns:pid"]);
+        assert_eq!((r.allowed, r.policy_ids), (false, vec!["not-in-host-pid-ns".to_owned()]));
+        let pod = ["unix:uid:1000", "k8s:ns:payments", "k8s:sa:api"];
+        assert!(ask_with(&p, &e, Action::IssueJwt, Some("db"), &pod).allowed);
+        assert!(!ask_with(&p, &e, Action::IssueJwt, Some("db"), &["k8s:ns:payments", "k8s:sa:web"]).allowed);
+        let pinned = format!("k8s:container-image:{digest}");
+        assert!(ask_with(&p, &e, Action::IssueX509, None, &[&id, &pinned]).allowed, "a pod's image digest counts");
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct UpArgs {
     /// The embedded agent's /live, /ready, /metrics address.
     #[arg(long, default_value = "127.0.0.1:0")]
     agent_health_listen: String,
+    /// The container runtime's Docker Engine API socket (Docker's
+    /// /run/docker.sock, or podman's: `podman system service
+    /// unix:///run/podman/podman.sock`): workloads in containers get
+    /// `container:*` selectors. Off by default.
+    #[arg(long, value_name = "SOCKET")]
+    container_runtime_socket: Option<PathBuf>,
 }
 
 /// The server settings `up` runs with, through the same parsing and
@@ -85,6 +91,7 @@ fn agent_settings(
     agent_dir: &Path,
     socket_path: &Path,
     health_listen: &str,
+    container_runtime_socket: Option<&Path>,
 ) -> anyhow::Result<AgentSettings> {
     AgentConfig {
         trust_domain: td.to_string(),
@@ -96,6 +103,10 @@ fn agent_settings(
         insecure_bootstrap: false,
         health_listen: Some(health_listen.to_owned()),
         max_connections_per_uid: None,
+        container_runtime_socket: container_runtime_socket.map(Path::to_path_buf),
+        kubelet_url: None,
+        kubelet_ca_path: None,
+        kubelet_token_path: None,
     }
     .validate()
     .context("hallmark up: the embedded agent's settings")
@@ -152,6 +163,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         &agent_dir,
         &socket_path,
         &a.agent_health_listen,
+        a.container_runtime_socket.as_deref(),
     )?)
     .await?;
     let health = agent.inner.health_addr.read().ok().and_then(|a| *a).map(|a| a.to_string()).unwrap_or_default();
@@ -201,10 +213,10 @@ mod tests {
         let td = hallmark_core::TrustDomain::new("example.org").unwrap();
         let dir = std::path::Path::new("/srv/hm/agent");
         let sock = dir.join("public/api.sock");
-        let s = super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "127.0.0.1:0").unwrap();
+        let s = super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "127.0.0.1:0", None).unwrap();
         assert_eq!(s.socket_path, sock);
         assert!(matches!(s.bootstrap, hallmark_agent::config::Bootstrap::None));
-        let err = format!("{:#}", super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "localhost").unwrap_err());
+        let err = format!("{:#}", super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "localhost", None).unwrap_err());
         assert!(err.contains("health_listen") && err.contains("localhost"), "{err}");
     }
 }
