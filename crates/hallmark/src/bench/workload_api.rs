@@ -35,6 +35,11 @@ pub struct Args {
     /// Seconds per RPC measured.
     #[arg(long, default_value_t = 8)]
     seconds: u64,
+    /// Measure against the agent already serving this socket (`unix:///…`)
+    /// instead of starting a server and agent: an entry must already match
+    /// this process. `scripts/bench-containers.sh` runs it in a container.
+    #[arg(long, value_name = "SOCKET")]
+    socket: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -86,6 +91,9 @@ async fn hammer(socket: &str, clients: usize, secs: u64, rpc: Rpc) -> anyhow::Re
 
 /// Runs the scenario and prints a Markdown table.
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(socket) = &a.socket {
+        return measure(&a, socket).await;
+    }
     let work = std::env::temp_dir().join(format!("hallmark-bench-wl-{}-{}", std::process::id(), now_ms()));
     std::fs::create_dir_all(&work)?;
     let server = local::Server::start(&work, "").await?;
@@ -99,8 +107,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let probe = Probe::start(agent.socket.clone());
     probe.wait_for(60, |_| true).await.context("no SVID for the benchmark's clients")?;
     drop(probe);
+    measure(&a, &agent.socket).await?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Measures both RPCs at both concurrencies against `socket`; prints the table.
+async fn measure(a: &Args, socket: &str) -> anyhow::Result<()> {
     // Warm the agent's JWT cache and the executable digest cache.
-    hammer(&agent.socket, 1, 1, Rpc::Jwt).await?;
+    hammer(socket, 1, 1, Rpc::Jwt).await?;
     println!("\n{} s per pass; every client on its own connection\n", a.seconds);
     println!(
         "| RPC | clients | calls | per second | p50 | p99 | max | target |\n|---|---:|---:|---:|---:|---:|---:|---|"
@@ -110,12 +125,11 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         (Rpc::X509, "FetchX509SVID (first message)", "p99 under 1000 µs"),
     ] {
         for clients in [a.latency_clients, a.clients] {
-            let (mut lat, rate) = hammer(&agent.socket, clients, a.seconds, rpc).await?;
+            let (mut lat, rate) = hammer(socket, clients, a.seconds, rpc).await?;
             let n = lat.len();
             let (p50, p99, max) = percentiles(&mut lat);
             println!("| {name} | {clients} | {n} | {rate:.0} | {p50} µs | {p99} µs | {max} µs | {target} |");
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
     Ok(())
 }

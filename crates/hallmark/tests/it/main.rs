@@ -25,3 +25,4 @@ mod secrets;
 mod separate;
 mod trust;
 mod up;
+mod workload_containers;
