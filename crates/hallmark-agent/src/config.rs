@@ -141,7 +141,10 @@ impl AgentConfig {
             (None, None, None) => None,
             (Some(url), Some(ca_path), Some(token_path)) => {
                 if !url.starts_with("https://") {
-                    return Err(ConfigError::Value { key: "kubelet_url", msg: format!("`{url}` is not https://HOST:PORT") });
+                    return Err(ConfigError::Value {
+                        key: "kubelet_url",
+                        msg: format!("`{url}` is not https://HOST:PORT"),
+                    });
                 }
                 Some(KubeletSettings { url: url.clone(), ca_path: ca_path.clone(), token_path: token_path.clone() })
             }

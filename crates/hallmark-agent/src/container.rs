@@ -195,7 +195,8 @@ impl ContainerAttestor {
         image_digests.retain(|d| is_image_digest(d));
         image_digests.sort();
         image_digests.dedup();
-        let init_start = crate::attest::start_time(c.state.pid).map_err(|_| ContainerError::NotRunning(id.to_owned()))?;
+        let init_start =
+            crate::attest::start_time(c.state.pid).map_err(|_| ContainerError::NotRunning(id.to_owned()))?;
         Ok(ContainerInfo {
             name: c.name.trim_start_matches('/').to_owned(),
             image: c.config.image,

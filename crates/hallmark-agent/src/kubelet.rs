@@ -136,7 +136,8 @@ struct ContainerStatus {
 /// `pods` lists it.
 pub fn pod_selectors(pods: &PodList, pod_uid: &str, container_id: &str) -> Option<Vec<Selector>> {
     let pod = pods.items.iter().find(|p| p.metadata.uid == pod_uid)?;
-    let statuses = [&pod.status.container_statuses, &pod.status.init_container_statuses, &pod.status.ephemeral_container_statuses];
+    let statuses =
+        [&pod.status.container_statuses, &pod.status.init_container_statuses, &pod.status.ephemeral_container_statuses];
     let status = statuses.into_iter().flatten().flatten().find(|s| {
         // `containerd://ID`, `cri-o://ID`, `docker://ID`.
         s.container_id.as_deref().and_then(|c| c.rsplit_once("://")).is_some_and(|(_, id)| id == container_id)
@@ -176,7 +177,16 @@ pub struct KubeletAttestor {
     host: String,
     server_name: ServerName<'static>,
     tls: TlsConnector,
-    answers: Mutex<HashMap<String, (Instant, Arc<Vec<Selector>>)>>,
+    answers: Mutex<HashMap<String, PodAnswer>>,
+}
+
+/// One container's pod facts, as the kubelet gave them.
+#[derive(Debug, Clone)]
+struct PodAnswer {
+    /// When.
+    at: Instant,
+    /// The `k8s:*` selectors.
+    selectors: Arc<Vec<Selector>>,
 }
 
 impl std::fmt::Debug for KubeletAttestor {
@@ -196,24 +206,24 @@ impl KubeletAttestor {
             .filter(|h| !h.is_empty() && !h.contains('/'))
             .ok_or_else(|| bad(format!("kubelet_url `{}` must be https://HOST:PORT", settings.url)))?
             .to_owned();
-        let name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+        let name =
+            host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
         let server_name =
             ServerName::try_from(name.to_owned()).map_err(|e| bad(format!("kubelet_url host `{name}`: {e}")))?;
         let pem = std::fs::read(&settings.ca_path).map_err(|e| bad(format!("{}: {e}", settings.ca_path.display())))?;
         let mut roots = rustls::RootCertStore::empty();
         for der in pem::parse_many(&pem).map_err(|e| bad(format!("{}: {e}", settings.ca_path.display())))? {
-            roots
-                .add(der.into_contents().into())
-                .map_err(|e| bad(format!("{}: {e}", settings.ca_path.display())))?;
+            roots.add(der.into_contents().into()).map_err(|e| bad(format!("{}: {e}", settings.ca_path.display())))?;
         }
         if roots.is_empty() {
             return Err(bad(format!("{}: no certificate", settings.ca_path.display())));
         }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| bad(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         Ok(Self { settings, host, server_name, tls: TlsConnector::from(Arc::new(config)), answers: Mutex::default() })
     }
 
@@ -221,10 +231,10 @@ impl KubeletAttestor {
     pub async fn selectors(&self, pod_uid: &str, container_id: &str) -> Result<Arc<Vec<Selector>>, KubeletError> {
         let now = Instant::now();
         let cached = self.answers.lock().ok().and_then(|a| a.get(container_id).cloned());
-        if let Some((at, answer)) = cached
-            && now.duration_since(at) < ANSWER_TTL
+        if let Some(answer) = cached
+            && now.duration_since(answer.at) < ANSWER_TTL
         {
-            return Ok(answer);
+            return Ok(answer.selectors);
         }
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -237,7 +247,7 @@ impl KubeletAttestor {
                     if a.len() >= MAX_CACHED {
                         a.clear();
                     }
-                    a.insert(container_id.to_owned(), (Instant::now(), found.clone()));
+                    a.insert(container_id.to_owned(), PodAnswer { at: Instant::now(), selectors: found.clone() });
                 }
                 return Ok(found);
             }

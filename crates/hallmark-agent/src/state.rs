@@ -11,13 +11,13 @@ use hallmark_proto::node::node_client::NodeClient;
 use tonic::transport::Channel;
 
 use crate::attest::UnixAttestor;
-use crate::container::ContainerAttestor;
-use crate::kubelet::KubeletAttestor;
 use crate::cache::Cache;
 use crate::config::AgentSettings;
+use crate::container::ContainerAttestor;
 use crate::error::AgentError;
 use crate::health::Health;
 use crate::identity::{AgentIdentity, save_bundle};
+use crate::kubelet::KubeletAttestor;
 use crate::server_conn::{self, Trust};
 
 /// An agent identity with the bundle it verifies the server by: what the

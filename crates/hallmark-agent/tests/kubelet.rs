@@ -4,6 +4,9 @@
 //! lists in the kubelet's format (tests/data/kubelet) and checks the bearer
 //! token, as the kubelet's secure port does.
 
+// Integration tests: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -33,10 +36,7 @@ fn ca_and_server() -> (String, rustls::ServerConfig) {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .unwrap();
     (ca.pem(), config)
 }
@@ -67,7 +67,10 @@ async fn kubelet(config: rustls::ServerConfig, answers: Vec<Vec<u8>>) -> (u16, A
             let authorized = request.starts_with("get /pods ")
                 && request.contains(&format!("authorization: bearer {}", TOKEN.to_ascii_lowercase()));
             let (status, body) = if authorized { ("200 OK", body) } else { ("401 Unauthorized", b"{}".to_vec()) };
-            let head = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
             let _ = tls.write_all(head.as_bytes()).await;
             let _ = tls.write_all(&body).await;
             let _ = tls.shutdown().await;

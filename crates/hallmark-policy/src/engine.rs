@@ -388,7 +388,10 @@ impl PolicyEngine {
             ("selectors".to_owned(), str_set(selectors.iter().map(String::as_str))),
             ("exe_sha256".to_owned(), RestrictedExpression::new_string(ev.exe_sha256().to_owned())),
             ("container_id".to_owned(), RestrictedExpression::new_string(ev.value("container", "id").to_owned())),
-            ("image_digests".to_owned(), str_set(ev.values("container", "image_digest").chain(ev.values("k8s", "container-image")))),
+            (
+                "image_digests".to_owned(),
+                str_set(ev.values("container", "image_digest").chain(ev.values("k8s", "container-image"))),
+            ),
             ("k8s_namespace".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "ns").to_owned())),
             ("k8s_service_account".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "sa").to_owned())),
             ("host_namespaces".to_owned(), str_set(ev.values("unix", "host_ns"))),

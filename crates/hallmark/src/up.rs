@@ -216,7 +216,8 @@ mod tests {
         let s = super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "127.0.0.1:0", None).unwrap();
         assert_eq!(s.socket_path, sock);
         assert!(matches!(s.bootstrap, hallmark_agent::config::Bootstrap::None));
-        let err = format!("{:#}", super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "localhost", None).unwrap_err());
+        let err =
+            format!("{:#}", super::agent_settings(&td, "127.0.0.1:8443", dir, &sock, "localhost", None).unwrap_err());
         assert!(err.contains("health_listen") && err.contains("localhost"), "{err}");
     }
 }

@@ -136,11 +136,16 @@ fn containers_are_told_apart_by_image_digest_and_forgeries_get_nothing() {
     // podman's Docker Engine API, as the agent asks it.
     let api_socket = work.path().join("podman.sock");
     let mut service = Command::new("podman");
-    service.args(["--runtime", "runc", "system", "service", "--time=0"]).arg(format!("unix://{}", api_socket.display()));
+    service
+        .args(["--runtime", "runc", "system", "service", "--time=0"])
+        .arg(format!("unix://{}", api_socket.display()));
     let _service = Proc::spawn(service, &work.path().join("podman-service.log"));
     wait_for("podman's API socket", 30, || api_socket.exists().then_some(()));
 
-    let up = Up::start_with(tempfile::tempdir().unwrap(), &["--container-runtime-socket", &api_socket.display().to_string()]);
+    let up = Up::start_with(
+        tempfile::tempdir().unwrap(),
+        &["--container-runtime-socket", &api_socket.display().to_string()],
+    );
     let socket_path = PathBuf::from(up.socket().trim_start_matches("unix://"));
     let socket_dir = socket_path.parent().unwrap().to_path_buf();
     let socket_file = socket_path.file_name().unwrap().to_string_lossy().into_owned();
@@ -148,11 +153,21 @@ fn containers_are_told_apart_by_image_digest_and_forgeries_get_nothing() {
     // A tag alone is refused: tags move, digests do not.
     up.ensure_owner("team-test");
     let out = up.cli(&[
-        "entry", "create", "--spiffe-id", "spiffe://example.org/tag-only", "--owner", "team-test",
-        "--selector", &format!("container:image:{}", images[0].0),
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/tag-only",
+        "--owner",
+        "team-test",
+        "--selector",
+        &format!("container:image:{}", images[0].0),
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pin the digest"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pin the digest"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     up.create_entry("spiffe://example.org/app-a", &["--selector", &format!("container:image_digest:{}", images[0].1)]);
     up.create_entry(
