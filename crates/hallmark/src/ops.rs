@@ -96,6 +96,8 @@ pub fn config(cmd: ConfigCmd) -> anyhow::Result<()> {
             "data_dir": s.data_dir,
             "socket_path": s.socket_path,
             "health_listen": s.health_listen,
+            "container_runtime_socket": s.container_runtime_socket,
+            "kubelet_url": s.kubelet.as_ref().map(|k| k.url.clone()),
         })
     } else {
         let s = hallmark_server::config::ServerConfig::parse(&text, &env)

@@ -232,6 +232,14 @@ fn operations_commands() {
     .unwrap();
     let err = fail(&Command::new(bin()).args(["config", "check"]).arg(&agent_toml).output().unwrap());
     assert!(err.contains("socket"), "{err}");
+    // Pod evidence needs all three kubelet keys.
+    std::fs::write(
+        &agent_toml,
+        "trust_domain = \"example.org\"\nserver_address = \"s:8443\"\ndata_dir = \"/a\"\nkubelet_url = \"https://127.0.0.1:10250\"\n",
+    )
+    .unwrap();
+    let err = fail(&Command::new(bin()).args(["config", "check"]).arg(&agent_toml).output().unwrap());
+    assert!(err.contains("kubelet_token_path") && err.contains("together"), "{err}");
 
     let out = Command::new(bin()).args(["completions", "bash"]).output().unwrap();
     let script = String::from_utf8_lossy(&out.stdout);
