@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallmark_core::{SelectorSet, now_unix};
+use hallmark_core::{ProcessInstance, SelectorSet, now_unix};
 use tonic::{Request, Status};
 
 use crate::attest::Caller;
+use crate::process::process_instance;
 use crate::state::AgentInner;
 
 /// How long a new stream waits for SVIDs that are being issued before answering.
@@ -28,33 +29,45 @@ pub(crate) fn require_security_header<T>(req: &Request<T>) -> Result<(), Status>
     Ok(())
 }
 
-/// The caller's selectors, attested from the connection's kernel facts.
-pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<SelectorSet, Status> {
+/// A caller, attested.
+#[derive(Debug, Clone)]
+pub(crate) struct Attested {
+    /// Its selectors: its evidence, what entries match.
+    pub(crate) selectors: SelectorSet,
+    /// The process they were read from, sent with them to be recorded
+    /// (never matched); `None` when its start time could not be read.
+    pub(crate) process: Option<ProcessInstance>,
+}
+
+/// The caller's selectors, attested from the connection's kernel facts, and its process.
+pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<Attested, Status> {
     let caller = req
         .extensions()
         .get::<Option<Caller>>()
         .cloned()
         .flatten()
         .ok_or_else(|| Status::permission_denied("caller has no kernel credentials"))?;
+    let process = process_instance(&caller);
     // A few /proc reads, inline; reading an executable not yet hashed
     // goes to the blocking pool.
     let attestor = agent.attestor.clone();
-    match attestor.attest_cached(&caller).map_err(|e| Status::permission_denied(e.to_string()))? {
-        Some(selectors) => Ok(selectors),
+    let selectors = match attestor.attest_cached(&caller).map_err(|e| Status::permission_denied(e.to_string()))? {
+        Some(selectors) => selectors,
         None => tokio::task::spawn_blocking(move || attestor.attest(&caller))
             .await
             .map_err(|_| Status::internal("attestation task failed"))?
-            .map_err(|e| Status::permission_denied(e.to_string())),
-    }
+            .map_err(|e| Status::permission_denied(e.to_string()))?,
+    };
+    Ok(Attested { selectors, process })
 }
 
 /// [`attest`], and the caller must match at least one entry.
-pub(crate) async fn attest_identified<T>(agent: &AgentInner, req: &Request<T>) -> Result<SelectorSet, Status> {
-    let selectors = attest(agent, req).await?;
-    if agent.cache.matching(&selectors).is_empty() {
+pub(crate) async fn attest_identified<T>(agent: &AgentInner, req: &Request<T>) -> Result<Attested, Status> {
+    let attested = attest(agent, req).await?;
+    if agent.cache.matching(&attested.selectors).is_empty() {
         return Err(no_identity());
     }
-    Ok(selectors)
+    Ok(attested)
 }
 
 /// What a caller with no identity (or no identity left) is told.
@@ -71,9 +84,9 @@ pub(crate) struct InterestGuard {
 }
 
 impl InterestGuard {
-    /// Registers interest for a workload with `selectors`.
-    pub(crate) fn open(agent: Arc<AgentInner>, selectors: &SelectorSet) -> Self {
-        let digest = agent.cache.open_interest(selectors, now_unix());
+    /// Registers interest for an attested workload.
+    pub(crate) fn open(agent: Arc<AgentInner>, caller: &Attested) -> Self {
+        let digest = agent.cache.open_interest(&caller.selectors, caller.process, now_unix());
         Self { agent, digest }
     }
 }

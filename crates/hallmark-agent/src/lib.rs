@@ -8,6 +8,8 @@
 //! - [`workload_api`]: the Workload API, and the request path through the agent.
 //! - `admission`: who is calling on the socket (shared by every service there).
 //! - [`attest`]: unix workload attestation (SO_PEERCRED, pidfd, /proc).
+//! - `process`: the process facts (PID, start time) recorded with a
+//!   workload's evidence.
 //! - [`cache`]: entries, bundle, workloads' interests and SVIDs; what is due;
 //!   never serves an expired SVID.
 //! - `svid_requests`: the rotation loop that asks the server for the SVIDs
@@ -43,6 +45,7 @@ pub mod health;
 mod health_endpoint;
 pub mod hpack;
 mod identity;
+mod process;
 mod renewal;
 pub mod sds;
 pub mod server_conn;

@@ -111,6 +111,12 @@ impl EvidenceSet {
         }
     }
 
+    /// The digest of the selectors alone: what the agent keys the
+    /// workload's credentials by, and what a delivery report names.
+    pub fn selectors_digest(&self) -> String {
+        evidence_digest_of(&self.selectors_text(), None)
+    }
+
     /// The selectors' canonical text, as stored and hashed: each ended by a newline.
     pub(crate) fn selectors_text(&self) -> String {
         canonical_selectors(&self.selectors)
