@@ -65,6 +65,26 @@ fn mtls_client(s: &hallmark_server::RunningServer, chain: Vec<Vec<u8>>, key: Vec
     channel(&s.agent_addr.to_string(), mtls).unwrap()
 }
 
+/// An entry for workloads with uid 1000 under agent `parent`, known to the server.
+async fn entry_for_uid_1000(s: &hallmark_server::RunningServer, parent: &SpiffeId, id: &str) -> hallmark_core::Entry {
+    let spec = EntrySpec {
+        spiffe_id: id.into(),
+        parent_id: Some(parent.to_string()),
+        selectors: vec!["unix:uid:1000".into()],
+        owner: "team".into(),
+        ..Default::default()
+    };
+    let valid = spec
+        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
+        .unwrap();
+    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
+        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
+    });
+    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
+    s.state.catch_up().await.unwrap();
+    entry
+}
+
 /// One SignX509SVIDs request for `entry_id`, its first (only) result.
 async fn sign_one(
     c: &mut NodeClient<Channel>,
@@ -142,21 +162,7 @@ async fn process_facts_are_recorded_with_the_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path()).await;
     let (b_id, mut b) = attested_agent(&s).await;
-    let spec = EntrySpec {
-        spiffe_id: "spiffe://example.org/w".into(),
-        parent_id: Some(b_id.to_string()),
-        selectors: vec!["unix:uid:1000".into()],
-        owner: "team".into(),
-        ..Default::default()
-    };
-    let valid = spec
-        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
-        .unwrap();
-    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
-        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
-    });
-    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
-    s.state.catch_up().await.unwrap();
+    let entry = entry_for_uid_1000(&s, &b_id, "spiffe://example.org/w").await;
     let sid = SpiffeId::new("spiffe://example.org/w").unwrap();
     let process = ProcessInstance { pid: 4242, start_ticks: 987_654, started_at: 1_767_225_600 };
     let sign = |process: ProcessInstance| {
@@ -210,21 +216,7 @@ async fn agents_get_only_their_own_entries() {
     let s = server(dir.path()).await;
     let (a_id, mut a) = attested_agent(&s).await;
     let (b_id, mut b) = attested_agent(&s).await;
-    let spec = EntrySpec {
-        spiffe_id: "spiffe://example.org/b-only".into(),
-        parent_id: Some(b_id.to_string()),
-        selectors: vec!["unix:uid:1000".into()],
-        owner: "team".into(),
-        ..Default::default()
-    };
-    let valid = spec
-        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
-        .unwrap();
-    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
-        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
-    });
-    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
-    s.state.catch_up().await.unwrap();
+    let entry = entry_for_uid_1000(&s, &b_id, "spiffe://example.org/b-only").await;
     let sid = SpiffeId::new("spiffe://example.org/b-only").unwrap();
 
     // B is entitled.
