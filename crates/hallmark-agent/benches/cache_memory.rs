@@ -63,7 +63,7 @@ fn main() {
     );
     let entries: Vec<Entry> = (0..n).map(|i| entry(&td, i, &selectors)).collect();
     cache.replace_entries(entries.clone());
-    let digest = cache.open_interest(&workload, now);
+    let digest = cache.open_interest(&workload, None, now);
     assert_eq!(digest, evidence_digest(&workload));
 
     let before = ALLOC.allocated();

@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallmark_core::{SelectorSet, now_unix};
+use hallmark_core::{ProcessInstance, SelectorSet, now_unix};
 use tonic::{Request, Status};
 
-use crate::attest::Caller;
+use crate::attest::{Caller, ProcessFacts};
+use crate::process::process_instance;
 use crate::state::AgentInner;
 
 /// How long a new stream waits for SVIDs that are being issued before answering.
@@ -28,16 +29,28 @@ pub(crate) fn require_security_header<T>(req: &Request<T>) -> Result<(), Status>
     Ok(())
 }
 
+/// A caller, attested.
+#[derive(Debug, Clone)]
+pub(crate) struct Attested {
+    /// Its selectors: its evidence, what entries match.
+    pub(crate) selectors: SelectorSet,
+    /// The process they were read from, sent with them to be recorded
+    /// (never matched); `None` when its start time could not be read.
+    pub(crate) process: Option<ProcessInstance>,
+}
+
 /// The caller's selectors, attested from the connection's kernel facts:
 /// `unix:*` from /proc, then `container:*` from the container runtime and
-/// `k8s:*` from the kubelet for the container and pod its cgroup names.
-pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<SelectorSet, Status> {
+/// `k8s:*` from the kubelet for the container and pod its cgroup names;
+/// and its process.
+pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<Attested, Status> {
     let caller = req
         .extensions()
         .get::<Option<Caller>>()
         .cloned()
         .flatten()
         .ok_or_else(|| Status::permission_denied("caller has no kernel credentials"))?;
+    let process = process_instance(&caller);
     // A few /proc reads, inline; reading an executable not yet hashed
     // goes to the blocking pool.
     let attestor = agent.attestor.clone();
@@ -48,20 +61,27 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<Se
             .map_err(|_| Status::internal("attestation task failed"))?
             .map_err(|e| Status::permission_denied(e.to_string()))?,
     };
+    let selectors = with_runtime_facts(agent, facts).await;
+    Ok(Attested { selectors, process })
+}
+
+/// The workload's `unix:*` selectors, with `container:*` and `k8s:*` added
+/// for the container and pod its cgroup names, where the agent is set up to
+/// ask. What fails here leaves the workload with its unix selectors only:
+/// an entry that needs container or pod facts then does not match.
+async fn with_runtime_facts(agent: &AgentInner, facts: ProcessFacts) -> SelectorSet {
     let mut selectors = facts.selectors;
     if agent.containers.is_none() && agent.kubelet.is_none() {
-        return Ok(selectors);
+        return selectors;
     }
-    // What fails here leaves the workload with its unix selectors only: an
-    // entry that needs container or pod facts then does not match.
     let where_from = match facts.cgroup {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(pid = facts.pid, "{e}");
-            return Ok(selectors);
+            return selectors;
         }
     };
-    let Some(container) = &where_from.container else { return Ok(selectors) };
+    let Some(container) = &where_from.container else { return selectors };
     if let Some(containers) = &agent.containers {
         match containers.selectors(container, facts.mount_ns).await {
             Ok(found) => selectors.extend(found),
@@ -79,16 +99,16 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<Se
             }
         }
     }
-    Ok(selectors)
+    selectors
 }
 
 /// [`attest`], and the caller must match at least one entry.
-pub(crate) async fn attest_identified<T>(agent: &AgentInner, req: &Request<T>) -> Result<SelectorSet, Status> {
-    let selectors = attest(agent, req).await?;
-    if agent.cache.matching(&selectors).is_empty() {
+pub(crate) async fn attest_identified<T>(agent: &AgentInner, req: &Request<T>) -> Result<Attested, Status> {
+    let attested = attest(agent, req).await?;
+    if agent.cache.matching(&attested.selectors).is_empty() {
         return Err(no_identity());
     }
-    Ok(selectors)
+    Ok(attested)
 }
 
 /// What a caller with no identity (or no identity left) is told.
@@ -105,9 +125,9 @@ pub(crate) struct InterestGuard {
 }
 
 impl InterestGuard {
-    /// Registers interest for a workload with `selectors`.
-    pub(crate) fn open(agent: Arc<AgentInner>, selectors: &SelectorSet) -> Self {
-        let digest = agent.cache.open_interest(selectors, now_unix());
+    /// Registers interest for an attested workload.
+    pub(crate) fn open(agent: Arc<AgentInner>, caller: &Attested) -> Self {
+        let digest = agent.cache.open_interest(&caller.selectors, caller.process, now_unix());
         Self { agent, digest }
     }
 }

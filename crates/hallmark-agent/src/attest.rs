@@ -69,8 +69,10 @@ pub struct Caller {
     pub pid: i32,
     /// A pidfd pinning that process, when the kernel supports SO_PEERPIDFD.
     pub pidfd: Option<Arc<OwnedFd>>,
-    /// Without a pidfd: the process's start time when the connection was
-    /// accepted (`None` when it could not be read: the caller is refused).
+    /// The process's start time (clock ticks since boot) when the connection
+    /// was accepted. Without a pidfd it pins the process (`None`, unreadable:
+    /// the caller is refused); with one, it is only recorded with the
+    /// caller's evidence ([`crate::process`]).
     pub start_time: Option<u64>,
     /// The executable the process ran when the connection was accepted
     /// (`None` when it could not be read: the caller is refused).
@@ -82,7 +84,7 @@ impl Caller {
     /// when the kernel gave one, else by the start time /proc shows now, and
     /// bound to the executable it runs now.
     pub fn new(pid: i32, pidfd: Option<OwnedFd>) -> Self {
-        let start_time = if pidfd.is_some() { None } else { start_time(pid).ok() };
+        let start_time = start_time(pid).ok();
         let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| ExeIdentity::of(&m));
         Self { pid, pidfd: pidfd.map(Arc::new), start_time, exe }
     }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use hallmark_ca::Bundle;
-use hallmark_core::{Entry, SelectorSet, evidence_digest};
+use hallmark_core::{Entry, ProcessInstance, SelectorSet, evidence_digest};
 use tokio::sync::watch;
 
 /// How long a workload's interest outlives its last request or stream.
@@ -114,6 +114,9 @@ pub struct HeldJwt {
 #[derive(Debug, Clone)]
 struct Interest {
     selectors: SelectorSet,
+    /// The process that showed this evidence last: requests made for the
+    /// evidence name it (the SVID serves every process showing it).
+    process: Option<ProcessInstance>,
     streams: usize,
     last_seen: i64,
 }
@@ -127,6 +130,8 @@ pub struct Due {
     pub entry: Entry,
     /// The workload evidence to decide on.
     pub selectors: SelectorSet,
+    /// The process that showed it last, recorded with it.
+    pub process: Option<ProcessInstance>,
     /// A replacement for a current SVID (`renew`), or a first one (`issue_x509`).
     pub renewal: bool,
 }
@@ -313,9 +318,10 @@ impl Cache {
         v
     }
 
-    /// A workload with `selectors` opened a stream: keep its SVIDs issued and
-    /// renewed until [`Cache::close_interest`]. Returns the evidence digest.
-    pub fn open_interest(&self, selectors: &SelectorSet, now: i64) -> String {
+    /// A workload with `selectors`, in `process`, opened a stream: keep its
+    /// SVIDs issued and renewed until [`Cache::close_interest`]. Returns the
+    /// evidence digest.
+    pub fn open_interest(&self, selectors: &SelectorSet, process: Option<ProcessInstance>, now: i64) -> String {
         let digest = evidence_digest(selectors);
         self.write(|i| {
             if !i.interests.contains_key(&digest) && i.interests.len() >= MAX_INTERESTS {
@@ -333,11 +339,15 @@ impl Cache {
             let new = !i.interests.contains_key(&digest);
             let x = i.interests.entry(digest.clone()).or_insert_with(|| Interest {
                 selectors: selectors.clone(),
+                process,
                 streams: 0,
                 last_seen: now,
             });
             x.streams += 1;
             x.last_seen = now;
+            if process.is_some() {
+                x.process = process;
+            }
             // Only a new evidence set changes what is due (and must wake the
             // rotation loop); another stream for a known one changes nothing
             // that open streams serve.
@@ -378,7 +388,13 @@ impl Cache {
                         Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
                         Some(_) => continue,
                     };
-                    out.push(Due { key, entry: e.clone(), selectors: interest.selectors.clone(), renewal });
+                    out.push(Due {
+                        key,
+                        entry: e.clone(),
+                        selectors: interest.selectors.clone(),
+                        process: interest.process,
+                        renewal,
+                    });
                 }
             }
             out

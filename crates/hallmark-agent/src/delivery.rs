@@ -43,7 +43,7 @@ impl Delivery for DeliveryApi {
         req: Request<ReportDeliveryRequest>,
     ) -> Result<Response<ReportDeliveryResponse>, Status> {
         admission::require_security_header(&req)?;
-        let selectors = admission::attest_identified(&self.agent, &req).await?;
+        let selectors = admission::attest_identified(&self.agent, &req).await?.selectors;
         let r = req.into_inner();
         if r.credential_ids.is_empty() || r.credential_ids.len() > MAX_IDS {
             return Err(Status::invalid_argument(format!("name 1 to {MAX_IDS} credentials")));

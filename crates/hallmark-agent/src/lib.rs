@@ -11,6 +11,8 @@
 //!   namespaces included; [`cgroup`]: which container and pod the cgroup
 //!   file names; [`container`]: what the container runtime says about that
 //!   container; [`kubelet`]: what the kubelet says about that pod.
+//! - `process`: the process facts (PID, start time) recorded with a
+//!   workload's evidence.
 //! - [`cache`]: entries, bundle, workloads' interests and SVIDs; what is due;
 //!   never serves an expired SVID.
 //! - `svid_requests`: the rotation loop that asks the server for the SVIDs
@@ -50,6 +52,7 @@ pub mod hpack;
 mod http_get;
 mod identity;
 pub mod kubelet;
+mod process;
 mod renewal;
 pub mod sds;
 pub mod server_conn;

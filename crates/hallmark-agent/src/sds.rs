@@ -494,17 +494,18 @@ impl SecretDiscoveryService for SdsApi {
         &self,
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
-        let selectors = admission::attest_identified(&self.agent, &req).await?;
+        let caller = admission::attest_identified(&self.agent, &req).await?;
         // Like a FetchX509SVID stream, an SDS stream keeps the caller's SVIDs issued and renewed.
-        let interest = InterestGuard::open(self.agent.clone(), &selectors);
+        let interest = InterestGuard::open(self.agent.clone(), &caller);
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(serve_stream(self.agent.clone(), selectors, req.into_inner(), tx, interest));
+        tokio::spawn(serve_stream(self.agent.clone(), caller.selectors, req.into_inner(), tx, interest));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn fetch_secrets(&self, req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
-        let selectors = admission::attest_identified(&self.agent, &req).await?;
-        let _interest = InterestGuard::open(self.agent.clone(), &selectors);
+        let caller = admission::attest_identified(&self.agent, &req).await?;
+        let _interest = InterestGuard::open(self.agent.clone(), &caller);
+        let selectors = caller.selectors;
         let r = req.into_inner();
         let names = check_request(&r)?;
         let spiffe_validator = has_spiffe_validator(r.node.as_ref());

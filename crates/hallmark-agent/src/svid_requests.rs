@@ -32,10 +32,11 @@ use std::time::Duration;
 
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_ca::svid;
-use hallmark_core::{SelectorSet, evidence_digest, now_unix};
+use hallmark_core::{ProcessInstance, evidence_digest, now_unix};
 use hallmark_proto::node as pb;
 use tonic::{Code, Status};
 
+use crate::admission::Attested;
 use crate::cache::{Due, HeldJwt, HeldSvid, SvidKey};
 use crate::error::AgentError;
 use crate::state::AgentInner;
@@ -117,6 +118,7 @@ async fn request_batch(agent: &AgentInner, batch: &[Due], now: i64, retry_after:
                     csr: kc.csr_der,
                     evidence: d.selectors.iter().map(ToString::to_string).collect(),
                     renewal: d.renewal,
+                    process: d.process.as_ref().map(process_message),
                 });
                 requested.push(Requested { key: d.key.clone(), private_key: kc.key_pkcs8, revision: d.entry.revision });
             }
@@ -202,21 +204,26 @@ fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// A JWT-SVID of entry `entry_id` for `audience`, for a workload that showed
-/// `evidence`: the one held while before its refresh point, else one minted
-/// by the server now and kept for reuse.
+/// The process facts sent with a request, as the protocol carries them.
+fn process_message(p: &ProcessInstance) -> pb::ProcessInstance {
+    pb::ProcessInstance { pid: p.pid(), start_ticks: p.start_ticks(), started_at: p.started_at() }
+}
+
+/// A JWT-SVID of entry `entry_id` for `audience`, for the attested workload
+/// `caller`: the one held while before its refresh point, else one minted
+/// by the server now (recorded with the caller's process) and kept for reuse.
 pub(crate) async fn jwt_svid(
     agent: &AgentInner,
     entry_id: &str,
     audience: &[String],
-    evidence: &SelectorSet,
+    caller: &Attested,
     now: i64,
 ) -> Result<String, Status> {
-    let digest = evidence_digest(evidence);
+    let digest = evidence_digest(&caller.selectors);
     if let Some(j) = agent.cache.jwt(entry_id, &digest, audience, now) {
         return Ok(j.token);
     }
-    let m = mint_jwt(agent, entry_id, audience, evidence).await?;
+    let m = mint_jwt(agent, entry_id, audience, caller).await?;
     // The server says when to mint a replacement; half the remaining life when it does not.
     let refresh_at = if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
     let held = HeldJwt { token: m.token.clone(), jti: m.jti, kid: m.kid, expires_at: m.expires_at, refresh_at };
@@ -224,17 +231,18 @@ pub(crate) async fn jwt_svid(
     Ok(m.token)
 }
 
-/// Mints a JWT-SVID through the server for a workload that showed `evidence`.
+/// Mints a JWT-SVID through the server for the attested workload `caller`.
 async fn mint_jwt(
     agent: &AgentInner,
     entry_id: &str,
     audience: &[String],
-    evidence: &SelectorSet,
+    caller: &Attested,
 ) -> Result<pb::MintJwtSvidResponse, Status> {
     let req = pb::MintJwtSvidRequest {
         entry_id: entry_id.to_owned(),
         audience: audience.to_vec(),
-        evidence: evidence.iter().map(ToString::to_string).collect(),
+        evidence: caller.selectors.iter().map(ToString::to_string).collect(),
+        process: caller.process.as_ref().map(process_message),
     };
     match agent.client().mint_jwt_svid(req).await {
         Ok(r) => Ok(r.into_inner()),

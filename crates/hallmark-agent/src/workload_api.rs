@@ -84,7 +84,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
-use crate::admission::{self, FIRST_SVID_WAIT, InterestGuard, no_identity};
+use crate::admission::{self, Attested, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::attest::Caller;
 use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
 use crate::state::AgentInner;
@@ -263,13 +263,13 @@ impl WorkloadApi {
     }
 
     /// Checks the security header and attests the caller.
-    async fn admit<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
+    async fn admit<T>(&self, req: &Request<T>) -> Result<Attested, Status> {
         admission::require_security_header(req)?;
         admission::attest(&self.agent, req).await
     }
 
     /// Like [`Self::admit`], but the caller must match at least one entry.
-    async fn admit_identified<T>(&self, req: &Request<T>) -> Result<SelectorSet, Status> {
+    async fn admit_identified<T>(&self, req: &Request<T>) -> Result<Attested, Status> {
         admission::require_security_header(req)?;
         admission::attest_identified(&self.agent, req).await
     }
@@ -382,9 +382,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.admit_identified(&req).await?;
+        let caller = self.admit_identified(&req).await?;
         // Registering interest is what gets SVIDs issued for this workload's evidence.
-        let guard = InterestGuard::open(self.agent.clone(), &selectors);
+        let guard = InterestGuard::open(self.agent.clone(), &caller);
+        let selectors = caller.selectors;
         let stream =
             watch_stream(self.agent.clone(), guard, move |agent, waiting| x509_message(agent, &selectors, waiting));
         Ok(Response::new(stream))
@@ -413,10 +414,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
             self.admit(&req).await?;
             return Err(Status::invalid_argument("audience is required"));
         }
-        let selectors = self.admit(&req).await?;
+        let caller = self.admit(&req).await?;
         let r = req.into_inner();
         hallmark_core::check_audiences(&r.audience).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut entries = self.agent.cache.matching(&selectors);
+        let mut entries = self.agent.cache.matching(&caller.selectors);
         if !r.spiffe_id.is_empty() {
             let want = SpiffeId::new(&r.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
             entries.retain(|e| e.spiffe_id == want);
@@ -427,7 +428,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
         for e in entries {
-            let token = svid_requests::jwt_svid(&self.agent, &e.id, &r.audience, &selectors, now).await?;
+            let token = svid_requests::jwt_svid(&self.agent, &e.id, &r.audience, &caller, now).await?;
             svids.push(Jwtsvid {
                 spiffe_id: e.spiffe_id.to_string(),
                 svid: token,

@@ -9,6 +9,7 @@ mod config_error;
 mod credential_kind;
 mod duration;
 mod entry;
+mod evidence;
 mod scope;
 mod selector;
 mod spiffe_id;
@@ -21,8 +22,9 @@ pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{
     Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,
 };
+pub use evidence::{ProcessInstance, ProcessInstanceError, canonical_selectors, evidence_digest, evidence_digest_of};
 pub use scope::{MAX_SCOPES, NodeScope, OutOfScope, OwnerScopes, PathScope, ScopeError, ScopeLists};
-pub use selector::{NAMESPACE_KINDS, Selector, SelectorError, SelectorSet, evidence_digest, is_image_digest};
+pub use selector::{NAMESPACE_KINDS, Selector, SelectorError, SelectorSet, is_image_digest};
 pub use spiffe_id::{RESERVED_SEGMENT, SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Current time as unix seconds. Hallmark stores and compares every instant this way.

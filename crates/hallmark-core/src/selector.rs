@@ -306,18 +306,6 @@ impl<'de> serde::Deserialize<'de> for SelectorSet {
     }
 }
 
-/// SHA-256 hex over the canonical form of a selector set (sorted,
-/// newline-terminated): the digest under which evidence is cached and recorded.
-pub fn evidence_digest(s: &SelectorSet) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for sel in s {
-        h.update(sel.to_string().as_bytes());
-        h.update(b"\n");
-    }
-    hex::encode(h.finalize())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

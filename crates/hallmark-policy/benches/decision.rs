@@ -99,6 +99,7 @@ fn main() {
                 node_id: "n".into(),
                 node_attestation: "join_token".into(),
                 node_selectors: vec![],
+                process: None,
             })
             .collect();
         let classes = Classes::default();

@@ -172,6 +172,7 @@ impl CaseRequest {
             node_id: c.evidence.node_id.clone().unwrap_or_else(|| "spiffe://policy.test/hallmark/agent/test".into()),
             node_attestation: c.evidence.node_attestation.clone().unwrap_or_else(|| "join_token".into()),
             node_selectors: c.evidence.node_selectors.clone(),
+            process: None,
         };
         let exceptions = c
             .exceptions

@@ -19,7 +19,7 @@
 
 use std::str::FromStr;
 
-use hallmark_core::{Class, Entry, SelectorSet};
+use hallmark_core::{Class, Entry, ProcessInstance, SelectorSet, canonical_selectors, evidence_digest_of};
 
 use crate::engine::Evaluation;
 use crate::{ActiveException, Classes, IssuancePath, PolicyEngine, PolicyError};
@@ -82,6 +82,10 @@ pub struct Evidence {
     pub node_attestation: String,
     /// Node facts.
     pub node_selectors: Vec<String>,
+    /// The process the selectors were read from, when the agent said: part
+    /// of the recorded evidence and its digest, never of the decision (no
+    /// policy can name one process).
+    pub process: Option<ProcessInstance>,
 }
 
 impl Evidence {
@@ -100,9 +104,10 @@ impl Evidence {
         self.selectors.iter().filter(move |s| s.kind() == kind && s.key() == key).map(|s| s.value())
     }
 
-    /// A stable digest of the workload evidence, for caches and records.
+    /// The digest of the workload evidence (selectors and process) that
+    /// records name it by ([`evidence_digest_of`]).
     pub fn digest(&self) -> String {
-        hallmark_core::evidence_digest(&self.selectors)
+        evidence_digest_of(&canonical_selectors(&self.selectors), self.process.as_ref())
     }
 }
 
@@ -309,6 +314,7 @@ mod tests {
             node_id: "spiffe://example.org/hallmark/agent/local".into(),
             node_attestation: "local".into(),
             node_selectors: vec![],
+            process: None,
         }
     }
 

@@ -487,6 +487,7 @@ pub(crate) mod tests {
             node_id: "spiffe://example.org/hallmark/agent/local".into(),
             node_attestation: "local".into(),
             node_selectors: vec![],
+            process: None,
         };
         engine
             .evaluate(&IssuanceRequest {

@@ -6,13 +6,17 @@
 //! it can: the agent attests the reporting process from the kernel and
 //! forwards only serials and jtis it holds for that process's evidence; the
 //! server accepts only credentials issued through the calling agent, for the
-//! same evidence digest. So a recorded delivery always comes from the
-//! process the credential was issued to. Where the files went is that
+//! same selectors (the digest of the selectors alone: the process facts
+//! recorded with the credential name the process that asked first, and the
+//! agent shares the credential with every process showing those selectors).
+//! So a recorded delivery always comes from a workload the credential was
+//! issued to. Where the files went is that
 //! process's own statement: the record says "reported by the holder", not
 //! "proven". The SPIFFE Workload API is untouched: the report is a separate
 //! service on the agent's socket.
 
 use hallmark_core::{evidence_digest, now_unix};
+use hallmark_store::Credential;
 use serde_json::json;
 
 use crate::issuance::{AuthenticatedAgent, IssueError, parse_evidence};
@@ -57,7 +61,7 @@ impl ServerState {
         let digest = evidence_digest(&parse_evidence(evidence)?);
         for id in ids {
             let c = self.store.credential(id).await?.ok_or_else(|| IssueError::UnknownCredential(id.clone()))?;
-            if c.node_id != caller.agent.as_str() || c.evidence_digest != digest {
+            if c.node_id != caller.agent.as_str() || self.selectors_digest(&c).await?.as_deref() != Some(&digest) {
                 return Err(IssueError::NotHolder(id.clone()));
             }
         }
@@ -77,6 +81,18 @@ impl ServerState {
         );
         self.audit.record_or_log(event).await;
         Ok(recorded)
+    }
+
+    /// The digest of the selectors credential `c` was issued on: from its
+    /// stored evidence set, or its own digest when none is stored (issued
+    /// before sets were, when the digest covered the selectors alone).
+    /// `None` when the stored set no longer matches its digest.
+    async fn selectors_digest(&self, c: &Credential) -> Result<Option<String>, IssueError> {
+        Ok(match self.store.evidence_set(&c.evidence_digest).await? {
+            Some(Ok(set)) => Some(set.selectors_digest()),
+            Some(Err(_)) => None,
+            None => Some(c.evidence_digest.clone()),
+        })
     }
 }
 

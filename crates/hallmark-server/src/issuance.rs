@@ -18,9 +18,11 @@ use std::sync::Arc;
 
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
 use hallmark_ca::{CaError, MintClaims, SignedSvid};
-use hallmark_core::{CredentialKind, Entry, SelectorError, SelectorSet, SpiffeId, now_unix};
+use hallmark_core::{
+    CredentialKind, Entry, ProcessInstance, ProcessInstanceError, SelectorError, SelectorSet, SpiffeId, now_unix,
+};
 use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
-use hallmark_store::{Denial, JoinTokenError, hash_secret};
+use hallmark_store::{Denial, EvidenceSet, JoinTokenError, hash_secret};
 
 use crate::error::ServerError;
 use crate::state::ServerState;
@@ -75,6 +77,9 @@ pub enum IssueError {
     /// An evidence selector the agent reported does not parse.
     #[error("evidence: {0}")]
     Evidence(#[source] SelectorError),
+    /// The process facts the agent reported are out of range.
+    #[error("evidence: {0}")]
+    Process(#[source] ProcessInstanceError),
     /// The CSR is malformed or asks for another identity
     /// ([`CaError::is_bad_csr`]): the requester's fault.
     #[error(transparent)]
@@ -183,11 +188,29 @@ impl IssuedAgentSvid {
     }
 }
 
-/// What step 1 establishes: the entry the workload may have, and the
-/// evidence the decision and the records read.
+/// What the agent reports of the workload asking: its attested selectors,
+/// and the process they were read from (older agents send none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadEvidence {
+    /// The selectors: what entries match and the decision reads.
+    pub selectors: SelectorSet,
+    /// The process: recorded with the selectors, never matched.
+    pub process: Option<ProcessInstance>,
+}
+
+impl From<SelectorSet> for WorkloadEvidence {
+    /// Selectors with no process facts.
+    fn from(selectors: SelectorSet) -> Self {
+        Self { selectors, process: None }
+    }
+}
+
+/// What step 1 establishes: the entry the workload may have, the evidence
+/// the decision reads, and the evidence set the records name.
 struct Entitled {
     entry: Arc<Entry>,
     evidence: Evidence,
+    recorded: EvidenceSet,
 }
 
 /// What step 2 grants when the verdict allows.
@@ -232,7 +255,7 @@ impl Entitled {
             class: entry.class.to_string(),
             owner: entry.owner.clone(),
             policy_version: event.policy_version,
-            evidence_digest: self.evidence.digest(),
+            evidence_digest: self.recorded.digest.clone(),
             issued_at: event.at,
             not_before: signed.not_before,
             not_after: signed.not_after,
@@ -272,8 +295,9 @@ impl ServerState {
         &self,
         caller: &AuthenticatedAgent,
         entry_id: &str,
-        selectors: SelectorSet,
+        workload: WorkloadEvidence,
     ) -> Result<Entitled, IssueError> {
+        let WorkloadEvidence { selectors, process } = workload;
         let entry = self.registry.entry(entry_id).ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
         if entry.revoked_at.is_some() {
             return Err(IssueError::Revoked(entry_id.to_owned()));
@@ -292,8 +316,10 @@ impl ServerState {
             node_id: caller.agent.to_string(),
             node_attestation: caller.attestation.clone(),
             node_selectors: vec![format!("node:attestation:{}", caller.attestation)],
+            process,
         };
-        Ok(Entitled { entry, evidence })
+        let recorded = EvidenceSet::new(&evidence.selectors, evidence.process);
+        Ok(Entitled { entry, evidence, recorded })
     }
 
     /// The entry's approved exceptions in force at `now`.
@@ -368,11 +394,12 @@ impl ServerState {
     ) -> Result<(), IssueError> {
         let IssuanceRequest { action, entry, audience, evidence, .. } = *request;
         self.metrics.denied(entry.class);
+        let recorded = EvidenceSet::new(&evidence.selectors, evidence.process);
         let details = serde_json::json!({
             "requested": action.as_str(),
             "audience": audience,
             "spiffe_id": entry.spiffe_id.as_str(),
-            "evidence_digest": evidence.digest(),
+            "evidence_digest": recorded.digest,
             "policy_ids": verdict.policy_ids,
             "reason": reason,
         });
@@ -384,11 +411,13 @@ impl ServerState {
             action: action.as_str().to_owned(),
             audience: audience.map(str::to_owned),
             node_id: evidence.node_id.clone(),
-            evidence_digest: evidence.digest(),
+            evidence_digest: recorded.digest.clone(),
             policy_version: i64::try_from(verdict.policy_version).unwrap_or(i64::MAX),
             policy_ids: verdict.policy_ids.clone(),
             reason: reason.to_owned(),
         });
+        // What was refused is kept as what was issued is: which binary, as whom, in which process.
+        event.evidence = Some(recorded);
         self.audit.record(event).await?;
         tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, action = action.as_str(), audience, by = %reason, "issuance denied");
         Ok(())
@@ -401,7 +430,7 @@ impl ServerState {
         caller: &AuthenticatedAgent,
         entry_id: &str,
         csr: &[u8],
-        evidence: SelectorSet,
+        evidence: WorkloadEvidence,
         renewal: bool,
     ) -> Result<IssuedX509, IssueError> {
         let now = now_unix();
@@ -430,7 +459,7 @@ impl ServerState {
             "not_after": svid.not_after,
             "owner": entry.owner,
             "class": entry.class.as_str(),
-            "evidence_digest": entitled.evidence.digest(),
+            "evidence_digest": entitled.recorded.digest,
             "policy_ids": granted.policy_ids,
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details);
@@ -443,6 +472,7 @@ impl ServerState {
             not_after: svid.not_after,
         };
         event.credential = Some(entitled.inventory_row(signed, &event));
+        event.evidence = Some(entitled.recorded.clone());
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs = granted.ttl_secs, "issued X.509-SVID");
         // 5. Return, with the class's renewal point.
@@ -459,7 +489,7 @@ impl ServerState {
         caller: &AuthenticatedAgent,
         entry_id: &str,
         audience: &[String],
-        evidence: SelectorSet,
+        evidence: WorkloadEvidence,
     ) -> Result<IssuedJwt, IssueError> {
         hallmark_core::check_audiences(audience).map_err(|e| IssueError::BadRequest(e.to_string()))?;
         let now = now_unix();
@@ -501,7 +531,7 @@ impl ServerState {
             "not_after": exp,
             "owner": entry.owner,
             "class": entry.class.as_str(),
-            "evidence_digest": entitled.evidence.digest(),
+            "evidence_digest": entitled.recorded.digest,
             "policy_ids": policy_ids,
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
@@ -514,6 +544,7 @@ impl ServerState {
             not_after: exp,
         };
         event.credential = Some(entitled.inventory_row(signed, &event));
+        event.evidence = Some(entitled.recorded.clone());
         self.audit.record(event).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         // 5. Return, with when to mint a replacement.

@@ -16,7 +16,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::issuance::{AuthenticatedAgent, IssueError, IssuedAgentSvid, MAX_SVIDS_PER_REQUEST, parse_evidence};
+use crate::issuance::{
+    AuthenticatedAgent, IssueError, IssuedAgentSvid, MAX_SVIDS_PER_REQUEST, WorkloadEvidence, parse_evidence,
+};
 use crate::state::ServerState;
 use crate::tls_listener::PeerInfo;
 
@@ -84,7 +86,7 @@ fn status(e: IssueError) -> Status {
         | IssueError::Revoked(_)
         | IssueError::Reserved(_) => Status::permission_denied(e.to_string()),
         IssueError::NodeBanned(_) => Status::permission_denied(e.to_string()),
-        IssueError::BadRequest(_) | IssueError::Evidence(_) | IssueError::BadCsr(_) => {
+        IssueError::BadRequest(_) | IssueError::Evidence(_) | IssueError::Process(_) | IssueError::BadCsr(_) => {
             Status::invalid_argument(e.to_string())
         }
         IssueError::Attestation(_) => Status::permission_denied(e.to_string()),
@@ -211,7 +213,7 @@ impl Node for NodeApi {
         let caller = &caller;
         let results: Vec<Result<SvidResult, Status>> = futures_util::stream::iter(requests)
             .map(|r| async move {
-                let issued = match parse_evidence(&r.evidence) {
+                let issued = match workload(&r.evidence, r.process) {
                     Ok(ev) => self.state.issue_x509(caller, &r.entry_id, &r.csr, ev, r.renewal).await,
                     Err(e) => Err(e),
                 };
@@ -253,7 +255,7 @@ impl Node for NodeApi {
     async fn mint_jwt_svid(&self, req: Request<MintJwtSvidRequest>) -> Result<Response<MintJwtSvidResponse>, Status> {
         let caller = self.authenticate(&req).await?;
         let r = req.into_inner();
-        let evidence = parse_evidence(&r.evidence).map_err(status)?;
+        let evidence = workload(&r.evidence, r.process).map_err(status)?;
         let j = self.state.issue_jwt(&caller, &r.entry_id, &r.audience, evidence).await.map_err(status)?;
         Ok(Response::new(MintJwtSvidResponse {
             token: j.token,
@@ -274,6 +276,17 @@ impl Node for NodeApi {
             self.state.record_deliveries(&caller, &r.credential_ids, &r.target, &r.evidence).await.map_err(status)?;
         Ok(Response::new(RecordDeliveriesResponse { recorded }))
     }
+}
+
+/// What the agent reports of a workload, checked: its selectors, and the
+/// process they were read from when the agent says.
+fn workload(evidence: &[String], process: Option<pb::ProcessInstance>) -> Result<WorkloadEvidence, IssueError> {
+    let selectors = parse_evidence(evidence)?;
+    let process = process
+        .map(|p| hallmark_core::ProcessInstance::new(p.pid, p.start_ticks, p.started_at))
+        .transpose()
+        .map_err(IssueError::Process)?;
+    Ok(WorkloadEvidence { selectors, process })
 }
 
 fn event(e: sync_event::Event) -> Result<SyncEvent, Status> {

@@ -111,6 +111,7 @@ pub(crate) async fn load_policy(store: &Store, keys: &audit::AuditKeys) -> Resul
                     details,
                     credential: None,
                     denial: None,
+                    evidence: None,
                 }]
             });
             // Another server may store it at the same moment; either copy is the default.
@@ -146,6 +147,7 @@ impl ServerState {
             details,
             credential: None,
             denial: None,
+            evidence: None,
         }
     }
 

@@ -65,6 +65,26 @@ fn mtls_client(s: &hallmark_server::RunningServer, chain: Vec<Vec<u8>>, key: Vec
     channel(&s.agent_addr.to_string(), mtls).unwrap()
 }
 
+/// An entry for workloads with uid 1000 under agent `parent`, known to the server.
+async fn entry_for_uid_1000(s: &hallmark_server::RunningServer, parent: &SpiffeId, id: &str) -> hallmark_core::Entry {
+    let spec = EntrySpec {
+        spiffe_id: id.into(),
+        parent_id: Some(parent.to_string()),
+        selectors: vec!["unix:uid:1000".into()],
+        owner: "team".into(),
+        ..Default::default()
+    };
+    let valid = spec
+        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
+        .unwrap();
+    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
+        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
+    });
+    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
+    s.state.catch_up().await.unwrap();
+    entry
+}
+
 /// One SignX509SVIDs request for `entry_id`, its first (only) result.
 async fn sign_one(
     c: &mut NodeClient<Channel>,
@@ -72,7 +92,7 @@ async fn sign_one(
     csr: Vec<u8>,
     evidence: Vec<String>,
 ) -> hallmark_proto::node::SvidResult {
-    let req = SvidRequest { entry_id: entry_id.to_owned(), csr, evidence, renewal: false };
+    let req = SvidRequest { entry_id: entry_id.to_owned(), csr, evidence, renewal: false, process: None };
     let r = c.sign_x509_svids(SignX509SvidsRequest { requests: vec![req] }).await.unwrap().into_inner();
     r.results.into_iter().next().unwrap()
 }
@@ -80,7 +100,8 @@ async fn sign_one(
 /// MintJWTSVID for `entry_id` and `audience`, with [`ev`] as the evidence.
 async fn mint_jwt(c: &mut NodeClient<Channel>, entry_id: &str, audience: &[&str]) -> Result<(), tonic::Status> {
     let audience = audience.iter().map(|&a| a.to_owned()).collect();
-    c.mint_jwt_svid(MintJwtSvidRequest { entry_id: entry_id.to_owned(), audience, evidence: ev() }).await.map(|_| ())
+    let req = MintJwtSvidRequest { entry_id: entry_id.to_owned(), audience, evidence: ev(), process: None };
+    c.mint_jwt_svid(req).await.map(|_| ())
 }
 
 /// Security issue 12: a certificate that names an agent and chains to the
@@ -131,27 +152,71 @@ async fn only_the_agent_svid_issued_to_a_node_authenticates_it() {
     assert_eq!(e.code(), Code::PermissionDenied, "an SVID replaced twice over is not: {e:?}");
 }
 
+/// The process facts an agent sends are recorded with the selectors, under
+/// the digest the inventory row and the audit record carry; facts out of
+/// range are refused; a delivery report, which names the selectors only,
+/// still finds the credential.
+#[tokio::test(flavor = "multi_thread")]
+async fn process_facts_are_recorded_with_the_evidence() {
+    use hallmark_proto::node::{ProcessInstance, RecordDeliveriesRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let (b_id, mut b) = attested_agent(&s).await;
+    let entry = entry_for_uid_1000(&s, &b_id, "spiffe://example.org/w").await;
+    let sid = SpiffeId::new("spiffe://example.org/w").unwrap();
+    let process = ProcessInstance { pid: 4242, start_ticks: 987_654, started_at: 1_767_225_600 };
+    let sign = |process: ProcessInstance| {
+        let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
+        let req =
+            SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false, process: Some(process) };
+        SignX509SvidsRequest { requests: vec![req] }
+    };
+    let r = b.sign_x509_svids(sign(process)).await.unwrap().into_inner().results.remove(0);
+    assert!(r.error.is_empty(), "{}", r.error);
+    let serial = hallmark_ca::svid::parse_leaf(&r.cert_chain[0]).unwrap().serial;
+    let c = s.state.store.credential(&serial).await.unwrap().unwrap();
+    let set = s.state.store.evidence_set(&c.evidence_digest).await.unwrap().unwrap().unwrap();
+    let p = set.process.unwrap();
+    assert_eq!((p.pid(), p.start_ticks(), p.started_at()), (4242, 987_654, 1_767_225_600));
+    assert_eq!(set.selectors, vec!["unix:gid:1000", "unix:uid:1000"]);
+    let records = s.state.store.audit_records(0, 0, i64::MAX, 1000).await.unwrap();
+    let issued = records.iter().find(|r| r.event.details["serial"] == serial.as_str()).unwrap();
+    assert_eq!(issued.event.details["evidence_digest"], c.evidence_digest.as_str());
+
+    // A JWT-SVID's too.
+    let req = MintJwtSvidRequest {
+        entry_id: entry.id.clone(),
+        audience: vec!["x".into()],
+        evidence: ev(),
+        process: Some(ProcessInstance { pid: 4243, ..process }),
+    };
+    let jti = b.mint_jwt_svid(req).await.unwrap().into_inner().jti;
+    let j = s.state.store.credential(&jti).await.unwrap().unwrap();
+    let jset = s.state.store.evidence_set(&j.evidence_digest).await.unwrap().unwrap().unwrap();
+    assert_eq!(jset.process.map(|p| p.pid()), Some(4243));
+
+    // PID 0 names no process: refused as a bad request, nothing signed.
+    let r =
+        b.sign_x509_svids(sign(ProcessInstance { pid: 0, ..process })).await.unwrap().into_inner().results.remove(0);
+    assert!(r.cert_chain.is_empty() && r.error.contains("process id"), "{:?}", r.error);
+
+    // The holder reports delivery with its selectors alone.
+    let report =
+        RecordDeliveriesRequest { credential_ids: vec![serial.clone()], target: "files:/x".into(), evidence: ev() };
+    assert_eq!(b.record_deliveries(report).await.unwrap().into_inner().recorded, 1);
+    let other = vec!["unix:uid:1000".to_owned()];
+    let report = RecordDeliveriesRequest { credential_ids: vec![serial], target: "files:/x".into(), evidence: other };
+    assert_eq!(b.record_deliveries(report).await.unwrap_err().code(), Code::PermissionDenied);
+    assert!(s.state.verify_audit(&[]).await.unwrap().broken.is_none());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_get_only_their_own_entries() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path()).await;
     let (a_id, mut a) = attested_agent(&s).await;
     let (b_id, mut b) = attested_agent(&s).await;
-    let spec = EntrySpec {
-        spiffe_id: "spiffe://example.org/b-only".into(),
-        parent_id: Some(b_id.to_string()),
-        selectors: vec!["unix:uid:1000".into()],
-        owner: "team".into(),
-        ..Default::default()
-    };
-    let valid = spec
-        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
-        .unwrap();
-    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
-        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
-    });
-    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
-    s.state.catch_up().await.unwrap();
+    let entry = entry_for_uid_1000(&s, &b_id, "spiffe://example.org/b-only").await;
     let sid = SpiffeId::new("spiffe://example.org/b-only").unwrap();
 
     // B is entitled.

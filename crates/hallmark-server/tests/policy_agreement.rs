@@ -153,14 +153,14 @@ async fn serve(s: &RunningServer, c: &Case, entry_id: &str) -> Served {
         Action::IssueX509 | Action::Renew => {
             let id = SpiffeId::new(&c.entry.spiffe_id).unwrap();
             let csr = hallmark_ca::keys::new_key_and_csr(Some(&id)).unwrap().csr_der;
-            st.issue_x509(&caller, entry_id, &csr, selectors, action == Action::Renew).await.map(|i| {
+            st.issue_x509(&caller, entry_id, &csr, selectors.into(), action == Action::Renew).await.map(|i| {
                 // Signed from `now - BACKDATE_SECS`, to `now + lifetime`.
                 i.svid.not_after - i.svid.not_before - hallmark_ca::x509::BACKDATE_SECS
             })
         }
         Action::IssueJwt => {
             let audience = vec![c.audience.clone().unwrap()];
-            st.issue_jwt(&caller, entry_id, &audience, selectors).await.map(|j| {
+            st.issue_jwt(&caller, entry_id, &audience, selectors.into()).await.map(|j| {
                 let payload = j.token.split('.').nth(1).unwrap();
                 let claims: serde_json::Value =
                     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())

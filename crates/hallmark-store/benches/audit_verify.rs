@@ -27,6 +27,7 @@ fn event(i: i64) -> AuditEvent {
         }),
         credential: None,
         denial: None,
+        evidence: None,
     }
 }
 

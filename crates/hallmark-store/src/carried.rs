@@ -1,14 +1,16 @@
 //! The rows an audit record carries into other tables: an issued
-//! credential's inventory row ([`crate::AuditEvent::credential`]) and a
-//! denial's row ([`crate::AuditEvent::denial`]). The appender writes them in
-//! the transaction of their record; `inventory` and `denials` read them.
+//! credential's inventory row ([`crate::AuditEvent::credential`]), a
+//! denial's row ([`crate::AuditEvent::denial`]) and the workload evidence
+//! the decision was made on ([`crate::AuditEvent::evidence`]). The appender
+//! writes them in the transaction of their record; `inventory`, `denials`
+//! and `evidence` read them.
 //!
 //! Only types live here, so that the chain (`audit`), which writes these
 //! rows, and the modules that read them and make recorded changes of their
 //! own (`inventory` prunes through `recorded`, which extends the chain)
 //! depend on this leaf rather than on each other.
 
-use hallmark_core::CredentialKind;
+use hallmark_core::{CredentialKind, ProcessInstance, SelectorSet, canonical_selectors, evidence_digest_of};
 use serde::{Deserialize, Serialize};
 
 /// An issued credential, as the inventory holds it.
@@ -79,4 +81,44 @@ pub struct Denial {
     pub policy_ids: Vec<String>,
     /// Human-readable reason.
     pub reason: String,
+}
+
+/// A workload's evidence, as the `evidence` table holds it: written once
+/// per distinct digest, with the first record that names it. What an auditor
+/// reads to answer "which binary, as which user, in which process got this".
+///
+/// Only attested facts: selectors (ids, names, paths, digests) and the
+/// process's id and start time, never key material or tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EvidenceSet {
+    /// [`evidence_digest_of`] the selectors and the process: the
+    /// `evidence_digest` of the records and rows that name this set.
+    pub digest: String,
+    /// The selectors, `type:key:value`, sorted.
+    pub selectors: Vec<String>,
+    /// The process they were read from, when the agent said.
+    pub process: Option<ProcessInstance>,
+}
+
+impl EvidenceSet {
+    /// The evidence of a workload with `selectors`, read from `process`.
+    pub fn new(selectors: &SelectorSet, process: Option<ProcessInstance>) -> Self {
+        let text = canonical_selectors(selectors);
+        Self {
+            digest: evidence_digest_of(&text, process.as_ref()),
+            selectors: selectors.iter().map(ToString::to_string).collect(),
+            process,
+        }
+    }
+
+    /// The digest of the selectors alone: what the agent keys the
+    /// workload's credentials by, and what a delivery report names.
+    pub fn selectors_digest(&self) -> String {
+        evidence_digest_of(&self.selectors_text(), None)
+    }
+
+    /// The selectors' canonical text, as stored and hashed: each ended by a newline.
+    pub(crate) fn selectors_text(&self) -> String {
+        canonical_selectors(&self.selectors)
+    }
 }

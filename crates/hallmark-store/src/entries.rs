@@ -380,21 +380,7 @@ impl Store {
 
     /// Entries by id (those that exist), in no particular order.
     pub async fn entries_by_id(&self, ids: &[String]) -> Result<Vec<Entry>, StoreError> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT {ENTRY_COLUMNS} FROM entries WHERE id IN {}",
-                values_list(self.backend(), chunk.len(), 1)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                out.push(entry_from_row(&r)?);
-            }
-        }
-        Ok(out)
+        self.rows_in(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id IN"), ids, entry_from_row).await
     }
 
     /// Replaces an entry's content, recorded by `rec`; `expected_revision`,

@@ -58,21 +58,8 @@ impl Store {
 
     /// Which of `ids` (serials or jtis) the inventory holds.
     pub async fn credentials_present(&self, ids: &[String]) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut present = std::collections::HashSet::with_capacity(ids.len());
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "SELECT id FROM credentials WHERE id IN {}",
-                crate::store::values_list(self.backend(), chunk.len(), 1)
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id.clone());
-            }
-            for r in q.fetch_all(&self.pool).await? {
-                present.insert(r.try_get::<String, _>("id")?);
-            }
-        }
-        Ok(present)
+        let id = |r: &AnyRow| r.try_get::<String, _>("id").map_err(StoreError::from);
+        Ok(self.rows_in("SELECT id FROM credentials WHERE id IN", ids, id).await?.into_iter().collect())
     }
 
     /// Records that the holder of credential `id` delivered it to `target`

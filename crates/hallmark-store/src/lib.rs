@@ -11,6 +11,7 @@ mod authority;
 mod carried;
 mod denials;
 mod entries;
+mod evidence;
 mod governance;
 mod inventory;
 mod migrate;
@@ -25,9 +26,10 @@ pub use audit::{
     record_hash,
 };
 pub use authority::{AuthorityRow, AuthorityState};
-pub use carried::{Credential, Denial};
+pub use carried::{Credential, Denial, EvidenceSet};
 pub use denials::DenialRecord;
 pub use entries::{EntryChange, parse_entries_page};
+pub use evidence::{CheckedEvidence, EvidenceMismatch};
 pub use governance::{ExceptionError, ExceptionRecord, NewException, Owner, PolicyVersion};
 pub use inventory::CredentialFilter;
 pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid, join_token_id};

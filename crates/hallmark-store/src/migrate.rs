@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_hardening.sql")),
     (8, include_str!("../migrations/0008_delivery.sql")),
     (9, include_str!("../migrations/0009_credential_audience.sql")),
+    (10, include_str!("../migrations/0010_evidence.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -264,6 +264,29 @@ impl Store {
         row.as_ref().map(decode).transpose()
     }
 
+    /// Every row `select` finds for any of `keys`, as `decode` reads them:
+    /// `select` is a static query ending in `IN`, completed here with a list
+    /// of up to 500 keys a query.
+    pub(crate) async fn rows_in<T>(
+        &self,
+        select: &str,
+        keys: &[String],
+        decode: fn(&AnyRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let sql = format!("{select} {}", values_list(self.backend, chunk.len(), 1));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for key in chunk {
+                q = q.bind(key.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.push(decode(&r)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every row `select` (a static query without parameters) returns, as
     /// `decode` reads them.
     pub(crate) async fn all_rows<T>(

@@ -415,6 +415,7 @@ fn event(i: i64) -> hallmark_store::AuditEvent {
         details: serde_json::json!({"serial": format!("{i:x}"), "evidence": "abc"}),
         credential: None,
         denial: None,
+        evidence: None,
     }
 }
 
@@ -448,6 +449,88 @@ async fn audit_chain_detects_edits_and_deletions() {
         let v = s.verify_audit().await.unwrap();
         assert_eq!(v.broken.as_ref().map(|b| b.seq), Some(3), "{name}: {v:?}");
         assert!(v.broken.unwrap().problem.contains("missing"));
+    }
+}
+
+/// An issuance record naming the evidence set `set`, as the server writes it.
+fn issued_on(i: i64, set: &hallmark_store::EvidenceSet) -> hallmark_store::AuditEvent {
+    let mut e = event(i);
+    e.details = serde_json::json!({ "serial": format!("{i:x}"), "evidence_digest": set.digest });
+    e.evidence = Some(set.clone());
+    e
+}
+
+#[tokio::test]
+async fn evidence_sets_are_stored_once_and_checked_against_their_digest() {
+    let selectors: hallmark_core::SelectorSet =
+        ["unix:uid:1000", "unix:gid:100", &format!("unix:sha256:{}", "ab".repeat(32))]
+            .iter()
+            .map(|s| s.parse::<hallmark_core::Selector>().unwrap())
+            .collect();
+    let process = hallmark_core::ProcessInstance::new(4242, 987_654, 1_767_225_600).unwrap();
+    let with_process = hallmark_store::EvidenceSet::new(&selectors, Some(process));
+    let without = hallmark_store::EvidenceSet::new(&selectors, None);
+    // Without process facts, a set has the digest Hallmark always recorded.
+    assert_eq!(without.digest, hallmark_core::evidence_digest(&selectors));
+    assert_ne!(with_process.digest, without.digest);
+    for (name, s) in stores().await {
+        // Twice in one batch, again in a later one, and on a signed append
+        // (another statement): stored once each.
+        s.append_audit(&[event(1), issued_on(2, &with_process), issued_on(3, &with_process)]).await.unwrap();
+        s.append_audit(&[issued_on(4, &with_process), issued_on(5, &without)]).await.unwrap();
+        s.append_audit_signed(&[issued_on(6, &without)], &TestSigner::Working).await.unwrap();
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM evidence").fetch_one(s.pool()).await.unwrap().get("n");
+        assert_eq!(n, 2, "{name}");
+        assert_eq!(s.evidence_set(&with_process.digest).await.unwrap(), Some(Ok(with_process.clone())), "{name}");
+        assert_eq!(s.evidence_set(&without.digest).await.unwrap(), Some(Ok(without.clone())), "{name}");
+        assert_eq!(s.evidence_set("0011").await.unwrap(), None, "{name}");
+        let found =
+            s.evidence_sets(&[with_process.digest.clone(), "0011".into(), without.digest.clone()]).await.unwrap();
+        assert_eq!(found.len(), 2, "{name}");
+        assert_eq!(found.get(&with_process.digest), Some(&Ok(with_process.clone())));
+        assert!(s.verify_audit().await.unwrap().broken.is_none(), "{name}");
+
+        // An edited selector (the set now claims root) no longer matches its
+        // digest: verify names the set at the first record naming it, and
+        // reads refuse to show it.
+        let digest = &with_process.digest;
+        sqlx::query("UPDATE evidence SET selectors = REPLACE(selectors, 'uid:1000', 'uid:0') WHERE digest = $1")
+            .bind(digest.clone())
+            .execute(s.pool())
+            .await
+            .unwrap();
+        let v = s.verify_audit().await.unwrap();
+        let b = v.broken.expect("an edited evidence set verifies");
+        assert_eq!(b.seq, 2, "{name}: {b:?}");
+        assert!(b.problem.contains(digest.as_str()) && b.problem.contains("edited"), "{name}: {b:?}");
+        assert_eq!(s.evidence_set(digest).await.unwrap(), Some(Err(hallmark_store::EvidenceMismatch::Digest)));
+        sqlx::query("UPDATE evidence SET selectors = REPLACE(selectors, 'uid:0', 'uid:1000') WHERE digest = $1")
+            .bind(digest.clone())
+            .execute(s.pool())
+            .await
+            .unwrap();
+        assert!(s.verify_audit().await.unwrap().broken.is_none(), "{name}: restored");
+        // Another pid; process facts taken away; selectors spelling them.
+        for edit in [
+            "UPDATE evidence SET pid = 1 WHERE digest = $1",
+            "UPDATE evidence SET start_ticks = NULL WHERE digest = $1",
+            "UPDATE evidence SET pid = NULL, start_ticks = NULL, started_at = NULL, \
+             selectors = selectors || '\n' || 'pid=4242' WHERE digest = $1",
+        ] {
+            sqlx::query(edit).bind(digest.clone()).execute(s.pool()).await.unwrap();
+            let broken = s.verify_audit().await.unwrap().broken;
+            assert!(broken.as_ref().is_some_and(|b| b.problem.contains(digest.as_str())), "{name}: {edit}: {broken:?}");
+            sqlx::query(
+                "UPDATE evidence SET selectors = $2, pid = 4242, start_ticks = 987654, started_at = 1767225600 \
+                 WHERE digest = $1",
+            )
+            .bind(digest.clone())
+            .bind(hallmark_core::canonical_selectors(&selectors))
+            .execute(s.pool())
+            .await
+            .unwrap();
+            assert!(s.verify_audit().await.unwrap().broken.is_none(), "{name}: {edit}: restored");
+        }
     }
 }
 

@@ -324,6 +324,13 @@ async fn issue(
                 entry_id: entry.clone(),
                 audience: vec!["chaos".into()],
                 evidence: vec!["unix:uid:1000".into()],
+                // A new evidence set each time: its row is written with the
+                // records, and must survive or vanish with them.
+                process: Some(hallmark_proto::node::ProcessInstance {
+                    pid: u32::try_from(n).unwrap_or(1).max(1),
+                    start_ticks: 1,
+                    started_at: 1,
+                }),
             })
             .await;
         let mut got = Vec::new();
@@ -343,6 +350,7 @@ async fn issue(
                 entry_id: entry.clone(),
                 audience: vec![DENIED_AUDIENCE.into()],
                 evidence: vec!["unix:uid:1000".into()],
+                process: None,
             })
             .await;
         if got.is_empty() {

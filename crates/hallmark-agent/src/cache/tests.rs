@@ -78,7 +78,7 @@ fn serving_web() -> (Cache, SelectorSet, String) {
     let cache = Cache::default();
     cache.replace_entries(vec![entry("web", &["unix:uid:1000"])]);
     let w = workload(&["unix:uid:1000", "unix:gid:1000"]);
-    let digest = cache.open_interest(&w, T0);
+    let digest = cache.open_interest(&w, None, T0);
     (cache, w, digest)
 }
 
@@ -107,7 +107,7 @@ fn an_interest_makes_each_matching_entry_due_for_first_issue() {
         entry("other", &["unix:uid:2000"]),
     ]);
     let w = workload(&["unix:uid:1000", "unix:gid:1000"]);
-    let digest = cache.open_interest(&w, T0);
+    let digest = cache.open_interest(&w, None, T0);
     assert_eq!(digest, evidence_digest(&w), "interests are keyed by the evidence digest");
     assert_eq!(due_keys(&cache, T0), vec![(key("db", &digest), false), (key("web", &digest), false)]);
     let due = cache.due(T0);
@@ -232,7 +232,7 @@ fn an_entry_update_lifts_a_denial() {
 fn a_denial_is_per_evidence() {
     let (cache, _, digest) = serving_web();
     let other = workload(&["unix:uid:1000", "unix:gid:2000"]);
-    let other_digest = cache.open_interest(&other, T0);
+    let other_digest = cache.open_interest(&other, None, T0);
     cache.deny(key("web", &digest), T0 + 30);
     assert_eq!(due_keys(&cache, T0), vec![(key("web", &other_digest), false)]);
 }
@@ -366,7 +366,7 @@ fn a_closed_interest_is_kept_for_its_grace_then_evicted() {
 #[test]
 fn an_interest_with_an_open_stream_is_never_evicted() {
     let (cache, _, digest) = serving_web();
-    let second = cache.open_interest(&workload(&["unix:uid:1000", "unix:gid:1000"]), T0);
+    let second = cache.open_interest(&workload(&["unix:uid:1000", "unix:gid:1000"]), None, T0);
     assert_eq!(second, digest, "a second stream with the same evidence shares the interest");
     cache.close_interest(&digest, T0 + 1);
     let much_later = T0 + 10 * INTEREST_KEEP_SECS;
@@ -402,7 +402,7 @@ fn the_idlest_closed_interest_makes_room_when_the_table_is_full() {
         // is the idlest by a second.
         let t = if n == 1 { T0 - 1 } else { T0 + i64::try_from(n / 20).unwrap() };
         let w = workload(&["unix:uid:1000", &format!("unix:gid:{n}")]);
-        let d = cache.open_interest(&w, t);
+        let d = cache.open_interest(&w, None, t);
         // All but the first closed, each at the time it was opened; the first stays open.
         if n > 0 {
             cache.close_interest(&d, t);
@@ -410,7 +410,7 @@ fn the_idlest_closed_interest_makes_room_when_the_table_is_full() {
         digests.push(d);
     }
     let now = T0 + 500;
-    let newest = cache.open_interest(&workload(&["unix:uid:1000", "unix:gid:999999"]), now);
+    let newest = cache.open_interest(&workload(&["unix:uid:1000", "unix:gid:999999"]), None, now);
     let due: Vec<String> = cache.due(now).into_iter().map(|d| d.key.digest).collect();
     assert_eq!(due.len(), MAX_INTERESTS);
     assert!(due.contains(&newest));
@@ -426,7 +426,7 @@ fn a_snapshot_drops_what_was_held_for_entries_no_longer_in_it() {
     let cache = Cache::default();
     cache.replace_entries(vec![entry("web", &["unix:uid:1000"]), entry("db", &["unix:uid:1000"])]);
     let w = workload(&["unix:uid:1000"]);
-    let digest = cache.open_interest(&w, T0);
+    let digest = cache.open_interest(&w, None, T0);
     cache.put_svid(key("web", &digest), svid("s1", T0, T0 + 3600, T0 + 1800));
     cache.put_svid(key("db", &digest), svid("s2", T0, T0 + 3600, T0 + 1800));
     cache.replace_entries(vec![entry("db", &["unix:uid:1000"])]);
@@ -455,10 +455,10 @@ fn only_changes_that_matter_wake_the_rotation_loop_and_streams() {
     let mut version = cache.subscribe();
     version.borrow_and_update();
     let w = workload(&["unix:uid:1000"]);
-    let digest = cache.open_interest(&w, T0);
+    let digest = cache.open_interest(&w, None, T0);
     assert!(version.has_changed().unwrap(), "a new evidence set changes what is due");
     version.borrow_and_update();
-    cache.open_interest(&w, T0);
+    cache.open_interest(&w, None, T0);
     cache.close_interest(&digest, T0);
     assert!(!version.has_changed().unwrap(), "another stream for a known one changes nothing served");
     cache.put_svid(key("web", &digest), svid("s1", T0, T0 + 3600, T0 + 1800));

@@ -8,9 +8,11 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hallmark_store::AuditRecord;
 use serde::Deserialize;
 
 use super::auth::Admin;
+use super::credentials::with_evidence;
 use super::error::ApiError;
 use super::guard::JsonObject;
 use super::roles::Perm;
@@ -26,7 +28,10 @@ pub(crate) struct AuditQuery {
     until: Option<i64>,
 }
 
-/// The audit records between `since` and `until` (unix seconds), as JSON lines.
+/// The audit records between `since` and `until` (unix seconds), as JSON
+/// lines. A record whose details name an evidence digest with a stored set
+/// carries that set beside its details (`evidence`): the record's hash covers
+/// the digest, and the digest the set.
 pub(crate) async fn export(
     State(s): State<Arc<ServerState>>,
     who: Admin,
@@ -41,8 +46,19 @@ pub(crate) async fn export(
         let page = s.store.audit_records(after, since, until, 10_000).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
+        let digest =
+            |r: &AuditRecord| r.event.details.get("evidence_digest").and_then(|d| d.as_str()).map(str::to_owned);
+        let mut digests: Vec<String> = page.iter().filter_map(digest).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        let sets = s.store.evidence_sets(&digests).await?;
         for r in &page {
-            out.push_str(&serde_json::to_string(r).unwrap_or_default());
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            // Every record naming a set carries it, so each line can be read alone.
+            if let Some(checked) = digest(r).and_then(|d| sets.get(&d).cloned()) {
+                with_evidence(&mut v, checked);
+            }
+            out.push_str(&v.to_string());
             out.push('\n');
         }
     }

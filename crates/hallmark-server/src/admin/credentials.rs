@@ -1,12 +1,15 @@
-//! Admin API: the inventory of every credential issued, `/v1/credentials`.
+//! Admin API: the inventory of every credential issued, `/v1/credentials`,
+//! and one credential with the evidence it was issued on,
+//! `/v1/credentials/{id}`.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use hallmark_core::now_unix;
+use hallmark_store::CheckedEvidence;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::auth::Admin;
 use super::error::ApiError;
@@ -59,4 +62,43 @@ pub(crate) async fn list(
     };
     let list = s.store.credentials(&filter, 100_000).await?;
     Ok(Json(json!({ "credentials": list })))
+}
+
+/// `GET /v1/credentials/{id}` (a serial or a jti): the credential and the
+/// workload evidence it was issued on (selectors, process); an owner sees
+/// its own. `evidence` is null for credentials issued before evidence sets
+/// were stored; a stored set that no longer matches its digest is not shown
+/// (`evidence_error` says so).
+pub(crate) async fn show(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.may(Perm::ReadEntries)?;
+    let c =
+        s.store.credential(&id).await?.ok_or_else(|| ApiError::not_found(format!("credential `{id}` not found")))?;
+    if let Some(mine) = who.owner_scope()
+        && c.owner != mine
+    {
+        return Err(ApiError::forbidden(format!("role `{}` may only see owner `{mine}`", who.token.role)));
+    }
+    let mut v = json!({ "credential": c, "evidence": Value::Null });
+    if let Some(checked) = s.store.evidence_set(&c.evidence_digest).await? {
+        with_evidence(&mut v, checked);
+    }
+    Ok(Json(v))
+}
+
+/// Adds a stored evidence set to the object `v`: as `evidence` when it
+/// matches its digest, else only `evidence_error`, naming it.
+pub(crate) fn with_evidence(v: &mut Value, checked: CheckedEvidence) {
+    let Some(obj) = v.as_object_mut() else { return };
+    match checked {
+        Ok(set) => {
+            obj.insert("evidence".into(), json!(set));
+        }
+        Err(e) => {
+            obj.insert("evidence_error".into(), json!(format!("the stored evidence set: {e}")));
+        }
+    }
 }

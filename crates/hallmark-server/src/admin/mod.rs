@@ -8,7 +8,8 @@
 //! mod (router) ─> entries, owners, policy, exceptions, admin_tokens, nodes,
 //!                 credentials, reports, audit, revocations, authorities, bundle
 //!                   (one file per resource; a handler may use another's helper,
-//!                    e.g. entries -> owners for the owner's scopes)
+//!                    e.g. entries -> owners for the owner's scopes, audit ->
+//!                    credentials for the evidence sets)
 //!              ─> listener (serving it), guard (request hygiene)
 //! every handler ─> roles (what a role may do) ─> auth (who is calling) ─> error
 //!               ─> guard (JSON object bodies) ─> error
@@ -71,6 +72,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/admin-tokens/{name}/revoke", post(admin_tokens::revoke))
         .route("/v1/admin-tokens/{name}/rotate", post(admin_tokens::rotate))
         .route("/v1/credentials", get(credentials::list))
+        .route("/v1/credentials/{id}", get(credentials::show))
         .route("/v1/reports/{kind}", get(reports::report))
         .route("/v1/audit", get(audit::export))
         // Up to 10 000 kept checkpoints fit the larger body limit of batches.

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use super::chain::{AuditEvent, GENESIS, Linked, link};
 use super::checkpoint::{Checkpoint, HEAD_UNVERIFIED, HeadSigner, latest_checkpoint, sign_head, unvouched_head};
-use crate::carried::{Credential, Denial};
+use crate::carried::{Credential, Denial, EvidenceSet};
 use crate::store::{AnyQuery, Backend, Store, StoreError, values_list};
 
 /// The head a batch extends: its position and hash, and what was found
@@ -96,24 +96,33 @@ impl<'a> Batch<'a> {
         self.rows.iter().filter_map(|r| r.event.denial.as_ref().map(|d| (r.event.at, d)))
     }
 
+    /// The evidence sets the batch's records name, each once (the table
+    /// keeps the first of each digest: `ON CONFLICT DO NOTHING`).
+    fn evidence_sets(&self) -> Vec<&'a EvidenceSet> {
+        let mut seen = std::collections::HashSet::new();
+        self.rows.iter().filter_map(|r| r.event.evidence.as_ref()).filter(|e| seen.insert(e.digest.as_str())).collect()
+    }
+
     /// SQLite: the whole batch as one multi-statement query with positional
     /// parameters, so it costs one round trip to the database thread;
     /// `BEGIN IMMEDIATE ... COMMIT` around it when `own_transaction`.
     fn sqlite_query(&self, own_transaction: bool) -> AnyQuery<'static> {
         let creds: Vec<(i64, &Credential)> = self.credentials().collect();
         let denials: Vec<(i64, &Denial)> = self.denials().collect();
+        let evidence = self.evidence_sets();
         // SQLite binds at most 32 766 parameters per statement: 1 024 rows of 15.
         let mut sql = String::from(if own_transaction { "BEGIN IMMEDIATE; " } else { "" });
-        for (prefix, cols, rows) in [
-            (AUDIT_INSERT, 10, self.rows.len()),
-            (CREDENTIALS_INSERT, 15, creds.len()),
-            (DENIALS_INSERT, 10, denials.len()),
-            (CHECKPOINT_INSERT, 5, usize::from(self.checkpoint.is_some())),
+        for (prefix, cols, rows, suffix) in [
+            (AUDIT_INSERT, 10, self.rows.len(), ""),
+            (CREDENTIALS_INSERT, 15, creds.len(), ""),
+            (DENIALS_INSERT, 10, denials.len(), ""),
+            (EVIDENCE_INSERT, 5, evidence.len(), EVIDENCE_ONCE),
+            (CHECKPOINT_INSERT, 5, usize::from(self.checkpoint.is_some()), ""),
         ] {
             let mut left = rows;
             while left > 0 {
                 let n = left.min(ROWS_PER_STATEMENT);
-                sql.push_str(&format!("{prefix}{}; ", values_list(Backend::Sqlite, cols, n)));
+                sql.push_str(&format!("{prefix}{}{suffix}; ", values_list(Backend::Sqlite, cols, n)));
                 left -= n;
             }
         }
@@ -165,6 +174,10 @@ impl<'a> Batch<'a> {
                 .bind(d.policy_version)
                 .bind(d.policy_ids.join(","))
                 .bind(d.reason.clone());
+        }
+        for e in evidence {
+            let [pid, start_ticks, started_at] = process_columns(e);
+            q = q.bind(e.digest.clone()).bind(e.selectors_text()).bind(pid).bind(start_ticks).bind(started_at);
         }
         if let Some(c) = &self.checkpoint {
             q = q.bind(c.seq).bind(c.hash.clone()).bind(c.at).bind(c.key_id.clone()).bind(c.signature.clone());
@@ -276,6 +289,22 @@ impl<'a> Batch<'a> {
             .execute(&mut *conn)
             .await?;
         }
+        let evidence: Vec<serde_json::Value> = self
+            .evidence_sets()
+            .into_iter()
+            .map(|e| {
+                let [pid, start_ticks, started_at] = process_columns(e);
+                serde_json::json!([e.digest, e.selectors_text(), pid, start_ticks, started_at])
+            })
+            .collect();
+        if !evidence.is_empty() {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{EVIDENCE_INSERT_SELECT} FROM json_array_elements($1::json) AS v{EVIDENCE_ONCE}"
+            )))
+            .bind(serde_json::Value::Array(evidence).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     }
 }
@@ -312,6 +341,27 @@ const AUDIT_INSERT: &str =
     "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) VALUES ";
 const CREDENTIALS_INSERT: &str = "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, \
      policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience) VALUES ";
+/// Each distinct evidence set is stored once: the first record naming it
+/// writes it, and the same digest is the same content.
+const EVIDENCE_INSERT: &str = "INSERT INTO evidence (digest, selectors, pid, start_ticks, started_at) VALUES ";
+const EVIDENCE_INSERT_SELECT: &str = "INSERT INTO evidence (digest, selectors, pid, start_ticks, started_at) \
+     SELECT v->>0, v->>1, (v->>2)::bigint, (v->>3)::bigint, (v->>4)::bigint";
+const EVIDENCE_ONCE: &str = " ON CONFLICT (digest) DO NOTHING";
+
+/// The `pid`, `start_ticks` and `started_at` columns of a set: all NULL
+/// when its process is not known.
+fn process_columns(e: &EvidenceSet) -> [Option<i64>; 3] {
+    match &e.process {
+        None => [None; 3],
+        Some(p) => [
+            Some(i64::from(p.pid())),
+            // Never beyond i64: `ProcessInstance::new` refuses it.
+            Some(i64::try_from(p.start_ticks()).unwrap_or(i64::MAX)),
+            Some(p.started_at()),
+        ],
+    }
+}
+
 const DENIALS_INSERT: &str = "INSERT INTO denials (at, entry_id, spiffe_id, action, audience, node_id, \
      evidence_digest, policy_version, policy_ids, reason) VALUES ";
 
@@ -389,6 +439,7 @@ fn with_head_notice<'a>(
         details: serde_json::json!({ "reason": reason }),
         credential: None,
         denial: None,
+        evidence: None,
     });
     buf.extend(events.iter().cloned());
     (&buf[..], 1)

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::carried::{Credential, Denial};
+use crate::carried::{Credential, Denial, EvidenceSet};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -34,6 +34,11 @@ pub struct AuditEvent {
     /// in the same transaction as the audit record.
     #[serde(skip)]
     pub denial: Option<Denial>,
+    /// The workload evidence the event was decided on (its digest is the
+    /// `evidence_digest` in the details), stored once per distinct digest
+    /// in the same transaction as the audit record.
+    #[serde(skip)]
+    pub evidence: Option<EvidenceSet>,
 }
 
 /// A stored record.

@@ -25,7 +25,7 @@
 //! ```text
 //! audit (mod.rs) -> append, verify, checkpoint, chain   (re-exports only)
 //! append         -> checkpoint, chain, crate::store, crate::carried
-//! verify         -> checkpoint, chain, crate::store
+//! verify         -> checkpoint, chain, crate::store, crate::evidence
 //! checkpoint     -> chain, crate::store
 //! chain          -> crate::carried
 //! crate::recorded -> audit (append's `extend_in`)

@@ -1,6 +1,7 @@
 //! Reading the chain back and verifying it: records by position and time,
 //! and the checks `audit verify` runs (every link and hash, the inventory's
-//! records, the stored checkpoints, the records of unsigned heads).
+//! records, the evidence sets against their digests, the stored
+//! checkpoints, the records of unsigned heads).
 
 use serde::Serialize;
 use sqlx::Row;
@@ -8,6 +9,7 @@ use sqlx::any::AnyRow;
 
 use super::chain::{AuditEvent, AuditRecord, GENESIS, hash_parts};
 use super::checkpoint::HEAD_UNVERIFIED;
+use crate::evidence::{EVIDENCE_COLUMNS, StoredEvidence};
 use crate::store::{Store, StoreError};
 
 /// The first break found by verification.
@@ -45,6 +47,7 @@ fn record_from_row(r: &AnyRow) -> Result<AuditRecord, StoreError> {
             details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
             credential: None,
             denial: None,
+            evidence: None,
         },
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
@@ -121,7 +124,8 @@ impl Store {
     /// Checks the whole chain, page by page, and names the first broken record:
     /// a missing position (deleted record), a hash that does not match the
     /// record (edited record), or a `prev_hash` that does not match its
-    /// predecessor.
+    /// predecessor; then that the inventory's records exist, and that every
+    /// stored evidence set still matches its digest.
     pub async fn verify_audit(&self) -> Result<AuditVerification, StoreError> {
         let mut expected_seq = 1;
         let mut prev = GENESIS.to_owned();
@@ -151,6 +155,7 @@ impl Store {
                     details: serde_json::Value::Null,
                     credential: None,
                     denial: None,
+                    evidence: None,
                 };
                 let (prev_hash, hash): (String, String) = (row.try_get("prev_hash")?, row.try_get("hash")?);
                 let broken = |problem: String| {
@@ -190,6 +195,47 @@ impl Store {
                 }),
             });
         }
-        Ok(AuditVerification { records: count, broken: None })
+        let broken = self.first_mismatched_evidence().await?;
+        Ok(AuditVerification { records: count, broken })
+    }
+
+    /// The first stored evidence set (by digest) whose content does not hash
+    /// to its digest, at the first record that names it (0 when none does).
+    /// The records carry only the digest, and the chain's hashes cover it:
+    /// an edited set no longer matches, and is named here.
+    async fn first_mismatched_evidence(&self) -> Result<Option<AuditBreak>, StoreError> {
+        let mut after = String::new();
+        loop {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVIDENCE_COLUMNS} FROM evidence WHERE digest > $1 ORDER BY digest LIMIT 10000"
+            )))
+            .bind(after.clone())
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else { return Ok(None) };
+            after = last.try_get("digest")?;
+            for row in &rows {
+                let stored = StoredEvidence::from_row(row)?;
+                let digest = stored.digest.clone();
+                if let Err(e) = stored.check() {
+                    let seq = self.first_record_naming(&digest).await?.unwrap_or(0);
+                    return Ok(Some(AuditBreak { seq, problem: format!("evidence set `{digest}`: {e}") }));
+                }
+            }
+        }
+    }
+
+    /// The first record whose details name evidence digest `digest`. A scan,
+    /// run only once verification has already failed.
+    async fn first_record_naming(&self, digest: &str) -> Result<Option<i64>, StoreError> {
+        // Only a digest can be looked for: nothing in it may act as a pattern.
+        if !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT MIN(seq) AS seq FROM audit WHERE details LIKE $1")
+            .bind(format!("%\"evidence_digest\":\"{digest}\"%"))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("seq")?)
     }
 }

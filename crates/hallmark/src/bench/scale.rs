@@ -122,6 +122,7 @@ async fn measure(a: &Args, work: &std::path::Path) -> anyhow::Result<()> {
             details,
             credential: None,
             denial: None,
+            evidence: None,
         };
         let rec = hallmark_store::Recorder::unsigned(|o: &hallmark_store::Owner| {
             vec![seeded("owner_create", o.name.clone(), serde_json::json!({}))]

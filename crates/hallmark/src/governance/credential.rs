@@ -7,7 +7,7 @@ use hyper::Method;
 use crate::Conn;
 use crate::client::encode;
 use crate::commands::{client, emit as print};
-use crate::table::{Table, text, time_rel};
+use crate::table::{Table, text, time, time_rel};
 
 /// `hallmark credential ...`
 #[derive(Subcommand)]
@@ -32,11 +32,82 @@ pub enum CredentialCmd {
         #[arg(long)]
         live: bool,
     },
+    /// Show one credential and the workload evidence it was issued on: which
+    /// executable (its SHA-256 and path), as which user and groups, in which
+    /// process (PID and start time).
+    Show {
+        /// The X.509-SVID serial (hex) or the JWT-SVID jti.
+        id: String,
+    },
 }
 
 /// `hallmark credential ...`
 pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
-    let CredentialCmd::List { entry, owner, node, expiring_within, live } = cmd;
+    match cmd {
+        CredentialCmd::List { entry, owner, node, expiring_within, live } => {
+            list(conn, entry, owner, node, expiring_within, live).await
+        }
+        CredentialCmd::Show { id } => show(conn, &id).await,
+    }
+}
+
+/// `hallmark credential show ID`
+async fn show(conn: &Conn, id: &str) -> anyhow::Result<()> {
+    let v = client(conn)?.json(Method::GET, &format!("/v1/credentials/{}", encode(id)), None).await?;
+    print(conn, &v, |v| {
+        let now = now_unix();
+        let c = &v["credential"];
+        let line = |label: &str, value: String| println!("{label:<15}: {value}");
+        line("Kind", text(c, "kind"));
+        line("Serial / jti", text(c, "id"));
+        line("SPIFFE ID", text(c, "spiffe_id"));
+        if !c["audience"].is_null() {
+            line("Audience", text(c, "audience"));
+        }
+        line("Entry", text(c, "entry_id"));
+        line("Owner", text(c, "owner"));
+        line("Class", text(c, "class"));
+        line("Node", text(c, "node_id"));
+        line("Issued", time_rel(c, "issued_at", now));
+        line("Expires", time_rel(c, "not_after", now));
+        if !c["revoked_at"].is_null() {
+            line("Revoked", format!("{} ({})", time_rel(c, "revoked_at", now), text(c, "revoke_reason")));
+        }
+        line("Policy version", text(c, "policy_version"));
+        line("Authority", text(c, "authority_id"));
+        line("Audit record", text(c, "audit_seq"));
+        if !c["delivered_to"].is_null() {
+            line("Delivered to", format!("{} at {}", text(c, "delivered_to"), time_rel(c, "delivered_at", now)));
+        }
+        line("Evidence", text(c, "evidence_digest"));
+        let e = &v["evidence"];
+        for s in e["selectors"].as_array().into_iter().flatten() {
+            line("  selector", s.as_str().unwrap_or_default().to_owned());
+        }
+        let p = &e["process"];
+        if p.is_object() {
+            line("  pid", text(p, "pid"));
+            line("  started", format!("{} ({} clock ticks after boot)", time(p, "started_at"), text(p, "start_ticks")));
+        } else if e.is_object() {
+            line("  process", "not reported by the agent".into());
+        }
+        if let Some(err) = v["evidence_error"].as_str() {
+            line("  NOT SHOWN", format!("{err}; run `hallmark audit verify`"));
+        } else if e.is_null() {
+            line("  selectors", "not stored (issued before evidence sets were kept)".into());
+        }
+    })
+}
+
+/// `hallmark credential list ...`
+async fn list(
+    conn: &Conn,
+    entry: Option<String>,
+    owner: Option<String>,
+    node: Option<String>,
+    expiring_within: Option<String>,
+    live: bool,
+) -> anyhow::Result<()> {
     let mut q = Vec::new();
     for (k, v) in [("entry", entry), ("owner", owner), ("node", node)] {
         if let Some(v) = v {

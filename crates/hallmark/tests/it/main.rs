@@ -10,6 +10,7 @@ mod cli;
 mod container;
 mod crash;
 mod drills;
+mod evidence;
 mod failclosed;
 mod harness;
 mod helper;

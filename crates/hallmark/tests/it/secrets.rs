@@ -380,6 +380,7 @@ async fn no_private_key_material_in_logs_audit_metrics_or_errors() {
                 csr: b"not a certificate signing request".to_vec(),
                 evidence: vec![uid.clone()],
                 renewal: false,
+                process: None,
             }],
         })
         .await;
@@ -391,6 +392,7 @@ async fn no_private_key_material_in_logs_audit_metrics_or_errors() {
             entry_id: "no-such-entry".into(),
             audience: vec!["db".into()],
             evidence: vec![uid.clone()],
+            process: None,
         })
         .await;
     got.add("MintJWTSVID for an unknown entry", format!("{r:?}"));
@@ -462,6 +464,9 @@ async fn no_private_key_material_in_logs_audit_metrics_or_errors() {
     assert!(audit.status.success() && !audit.stdout.is_empty());
     got.cli(&up, &["audit", "verify"]);
     got.cli(&up, &["credential", "list"]);
+    // The evidence a credential was issued on: attested facts only.
+    let shown = got.cli(&up, &["credential", "show", &serial, "--json"]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("\"pid\""), "the evidence is shown");
     let health = up.env["HALLMARK_AGENT_HEALTH"].clone();
     for path in ["/metrics", "/ready", "/live"] {
         let (status, body) = http_get(&format!("{health}{path}"));
