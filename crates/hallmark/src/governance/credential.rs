@@ -32,11 +32,22 @@ pub enum CredentialCmd {
         #[arg(long)]
         live: bool,
     },
+    /// Show one credential: where it came from, its lifetime and state (a
+    /// revoked one with its reason, e.g. `ended with its process`).
+    Show {
+        /// X.509 serial (hex) or JWT jti.
+        id: String,
+    },
 }
 
 /// `hallmark credential ...`
 pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
-    let CredentialCmd::List { entry, owner, node, expiring_within, live } = cmd;
+    let (entry, owner, node, expiring_within, live) = match cmd {
+        CredentialCmd::List { entry, owner, node, expiring_within, live } => {
+            (entry, owner, node, expiring_within, live)
+        }
+        CredentialCmd::Show { id } => return show(&id, conn).await,
+    };
     let mut q = Vec::new();
     for (k, v) in [("entry", entry), ("owner", owner), ("node", node)] {
         if let Some(v) = v {
@@ -66,14 +77,7 @@ pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
             "DELIVERED TO",
         ]);
         for c in v["credentials"].as_array().into_iter().flatten() {
-            let na = c["not_after"].as_i64().unwrap_or(0);
-            let state = if !c["revoked_at"].is_null() {
-                format!("revoked: {}", text(c, "revoke_reason"))
-            } else if na <= now {
-                "expired".into()
-            } else {
-                "live".into()
-            };
+            let state = state(c, now);
             t.row(vec![
                 text(c, "kind"),
                 text(c, "id"),
@@ -87,5 +91,44 @@ pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
             ]);
         }
         t.print_or("no credentials");
+    })
+}
+
+/// A credential's state as the inventory shows it: live, expired, or revoked with its reason.
+fn state(c: &serde_json::Value, now: i64) -> String {
+    if !c["revoked_at"].is_null() {
+        format!("revoked: {}", text(c, "revoke_reason"))
+    } else if c["not_after"].as_i64().unwrap_or(0) <= now {
+        "expired".into()
+    } else {
+        "live".into()
+    }
+}
+
+/// `hallmark credential show ID`
+async fn show(id: &str, conn: &Conn) -> anyhow::Result<()> {
+    let v = client(conn)?.json(Method::GET, &format!("/v1/credentials?id={}", encode(id)), None).await?;
+    let Some(c) = v["credentials"].as_array().and_then(|l| l.first()).cloned() else {
+        anyhow::bail!("credential `{id}` is not in the inventory");
+    };
+    print(conn, &c, |c| {
+        let now = now_unix();
+        for (label, value) in [
+            ("Kind", text(c, "kind")),
+            ("Serial / jti", text(c, "id")),
+            ("SPIFFE ID", text(c, "spiffe_id")),
+            ("Entry", text(c, "entry_id")),
+            ("Owner", text(c, "owner")),
+            ("Class", text(c, "class")),
+            ("Node", text(c, "node_id")),
+            ("Audience", text(c, "audience")),
+            ("Issued", crate::table::time(c, "issued_at")),
+            ("Expires", time_rel(c, "not_after", now)),
+            ("State", state(c, now)),
+            ("Revoked", crate::table::time(c, "revoked_at")),
+            ("Delivered to", text(c, "delivered_to")),
+        ] {
+            println!("{label:<13}: {value}");
+        }
     })
 }
