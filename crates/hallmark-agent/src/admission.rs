@@ -15,6 +15,7 @@ use hallmark_core::{SelectorSet, now_unix};
 use tonic::{Request, Status};
 
 use crate::attest::Caller;
+use crate::instance::{self, Process};
 use crate::state::AgentInner;
 
 /// How long a new stream waits for SVIDs that are being issued before answering.
@@ -46,6 +47,14 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<Se
             .map_err(|_| Status::internal("attestation task failed"))?
             .map_err(|e| Status::permission_denied(e.to_string())),
     }
+}
+
+/// The caller's process instance, for entries bound to their process;
+/// `None` when it cannot be told (it has exited): such a caller is served
+/// no bound entry.
+pub(crate) fn process<T>(req: &Request<T>) -> Option<Process> {
+    let caller = req.extensions().get::<Option<Caller>>()?.as_ref()?;
+    instance::identify(caller).ok()
 }
 
 /// [`attest`], and the caller must match at least one entry.

@@ -16,6 +16,7 @@ use crate::config::AgentSettings;
 use crate::error::AgentError;
 use crate::health::Health;
 use crate::identity::{AgentIdentity, save_bundle};
+use crate::process_end::EndedReports;
 use crate::server_conn::{self, Trust};
 
 /// An agent identity with the bundle it verifies the server by: what the
@@ -37,6 +38,8 @@ pub struct AgentInner {
     pub attestor: UnixAttestor,
     /// Connected or degraded.
     pub health: Health,
+    /// Credentials withdrawn because their process ended, until the server has them.
+    pub ended: EndedReports,
     anchors: SharedAnchors,
     identity: RwLock<AgentIdentity>,
     client: RwLock<NodeClient<Channel>>,
@@ -57,6 +60,7 @@ impl AgentInner {
             cache,
             attestor: UnixAttestor::new(),
             health: Health::new(now),
+            ended: EndedReports::default(),
             anchors,
             identity: RwLock::new(attested.identity),
             client: RwLock::new(client),
