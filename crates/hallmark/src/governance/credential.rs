@@ -108,7 +108,7 @@ fn state(c: &serde_json::Value, now: i64) -> String {
 /// `hallmark credential show ID`
 async fn show(id: &str, conn: &Conn) -> anyhow::Result<()> {
     let v = client(conn)?.json(Method::GET, &format!("/v1/credentials?id={}", encode(id)), None).await?;
-    let Some(c) = v["credentials"].as_array().and_then(|l| l.first()).cloned() else {
+    let Some(c) = v.get("credentials").and_then(serde_json::Value::as_array).and_then(|l| l.first()).cloned() else {
         anyhow::bail!("credential `{id}` is not in the inventory");
     };
     print(conn, &c, |c| {
