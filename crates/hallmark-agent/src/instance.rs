@@ -87,6 +87,14 @@ fn gone(instance: ProcessInstance) -> bool {
     }
 }
 
+/// Whether `p` is still running, without waiting.
+pub fn alive(p: &Process) -> bool {
+    match &p.pidfd {
+        Some(fd) => !pidfd_exited(fd),
+        None => !gone(p.instance),
+    }
+}
+
 /// `fd` registered with tokio's reactor for readability.
 #[expect(
     deprecated,
@@ -143,6 +151,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
         child.wait().unwrap();
         assert!(identify(&caller).is_err(), "an exited caller has no instance");
+        assert!(!alive(&p));
     }
 
     /// With a pidfd (this process's own, from a socket pair): identified

@@ -36,7 +36,7 @@ use tonic::Code;
 
 use crate::cache::Ended;
 use crate::error::AgentError;
-use crate::instance::{Process, ProcessInstance, wait_exit};
+use crate::instance::{self, Process, ProcessInstance, wait_exit};
 use crate::state::AgentInner;
 
 /// How long to wait before sending reports again after the server failed.
@@ -119,6 +119,11 @@ impl EndedReports {
 /// waits for its exit. A caller with no bound entry is left alone.
 pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, selectors: &SelectorSet) {
     if !agent.cache.matching(selectors).iter().any(|e| e.bind == Bind::Process) {
+        return;
+    }
+    // A stream can outlive its process (a connection inherited by a child):
+    // an instance that has ended is never registered again.
+    if !instance::alive(process) {
         return;
     }
     if !agent.cache.open_instance(process.instance, selectors) {

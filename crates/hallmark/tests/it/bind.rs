@@ -143,7 +143,7 @@ async fn a_bound_credential_ends_with_its_process() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()[0]["svid"].as_str().unwrap().to_owned();
     let refused = wait_for("ValidateJWTSVID to refuse the jti", 10, || {
-        let v = up.cli(&["api", "validate-jwt", "--audience", "db", &token]);
+        let v = up.cli(&["api", "validate-jwt", "--audience", "db", "--svid", &token]);
         (!v.status.success()).then(|| String::from_utf8_lossy(&v.stderr).to_string())
     });
     eprintln!("JWT: refused {:?} after its process exited", exited.elapsed());
