@@ -95,7 +95,7 @@ fn main() {
         held.push((SvidKey::new(&e.id, &digest), svid));
     }
     for (key, svid) in held.drain(..) {
-        cache.put_svid(key, svid);
+        let _ = cache.put_svid(key, svid);
     }
     // `held` itself was scaffolding: its buffer is not part of the cache.
     drop(held);

@@ -15,6 +15,7 @@ use hallmark_core::{ProcessInstance, SelectorSet, now_unix};
 use tonic::{Request, Status};
 
 use crate::attest::{Caller, ProcessFacts};
+use crate::instance::{self, Process};
 use crate::process::process_instance;
 use crate::state::AgentInner;
 
@@ -100,6 +101,14 @@ async fn with_runtime_facts(agent: &AgentInner, facts: ProcessFacts) -> Selector
         }
     }
     selectors
+}
+
+/// The caller's process instance, for entries bound to their process;
+/// `None` when it cannot be told (it has exited): such a caller is served
+/// no bound entry.
+pub(crate) fn process<T>(req: &Request<T>) -> Option<Process> {
+    let caller = req.extensions().get::<Option<Caller>>()?.as_ref()?;
+    instance::identify(caller).ok()
 }
 
 /// [`attest`], and the caller must match at least one entry.

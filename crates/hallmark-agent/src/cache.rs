@@ -13,32 +13,57 @@
 //! Revocations pushed by the server drop what they name at once (and keep it
 //! from coming back); a tainted authority makes what it signed due for
 //! re-issue now; a revoked authority makes what it signed disappear.
+//!
+//! Entries bound to their process (`bind: process`) are held per process
+//! instance as well: for each live instance that asked ([`Cache::open_instance`])
+//! SVIDs of the bound entries it matches are issued for it alone, and
+//! [`Cache::end_instance`] withdraws them all when it exits. Two processes
+//! with the same evidence never share one, and an instance that has ended
+//! is never given another (one issued while it was exiting is refused by
+//! [`Cache::put_svid`] and [`Cache::put_jwt`], for the caller to report).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use hallmark_ca::Bundle;
-use hallmark_core::{Entry, ProcessInstance, SelectorSet, evidence_digest};
+use hallmark_core::ProcessInstance as RecordedProcess;
+use hallmark_core::{Bind, Entry, SelectorSet, evidence_digest};
 use tokio::sync::watch;
+
+use crate::instance::ProcessInstance;
 
 /// How long a workload's interest outlives its last request or stream.
 pub const INTEREST_KEEP_SECS: i64 = 600;
 /// Most distinct evidence sets tracked at once.
 pub const MAX_INTERESTS: usize = 10_000;
 
-/// Where an X.509-SVID is held: one entry, for one workload evidence set.
+/// Where an X.509-SVID is held: one entry, for one workload evidence set
+/// and, for an entry bound to its process, one process instance.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SvidKey {
     /// The entry it was issued for.
     pub entry_id: String,
     /// The digest of the evidence it was decided on ([`evidence_digest`]).
     pub digest: String,
+    /// The process instance it belongs to (`bind: process` entries only).
+    pub instance: Option<ProcessInstance>,
 }
 
 impl SvidKey {
     /// The key for `entry_id` and the evidence digest `digest`.
     pub fn new(entry_id: &str, digest: &str) -> Self {
-        Self { entry_id: entry_id.to_owned(), digest: digest.to_owned() }
+        Self { entry_id: entry_id.to_owned(), digest: digest.to_owned(), instance: None }
+    }
+
+    /// Where `entry`'s SVID for a workload with evidence `digest` running as
+    /// `instance` is held: per instance when the entry is bound to its
+    /// process, and then nowhere for a caller whose instance is unknown.
+    pub fn of(entry: &Entry, digest: &str, instance: Option<ProcessInstance>) -> Option<Self> {
+        let instance = match entry.bind {
+            Bind::None => None,
+            Bind::Process => Some(instance?),
+        };
+        Some(Self { entry_id: entry.id.clone(), digest: digest.to_owned(), instance })
     }
 }
 
@@ -50,9 +75,31 @@ struct JwtKey {
 }
 
 impl JwtKey {
-    fn new(entry_id: &str, digest: &str, audience: &[String]) -> Self {
-        Self { svid: SvidKey::new(entry_id, digest), audience: audience.to_vec() }
+    fn new(svid: &SvidKey, audience: &[String]) -> Self {
+        Self { svid: svid.clone(), audience: audience.to_vec() }
     }
+}
+
+/// A credential withdrawn because the process instance it belonged to ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// X.509 serial (hex) or JWT `jti`.
+    pub id: String,
+    /// When it expires anyway (unix seconds): no need to report it after.
+    pub not_after: i64,
+}
+
+/// Whether [`Cache::put_svid`] or [`Cache::put_jwt`] kept what it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Kept {
+    /// Held and served.
+    Yes,
+    /// Dropped: its entry is gone, it was revoked, or the cache is full.
+    No,
+    /// Dropped: the process instance it was issued for has ended. It was
+    /// issued after the end was reported, so it must be reported too.
+    ProcessEnded,
 }
 
 /// A revoked credential, as the server pushes it.
@@ -116,9 +163,20 @@ struct Interest {
     selectors: SelectorSet,
     /// The process that showed this evidence last: requests made for the
     /// evidence name it (the SVID serves every process showing it).
-    process: Option<ProcessInstance>,
+    process: Option<RecordedProcess>,
     streams: usize,
     last_seen: i64,
+}
+
+/// A live process instance that asked for identities: the evidence it
+/// showed last. It wants the SVIDs of the bound entries it matches until it
+/// exits.
+#[derive(Debug, Clone)]
+struct InstanceInterest {
+    selectors: SelectorSet,
+    digest: String,
+    /// The facts recorded with what is issued for it.
+    process: Option<RecordedProcess>,
 }
 
 /// An SVID the agent should request now.
@@ -131,7 +189,7 @@ pub struct Due {
     /// The workload evidence to decide on.
     pub selectors: SelectorSet,
     /// The process that showed it last, recorded with it.
-    pub process: Option<ProcessInstance>,
+    pub process: Option<RecordedProcess>,
     /// A replacement for a current SVID (`renew`), or a first one (`issue_x509`).
     pub renewal: bool,
 }
@@ -143,6 +201,8 @@ struct Inner {
     svids: HashMap<SvidKey, HeldSvid>,
     jwts: HashMap<JwtKey, HeldJwt>,
     interests: HashMap<String, Interest>,
+    /// Live process instances that asked, for bound entries.
+    instances: HashMap<ProcessInstance, InstanceInterest>,
     /// Denied keys and when to ask again.
     denied: HashMap<SvidKey, i64>,
     /// Revoked serials and jtis, until they would have expired anyway.
@@ -225,8 +285,12 @@ impl Cache {
     /// picked up by re-issuing at the next rotation (the revision is newer).
     pub fn upsert_entry(&self, e: Entry) {
         self.write(|i| {
+            // A change of bind changes whom the SVIDs belong to.
             let identity_changed = i.entries.get(&e.id).is_some_and(|old| {
-                old.spiffe_id != e.spiffe_id || old.dns_names != e.dns_names || old.selectors != e.selectors
+                old.spiffe_id != e.spiffe_id
+                    || old.dns_names != e.dns_names
+                    || old.selectors != e.selectors
+                    || old.bind != e.bind
             });
             if identity_changed {
                 i.drop_entry(&e.id);
@@ -298,6 +362,7 @@ impl Cache {
     pub fn clear(&self) {
         self.write(|i| {
             i.entries.clear();
+            i.instances.clear();
             i.svids.clear();
             i.jwts.clear();
             i.denied.clear();
@@ -321,7 +386,7 @@ impl Cache {
     /// A workload with `selectors`, in `process`, opened a stream: keep its
     /// SVIDs issued and renewed until [`Cache::close_interest`]. Returns the
     /// evidence digest.
-    pub fn open_interest(&self, selectors: &SelectorSet, process: Option<ProcessInstance>, now: i64) -> String {
+    pub fn open_interest(&self, selectors: &SelectorSet, process: Option<RecordedProcess>, now: i64) -> String {
         let digest = evidence_digest(selectors);
         self.write(|i| {
             if !i.interests.contains_key(&digest) && i.interests.len() >= MAX_INTERESTS {
@@ -367,56 +432,116 @@ impl Cache {
         });
     }
 
-    /// SVIDs to request now: for every wanted evidence set and every entry it
-    /// matches, one that is missing, stale (newer entry revision) or past its
-    /// renewal point, unless a denial is still cooling down.
+    /// Process instance `instance`, showing `selectors`, asked for
+    /// identities: SVIDs of the bound entries it matches are issued for it
+    /// until [`Cache::end_instance`]. Returns true the first time (the
+    /// caller then watches for its exit).
+    pub fn open_instance(
+        &self,
+        instance: ProcessInstance,
+        selectors: &SelectorSet,
+        process: Option<RecordedProcess>,
+    ) -> bool {
+        let digest = evidence_digest(selectors);
+        self.write(|i| {
+            let new = !i.instances.contains_key(&instance);
+            let changed = i.instances.get(&instance).is_none_or(|x| x.digest != digest);
+            if changed {
+                i.instances.insert(instance, InstanceInterest { selectors: selectors.clone(), digest, process });
+            }
+            (new, changed)
+        })
+    }
+
+    /// Whether `instance` asked and has not ended.
+    pub fn instance_live(&self, instance: ProcessInstance) -> bool {
+        self.read(|i| i.instances.contains_key(&instance))
+    }
+
+    /// Process instance `instance` exited: withdraws every SVID and JWT held
+    /// for it (open streams are woken at once) and forgets it. Returns what
+    /// was withdrawn, for the server to revoke.
+    pub fn end_instance(&self, instance: ProcessInstance) -> Vec<Ended> {
+        self.write(|i| {
+            let known = i.instances.remove(&instance).is_some();
+            let mine = |k: &SvidKey| k.instance == Some(instance);
+            let mut ended: Vec<Ended> = i
+                .svids
+                .iter()
+                .filter(|(k, _)| mine(k))
+                .map(|(_, s)| Ended { id: s.serial.clone(), not_after: s.not_after })
+                .collect();
+            ended.extend(
+                i.jwts
+                    .iter()
+                    .filter(|(k, _)| mine(&k.svid))
+                    .map(|(_, j)| Ended { id: j.jti.clone(), not_after: j.expires_at }),
+            );
+            i.svids.retain(|k, _| !mine(k));
+            i.jwts.retain(|k, _| !mine(&k.svid));
+            i.denied.retain(|k, _| !mine(k));
+            let changed = known || !ended.is_empty();
+            (ended, changed)
+        })
+    }
+
+    /// SVIDs to request now: for every wanted evidence set and every unbound
+    /// entry it matches, and for every live process instance and every bound
+    /// entry it matches, one that is missing, stale (newer entry revision) or
+    /// past its renewal point, unless a denial is still cooling down.
     pub fn due(&self, now: i64) -> Vec<Due> {
         self.read(|i| {
             let mut out = Vec::new();
+            let mut consider = |key: SvidKey, e: &Entry, selectors: &SelectorSet, process: Option<RecordedProcess>| {
+                if i.denied.get(&key).is_some_and(|t| *t > now) {
+                    return;
+                }
+                let renewal = match i.svids.get(&key) {
+                    None => false,
+                    Some(s) if s.not_after <= now => false,
+                    Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
+                    Some(_) => return,
+                };
+                out.push(Due { key, entry: e.clone(), selectors: selectors.clone(), process, renewal });
+            };
             for (digest, interest) in &i.interests {
                 if interest.streams == 0 && now - interest.last_seen > INTEREST_KEEP_SECS {
                     continue;
                 }
-                for e in i.entries.values().filter(|e| e.matches(&interest.selectors)) {
-                    let key = SvidKey::new(&e.id, digest);
-                    if i.denied.get(&key).is_some_and(|t| *t > now) {
-                        continue;
-                    }
-                    let renewal = match i.svids.get(&key) {
-                        None => false,
-                        Some(s) if s.not_after <= now => false,
-                        Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
-                        Some(_) => continue,
-                    };
-                    out.push(Due {
-                        key,
-                        entry: e.clone(),
-                        selectors: interest.selectors.clone(),
-                        process: interest.process,
-                        renewal,
-                    });
+                for e in i.entries.values().filter(|e| e.bind == Bind::None && e.matches(&interest.selectors)) {
+                    consider(SvidKey::new(&e.id, digest), e, &interest.selectors, interest.process);
+                }
+            }
+            for (instance, x) in &i.instances {
+                for e in i.entries.values().filter(|e| e.bind == Bind::Process && e.matches(&x.selectors)) {
+                    let key = SvidKey { entry_id: e.id.clone(), digest: x.digest.clone(), instance: Some(*instance) };
+                    consider(key, e, &x.selectors, x.process);
                 }
             }
             out
         })
     }
 
-    /// Whether some entry this workload matches is still waiting for its
-    /// first SVID (not held, not denied).
-    pub fn pending(&self, selectors: &SelectorSet, now: i64) -> bool {
-        !self.pending_ids(selectors, now).is_empty()
+    /// Whether some entry this workload (process `instance`, when known)
+    /// matches is still waiting for its first SVID (not held, not denied).
+    pub fn pending(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> bool {
+        !self.pending_ids(selectors, instance, now).is_empty()
     }
 
-    /// The SPIFFE IDs of the entries this workload matches that are still
-    /// waiting for their first SVID (not held, not denied).
-    pub fn pending_ids(&self, selectors: &SelectorSet, now: i64) -> Vec<String> {
+    /// The SPIFFE IDs of the entries this workload (process `instance`, when
+    /// known) matches that are still waiting for their first SVID (not held,
+    /// not denied). A bound entry waits only for a live instance.
+    pub fn pending_ids(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> Vec<String> {
         let digest = evidence_digest(selectors);
         self.read(|i| {
             i.entries
                 .values()
                 .filter(|e| e.matches(selectors))
                 .filter(|e| {
-                    let key = SvidKey::new(&e.id, &digest);
+                    let Some(key) = SvidKey::of(e, &digest, instance) else { return false };
+                    if key.instance.is_some_and(|x| !i.instances.contains_key(&x)) {
+                        return false;
+                    }
                     !i.svids.contains_key(&key) && i.denied.get(&key).is_none_or(|t| *t <= now)
                 })
                 .map(|e| e.spiffe_id.to_string())
@@ -424,17 +549,21 @@ impl Cache {
         })
     }
 
-    /// Stores a freshly issued SVID if its entry still exists and it has not
-    /// been revoked meanwhile.
-    pub fn put_svid(&self, key: SvidKey, s: HeldSvid) {
+    /// Stores a freshly issued SVID if its entry still exists, it has not
+    /// been revoked meanwhile and, for a bound entry, its process instance
+    /// has not ended.
+    pub fn put_svid(&self, key: SvidKey, s: HeldSvid) -> Kept {
         self.write(|i| {
+            if key.instance.is_some_and(|x| !i.instances.contains_key(&x)) {
+                return (Kept::ProcessEnded, false);
+            }
             if !i.entries.contains_key(&key.entry_id) || i.revoked.contains_key(&s.serial) {
-                return ((), false);
+                return (Kept::No, false);
             }
             i.denied.remove(&key);
             i.svids.insert(key, s);
-            ((), true)
-        });
+            (Kept::Yes, true)
+        })
     }
 
     /// Policy denied `key`: withdraw what is held and do not ask again before `retry_at`.
@@ -455,22 +584,27 @@ impl Cache {
             i.jwts.retain(|_, j| j.expires_at > now);
             i.revoked.retain(|_, not_after| *not_after > now);
             i.interests.retain(|_, x| x.streams > 0 || now - x.last_seen <= INTEREST_KEEP_SECS);
-            i.denied.retain(|k, _| i.interests.contains_key(&k.digest));
+            i.denied.retain(|k, _| match k.instance {
+                Some(x) => i.instances.contains_key(&x),
+                None => i.interests.contains_key(&k.digest),
+            });
             let gone = before - i.svids.len();
             (gone, gone > 0)
         })
     }
 
-    /// The X.509-SVIDs to serve a workload with these selectors, valid at `now`.
+    /// The X.509-SVIDs to serve a workload with these selectors, valid at
+    /// `now`: of bound entries, only those held for its process `instance`.
     /// SVIDs whose hint repeats an earlier one's are left out (hints are unique per response).
-    pub fn x509_for(&self, selectors: &SelectorSet, now: i64) -> Vec<ServedSvid> {
+    pub fn x509_for(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> Vec<ServedSvid> {
         let entries = self.matching(selectors);
         let digest = evidence_digest(selectors);
         self.read(|i| {
             let mut hints = HashSet::new();
             let mut out = Vec::new();
             for e in entries {
-                let Some(s) = i.svids.get(&SvidKey::new(&e.id, &digest)) else { continue };
+                let Some(key) = SvidKey::of(&e, &digest, instance) else { continue };
+                let Some(s) = i.svids.get(&key) else { continue };
                 if s.not_after <= now || s.not_before > now + 60 {
                     continue;
                 }
@@ -499,19 +633,25 @@ impl Cache {
         })
     }
 
-    /// A held JWT for (entry, evidence, audiences) still before its refresh point.
-    pub fn jwt(&self, entry_id: &str, digest: &str, aud: &[String], now: i64) -> Option<HeldJwt> {
-        self.read(|i| i.jwts.get(&JwtKey::new(entry_id, digest, aud)).filter(|j| j.refresh_at > now).cloned())
+    /// A held JWT for (entry, evidence, process instance of a bound entry,
+    /// audiences) still before its refresh point.
+    pub fn jwt(&self, key: &SvidKey, aud: &[String], now: i64) -> Option<HeldJwt> {
+        self.read(|i| i.jwts.get(&JwtKey::new(key, aud)).filter(|j| j.refresh_at > now).cloned())
     }
 
-    /// Keeps a JWT for reuse until its refresh point.
-    pub fn put_jwt(&self, entry_id: &str, digest: &str, aud: &[String], j: HeldJwt) {
+    /// Keeps a JWT for reuse until its refresh point; for a bound entry,
+    /// only while its process instance lives.
+    pub fn put_jwt(&self, key: &SvidKey, aud: &[String], j: HeldJwt) -> Kept {
         self.write(|i| {
-            if i.entries.contains_key(entry_id) && i.jwts.len() < 100_000 && !i.revoked.contains_key(&j.jti) {
-                i.jwts.insert(JwtKey::new(entry_id, digest, aud), j);
+            if key.instance.is_some_and(|x| !i.instances.contains_key(&x)) {
+                return (Kept::ProcessEnded, false);
             }
-            ((), false)
-        });
+            if i.entries.contains_key(&key.entry_id) && i.jwts.len() < 100_000 && !i.revoked.contains_key(&j.jti) {
+                i.jwts.insert(JwtKey::new(key, aud), j);
+                return (Kept::Yes, false);
+            }
+            (Kept::No, false)
+        })
     }
 
     /// The earliest expiry (unix seconds) of anything held, so the agent can

@@ -2,7 +2,7 @@
 //! revocations as the entry sync stream and node attestation carry them.
 
 use hallmark_ca::{Bundle, JwtAuthority};
-use hallmark_core::{Class, Entry, SpiffeId, TrustDomain, Ttl};
+use hallmark_core::{Bind, Class, Entry, SpiffeId, TrustDomain, Ttl};
 use hallmark_proto::node as pb;
 
 use crate::cache::Revocation;
@@ -53,6 +53,10 @@ pub(crate) fn entry_from_proto(e: pb::Entry) -> Option<Entry> {
         dns_names: e.dns_names,
         hint: Some(e.hint).filter(|h| !h.is_empty()),
         recovery: false,
+        // An empty bind is a server from before binding existed: unbound.
+        // An unknown one, from a newer server, is not served: serving it
+        // unbound could let an SVID outlive the process it was meant to end with.
+        bind: if e.bind.is_empty() { Bind::None } else { e.bind.parse().ok()? },
         revision: e.revision,
         created_at: 0,
         updated_at: 0,

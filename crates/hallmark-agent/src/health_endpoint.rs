@@ -30,6 +30,7 @@ fn metrics_text(agent: &AgentInner) -> String {
     let counter =
         |name: &str, help: &str, v: u64| format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}\n");
     let ready = h.not_ready(not_after, now).is_none();
+    let ended = agent.ended.counts();
     [
         gauge("hallmark_agent_ready", "1 when connected to the server with a valid agent SVID.", i64::from(ready)),
         gauge("hallmark_agent_degraded", "1 while not ready: serving cached SVIDs only.", i64::from(!ready)),
@@ -52,6 +53,16 @@ fn metrics_text(agent: &AgentInner) -> String {
             "hallmark_agent_credentials_revoked_dropped",
             "SVIDs and JWT-SVIDs dropped because they were revoked.",
             h.revoked_dropped(),
+        ),
+        counter(
+            "hallmark_agent_process_ended_withdrawn",
+            "SVIDs and JWT-SVIDs of `bind: process` entries withdrawn because their process exited.",
+            ended.withdrawn,
+        ),
+        counter(
+            "hallmark_agent_process_ended_reported",
+            "Of those, how many the server has been told of (and revoked).",
+            ended.reported,
         ),
     ]
     .concat()

@@ -17,6 +17,9 @@
 //!   never serves an expired SVID.
 //! - `svid_requests`: the rotation loop that asks the server for the SVIDs
 //!   that are due and puts them in the cache; JWT-SVID minting.
+//! - [`instance`], [`process_end`]: process instances, and credentials that
+//!   end with their process (`bind: process`): withdrawn on exit, reported
+//!   to the server for revocation.
 //! - `entry_sync`: the entry sync stream from the server, applied to the cache.
 //! - `from_proto`: entries, bundles and revocations from the server's messages.
 //! - `identity`: the agent's own SVID and key, and the files it resumes from.
@@ -51,8 +54,10 @@ mod health_endpoint;
 pub mod hpack;
 mod http_get;
 mod identity;
+pub mod instance;
 pub mod kubelet;
 mod process;
+pub mod process_end;
 mod renewal;
 pub mod sds;
 pub mod server_conn;
@@ -142,6 +147,8 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, AgentError> 
     tasks.spawn(svid_requests::rotation_loop(inner.clone()));
     // The agent's own SVID.
     tasks.spawn(renewal::renewal_loop(inner.clone()));
+    // Credentials withdrawn because their process ended, to the server for revocation.
+    tasks.spawn(process_end::report_loop(inner.clone()));
     tracing::info!(agent = %inner.id(), socket = %socket_path.display(), "agent ready");
     Ok(RunningAgent { inner, socket_path, tasks })
 }

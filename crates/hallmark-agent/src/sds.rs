@@ -107,14 +107,16 @@ impl View {
         let now = now_unix();
         let td = &agent.settings.trust_domain;
         Self {
-            svids: agent.cache.x509_for(selectors, now),
+            // Entries bound to their process are served on the Workload API
+            // only: Envoy's SDS streams are not tied to one process instance here.
+            svids: agent.cache.x509_for(selectors, None, now),
             entitled: agent.cache.matching(selectors).iter().map(|e| e.spiffe_id.to_string()).collect(),
             bundle: agent.cache.bundle().map(|b| TrustBundle {
                 id: td.id().to_string(),
                 name: td.to_string(),
                 pem: b.x509_pem(),
             }),
-            pending: agent.cache.pending_ids(selectors, now).into_iter().collect(),
+            pending: agent.cache.pending_ids(selectors, None, now).into_iter().collect(),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::error::AgentError;
 use crate::health::Health;
 use crate::identity::{AgentIdentity, save_bundle};
 use crate::kubelet::KubeletAttestor;
+use crate::process_end::EndedReports;
 use crate::server_conn::{self, Trust};
 
 /// An agent identity with the bundle it verifies the server by: what the
@@ -43,6 +44,8 @@ pub struct AgentInner {
     pub kubelet: Option<KubeletAttestor>,
     /// Connected or degraded.
     pub health: Health,
+    /// Credentials withdrawn because their process ended, until the server has them.
+    pub ended: EndedReports,
     anchors: SharedAnchors,
     identity: RwLock<AgentIdentity>,
     client: RwLock<NodeClient<Channel>>,
@@ -67,6 +70,7 @@ impl AgentInner {
             containers,
             kubelet,
             health: Health::new(now),
+            ended: EndedReports::default(),
             anchors,
             identity: RwLock::new(attested.identity),
             client: RwLock::new(client),

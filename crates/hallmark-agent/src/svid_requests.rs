@@ -32,13 +32,15 @@ use std::time::Duration;
 
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_ca::svid;
-use hallmark_core::{ProcessInstance, evidence_digest, now_unix};
+use hallmark_core::ProcessInstance as RecordedProcess;
+use hallmark_core::{Entry, evidence_digest, now_unix};
 use hallmark_proto::node as pb;
 use tonic::{Code, Status};
 
 use crate::admission::Attested;
-use crate::cache::{Due, HeldJwt, HeldSvid, SvidKey};
+use crate::cache::{Due, Ended, HeldJwt, HeldSvid, Kept, SvidKey};
 use crate::error::AgentError;
+use crate::instance::ProcessInstance;
 use crate::state::AgentInner;
 
 /// Most SVIDs asked for in one `SignX509Svids` call, well within the
@@ -165,19 +167,21 @@ fn store(agent: &AgentInner, req: Requested, r: pb::SvidResult, now: i64, retry_
     // The proto's `renew_at` is the server's rotation point, a unix timestamp
     // (the class's `renew_fraction` of the lifetime, with jitter).
     let rotate_at = rotate_at(r.renew_at, now_unix(), info.not_after);
-    agent.cache.put_svid(
-        key,
-        HeldSvid {
-            revision: req.revision,
-            serial: info.serial,
-            authority_id: r.authority_id,
-            chain: r.cert_chain,
-            key: req.private_key,
-            not_before: info.not_before,
-            not_after: info.not_after,
-            rotate_at,
-        },
-    );
+    let ended = Ended { id: info.serial.clone(), not_after: info.not_after };
+    let held = HeldSvid {
+        revision: req.revision,
+        serial: info.serial,
+        authority_id: r.authority_id,
+        chain: r.cert_chain,
+        key: req.private_key,
+        not_before: info.not_before,
+        not_after: info.not_after,
+        rotate_at,
+    };
+    if agent.cache.put_svid(key, held) == Kept::ProcessEnded {
+        // Signed for a process that exited while it was being signed.
+        agent.ended.push(vec![ended]);
+    }
 }
 
 /// When to replace an SVID received at `received` that expires at
@@ -205,30 +209,49 @@ fn now_millis() -> i64 {
 }
 
 /// The process facts sent with a request, as the protocol carries them.
-fn process_message(p: &ProcessInstance) -> pb::ProcessInstance {
+fn process_message(p: &RecordedProcess) -> pb::ProcessInstance {
     pb::ProcessInstance { pid: p.pid(), start_ticks: p.start_ticks(), started_at: p.started_at() }
 }
 
-/// A JWT-SVID of entry `entry_id` for `audience`, for the attested workload
-/// `caller`: the one held while before its refresh point, else one minted
-/// by the server now (recorded with the caller's process) and kept for reuse.
+/// A JWT-SVID of `entry` for `audience`, for the attested workload `caller`
+/// (running as process `instance`, which a bound entry needs): the one held
+/// while before its refresh point, else one minted by the server now
+/// (recorded with the caller's process) and kept for reuse.
 pub(crate) async fn jwt_svid(
     agent: &AgentInner,
-    entry_id: &str,
+    entry: &Entry,
     audience: &[String],
     caller: &Attested,
+    instance: Option<ProcessInstance>,
     now: i64,
 ) -> Result<String, Status> {
     let digest = evidence_digest(&caller.selectors);
-    if let Some(j) = agent.cache.jwt(entry_id, &digest, audience, now) {
+    let key = SvidKey::of(entry, &digest, instance).ok_or_else(no_process)?;
+    if key.instance.is_some_and(|x| !agent.cache.instance_live(x)) {
+        return Err(no_process());
+    }
+    if let Some(j) = agent.cache.jwt(&key, audience, now) {
         return Ok(j.token);
     }
-    let m = mint_jwt(agent, entry_id, audience, caller).await?;
+    let m = mint_jwt(agent, &entry.id, audience, caller).await?;
     // The server says when to mint a replacement; half the remaining life when it does not.
     let refresh_at = if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
+    let ended = Ended { id: m.jti.clone(), not_after: m.expires_at };
     let held = HeldJwt { token: m.token.clone(), jti: m.jti, kid: m.kid, expires_at: m.expires_at, refresh_at };
-    agent.cache.put_jwt(entry_id, &digest, audience, held);
+    if agent.cache.put_jwt(&key, audience, held) == Kept::ProcessEnded {
+        // Minted for a process that exited meanwhile: it ends with it.
+        agent.ended.push(vec![ended]);
+        return Err(no_process());
+    }
     Ok(m.token)
+}
+
+/// What a caller is told for a bound entry when its process cannot be
+/// told or has exited.
+fn no_process() -> Status {
+    Status::permission_denied(
+        "no identity issued: the entry is bound to its process, and the calling process has exited",
+    )
 }
 
 /// Mints a JWT-SVID through the server for the attested workload `caller`.

@@ -87,6 +87,8 @@ use tonic::{Request, Response, Status};
 use crate::admission::{self, Attested, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::attest::Caller;
 use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
+use crate::instance::ProcessInstance;
+use crate::process_end;
 use crate::state::AgentInner;
 use crate::svid_requests;
 
@@ -327,13 +329,14 @@ where
 fn x509_message(
     agent: &AgentInner,
     selectors: &SelectorSet,
+    instance: Option<ProcessInstance>,
     waiting_first: bool,
 ) -> Result<Option<X509svidResponse>, Status> {
     let now = now_unix();
-    let svids = agent.cache.x509_for(selectors, now);
+    let svids = agent.cache.x509_for(selectors, instance, now);
     if svids.is_empty() {
         // SVIDs are being issued for this workload: wait briefly rather than deny.
-        if waiting_first && agent.cache.pending(selectors, now) {
+        if waiting_first && agent.cache.pending(selectors, instance, now) {
             return Ok(None);
         }
         return Err(no_identity());
@@ -383,11 +386,18 @@ impl SpiffeWorkloadApi for WorkloadApi {
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let caller = self.admit_identified(&req).await?;
+        let process = admission::process(&req);
         // Registering interest is what gets SVIDs issued for this workload's evidence.
         let guard = InterestGuard::open(self.agent.clone(), &caller);
-        let selectors = caller.selectors;
-        let stream =
-            watch_stream(self.agent.clone(), guard, move |agent, waiting| x509_message(agent, &selectors, waiting));
+        let shared = self.agent.clone();
+        let stream = watch_stream(self.agent.clone(), guard, move |agent, waiting| {
+            // On every change, not only at the start: an entry this process
+            // matches may become bound while the stream is open.
+            if let Some(p) = &process {
+                process_end::watch(&shared, p, &caller);
+            }
+            x509_message(agent, &caller.selectors, process.as_ref().map(|p| p.instance), waiting)
+        });
         Ok(Response::new(stream))
     }
 
@@ -415,6 +425,10 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::invalid_argument("audience is required"));
         }
         let caller = self.admit(&req).await?;
+        let process = admission::process(&req);
+        if let Some(p) = &process {
+            process_end::watch(&self.agent, p, &caller);
+        }
         let r = req.into_inner();
         hallmark_core::check_audiences(&r.audience).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let mut entries = self.agent.cache.matching(&caller.selectors);
@@ -428,7 +442,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let mut svids = Vec::with_capacity(entries.len());
         let now = now_unix();
         for e in entries {
-            let token = svid_requests::jwt_svid(&self.agent, &e.id, &r.audience, &caller, now).await?;
+            let instance = process.as_ref().map(|p| p.instance);
+            let token = svid_requests::jwt_svid(&self.agent, &e, &r.audience, &caller, instance, now).await?;
             svids.push(Jwtsvid {
                 spiffe_id: e.spiffe_id.to_string(),
                 svid: token,

@@ -62,6 +62,53 @@ impl FromStr for Class {
     }
 }
 
+/// What an entry's credentials belong to: by default the workload's evidence
+/// (every process that shows it shares them until they expire); with
+/// `process`, the one process instance that asked, whose end withdraws and
+/// revokes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bind {
+    /// Held per evidence set, until expiry or revocation.
+    #[default]
+    None,
+    /// Held per process instance (pid, start time, pidfd); withdrawn and
+    /// revoked when that process exits.
+    Process,
+}
+
+/// An unknown bind mode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown bind `{0}` (known: none, process)")]
+pub struct BindError(pub String);
+
+impl Bind {
+    /// The mode's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Bind {
+    type Err = BindError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Self::None),
+            "process" => Ok(Self::Process),
+            other => Err(BindError(other.to_owned())),
+        }
+    }
+}
+
 /// Why an entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -78,6 +125,9 @@ pub enum EntryError {
     /// A bad class.
     #[error(transparent)]
     Class(#[from] ClassError),
+    /// A bad bind mode.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// No selectors were given.
     #[error("an entry needs at least one selector")]
     NoSelectors,
@@ -145,6 +195,9 @@ pub struct Entry {
     /// Whether the entry may use a recovery path (only `human` entries may).
     #[serde(default)]
     pub recovery: bool,
+    /// What its credentials belong to: the evidence (default) or one process instance.
+    #[serde(default)]
+    pub bind: Bind,
     /// Incremented on every change.
     pub revision: u64,
     /// Unix seconds.
@@ -209,6 +262,9 @@ pub struct EntrySpec {
     /// Attach to a recovery path (human entries only).
     #[serde(default)]
     pub recovery: Option<bool>,
+    /// `none` (default) or `process`: credentials that end with their process.
+    #[serde(default)]
+    pub bind: Option<String>,
 }
 
 /// The checked content of an [`EntrySpec`]: everything but the store-assigned fields.
@@ -234,6 +290,8 @@ pub struct ValidEntrySpec {
     pub hint: Option<String>,
     /// Recovery path attached.
     pub recovery: bool,
+    /// What its credentials belong to.
+    pub bind: Bind,
 }
 
 impl ValidEntrySpec {
@@ -252,6 +310,7 @@ impl ValidEntrySpec {
             dns_names: self.dns_names,
             hint: self.hint,
             recovery: self.recovery,
+            bind: self.bind,
             revision: 1,
             created_at: now,
             updated_at: now,
@@ -322,6 +381,7 @@ impl EntrySpec {
         if recovery && class != Class::Human {
             return Err(EntryError::Recovery(class));
         }
+        let bind = self.bind.as_deref().map(Bind::from_str).transpose()?.unwrap_or_default();
         Ok(ValidEntrySpec {
             spiffe_id,
             parent_id,
@@ -333,6 +393,7 @@ impl EntrySpec {
             dns_names,
             hint: self.hint.clone().filter(|h| !h.is_empty()),
             recovery,
+            bind,
         })
     }
 }
@@ -429,6 +490,7 @@ mod tests {
             (|s| s.hint = Some("x".repeat(2000)), "hint"),
             (|s| s.parent_id = None, "parent"),
             (|s| s.recovery = Some(true), "machine"),
+            (|s| s.bind = Some("thread".into()), "thread"),
             (|s| s.spiffe_id = "spiffe://example.org/hallmark/server".into(), "reserved"),
             (|s| s.spiffe_id = "spiffe://example.org/hallmark/agent/local".into(), "reserved"),
             (|s| s.spiffe_id = "spiffe://example.org/HALLMARK/x".into(), "reserved"),
@@ -442,6 +504,19 @@ mod tests {
             assert!(err.contains(needle), "{err:?} should name {needle:?}");
             assert!(!err.contains('\n'));
         }
+    }
+
+    #[test]
+    fn bind_defaults_to_none_and_parses_process() {
+        assert_eq!(validate(&spec()).unwrap().bind, Bind::None);
+        let mut s = spec();
+        s.bind = Some("process".into());
+        assert_eq!(validate(&s).unwrap().bind, Bind::Process);
+        // An entry stored before `bind` existed reads as unbound.
+        let e = validate(&spec()).unwrap().into_entry("e1".into(), 0);
+        let mut v = serde_json::to_value(&e).unwrap();
+        v.as_object_mut().unwrap().remove("bind");
+        assert_eq!(serde_json::from_value::<Entry>(v).unwrap().bind, Bind::None);
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub use config_error::ConfigError;
 pub use credential_kind::{CredentialKind, CredentialKindError, RevocationKind, RevocationKindError};
 pub use duration::{Ttl, TtlError, format_duration, parse_duration};
 pub use entry::{
-    Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint, validate_owner,
+    Bind, BindError, Class, ClassError, Entry, EntryError, EntrySpec, ValidEntrySpec, validate_dns_name, validate_hint,
+    validate_owner,
 };
 pub use evidence::{ProcessInstance, ProcessInstanceError, canonical_selectors, evidence_digest, evidence_digest_of};
 pub use scope::{MAX_SCOPES, NodeScope, OutOfScope, OwnerScopes, PathScope, ScopeError, ScopeLists};

@@ -64,6 +64,7 @@ fn entry(i: usize) -> Entry {
         dns_names: vec![],
         hint: None,
         recovery: false,
+        bind: hallmark_core::Bind::None,
         revision: 1,
         created_at: 0,
         updated_at: 0,

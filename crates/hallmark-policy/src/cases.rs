@@ -161,6 +161,7 @@ impl CaseRequest {
             dns_names: Vec::new(),
             hint: None,
             recovery: false,
+            bind: hallmark_core::Bind::None,
             revision: 1,
             created_at: 0,
             updated_at: 0,

@@ -467,6 +467,7 @@ pub(crate) mod tests {
             dns_names: vec![],
             hint: None,
             recovery: false,
+            bind: hallmark_core::Bind::None,
             revision: 1,
             created_at: 0,
             updated_at: 0,

@@ -16,9 +16,9 @@
 //!
 //! ```text
 //! start ─> background, node_api, admin, revocation, state, private_dir, ...
-//! background, node_api, admin::*, issuance, delivery, reports, revocation,
-//! audit_check ─> state  (handlers and `impl ServerState` blocks)
-//! node_api, delivery, admin::nodes ─> issuance ─> state
+//! background, node_api, admin::*, issuance, delivery, process_end, reports,
+//! revocation, audit_check ─> state  (handlers and `impl ServerState` blocks)
+//! node_api, delivery, process_end, admin::nodes ─> issuance ─> state
 //! state ─> authority, audit, registry, change_hub, refusals, metrics,
 //!          tls_listener, config, error       (the state's parts: leaves)
 //! authority::{keys, rotation, publish} ─> authority ─> config, private_dir
@@ -39,6 +39,7 @@ pub mod issuance;
 pub mod metrics;
 pub mod node_api;
 pub mod private_dir;
+pub mod process_end;
 pub mod refusals;
 pub mod registry;
 pub mod reports;

@@ -8,8 +8,8 @@ use hallmark_core::{Entry, RevocationKind, SpiffeId};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RecordDeliveriesRequest,
-    RecordDeliveriesResponse, RenewAgentRequest, SignX509SvidsRequest, SignX509SvidsResponse, SvidResult,
-    SyncEntriesRequest, SyncEvent, sync_event,
+    RecordDeliveriesResponse, RenewAgentRequest, ReportProcessEndedRequest, ReportProcessEndedResponse,
+    SignX509SvidsRequest, SignX509SvidsResponse, SvidResult, SyncEntriesRequest, SyncEvent, sync_event,
 };
 use hallmark_store::Revocation;
 use tokio::sync::{broadcast, mpsc};
@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::issuance::{
     AuthenticatedAgent, IssueError, IssuedAgentSvid, MAX_SVIDS_PER_REQUEST, WorkloadEvidence, parse_evidence,
 };
+use crate::process_end::ProcessEndError;
 use crate::state::ServerState;
 use crate::tls_listener::PeerInfo;
 
@@ -113,6 +114,7 @@ pub fn entry_to_proto(e: &Entry) -> pb::Entry {
         revision: e.revision,
         owner: e.owner.clone(),
         class: e.class.to_string(),
+        bind: e.bind.to_string(),
     }
 }
 
@@ -275,6 +277,22 @@ impl Node for NodeApi {
         let recorded =
             self.state.record_deliveries(&caller, &r.credential_ids, &r.target, &r.evidence).await.map_err(status)?;
         Ok(Response::new(RecordDeliveriesResponse { recorded }))
+    }
+
+    async fn report_process_ended(
+        &self,
+        req: Request<ReportProcessEndedRequest>,
+    ) -> Result<Response<ReportProcessEndedResponse>, Status> {
+        let caller = self.authenticate(&req).await?;
+        let ids = req.into_inner().credential_ids;
+        let revoked = self.state.process_ended(&caller, &ids).await.map_err(|e| match e {
+            ProcessEndError::Size => Status::invalid_argument(e.to_string()),
+            ProcessEndError::OtherNode { .. } | ProcessEndError::NotBound { .. } => {
+                Status::permission_denied(e.to_string())
+            }
+            ProcessEndError::Server(e) => internal(e),
+        })?;
+        Ok(Response::new(ReportProcessEndedResponse { revoked }))
     }
 }
 

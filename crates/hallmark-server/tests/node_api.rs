@@ -12,7 +12,8 @@ use hallmark_ca::keys::new_key_and_csr;
 use hallmark_core::{EntrySpec, SpiffeId, Ttl};
 use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::node::{
-    AttestNodeRequest, MintJwtSvidRequest, SignX509SvidsRequest, SvidRequest, SyncEntriesRequest,
+    AttestNodeRequest, MintJwtSvidRequest, ReportProcessEndedRequest, SignX509SvidsRequest, SvidRequest,
+    SyncEntriesRequest,
 };
 use hallmark_server::config::ServerConfig;
 use tonic::Code;
@@ -319,4 +320,88 @@ async fn a_banned_node_is_told_it_is_banned() {
     let err = s.state.attest_local(&agent, &new_key_and_csr(None).unwrap().csr_der).await.unwrap_err();
     assert!(matches!(&err, IssueError::NodeBanned(id) if *id == agent), "{err:?}");
     assert_eq!(err.to_string(), "node `spiffe://example.org/hallmark/agent/local` is banned");
+}
+
+/// Creates an entry served by `parent` for uid 1000, bound to its process when `bound`.
+async fn entry_for(s: &hallmark_server::RunningServer, spiffe_id: &str, parent: &SpiffeId, bound: bool) -> String {
+    let spec = EntrySpec {
+        spiffe_id: spiffe_id.into(),
+        parent_id: Some(parent.to_string()),
+        selectors: vec!["unix:uid:1000".into()],
+        owner: "team".into(),
+        bind: bound.then(|| "process".to_owned()),
+        ..Default::default()
+    };
+    let valid = spec
+        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
+        .unwrap();
+    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
+        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
+    });
+    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
+    s.state.catch_up().await.unwrap();
+    entry.id
+}
+
+/// The serial of an X.509-SVID `c` gets signed for `entry_id` (`spiffe_id`).
+async fn signed_serial(c: &mut NodeClient<Channel>, entry_id: &str, spiffe_id: &str) -> String {
+    let csr = new_key_and_csr(Some(&SpiffeId::new(spiffe_id).unwrap())).unwrap().csr_der;
+    let r = sign_one(c, entry_id, csr, ev()).await;
+    assert!(r.error.is_empty(), "{}", r.error);
+    hallmark_ca::svid::parse_leaf(&r.cert_chain[0]).unwrap().serial
+}
+
+fn report(ids: &[&str]) -> ReportProcessEndedRequest {
+    ReportProcessEndedRequest { credential_ids: ids.iter().map(|&i| i.to_owned()).collect() }
+}
+
+/// Issue 16: an agent reports the end of a process that held credentials
+/// of a `bind: process` entry, and the server revokes them, reason "ended
+/// with its process", recorded as the agent's revocation. The attack: agent
+/// A names B's credentials (alone, or hidden among its own) to revoke
+/// another node's workloads. Refused whole, nothing revoked; so is A using
+/// the path on its own credentials of an unbound entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_may_end_only_its_own_bound_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let (a_id, mut a) = attested_agent(&s).await;
+    let (b_id, mut b) = attested_agent(&s).await;
+    let a_bound = entry_for(&s, "spiffe://example.org/a-job", &a_id, true).await;
+    let a_plain = entry_for(&s, "spiffe://example.org/a-web", &a_id, false).await;
+    let b_bound = entry_for(&s, "spiffe://example.org/b-job", &b_id, true).await;
+    let mine = signed_serial(&mut a, &a_bound, "spiffe://example.org/a-job").await;
+    let my_plain = signed_serial(&mut a, &a_plain, "spiffe://example.org/a-web").await;
+    let theirs = signed_serial(&mut b, &b_bound, "spiffe://example.org/b-job").await;
+    let revoked = |id: String| {
+        let st = s.state.clone();
+        async move { st.store.credential(&id).await.unwrap().unwrap().revoked_at.is_some() }
+    };
+
+    for ids in [vec![theirs.as_str()], vec![mine.as_str(), theirs.as_str()]] {
+        let e = a.report_process_ended(report(&ids)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(e.message().contains(&theirs) && e.message().contains(a_id.as_str()), "{e:?}");
+    }
+    let e = a.report_process_ended(report(&[&my_plain])).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("not bound to its process"), "{e:?}");
+    let e = a.report_process_ended(report(&[])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(!revoked(theirs.clone()).await, "B's credential is untouched");
+    assert!(!revoked(mine.clone()).await, "a refused report revokes nothing, not even A's own");
+    assert!(!revoked(my_plain.clone()).await);
+
+    // A's own, bound: revoked once; a second report (a retry) changes nothing.
+    let r = a.report_process_ended(report(&[&mine, "00ffnotinventory"])).await.unwrap().into_inner();
+    assert_eq!(r.revoked, 1);
+    let c = s.state.store.credential(&mine).await.unwrap().unwrap();
+    assert_eq!(c.revoke_reason.as_deref(), Some("ended with its process"));
+    assert_eq!(a.report_process_ended(report(&[&mine])).await.unwrap().into_inner().revoked, 0);
+    assert!(s.state.store.live_revocations(hallmark_core::now_unix()).await.unwrap().0.iter().any(|r| r.id == mine));
+    // Recorded like every revocation, by the agent.
+    let records = s.state.store.audit_records(0, 0, i64::MAX, 10_000).await.unwrap();
+    let rec = records.iter().map(|r| &r.event).find(|e| e.action == "revoke" && e.subject == mine).expect("a record");
+    assert_eq!(rec.actor, format!("node:{a_id}"));
+    assert!(rec.details.to_string().contains("ended with its process"), "{:?}", rec.details);
 }

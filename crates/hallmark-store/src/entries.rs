@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use hallmark_core::{Class, Entry, SelectorSet, SpiffeId, Ttl, ValidEntrySpec, now_unix};
+use hallmark_core::{Bind, Class, Entry, SelectorSet, SpiffeId, Ttl, ValidEntrySpec, now_unix};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
@@ -21,7 +21,7 @@ pub struct EntryChange {
     pub parent_id: String,
 }
 
-const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at";
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at, bind";
 
 fn canonical_selectors(s: &SelectorSet) -> String {
     s.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
@@ -48,6 +48,7 @@ struct EntryColumns(
     i64,
     i64,
     Option<i64>,
+    String,
 );
 
 fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
@@ -67,6 +68,7 @@ fn entry_from_row(r: &AnyRow) -> Result<Entry, StoreError> {
         r.try_get("created_at")?,
         r.try_get("updated_at")?,
         r.try_get("revoked_at")?,
+        r.try_get("bind")?,
     ))
 }
 
@@ -89,6 +91,7 @@ fn entry_from_columns(c: EntryColumns) -> Result<Entry, StoreError> {
         created_at,
         updated_at,
         revoked_at,
+        bind,
     ) = c;
     let ctx = |what: &str, e: &dyn std::fmt::Display| corrupt(format!("entry `{id}` {what}: {e}"));
     let selectors =
@@ -110,6 +113,7 @@ fn entry_from_columns(c: EntryColumns) -> Result<Entry, StoreError> {
         dns_names,
         hint,
         recovery: recovery != 0,
+        bind: Bind::from_str(&bind).map_err(|e| ctx("bind", &e))?,
         revision: u64::try_from(revision).unwrap_or(0),
         created_at,
         updated_at,
@@ -127,7 +131,7 @@ const NULL: &str = "\u{2}";
 
 /// Entries from a page read by [`Store::entries_page`]: records separated by
 /// U+001E, fields by U+001F, NULL written U+0002. Valid fields never hold
-/// control characters; a page that does not split into 15 fields per
+/// control characters; a page that does not split into 16 fields per
 /// record, or whose numbers do not parse, is reported as corrupt.
 pub fn parse_entries_page(page: &str) -> Result<Vec<Entry>, StoreError> {
     let bad = |detail: String| StoreError::Corrupt { table: "entries", detail };
@@ -150,9 +154,10 @@ pub fn parse_entries_page(page: &str) -> Result<Vec<Entry>, StoreError> {
                 created,
                 updated,
                 revoked,
+                bind,
             ] = f.as_slice()
             else {
-                return Err(bad(format!("a record has {} fields, not 15", f.len())));
+                return Err(bad(format!("a record has {} fields, not 16", f.len())));
             };
             let int = |what: &str, v: &str| {
                 v.parse::<i64>().map_err(|_| bad(format!("entry `{id}` {what} `{v}` is not a number")))
@@ -174,12 +179,13 @@ pub fn parse_entries_page(page: &str) -> Result<Vec<Entry>, StoreError> {
                 int("created_at", created)?,
                 int("updated_at", updated)?,
                 opt(revoked).map(|r| int("revoked_at", &r)).transpose()?,
+                (*bind).to_owned(),
             ))
         })
         .collect()
 }
 
-/// Binds an entry's content as `$1..$10`, in the column order both the insert
+/// Binds an entry's content as `$1..$11`, in the column order both the insert
 /// and the update use.
 fn bind_spec<'q>(q: AnyQuery<'q>, spec: &ValidEntrySpec) -> AnyQuery<'q> {
     q.bind(spec.spiffe_id.to_string())
@@ -192,6 +198,7 @@ fn bind_spec<'q>(q: AnyQuery<'q>, spec: &ValidEntrySpec) -> AnyQuery<'q> {
         .bind(serde_json::to_string(&spec.dns_names).unwrap_or_else(|_| "[]".into()))
         .bind(spec.hint.clone())
         .bind(i64::from(spec.recovery))
+        .bind(spec.bind.as_str())
 }
 
 fn duplicate_entry(e: sqlx::Error, spec: &ValidEntrySpec) -> StoreError {
@@ -270,8 +277,8 @@ impl Store {
         let mut tx = self.begin_entry_change().await?;
         Self::check_id_owners(&mut tx, std::slice::from_ref(spec), None).await?;
         bind_spec(sqlx::query(
-            "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, id, revision, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $12)",
+            "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, bind, id, revision, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13)",
             ),
             spec,
         )
@@ -302,8 +309,8 @@ impl Store {
         for (chunk, specs) in entries.chunks(ROWS).zip(specs.chunks(ROWS)) {
             let sql = format!(
                 "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, \
-                 recovery, id, revision, created_at, updated_at) VALUES {}",
-                values_list(self.backend(), 14, chunk.len())
+                 recovery, bind, id, revision, created_at, updated_at) VALUES {}",
+                values_list(self.backend(), 15, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (e, spec) in chunk.iter().zip(specs) {
@@ -347,7 +354,8 @@ impl Store {
                     "SELECT group_concat(id || char(31) || spiffe_id || char(31) || parent_id || char(31) || selectors \
                      || char(31) || owner || char(31) || class || char(31) || x509_ttl || char(31) || jwt_ttl || char(31) \
                      || dns_names || char(31) || ifnull(hint, char(2)) || char(31) || recovery || char(31) || revision \
-                     || char(31) || created_at || char(31) || updated_at || char(31) || ifnull(revoked_at, char(2)), \
+                     || char(31) || created_at || char(31) || updated_at || char(31) || ifnull(revoked_at, char(2)) \
+                     || char(31) || bind, \
                      char(30)) AS page, MAX(rid) AS last \
                      FROM (SELECT rowid AS rid, * FROM entries WHERE rowid > $1 ORDER BY rowid LIMIT $2)",
                 )
@@ -362,7 +370,8 @@ impl Store {
                     "SELECT string_agg(concat(id, chr(31), spiffe_id, chr(31), parent_id, chr(31), selectors, chr(31), \
                      owner, chr(31), class, chr(31), x509_ttl, chr(31), jwt_ttl, chr(31), dns_names, chr(31), \
                      coalesce(hint, chr(2)), chr(31), recovery, chr(31), revision, chr(31), created_at, chr(31), \
-                     updated_at, chr(31), coalesce(revoked_at::text, chr(2))), chr(30)) AS page, MAX(id) AS last \
+                     updated_at, chr(31), coalesce(revoked_at::text, chr(2)), chr(31), bind), chr(30)) AS page, \
+                     MAX(id) AS last \
                      FROM (SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2) AS p",
                 )
                 .bind(after.to_owned())
@@ -403,7 +412,8 @@ impl Store {
         Self::check_id_owners(&mut tx, std::slice::from_ref(spec), Some(id)).await?;
         bind_spec(sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
-             jwt_ttl = $7, dns_names = $8, hint = $9, recovery = $10, revision = revision + 1, updated_at = $11 WHERE id = $12",
+             jwt_ttl = $7, dns_names = $8, hint = $9, recovery = $10, bind = $11, revision = revision + 1, updated_at = $12 \
+             WHERE id = $13",
             ),
             spec,
         )

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../migrations/0008_delivery.sql")),
     (9, include_str!("../migrations/0009_credential_audience.sql")),
     (10, include_str!("../migrations/0010_evidence.sql")),
+    (11, include_str!("../migrations/0011_bind_process.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {
@@ -52,17 +53,22 @@ pub(crate) async fn run(pool: &AnyPool, backend: Backend) -> Result<(), StoreErr
     )
     .execute(&mut *tx)
     .await?;
-    let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-        .fetch_one(&mut *tx)
+    let applied: std::collections::HashSet<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *tx)
         .await?
-        .try_get("v")?;
+        .iter()
+        .map(|r| r.try_get("version"))
+        .collect::<Result<_, _>>()?;
+    let current = applied.iter().copied().max().unwrap_or(0);
     let latest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     if current > latest {
         return Err(StoreError::Schema(format!(
             "database schema version {current} is newer than this binary understands ({latest}); upgrade hallmark"
         )));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    // Every version not yet recorded, not only those above the highest: two
+    // changes developed side by side may land in either order.
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         // Comment lines go first: a `;` inside a comment must not split a statement.
         let sql: String =
             render(sql, backend).lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");

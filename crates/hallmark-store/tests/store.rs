@@ -379,6 +379,34 @@ async fn the_database_refuses_recovery_on_machine_entries() {
     }
 }
 
+/// Issue 16: `bind` is stored, read back by every path (one entry, the
+/// change-log pages the server loads from), changed by an update, and a
+/// value this binary does not know is refused by the database.
+#[tokio::test]
+async fn entries_keep_their_bind() {
+    for (name, s) in stores().await {
+        let plain = s.create_entry(&spec("web", 1000), rec()).await.unwrap();
+        assert_eq!(plain.bind, hallmark_core::Bind::None, "{name}");
+        let mut bound = spec("job", 1001);
+        bound.bind = hallmark_core::Bind::Process;
+        let b = s.create_entry(&bound, rec()).await.unwrap();
+        assert_eq!(b.bind, hallmark_core::Bind::Process, "{name}");
+        let mut all = Vec::new();
+        let mut after = String::new();
+        while let Some((page, last)) = s.entries_page(&after, 10).await.unwrap() {
+            all.extend(hallmark_store::parse_entries_page(&page).unwrap());
+            after = last;
+        }
+        let paged = all.iter().find(|e| e.id == b.id).unwrap();
+        assert_eq!(paged, &b, "{name}: a page reads the same entry");
+        let unbound = s.update_entry(&b.id, &spec("job", 1001), None, rec()).await.unwrap();
+        assert_eq!(unbound.bind, hallmark_core::Bind::None, "{name}");
+        let bad =
+            sqlx::query("UPDATE entries SET bind = 'thread' WHERE id = $1").bind(b.id.clone()).execute(s.pool()).await;
+        assert!(bad.is_err(), "{name}: CHECK constraint must refuse an unknown bind");
+    }
+}
+
 #[tokio::test]
 async fn owners_deactivate_and_transfer() {
     for (name, s) in stores().await {

@@ -92,6 +92,11 @@ pub struct EntryFields {
     /// Attach a recovery path (only for --class human).
     #[arg(long)]
     recovery: bool,
+    /// What the credentials belong to: none (default: the workload's evidence)
+    /// or process (the one process instance that asked; when it exits they are
+    /// withdrawn and revoked, and a restarted process gets new ones).
+    #[arg(long, value_parser = ["none", "process"])]
+    bind: Option<String>,
 }
 
 /// Fields of `entry update`.
@@ -124,6 +129,9 @@ pub struct EntryUpdate {
     /// New hint (empty string removes it).
     #[arg(long)]
     hint: Option<String>,
+    /// New bind: none or process.
+    #[arg(long, value_parser = ["none", "process"])]
+    bind: Option<String>,
 }
 
 /// `hallmark token ...`
@@ -188,6 +196,7 @@ fn print_entry(e: &Value) {
     println!("Parent ID    : {}", s("parent_id"));
     println!("Owner        : {}", s("owner"));
     println!("Class        : {}", s("class"));
+    println!("Bind         : {}", bind_text(e));
     println!("X509 TTL     : {}", hallmark_core::format_duration(std::time::Duration::from_secs(n("x509_ttl"))));
     println!("JWT TTL      : {}", hallmark_core::format_duration(std::time::Duration::from_secs(n("jwt_ttl"))));
     for sel in e.get("selectors").and_then(Value::as_array).into_iter().flatten() {
@@ -214,6 +223,14 @@ fn print_entry(e: &Value) {
     }
 }
 
+/// What an entry's credentials belong to, as `entry show` and `list` say it.
+fn bind_text(e: &Value) -> &'static str {
+    match e.get("bind").and_then(Value::as_str) {
+        Some("process") => "process (credentials end with their process)",
+        _ => "none",
+    }
+}
+
 fn entry_state(e: &Value) -> String {
     match e.get("revoked_at").and_then(Value::as_i64) {
         None => "active".to_owned(),
@@ -222,7 +239,8 @@ fn entry_state(e: &Value) -> String {
 }
 
 fn print_entry_table(list: &[Value]) {
-    let mut t = Table::new(&["ENTRY ID", "SPIFFE ID", "OWNER", "CLASS", "X509 TTL", "JWT TTL", "STATE", "SELECTORS"]);
+    let mut t =
+        Table::new(&["ENTRY ID", "SPIFFE ID", "OWNER", "CLASS", "BIND", "X509 TTL", "JWT TTL", "STATE", "SELECTORS"]);
     for e in list {
         let ttl = |k: &str| hallmark_core::format_duration(std::time::Duration::from_secs(e[k].as_u64().unwrap_or(0)));
         let selectors: Vec<&str> = e["selectors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -231,6 +249,7 @@ fn print_entry_table(list: &[Value]) {
             text(e, "spiffe_id"),
             text(e, "owner"),
             text(e, "class"),
+            text(e, "bind"),
             ttl("x509_ttl"),
             ttl("jwt_ttl"),
             entry_state(e),
@@ -289,6 +308,7 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
                 ("x509_ttl", f.x509_ttl),
                 ("jwt_ttl", f.jwt_ttl),
                 ("hint", f.hint),
+                ("bind", f.bind),
             ] {
                 if let (Some(v), Some(fields)) = (v, body.as_object_mut()) {
                     fields.insert(k.to_owned(), json!(v));
@@ -341,6 +361,7 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
                 "x509_ttl": f.x509_ttl.clone().or_else(|| secs("x509_ttl")),
                 "jwt_ttl": f.jwt_ttl.clone().or_else(|| secs("jwt_ttl")),
                 "dns_names": if f.dns_names.is_empty() { cur.get("dns_names").cloned().unwrap_or(json!([])) } else { json!(f.dns_names) },
+                "bind": f.bind.clone().or_else(|| cur.get("bind").and_then(Value::as_str).map(str::to_owned)),
             });
             match f.hint.or_else(|| cur.get("hint").and_then(Value::as_str).map(str::to_owned)) {
                 Some(h) if !h.is_empty() => {

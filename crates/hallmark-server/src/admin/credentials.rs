@@ -19,6 +19,9 @@ use crate::state::ServerState;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CredentialQuery {
+    /// One serial or jti.
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     entry: Option<String>,
     #[serde(default)]
@@ -58,7 +61,7 @@ pub(crate) async fn list(
         node_id: q.node,
         expiring_before: q.expiring_within.map(|w| now.saturating_add(w)),
         live_at: q.live.filter(|l| *l).map(|_| now),
-        id: None,
+        id: q.id,
     };
     let list = s.store.credentials(&filter, 100_000).await?;
     Ok(Json(json!({ "credentials": list })))

@@ -2,6 +2,7 @@
 //! processes, printing each figure beside its target (see BENCHMARKS.md).
 
 mod issuance;
+mod process_end;
 mod propagation;
 mod scale;
 pub mod simagent;
@@ -21,6 +22,9 @@ pub enum BenchCmd {
     /// FetchJWTSVID and FetchX509SVID from the agent's cache, attestation
     /// included, with many concurrent clients.
     WorkloadApi(workload_api::Args),
+    /// `bind: process`: from a workload process's exit to its credential
+    /// withdrawn by the agent and its jti refused by ValidateJWTSVID.
+    ProcessEnd(process_end::Args),
     /// Server start with a million entries, authorized-entry lookup with
     /// 50 000 agents, agent memory per cached SVID.
     Scale(scale::Args),
@@ -33,6 +37,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Issuance(a) => issuance::run(a).await,
         BenchCmd::WorkloadApi(a) => workload_api::run(a).await,
         BenchCmd::Scale(a) => scale::run(a).await,
+        BenchCmd::ProcessEnd(a) => process_end::run(a).await,
     }
 }
 

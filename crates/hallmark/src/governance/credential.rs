@@ -137,14 +137,7 @@ async fn list(
             "DELIVERED TO",
         ]);
         for c in v["credentials"].as_array().into_iter().flatten() {
-            let na = c["not_after"].as_i64().unwrap_or(0);
-            let state = if !c["revoked_at"].is_null() {
-                format!("revoked: {}", text(c, "revoke_reason"))
-            } else if na <= now {
-                "expired".into()
-            } else {
-                "live".into()
-            };
+            let state = state(c, now);
             t.row(vec![
                 text(c, "kind"),
                 text(c, "id"),
@@ -159,4 +152,15 @@ async fn list(
         }
         t.print_or("no credentials");
     })
+}
+
+/// A credential's state as the inventory shows it: live, expired, or revoked with its reason.
+fn state(c: &serde_json::Value, now: i64) -> String {
+    if !c["revoked_at"].is_null() {
+        format!("revoked: {}", text(c, "revoke_reason"))
+    } else if c["not_after"].as_i64().unwrap_or(0) <= now {
+        "expired".into()
+    } else {
+        "live".into()
+    }
 }
