@@ -125,9 +125,21 @@ impl ContainerAttestor {
         container: &ContainerRef,
         mount_ns: Option<u64>,
     ) -> Result<Vec<Selector>, ContainerError> {
-        let info = self.info(&container.id).await?;
-        let init_ns = namespace_inode(&info.init_pid.to_string(), "mnt");
-        if mount_ns.is_none() || init_ns != mount_ns || !still_running(&info) {
+        // A cached answer whose first process has ended (the container
+        // stopped, or was restarted under the same id) is asked again, once.
+        let mut info = self.info(&container.id).await?;
+        let mut init_ns = namespace_inode(&info.init_pid.to_string(), "mnt");
+        if !still_running(&info) {
+            self.forget(&container.id);
+            info = self.info(&container.id).await?;
+            init_ns = namespace_inode(&info.init_pid.to_string(), "mnt");
+            if !still_running(&info) {
+                return Err(ContainerError::NotRunning(container.id.clone()));
+            }
+        }
+        // Read before the first process was seen still running: the
+        // namespace is that process's, not a later one's with its pid.
+        if mount_ns.is_none() || init_ns != mount_ns {
             return Err(ContainerError::NotInContainer(container.id.clone()));
         }
         let mut out = Vec::new();
@@ -151,16 +163,11 @@ impl ContainerAttestor {
         Ok(out)
     }
 
-    /// What the runtime says about container `id`, cached while its first process lives.
+    /// What the runtime says about container `id`, from the cache when
+    /// asked before ([`ContainerAttestor::selectors`] checks it still holds).
     async fn info(&self, id: &str) -> Result<Arc<ContainerInfo>, ContainerError> {
-        let cached = self.cache.lock().ok().and_then(|c| c.get(id).cloned());
-        if let Some(info) = cached {
-            if still_running(&info) {
-                return Ok(info);
-            }
-            if let Ok(mut c) = self.cache.lock() {
-                c.remove(id);
-            }
+        if let Some(info) = self.cache.lock().ok().and_then(|c| c.get(id).cloned()) {
+            return Ok(info);
         }
         let info = Arc::new(self.inspect(id).await?);
         if let Ok(mut c) = self.cache.lock() {
@@ -172,6 +179,13 @@ impl ContainerAttestor {
             }
         }
         Ok(info)
+    }
+
+    /// Drops what is cached for container `id`.
+    fn forget(&self, id: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(id);
+        }
     }
 
     /// Asks the runtime about container `id` and its image.

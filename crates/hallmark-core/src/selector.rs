@@ -20,7 +20,7 @@ const KNOWN: &[(&str, &[&str])] = &[
 ];
 
 /// The namespace kinds `unix:ns` and `unix:host_ns` speak of.
-pub const NAMESPACE_KINDS: &[&str] = &["pid", "mnt", "net", "user", "cgroup", "ipc", "uts"];
+pub const NAMESPACE_KINDS: &[&str] = &["pid", "mnt", "net", "user", "cgroup"];
 
 /// Whether `v` is `sha256:` and 64 lowercase hex digits: an image digest.
 pub fn is_image_digest(v: &str) -> bool {
@@ -125,10 +125,10 @@ fn check_value(kind: &str, key: &str, value: &str) -> Result<(), &'static str> {
         ("unix", "sha256") if !is_sha256_hex(value) => Err("value must be 64 lowercase hex digits"),
         ("unix", "path") if !value.starts_with('/') => Err("value must be an absolute path"),
         ("unix", "ns") if namespace(value).is_none() => {
-            Err("value must be KIND:INODE, KIND one of pid, mnt, net, user, cgroup, ipc, uts")
+            Err("value must be KIND:INODE, KIND one of pid, mnt, net, user, cgroup")
         }
         ("unix", "host_ns") if !NAMESPACE_KINDS.contains(&value) => {
-            Err("value must be one of pid, mnt, net, user, cgroup, ipc, uts")
+            Err("value must be one of pid, mnt, net, user, cgroup")
         }
         ("container", "id") if !is_sha256_hex(value) => Err("value must be the full 64-hex-digit container id"),
         ("container", "image_digest") | ("k8s", "container-image") if !is_image_digest(value) => {
@@ -348,6 +348,7 @@ mod tests {
             "unix:pid:1",
             "unix:ns:pid",
             "unix:ns:time:1",
+            "unix:ns:ipc:1",
             "unix:ns:pid:x",
             "unix:host_ns:time",
             "container:id:abc",
