@@ -522,7 +522,7 @@ mod tests {
         fields.join("\u{1f}")
     }
 
-    const GOOD: [&str; 15] = [
+    const GOOD: [&str; 16] = [
         "e1",
         "spiffe://example.org/a",
         "spiffe://example.org/hallmark/agent/x",
@@ -538,6 +538,7 @@ mod tests {
         "10",
         "11",
         "\u{2}",
+        "process",
     ];
 
     #[test]
@@ -553,8 +554,14 @@ mod tests {
         assert_eq!((entries[1].hint.as_deref(), entries[1].revoked_at), (Some("primary"), Some(99)));
         assert_eq!(entries[0].dns_names, vec!["a.internal".to_owned()]);
         assert_eq!(entries[0].selectors.len(), 2);
+        assert_eq!(entries[0].bind, Bind::Process);
         for broken in [
-            record(&GOOD[..14]),
+            record(&GOOD[..15]),
+            record(&{
+                let mut f = GOOD;
+                f[15] = "thread";
+                f
+            }),
             format!("{}\u{1f}extra", record(&GOOD)),
             record(&{
                 let mut f = GOOD;
