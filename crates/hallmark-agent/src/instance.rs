@@ -67,11 +67,12 @@ fn pidfd_exited(fd: &OwnedFd) -> bool {
 /// connected. Fails when it has exited (or, without a pidfd, its PID names
 /// a later process).
 pub fn identify(caller: &Caller) -> Result<Process, AttestError> {
-    // The start time read when the connection was accepted, when there is
-    // one (no /proc read per call); the checks below hold it to the caller.
-    let start_time = match caller.start_time {
-        Some(t) => t,
-        None => stat_of(caller.pid).ok_or(AttestError::Exited)?.0,
+    // With a pidfd, the start time read when the connection was accepted
+    // (no /proc read per call): the pidfd, checked below, says the process
+    // is still that one. Without one, /proc is read and compared with it.
+    let start_time = match (&caller.pidfd, caller.start_time) {
+        (Some(_), Some(t)) => t,
+        _ => stat_of(caller.pid).ok_or(AttestError::Exited)?.0,
     };
     match &caller.pidfd {
         // Read while pinned: the pidfd still open and not readable means the
