@@ -72,7 +72,7 @@ pub struct Caller {
     /// The process's start time (clock ticks since boot) when the connection
     /// was accepted. Without a pidfd it pins the process (`None`, unreadable:
     /// the caller is refused); with one, it is only recorded with the
-    /// caller's evidence ([`crate::process`]).
+    /// caller's evidence (`process`).
     pub start_time: Option<u64>,
     /// The executable the process ran when the connection was accepted
     /// (`None` when it could not be read: the caller is refused).
@@ -96,11 +96,6 @@ pub(crate) fn start_time(pid: i32) -> Result<u64, AttestError> {
     parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
 }
 
-/// The mount namespace of `/proc/<which>` (`mnt:[inode]`), if readable.
-fn mount_ns(which: &str) -> Option<String> {
-    std::fs::read_link(format!("/proc/{which}/ns/mnt")).ok().map(|p| p.to_string_lossy().into_owned())
-}
-
 /// The inode of namespace `kind` of `/proc/<which>`, if readable.
 pub(crate) fn namespace_inode(which: &str, kind: &str) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/{which}/ns/{kind}")).ok()?;
@@ -120,7 +115,8 @@ pub struct ProcessFacts {
     pub pid: i32,
     /// Its `unix:*` selectors.
     pub selectors: SelectorSet,
-    /// What its cgroup file says, or why it says nothing usable.
+    /// What its cgroup file says, or why it says nothing usable (nothing
+    /// when the attestor does not read cgroup files).
     pub cgroup: Result<CgroupFacts, CgroupError>,
     /// Its mount namespace's inode, read while it was pinned.
     pub mount_ns: Option<u64>,
@@ -226,11 +222,14 @@ impl ExeIdentity {
 pub struct UnixAttestor {
     digests: Arc<Mutex<HashMap<FileKey, String>>>,
     names: Arc<Mutex<NameCache>>,
-    /// The agent's own mount namespace (`mnt:[inode]`), when readable.
-    own_mount_ns: Option<String>,
+    /// The agent's own mount namespace's inode, when readable.
+    own_mount_ns: Option<u64>,
     /// The agent's own namespaces (kind, inode): the host's, when the agent
     /// runs on the host as it should.
     own_namespaces: Vec<(&'static str, u64)>,
+    /// Whether callers' cgroup files are read: only the container and pod
+    /// attestors use them.
+    reads_cgroup: bool,
 }
 
 /// Names of uids and gids, as recently looked up.
@@ -263,13 +262,19 @@ const MAX_CACHED_DIGESTS: usize = 4096;
 impl UnixAttestor {
     /// A new attestor with an empty digest cache.
     pub fn new() -> Self {
-        let own_mount_ns = mount_ns("self");
+        let own_mount_ns = namespace_inode("self", "mnt");
         if own_mount_ns.is_none() {
             tracing::warn!("cannot read this process's mount namespace; no workload gets `unix:path` selectors");
         }
         let own_namespaces =
             NAMESPACE_KINDS.iter().filter_map(|kind| Some((*kind, namespace_inode("self", kind)?))).collect();
         Self { own_mount_ns, own_namespaces, ..Self::default() }
+    }
+
+    /// This attestor, reading callers' cgroup files too (for the container
+    /// and pod attestors; otherwise [`ProcessFacts::cgroup`] says nothing).
+    pub fn reading_cgroups(self) -> Self {
+        Self { reads_cgroup: true, ..self }
     }
 
     /// Produces the caller's `unix:*` selectors and where it runs. Blocking:
@@ -303,12 +308,17 @@ impl UnixAttestor {
         // Read while the process is pinned: a path seen from the agent's own
         // mount namespace, or none.
         let pid_text = pid.to_string();
-        let same_mount_ns = self.own_mount_ns.is_some() && mount_ns(&pid_text) == self.own_mount_ns;
         let namespaces: Vec<(&str, u64)> =
             NAMESPACE_KINDS.iter().filter_map(|kind| Some((*kind, namespace_inode(&pid_text, kind)?))).collect();
+        let mount_ns = namespaces.iter().find(|(kind, _)| *kind == "mnt").map(|(_, inode)| *inode);
+        let same_mount_ns = self.own_mount_ns.is_some() && mount_ns == self.own_mount_ns;
         // The kernel's word on which container and pod; never mountinfo.
-        let cgroup = std::fs::read_to_string(format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
-        let cgroup = parse_cgroup(&cgroup);
+        let cgroup = if self.reads_cgroup {
+            let text = std::fs::read_to_string(format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
+            parse_cgroup(&text)
+        } else {
+            Ok(CgroupFacts::default())
+        };
         let Some(digest) = self.digest(exe, FileKey::of(&meta), may_hash)? else { return Ok(None) };
         let again = self.check_pinned(caller)?;
         if again != pinned {
@@ -342,7 +352,6 @@ impl UnixAttestor {
                 add("host_ns", kind);
             }
         }
-        let mount_ns = namespaces.iter().find(|(kind, _)| *kind == "mnt").map(|(_, inode)| *inode);
         Ok(Some(ProcessFacts { pid, selectors: set, cgroup, mount_ns }))
     }
 
@@ -446,7 +455,7 @@ mod tests {
     #[test]
     fn attests_this_process() {
         let me = std::process::id() as i32;
-        let a = UnixAttestor::new();
+        let a = UnixAttestor::new().reading_cgroups();
         let facts = a.attest(&Caller::new(me, None)).unwrap();
         let set = facts.selectors.clone();
         let uid = nix::unistd::getuid().as_raw().to_string();

@@ -1,12 +1,12 @@
 //! Credentials that end with their process (`bind: process`, issue 16).
 //!
 //! A caller that matches an entry bound to its process is watched from its
-//! first call ([`watch`]): the cache holds that entry's SVIDs for its
+//! first call (`watch`): the cache holds that entry's SVIDs for its
 //! process instance alone ([`crate::instance`]). When the process exits:
 //!
 //! 1. the cache withdraws everything held for the instance at once, which
 //!    wakes every open stream ([`Cache::end_instance`]);
-//! 2. the serials and jtis go into [`EndedReports`], and [`report_loop`]
+//! 2. the serials and jtis go into [`EndedReports`], and `report_loop`
 //!    sends them to the server (`ReportProcessEnded`), which revokes them
 //!    (reason "ended with its process"): the CRL lists the serials and every
 //!    agent's ValidateJWTSVID refuses the jtis;

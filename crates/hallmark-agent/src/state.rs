@@ -66,7 +66,11 @@ impl AgentInner {
         Ok(Self {
             settings,
             cache,
-            attestor: UnixAttestor::new(),
+            attestor: if containers.is_some() || kubelet.is_some() {
+                UnixAttestor::new().reading_cgroups()
+            } else {
+                UnixAttestor::new()
+            },
             containers,
             kubelet,
             health: Health::new(now),
