@@ -68,11 +68,22 @@ fn mtls_client(s: &hallmark_server::RunningServer, chain: Vec<Vec<u8>>, key: Vec
 
 /// An entry for workloads with uid 1000 under agent `parent`, known to the server.
 async fn entry_for_uid_1000(s: &hallmark_server::RunningServer, parent: &SpiffeId, id: &str) -> hallmark_core::Entry {
+    uid_1000_entry(s, parent, id, None).await
+}
+
+/// Creates an entry served by `parent` for uid 1000, with `bind` (`None`: the default).
+async fn uid_1000_entry(
+    s: &hallmark_server::RunningServer,
+    parent: &SpiffeId,
+    id: &str,
+    bind: Option<&str>,
+) -> hallmark_core::Entry {
     let spec = EntrySpec {
         spiffe_id: id.into(),
         parent_id: Some(parent.to_string()),
         selectors: vec!["unix:uid:1000".into()],
         owner: "team".into(),
+        bind: bind.map(str::to_owned),
         ..Default::default()
     };
     let valid = spec
@@ -324,23 +335,7 @@ async fn a_banned_node_is_told_it_is_banned() {
 
 /// Creates an entry served by `parent` for uid 1000, bound to its process when `bound`.
 async fn entry_for(s: &hallmark_server::RunningServer, spiffe_id: &str, parent: &SpiffeId, bound: bool) -> String {
-    let spec = EntrySpec {
-        spiffe_id: spiffe_id.into(),
-        parent_id: Some(parent.to_string()),
-        selectors: vec!["unix:uid:1000".into()],
-        owner: "team".into(),
-        bind: bound.then(|| "process".to_owned()),
-        ..Default::default()
-    };
-    let valid = spec
-        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
-        .unwrap();
-    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
-        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
-    });
-    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
-    s.state.catch_up().await.unwrap();
-    entry.id
+    uid_1000_entry(s, parent, spiffe_id, bound.then_some("process")).await.id
 }
 
 /// The serial of an X.509-SVID `c` gets signed for `entry_id` (`spiffe_id`).
