@@ -29,7 +29,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hallmark_core::{Bind, now_unix};
+use hallmark_core::{Bind, Entry, now_unix};
 use hallmark_proto::node as pb;
 use tokio::sync::Notify;
 use tonic::Code;
@@ -115,11 +115,12 @@ impl EndedReports {
 }
 
 /// Makes sure the attested `caller`, running as `process`, is watched when
-/// it matches an entry bound to its process: registered with the cache (so
-/// SVIDs of those entries are issued for it) and, the first time, a task
-/// waits for its exit. A caller with no bound entry is left alone.
-pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, caller: &Attested) {
-    if !agent.cache.matching(&caller.selectors).iter().any(|e| e.bind == Bind::Process) {
+/// one of the entries it matches (`matched`, which the caller has looked up
+/// anyway) is bound to its process: registered with the cache (so SVIDs of
+/// those entries are issued for it) and, the first time, a task waits for
+/// its exit. A caller with no bound entry is left alone.
+pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, caller: &Attested, matched: &[Entry]) {
+    if !matched.iter().any(|e| e.bind == Bind::Process) {
         return;
     }
     // A stream can outlive its process (a connection inherited by a child):

@@ -394,7 +394,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             // On every change, not only at the start: an entry this process
             // matches may become bound while the stream is open.
             if let Some(p) = &process {
-                process_end::watch(&shared, p, &caller);
+                process_end::watch(&shared, p, &caller, &agent.cache.matching(&caller.selectors));
             }
             x509_message(agent, &caller.selectors, process.as_ref().map(|p| p.instance), waiting)
         });
@@ -426,12 +426,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let caller = self.admit(&req).await?;
         let process = admission::process(&req);
+        let mut entries = self.agent.cache.matching(&caller.selectors);
         if let Some(p) = &process {
-            process_end::watch(&self.agent, p, &caller);
+            process_end::watch(&self.agent, p, &caller, &entries);
         }
         let r = req.into_inner();
         hallmark_core::check_audiences(&r.audience).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let mut entries = self.agent.cache.matching(&caller.selectors);
         if !r.spiffe_id.is_empty() {
             let want = SpiffeId::new(&r.spiffe_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
             entries.retain(|e| e.spiffe_id == want);
