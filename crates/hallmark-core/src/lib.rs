@@ -25,7 +25,7 @@ pub use entry::{
 };
 pub use evidence::{ProcessInstance, ProcessInstanceError, canonical_selectors, evidence_digest, evidence_digest_of};
 pub use scope::{MAX_SCOPES, NodeScope, OutOfScope, OwnerScopes, PathScope, ScopeError, ScopeLists};
-pub use selector::{NAMESPACE_KINDS, Selector, SelectorError, SelectorSet, is_image_digest};
+pub use selector::{NAMESPACE_KINDS, NODE_KINDS, Selector, SelectorError, SelectorSet, is_image_digest};
 pub use spiffe_id::{RESERVED_SEGMENT, SpiffeId, SpiffeIdError, TrustDomain};
 
 /// Current time as unix seconds. Hallmark stores and compares every instant this way.

@@ -13,11 +13,26 @@ pub const MAX_SELECTOR_VALUE_LEN: usize = 4096;
 /// - `container`: the container the process runs in, from `/proc/PID/cgroup`
 ///   and the container runtime's API.
 /// - `k8s`: the pod the container belongs to, from the kubelet.
+///
+/// Node selectors (what a node attestor proved about the agent's node):
+/// - `node`: `node:attestation:ATTESTOR`, for every node.
+/// - `x509pop`: the node certificate (`subject:cn:CN`, `ca:fingerprint:SHA1`,
+///   `san:dns:NAME`, `san:uri:URI`, `san:ip:ADDR`).
+/// - `tpm`: the TPM (`ek:sha256:HEX` of the EK public key, `pcr:N:HEX`).
+/// - `k8s_psat`: the agent pod's projected service-account token.
 const KNOWN: &[(&str, &[&str])] = &[
     ("unix", &["uid", "gid", "user", "group", "path", "sha256", "supplementary_gid", "ns", "host_ns"]),
     ("container", &["id", "image_digest", "image", "label", "name", "runtime"]),
     ("k8s", &["ns", "sa", "pod-uid", "pod-name", "pod-label", "container-name", "container-image"]),
+    ("node", &["attestation"]),
+    ("x509pop", &["subject", "ca", "san"]),
+    ("tpm", &["ek", "pcr"]),
+    ("k8s_psat", &["cluster", "agent_ns", "agent_sa", "agent_node_name", "agent_pod_uid"]),
 ];
+
+/// The selector types that describe a node rather than a workload: entries
+/// name them with `--node-selector`, never as workload selectors.
+pub const NODE_KINDS: &[&str] = &["node", "x509pop", "tpm", "k8s_psat"];
 
 /// The namespace kinds `unix:ns` and `unix:host_ns` speak of.
 pub const NAMESPACE_KINDS: &[&str] = &["pid", "mnt", "net", "user", "cgroup"];
@@ -29,7 +44,12 @@ pub fn is_image_digest(v: &str) -> bool {
 
 /// Whether `v` is 64 lowercase hex digits.
 fn is_sha256_hex(v: &str) -> bool {
-    v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    is_hex(v, 64)
+}
+
+/// Whether `v` is `len` lowercase hex digits.
+fn is_hex(v: &str, len: usize) -> bool {
+    v.len() == len && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Why a string is not a valid selector.
@@ -40,7 +60,7 @@ pub enum SelectorError {
     #[error("invalid selector `{0}`: expected `type:key:value`")]
     Form(String),
     /// The type is not one Hallmark's attestors produce.
-    #[error("unknown selector type `{0}` (known: unix, container, k8s)")]
+    #[error("unknown selector type `{0}` (known: unix, container, k8s; for nodes: node, x509pop, tpm, k8s_psat)")]
     UnknownType(String),
     /// The key is not one this type has.
     #[error("unknown selector key `{key}` for type `{kind}` (known: {known})")]
@@ -98,6 +118,11 @@ impl Selector {
         self.kind
     }
 
+    /// Whether it describes a node (see [`NODE_KINDS`]) rather than a workload.
+    pub fn is_node(&self) -> bool {
+        NODE_KINDS.contains(&self.kind)
+    }
+
     /// The key within the type, e.g. `uid`.
     pub fn key(&self) -> &str {
         self.key
@@ -117,6 +142,7 @@ fn check_value(kind: &str, key: &str, value: &str) -> Result<(), &'static str> {
         (NAMESPACE_KINDS.contains(&ns) && inode.parse::<u64>().is_ok()).then_some(())
     };
     let label = |v: &str| v.split_once(':').is_some_and(|(k, _)| !k.is_empty());
+    let pcr = |v: &str| v.split_once(':').is_some_and(|(i, h)| i.parse::<u8>().is_ok_and(|i| i < 24) && is_sha256_hex(h));
     let uid = |v: &str| v.len() == 36 && v.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
     match (kind, key) {
         ("unix", "uid" | "gid" | "supplementary_gid") if value.parse::<u32>().is_err() => {
@@ -135,7 +161,20 @@ fn check_value(kind: &str, key: &str, value: &str) -> Result<(), &'static str> {
             Err("value must be an image digest, sha256: and 64 lowercase hex digits")
         }
         ("container", "label") | ("k8s", "pod-label") if !label(value) => Err("value must be KEY:VALUE"),
-        ("k8s", "pod-uid") if !uid(value) => Err("value must be a pod UID (36 characters, hex digits and dashes)"),
+        ("k8s", "pod-uid") | ("k8s_psat", "agent_pod_uid") if !uid(value) => {
+            Err("value must be a pod UID (36 characters, hex digits and dashes)")
+        }
+        ("x509pop", "subject") if value.split_once(':').is_none_or(|(k, _)| k != "cn") => Err("value must be cn:NAME"),
+        ("x509pop", "ca") if value.strip_prefix("fingerprint:").is_none_or(|h| !is_hex(h, 40)) => {
+            Err("value must be fingerprint: and the CA certificate's SHA-1, 40 lowercase hex digits")
+        }
+        ("x509pop", "san") if value.split_once(':').is_none_or(|(k, _)| !matches!(k, "dns" | "uri" | "ip")) => {
+            Err("value must be dns:NAME, uri:URI or ip:ADDRESS")
+        }
+        ("tpm", "ek") if value.strip_prefix("sha256:").is_none_or(|h| !is_sha256_hex(h)) => {
+            Err("value must be sha256: and 64 lowercase hex digits (the EK public key's hash)")
+        }
+        ("tpm", "pcr") if !pcr(value) => Err("value must be INDEX:HEX (a PCR index 0-23 and its SHA-256 value)"),
         _ => Ok(()),
     }
 }

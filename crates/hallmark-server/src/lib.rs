@@ -38,6 +38,7 @@ pub mod error;
 pub mod issuance;
 pub mod metrics;
 pub mod node_api;
+pub mod node_attest;
 pub mod private_dir;
 pub mod process_end;
 pub mod refusals;

@@ -182,6 +182,16 @@ impl Node for NodeApi {
         Ok(Response::new(svid_reply(issued, &bundle)))
     }
 
+    type AttestStream = ReceiverStream<Result<pb::AttestResponse, Status>>;
+
+    async fn attest(
+        &self,
+        _req: Request<tonic::Streaming<pb::AttestRequest>>,
+    ) -> Result<Response<Self::AttestStream>, Status> {
+        // Wired to the attestors in the node_attest module (issue 17, in progress).
+        Err(Status::unimplemented("node attestors are not wired yet"))
+    }
+
     async fn renew_agent(&self, req: Request<RenewAgentRequest>) -> Result<Response<AgentSvid>, Status> {
         let caller = self.authenticate(&req).await?;
         let issued = self.state.renew_agent(&caller, &req.into_inner().csr).await.map_err(status)?;
