@@ -27,6 +27,10 @@ pub struct AgentConfig {
     /// Join token for the first attestation.
     #[serde(default)]
     pub join_token: Option<String>,
+    /// How the node proves itself instead of a join token: a `[node_attestor]`
+    /// table with a `type` (`x509pop`, `tpm`, `k8s_psat`) and that type's keys.
+    #[serde(default)]
+    pub node_attestor: Option<NodeAttestorConfig>,
     /// PEM bundle to trust the server with on first contact.
     #[serde(default)]
     pub trust_bundle_path: Option<PathBuf>,
@@ -70,6 +74,8 @@ pub struct AgentSettings {
     pub socket_path: PathBuf,
     /// Join token.
     pub join_token: Option<String>,
+    /// The node attestor, when the node proves itself with more than a join token.
+    pub node_attestor: Option<NodeAttestorConfig>,
     /// How to trust the server the first time.
     pub bootstrap: Bootstrap,
     /// Where to serve `/live`, `/ready` and `/metrics`.
@@ -80,6 +86,44 @@ pub struct AgentSettings {
     pub container_runtime_socket: Option<PathBuf>,
     /// The kubelet, when pod evidence is on.
     pub kubelet: Option<KubeletSettings>,
+}
+
+/// The agent's `[node_attestor]` table: what the node proves itself with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NodeAttestorConfig {
+    /// A node certificate and its key (proof of possession).
+    X509pop {
+        /// PEM file: the node certificate, then any intermediates.
+        cert_path: PathBuf,
+        /// PEM file (PKCS#8, mode 0600): the node certificate's key.
+        key_path: PathBuf,
+    },
+    /// The node's TPM 2.0 (EK and an attestation key, by credential activation).
+    Tpm {
+        /// The TPM's TCTI, e.g. `device:/dev/tpmrm0` or
+        /// `swtpm:host=127.0.0.1,port=2321`.
+        tcti: String,
+    },
+    /// The agent pod's projected service-account token (Kubernetes).
+    K8sPsat {
+        /// The cluster's name, as the server's configuration names it.
+        cluster: String,
+        /// The projected token's file (audience `hallmark`), read afresh at
+        /// each attestation as the kubelet rotates it.
+        token_path: PathBuf,
+    },
+}
+
+impl NodeAttestorConfig {
+    /// The attestor's name, as the server's `node:attestation:` selector says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::X509pop { .. } => "x509pop",
+            Self::Tpm { .. } => "tpm",
+            Self::K8sPsat { .. } => "k8s_psat",
+        }
+    }
 }
 
 /// How an agent with no stored bundle trusts the server on first contact.
@@ -163,6 +207,15 @@ impl AgentConfig {
             socket_path: self.socket_path.clone().unwrap_or_else(|| self.data_dir.join("public").join("api.sock")),
             data_dir: self.data_dir.clone(),
             join_token: self.join_token.clone(),
+            node_attestor: match (&self.node_attestor, &self.join_token) {
+                (Some(a), Some(_)) => {
+                    return Err(ConfigError::Value {
+                        key: "node_attestor",
+                        msg: format!("give either a join token or `[node_attestor]` ({}), not both", a.name()),
+                    });
+                }
+                (a, _) => a.clone(),
+            },
             bootstrap,
             health_listen: self.health_listen.clone(),
             max_connections_per_uid: match self.max_connections_per_uid {

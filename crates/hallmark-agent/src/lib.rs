@@ -56,6 +56,7 @@ mod http_get;
 mod identity;
 pub mod instance;
 pub mod kubelet;
+mod node_attestor;
 mod process;
 pub mod process_end;
 mod renewal;

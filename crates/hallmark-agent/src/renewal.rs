@@ -18,10 +18,14 @@ use hallmark_ca::svid;
 use hallmark_core::now_unix;
 use hallmark_proto::node as pb;
 
-use crate::config::{AgentSettings, Bootstrap};
+use hallmark_proto::node::node_client::NodeClient;
+use tonic::transport::Channel;
+
+use crate::config::{AgentSettings, Bootstrap, NodeAttestorConfig};
 use crate::error::{AgentError, io_err};
 use crate::from_proto::bundle_from_proto;
 use crate::identity::{AgentIdentity, load_bundle, save_bundle};
+use crate::node_attestor::Prover;
 use crate::server_conn::{self, Trust};
 use crate::state::{AgentInner, Attested};
 
@@ -44,26 +48,26 @@ pub(crate) async fn resume_or_attest(settings: &AgentSettings, now: i64) -> Resu
         );
         return Ok(Attested { identity, bundle });
     }
-    let attested = attest(settings).await?;
+    let attested = attest(settings, None).await?;
     attested.identity.save(dir)?;
     save_bundle(dir, &attested.bundle)?;
     tracing::info!(agent = %attested.identity.id, "node attested");
     Ok(attested)
 }
 
-/// Node attestation with the join token: the server assigns the agent's
-/// SPIFFE ID from the token, signs its CSR and sends the bundle.
-async fn attest(settings: &AgentSettings) -> Result<Attested, AgentError> {
-    let token = settings.join_token.clone().ok_or_else(|| {
-        AgentError::Attestation("no stored agent SVID is valid and no join token is configured (`join_token`)".into())
-    })?;
-    let anchors = match &settings.bootstrap {
-        Bootstrap::Anchors(a) => Some(Arc::new(RwLock::new(a.clone()))),
-        Bootstrap::BundleFile(p) => {
+/// Node attestation, with the configured attestor's evidence or else the
+/// join token: the server assigns the agent's SPIFFE ID from what the node
+/// proved, signs its CSR and sends the bundle. `anchors` (the current
+/// bundle's authorities, when the node attests again) verify the server;
+/// otherwise the configured bootstrap does.
+async fn attest(settings: &AgentSettings, anchors: Option<Vec<Vec<u8>>>) -> Result<Attested, AgentError> {
+    let anchors = match (anchors.as_ref(), &settings.bootstrap) {
+        (Some(a), _) | (None, Bootstrap::Anchors(a)) if !a.is_empty() => Some(Arc::new(RwLock::new(a.clone()))),
+        (_, Bootstrap::BundleFile(p)) => {
             let text = std::fs::read_to_string(p).map_err(|e| io_err(p, e))?;
             Some(Arc::new(RwLock::new(svid::pem_certs(&text).map_err(|e| io_err(p, e))?)))
         }
-        Bootstrap::Insecure => {
+        (_, Bootstrap::Insecure) => {
             tracing::warn!(
                 server = %settings.server_address,
                 "insecure_bootstrap: trusting whichever server answers at this address for the first attestation, \
@@ -71,29 +75,74 @@ async fn attest(settings: &AgentSettings) -> Result<Attested, AgentError> {
             );
             None
         }
-        Bootstrap::None => {
+        _ => {
             return Err(AgentError::Attestation(
                 "no bundle to verify the server: set `trust_bundle_path` (or `insecure_bootstrap = true`)".into(),
             ));
         }
     };
-    // The CSR carries no SPIFFE ID: the server assigns it from the token.
+    // The CSR carries no SPIFFE ID: the server assigns it from the evidence.
     let kc = new_key_and_csr(None).map_err(|e| AgentError::Attestation(e.to_string()))?;
     let mut client = server_conn::channel(
         &settings.server_address,
         Trust::Attest { anchors, server_id: settings.trust_domain.server_id() },
     )?;
-    let reply = client
-        .attest_node(pb::AttestNodeRequest { join_token: token, csr: kc.csr_der })
-        .await
-        .map_err(|s| AgentError::Attestation(s.message().to_owned()))?
-        .into_inner();
+    let reply = match &settings.node_attestor {
+        Some(cfg) => attest_with_evidence(&mut client, cfg, &kc.csr_der).await?,
+        None => {
+            let token = settings.join_token.clone().ok_or_else(|| {
+                AgentError::Attestation(
+                    "no stored agent SVID is valid, and neither a join token (`join_token`) nor a `[node_attestor]` \
+                     is configured"
+                        .into(),
+                )
+            })?;
+            client
+                .attest_node(pb::AttestNodeRequest { join_token: token, csr: kc.csr_der })
+                .await
+                .map_err(|s| AgentError::Attestation(s.message().to_owned()))?
+                .into_inner()
+        }
+    };
     let identity = AgentIdentity::from_chain(reply.cert_chain, kc.key_pkcs8, reply.authority_id)?;
     let bundle = reply
         .bundle
         .map(|b| bundle_from_proto(&settings.trust_domain, &b))
         .ok_or_else(|| AgentError::Attestation("server sent no bundle".into()))?;
     Ok(Attested { identity, bundle })
+}
+
+/// The `Attest` exchange: evidence and CSR, the answer to each challenge
+/// (at most two), then the agent SVID.
+async fn attest_with_evidence(
+    client: &mut NodeClient<Channel>,
+    cfg: &NodeAttestorConfig,
+    csr: &[u8],
+) -> Result<pb::AgentSvid, AgentError> {
+    let refused = |s: tonic::Status| AgentError::Attestation(format!("{} attestation: {}", cfg.name(), s.message()));
+    let mut prover = Prover::open(cfg)?;
+    let evidence = prover.evidence().await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let begin = pb::AttestBegin { csr: csr.to_vec(), evidence: Some(evidence) };
+    let send = |step| pb::AttestRequest { step: Some(step) };
+    tx.send(send(pb::attest_request::Step::Begin(begin)))
+        .await
+        .map_err(|_| AgentError::Attestation("attestation stream closed".into()))?;
+    let mut inbound =
+        client.attest(tokio_stream::wrappers::ReceiverStream::new(rx)).await.map_err(refused)?.into_inner();
+    for _ in 0..3 {
+        match inbound.message().await.map_err(refused)?.and_then(|m| m.step) {
+            Some(pb::attest_response::Step::Svid(svid)) => return Ok(svid),
+            Some(pb::attest_response::Step::Challenge(pb::Challenge { kind: Some(kind) })) => {
+                let answer = pb::ChallengeResponse { kind: Some(prover.answer(kind, csr).await?) };
+                tx.send(send(pb::attest_request::Step::Response(answer)))
+                    .await
+                    .map_err(|_| AgentError::Attestation("attestation stream closed".into()))?;
+            }
+            _ => break,
+        }
+    }
+    Err(AgentError::Attestation(format!("{} attestation: the server ended the exchange without an SVID", cfg.name())))
 }
 
 /// Renews the agent's own SVID past half its life, or at once when the
@@ -125,6 +174,14 @@ pub(crate) async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentErro
         if now < id.not_before + (id.not_after - id.not_before) / 2 && !tainted {
             continue;
         }
+        if agent.settings.node_attestor.is_some() {
+            // Its evidence is verified again at each rotation (the server
+            // refuses renewal to such nodes).
+            if !attest_again(&agent).await? {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            continue;
+        }
         renew(&agent, &id, tainted).await?;
     }
 }
@@ -132,7 +189,10 @@ pub(crate) async fn renewal_loop(agent: Arc<AgentInner>) -> Result<(), AgentErro
 /// Attests the node afresh after its SVID expired; whether it could. Only a
 /// failure to store or use the new identity ends the loop.
 async fn attest_again(agent: &AgentInner) -> Result<bool, AgentError> {
-    match attest(&agent.settings).await {
+    // The server is verified by the bundle the agent holds now (the bootstrap
+    // file may be long out of date).
+    let anchors = agent.cache.bundle().map(|b| b.x509_authorities.clone());
+    match attest(&agent.settings, anchors).await {
         Ok(Attested { identity, bundle }) => {
             identity.save(&agent.settings.data_dir)?;
             agent.set_bundle(bundle);
@@ -141,7 +201,13 @@ async fn attest_again(agent: &AgentInner) -> Result<bool, AgentError> {
             Ok(true)
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot attest again; give the agent a new join token (`hallmark token create`)");
+            match &agent.settings.node_attestor {
+                Some(a) => tracing::warn!(error = %e, attestor = a.name(), "cannot attest again; will retry"),
+                None => tracing::warn!(
+                    error = %e,
+                    "cannot attest again; give the agent a new join token (`hallmark token create`)"
+                ),
+            }
             Ok(false)
         }
     }

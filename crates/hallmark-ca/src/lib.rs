@@ -15,6 +15,7 @@ pub mod keys;
 pub mod svid;
 pub mod tls;
 pub mod x509;
+pub mod x509pop;
 
 pub use bundle::{AuthorityStatus, Bundle, JwtAuthority};
 pub use jwt::{JwtClaims, JwtError, JwtKey, MintClaims};

@@ -129,11 +129,17 @@ pub enum EntryError {
     #[error(transparent)]
     Bind(#[from] BindError),
     /// No selectors were given.
-    #[error("an entry needs at least one selector")]
+    #[error("an entry needs at least one workload selector (unix:, container: or k8s:)")]
     NoSelectors,
     /// Too many selectors or DNS names.
     #[error("too many {0} (at most {1})")]
     TooMany(&'static str, usize),
+    /// A workload selector given as a node selector.
+    #[error(
+        "`{0}` describes the workload, not its node: give it as a selector (`--selector`); node selectors are \
+         node:, x509pop:, tpm: and k8s_psat:"
+    )]
+    NotNodeSelector(String),
     /// The same selector was given twice.
     #[error("duplicate selector `{0}`")]
     DuplicateSelector(String),
@@ -211,9 +217,23 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// True when every selector the entry requires is among the workload's.
+    /// True when every workload selector the entry requires is among the
+    /// workload's. Node selectors are not the workload's to show: see
+    /// [`Entry::serves_node`].
     pub fn matches(&self, workload: &SelectorSet) -> bool {
-        self.selectors.is_subset(workload)
+        self.selectors.iter().filter(|s| !s.is_node()).all(|s| workload.contains(s))
+    }
+
+    /// True when every node selector the entry requires (`--node-selector`)
+    /// is among the node's: only such a node's agent is sent the entry or may
+    /// ask for its credentials.
+    pub fn serves_node(&self, node: &SelectorSet) -> bool {
+        self.selectors.iter().filter(|s| s.is_node()).all(|s| node.contains(s))
+    }
+
+    /// The node selectors the entry requires, in order.
+    pub fn node_selectors(&self) -> impl Iterator<Item = &Selector> {
+        self.selectors.iter().filter(|s| s.is_node())
     }
 }
 
@@ -242,6 +262,10 @@ pub struct EntrySpec {
     pub parent_id: Option<String>,
     /// `type:key:value` selectors.
     pub selectors: Vec<String>,
+    /// Node selectors (`node:`, `x509pop:`, `tpm:`, `k8s_psat:`): the
+    /// parent's node must have proved each of them.
+    #[serde(default)]
+    pub node_selectors: Vec<String>,
     /// Owner name.
     pub owner: String,
     /// `machine` (default), `agent` or `human`.
@@ -342,18 +366,28 @@ impl EntrySpec {
         if !parent_id.is_agent() {
             return Err(EntryError::ParentNotAgent(parent_id.to_string()));
         }
-        if self.selectors.is_empty() {
-            return Err(EntryError::NoSelectors);
-        }
-        if self.selectors.len() > MAX_SELECTORS {
+        if self.selectors.len() + self.node_selectors.len() > MAX_SELECTORS {
             return Err(EntryError::TooMany("selectors", MAX_SELECTORS));
         }
+        // Both kinds are kept in one set; which is which follows from the
+        // type. `selectors` may hold node selectors too (an entry read back
+        // and sent again has them there); `node_selectors` holds only those.
         let mut selectors = SelectorSet::new();
-        for s in &self.selectors {
-            let sel: Selector = s.parse()?;
-            if !selectors.insert(sel) {
-                return Err(EntryError::DuplicateSelector(s.clone()));
+        for (raw, node_only) in
+            self.selectors.iter().map(|s| (s, false)).chain(self.node_selectors.iter().map(|s| (s, true)))
+        {
+            let sel: Selector = raw.parse()?;
+            if node_only && !sel.is_node() {
+                return Err(EntryError::NotNodeSelector(raw.clone()));
             }
+            if !selectors.insert(sel) {
+                return Err(EntryError::DuplicateSelector(raw.clone()));
+            }
+        }
+        // A workload selector at least: node selectors alone would match
+        // every process on the node.
+        if selectors.iter().all(Selector::is_node) {
+            return Err(EntryError::NoSelectors);
         }
         check_image_pinned(&selectors)?;
         validate_owner(&self.owner)?;

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     /// Bounds on admin API clients.
     #[serde(default)]
     pub admin_api: AdminApiConfig,
+    /// Node attestors besides join tokens: `[[node_attestor]]` tables, each
+    /// with a `type` (`x509pop`, `tpm`, `k8s_psat`) and that type's keys.
+    #[serde(default)]
+    pub node_attestor: Vec<crate::node_attest::NodeAttestorConfig>,
 }
 
 /// The `[admin_api]` table: how the admin listener bounds its clients.
@@ -187,6 +191,8 @@ pub struct ServerSettings {
     pub audit_trusted_keys: Vec<PathBuf>,
     /// Bounds on admin API clients.
     pub admin_limits: AdminLimits,
+    /// The node attestors configured besides join tokens.
+    pub node_attestors: std::sync::Arc<crate::node_attest::NodeAttestors>,
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -249,6 +255,10 @@ impl ServerConfig {
             audit_key: self.audit_key.clone().unwrap_or_else(|| self.data_dir.join("keys").join("audit.key")),
             audit_trusted_keys: self.audit_trusted_keys.clone(),
             admin_limits: self.admin_api.validate()?,
+            node_attestors: std::sync::Arc::new(
+                crate::node_attest::NodeAttestors::new(&self.node_attestor)
+                    .map_err(|msg| ConfigError::Value { key: "node_attestor", msg })?,
+            ),
         };
         if settings.join_token_ttl.secs() > settings.max_join_token_ttl.secs() {
             return Err(ConfigError::Value {

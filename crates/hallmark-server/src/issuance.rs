@@ -92,6 +92,14 @@ pub enum IssueError {
     /// Node attestation failed.
     #[error("{0}")]
     Attestation(#[from] JoinTokenError),
+    /// The node re-attests with its attestor instead of renewing.
+    #[error("node `{agent}` attested with {attestor} re-attests instead of renewing (the `Attest` call)")]
+    MustReattest {
+        /// The agent.
+        agent: SpiffeId,
+        /// Its node attestor.
+        attestor: String,
+    },
     /// A server-side failure.
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -123,6 +131,8 @@ pub struct AuthenticatedAgent {
     /// The serial of the agent SVID it presented (one the server issued to
     /// this node: see [`crate::node_api`]).
     pub serial: String,
+    /// What its node's attestor proved, `node:attestation:TYPE` among them.
+    pub node_selectors: SelectorSet,
 }
 
 /// An issued X.509-SVID and when the agent should renew it.
@@ -151,6 +161,11 @@ pub struct IssuedJwt {
     pub refresh_at: i64,
 }
 
+/// The selector every node has: how it attested.
+fn node_attestation_selectors(attestor: &str) -> Vec<String> {
+    vec![format!("node:attestation:{attestor}")]
+}
+
 /// The stable, non-secret id of a join token, used in the agent's SPIFFE ID
 /// (the store's [`hallmark_store::join_token_id`] of its hash).
 pub fn join_token_id(token: &str) -> String {
@@ -176,10 +191,12 @@ impl IssuedAgentSvid {
         &'a self,
         attestation_type: &'a str,
         previous_serial: Option<&'a str>,
+        attested: Option<(&'a [String], i64)>,
     ) -> hallmark_store::NodeSvid<'a> {
         hallmark_store::NodeSvid {
             agent_id: self.agent_id.as_str(),
             attestation_type,
+            attested,
             serial: &self.svid.serial,
             previous_serial,
             authority_id: &self.authority_id,
@@ -305,7 +322,7 @@ impl ServerState {
         if entry.spiffe_id.is_reserved() {
             return Err(IssueError::Reserved(entry_id.to_owned()));
         }
-        if entry.parent_id != caller.agent {
+        if entry.parent_id != caller.agent || !entry.serves_node(&caller.node_selectors) {
             return Err(IssueError::NotEntitled { agent: caller.agent.to_string(), entry: entry_id.to_owned() });
         }
         if !entry.matches(&selectors) {
@@ -315,7 +332,7 @@ impl ServerState {
             selectors,
             node_id: caller.agent.to_string(),
             node_attestation: caller.attestation.clone(),
-            node_selectors: vec![format!("node:attestation:{}", caller.attestation)],
+            node_selectors: caller.node_selectors.iter().map(ToString::to_string).collect(),
             process,
         };
         let recorded = EvidenceSet::new(&evidence.selectors, evidence.process);
@@ -565,7 +582,8 @@ impl ServerState {
         if self.store.node(agent_id.as_str()).await?.is_some_and(|n| n.banned) {
             return Err(IssueError::NodeBanned(agent_id));
         }
-        self.store.upsert_node(&issued.node_svid("join_token", None)).await?;
+        let selectors = node_attestation_selectors("join_token");
+        self.store.upsert_node(&issued.node_svid("join_token", None, Some((&selectors, now_unix())))).await?;
         let details = serde_json::json!({
             "attestation": "join_token",
             "serial": issued.svid.serial,
@@ -583,7 +601,8 @@ impl ServerState {
             return Err(IssueError::NodeBanned(agent_id.clone()));
         }
         let issued = self.sign_agent(agent_id, csr)?;
-        self.store.upsert_node(&issued.node_svid("local", None)).await?;
+        let selectors = node_attestation_selectors("local");
+        self.store.upsert_node(&issued.node_svid("local", None, Some((&selectors, now_unix())))).await?;
         Ok(issued)
     }
 
@@ -591,8 +610,48 @@ impl ServerState {
     /// accepted beside the new one, so its open calls finish and a lost
     /// answer does not lock it out.
     pub async fn renew_agent(&self, caller: &AuthenticatedAgent, csr: &[u8]) -> Result<IssuedAgentSvid, IssueError> {
+        if crate::node_attest::REATTESTING.contains(&caller.attestation.as_str()) {
+            // Its evidence is checked again at every rotation: a node whose
+            // certificate or key was withdrawn must not live on by renewing.
+            return Err(IssueError::MustReattest { agent: caller.agent.clone(), attestor: caller.attestation.clone() });
+        }
         let issued = self.sign_agent(&caller.agent, csr)?;
-        self.store.upsert_node(&issued.node_svid(&caller.attestation, Some(&caller.serial))).await?;
+        self.store.upsert_node(&issued.node_svid(&caller.attestation, Some(&caller.serial), None)).await?;
+        Ok(issued)
+    }
+
+    /// Signs an agent SVID for a node its attestor proved (`proof`): the
+    /// agent ID and node selectors come from the proof, never from the
+    /// agent. A node attesting again (same agent ID) gets its selectors
+    /// replaced by what was proved now. A banned node is refused.
+    pub async fn attest_proven(
+        &self,
+        proof: &crate::node_attest::NodeProof,
+        csr: &[u8],
+    ) -> Result<IssuedAgentSvid, IssueError> {
+        let segments: Vec<&str> = proof.agent_path.iter().map(String::as_str).collect();
+        let agent_id = self.settings.trust_domain.agent_id(&segments).map_err(ServerError::AgentId)?;
+        let known = self.store.node(agent_id.as_str()).await?;
+        if known.as_ref().is_some_and(|n| n.banned) {
+            return Err(IssueError::NodeBanned(agent_id));
+        }
+        let mut selectors = proof.selectors.clone();
+        selectors.extend(node_attestation_selectors(proof.attestor));
+        selectors.sort();
+        selectors.dedup();
+        let issued = self.sign_agent(&agent_id, csr)?;
+        let now = now_unix();
+        self.store.upsert_node(&issued.node_svid(proof.attestor, None, Some((&selectors, now)))).await?;
+        let details = serde_json::json!({
+            "attestation": proof.attestor,
+            "again": known.is_some(),
+            "selectors": selectors,
+            "serial": issued.svid.serial,
+            "not_after": issued.svid.not_after,
+            "evidence_expires_at": proof.evidence_expires_at,
+        });
+        self.audit.record(self.audit_event(agent_id.as_str(), "attest_node", agent_id.as_str(), "ok", details)).await?;
+        tracing::info!(agent = %agent_id, attestor = proof.attestor, again = known.is_some(), "node attested");
         Ok(issued)
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use hallmark_ca::{Bundle, CaError};
-use hallmark_core::{Entry, RevocationKind, SpiffeId};
+use hallmark_core::{Entry, RevocationKind, SelectorSet, SpiffeId};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
     self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RecordDeliveriesRequest,
@@ -59,7 +59,13 @@ impl NodeApi {
         match self.state.store.node(id.as_str()).await.map_err(internal)? {
             Some(n) if n.banned => Err(Status::permission_denied(format!("node `{id}` is banned"))),
             Some(n) if n.serial == info.serial || n.previous_serial.as_deref() == Some(info.serial.as_str()) => {
-                Ok(AuthenticatedAgent { agent: id, attestation: n.attestation_type, serial: info.serial })
+                let node_selectors = crate::node_attest::node_selector_set(&n.attestation_type, &n.selectors);
+                Ok(AuthenticatedAgent {
+                    agent: id,
+                    attestation: n.attestation_type,
+                    serial: info.serial,
+                    node_selectors,
+                })
             }
             Some(_) => {
                 tracing::warn!(agent = %id, serial = %info.serial, "refused a certificate that is not the agent SVID of its node");
@@ -91,6 +97,7 @@ fn status(e: IssueError) -> Status {
             Status::invalid_argument(e.to_string())
         }
         IssueError::Attestation(_) => Status::permission_denied(e.to_string()),
+        IssueError::MustReattest { .. } => Status::failed_precondition(e.to_string()),
         // The agent may retry: a new authority activates, or this one is renewed.
         IssueError::Signing(CaError::AuthorityExpired(_)) => {
             tracing::error!(error = %e, "cannot sign: the authority has expired");
@@ -186,10 +193,28 @@ impl Node for NodeApi {
 
     async fn attest(
         &self,
-        _req: Request<tonic::Streaming<pb::AttestRequest>>,
+        req: Request<tonic::Streaming<pb::AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
-        // Wired to the attestors in the node_attest module (issue 17, in progress).
-        Err(Status::unimplemented("node attestors are not wired yet"))
+        let source = req
+            .extensions()
+            .get::<PeerInfo>()
+            .and_then(|p| p.remote)
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(2);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let result =
+                tokio::time::timeout(ATTEST_TIMEOUT, attest_exchange(&state, &mut inbound, &tx, &source)).await;
+            let reply = match result {
+                Ok(Ok(svid)) => Ok(pb::AttestResponse { step: Some(pb::attest_response::Step::Svid(svid)) }),
+                Ok(Err(status)) => Err(status),
+                Err(_) => Err(Status::deadline_exceeded("node attestation took longer than 30 s")),
+            };
+            let _ = tx.send(reply).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn renew_agent(&self, req: Request<RenewAgentRequest>) -> Result<Response<AgentSvid>, Status> {
@@ -207,7 +232,7 @@ impl Node for NodeApi {
     ) -> Result<Response<Self::SyncEntriesStream>, Status> {
         let caller = self.authenticate(&req).await?;
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(sync_agent(self.state.clone(), caller.agent, tx));
+        tokio::spawn(sync_agent(self.state.clone(), caller.agent, caller.node_selectors, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -306,6 +331,94 @@ impl Node for NodeApi {
     }
 }
 
+/// Longest a node attestation exchange may take, answers included.
+const ATTEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One `Attest` exchange: the evidence, the challenge and its answer when the
+/// attestor has one, then the agent SVID. A known node (same agent ID, same
+/// attestor) whose evidence no longer verifies is revoked: its node banned
+/// and its credentials revoked, as `hallmark revoke --node` would.
+async fn attest_exchange(
+    state: &Arc<ServerState>,
+    inbound: &mut tonic::Streaming<pb::AttestRequest>,
+    tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
+    source: &str,
+) -> Result<AgentSvid, Status> {
+    use crate::node_attest::{AttestError, Begun, NodeAttestors};
+    let begin = match inbound.message().await? {
+        Some(pb::AttestRequest { step: Some(pb::attest_request::Step::Begin(b)) }) => b,
+        _ => return Err(Status::invalid_argument("the first message must be `begin`, with evidence and a CSR")),
+    };
+    let attestors = state.settings.node_attestors.clone();
+    let now = hallmark_core::now_unix();
+    let proven = match attestors.begin(&begin, now).await {
+        Ok(Begun::Proven(p)) => Ok(p),
+        Ok(Begun::Challenge(kind, pending)) => {
+            let challenge = pb::Challenge { kind: Some(kind) };
+            tx.send(Ok(pb::AttestResponse { step: Some(pb::attest_response::Step::Challenge(challenge)) }))
+                .await
+                .map_err(|_| Status::cancelled("the agent went away"))?;
+            match inbound.message().await? {
+                Some(pb::AttestRequest { step: Some(pb::attest_request::Step::Response(answer)) }) => {
+                    attestors.finish(pending, &answer)
+                }
+                _ => Err(AttestError::Malformed("the second message must answer the challenge".into())),
+            }
+        }
+        Err(e) => {
+            // Evidence that no longer verifies, from a node we know by it.
+            if let (AttestError::Refused(why), Some(path)) = (&e, NodeAttestors::claimed_agent(&begin)) {
+                revoke_known_node(state, &path, why).await;
+            }
+            Err(e)
+        }
+    };
+    let proof = match proven {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%source, reason = %e, "node attestation refused");
+            state.refusals.note(crate::refusals::Refusal {
+                kind: crate::refusals::RefusalKind::NodeAttestation,
+                source: source.to_owned(),
+                actor: "unknown".into(),
+                subject: NodeAttestors::claimed_agent(&begin).map(|p| p.join("/")).unwrap_or_else(|| "unknown".into()),
+                reason: e.to_string(),
+            });
+            return Err(match e {
+                AttestError::Malformed(m) => Status::invalid_argument(m),
+                AttestError::Refused(m) => Status::permission_denied(m),
+                AttestError::Unavailable(m) => Status::unavailable(m),
+            });
+        }
+    };
+    let issued = state.attest_proven(&proof, &begin.csr).await.map_err(status)?;
+    let bundle = state.authorities.bundle().borrow().clone();
+    Ok(svid_reply(issued, &bundle))
+}
+
+/// Revokes the node an attestation names when the server knows it by that
+/// attestor and its evidence was refused: what it proved before is no
+/// longer true.
+async fn revoke_known_node(state: &Arc<ServerState>, path: &[String], why: &str) {
+    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
+    let Ok(agent) = state.settings.trust_domain.agent_id(&segments) else { return };
+    let Some(attestor) = path.first() else { return };
+    match state.store.node(agent.as_str()).await {
+        Ok(Some(n)) if !n.banned && &n.attestation_type == attestor => {
+            let reason = format!("re-attestation refused: {why}");
+            let target = hallmark_store::RevokeTarget::Node(agent.to_string());
+            match state.revoke(&target, &reason, "hallmark/node-attestation").await {
+                Ok(out) => tracing::warn!(agent = %agent, credentials = out.credentials.len(), %reason, "node revoked"),
+                Err(e) => {
+                    tracing::error!(agent = %agent, error = %e, "cannot revoke a node whose evidence was refused")
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot look up the node an attestation names"),
+    }
+}
+
 /// What the agent reports of a workload, checked: its selectors, and the
 /// process they were read from when the agent says.
 fn workload(evidence: &[String], process: Option<pb::ProcessInstance>) -> Result<WorkloadEvidence, IssueError> {
@@ -324,8 +437,15 @@ fn event(e: sync_event::Event) -> Result<SyncEvent, Status> {
 /// Feeds one agent: a snapshot (entries, bundle, live revocations), then each
 /// change to its entries, each revocation and each new bundle. If it falls
 /// behind either feed it gets a fresh snapshot. A ban of the agent's node ends
-/// the stream with PermissionDenied.
-async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<Result<SyncEvent, Status>>) {
+/// the stream with PermissionDenied. Entries whose node selectors this
+/// node did not prove are not its (a node attesting again reconnects, and is
+/// served by what it proved then).
+async fn sync_agent(
+    state: Arc<ServerState>,
+    agent: SpiffeId,
+    node: SelectorSet,
+    tx: mpsc::Sender<Result<SyncEvent, Status>>,
+) {
     // Subscribe before reading the snapshot, so no change can fall between them.
     let mut changes = state.changes.subscribe(agent.as_str());
     let mut revocations = state.revocations.subscribe();
@@ -349,7 +469,11 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
         let snap = pb::Snapshot {
             // Entries stored with a reserved ID before the upgrade that
             // reserved them are never sent: no agent serves them.
-            entries: entries.iter().filter(|e| !e.spiffe_id.is_reserved()).map(|e| entry_to_proto(e)).collect(),
+            entries: entries
+                .iter()
+                .filter(|e| !e.spiffe_id.is_reserved() && e.serves_node(&node))
+                .map(|e| entry_to_proto(e))
+                .collect(),
             bundle: Some(bundle_to_proto(&bundle)),
             revoked: revoked.iter().map(revoked_to_proto).collect(),
         };
@@ -365,7 +489,12 @@ async fn sync_agent(state: Arc<ServerState>, agent: SpiffeId, tx: mpsc::Sender<R
                         }
                         seq = c.seq;
                         let ev = match state.registry.entry(&c.entry_id) {
-                            Some(e) if e.parent_id == agent && e.revoked_at.is_none() && !e.spiffe_id.is_reserved() => {
+                            Some(e)
+                                if e.parent_id == agent
+                                    && e.revoked_at.is_none()
+                                    && !e.spiffe_id.is_reserved()
+                                    && e.serves_node(&node) =>
+                            {
                                 sync_event::Event::Upsert(entry_to_proto(&e))
                             }
                             _ => sync_event::Event::Delete(c.entry_id),

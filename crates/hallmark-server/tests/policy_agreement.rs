@@ -145,6 +145,7 @@ async fn serve(s: &RunningServer, c: &Case, entry_id: &str) -> Served {
         agent: SpiffeId::new(c.evidence.node_id.as_deref().unwrap()).unwrap(),
         attestation: c.evidence.node_attestation.clone().unwrap(),
         serial: String::new(),
+        node_selectors: c.evidence.node_selectors.iter().map(|x| x.parse().unwrap()).collect(),
     };
     let selectors: SelectorSet = c.evidence.selectors.iter().map(|x| x.parse().unwrap()).collect();
     let action: Action = c.action.parse().unwrap();

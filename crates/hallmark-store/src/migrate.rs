@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_credential_audience.sql")),
     (10, include_str!("../migrations/0010_evidence.sql")),
     (11, include_str!("../migrations/0011_bind_process.sql")),
+    (12, include_str!("../migrations/0012_node_provenance.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -28,8 +28,14 @@ pub enum JoinTokenError {
 pub struct Node {
     /// The agent's SPIFFE ID.
     pub agent_id: String,
-    /// How it attested (`join_token`).
+    /// How it attested: `join_token`, `x509pop`, `tpm`, `k8s_psat`, `local`.
     pub attestation_type: String,
+    /// What its attestor proved (`type:key:value`, sorted), from its last
+    /// attestation; `node:attestation:TYPE` always among them.
+    pub selectors: Vec<String>,
+    /// When it last attested with evidence (not a renewal), unix seconds;
+    /// none for nodes attested before this was recorded.
+    pub attested_at: Option<i64>,
     /// Serial of its current agent SVID.
     pub serial: String,
     /// Serial of the agent SVID it renewed last, accepted until it switches
@@ -50,8 +56,11 @@ pub struct Node {
 pub struct NodeSvid<'a> {
     /// The agent's SPIFFE ID.
     pub agent_id: &'a str,
-    /// How its node attested (`join_token`, `local`).
+    /// How its node attested (`join_token`, `local`, `x509pop`, `tpm`, `k8s_psat`).
     pub attestation_type: &'a str,
+    /// On attestation (not renewal): the node's selectors, which replace
+    /// those recorded, and the attestation time.
+    pub attested: Option<(&'a [String], i64)>,
     /// The new agent SVID's serial.
     pub serial: &'a str,
     /// On renewal, the serial of the SVID the agent renewed with; it stays
@@ -63,13 +72,15 @@ pub struct NodeSvid<'a> {
     pub not_after: i64,
 }
 
-const NODE_COLUMNS: &str =
-    "agent_id, attestation_type, serial, previous_serial, authority_id, not_after, banned, ban_reason";
+const NODE_COLUMNS: &str = "agent_id, attestation_type, serial, previous_serial, authority_id, not_after, banned, \
+     ban_reason, selectors, attested_at";
 
 fn node_from_row(r: &AnyRow) -> Result<Node, StoreError> {
     Ok(Node {
         agent_id: r.try_get("agent_id")?,
         attestation_type: r.try_get("attestation_type")?,
+        selectors: r.try_get::<String, _>("selectors")?.lines().map(str::to_owned).collect(),
+        attested_at: r.try_get("attested_at")?,
         serial: r.try_get("serial")?,
         previous_serial: r.try_get("previous_serial")?,
         not_after: r.try_get("not_after")?,
@@ -174,14 +185,18 @@ impl Store {
     }
 
     /// Records a node's current agent SVID, creating the node on first
-    /// attestation. A banned node stays banned.
+    /// attestation; an attestation also replaces its selectors. A banned node
+    /// stays banned.
     pub async fn upsert_node(&self, n: &NodeSvid<'_>) -> Result<(), StoreError> {
         let now = now_unix();
+        let attested = n.attested.map(|(selectors, at)| (selectors.join("\n"), at));
         sqlx::query(
             "INSERT INTO nodes (agent_id, attestation_type, serial, previous_serial, authority_id, not_after, banned, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7) \
+             created_at, updated_at, selectors, attested_at) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $7, $8, $9) \
              ON CONFLICT (agent_id) DO UPDATE SET serial = excluded.serial, previous_serial = excluded.previous_serial, \
-             authority_id = excluded.authority_id, not_after = excluded.not_after, updated_at = excluded.updated_at",
+             authority_id = excluded.authority_id, not_after = excluded.not_after, updated_at = excluded.updated_at, \
+             selectors = CASE WHEN $10 = 1 THEN excluded.selectors ELSE nodes.selectors END, \
+             attested_at = CASE WHEN $10 = 1 THEN excluded.attested_at ELSE nodes.attested_at END",
         )
         .bind(n.agent_id.to_owned())
         .bind(n.attestation_type.to_owned())
@@ -190,6 +205,9 @@ impl Store {
         .bind(n.authority_id.to_owned())
         .bind(n.not_after)
         .bind(now)
+        .bind(attested.as_ref().map(|(s, _)| s.clone()).unwrap_or_default())
+        .bind(attested.as_ref().map(|(_, at)| *at))
+        .bind(i64::from(attested.is_some()))
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -128,6 +128,7 @@ fn node_svid<'a>(agent_id: &'a str, serial: &'a str, previous: Option<&'a str>, 
     NodeSvid {
         agent_id,
         attestation_type: "join_token",
+        attested: None,
         serial,
         previous_serial: previous,
         authority_id: "ca1",

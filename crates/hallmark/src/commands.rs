@@ -68,6 +68,12 @@ pub struct EntryFields {
     /// TYPE:KEY:VALUE a workload must show, e.g. unix:uid:1000. Repeat for several (all must match).
     #[arg(long = "selector", required = true)]
     selectors: Vec<String>,
+    /// TYPE:KEY:VALUE the parent's node must have proved at attestation, e.g.
+    /// node:attestation:tpm, x509pop:subject:cn:db-1, tpm:ek:sha256:HEX,
+    /// k8s_psat:cluster:prod. Repeat for several (all must hold); the entry is
+    /// served only while they do.
+    #[arg(long = "node-selector")]
+    node_selectors: Vec<String>,
     /// SPIFFE ID of the agent that serves this entry (default under `up`: the local agent).
     #[arg(long)]
     parent: Option<String>,
@@ -105,9 +111,12 @@ pub struct EntryUpdate {
     /// New SPIFFE ID.
     #[arg(long)]
     spiffe_id: Option<String>,
-    /// New selectors (replace all).
+    /// New selectors (replace all workload selectors).
     #[arg(long = "selector")]
     selectors: Vec<String>,
+    /// New node selectors (replace all node selectors).
+    #[arg(long = "node-selector")]
+    node_selectors: Vec<String>,
     /// New parent agent ID.
     #[arg(long)]
     parent: Option<String>,
@@ -188,6 +197,16 @@ fn precheck(
     Ok(())
 }
 
+/// For `entry update`: the new selectors of one kind (node or workload)
+/// when given, else the entry's current ones of that kind.
+fn kept_or_new(cur: &Value, node: bool, new: &[String]) -> Value {
+    if !new.is_empty() {
+        return json!(new);
+    }
+    let current = cur.get("selectors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str);
+    json!(current.filter(|s| s.parse::<Selector>().is_ok_and(|s| s.is_node()) == node).collect::<Vec<_>>())
+}
+
 fn print_entry(e: &Value) {
     let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
     let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -199,8 +218,9 @@ fn print_entry(e: &Value) {
     println!("Bind         : {}", bind_text(e));
     println!("X509 TTL     : {}", hallmark_core::format_duration(std::time::Duration::from_secs(n("x509_ttl"))));
     println!("JWT TTL      : {}", hallmark_core::format_duration(std::time::Duration::from_secs(n("jwt_ttl"))));
-    for sel in e.get("selectors").and_then(Value::as_array).into_iter().flatten() {
-        println!("Selector     : {}", sel.as_str().unwrap_or(""));
+    for sel in e.get("selectors").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+        let node = sel.parse::<Selector>().is_ok_and(|s| s.is_node());
+        println!("{}: {sel}", if node { "Node selector" } else { "Selector     " });
     }
     for d in e.get("dns_names").and_then(Value::as_array).into_iter().flatten() {
         println!("DNS name     : {}", d.as_str().unwrap_or(""));
@@ -282,13 +302,13 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
         EntryCmd::Create(f) => precheck(
             Some(&f.spiffe_id),
             f.parent.as_deref(),
-            &f.selectors,
+            &[f.selectors.as_slice(), f.node_selectors.as_slice()].concat(),
             &[("x509-ttl", &f.x509_ttl), ("jwt-ttl", &f.jwt_ttl)],
         )?,
         EntryCmd::Update { fields: f, .. } => precheck(
             f.spiffe_id.as_deref(),
             f.parent.as_deref(),
-            &f.selectors,
+            &[f.selectors.as_slice(), f.node_selectors.as_slice()].concat(),
             &[("x509-ttl", &f.x509_ttl), ("jwt-ttl", &f.jwt_ttl)],
         )?,
         _ => {}
@@ -299,6 +319,7 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             let mut body = json!({
                 "spiffe_id": f.spiffe_id,
                 "selectors": f.selectors,
+                "node_selectors": f.node_selectors,
                 "owner": f.owner,
                 "dns_names": f.dns_names,
             });
@@ -355,7 +376,8 @@ pub async fn entry(cmd: EntryCmd, conn: &Conn) -> anyhow::Result<()> {
             let mut body = json!({
                 "spiffe_id": f.spiffe_id.clone().or_else(|| cur.get("spiffe_id").and_then(Value::as_str).map(str::to_owned)),
                 "parent_id": f.parent.clone().or_else(|| cur.get("parent_id").and_then(Value::as_str).map(str::to_owned)),
-                "selectors": if f.selectors.is_empty() { cur.get("selectors").cloned().unwrap_or(json!([])) } else { json!(f.selectors) },
+                "selectors": kept_or_new(&cur, false, &f.selectors),
+                "node_selectors": kept_or_new(&cur, true, &f.node_selectors),
                 "owner": f.owner.clone().or_else(|| cur.get("owner").and_then(Value::as_str).map(str::to_owned)),
                 "class": f.class.clone().or_else(|| cur.get("class").and_then(Value::as_str).map(str::to_owned)),
                 "x509_ttl": f.x509_ttl.clone().or_else(|| secs("x509_ttl")),

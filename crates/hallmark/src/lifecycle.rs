@@ -169,14 +169,39 @@ pub async fn node(cmd: NodeCmd, conn: &Conn) -> anyhow::Result<()> {
     let v = client(conn)?.json(Method::GET, "/v1/nodes", None).await?;
     emit(conn, &v, |v| {
         let now = now_unix();
-        let mut t = Table::new(&["AGENT ID", "ATTESTATION", "AGENT SVID EXPIRES", "STATE"]);
+        let mut t = Table::new(&[
+            "AGENT ID",
+            "ATTESTATION",
+            "SELECTORS",
+            "LAST ATTESTED",
+            "RE-ATTESTS",
+            "AGENT SVID EXPIRES",
+            "STATE",
+        ]);
         for n in v["nodes"].as_array().into_iter().flatten() {
             let state = if n["banned"].as_bool() == Some(true) {
                 format!("banned: {}", text(n, "ban_reason"))
             } else {
                 "active".into()
             };
-            t.row(vec![text(n, "agent_id"), text(n, "attestation_type"), time_rel(n, "not_after", now), state]);
+            // `node:attestation:` repeats the ATTESTATION column.
+            let selectors: Vec<&str> = n["selectors"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|s| !s.starts_with("node:attestation:"))
+                .collect();
+            let due = if n["reattest_at"].is_i64() { time_rel(n, "reattest_at", now) } else { "-".into() };
+            t.row(vec![
+                text(n, "agent_id"),
+                text(n, "attestation_type"),
+                selectors.join(","),
+                time_rel(n, "attested_at", now),
+                due,
+                time_rel(n, "not_after", now),
+                state,
+            ]);
         }
         t.print_or("no attested nodes");
     })

@@ -99,6 +99,7 @@ fn agent_settings(
         data_dir: agent_dir.to_path_buf(),
         socket_path: Some(socket_path.to_path_buf()),
         join_token: None,
+        node_attestor: None,
         trust_bundle_path: None,
         insecure_bootstrap: false,
         health_listen: Some(health_listen.to_owned()),

@@ -122,13 +122,35 @@ pub(crate) async fn unban_node(
     Ok(Json(json!({ "node": node, "was_banned": was_banned })))
 }
 
-/// `GET /v1/nodes`: attested nodes, banned or not.
+/// `GET /v1/nodes`: attested nodes, banned or not, each with its
+/// attestor, its selectors, its last attestation and, for attestors that
+/// re-attest (x509pop, TPM, PSAT), `reattest_at`: when its agent re-attests
+/// (half its SVID's life; it must before `not_after`).
 pub(crate) async fn list_nodes(
     State(s): State<Arc<ServerState>>,
     who: Admin,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ReadNodes)?;
-    Ok(Json(json!({ "nodes": s.store.nodes().await? })))
+    let nodes: Vec<serde_json::Value> = s
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|n| {
+            let due = match n.attested_at {
+                Some(at) if crate::node_attest::REATTESTING.contains(&n.attestation_type.as_str()) => {
+                    Some(at + (n.not_after - at) / 2)
+                }
+                _ => None,
+            };
+            let mut v = json!(n);
+            if let Some(fields) = v.as_object_mut() {
+                fields.insert("reattest_at".into(), json!(due));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "nodes": nodes })))
 }
 
 /// A join token just created: the secret, shown once.

@@ -16,6 +16,7 @@ mod failclosed;
 mod harness;
 mod helper;
 mod interop;
+mod node_attestation;
 mod operator;
 mod policy;
 mod reports;

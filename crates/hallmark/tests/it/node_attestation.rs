@@ -1,0 +1,259 @@
+//! Node attestation with evidence the node holds (issue 17), with real
+//! `hallmark server` and `hallmark agent` processes. The node PKI is made by
+//! `openssl` (an independent tool), not by Hallmark.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::separate::{Deployment, start_server_with, wait_for_svid};
+
+/// Runs openssl with `args` in `dir`; fails the test with its stderr.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA `NAME.pem` / `NAME.key` in `dir` (P-256, one day).
+pub fn openssl_ca(dir: &Path, name: &str) -> PathBuf {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    let subj = format!("/CN={name}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-subj",
+            &subj,
+        ],
+    );
+    dir.join(pem)
+}
+
+/// A node certificate `NODE.pem` (CN `node`, DNS SAN `node.example.org`) and
+/// its PKCS#8 key `NODE.key` (mode 0600), signed by CA `ca` in `dir`.
+pub fn openssl_node(dir: &Path, ca: &str, node: &str) -> (PathBuf, PathBuf) {
+    let (key, csr, pem) = (format!("{node}.key"), format!("{node}.csr"), format!("{node}.pem"));
+    let subj = format!("/CN={node}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &subj,
+        ],
+    );
+    let ext = dir.join(format!("{node}.ext"));
+    std::fs::write(&ext, format!("subjectAltName=DNS:{node}.example.org\n")).unwrap();
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "1",
+            "-extfile",
+            ext.to_str().unwrap(),
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join(&key), std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir.join(pem), dir.join(key))
+}
+
+/// The SHA-1 fingerprint of a PEM certificate as `openssl` prints it, in
+/// lowercase hex without colons.
+pub fn openssl_sha1(pem: &Path) -> String {
+    let out =
+        Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha1", "-in"]).arg(pem).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().rsplit('=').next().unwrap().replace(':', "").to_lowercase()
+}
+
+/// Starts an agent named `name` whose node proves itself with the
+/// `[node_attestor]` table `attestor` (no join token).
+pub fn start_attested_agent(dep: &Deployment, name: &str, attestor: &str) -> (Proc, PathBuf) {
+    let bundle = dep.cli(&["bundle", "show"]);
+    std::fs::write(dep.dir.path().join("bundle.pem"), &bundle.stdout).unwrap();
+    let d = dep.dir.path().join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    let socket = d.join("api.sock");
+    let cfg = format!(
+        "trust_domain = \"example.org\"\nserver_address = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nsocket_path = \"{}\"\n\
+         trust_bundle_path = \"{}\"\n{attestor}",
+        dep.env["HALLMARK_AGENT_PORT"],
+        d.join("data").display(),
+        socket.display(),
+        dep.dir.path().join("bundle.pem").display(),
+    );
+    std::fs::write(d.join("agent.toml"), cfg).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["agent", "--config"]).arg(d.join("agent.toml"));
+    (Proc::spawn(cmd, &dep.dir.path().join(format!("{name}.log"))), socket)
+}
+
+fn node_json(dep: &Deployment, agent_id: &str) -> Option<serde_json::Value> {
+    let out = dep.cli(&["node", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["nodes"].as_array()?.iter().find(|n| n["agent_id"] == agent_id).cloned()
+}
+
+/// x509pop end to end: the agent ID and selectors come from the node
+/// certificate; an entry is served only on a node with its node selectors;
+/// the node re-attests at each rotation (renewal is refused to it); and when
+/// its CA is withdrawn from the server, its next re-attestation is refused
+/// and what it was issued is revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn x509pop_node_proves_itself_is_served_by_its_selectors_and_is_revoked_when_its_ca_goes() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca_pem = openssl_ca(pki.path(), "node-ca");
+    openssl_ca(pki.path(), "other-ca");
+    let (cert, key) = openssl_node(pki.path(), "node-ca", "node-1");
+    let (foreign_cert, foreign_key) = openssl_node(pki.path(), "other-ca", "node-2");
+    // The CA file the server reads; replaced below to withdraw the CA.
+    let trusted = pki.path().join("trusted.pem");
+    std::fs::copy(&ca_pem, &trusted).unwrap();
+    let mut dep = start_server_with(
+        None,
+        &format!(
+            "agent_svid_ttl = \"20s\"\n[[node_attestor]]\ntype = \"x509pop\"\nca_bundle_path = \"{}\"\n",
+            trusted.display()
+        ),
+    );
+    let attestor = |cert: &Path, key: &Path| {
+        format!(
+            "[node_attestor]\ntype = \"x509pop\"\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+
+    // A node certificate from a CA the server does not trust gets nothing.
+    let (mut stranger, _) = start_attested_agent(&dep, "stranger", &attestor(&foreign_cert, &foreign_key));
+    let log = wait_for("the stranger's refusal", 30, || {
+        let l = stranger.log();
+        l.contains("does not verify").then_some(l)
+    });
+    assert!(log.contains("x509pop"), "{log}");
+    stranger.kill();
+
+    let (agent, socket) = start_attested_agent(&dep, "node-1", &attestor(&cert, &key));
+    let agent_id = format!("spiffe://example.org/hallmark/agent/x509pop/{}", openssl_sha1(&cert));
+    let node = wait_for("the node's record", 30, || node_json(&dep, &agent_id));
+    assert_eq!(node["attestation_type"], "x509pop", "{node}");
+    let selectors: Vec<&str> = node["selectors"].as_array().unwrap().iter().filter_map(|s| s.as_str()).collect();
+    let ca_fp = format!("x509pop:ca:fingerprint:{}", openssl_sha1(&ca_pem));
+    for want in ["node:attestation:x509pop", "x509pop:subject:cn:node-1", "x509pop:san:dns:node-1.example.org", &ca_fp]
+    {
+        assert!(selectors.contains(&want), "{want} missing from {selectors:?}");
+    }
+    let first_attested = node["attested_at"].as_i64().expect("attested_at");
+    assert!(node["reattest_at"].as_i64().is_some_and(|t| t > first_attested), "{node}");
+
+    // Two entries for this process on the node: one needs what the node
+    // proved, one needs a TPM it does not have.
+    dep.owner("ops");
+    let uid = format!("unix:uid:{}", my_uid());
+    for (id, node_sel) in [
+        ("spiffe://example.org/on-node-1", "x509pop:subject:cn:node-1"),
+        ("spiffe://example.org/on-tpm", "node:attestation:tpm"),
+    ] {
+        let out = dep.cli(&[
+            "entry",
+            "create",
+            "--spiffe-id",
+            id,
+            "--selector",
+            &uid,
+            "--node-selector",
+            node_sel,
+            "--parent",
+            &agent_id,
+            "--owner",
+            "ops",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // A workload selector given as a node selector is refused, saying why.
+    let out = dep.cli(&[
+        "entry",
+        "create",
+        "--spiffe-id",
+        "spiffe://example.org/x",
+        "--selector",
+        &uid,
+        "--node-selector",
+        &uid,
+        "--parent",
+        &agent_id,
+        "--owner",
+        "ops",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("describes the workload"), "{out:?}");
+
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
+    let svid = wait_for_svid(&client).await.unwrap_or_else(|| panic!("nothing served\n{}", agent.log()));
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/on-node-1");
+    let ctx = client.fetch_x509_context().await.unwrap();
+    let ids: Vec<String> = ctx.svids().iter().map(|s| s.spiffe_id().to_string()).collect();
+    assert_eq!(ids, vec!["spiffe://example.org/on-node-1".to_owned()], "the TPM-only entry is not this node's");
+
+    // Past half its SVID's life the node attests again (not a renewal).
+    let again = wait_for("a re-attestation", 40, || {
+        node_json(&dep, &agent_id).and_then(|n| n["attested_at"].as_i64()).filter(|t| *t > first_attested)
+    });
+    assert!(again > first_attested);
+    assert!(agent.log().contains("node attested again"), "{}", agent.log());
+    assert!(!agent.log().contains("renewed agent SVID"), "{}", agent.log());
+
+    // The CA is withdrawn: the server restarts trusting only another CA.
+    dep.server.kill();
+    std::fs::copy(pki.path().join("other-ca.pem"), &trusted).unwrap();
+    dep.start_server_again();
+    let banned = wait_for("the node's revocation at its next re-attestation", 40, || {
+        node_json(&dep, &agent_id).filter(|n| n["banned"] == true)
+    });
+    assert!(banned["ban_reason"].as_str().unwrap().contains("re-attestation refused"), "{banned}");
+    // What it was issued is withdrawn from the workload.
+    let mut gone = false;
+    for _ in 0..100 {
+        if client.fetch_x509_svid().await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the revoked node's workload is still served\n{}", agent.log());
+}
