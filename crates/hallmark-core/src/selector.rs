@@ -142,7 +142,8 @@ fn check_value(kind: &str, key: &str, value: &str) -> Result<(), &'static str> {
         (NAMESPACE_KINDS.contains(&ns) && inode.parse::<u64>().is_ok()).then_some(())
     };
     let label = |v: &str| v.split_once(':').is_some_and(|(k, _)| !k.is_empty());
-    let pcr = |v: &str| v.split_once(':').is_some_and(|(i, h)| i.parse::<u8>().is_ok_and(|i| i < 24) && is_sha256_hex(h));
+    let pcr =
+        |v: &str| v.split_once(':').is_some_and(|(i, h)| i.parse::<u8>().is_ok_and(|i| i < 24) && is_sha256_hex(h));
     let uid = |v: &str| v.len() == 36 && v.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
     match (kind, key) {
         ("unix", "uid" | "gid" | "supplementary_gid") if value.parse::<u32>().is_err() => {
