@@ -19,11 +19,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use hallmark_core::{Selector, is_image_digest};
+use hallmark_http::{HttpError, get_json};
 use serde::Deserialize;
 
+use crate::HTTP_LIMITS;
 use crate::attest::namespace_inode;
 use crate::cgroup::ContainerRef;
-use crate::http_get::{HttpError, TIMEOUT, get_json};
 
 /// Most containers whose answers are kept; the cache is cleared beyond.
 const MAX_CACHED: usize = 4096;
@@ -226,9 +227,10 @@ impl ContainerAttestor {
         let runtime = |source| ContainerError::Runtime { socket: self.socket.display().to_string(), source };
         let ask = async {
             let stream = tokio::net::UnixStream::connect(&self.socket).await?;
-            get_json(stream, "localhost", path, None).await
+            get_json(stream, "localhost", path, None, HTTP_LIMITS.max_body).await
         };
-        tokio::time::timeout(TIMEOUT, ask).await.map_err(|_| runtime(HttpError::Timeout))?.map_err(runtime)
+        let timeout = HTTP_LIMITS.timeout;
+        tokio::time::timeout(timeout, ask).await.map_err(|_| runtime(HttpError::Timeout(timeout)))?.map_err(runtime)
     }
 }
 

@@ -17,11 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hallmark_core::{Selector, is_image_digest};
-use rustls::pki_types::ServerName;
+use hallmark_http::{HttpError, HttpsClient, HttpsUrl, roots_from_pem_file};
 use serde::Deserialize;
-use tokio_rustls::TlsConnector;
 
-use crate::http_get::{HttpError, TIMEOUT, get_json};
+use crate::HTTP_LIMITS;
 
 /// How long one container's pod facts are reused.
 pub const ANSWER_TTL: Duration = Duration::from_secs(10);
@@ -174,9 +173,9 @@ fn image_digest(image_id: &str) -> Option<&str> {
 /// Asks the kubelet about pods and remembers the answers.
 pub struct KubeletAttestor {
     settings: KubeletSettings,
-    host: String,
-    server_name: ServerName<'static>,
-    tls: TlsConnector,
+    /// `{url}/pods`.
+    pods_url: HttpsUrl,
+    client: HttpsClient,
     answers: Mutex<HashMap<String, PodAnswer>>,
 }
 
@@ -199,32 +198,14 @@ impl KubeletAttestor {
     /// An attestor for the kubelet `settings` name; reads the CA file now.
     pub fn new(settings: KubeletSettings) -> Result<Self, KubeletError> {
         let bad = |m: String| KubeletError::Settings(m);
-        let host = settings
-            .url
-            .strip_prefix("https://")
-            .map(|h| h.trim_end_matches('/'))
-            .filter(|h| !h.is_empty() && !h.contains('/'))
-            .ok_or_else(|| bad(format!("kubelet_url `{}` must be https://HOST:PORT", settings.url)))?
-            .to_owned();
-        let name =
-            host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-        let server_name =
-            ServerName::try_from(name.to_owned()).map_err(|e| bad(format!("kubelet_url host `{name}`: {e}")))?;
-        let pem = std::fs::read(&settings.ca_path).map_err(|e| bad(format!("{}: {e}", settings.ca_path.display())))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for der in pem::parse_many(&pem).map_err(|e| bad(format!("{}: {e}", settings.ca_path.display())))? {
-            roots.add(der.into_contents().into()).map_err(|e| bad(format!("{}: {e}", settings.ca_path.display())))?;
-        }
-        if roots.is_empty() {
-            return Err(bad(format!("{}: no certificate", settings.ca_path.display())));
-        }
-        let config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| bad(e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        Ok(Self { settings, host, server_name, tls: TlsConnector::from(Arc::new(config)), answers: Mutex::default() })
+        let base = settings.url.trim_end_matches('/');
+        let pods_url = HttpsUrl::parse(&format!("{base}/pods"))
+            .ok()
+            .filter(|u| u.path() == "/pods")
+            .ok_or_else(|| bad(format!("kubelet_url `{}` must be https://HOST:PORT", settings.url)))?;
+        let roots = roots_from_pem_file(&settings.ca_path).map_err(|e| bad(e.to_string()))?;
+        let client = HttpsClient::new(roots, HTTP_LIMITS).map_err(|e| bad(e.to_string()))?;
+        Ok(Self { settings, pods_url, client, answers: Mutex::default() })
     }
 
     /// The `k8s:*` selectors of container `container_id` in pod `pod_uid`.
@@ -261,12 +242,7 @@ impl KubeletAttestor {
         let token = std::fs::read_to_string(token_path)
             .map_err(|source| KubeletError::Token { path: token_path.display().to_string(), source })?;
         let request = |source| KubeletError::Request { url: self.settings.url.clone(), source };
-        let ask = async {
-            let tcp = tokio::net::TcpStream::connect(&self.host).await?;
-            let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
-            get_json(tls, &self.host, "/pods", Some(token.trim())).await
-        };
-        tokio::time::timeout(TIMEOUT, ask).await.map_err(|_| request(HttpError::Timeout))?.map_err(request)
+        self.client.get_json(&self.pods_url, Some(token.trim())).await.map_err(request)
     }
 }
 

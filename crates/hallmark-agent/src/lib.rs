@@ -52,7 +52,6 @@ mod from_proto;
 pub mod health;
 mod health_endpoint;
 pub mod hpack;
-mod http_get;
 mod identity;
 pub mod instance;
 pub mod kubelet;
@@ -65,6 +64,12 @@ pub mod server_conn;
 mod state;
 mod svid_requests;
 pub mod workload_api;
+
+/// Bounds on each request to the container runtime and the kubelet: 3 s,
+/// connecting included, and a body of at most 32 MiB (a kubelet's pod list
+/// on a full node is a few MiB).
+pub(crate) const HTTP_LIMITS: hallmark_http::Limits =
+    hallmark_http::Limits { timeout: std::time::Duration::from_secs(3), max_body: 32 * 1024 * 1024 };
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,8 @@
 //! between them lives in that stream only, so a captured answer is worth
 //! nothing on another.
 
+pub mod psat;
+
 /// What a node attestor proved about a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeProof {
@@ -52,12 +54,15 @@ use serde::Deserialize;
 pub enum NodeAttestorConfig {
     /// A node certificate and possession of its key.
     X509pop(x509pop::X509PopConfig),
+    /// Kubernetes projected service-account tokens of the agent pods.
+    K8sPsat(psat::PsatAttestorConfig),
 }
 
 /// The node attestors a server runs, from its configuration.
 #[derive(Default)]
 pub struct NodeAttestors {
     x509pop: Option<x509pop::X509PopVerifier>,
+    k8s_psat: Option<psat::PsatVerifier>,
 }
 
 /// What the server asks the node before it decides, and what it keeps to
@@ -90,6 +95,12 @@ impl NodeAttestors {
                     a.x509pop =
                         Some(x509pop::X509PopVerifier::new(cfg).map_err(|e| format!("node_attestor x509pop: {e}"))?);
                 }
+                NodeAttestorConfig::K8sPsat(cfg) => {
+                    if a.k8s_psat.is_some() {
+                        return Err("node_attestor k8s_psat: configured twice (list every cluster in one table)".into());
+                    }
+                    a.k8s_psat = Some(psat::PsatVerifier::new(cfg).map_err(|e| format!("node_attestor k8s_psat: {e}"))?);
+                }
             }
         }
         Ok(a)
@@ -100,6 +111,9 @@ impl NodeAttestors {
         let mut n = Vec::new();
         if self.x509pop.is_some() {
             n.push("x509pop");
+        }
+        if self.k8s_psat.is_some() {
+            n.push("k8s_psat");
         }
         n
     }
@@ -119,7 +133,10 @@ impl NodeAttestors {
                 Ok(Begun::Challenge(challenge::Kind::X509popNonce(nonce), Pending::X509pop(pending)))
             }
             Some(attest_begin::Evidence::Tpm(_)) => Err(not_configured("tpm")),
-            Some(attest_begin::Evidence::K8sPsat(_)) => Err(not_configured("k8s_psat")),
+            Some(attest_begin::Evidence::K8sPsat(ev)) => {
+                let v = self.k8s_psat.as_ref().ok_or_else(|| not_configured("k8s_psat"))?;
+                Ok(Begun::Proven(v.verify(ev, now).await?))
+            }
             None => Err(AttestError::Malformed("the first message carries no evidence".into())),
         }
     }
