@@ -156,6 +156,7 @@ impl ServerState {
                     all.notes.extend(r.notes);
                 }
                 all.findings.extend(self.reuse_and_privilege().await?);
+                all.findings.extend(self.join_token_served().await?);
                 return Ok(all);
             }
         };
@@ -218,6 +219,41 @@ impl ServerState {
             out.push(Finding { check: "ca_expiring", subject, detail, nhi: "NHI7" });
         }
         Ok(out)
+    }
+
+    /// Entries served by nodes that proved themselves only with a join
+    /// token: a bearer secret anyone who copied it could have used (NHI4).
+    /// A node attestor (x509pop, TPM, PSAT) proves the node from what it
+    /// holds; `policy` can forbid join-token nodes where it matters.
+    async fn join_token_served(&self) -> Result<Vec<Finding>, ServerError> {
+        let join_token_nodes: HashSet<String> = self
+            .store
+            .nodes()
+            .await?
+            .into_iter()
+            .filter(|n| n.attestation_type == "join_token" && !n.banned)
+            .map(|n| n.agent_id)
+            .collect();
+        if join_token_nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .store
+            .entries(None)
+            .await?
+            .into_iter()
+            .filter(|e| e.revoked_at.is_none() && join_token_nodes.contains(e.parent_id.as_str()))
+            .map(|e| Finding {
+                check: "served_by_join_token_node",
+                subject: e.id.clone(),
+                detail: format!(
+                    "{} (owner {}) is served by node {}, which proved itself only with a join token (a bearer \
+                     secret); attest it with x509pop, TPM or PSAT",
+                    e.spiffe_id, e.owner, e.parent_id
+                ),
+                nhi: "NHI4",
+            })
+            .collect())
     }
 
     async fn orphans(&self, now: i64) -> Result<Vec<Finding>, ServerError> {

@@ -257,3 +257,75 @@ async fn x509pop_node_proves_itself_is_served_by_its_selectors_and_is_revoked_wh
     }
     assert!(gone, "the revoked node's workload is still served\n{}", agent.log());
 }
+
+/// Join tokens restricted by policy and reported: a policy forbids `/db/*`
+/// on join-token nodes (and requires an x509pop node's CN through its node
+/// selectors), so the database identity is refused on the join-token node
+/// and served on the x509pop node; the compliance report lists what
+/// join-token nodes serve, and nothing an x509pop node serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_forbids_join_token_nodes_and_the_compliance_report_lists_what_they_serve() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca_pem = openssl_ca(pki.path(), "node-ca");
+    let (cert, key) = openssl_node(pki.path(), "node-ca", "db-node");
+    let dep = start_server_with(
+        None,
+        &format!("[[node_attestor]]\ntype = \"x509pop\"\nca_bundle_path = \"{}\"\n", ca_pem.display()),
+    );
+    let policy = dep.dir.path().join("policy.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"default-allow\")\npermit(principal, action, resource);\n\
+         @id(\"db-only-on-proven-nodes\")\nforbid(principal, action, resource) when { principal.path like \"/db/*\" && \
+         (context.node_attestation == \"join_token\" || !context.node_selectors.contains(\"x509pop:subject:cn:db-node\")) };\n",
+    )
+    .unwrap();
+    let out = dep.cli(&["policy", "set", policy.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    dep.owner("ops");
+
+    let (_joined, joined_id, joined_socket) = crate::separate::join_agent(&dep, "joined");
+    let attestor = format!(
+        "[node_attestor]\ntype = \"x509pop\"\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (proven, proven_socket) = start_attested_agent(&dep, "proven", &attestor);
+    let proven_id = format!("spiffe://example.org/hallmark/agent/x509pop/{}", openssl_sha1(&cert));
+    wait_for("the x509pop node", 30, || node_json(&dep, &proven_id));
+
+    let joined_db = dep.entry_for_me("spiffe://example.org/db/on-joined", &joined_id, &[]);
+    let joined_web = dep.entry_for_me("spiffe://example.org/web/on-joined", &joined_id, &["--selector", "unix:gid:0"]);
+    let proven_db = dep.entry_for_me("spiffe://example.org/db/on-proven", &proven_id, &[]);
+
+    // The x509pop node's database identity is served.
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", proven_socket.display())).await.unwrap();
+    let svid = wait_for_svid(&client).await.unwrap_or_else(|| panic!("nothing served\n{}", proven.log()));
+    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/db/on-proven");
+    // The join-token node's is refused by the policy, and the refusal says which.
+    let denials = wait_for("the denial on the join-token node", 30, || {
+        let _ = std::process::Command::new(bin())
+            .args(["api", "fetch-x509", "--socket", &format!("unix://{}", joined_socket.display())])
+            .output();
+        let out = dep.cli(&["entry", "denials", joined_db["id"].as_str().unwrap(), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (!v["denials"].as_array()?.is_empty()).then_some(v)
+    });
+    assert!(denials.to_string().contains("db-only-on-proven-nodes"), "{denials}");
+
+    let out = dep.cli(&["report", "compliance", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "served_by_join_token_node")
+        .map(|f| f["subject"].as_str().unwrap().to_owned())
+        .collect();
+    let mut want = vec![joined_db["id"].as_str().unwrap().to_owned(), joined_web["id"].as_str().unwrap().to_owned()];
+    want.sort();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(listed_sorted, want, "{report}");
+    assert!(!listed.contains(&proven_db["id"].as_str().unwrap().to_owned()));
+}
