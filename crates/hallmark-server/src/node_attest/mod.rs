@@ -8,6 +8,8 @@
 //! between them lives in that stream only, so a captured answer is worth
 //! nothing on another.
 
+pub mod tpm;
+
 /// What a node attestor proved about a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeProof {
