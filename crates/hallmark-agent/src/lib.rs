@@ -35,6 +35,7 @@
 //!   `/ready`, `/metrics`.
 //! - [`dir_mode`]: data directories private, yet traversable to the socket.
 //! - [`config`]: the agent's configuration file, checked.
+//! - `tpm` (the `tpm` feature): TPM 2.0 node attestation, the node's side.
 
 mod admission;
 pub mod attest;
@@ -63,6 +64,8 @@ pub mod sds;
 pub mod server_conn;
 mod state;
 mod svid_requests;
+#[cfg(feature = "tpm")]
+pub mod tpm;
 pub mod workload_api;
 
 /// Bounds on each request to the container runtime and the kubelet: 3 s,

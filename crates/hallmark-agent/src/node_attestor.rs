@@ -19,9 +19,9 @@ pub(crate) enum Prover {
     X509pop { chain: Vec<Vec<u8>>, key: NodeKey },
     /// Kubernetes: the token, read now.
     K8sPsat { cluster: String, token: String },
-    /// TPM 2.0: a thread owning the TPM context.
+    /// TPM 2.0: the TPM context (its calls block: they run off the runtime).
     #[cfg(feature = "tpm")]
-    Tpm(crate::tpm::TpmSession),
+    Tpm(Option<crate::tpm::TpmNode>),
 }
 
 impl Prover {
@@ -38,7 +38,9 @@ impl Prover {
                 Ok(Self::K8sPsat { cluster: cluster.clone(), token: token.trim().to_owned() })
             }
             #[cfg(feature = "tpm")]
-            NodeAttestorConfig::Tpm { tcti } => Ok(Self::Tpm(crate::tpm::TpmSession::open(tcti)?)),
+            NodeAttestorConfig::Tpm { tcti } => Ok(Self::Tpm(Some(
+                crate::tpm::TpmNode::open(tcti).map_err(|e| AgentError::Attestation(format!("tpm: {e}")))?,
+            ))),
             #[cfg(not(feature = "tpm"))]
             NodeAttestorConfig::Tpm { .. } => Err(AgentError::Attestation(
                 "this agent was built without TPM support: build it with `--features tpm` (needs libtss2)".into(),
@@ -56,7 +58,7 @@ impl Prover {
                 Ok(attest_begin::Evidence::K8sPsat(pb::PsatEvidence { cluster: cluster.clone(), token: token.clone() }))
             }
             #[cfg(feature = "tpm")]
-            Self::Tpm(t) => Ok(attest_begin::Evidence::Tpm(t.evidence().await?)),
+            Self::Tpm(t) => Ok(attest_begin::Evidence::Tpm(with_tpm(t, |n| n.evidence()).await?)),
         }
     }
 
@@ -73,10 +75,31 @@ impl Prover {
                 ))
             }
             #[cfg(feature = "tpm")]
-            (Self::Tpm(t), challenge::Kind::Tpm(c)) => Ok(challenge_response::Kind::TpmSecret(t.activate(c).await?)),
+            (Self::Tpm(t), challenge::Kind::Tpm(c)) => {
+                Ok(challenge_response::Kind::TpmSecret(with_tpm(t, move |n| n.activate(&c)).await?))
+            }
             _ => Err(AgentError::Attestation("the server sent a challenge this attestor does not answer".into())),
         }
     }
+}
+
+/// Runs `f` on the TPM off the async runtime (TPM commands block, about a
+/// second for the keys), and puts the TPM back for the next step.
+#[cfg(feature = "tpm")]
+async fn with_tpm<T: Send + 'static>(
+    slot: &mut Option<crate::tpm::TpmNode>,
+    f: impl FnOnce(&mut crate::tpm::TpmNode) -> Result<T, crate::tpm::TpmError> + Send + 'static,
+) -> Result<T, AgentError> {
+    let mut node =
+        slot.take().ok_or_else(|| AgentError::Attestation("tpm: the TPM was lost by a failed step".into()))?;
+    let (node, r) = tokio::task::spawn_blocking(move || {
+        let r = f(&mut node);
+        (node, r)
+    })
+    .await
+    .map_err(|e| AgentError::Attestation(format!("tpm: {e}")))?;
+    *slot = Some(node);
+    r.map_err(|e| AgentError::Attestation(format!("tpm: {e}")))
 }
 
 /// An x509pop node key, whichever type its certificate has.

@@ -344,7 +344,7 @@ async fn attest_exchange(
     tx: &mpsc::Sender<Result<pb::AttestResponse, Status>>,
     source: &str,
 ) -> Result<AgentSvid, Status> {
-    use crate::node_attest::{AttestError, Begun, NodeAttestors};
+    use crate::node_attest::{AttestError, Begun};
     let begin = match inbound.message().await? {
         Some(pb::AttestRequest { step: Some(pb::attest_request::Step::Begin(b)) }) => b,
         _ => return Err(Status::invalid_argument("the first message must be `begin`, with evidence and a CSR")),
@@ -365,14 +365,12 @@ async fn attest_exchange(
                 _ => Err(AttestError::Malformed("the second message must answer the challenge".into())),
             }
         }
-        Err(e) => {
-            // Evidence that no longer verifies, from a node we know by it.
-            if let (AttestError::Refused(why), Some(path)) = (&e, NodeAttestors::claimed_agent(&begin)) {
-                revoke_known_node(state, &path, why).await;
-            }
-            Err(e)
-        }
+        Err(e) => Err(e),
     };
+    // The node proved it holds evidence that is no longer trusted.
+    if let Err(AttestError::Untrusted { agent_path, why }) = &proven {
+        revoke_known_node(state, agent_path, why).await;
+    }
     let proof = match proven {
         Ok(p) => p,
         Err(e) => {
@@ -381,12 +379,15 @@ async fn attest_exchange(
                 kind: crate::refusals::RefusalKind::NodeAttestation,
                 source: source.to_owned(),
                 actor: "unknown".into(),
-                subject: NodeAttestors::claimed_agent(&begin).map(|p| p.join("/")).unwrap_or_else(|| "unknown".into()),
+                subject: match &e {
+                    AttestError::Untrusted { agent_path, .. } => agent_path.join("/"),
+                    _ => "unknown".into(),
+                },
                 reason: e.to_string(),
             });
             return Err(match e {
                 AttestError::Malformed(m) => Status::invalid_argument(m),
-                AttestError::Refused(m) => Status::permission_denied(m),
+                AttestError::Refused(m) | AttestError::Untrusted { why: m, .. } => Status::permission_denied(m),
                 AttestError::Unavailable(m) => Status::unavailable(m),
             });
         }

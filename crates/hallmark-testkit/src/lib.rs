@@ -5,6 +5,8 @@
 // Test support: a failed step is a failed test, reported where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod swtpm;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 

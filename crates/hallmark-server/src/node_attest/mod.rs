@@ -9,6 +9,7 @@
 //! nothing on another.
 
 pub mod psat;
+pub mod tpm;
 
 /// What a node attestor proved about a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,17 @@ pub enum AttestError {
     /// expired, not allowed, a wrong answer to the challenge.
     #[error("node attestation refused: {0}")]
     Refused(String),
+    /// The node proved it holds its evidence (answered the challenge), but
+    /// the evidence is no longer trusted (its CA withdrawn, its EK taken off
+    /// the allow-list, its certificate expired): the node the server knows
+    /// by it is revoked.
+    #[error("node attestation refused: {why}")]
+    Untrusted {
+        /// The agent the evidence names (below `/hallmark/agent/`).
+        agent_path: Vec<String>,
+        /// Why it is not trusted.
+        why: String,
+    },
     /// Something the check needs is out of reach now (an issuer's keys could
     /// not be fetched); the agent may retry.
     #[error("node attestation unavailable: {0}")]
@@ -56,6 +68,8 @@ pub enum NodeAttestorConfig {
     X509pop(x509pop::X509PopConfig),
     /// Kubernetes projected service-account tokens of the agent pods.
     K8sPsat(psat::PsatAttestorConfig),
+    /// TPM 2.0: the EK (by certificate or allow-list) and credential activation.
+    Tpm(tpm::TpmAttestorConfig),
 }
 
 /// The node attestors a server runs, from its configuration.
@@ -63,6 +77,7 @@ pub enum NodeAttestorConfig {
 pub struct NodeAttestors {
     x509pop: Option<x509pop::X509PopVerifier>,
     k8s_psat: Option<psat::PsatVerifier>,
+    tpm: Option<tpm::TpmVerifier>,
 }
 
 /// What the server asks the node before it decides, and what it keeps to
@@ -79,6 +94,8 @@ pub enum Begun {
 pub enum Pending {
     /// x509pop: the verified chain and the nonce.
     X509pop(x509pop::X509PopPending),
+    /// TPM 2.0: the credential's secret and the EK.
+    Tpm(tpm::TpmPending),
 }
 
 impl NodeAttestors {
@@ -102,6 +119,12 @@ impl NodeAttestors {
                     a.k8s_psat =
                         Some(psat::PsatVerifier::new(cfg).map_err(|e| format!("node_attestor k8s_psat: {e}"))?);
                 }
+                NodeAttestorConfig::Tpm(cfg) => {
+                    if a.tpm.is_some() {
+                        return Err("node_attestor tpm: configured twice".into());
+                    }
+                    a.tpm = Some(tpm::TpmVerifier::new(cfg).map_err(|e| format!("node_attestor tpm: {e}"))?);
+                }
             }
         }
         Ok(a)
@@ -115,6 +138,9 @@ impl NodeAttestors {
         }
         if self.k8s_psat.is_some() {
             n.push("k8s_psat");
+        }
+        if self.tpm.is_some() {
+            n.push("tpm");
         }
         n
     }
@@ -133,7 +159,11 @@ impl NodeAttestors {
                 let (nonce, pending) = v.begin(ev, &begin.csr, now)?;
                 Ok(Begun::Challenge(challenge::Kind::X509popNonce(nonce), Pending::X509pop(pending)))
             }
-            Some(attest_begin::Evidence::Tpm(_)) => Err(not_configured("tpm")),
+            Some(attest_begin::Evidence::Tpm(ev)) => {
+                let v = self.tpm.as_ref().ok_or_else(|| not_configured("tpm"))?;
+                let (ch, pending) = v.begin(ev, now)?;
+                Ok(Begun::Challenge(challenge::Kind::Tpm(ch), Pending::Tpm(pending)))
+            }
             Some(attest_begin::Evidence::K8sPsat(ev)) => {
                 let v = self.k8s_psat.as_ref().ok_or_else(|| not_configured("k8s_psat"))?;
                 Ok(Begun::Proven(v.verify(ev, now).await?))
@@ -150,19 +180,11 @@ impl NodeAttestors {
                     self.x509pop.as_ref().ok_or_else(|| AttestError::Refused("x509pop is not configured".into()))?;
                 v.finish(p, sig)
             }
+            (Pending::Tpm(p), Some(challenge_response::Kind::TpmSecret(secret))) => {
+                let v = self.tpm.as_ref().ok_or_else(|| AttestError::Refused("tpm is not configured".into()))?;
+                v.finish(p, secret)
+            }
             _ => Err(AttestError::Malformed("the answer does not fit the challenge".into())),
-        }
-    }
-
-    /// The agent (path below `/hallmark/agent/`) that evidence names even if
-    /// it does not verify, for attestors whose agent ID is derived from the
-    /// evidence itself (x509pop's leaf hash): a known node presenting evidence
-    /// that no longer verifies is then revoked. None for the others: their
-    /// unverified evidence could name any node.
-    pub fn claimed_agent(begin: &AttestBegin) -> Option<Vec<String>> {
-        match &begin.evidence {
-            Some(attest_begin::Evidence::X509pop(ev)) => x509pop::X509PopVerifier::claimed_agent(ev),
-            _ => None,
         }
     }
 }

@@ -56,7 +56,8 @@ pub struct X509PopPending {
     leaf: Vec<u8>,
     /// What the node must sign: the nonce and the CSR sent with the chain.
     expected: Vec<u8>,
-    proof: NodeProof,
+    /// What the chain proves, or why it does not verify.
+    proof: Result<NodeProof, String>,
 }
 
 /// Lowercase hex SHA-1 of `der`: the fingerprint x509pop names certificates by.
@@ -89,7 +90,15 @@ impl X509PopVerifier {
                 "x509pop: at most {MAX_CHAIN} certificates of {MAX_CERT_LEN} bytes each"
             )));
         }
-        let proof = self.verify_chain(leaf, intermediates, now)?;
+        // A chain that does not verify still gets its challenge: only the
+        // holder of the leaf's key can answer, and its answer then proves
+        // that the node we know by this leaf is no longer trusted (see
+        // `finish`). Anyone else sending the (public) leaf cannot answer.
+        let proof = match self.verify_chain(leaf, intermediates, now) {
+            Ok(p) => Ok(p),
+            Err(AttestError::Refused(why)) => Err(why),
+            Err(e) => return Err(e),
+        };
         let nonce: [u8; 32] = rand::random();
         let pending = X509PopPending { leaf: leaf.clone(), expected: signed_message(&nonce, csr), proof };
         Ok((nonce.to_vec(), pending))
@@ -108,19 +117,15 @@ impl X509PopVerifier {
             webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
         ];
         if algs.iter().any(|alg| ee.verify_signature(*alg, &msg, signature).is_ok()) {
-            Ok(pending.proof)
+            pending.proof.map_err(|why| AttestError::Untrusted {
+                agent_path: vec!["x509pop".to_owned(), fingerprint(&pending.leaf)],
+                why,
+            })
         } else {
             Err(AttestError::Refused(
                 "x509pop: the signature over the challenge does not verify with the node certificate's key".into(),
             ))
         }
-    }
-
-    /// The agent a chain names, verified or not: its identity is the leaf's
-    /// own hash, so no other certificate can name it. Used to revoke a known
-    /// node whose certificate no longer verifies.
-    pub fn claimed_agent(ev: &X509PopEvidence) -> Option<Vec<String>> {
-        ev.chain.first().map(|leaf| vec!["x509pop".to_owned(), fingerprint(leaf)])
     }
 
     /// Verifies `leaf` through `intermediates` to a configured CA at `now`,
@@ -268,7 +273,6 @@ mod tests {
                 "x509pop:subject:cn:node-1".to_owned(),
             ]
         );
-        assert_eq!(X509PopVerifier::claimed_agent(&ev), Some(proof.agent_path));
     }
 
     #[test]
