@@ -281,12 +281,27 @@ mod tests {
         let other = ca("other ca");
         let (v, _d) = verifier(&ca1);
         let now = hallmark_core::now_unix();
-        let (foreign, _) = node(&other, "node-2", later());
-        let e = v.begin(&X509PopEvidence { chain: vec![foreign] }, b"csr", now).unwrap_err();
-        assert!(matches!(e, AttestError::Refused(ref m) if m.contains("does not verify")), "{e}");
-        let (expired, _) = node(&ca1, "node-3", time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
-        let e = v.begin(&X509PopEvidence { chain: vec![expired] }, b"csr", now).unwrap_err();
-        assert!(matches!(e, AttestError::Refused(ref m) if m.to_lowercase().contains("expired")), "{e}");
+        // A chain that does not verify is still challenged: its holder's
+        // answer proves it untrusted (the server revokes a node it knows by
+        // it); anyone else's answer is a plain refusal, so the public
+        // certificate alone cannot get a node revoked.
+        let (foreign, foreign_key) = node(&other, "node-2", later());
+        let (expired, expired_key) = node(&ca1, "node-3", time::OffsetDateTime::now_utc() - time::Duration::minutes(5));
+        for (leaf, key, says) in [(foreign, foreign_key, "does not verify"), (expired, expired_key, "expired")] {
+            let ev = X509PopEvidence { chain: vec![leaf.clone()] };
+            let (nonce, pending) = v.begin(&ev, b"csr", now).unwrap();
+            match v.finish(pending, &sign(&key, &signed_message(&nonce, b"csr"))) {
+                Err(AttestError::Untrusted { agent_path, why }) => {
+                    assert_eq!(agent_path, vec!["x509pop".to_owned(), fingerprint(&leaf)]);
+                    assert!(why.to_lowercase().contains(says), "{why}");
+                }
+                other => panic!("{other:?}"),
+            }
+            let (nonce, pending) = v.begin(&ev, b"csr", now).unwrap();
+            let stranger = KeyPair::generate().unwrap();
+            let e = v.finish(pending, &sign(&stranger, &signed_message(&nonce, b"csr"))).unwrap_err();
+            assert!(matches!(e, AttestError::Refused(_)), "{e}");
+        }
         let (leaf, key) = node(&ca1, "node-1", later());
         let ev = X509PopEvidence { chain: vec![leaf] };
         // The signature over another CSR, or another nonce, is refused.
