@@ -99,7 +99,8 @@ impl NodeAttestors {
                     if a.k8s_psat.is_some() {
                         return Err("node_attestor k8s_psat: configured twice (list every cluster in one table)".into());
                     }
-                    a.k8s_psat = Some(psat::PsatVerifier::new(cfg).map_err(|e| format!("node_attestor k8s_psat: {e}"))?);
+                    a.k8s_psat =
+                        Some(psat::PsatVerifier::new(cfg).map_err(|e| format!("node_attestor k8s_psat: {e}"))?);
                 }
             }
         }
