@@ -1,6 +1,6 @@
 //! The pod attestor against a kubelet stand-in: no Kubernetes cluster can
-//! run on the machines these tests run on, so a local HTTPS server (a test
-//! CA, a serving certificate for `localhost`) answers `GET /pods` with pod
+//! run on the machines these tests run on, so a local HTTPS server
+//! (`hallmark_testkit::localhost_tls`) answers `GET /pods` with pod
 //! lists in the kubelet's format (tests/data/kubelet) and checks the bearer
 //! token, as the kubelet's secure port does.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hallmark_agent::kubelet::{KubeletAttestor, KubeletError, KubeletSettings};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use hallmark_testkit::localhost_tls::ca_and_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const POD: &str = "5d1c6b1e-7a3f-4c2e-9f11-2b9e0c8d4a70";
@@ -20,25 +20,6 @@ const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.service-account-token.sig";
 
 fn recorded(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/data/kubelet/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
-
-/// A test CA's certificate (PEM) and a TLS server config for `localhost` under it.
-fn ca_and_server() -> (String, rustls::ServerConfig) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-        .unwrap();
-    (ca.pem(), config)
 }
 
 /// Serves `/pods`: `answers[i]` for the i-th request (the last one after),

@@ -1,265 +1,36 @@
-//! The `k8s_psat` node attestor against a service-account issuer stand-in:
-//! no Kubernetes cluster can run on the machines these tests run on, so a
-//! local HTTPS server (a test CA, a serving certificate for `localhost`)
-//! serves the issuer's discovery document and JWKS, and answers TokenReview
-//! POSTs as an API server does. Tokens are signed here with RSA-2048 (RS256,
-//! kube-apiserver's default) and P-256 (ES256) keys made at test time, with
-//! the header and claims kube-apiserver puts in a pod's projected token.
+//! The `k8s_psat` node attestor against a service-account issuer stand-in
+//! (`hallmark_testkit::k8s_issuer`): a local HTTPS server that serves the
+//! issuer's discovery document and JWKS and answers TokenReviews, and tokens
+//! signed here with RS256 and ES256 keys made at test time, with the header
+//! and claims kube-apiserver puts in a pod's projected token.
 
 // Integration tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::{KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hallmark_proto::node::PsatEvidence;
 use hallmark_server::node_attest::psat::{PsatAttestorConfig, PsatClusterConfig, PsatVerifier, TokenReviewConfig};
 use hallmark_server::node_attest::{AttestError, NodeProof};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use hallmark_testkit::k8s_issuer::{
+    DISCOVERY, IssuerStub, JWKS, POD_UID, REVIEWER_TOKEN, Signer, as_service_account, pod_claims, with,
+};
+use hallmark_testkit::localhost_tls::ca_and_server;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// "Now" for every token, unix seconds.
 const NOW: i64 = 1_750_000_000;
-const POD_UID: &str = "5d1c6b1e-7a3f-4c2e-9f11-2b9e0c8d4a70";
-/// The token the server presents to the API server for TokenReviews.
-const REVIEWER: &str = "reviewer-token";
 
-// ---- keys and tokens ------------------------------------------------------
-
-enum Key {
-    Rsa(RsaKeyPair),
-    Ec(EcdsaKeyPair),
-}
-
-/// An issuer's signing key, as kube-apiserver holds it.
-struct Signer {
-    kid: String,
-    key: Key,
-}
-
-impl Signer {
-    fn rsa(kid: &str) -> Self {
-        Self { kid: kid.into(), key: Key::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).unwrap()) }
-    }
-
-    fn ec(kid: &str) -> Self {
-        let doc =
-            EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-        let key = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
-        Self { kid: kid.into(), key: Key::Ec(key) }
-    }
-
-    /// The public key as the issuer's JWKS lists it.
-    fn jwk(&self) -> Value {
-        match &self.key {
-            Key::Rsa(k) => {
-                let c = PublicKeyComponents::<Vec<u8>>::from(k.public_key());
-                json!({"use": "sig", "kty": "RSA", "kid": self.kid, "alg": "RS256",
-                       "n": B64.encode(&c.n), "e": B64.encode(&c.e)})
-            }
-            Key::Ec(k) => {
-                let point = k.public_key().as_ref();
-                json!({"use": "sig", "kty": "EC", "kid": self.kid, "crv": "P-256", "alg": "ES256",
-                       "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])})
-            }
-        }
-    }
-
-    fn alg(&self) -> &'static str {
-        match self.key {
-            Key::Rsa(_) => "RS256",
-            Key::Ec(_) => "ES256",
-        }
-    }
-
-    /// A token with kube-apiserver's header, `{"alg", "kid"}`.
-    fn token(&self, claims: &Value) -> String {
-        self.sign(&json!({"alg": self.alg(), "kid": self.kid}), claims)
-    }
-
-    fn sign(&self, header: &Value, claims: &Value) -> String {
-        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
-        let sig = match &self.key {
-            Key::Rsa(k) => {
-                let mut sig = vec![0; k.public_modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut sig).unwrap();
-                sig
-            }
-            Key::Ec(k) => k.sign(&SystemRandom::new(), input.as_bytes()).unwrap().as_ref().to_vec(),
-        };
-        format!("{input}.{}", B64.encode(sig))
-    }
-}
-
-/// The claims of the agent pod's projected token, as kube-apiserver 1.30+
-/// writes them (audience `hallmark`, one hour).
+/// The agent pod's token on node-1, issued at [`NOW`] by `iss`.
 fn claims(iss: &str) -> Value {
-    json!({
-        "aud": ["hallmark"],
-        "exp": NOW + 3600,
-        "iat": NOW - 60,
-        "iss": iss,
-        "jti": "0b5b3c0e-8a51-4b1e-a1c4-9e6b2c1d7f3a",
-        "kubernetes.io": {
-            "namespace": "hallmark",
-            "node": {"name": "node-1", "uid": "8e1f0c2a-4b3d-4e5f-9a6b-7c8d9e0f1a2b"},
-            "pod": {"name": "hallmark-agent-x7k2p", "uid": POD_UID},
-            "serviceaccount": {"name": "hallmark-agent", "uid": "c2d3e4f5-a6b7-4c8d-9e0f-1a2b3c4d5e6f"},
-            "warnafter": NOW + 547
-        },
-        "nbf": NOW - 60,
-        "sub": "system:serviceaccount:hallmark:hallmark-agent"
-    })
-}
-
-fn with(mut claims: Value, path: &[&str], value: Value) -> Value {
-    let mut at = &mut claims;
-    for p in &path[..path.len() - 1] {
-        at = at.get_mut(*p).unwrap();
-    }
-    let last = path[path.len() - 1];
-    if value.is_null() {
-        at.as_object_mut().unwrap().remove(last);
-    } else {
-        at[last] = value;
-    }
-    claims
-}
-
-// ---- the issuer / API server stand-in --------------------------------------
-
-/// A test CA's certificate (PEM) and a TLS server config for `localhost` under it.
-fn ca_and_server() -> (String, rustls::ServerConfig) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
-        .unwrap();
-    (ca.pem(), config)
-}
-
-#[derive(Default)]
-struct StubState {
-    jwks: Mutex<Value>,
-    /// The paths asked for, in order.
-    hits: Mutex<Vec<String>>,
-    /// What TokenReviews answer.
-    review: Mutex<Value>,
-    /// The TokenReview requests' bodies.
-    reviews: Mutex<Vec<Value>>,
-}
-
-struct Stub {
-    /// `https://localhost:PORT`: the issuer, and the API server.
-    url: String,
-    state: Arc<StubState>,
-    ca_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Stub {
-    fn hits(&self, path: &str) -> usize {
-        self.state.hits.lock().unwrap().iter().filter(|p| *p == path).count()
-    }
-
-    fn publish(&self, signers: &[&Signer]) {
-        *self.state.jwks.lock().unwrap() = json!({"keys": signers.iter().map(|s| s.jwk()).collect::<Vec<_>>()});
-    }
-}
-
-const DISCOVERY: &str = "/.well-known/openid-configuration";
-const JWKS: &str = "/openid/v1/jwks";
-const REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
-
-/// Serves, as kube-apiserver does: the discovery document, the JWKS, and
-/// TokenReviews (only with the reviewer's bearer token).
-async fn stub(signers: &[&Signer]) -> Stub {
-    let (ca, server) = ca_and_server();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let state = Arc::new(StubState::default());
-    let (st, issuer) = (state.clone(), url.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            let head_end = loop {
-                if let Some(i) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                match tls.read(&mut buf).await {
-                    Ok(0) | Err(_) => break request.len(),
-                    Ok(k) => request.extend_from_slice(&buf[..k]),
-                }
-            };
-            let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            while request.len() < head_end + length {
-                match tls.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => request.extend_from_slice(&buf[..k]),
-                }
-            }
-            let mut words = head.split_whitespace();
-            let (method, path) = (words.next().unwrap_or("").to_owned(), words.next().unwrap_or("").to_owned());
-            st.hits.lock().unwrap().push(path.clone());
-            let (status, body) = match (method.as_str(), path.as_str()) {
-                ("get", DISCOVERY) => (
-                    "200 OK",
-                    json!({"issuer": issuer, "jwks_uri": format!("{issuer}{JWKS}"),
-                    "response_types_supported": ["id_token"], "subject_types_supported": ["public"],
-                    "id_token_signing_alg_values_supported": ["RS256"]}),
-                ),
-                ("get", JWKS) => ("200 OK", st.jwks.lock().unwrap().clone()),
-                ("post", REVIEWS) if head.contains(&format!("authorization: bearer {REVIEWER}")) => {
-                    st.reviews.lock().unwrap().push(serde_json::from_slice(&request[head_end..]).unwrap());
-                    ("201 Created", st.review.lock().unwrap().clone())
-                }
-                ("post", REVIEWS) => ("401 Unauthorized", json!({"kind": "Status", "code": 401})),
-                _ => ("404 Not Found", json!({})),
-            };
-            let body = body.to_string();
-            let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = tls.write_all(head.as_bytes()).await;
-            let _ = tls.write_all(body.as_bytes()).await;
-            let _ = tls.shutdown().await;
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    std::fs::write(&ca_path, ca).unwrap();
-    let stub = Stub { url, state, ca_path, _dir: dir };
-    stub.publish(signers);
-    stub
+    pod_claims(iss, NOW, "node-1")
 }
 
 /// Cluster `name` whose issuer is `stub`, the agent DaemonSet's service
 /// account allowed.
-fn cluster(name: &str, stub: &Stub) -> PsatClusterConfig {
+fn cluster(name: &str, stub: &IssuerStub) -> PsatClusterConfig {
     PsatClusterConfig {
         name: name.into(),
         issuer: stub.url.clone(),
@@ -311,8 +82,8 @@ async fn a_pod_token_proves_cluster_service_account_pod_and_node() {
     // RS256 through discovery; ES256 from a configured jwks_url.
     let rsa = Signer::rsa("rsa-key-1");
     let ec = Signer::ec("ec-key-1");
-    let prod = stub(&[&rsa]).await;
-    let edge = stub(&[&ec]).await;
+    let prod = IssuerStub::start(&[&rsa]).await;
+    let edge = IssuerStub::start(&[&ec]).await;
     let mut edge_cfg = cluster("edge.eu-1", &edge);
     edge_cfg.jwks_url = Some(format!("{}{JWKS}", edge.url));
     let v = verifier(vec![cluster("prod", &prod), edge_cfg]);
@@ -347,7 +118,7 @@ async fn a_pod_token_proves_cluster_service_account_pod_and_node() {
 #[tokio::test]
 async fn wrong_audience_expired_and_early_tokens_are_refused() {
     let rsa = Signer::rsa("k1");
-    let s = stub(&[&rsa]).await;
+    let s = IssuerStub::start(&[&rsa]).await;
     let v = verifier(vec![cluster("prod", &s)]);
     let verify = |c: Value, now: i64| {
         let token = rsa.token(&c);
@@ -377,7 +148,7 @@ async fn wrong_audience_expired_and_early_tokens_are_refused() {
 async fn unknown_keys_are_refused_and_fetched_again_at_most_every_10s() {
     let published = Signer::rsa("k1");
     let rotated = Signer::rsa("k2");
-    let s = stub(&[&published]).await;
+    let s = IssuerStub::start(&[&published]).await;
     let v = verifier(vec![cluster("prod", &s)]);
     v.verify(&ev("prod", &published.token(&claims(&s.url))), NOW).await.unwrap();
     assert_eq!(s.hits(JWKS), 1);
@@ -389,7 +160,7 @@ async fn unknown_keys_are_refused_and_fetched_again_at_most_every_10s() {
     }
     assert_eq!(s.hits(JWKS), 1);
     // A key not published, presenting a published key's kid.
-    let forged = Signer { kid: "k1".into(), ..Signer::rsa("x") };
+    let forged = Signer::rsa("k1");
     refused(v.verify(&ev("prod", &forged.token(&claims(&s.url))), NOW).await, "signature does not verify");
     // A tampered payload.
     let token = published.token(&claims(&s.url));
@@ -416,8 +187,8 @@ async fn unknown_keys_are_refused_and_fetched_again_at_most_every_10s() {
 async fn wrong_cluster_and_service_account_are_refused() {
     let a_key = Signer::rsa("a1");
     let b_key = Signer::rsa("b1");
-    let a = stub(&[&a_key]).await;
-    let b = stub(&[&b_key]).await;
+    let a = IssuerStub::start(&[&a_key]).await;
+    let b = IssuerStub::start(&[&b_key]).await;
     let v = verifier(vec![cluster("a", &a), cluster("b", &b)]);
     let token = a_key.token(&claims(&a.url));
     refused(v.verify(&ev("c", &token), NOW).await, "unknown cluster `c`");
@@ -430,9 +201,7 @@ async fn wrong_cluster_and_service_account_are_refused() {
 
     // Another service account, in the agent's namespace or in another one.
     for (ns, sa) in [("hallmark", "default"), ("kube-system", "hallmark-agent")] {
-        let c = with(claims(&a.url), &["kubernetes.io", "namespace"], json!(ns));
-        let c = with(c, &["kubernetes.io", "serviceaccount", "name"], json!(sa));
-        let c = with(c, &["sub"], json!(format!("system:serviceaccount:{ns}:{sa}")));
+        let c = as_service_account(claims(&a.url), ns, sa);
         refused(
             v.verify(&ev("a", &a_key.token(&c)), NOW).await,
             &format!("service account `{ns}:{sa}` of cluster `a` is not in allowed_service_accounts"),
@@ -443,7 +212,7 @@ async fn wrong_cluster_and_service_account_are_refused() {
 #[tokio::test]
 async fn other_algorithms_headers_and_malformed_tokens() {
     let rsa = Signer::rsa("k1");
-    let s = stub(&[&rsa]).await;
+    let s = IssuerStub::start(&[&rsa]).await;
     let v = verifier(vec![cluster("prod", &s)]);
     let body = B64.encode(claims(&s.url).to_string());
     for (header, says) in [
@@ -489,7 +258,7 @@ async fn other_algorithms_headers_and_malformed_tokens() {
 #[tokio::test]
 async fn an_unreachable_or_untrusted_issuer_is_unavailable() {
     let rsa = Signer::rsa("k1");
-    let s = stub(&[&rsa]).await;
+    let s = IssuerStub::start(&[&rsa]).await;
     // Nothing listens on the port of a listener just closed.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let mut cfg = cluster("down", &s);
@@ -524,10 +293,10 @@ async fn an_unreachable_or_untrusted_issuer_is_unavailable() {
 #[tokio::test]
 async fn token_review_asks_the_api_server() {
     let rsa = Signer::rsa("k1");
-    let s = stub(&[&rsa]).await;
+    let s = IssuerStub::start(&[&rsa]).await;
     let dir = tempfile::tempdir().unwrap();
     let reviewer_path = dir.path().join("token");
-    std::fs::write(&reviewer_path, format!("{REVIEWER}\n")).unwrap();
+    std::fs::write(&reviewer_path, format!("{REVIEWER_TOKEN}\n")).unwrap();
     let mut cfg = cluster("prod", &s);
     cfg.issuer_ca_path = None;
     cfg.token_review = Some(TokenReviewConfig {

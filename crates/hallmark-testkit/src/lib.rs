@@ -1,9 +1,16 @@
 //! Test support shared by the tests of several Hallmark crates (a
 //! dev-dependency only, never shipped): a fresh PostgreSQL database on the
-//! server `HALLMARK_TEST_POSTGRES` names.
+//! server `HALLMARK_TEST_POSTGRES` names; and, with the `k8s` feature, what
+//! the Kubernetes stand-ins need: HTTPS for `localhost` under a test CA
+//! ([`localhost_tls`]) and a service-account issuer ([`k8s_issuer`]).
 
 // Test support: a failed step is a failed test, reported where it happened.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+#[cfg(feature = "k8s")]
+pub mod k8s_issuer;
+#[cfg(feature = "k8s")]
+pub mod localhost_tls;
 
 pub mod swtpm;
 

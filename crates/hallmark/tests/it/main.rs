@@ -19,6 +19,7 @@ mod interop;
 mod node_attestation;
 mod operator;
 mod policy;
+mod psat;
 mod reports;
 mod revocation;
 mod robustness;

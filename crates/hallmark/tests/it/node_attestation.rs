@@ -123,7 +123,19 @@ pub fn start_attested_agent(dep: &Deployment, name: &str, attestor: &str) -> (Pr
     (Proc::spawn(cmd, &dep.dir.path().join(format!("{name}.log"))), socket)
 }
 
-fn node_json(dep: &Deployment, agent_id: &str) -> Option<serde_json::Value> {
+/// A Workload API client on the agent's `socket`, and the SPIFFE IDs the
+/// agent serves this process once it serves any (a panic with the agent's
+/// log if it never does).
+pub async fn served_to_me(socket: &Path, agent: &Proc) -> (spiffe::WorkloadApiClient, Vec<String>) {
+    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
+    wait_for_svid(&client).await.unwrap_or_else(|| panic!("nothing served\n{}", agent.log()));
+    let ctx = client.fetch_x509_context().await.unwrap();
+    let ids = ctx.svids().iter().map(|s| s.spiffe_id().to_string()).collect();
+    (client, ids)
+}
+
+/// The node `agent_id` as `hallmark node list --json` shows it, once recorded.
+pub fn node_json(dep: &Deployment, agent_id: &str) -> Option<serde_json::Value> {
     let out = dep.cli(&["node", "list", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v["nodes"].as_array()?.iter().find(|n| n["agent_id"] == agent_id).cloned()
@@ -223,11 +235,7 @@ async fn x509pop_node_proves_itself_is_served_by_its_selectors_and_is_revoked_wh
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("describes the workload"), "{out:?}");
 
-    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
-    let svid = wait_for_svid(&client).await.unwrap_or_else(|| panic!("nothing served\n{}", agent.log()));
-    assert_eq!(svid.spiffe_id().to_string(), "spiffe://example.org/on-node-1");
-    let ctx = client.fetch_x509_context().await.unwrap();
-    let ids: Vec<String> = ctx.svids().iter().map(|s| s.spiffe_id().to_string()).collect();
+    let (client, ids) = served_to_me(&socket, &agent).await;
     assert_eq!(ids, vec!["spiffe://example.org/on-node-1".to_owned()], "the TPM-only entry is not this node's");
 
     // Past half its SVID's life the node attests again (not a renewal).
