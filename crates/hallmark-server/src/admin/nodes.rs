@@ -125,7 +125,8 @@ pub(crate) async fn unban_node(
 /// `GET /v1/nodes`: attested nodes, banned or not, each with its
 /// attestor, its selectors, its last attestation and, for attestors that
 /// re-attest (x509pop, TPM, PSAT), `reattest_at`: when its agent re-attests
-/// (half its SVID's life; it must before `not_after`).
+/// (the middle of its SVID's span, which starts backdated; it must before
+/// `not_after`).
 pub(crate) async fn list_nodes(
     State(s): State<Arc<ServerState>>,
     who: Admin,
@@ -139,7 +140,8 @@ pub(crate) async fn list_nodes(
         .map(|n| {
             let due = match n.attested_at {
                 Some(at) if crate::node_attest::REATTESTING.contains(&n.attestation_type.as_str()) => {
-                    Some(at + (n.not_after - at) / 2)
+                    let not_before = at - hallmark_ca::x509::BACKDATE_SECS;
+                    Some(not_before + (n.not_after - not_before) / 2)
                 }
                 _ => None,
             };

@@ -27,6 +27,8 @@ mod rotation;
 mod sds;
 mod secrets;
 mod separate;
+#[cfg(feature = "tpm")]
+mod tpm;
 mod trust;
 mod up;
 mod workload_containers;
