@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Hallmark's whole test suite on a fresh machine: installs what the tests
-# need (PostgreSQL, curl, nginx, podman, runc, Python's venv, Node.js and npm
-# from Debian packages; the interop clients' pinned packages from PyPI into
+# need (PostgreSQL, curl, nginx, podman, runc, swtpm and libtss2, Python's
+# venv, Node.js and npm from Debian packages; the interop clients' pinned packages from PyPI into
 # .venv and from npm into tests/interop/node_modules), starts a throwaway
 # PostgreSQL as the postgres user, runs every test, and stops it.
 set -euo pipefail
@@ -18,6 +18,14 @@ command -v curl >/dev/null || need_apt+=(curl)
 # runs the image with podman on runc (crun fails on some cgroup setups).
 command -v podman >/dev/null || need_apt+=(podman)
 command -v runc >/dev/null || need_apt+=(runc)
+# TPM 2.0 node attestation (crates/hallmark/tests/it/tpm.rs,
+# crates/hallmark-agent/tests/tpm.rs): a software TPM, and libtss2 to build
+# the agent's `tpm` feature against.
+command -v swtpm >/dev/null || need_apt+=(swtpm)
+command -v swtpm_setup >/dev/null || need_apt+=(swtpm-tools)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists tss2-esys tss2-tctildr 2>/dev/null || need_apt+=(libtss2-dev)
+ls /usr/lib/*/libtss2-tcti-swtpm.so* >/dev/null 2>&1 || need_apt+=(libtss2-tcti-swtpm0)
 # Schemathesis (scripts/api-fuzz.sh) and the Python interop clients run from a virtualenv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-venv)
 # The Node interop client (@grpc/grpc-js).
@@ -66,9 +74,9 @@ export HALLMARK_TEST_POSTGRES="postgres://postgres@127.0.0.1:$pg_port/postgres"
 
 if ! command -v cargo-nextest >/dev/null; then
     log "cargo-nextest not found; using cargo test"
-    runner=(cargo test --workspace --all-targets)
+    runner=(cargo test --workspace --all-targets --features hallmark/tpm)
 else
-    runner=(cargo nextest run --workspace --no-fail-fast)
+    runner=(cargo nextest run --workspace --no-fail-fast --features hallmark/tpm)
 fi
 # Workload API clients the interop tests run (crates/hallmark/tests/it/interop.rs),
 # pinned: py-spiffe and grpcio into .venv, @grpc/grpc-js into tests/interop.
@@ -83,9 +91,9 @@ fi
 export HALLMARK_INTEROP=1
 
 log "clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --features hallmark/tpm --quiet -- -D warnings
 log "rustdoc (a broken intra-doc link is an error)"
-cargo doc --workspace --no-deps --quiet
+cargo doc --workspace --no-deps --features hallmark/tpm --quiet
 log "tests: ${runner[*]}"
 "${runner[@]}"
 

@@ -2,7 +2,8 @@
 //! dev-dependency only, never shipped): a fresh PostgreSQL database on the
 //! server `HALLMARK_TEST_POSTGRES` names; and, with the `k8s` feature, what
 //! the Kubernetes stand-ins need: HTTPS for `localhost` under a test CA
-//! ([`localhost_tls`]) and a service-account issuer ([`k8s_issuer`]).
+//! (`localhost_tls`) and a service-account issuer (`k8s_issuer`); and
+//! software TPMs ([`swtpm`]).
 
 // Test support: a failed step is a failed test, reported where it happened.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]

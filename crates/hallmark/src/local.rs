@@ -163,31 +163,56 @@ fn trust_domain_of(bundle_pem: &str) -> anyhow::Result<String> {
     Ok(id.trust_domain().to_string())
 }
 
+/// How a started agent's node proves itself.
+pub enum NodeProof<'a> {
+    /// A fresh join token, made through the admin API.
+    JoinToken,
+    /// A `[node_attestor]` table (TOML) for the agent's configuration.
+    Attestor(&'a str),
+}
+
 impl Agent {
     /// Joins an agent named `name` (files under `work/name`) to the server
-    /// administered by `admin`, reaching its agent API at `server_address`;
-    /// returns when the agent is ready.
+    /// administered by `admin` with a fresh join token, reaching its agent
+    /// API at `server_address`; returns when the agent is ready.
+    pub async fn join(admin: &Client, work: &Path, server_address: &str, name: &str) -> anyhow::Result<Self> {
+        Self::start(admin, work, server_address, name, NodeProof::JoinToken).await
+    }
+
+    /// [`Agent::join`] with the node proving itself as `proof` says.
     #[expect(
         clippy::indexing_slicing,
         reason = "serde_json::Value read by key: a missing key reads as Null, never a panic"
     )]
-    pub async fn join(admin: &Client, work: &Path, server_address: &str, name: &str) -> anyhow::Result<Self> {
+    pub async fn start(
+        admin: &Client,
+        work: &Path,
+        server_address: &str,
+        name: &str,
+        proof: NodeProof<'_>,
+    ) -> anyhow::Result<Self> {
         let bundle = admin.send(Method::GET, "/v1/bundle?format=pem", None, None).await?;
         let bundle = String::from_utf8_lossy(&bundle.body).into_owned();
         let trust_domain = trust_domain_of(&bundle)?;
         let dir = work.join(name);
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("bundle.pem"), &bundle)?;
-        let tok = admin.json(Method::POST, "/v1/join-tokens", Some(&json!({ "ttl": "10m" }))).await?;
-        let id = tok["agent_id"].as_str().context("no agent_id")?.to_owned();
+        let (credential, attestor, token_agent) = match proof {
+            NodeProof::JoinToken => {
+                let tok = admin.json(Method::POST, "/v1/join-tokens", Some(&json!({ "ttl": "10m" }))).await?;
+                let id = tok["agent_id"].as_str().context("no agent_id")?.to_owned();
+                (format!("join_token = \"{}\"\n", tok["token"].as_str().unwrap_or("")), "", Some(id))
+            }
+            NodeProof::Attestor(table) => (String::new(), table, None),
+        };
         let health = format!("127.0.0.1:{}", free_port()?);
         let socket = dir.join("api.sock");
+        // Top-level keys first: the attestor's table ends the file.
         let cfg = format!(
             "trust_domain = \"{trust_domain}\"\nserver_address = \"{server_address}\"\ndata_dir = \"{}\"\n\
-             socket_path = \"{}\"\njoin_token = \"{}\"\ntrust_bundle_path = \"{}\"\nhealth_listen = \"{health}\"\n",
+             socket_path = \"{}\"\n{credential}trust_bundle_path = \"{}\"\nhealth_listen = \"{health}\"\n{attestor}\n",
             dir.join("data").display(),
             socket.display(),
-            tok["token"].as_str().unwrap_or(""),
             dir.join("bundle.pem").display()
         );
         std::fs::write(dir.join("agent.toml"), cfg)?;
@@ -198,6 +223,15 @@ impl Agent {
         wait(60, async || (health_get(&health, "/ready").await?.0 == 200).then_some(()))
             .await
             .with_context(|| format!("the agent did not become ready (see {})", dir.join("agent.log").display()))?;
+        // An attested node's ID is what its evidence proved: its SVID says.
+        let id = match token_agent {
+            Some(id) => id,
+            None => {
+                let chain = std::fs::read_to_string(dir.join("data/agent.chain.pem"))?;
+                let leaf = pem::parse_many(&chain)?.into_iter().next().context("the agent stored no SVID")?;
+                hallmark_ca::svid::parse_leaf(leaf.contents())?.spiffe_id.to_string()
+            }
+        };
         Ok(Self { proc, id, trust_domain, health, socket: format!("unix://{}", socket.display()) })
     }
 }

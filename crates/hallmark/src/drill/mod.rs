@@ -83,6 +83,17 @@ pub struct DrillArgs {
     /// Lifetime of the probe's X.509-SVIDs (the outage drill lasts about twice this).
     #[arg(long, default_value = "8s")]
     svid_ttl: String,
+    /// A file with the drill agent's `[node_attestor]` table (x509pop, tpm or
+    /// k8s_psat, as in an agent configuration): the drill's node proves itself
+    /// with it instead of a join token, so `node-ban` is drilled on a node of
+    /// that attestor.
+    #[arg(long, value_name = "FILE")]
+    node_attestor: Option<PathBuf>,
+    /// With --self-contained: a file with `[[node_attestor]]` tables for the
+    /// throwaway server (the CA, EK CA or cluster --node-attestor's node
+    /// proves itself to).
+    #[arg(long, value_name = "FILE", requires = "self_contained")]
+    server_node_attestor: Option<PathBuf>,
     /// Allow `ca-rotation` against a live deployment: it activates new authorities
     /// and taints the current ones, so every workload is re-issued.
     #[arg(long)]
@@ -119,8 +130,13 @@ async fn setup(a: &DrillArgs, report: &mut Report) -> anyhow::Result<Setup> {
     let ttl = Ttl::parse(&a.svid_ttl).context("--svid-ttl")?;
     let work = std::env::temp_dir().join(format!("hallmark-drill-{}-{}", std::process::id(), now_ms()));
     std::fs::create_dir_all(&work)?;
+    let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let node_attestor = a.node_attestor.as_ref().map(read).transpose()?;
+    let server_attestors = a.server_node_attestor.as_ref().map(read).transpose()?.unwrap_or_default();
     let (admin, server_url, server, agent_api) = if a.self_contained {
-        let s = local::Server::start(&work, &format!("default_x509_ttl = \"{}\"\n", a.svid_ttl)).await?;
+        // The attestor tables end the file: top-level keys first.
+        let s = local::Server::start(&work, &format!("default_x509_ttl = \"{}\"\n{server_attestors}\n", a.svid_ttl))
+            .await?;
         report.step(format!("started a throwaway server (SQLite) at {}", s.url));
         (s.admin, s.url, Some(s.proc), s.agent_api)
     } else {
@@ -131,9 +147,16 @@ async fn setup(a: &DrillArgs, report: &mut Report) -> anyhow::Result<Setup> {
     // A live server is reached through a relay the drill can cut.
     let relay = if a.self_contained { None } else { Some(proxy::Relay::start(agent_api.clone()).await?) };
     let server_address = relay.as_ref().map(|r| r.addr.to_string()).unwrap_or(agent_api);
-    let agent = local::Agent::join(&admin, &work, &server_address, "agent").await?;
+    let proof = match &node_attestor {
+        Some(table) => local::NodeProof::Attestor(table),
+        None => local::NodeProof::JoinToken,
+    };
+    let agent = local::Agent::start(&admin, &work, &server_address, "agent", proof).await?;
     report.trust_domain = agent.trust_domain.clone();
-    report.step(format!("joined the drill's agent {}", agent.id));
+    match &node_attestor {
+        Some(_) => report.step(format!("attested the drill's agent {} with its node attestor", agent.id)),
+        None => report.step(format!("joined the drill's agent {} with a join token", agent.id)),
+    }
     local::ensure_owner(&admin, "hallmark-drill", "probe identities created by hallmark drill").await?;
     let spiffe_id = format!("spiffe://{}/hallmark-drill/{}/{}", report.trust_domain, a.kind.name(), now_ms());
     let entry = json!({

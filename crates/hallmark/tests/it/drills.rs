@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-fn run_drill(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Value, String) {
+pub fn run_drill(args: &[&str], env: &[(&str, &str)]) -> (std::process::Output, Value, String) {
     let out_dir = tempfile::tempdir().unwrap();
     let mut all = args.to_vec();
     let path = out_dir.path().to_str().unwrap().to_owned();
@@ -28,7 +28,7 @@ fn run_drill_into(
     (out, serde_json::from_str(&json).unwrap_or(Value::Null), md)
 }
 
-fn assert_held(kind: &str, out: &std::process::Output, report: &Value, md: &str) {
+pub fn assert_held(kind: &str, out: &std::process::Output, report: &Value, md: &str) {
     assert!(out.status.success(), "drill {kind} failed:\n{}\n{}", String::from_utf8_lossy(&out.stderr), md);
     assert_eq!(report["drill"], kind);
     assert_eq!(report["passed"], true, "{md}");
@@ -65,6 +65,37 @@ fn drill_ca_rotation_self_contained() {
 fn drill_node_ban_self_contained() {
     let (out, report, md) = run_drill(&["node-ban", "--self-contained"], &[]);
     assert_held("node-ban", &out, &report, &md);
+}
+
+/// The drill agent's and the throwaway server's `[node_attestor]` tables in
+/// files, for `drill --node-attestor FILE --server-node-attestor FILE`.
+pub fn attestor_files(dir: &std::path::Path, agent: &str, server: &str) -> (String, String) {
+    let (a, s) = (dir.join("agent-attestor.toml"), dir.join("server-attestor.toml"));
+    std::fs::write(&a, agent).unwrap();
+    std::fs::write(&s, server).unwrap();
+    (a.display().to_string(), s.display().to_string())
+}
+
+/// `node-ban` on a node that proved itself with x509pop: its ban withdraws
+/// what it was issued, and the banned node cannot attest again.
+#[test]
+fn drill_node_ban_on_an_x509pop_node() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = crate::node_attestation::openssl_ca(pki.path(), "drill-ca");
+    let (cert, key) = crate::node_attestation::openssl_node(pki.path(), "drill-ca", "drill-node");
+    let (agent, server) = attestor_files(
+        pki.path(),
+        &format!(
+            "[node_attestor]\ntype = \"x509pop\"\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+        &format!("[[node_attestor]]\ntype = \"x509pop\"\nca_bundle_path = \"{}\"\n", ca.display()),
+    );
+    let args = ["node-ban", "--self-contained", "--node-attestor", &agent, "--server-node-attestor", &server];
+    let (out, report, md) = run_drill(&args, &[]);
+    assert_held("node-ban", &out, &report, &md);
+    assert!(md.contains("/hallmark/agent/x509pop/") && md.contains("node attestor"), "{md}");
 }
 
 #[test]

@@ -144,3 +144,35 @@ async fn psat_node_proves_itself_with_its_pod_token_and_is_refused_when_the_toke
     assert_eq!(node["banned"], false, "a refused PSAT node is not banned: {node}");
     assert!(dep.server.log().contains("node attestation refused"), "{}", dep.server.log());
 }
+
+/// `node-ban` on a node that proved itself with its pod's token
+/// (`hallmark drill`, self-contained; the issuer is this test's stand-in).
+#[tokio::test(flavor = "multi_thread")]
+async fn drill_node_ban_on_a_psat_node() {
+    let signer = Signer::rsa("sa-key-1");
+    let issuer = IssuerStub::start(&[&signer]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("token");
+    write_token(&token_path, &signer.token(&pod_claims(&issuer.url, now(), "drill-node")));
+    let (agent, server) = crate::drills::attestor_files(
+        dir.path(),
+        &format!(
+            "[node_attestor]\ntype = \"k8s_psat\"\ncluster = \"test\"\ntoken_path = \"{}\"\n",
+            token_path.display()
+        ),
+        &format!(
+            "[[node_attestor]]\ntype = \"k8s_psat\"\n[[node_attestor.clusters]]\nname = \"test\"\nissuer = \"{}\"\n\
+             issuer_ca_path = \"{}\"\nallowed_service_accounts = [\"hallmark:hallmark-agent\"]\n",
+            issuer.url,
+            issuer.ca_path.display()
+        ),
+    );
+    let (out, report, md) = tokio::task::spawn_blocking(move || {
+        let args = ["node-ban", "--self-contained", "--node-attestor", &agent, "--server-node-attestor", &server];
+        crate::drills::run_drill(&args, &[])
+    })
+    .await
+    .unwrap();
+    crate::drills::assert_held("node-ban", &out, &report, &md);
+    assert!(md.contains("/hallmark/agent/k8s_psat/test/drill-node"), "{md}");
+}

@@ -88,3 +88,20 @@ async fn tpm_node_attests_reattests_after_expiry_and_is_revoked_when_its_ek_is_n
     }
     assert!(gone, "the revoked TPM node's workload is still served\n{}", agent.log());
 }
+
+/// `node-ban` on a TPM node (`hallmark drill`, self-contained).
+#[test]
+fn drill_node_ban_on_a_tpm_node() {
+    let ca = LocalCa::new();
+    let swtpm = ca.tpm("drill");
+    let dir = tempfile::tempdir().unwrap();
+    let (agent, server) = crate::drills::attestor_files(
+        dir.path(),
+        &format!("[node_attestor]\ntype = \"tpm\"\ntcti = \"{}\"\n", swtpm.tcti()),
+        &format!("[[node_attestor]]\ntype = \"tpm\"\nek_ca_dir = \"{}\"\n", ca.trust_dir().display()),
+    );
+    let args = ["node-ban", "--self-contained", "--node-attestor", &agent, "--server-node-attestor", &server];
+    let (out, report, md) = crate::drills::run_drill(&args, &[]);
+    crate::drills::assert_held("node-ban", &out, &report, &md);
+    assert!(md.contains("/hallmark/agent/tpm/"), "{md}");
+}
