@@ -50,7 +50,9 @@ pub enum IssueError {
     #[error("entry `{0}` holds a reserved identity (under `/hallmark/`); delete it")]
     Reserved(String),
     /// The entry exists but is not served by the calling agent.
-    #[error("agent `{agent}` is not entitled to entry `{entry}`")]
+    #[error(
+        "agent `{agent}` is not entitled to entry `{entry}` (another parent, or node selectors its node did not prove)"
+    )]
     NotEntitled {
         /// The caller.
         agent: String,

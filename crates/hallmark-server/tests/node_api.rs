@@ -400,3 +400,41 @@ async fn an_agent_may_end_only_its_own_bound_credentials() {
     assert_eq!(rec.actor, format!("node:{a_id}"));
     assert!(rec.details.to_string().contains("ended with its process"), "{:?}", rec.details);
 }
+
+/// Issue 17: an entry needing node selectors this node did not prove is not
+/// the node's, even with the node as its parent: not synced to it, and
+/// asking for its credentials anyway is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_needing_another_nodes_provenance_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let (a_id, mut a) = attested_agent(&s).await;
+    let spec = EntrySpec {
+        spiffe_id: "spiffe://example.org/db".into(),
+        parent_id: Some(a_id.to_string()),
+        selectors: vec!["unix:uid:1000".into()],
+        node_selectors: vec!["node:attestation:tpm".into()],
+        owner: "team".into(),
+        ..Default::default()
+    };
+    let valid = spec
+        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
+        .unwrap();
+    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
+        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
+    });
+    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
+    s.state.catch_up().await.unwrap();
+
+    let mut sync = a.sync_entries(SyncEntriesRequest {}).await.unwrap().into_inner();
+    let Some(hallmark_proto::node::sync_event::Event::Snapshot(snap)) = sync.message().await.unwrap().unwrap().event
+    else {
+        panic!("no snapshot first")
+    };
+    assert!(snap.entries.iter().all(|e| e.id != entry.id), "sent to a join-token node");
+    let csr = hallmark_ca::keys::new_key_and_csr(Some(&SpiffeId::new("spiffe://example.org/db").unwrap())).unwrap();
+    let r = sign_one(&mut a, &entry.id, csr.csr_der, ev()).await;
+    assert!(r.cert_chain.is_empty() && r.denied, "{r:?}");
+    assert!(r.error.contains("node selectors its node did not prove"), "{r:?}");
+    assert!(mint_jwt(&mut a, &entry.id, &["db"]).await.is_err());
+}
