@@ -175,6 +175,9 @@ fn check_value(kind: &str, key: &str, value: &str) -> Result<(), &'static str> {
         ("tpm", "ek") if value.strip_prefix("sha256:").is_none_or(|h| !is_sha256_hex(h)) => {
             Err("value must be sha256: and 64 lowercase hex digits (the EK public key's hash)")
         }
+        ("node", "attestation") if !matches!(value, "join_token" | "local" | "x509pop" | "tpm" | "k8s_psat") => {
+            Err("value must be join_token, local, x509pop, tpm or k8s_psat")
+        }
         ("tpm", "pcr") if !pcr(value) => Err("value must be INDEX:HEX (a PCR index 0-23 and its SHA-256 value)"),
         _ => Ok(()),
     }

@@ -71,7 +71,9 @@ pub(crate) async fn list(
 /// workload evidence it was issued on (selectors, process); an owner sees
 /// its own. `evidence` is null for credentials issued before evidence sets
 /// were stored; a stored set that no longer matches its digest is not shown
-/// (`evidence_error` says so).
+/// (`evidence_error` says so). `node` is the provenance of the node that
+/// served it, as recorded now: its attestor, selectors, last attestation
+/// and whether it is banned.
 pub(crate) async fn show(
     State(s): State<Arc<ServerState>>,
     who: Admin,
@@ -85,7 +87,8 @@ pub(crate) async fn show(
     {
         return Err(ApiError::forbidden(format!("role `{}` may only see owner `{mine}`", who.token.role)));
     }
-    let mut v = json!({ "credential": c, "evidence": Value::Null });
+    let node = s.store.node(&c.node_id).await?;
+    let mut v = json!({ "credential": c, "evidence": Value::Null, "node": node });
     if let Some(checked) = s.store.evidence_set(&c.evidence_digest).await? {
         with_evidence(&mut v, checked);
     }

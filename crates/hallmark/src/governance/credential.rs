@@ -3,6 +3,7 @@
 use clap::Subcommand;
 use hallmark_core::{now_unix, parse_duration};
 use hyper::Method;
+use serde_json::Value;
 
 use crate::Conn;
 use crate::client::encode;
@@ -68,6 +69,16 @@ async fn show(conn: &Conn, id: &str) -> anyhow::Result<()> {
         line("Owner", text(c, "owner"));
         line("Class", text(c, "class"));
         line("Node", text(c, "node_id"));
+        let n = &v["node"];
+        if n.is_object() {
+            let selectors: Vec<&str> = n["selectors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            line("  attestation", text(n, "attestation_type"));
+            line("  node selectors", selectors.join(", "));
+            line("  last attested", time_rel(n, "attested_at", now));
+            if n["banned"].as_bool() == Some(true) {
+                line("  BANNED", text(n, "ban_reason"));
+            }
+        }
         line("Issued", time_rel(c, "issued_at", now));
         line("Expires", time_rel(c, "not_after", now));
         if !c["revoked_at"].is_null() {
