@@ -71,7 +71,8 @@ async fn show(conn: &Conn, id: &str) -> anyhow::Result<()> {
         line("Node", text(c, "node_id"));
         let n = &v["node"];
         if n.is_object() {
-            let selectors: Vec<&str> = n["selectors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let selectors: Vec<&str> =
+                n["selectors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
             line("  attestation", text(n, "attestation_type"));
             line("  node selectors", selectors.join(", "));
             line("  last attested", time_rel(n, "attested_at", now));

@@ -127,7 +127,19 @@ pub fn start_attested_agent(dep: &Deployment, name: &str, attestor: &str) -> (Pr
 /// agent serves this process once it serves any (a panic with the agent's
 /// log if it never does).
 pub async fn served_to_me(socket: &Path, agent: &Proc) -> (spiffe::WorkloadApiClient, Vec<String>) {
-    let client = spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await.unwrap();
+    // A restarted agent may not be listening yet (its predecessor's socket
+    // file refuses connections until it binds anew).
+    let mut client = None;
+    for _ in 0..300 {
+        match spiffe::WorkloadApiClient::connect_to(format!("unix://{}", socket.display())).await {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    let client = client.unwrap_or_else(|| panic!("the agent never listened on its socket\n{}", agent.log()));
     wait_for_svid(&client).await.unwrap_or_else(|| panic!("nothing served\n{}", agent.log()));
     let ctx = client.fetch_x509_context().await.unwrap();
     let ids = ctx.svids().iter().map(|s| s.spiffe_id().to_string()).collect();
