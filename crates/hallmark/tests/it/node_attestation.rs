@@ -249,6 +249,16 @@ async fn x509pop_node_proves_itself_is_served_by_its_selectors_and_is_revoked_wh
 
     let (client, ids) = served_to_me(&socket, &agent).await;
     assert_eq!(ids, vec!["spiffe://example.org/on-node-1".to_owned()], "the TPM-only entry is not this node's");
+    // The credential traces to its node's provenance in one query.
+    let svid = client.fetch_x509_svid().await.unwrap();
+    let out = dep.cli(&["credential", "show", &serial_of(svid.leaf().as_ref()), "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["credential"]["node_id"], agent_id.as_str(), "{shown}");
+    assert_eq!(shown["node"]["attestation_type"], "x509pop", "{shown}");
+    assert!(shown["node"]["selectors"].to_string().contains("x509pop:subject:cn:node-1"), "{shown}");
+    let human = String::from_utf8_lossy(&dep.cli(&["credential", "show", &serial_of(svid.leaf().as_ref())]).stdout)
+        .into_owned();
+    assert!(human.contains("attestation") && human.contains("x509pop:subject:cn:node-1"), "{human}");
 
     // Past half its SVID's life the node attests again (not a renewal).
     let again = wait_for("a re-attestation", 40, || {
