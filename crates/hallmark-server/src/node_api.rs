@@ -157,15 +157,20 @@ fn svid_reply(issued: IssuedAgentSvid, bundle: &Bundle) -> AgentSvid {
     }
 }
 
+/// The caller's address, for refusal records: an unauthenticated caller
+/// is known by nothing else.
+fn source_of<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.remote)
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 #[tonic::async_trait]
 impl Node for NodeApi {
     async fn attest_node(&self, req: Request<AttestNodeRequest>) -> Result<Response<AgentSvid>, Status> {
-        let source = req
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.remote)
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let source = source_of(&req);
         let r = req.into_inner();
         if r.join_token.is_empty() || r.join_token.len() > 256 {
             return Err(Status::invalid_argument("a join token is required"));
@@ -195,12 +200,7 @@ impl Node for NodeApi {
         &self,
         req: Request<tonic::Streaming<pb::AttestRequest>>,
     ) -> Result<Response<Self::AttestStream>, Status> {
-        let source = req
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.remote)
-            .map(|a| a.ip().to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let source = source_of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(2);
         let state = self.state.clone();

@@ -86,6 +86,11 @@ async fn uid_1000_entry(
         bind: bind.map(str::to_owned),
         ..Default::default()
     };
+    create_entry(s, spec).await
+}
+
+/// Creates the entry `spec` describes, known to the server when this returns.
+async fn create_entry(s: &hallmark_server::RunningServer, spec: EntrySpec) -> hallmark_core::Entry {
     let valid = spec
         .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
         .unwrap();
@@ -417,14 +422,7 @@ async fn an_entry_needing_another_nodes_provenance_is_refused() {
         owner: "team".into(),
         ..Default::default()
     };
-    let valid = spec
-        .validate(&s.state.settings.trust_domain, None, Ttl::parse("1h").unwrap(), Ttl::parse("5m").unwrap())
-        .unwrap();
-    let rec = s.state.record_change("test", "entry_create", |e: &hallmark_core::Entry| {
-        hallmark_server::audit::Change::new(&e.id, serde_json::Value::Null)
-    });
-    let entry = s.state.store.create_entry(&valid, rec).await.unwrap();
-    s.state.catch_up().await.unwrap();
+    let entry = create_entry(&s, spec).await;
 
     let mut sync = a.sync_entries(SyncEntriesRequest {}).await.unwrap().into_inner();
     let Some(hallmark_proto::node::sync_event::Event::Snapshot(snap)) = sync.message().await.unwrap().unwrap().event

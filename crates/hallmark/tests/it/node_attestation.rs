@@ -15,30 +15,23 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// `openssl req` making a new P-256 key `key` (PKCS#8) and, for subject
+/// `/CN=cn`, a CSR at `out` or, with `self_signed`, a one-day CA certificate.
+fn openssl_new_key(dir: &Path, self_signed: bool, key: &str, out: &str, cn: &str) {
+    let subj = format!("/CN={cn}");
+    let mut args = vec!["req"];
+    if self_signed {
+        args.extend(["-x509", "-days", "1"]);
+    }
+    args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", out]);
+    args.extend(["-subj", &subj]);
+    openssl(dir, &args);
+}
+
 /// A CA `NAME.pem` / `NAME.key` in `dir` (P-256, one day).
 pub fn openssl_ca(dir: &Path, name: &str) -> PathBuf {
     let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-    let subj = format!("/CN={name}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &pem,
-            "-days",
-            "1",
-            "-subj",
-            &subj,
-        ],
-    );
+    openssl_new_key(dir, true, &key, &pem, name);
     dir.join(pem)
 }
 
@@ -46,24 +39,7 @@ pub fn openssl_ca(dir: &Path, name: &str) -> PathBuf {
 /// its PKCS#8 key `NODE.key` (mode 0600), signed by CA `ca` in `dir`.
 pub fn openssl_node(dir: &Path, ca: &str, node: &str) -> (PathBuf, PathBuf) {
     let (key, csr, pem) = (format!("{node}.key"), format!("{node}.csr"), format!("{node}.pem"));
-    let subj = format!("/CN={node}");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &subj,
-        ],
-    );
+    openssl_new_key(dir, false, &key, &csr, node);
     let ext = dir.join(format!("{node}.ext"));
     std::fs::write(&ext, format!("subjectAltName=DNS:{node}.example.org\n")).unwrap();
     let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
@@ -272,11 +248,23 @@ async fn x509pop_node_proves_itself_is_served_by_its_selectors_and_is_revoked_wh
     dep.server.kill();
     std::fs::copy(pki.path().join("other-ca.pem"), &trusted).unwrap();
     dep.start_server_again();
-    let banned = wait_for("the node's revocation at its next re-attestation", 40, || {
-        node_json(&dep, &agent_id).filter(|n| n["banned"] == true)
+    revoked_at_reattestation(&dep, &agent_id, &client, &agent, 40).await;
+}
+
+/// Waits up to `secs` for node `agent_id` to be banned at its next
+/// re-attestation (the reason says so), then for what it was issued to be
+/// withdrawn from the workload `client`.
+pub async fn revoked_at_reattestation(
+    dep: &Deployment,
+    agent_id: &str,
+    client: &spiffe::WorkloadApiClient,
+    agent: &Proc,
+    secs: u64,
+) {
+    let banned = wait_for("the node's revocation at its next re-attestation", secs, || {
+        node_json(dep, agent_id).filter(|n| n["banned"] == true)
     });
     assert!(banned["ban_reason"].as_str().unwrap().contains("re-attestation refused"), "{banned}");
-    // What it was issued is withdrawn from the workload.
     let mut gone = false;
     for _ in 0..100 {
         if client.fetch_x509_svid().await.is_err() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hallmark_testkit::swtpm::LocalCa;
 
 use crate::harness::*;
-use crate::node_attestation::{node_json, served_to_me, start_attested_agent};
+use crate::node_attestation::{node_json, revoked_at_reattestation, served_to_me, start_attested_agent};
 use crate::separate::start_server_with;
 
 fn tpm_node(dep: &crate::separate::Deployment) -> Option<serde_json::Value> {
@@ -74,19 +74,7 @@ async fn tpm_node_attests_reattests_after_expiry_and_is_revoked_when_its_ek_is_n
     let start = text.find("ek_ca_dir").unwrap();
     std::fs::write(&cfg, format!("{}ek_hashes = [\"{}\"]\n", &text[..start], "ab".repeat(32))).unwrap();
     dep.start_server_again();
-    let banned = wait_for("the node's revocation at its next re-attestation", 60, || {
-        node_json(&dep, &agent_id).filter(|n| n["banned"] == true)
-    });
-    assert!(banned["ban_reason"].as_str().unwrap().contains("re-attestation refused"), "{banned}");
-    let mut gone = false;
-    for _ in 0..100 {
-        if client.fetch_x509_svid().await.is_err() {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "the revoked TPM node's workload is still served\n{}", agent.log());
+    revoked_at_reattestation(&dep, &agent_id, &client, &agent, 60).await;
 }
 
 /// `node-ban` on a TPM node (`hallmark drill`, self-contained).
