@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use aws_lc_rs::digest;
 use hallmark_ca::x509pop::signed_message;
 use hallmark_proto::node::X509PopEvidence;
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use serde::Deserialize;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -38,16 +38,12 @@ pub struct X509PopConfig {
     pub ca_bundle_path: PathBuf,
 }
 
-/// A configured CA: its trust anchor and its fingerprint.
-struct Ca {
-    der: Vec<u8>,
-    /// Lowercase hex SHA-1 of the DER certificate.
-    fingerprint: String,
-}
-
 /// Verifies x509pop evidence.
 pub struct X509PopVerifier {
-    cas: Vec<Ca>,
+    /// The configured CAs, parsed once.
+    anchors: Vec<TrustAnchor<'static>>,
+    /// Each anchor's lowercase hex SHA-1 (of its DER certificate), in the same order.
+    fingerprints: Vec<String>,
 }
 
 /// A chain verified at `begin`, waiting for the node's signature.
@@ -72,13 +68,15 @@ impl X509PopVerifier {
         let path = &cfg.ca_bundle_path;
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let ders = hallmark_ca::svid::pem_certs(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut cas = Vec::new();
+        let (mut anchors, mut fingerprints) = (Vec::new(), Vec::new());
         for der in ders {
-            webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
+            let cert = CertificateDer::from(der.as_slice());
+            let anchor = webpki::anchor_from_trusted_cert(&cert)
                 .map_err(|e| format!("{}: a certificate is not a usable CA: {e}", path.display()))?;
-            cas.push(Ca { fingerprint: fingerprint(&der), der });
+            anchors.push(anchor.to_owned());
+            fingerprints.push(fingerprint(&der));
         }
-        Ok(Self { cas })
+        Ok(Self { anchors, fingerprints })
     }
 
     /// Verifies the chain at `now` and makes the challenge.
@@ -135,26 +133,20 @@ impl X509PopVerifier {
         let ee = webpki::EndEntityCert::try_from(&leaf_der)
             .map_err(|e| AttestError::Malformed(format!("x509pop: node certificate: {e}")))?;
         let inter: Vec<CertificateDer<'_>> = intermediates.iter().map(|c| CertificateDer::from(c.as_slice())).collect();
-        let anchor_ders: Vec<CertificateDer<'_>> =
-            self.cas.iter().map(|c| CertificateDer::from(c.der.as_slice())).collect();
-        let anchors = anchor_ders
-            .iter()
-            .map(webpki::anchor_from_trusted_cert)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| AttestError::Unavailable(format!("x509pop: a configured CA is unusable: {e}")))?;
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(u64::try_from(now).unwrap_or(0)));
         let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
         let path = ee
-            .verify_for_usage(algs.all, &anchors, &inter, at, webpki::KeyUsage::client_auth(), None, None)
+            .verify_for_usage(algs.all, &self.anchors, &inter, at, webpki::KeyUsage::client_auth(), None, None)
             .map_err(|e| AttestError::Refused(format!("x509pop: the node certificate does not verify: {e}")))?;
         // Fingerprints of every CA on the verified path: the anchor and the
         // intermediates that were used.
         let anchor = path.anchor();
-        let mut selectors: Vec<String> = anchors
+        let mut selectors: Vec<String> = self
+            .anchors
             .iter()
-            .zip(&self.cas)
+            .zip(&self.fingerprints)
             .filter(|(a, _)| a.subject_public_key_info == anchor.subject_public_key_info && a.subject == anchor.subject)
-            .map(|(_, ca)| format!("x509pop:ca:fingerprint:{}", ca.fingerprint))
+            .map(|(_, fp)| format!("x509pop:ca:fingerprint:{fp}"))
             .collect();
         selectors.extend(
             path.intermediate_certificates().map(|c| format!("x509pop:ca:fingerprint:{}", fingerprint(&c.der()))),
