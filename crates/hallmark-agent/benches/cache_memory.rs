@@ -79,6 +79,7 @@ fn main() {
             ttl_secs: 3600,
             now,
             profile: hallmark_ca::x509::SvidProfile::Workload,
+            task_id: None,
         };
         let s = ca.sign_svid(&t).unwrap();
         material += s.chain.iter().map(Vec::len).sum::<usize>() + kc.key_pkcs8.len();

@@ -14,7 +14,8 @@
 //! from coming back); a tainted authority makes what it signed due for
 //! re-issue now; a revoked authority makes what it signed disappear.
 //!
-//! Entries bound to their process (`bind: process`) are held per process
+//! Entries bound to their process (`bind: process`, and `bind: task`, which
+//! the server issues only to a task's processes) are held per process
 //! instance as well: for each live instance that asked ([`Cache::open_instance`])
 //! SVIDs of the bound entries it matches are issued for it alone, and
 //! [`Cache::end_instance`] withdraws them all when it exits. Two processes
@@ -61,7 +62,7 @@ impl SvidKey {
     pub fn of(entry: &Entry, digest: &str, instance: Option<ProcessInstance>) -> Option<Self> {
         let instance = match entry.bind {
             Bind::None => None,
-            Bind::Process => Some(instance?),
+            Bind::Process | Bind::Task => Some(instance?),
         };
         Some(Self { entry_id: entry.id.clone(), digest: digest.to_owned(), instance })
     }
@@ -460,11 +461,16 @@ impl Cache {
 
     /// Process instance `instance` exited: withdraws every SVID and JWT held
     /// for it (open streams are woken at once) and forgets it. Returns what
-    /// was withdrawn, for the server to revoke.
+    /// was withdrawn, for the server to revoke, except the JWT-SVIDs of a
+    /// task's process: a tool call's process may exit and hand its bearer
+    /// token on to the rest of its task, so those live until the task ends
+    /// (the server revokes them then). A task's X.509-SVIDs end with their
+    /// process, like those of `bind: process` entries.
     pub fn end_instance(&self, instance: ProcessInstance) -> Vec<Ended> {
         self.write(|i| {
             let known = i.instances.remove(&instance).is_some();
             let mine = |k: &SvidKey| k.instance == Some(instance);
+            let jwt_ends = |k: &SvidKey| i.entries.get(&k.entry_id).is_none_or(|e| e.bind != Bind::Task);
             let mut ended: Vec<Ended> = i
                 .svids
                 .iter()
@@ -474,7 +480,7 @@ impl Cache {
             ended.extend(
                 i.jwts
                     .iter()
-                    .filter(|(k, _)| mine(&k.svid))
+                    .filter(|(k, _)| mine(&k.svid) && jwt_ends(&k.svid))
                     .map(|(_, j)| Ended { id: j.jti.clone(), not_after: j.expires_at }),
             );
             i.svids.retain(|k, _| !mine(k));
@@ -513,7 +519,7 @@ impl Cache {
                 }
             }
             for (instance, x) in &i.instances {
-                for e in i.entries.values().filter(|e| e.bind == Bind::Process && e.matches(&x.selectors)) {
+                for e in i.entries.values().filter(|e| e.bind.per_process() && e.matches(&x.selectors)) {
                     let key = SvidKey { entry_id: e.id.clone(), digest: x.digest.clone(), instance: Some(*instance) };
                     consider(key, e, &x.selectors, x.process);
                 }

@@ -57,6 +57,39 @@ fn stat_of(pid: i32) -> Option<(u64, char)> {
     Some((start, state))
 }
 
+/// Most ancestors [`lineage`] reads.
+pub const MAX_LINEAGE: usize = 64;
+
+/// The parent PID in the status line of `/proc/<pid>/stat` (field 4).
+fn parse_stat_ppid(stat: &str) -> Option<i32> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The ancestors of `instance`, parent first, as `(pid, start time)`, up to
+/// [`MAX_LINEAGE`] and not including PID 1: which task's process tree the
+/// instance is in (`bind: task`). Empty when the instance has ended (its PID
+/// now names another process). An ancestor that exits while this reads
+/// ends the list there; a PID reused in that moment has a start time no
+/// task root shares, so it matches nothing.
+pub fn lineage(instance: ProcessInstance) -> Vec<(i32, u64)> {
+    let mut out = Vec::new();
+    let read = |pid: i32| -> Option<(u64, i32)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some((parse_stat_starttime(&stat)?, parse_stat_ppid(&stat)?))
+    };
+    let Some((start, mut parent)) = read(instance.pid) else { return out };
+    if start != instance.start_time {
+        return out;
+    }
+    while parent > 1 && out.len() < MAX_LINEAGE {
+        let Some((start, grandparent)) = read(parent) else { break };
+        out.push((parent, start));
+        parent = grandparent;
+    }
+    out
+}
+
 /// Whether a pidfd shows its process exited (readable), without waiting.
 fn pidfd_exited(fd: &OwnedFd) -> bool {
     let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];

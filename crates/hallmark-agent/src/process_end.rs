@@ -29,7 +29,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hallmark_core::{Bind, Entry, now_unix};
+use hallmark_core::{Entry, now_unix};
 use hallmark_proto::node as pb;
 use tokio::sync::Notify;
 use tonic::Code;
@@ -120,7 +120,7 @@ impl EndedReports {
 /// those entries are issued for it) and, the first time, a task waits for
 /// its exit. A caller with no bound entry is left alone.
 pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, caller: &Attested, matched: &[Entry]) {
-    if !matched.iter().any(|e| e.bind == Bind::Process) {
+    if !matched.iter().any(|e| e.bind.per_process()) {
         return;
     }
     // A stream can outlive its process (a connection inherited by a child):

@@ -33,7 +33,7 @@ use std::time::Duration;
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_ca::svid;
 use hallmark_core::ProcessInstance as RecordedProcess;
-use hallmark_core::{Entry, evidence_digest, now_unix};
+use hallmark_core::{Bind, Entry, evidence_digest, now_unix};
 use hallmark_proto::node as pb;
 use tonic::{Code, Status};
 
@@ -121,6 +121,7 @@ async fn request_batch(agent: &AgentInner, batch: &[Due], now: i64, retry_after:
                     evidence: d.selectors.iter().map(ToString::to_string).collect(),
                     renewal: d.renewal,
                     process: d.process.as_ref().map(process_message),
+                    lineage: lineage_message(&d.entry, d.key.instance),
                 });
                 requested.push(Requested { key: d.key.clone(), private_key: kc.key_pkcs8, revision: d.entry.revision });
             }
@@ -213,6 +214,22 @@ fn process_message(p: &RecordedProcess) -> pb::ProcessInstance {
     pb::ProcessInstance { pid: p.pid(), start_ticks: p.start_ticks(), started_at: p.started_at() }
 }
 
+/// For an entry bound to tasks, the ancestors of the process `instance`
+/// (the server finds the task among them); nothing for other entries.
+fn lineage_message(entry: &Entry, instance: Option<ProcessInstance>) -> Vec<pb::ProcessInstance> {
+    match (entry.bind, instance) {
+        (Bind::Task, Some(x)) => crate::instance::lineage(x)
+            .into_iter()
+            .map(|(pid, start)| pb::ProcessInstance {
+                pid: u32::try_from(pid).unwrap_or(0),
+                start_ticks: start,
+                started_at: 0,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A JWT-SVID of `entry` for `audience`, for the attested workload `caller`
 /// (running as process `instance`, which a bound entry needs): the one held
 /// while before its refresh point, else one minted by the server now
@@ -233,7 +250,7 @@ pub(crate) async fn jwt_svid(
     if let Some(j) = agent.cache.jwt(&key, audience, now) {
         return Ok(j.token);
     }
-    let m = mint_jwt(agent, &entry.id, audience, caller).await?;
+    let m = mint_jwt(agent, entry, audience, caller, key.instance).await?;
     // The server says when to mint a replacement; half the remaining life when it does not.
     let refresh_at = if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
     let ended = Ended { id: m.jti.clone(), not_after: m.expires_at };
@@ -257,21 +274,29 @@ fn no_process() -> Status {
 /// Mints a JWT-SVID through the server for the attested workload `caller`.
 async fn mint_jwt(
     agent: &AgentInner,
-    entry_id: &str,
+    entry: &Entry,
     audience: &[String],
     caller: &Attested,
+    instance: Option<ProcessInstance>,
 ) -> Result<pb::MintJwtSvidResponse, Status> {
+    let entry_id = entry.id.as_str();
     let req = pb::MintJwtSvidRequest {
         entry_id: entry_id.to_owned(),
         audience: audience.to_vec(),
         evidence: caller.selectors.iter().map(ToString::to_string).collect(),
         process: caller.process.as_ref().map(process_message),
+        lineage: lineage_message(entry, instance),
     };
     match agent.client().mint_jwt_svid(req).await {
         Ok(r) => Ok(r.into_inner()),
         Err(s) if s.code() == Code::PermissionDenied || s.code() == Code::NotFound => {
             tracing::info!(entry = entry_id, reason = %s.message(), "JWT-SVID denied");
-            Err(Status::permission_denied("no identity issued"))
+            // A task's refusal is about the caller's own task (no running
+            // task, pending approval, a scope breach): it is told why.
+            match s.message().strip_prefix("task: ") {
+                Some(why) => Err(Status::permission_denied(format!("no identity issued: {why}"))),
+                None => Err(Status::permission_denied("no identity issued")),
+            }
         }
         Err(s) if s.code() == Code::InvalidArgument => Err(Status::invalid_argument(s.message().to_owned())),
         Err(s) => {

@@ -81,6 +81,9 @@ pub struct MintClaims<'a> {
     pub jti: &'a str,
     /// `iss`, when the server is configured with one.
     pub issuer: Option<&'a str>,
+    /// Claims beyond the JWT-SVID's own (`task`, `act`), which the standard
+    /// permits; a name of the standard's own is never replaced.
+    pub extra: Option<&'a Map<String, Value>>,
 }
 
 /// The trust domain's JWT signing key (EC P-256, ES256).
@@ -141,10 +144,17 @@ impl JwtKey {
     /// Mints a JWT-SVID. `claims.aud` must be non-empty (the caller checks).
     pub fn mint(&self, claims: &MintClaims<'_>) -> Result<String, CaError> {
         let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let MintClaims { sub, aud, issued_at, expires_at, jti, issuer } = *claims;
+        let MintClaims { sub, aud, issued_at, expires_at, jti, issuer, extra } = *claims;
         let mut claims = json!({"sub": sub.as_str(), "aud": aud, "exp": expires_at, "iat": issued_at, "jti": jti});
-        if let (Some(iss), Some(obj)) = (issuer, claims.as_object_mut()) {
-            obj.insert("iss".into(), Value::String(iss.to_owned()));
+        if let Some(obj) = claims.as_object_mut() {
+            if let Some(iss) = issuer {
+                obj.insert("iss".into(), Value::String(iss.to_owned()));
+            }
+            for (k, v) in extra.into_iter().flatten() {
+                if !obj.contains_key(k) && k != "iss" {
+                    obj.insert(k.clone(), v.clone());
+                }
+            }
         }
         let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let sig =
@@ -270,8 +280,15 @@ mod tests {
         let now = hallmark_core::now_unix();
         let id = SpiffeId::new("spiffe://example.org/web").unwrap();
         let aud: Vec<String> = aud.iter().map(|s| s.to_string()).collect();
-        let claims =
-            MintClaims { sub: &id, aud: &aud, issued_at: now, expires_at: now + exp_in, jti: "j1", issuer: None };
+        let claims = MintClaims {
+            sub: &id,
+            aud: &aud,
+            issued_at: now,
+            expires_at: now + exp_in,
+            jti: "j1",
+            issuer: None,
+            extra: None,
+        };
         (key.mint(&claims).unwrap(), now)
     }
 

@@ -281,7 +281,15 @@ mod tests {
         for (profile, ok) in [(SvidProfile::Server, true), (SvidProfile::Workload, false), (SvidProfile::Agent, false)]
         {
             let kc = new_key_and_csr(Some(&id)).unwrap();
-            let t = SvidTemplate { csr_der: &kc.csr_der, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now, profile };
+            let t = SvidTemplate {
+                csr_der: &kc.csr_der,
+                spiffe_id: &id,
+                dns_names: &[],
+                ttl_secs: 60,
+                now,
+                profile,
+                task_id: None,
+            };
             let s = ca.sign_svid(&t).unwrap();
             assert_eq!(svid::parse_leaf(&s.chain[0]).unwrap().profile, Some(profile));
             let leaf = CertificateDer::from(s.chain[0].as_slice());

@@ -75,6 +75,9 @@ pub struct SvidTemplate<'a> {
     pub now: i64,
     /// Which kind of certificate.
     pub profile: SvidProfile,
+    /// The AI-agent task it is issued for: named in the subject as
+    /// `OU=task:<id>` (the URI SAN stays the entry's SPIFFE ID).
+    pub task_id: Option<&'a str>,
 }
 
 /// A loaded X.509 CA able to sign SVIDs.
@@ -299,6 +302,9 @@ impl X509Authority {
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Hallmark");
+        if let Some(task) = t.task_id {
+            dn.push(DnType::OrganizationalUnitName, format!("task:{task}"));
+        }
         p.distinguished_name = dn;
         let uri = t.spiffe_id.as_str().try_into().map_err(|source| CaError::NotIa5 {
             what: "SPIFFE ID",
@@ -352,6 +358,7 @@ pub(crate) mod test_support {
             ttl_secs,
             now,
             profile: SvidProfile::Workload,
+            task_id: None,
         };
         ca.sign_svid(&template).unwrap()
     }
@@ -382,6 +389,7 @@ mod tests {
                 ttl_secs: 3600,
                 now,
                 profile: SvidProfile::Workload,
+                task_id: None,
             })
             .unwrap();
         assert_eq!(s.chain.len(), 1);
@@ -437,6 +445,7 @@ mod tests {
                 ttl_secs: 60,
                 now,
                 profile: SvidProfile::Workload,
+                task_id: None,
             })
         };
         let kc = new_key_and_csr(Some(&other)).unwrap();

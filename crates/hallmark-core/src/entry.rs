@@ -65,7 +65,9 @@ impl FromStr for Class {
 /// What an entry's credentials belong to: by default the workload's evidence
 /// (every process that shows it shares them until they expire); with
 /// `process`, the one process instance that asked, whose end withdraws and
-/// revokes them.
+/// revokes them; with `task`, the process instance too, and only while it
+/// (or an ancestor) is bound to an active task of the entry (AI agents:
+/// `hallmark task run`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Bind {
@@ -75,11 +77,15 @@ pub enum Bind {
     /// Held per process instance (pid, start time, pidfd); withdrawn and
     /// revoked when that process exits.
     Process,
+    /// Held per process instance, and issued only to a process of an active
+    /// task of the entry: the task's root process or a descendant of it.
+    /// Each credential carries the task; ending the task revokes them all.
+    Task,
 }
 
 /// An unknown bind mode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown bind `{0}` (known: none, process)")]
+#[error("unknown bind `{0}` (known: none, process, task)")]
 pub struct BindError(pub String);
 
 impl Bind {
@@ -88,7 +94,13 @@ impl Bind {
         match self {
             Self::None => "none",
             Self::Process => "process",
+            Self::Task => "task",
         }
+    }
+
+    /// Whether credentials are held per process instance (`process`, `task`).
+    pub fn per_process(self) -> bool {
+        matches!(self, Self::Process | Self::Task)
     }
 }
 
@@ -104,6 +116,7 @@ impl FromStr for Bind {
         match s {
             "none" => Ok(Self::None),
             "process" => Ok(Self::Process),
+            "task" => Ok(Self::Task),
             other => Err(BindError(other.to_owned())),
         }
     }

@@ -13,6 +13,7 @@ mod evidence;
 mod scope;
 mod selector;
 mod spiffe_id;
+mod task;
 pub mod time;
 
 pub use audience::{AudienceError, MAX_AUDIENCE_LEN, MAX_AUDIENCES, check_audience, check_audiences};
@@ -27,6 +28,10 @@ pub use evidence::{ProcessInstance, ProcessInstanceError, canonical_selectors, e
 pub use scope::{MAX_SCOPES, NodeScope, OutOfScope, OwnerScopes, PathScope, ScopeError, ScopeLists};
 pub use selector::{NAMESPACE_KINDS, NODE_KINDS, Selector, SelectorError, SelectorSet, is_image_digest};
 pub use spiffe_id::{RESERVED_SEGMENT, SpiffeId, SpiffeIdError, TrustDomain};
+pub use task::{
+    ClaimScope, MAX_OBJECTIVE_LEN, MAX_SCOPE_ITEMS, ScopeItem, TaskClaim, TaskError, check_objective, check_subject,
+    objective_sha256, parse_scope,
+};
 
 /// Current time as unix seconds. Hallmark stores and compares every instant this way.
 pub fn now_unix() -> i64 {

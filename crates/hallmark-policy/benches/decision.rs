@@ -123,6 +123,7 @@ fn main() {
                 now: 1_700_000_000,
                 classes: &classes,
                 trust_domain: "example.org",
+                task: None,
             };
             let t = Instant::now();
             let v = decide(&engine, black_box(&r));

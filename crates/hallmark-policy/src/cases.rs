@@ -208,6 +208,7 @@ pub fn verdict(engine: &PolicyEngine, classes: &Classes, case: &Case) -> Result<
             now: r.now,
             classes,
             trust_domain: &r.trust_domain,
+            task: None,
         },
     ))
 }

@@ -134,6 +134,27 @@ pub struct IssuanceRequest<'a> {
     pub classes: &'a Classes,
     /// The trust domain's name: the resource of X.509 actions.
     pub trust_domain: &'a str,
+    /// The task it is made for, if any (`bind: task` entries).
+    pub task: Option<&'a TaskFacts>,
+}
+
+/// What the decision sees of the task a request is made for (AI agents).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFacts {
+    /// The task's id.
+    pub id: String,
+    /// SHA-256 (hex) of its current objective.
+    pub objective_sha256: String,
+    /// The audiences in its scope.
+    pub scope: Vec<String>,
+    /// The subject it acts for ("" if none).
+    pub on_behalf_of: String,
+    /// Scope audiences a person approved under the current objective.
+    pub approved: Vec<String>,
+    /// Scope audiences still waiting for approval.
+    pub pending_approval: Vec<String>,
+    /// How many actors delegated before this one (0: the agent itself).
+    pub delegation_depth: i64,
 }
 
 impl IssuanceRequest<'_> {
@@ -338,6 +359,7 @@ mod tests {
                 now: 1_700_000_000,
                 classes,
                 trust_domain: "example.org",
+                task: None,
             },
         )
     }

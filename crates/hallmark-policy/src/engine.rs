@@ -20,7 +20,7 @@ use cedar_policy::{
 use hallmark_core::{Entry, Ttl};
 use sha2::{Digest, Sha256};
 
-use crate::{Action, IssuanceRequest, SCHEMA};
+use crate::{Action, IssuanceRequest, SCHEMA, TaskFacts};
 
 /// Why a policy set was refused or a decision could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,6 +180,22 @@ fn str_set<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression
 }
 
 /// Joins a multi-error report into one line.
+/// The task's part of the context: empty strings and sets, and depth 0,
+/// when the request is made for no task.
+fn task_context(task: Option<&TaskFacts>) -> [(String, RestrictedExpression); 7] {
+    let none = TaskFacts::default();
+    let t = task.unwrap_or(&none);
+    [
+        ("task_id".to_owned(), RestrictedExpression::new_string(t.id.clone())),
+        ("task_objective_sha256".to_owned(), RestrictedExpression::new_string(t.objective_sha256.clone())),
+        ("task_scope".to_owned(), str_set(t.scope.iter().map(String::as_str))),
+        ("task_on_behalf_of".to_owned(), RestrictedExpression::new_string(t.on_behalf_of.clone())),
+        ("task_approved".to_owned(), str_set(t.approved.iter().map(String::as_str))),
+        ("task_pending_approval".to_owned(), str_set(t.pending_approval.iter().map(String::as_str))),
+        ("delegation_depth".to_owned(), RestrictedExpression::new_long(t.delegation_depth)),
+    ]
+}
+
 fn one_line(s: impl std::fmt::Display) -> String {
     s.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
@@ -384,28 +400,32 @@ impl PolicyEngine {
             exceptions.collect::<Result<_, _>>().map_err(request_error("the exceptions"))?;
         let ev = r.evidence;
         let selectors: Vec<String> = ev.selectors.iter().map(ToString::to_string).collect();
-        let context = Context::from_pairs([
-            ("selectors".to_owned(), str_set(selectors.iter().map(String::as_str))),
-            ("exe_sha256".to_owned(), RestrictedExpression::new_string(ev.exe_sha256().to_owned())),
-            ("container_id".to_owned(), RestrictedExpression::new_string(ev.value("container", "id").to_owned())),
-            (
-                "image_digests".to_owned(),
-                str_set(ev.values("container", "image_digest").chain(ev.values("k8s", "container-image"))),
-            ),
-            ("k8s_namespace".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "ns").to_owned())),
-            ("k8s_service_account".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "sa").to_owned())),
-            ("host_namespaces".to_owned(), str_set(ev.values("unix", "host_ns"))),
-            ("node_id".to_owned(), RestrictedExpression::new_string(ev.node_id.clone())),
-            ("node_attestation".to_owned(), RestrictedExpression::new_string(ev.node_attestation.clone())),
-            ("node_selectors".to_owned(), str_set(ev.node_selectors.iter().map(String::as_str))),
-            (
-                "requested_ttl".to_owned(),
-                RestrictedExpression::new_long(i64::try_from(r.requested_ttl()).unwrap_or(i64::MAX)),
-            ),
-            ("exceptions".to_owned(), RestrictedExpression::new_set(exceptions)),
-            ("exception_rules".to_owned(), str_set(r.exceptions.iter().map(|x| x.rule.as_str()))),
-            ("now".to_owned(), RestrictedExpression::new_long(r.now)),
-        ])
+        let context = Context::from_pairs(
+            [
+                ("selectors".to_owned(), str_set(selectors.iter().map(String::as_str))),
+                ("exe_sha256".to_owned(), RestrictedExpression::new_string(ev.exe_sha256().to_owned())),
+                ("container_id".to_owned(), RestrictedExpression::new_string(ev.value("container", "id").to_owned())),
+                (
+                    "image_digests".to_owned(),
+                    str_set(ev.values("container", "image_digest").chain(ev.values("k8s", "container-image"))),
+                ),
+                ("k8s_namespace".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "ns").to_owned())),
+                ("k8s_service_account".to_owned(), RestrictedExpression::new_string(ev.value("k8s", "sa").to_owned())),
+                ("host_namespaces".to_owned(), str_set(ev.values("unix", "host_ns"))),
+                ("node_id".to_owned(), RestrictedExpression::new_string(ev.node_id.clone())),
+                ("node_attestation".to_owned(), RestrictedExpression::new_string(ev.node_attestation.clone())),
+                ("node_selectors".to_owned(), str_set(ev.node_selectors.iter().map(String::as_str))),
+                (
+                    "requested_ttl".to_owned(),
+                    RestrictedExpression::new_long(i64::try_from(r.requested_ttl()).unwrap_or(i64::MAX)),
+                ),
+                ("exceptions".to_owned(), RestrictedExpression::new_set(exceptions)),
+                ("exception_rules".to_owned(), str_set(r.exceptions.iter().map(|x| x.rule.as_str()))),
+                ("now".to_owned(), RestrictedExpression::new_long(r.now)),
+            ]
+            .into_iter()
+            .chain(task_context(r.task)),
+        )
         .map_err(request_error("the context"))?;
         let action = n.actions.get(&r.action).cloned().ok_or(PolicyError::UnknownAction(r.action.as_str()))?;
         let request =
@@ -500,6 +520,7 @@ pub(crate) mod tests {
                 now: 1_700_000_000,
                 classes: &crate::Classes::default(),
                 trust_domain: "example.org",
+                task: None,
             })
             .unwrap()
     }

@@ -21,7 +21,7 @@ pub mod engine;
 pub mod exception;
 pub mod lifecycle;
 
-pub use decision::{Action, ActionError, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict, decide};
+pub use decision::{Action, ActionError, DecidedBy, Decision, Evidence, IssuanceRequest, TaskFacts, Verdict, decide};
 pub use engine::{PolicyEngine, PolicyError};
 pub use exception::{ActiveException, ExceptionRule, ExceptionRuleError};
 pub use lifecycle::{ClassRules, Classes, IssuancePath, UnknownIssuancePath};

@@ -73,6 +73,26 @@ pub(crate) async fn policy_watch(state: Arc<ServerState>) -> Result<(), ServerEr
             }
             Err(e) => tracing::warn!(error = %e, "cannot record expired exceptions"),
         }
+        end_expired_tasks(&state).await;
+    }
+}
+
+/// Ends the tasks whose lifetime ran out: everything issued for them is
+/// revoked (it expires with the task anyway; the end is on record).
+async fn end_expired_tasks(state: &ServerState) {
+    let expired = match state.store.expired_tasks(now_unix()).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read expired tasks");
+            return;
+        }
+    };
+    for id in expired {
+        let target = hallmark_store::RevokeTarget::Task(id.clone());
+        match state.revoke_now(&target, "task lifetime ran out", "hallmark").await {
+            Ok(_) => tracing::info!(task = %id, "task lifetime ran out; the task has ended"),
+            Err(e) => tracing::warn!(task = %id, error = %e, "cannot end an expired task"),
+        }
     }
 }
 

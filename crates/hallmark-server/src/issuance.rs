@@ -3,6 +3,9 @@
 //!
 //! 1. entitle: the entry exists, the calling agent (authenticated by mTLS
 //!    before this module) serves it, and the workload's evidence satisfies it;
+//!    for an entry bound to tasks, the workload is in the process tree of a
+//!    running task of the entry, and a JWT's audiences are in its scope
+//!    (approved where the task says so);
 //! 2. decide: one call to [`hallmark_policy::decide`], the decision
 //!    `hallmark policy test` makes too (class path, policy, lifetime); a
 //!    denial is recorded with its audit record and returned;
@@ -19,10 +22,13 @@ use std::sync::Arc;
 use hallmark_ca::x509::{SvidProfile, SvidTemplate};
 use hallmark_ca::{CaError, MintClaims, SignedSvid};
 use hallmark_core::{
-    CredentialKind, Entry, ProcessInstance, ProcessInstanceError, SelectorError, SelectorSet, SpiffeId, now_unix,
+    Bind, ClaimScope, CredentialKind, Entry, ProcessInstance, ProcessInstanceError, SelectorError, SelectorSet,
+    SpiffeId, TaskClaim, now_unix,
 };
-use hallmark_policy::{Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, Verdict};
-use hallmark_store::{Denial, EvidenceSet, JoinTokenError, hash_secret};
+use hallmark_policy::{
+    Action, ActiveException, ClassRules, DecidedBy, Decision, Evidence, IssuanceRequest, TaskFacts, Verdict,
+};
+use hallmark_store::{Denial, EvidenceSet, JoinTokenError, RevokeTarget, Task, hash_secret};
 
 use crate::error::ServerError;
 use crate::state::ServerState;
@@ -31,6 +37,8 @@ use crate::state::ServerState;
 pub const MAX_SVIDS_PER_REQUEST: usize = 1000;
 /// Most evidence selectors accepted with one request.
 pub const MAX_EVIDENCE: usize = 256;
+/// Most ancestors of a workload's process accepted with one request.
+pub const MAX_LINEAGE: usize = 64;
 
 /// Why an issuance was refused.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +67,11 @@ pub enum IssueError {
         /// The entry.
         entry: String,
     },
+    /// An entry bound to tasks: no running task holds the workload's
+    /// process, the task has run out, or a JWT audience is outside its scope
+    /// (a breach) or waits for approval. Recorded like a denial.
+    #[error("task: {0}")]
+    Task(String),
     /// Class or policy said no.
     #[error("denied by {by}")]
     Denied {
@@ -215,12 +228,23 @@ pub struct WorkloadEvidence {
     pub selectors: SelectorSet,
     /// The process: recorded with the selectors, never matched.
     pub process: Option<ProcessInstance>,
+    /// The process's ancestors, parent first, as `(pid, start_ticks)`: for
+    /// an entry bound to tasks, which task's process tree it is in.
+    pub lineage: Vec<(i64, i64)>,
 }
 
 impl From<SelectorSet> for WorkloadEvidence {
     /// Selectors with no process facts.
     fn from(selectors: SelectorSet) -> Self {
-        Self { selectors, process: None }
+        Self { selectors, process: None, lineage: Vec::new() }
+    }
+}
+
+impl WorkloadEvidence {
+    /// The process and its ancestors, nearest first, as `(pid, start_ticks)`.
+    fn process_tree(&self) -> Vec<(i64, i64)> {
+        let own = self.process.iter().map(|p| (i64::from(p.pid()), i64::try_from(p.start_ticks()).unwrap_or(-1)));
+        own.chain(self.lineage.iter().copied()).collect()
     }
 }
 
@@ -230,6 +254,46 @@ struct Entitled {
     entry: Arc<Entry>,
     evidence: Evidence,
     recorded: EvidenceSet,
+    /// The task it is issued for (entries bound to tasks), and what the
+    /// decision sees of it.
+    task: Option<(Task, TaskFacts)>,
+}
+
+/// What the decision sees of `t`.
+fn task_facts(t: &Task) -> TaskFacts {
+    TaskFacts {
+        id: t.id.clone(),
+        objective_sha256: t.objective_sha256.clone(),
+        scope: t.scope.iter().map(|i| i.audience.clone()).collect(),
+        on_behalf_of: t.on_behalf_of.clone().unwrap_or_default(),
+        approved: t.scope.iter().filter(|i| i.approved_by.is_some()).map(|i| i.audience.clone()).collect(),
+        pending_approval: t.scope.iter().filter(|i| !i.cleared()).map(|i| i.audience.clone()).collect(),
+        delegation_depth: 0,
+    }
+}
+
+/// The claims a task's JWT-SVID carries beyond the standard's: `task` (id,
+/// objective hash, the scope of the token's audiences, on whose behalf)
+/// and, when the task acts for someone, `act` naming the agent as the
+/// acting party (RFC 8693 section 4.1); `sub` stays the SPIFFE ID.
+fn task_claims(t: &Task, entry: &Entry, audience: &[String]) -> serde_json::Map<String, serde_json::Value> {
+    let claim = TaskClaim {
+        id: t.id.clone(),
+        objective_sha256: t.objective_sha256.clone(),
+        scope: t
+            .scope
+            .iter()
+            .filter(|i| audience.contains(&i.audience))
+            .map(|i| ClaimScope { aud: i.audience.clone(), actions: i.actions.clone() })
+            .collect(),
+        on_behalf_of: t.on_behalf_of.clone(),
+    };
+    let mut m = serde_json::Map::new();
+    m.insert("task".into(), serde_json::to_value(claim).unwrap_or_default());
+    if t.on_behalf_of.is_some() {
+        m.insert("act".into(), serde_json::json!({ "sub": entry.spiffe_id.as_str() }));
+    }
+    m
 }
 
 /// What step 2 grants when the verdict allows.
@@ -285,6 +349,7 @@ impl Entitled {
             delivered_to: None,
             delivered_at: None,
             audience: signed.audience,
+            task_id: self.task.as_ref().map(|(t, _)| t.id.clone()),
         }
     }
 }
@@ -309,14 +374,16 @@ fn renewal_point(now: i64, not_after: i64, rules: &ClassRules) -> i64 {
 impl ServerState {
     /// Step 1: loads the entry, checks that the calling agent may serve it and
     /// that the workload's evidence satisfies it, and completes the evidence
-    /// with what the server knows of the node.
+    /// with what the server knows of the node. Returns it with the workload's
+    /// process tree, for [`ServerState::task_for`].
     fn entitled_entry(
         &self,
         caller: &AuthenticatedAgent,
         entry_id: &str,
         workload: WorkloadEvidence,
-    ) -> Result<Entitled, IssueError> {
-        let WorkloadEvidence { selectors, process } = workload;
+    ) -> Result<(Entitled, Vec<(i64, i64)>), IssueError> {
+        let tree = workload.process_tree();
+        let WorkloadEvidence { selectors, process, .. } = workload;
         let entry = self.registry.entry(entry_id).ok_or_else(|| IssueError::NoEntry(entry_id.to_owned()))?;
         if entry.revoked_at.is_some() {
             return Err(IssueError::Revoked(entry_id.to_owned()));
@@ -338,7 +405,70 @@ impl ServerState {
             process,
         };
         let recorded = EvidenceSet::new(&evidence.selectors, evidence.process);
-        Ok(Entitled { entry, evidence, recorded })
+        Ok((Entitled { entry, evidence, recorded, task: None }, tree))
+    }
+
+    /// Step 1, for an entry bound to tasks: the running task whose process
+    /// tree (`tree`: the workload's process and its ancestors) the workload
+    /// is in. None, or one past its lifetime, is a refusal, recorded.
+    async fn task_for(
+        &self,
+        entitled: &mut Entitled,
+        tree: &[(i64, i64)],
+        action: Action,
+        now: i64,
+    ) -> Result<(), IssueError> {
+        if entitled.entry.bind != Bind::Task {
+            return Ok(());
+        }
+        let entry = &entitled.entry;
+        let found = self.store.task_of_process(&entry.id, &entitled.evidence.node_id, tree).await?;
+        let refusal = match found {
+            Some(t) if t.active(now) => {
+                let facts = task_facts(&t);
+                entitled.task = Some((t, facts));
+                return Ok(());
+            }
+            Some(t) => format!("task `{}` has run out of its lifetime", t.id),
+            None => format!(
+                "no running task of entry `{}` holds this process or an ancestor of it (start one with `hallmark task run`)",
+                entry.id
+            ),
+        };
+        let request = self.issuance_request(action, entitled, &[], now);
+        self.record_refusal(&request, 0, &[], &refusal).await?;
+        Err(IssueError::Task(refusal))
+    }
+
+    /// Step 1, for a task's JWT: `request`'s audience must be in the task's
+    /// scope, and approved if it waits for a person. Outside the scope is a
+    /// breach: recorded with the task, counted on it, and, when the task
+    /// says so, the end of the task and of everything issued for it.
+    async fn check_task_scope(&self, request: &IssuanceRequest<'_>, task: &Task) -> Result<(), IssueError> {
+        let aud = request.audience.unwrap_or_default();
+        let refusal = match task.scope_item(aud) {
+            Some(item) if item.cleared() => return Ok(()),
+            Some(_) => format!(
+                "pending approval: audience `{aud}` of task `{}` waits for `hallmark task approve {} --scope {aud}`",
+                task.id, task.id
+            ),
+            None => format!("scope breach: audience `{aud}` is outside the scope of task `{}`", task.id),
+        };
+        self.record_refusal(request, 0, &[], &refusal).await?;
+        if refusal.starts_with("scope breach") {
+            let details =
+                serde_json::json!({ "audience": aud, "entry_id": task.entry_id, "node": request.evidence.node_id });
+            let rec = self.record_change("hallmark/issuance", "task_breach", move |t: &Task| {
+                crate::audit::Change::new(&t.id, details)
+            });
+            let t = self.store.record_task_breach(&task.id, rec).await?;
+            tracing::warn!(task = %t.id, audience = aud, breaches = t.breaches, "task scope breach");
+            if t.revoke_on_breach {
+                let target = RevokeTarget::Task(t.id.clone());
+                self.revoke_now(&target, &refusal, "hallmark/issuance").await?;
+            }
+        }
+        Err(IssueError::Task(refusal))
     }
 
     /// The entry's approved exceptions in force at `now`.
@@ -370,6 +500,7 @@ impl ServerState {
             now,
             classes: &self.settings.classes,
             trust_domain: self.settings.trust_domain.as_str(),
+            task: entitled.task.as_ref().map(|(_, facts)| facts),
         }
     }
 
@@ -411,7 +542,20 @@ impl ServerState {
         verdict: &Verdict,
         reason: &str,
     ) -> Result<(), IssueError> {
-        let IssuanceRequest { action, entry, audience, evidence, .. } = *request;
+        self.record_refusal(request, verdict.policy_version, &verdict.policy_ids, reason).await
+    }
+
+    /// Records a refused request (by policy version `policy_version` and
+    /// permits `policy_ids`, both empty for a task's refusal) in the denials
+    /// and the audit chain.
+    async fn record_refusal(
+        &self,
+        request: &IssuanceRequest<'_>,
+        policy_version: u64,
+        policy_ids: &[String],
+        reason: &str,
+    ) -> Result<(), IssueError> {
+        let IssuanceRequest { action, entry, audience, evidence, task, .. } = *request;
         self.metrics.denied(entry.class);
         let recorded = EvidenceSet::new(&evidence.selectors, evidence.process);
         let details = serde_json::json!({
@@ -419,8 +563,9 @@ impl ServerState {
             "audience": audience,
             "spiffe_id": entry.spiffe_id.as_str(),
             "evidence_digest": recorded.digest,
-            "policy_ids": verdict.policy_ids,
+            "policy_ids": policy_ids,
             "reason": reason,
+            "task": task.map(|t| t.id.as_str()),
         });
         let mut event = self.audit_event(&format!("node:{}", evidence.node_id), "deny", &entry.id, "denied", details);
         // The denial row the reports read is written with its record, in the same batch.
@@ -431,8 +576,8 @@ impl ServerState {
             audience: audience.map(str::to_owned),
             node_id: evidence.node_id.clone(),
             evidence_digest: recorded.digest.clone(),
-            policy_version: i64::try_from(verdict.policy_version).unwrap_or(i64::MAX),
-            policy_ids: verdict.policy_ids.clone(),
+            policy_version: i64::try_from(policy_version).unwrap_or(i64::MAX),
+            policy_ids: policy_ids.to_vec(),
             reason: reason.to_owned(),
         });
         // What was refused is kept as what was issued is: which binary, as whom, in which process.
@@ -453,13 +598,19 @@ impl ServerState {
         renewal: bool,
     ) -> Result<IssuedX509, IssueError> {
         let now = now_unix();
-        // 1. Entitle: the entry exists, belongs to the calling agent, and the evidence satisfies it.
-        let entitled = self.entitled_entry(caller, entry_id, evidence)?;
-        let entry = &entitled.entry;
-        // 2. Decide: class path, policy and lifetime, at this request.
-        let exceptions = self.active_exceptions(&entry.id, now);
+        // 1. Entitle: the entry exists, belongs to the calling agent, and the
+        //    evidence satisfies it; for an entry bound to tasks, a task holds the process.
         let action = if renewal { Action::Renew } else { Action::IssueX509 };
-        let granted = self.decide(&self.issuance_request(action, &entitled, &exceptions, now)).await?;
+        let (mut entitled, tree) = self.entitled_entry(caller, entry_id, evidence)?;
+        self.task_for(&mut entitled, &tree, action, now).await?;
+        let entry = &entitled.entry;
+        // 2. Decide: class path, policy and lifetime, at this request; never past the task's end.
+        let exceptions = self.active_exceptions(&entry.id, now);
+        let mut granted = self.decide(&self.issuance_request(action, &entitled, &exceptions, now)).await?;
+        let task = entitled.task.as_ref().map(|(t, _)| t);
+        if let Some(t) = task {
+            granted.ttl_secs = granted.ttl_secs.min(u64::try_from(t.expires_at - now).unwrap_or(1).max(1));
+        }
         // 3. Sign: the CSR signature is verified and may ask for no other identity.
         let ca = self.authorities.x509()?;
         let template = SvidTemplate {
@@ -469,6 +620,7 @@ impl ServerState {
             ttl_secs: granted.ttl_secs,
             now,
             profile: SvidProfile::Workload,
+            task_id: task.map(|t| t.id.as_str()),
         };
         let svid = ca.sign_svid(&template)?;
         // 4. Record, durably, before the SVID leaves the server.
@@ -480,6 +632,7 @@ impl ServerState {
             "class": entry.class.as_str(),
             "evidence_digest": entitled.recorded.digest,
             "policy_ids": granted.policy_ids,
+            "task": task.map(|t| t.id.as_str()),
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details);
         let signed = SignedCredential {
@@ -512,19 +665,29 @@ impl ServerState {
     ) -> Result<IssuedJwt, IssueError> {
         hallmark_core::check_audiences(audience).map_err(|e| IssueError::BadRequest(e.to_string()))?;
         let now = now_unix();
-        // 1. Entitle: the entry exists, belongs to the calling agent, and the evidence satisfies it.
-        let entitled = self.entitled_entry(caller, entry_id, evidence)?;
+        // 1. Entitle: the entry exists, belongs to the calling agent, and the
+        //    evidence satisfies it; for an entry bound to tasks, a task holds the process.
+        let (mut entitled, tree) = self.entitled_entry(caller, entry_id, evidence)?;
+        self.task_for(&mut entitled, &tree, Action::IssueJwt, now).await?;
         let entry = &entitled.entry;
-        // 2. Decide each audience.
+        let task = entitled.task.as_ref().map(|(t, _)| t);
+        // 2. Decide each audience (for a task, first: is it in the task's scope?).
         let exceptions = self.active_exceptions(&entry.id, now);
         let request = self.issuance_request(Action::IssueJwt, &entitled, &exceptions, now);
         // No verdict grants more than the entry asks for, so starting there changes nothing.
         let mut ttl_secs = request.requested_ttl();
         let mut policy_ids = Vec::new();
         for aud in audience {
-            let granted = self.decide(&IssuanceRequest { audience: Some(aud), ..request }).await?;
+            let request = IssuanceRequest { audience: Some(aud), ..request };
+            if let Some(t) = task {
+                self.check_task_scope(&request, t).await?;
+            }
+            let granted = self.decide(&request).await?;
             ttl_secs = ttl_secs.min(granted.ttl_secs);
             policy_ids.extend(granted.policy_ids);
+        }
+        if let Some(t) = task {
+            ttl_secs = ttl_secs.min(u64::try_from(t.expires_at - now).unwrap_or(1).max(1));
         }
         // 3. Sign; a token never outlives the key that signs it.
         let key = self.authorities.jwt()?;
@@ -532,6 +695,7 @@ impl ServerState {
         let mut random = [0u8; 8];
         rand::Rng::fill(&mut rand::rng(), &mut random);
         let jti = hex::encode(hallmark_core::time_ordered_id(random));
+        let extra = task.map(|t| task_claims(t, entry, audience));
         let token = key
             .mint(&MintClaims {
                 sub: &entry.spiffe_id,
@@ -540,6 +704,7 @@ impl ServerState {
                 expires_at: exp,
                 jti: &jti,
                 issuer: self.settings.jwt_issuer.as_deref(),
+                extra: extra.as_ref(),
             })
             .map_err(IssueError::Signing)?;
         // 4. Record, durably, before the token leaves the server.
@@ -552,6 +717,7 @@ impl ServerState {
             "class": entry.class.as_str(),
             "evidence_digest": entitled.recorded.digest,
             "policy_ids": policy_ids,
+            "task": task.map(|t| t.id.as_str()),
         });
         let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
         let signed = SignedCredential {
@@ -667,6 +833,7 @@ impl ServerState {
             ttl_secs: self.settings.agent_svid_ttl.secs(),
             now: now_unix(),
             profile: SvidProfile::Agent,
+            task_id: None,
         };
         let svid = ca.sign_svid(&t)?;
         Ok(IssuedAgentSvid { agent_id: agent.clone(), svid, authority_id: ca.id() })

@@ -91,7 +91,8 @@ fn status(e: IssueError) -> Status {
         IssueError::NotEntitled { .. }
         | IssueError::Denied { .. }
         | IssueError::Revoked(_)
-        | IssueError::Reserved(_) => Status::permission_denied(e.to_string()),
+        | IssueError::Reserved(_)
+        | IssueError::Task(_) => Status::permission_denied(e.to_string()),
         IssueError::NodeBanned(_) => Status::permission_denied(e.to_string()),
         IssueError::BadRequest(_) | IssueError::Evidence(_) | IssueError::Process(_) | IssueError::BadCsr(_) => {
             Status::invalid_argument(e.to_string())
@@ -250,7 +251,7 @@ impl Node for NodeApi {
         let caller = &caller;
         let results: Vec<Result<SvidResult, Status>> = futures_util::stream::iter(requests)
             .map(|r| async move {
-                let issued = match workload(&r.evidence, r.process) {
+                let issued = match workload(&r.evidence, r.process, &r.lineage) {
                     Ok(ev) => self.state.issue_x509(caller, &r.entry_id, &r.csr, ev, r.renewal).await,
                     Err(e) => Err(e),
                 };
@@ -275,6 +276,7 @@ impl Node for NodeApi {
                                 | IssueError::NoEntry(_)
                                 | IssueError::Revoked(_)
                                 | IssueError::Reserved(_)
+                                | IssueError::Task(_)
                         ),
                         error: e.to_string(),
                         renew_at: 0,
@@ -292,7 +294,7 @@ impl Node for NodeApi {
     async fn mint_jwt_svid(&self, req: Request<MintJwtSvidRequest>) -> Result<Response<MintJwtSvidResponse>, Status> {
         let caller = self.authenticate(&req).await?;
         let r = req.into_inner();
-        let evidence = workload(&r.evidence, r.process).map_err(status)?;
+        let evidence = workload(&r.evidence, r.process, &r.lineage).map_err(status)?;
         let j = self.state.issue_jwt(&caller, &r.entry_id, &r.audience, evidence).await.map_err(status)?;
         Ok(Response::new(MintJwtSvidResponse {
             token: j.token,
@@ -420,15 +422,24 @@ async fn revoke_known_node(state: &Arc<ServerState>, path: &[String], why: &str)
     }
 }
 
-/// What the agent reports of a workload, checked: its selectors, and the
-/// process they were read from when the agent says.
-fn workload(evidence: &[String], process: Option<pb::ProcessInstance>) -> Result<WorkloadEvidence, IssueError> {
+/// What the agent reports of a workload, checked: its selectors, the
+/// process they were read from when the agent says, and that process's
+/// ancestors (for entries bound to tasks).
+fn workload(
+    evidence: &[String],
+    process: Option<pb::ProcessInstance>,
+    lineage: &[pb::ProcessInstance],
+) -> Result<WorkloadEvidence, IssueError> {
     let selectors = parse_evidence(evidence)?;
     let process = process
         .map(|p| hallmark_core::ProcessInstance::new(p.pid, p.start_ticks, p.started_at))
         .transpose()
         .map_err(IssueError::Process)?;
-    Ok(WorkloadEvidence { selectors, process })
+    if lineage.len() > crate::issuance::MAX_LINEAGE {
+        return Err(IssueError::BadRequest(format!("at most {} ancestors", crate::issuance::MAX_LINEAGE)));
+    }
+    let lineage = lineage.iter().map(|p| (i64::from(p.pid), i64::try_from(p.start_ticks).unwrap_or(-1))).collect();
+    Ok(WorkloadEvidence { selectors, process, lineage })
 }
 
 fn event(e: sync_event::Event) -> Result<SyncEvent, Status> {
@@ -576,8 +587,15 @@ mod tests {
     fn signed(csr: &[u8], id: &SpiffeId, ttl_secs: u64, made: i64, now: i64) -> Result<(), Status> {
         let td = TrustDomain::new("example.org").unwrap();
         let ca = X509Authority::generate_self_signed(&td, 3600, made).unwrap();
-        let t =
-            SvidTemplate { csr_der: csr, spiffe_id: id, dns_names: &[], ttl_secs, now, profile: SvidProfile::Workload };
+        let t = SvidTemplate {
+            csr_der: csr,
+            spiffe_id: id,
+            dns_names: &[],
+            ttl_secs,
+            now,
+            profile: SvidProfile::Workload,
+            task_id: None,
+        };
         let sign = || -> Result<(), IssueError> {
             ca.sign_svid(&t)?;
             Ok(())

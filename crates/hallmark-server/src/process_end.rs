@@ -19,7 +19,6 @@
 
 use std::sync::Arc;
 
-use hallmark_core::Bind;
 use hallmark_store::RevokeTarget;
 
 use crate::error::ServerError;
@@ -88,7 +87,7 @@ impl ServerState {
             }
             // A deleted entry's credentials were revoked with it; a live
             // entry must be bound to its process.
-            if self.registry.entry(&c.entry_id).is_some_and(|e| e.bind != Bind::Process) {
+            if self.registry.entry(&c.entry_id).is_some_and(|e| !e.bind.per_process()) {
                 return Err(ProcessEndError::NotBound { id: id.clone(), entry: c.entry_id });
             }
             known.push(c.id);

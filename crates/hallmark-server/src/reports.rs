@@ -1,5 +1,7 @@
 //! Governance reports: expiring, orphaned, drifting and over-privileged
-//! identities, mapped to the OWASP Non-Human Identities Top 10 (2025).
+//! identities, mapped to the OWASP Non-Human Identities Top 10 (2025), and
+//! AI-agent tasks, mapped to the OWASP Top 10 for Agentic Applications
+//! (2026) as well.
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,14 +26,17 @@ pub enum ReportKind {
     Drift,
     /// Authorities whose rotation stalled.
     Rotation,
+    /// AI-agent tasks: scope breaches, tasks whose agent has no owner,
+    /// tasks past their lifetime.
+    Tasks,
     /// Every finding above and reuse and privilege, mapped to the OWASP NHI Top 10.
     Compliance,
 }
 
 impl ReportKind {
     /// Every kind, in the order the compliance report runs them (itself last).
-    pub const ALL: [Self; 6] =
-        [Self::Expiring, Self::Orphans, Self::Exceptions, Self::Drift, Self::Rotation, Self::Compliance];
+    pub const ALL: [Self; 7] =
+        [Self::Expiring, Self::Orphans, Self::Exceptions, Self::Drift, Self::Rotation, Self::Tasks, Self::Compliance];
 
     /// The name in the URL and the CLI.
     pub fn as_str(self) -> &'static str {
@@ -41,6 +46,7 @@ impl ReportKind {
             Self::Exceptions => "exceptions",
             Self::Drift => "drift",
             Self::Rotation => "rotation",
+            Self::Tasks => "tasks",
             Self::Compliance => "compliance",
         }
     }
@@ -48,7 +54,7 @@ impl ReportKind {
 
 /// A name that is no report kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown report `{0}` (expiring, orphans, exceptions, drift, rotation, compliance)")]
+#[error("unknown report `{0}` (expiring, orphans, exceptions, drift, rotation, tasks, compliance)")]
 pub struct UnknownReport(pub String);
 
 impl std::str::FromStr for ReportKind {
@@ -64,6 +70,15 @@ impl std::fmt::Display for ReportKind {
         f.write_str(self.as_str())
     }
 }
+
+/// The OWASP Top 10 for Agentic Applications (2026) items the task
+/// findings fall under.
+pub const ASI: &[(&str, &str)] = &[
+    ("ASI01", "Agent Goal Hijack"),
+    ("ASI02", "Tool Misuse and Exploitation"),
+    ("ASI03", "Identity and Privilege Abuse"),
+    ("ASI10", "Rogue Agents"),
+];
 
 /// The OWASP NHI Top 10 (2025) items.
 pub const NHI: &[(&str, &str)] = &[
@@ -93,6 +108,9 @@ pub struct Finding {
     pub detail: String,
     /// The OWASP NHI item it falls under.
     pub nhi: &'static str,
+    /// The OWASP Top 10 for Agentic Applications item, for a task finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asi: Option<&'static str>,
 }
 
 /// Report parameters.
@@ -148,6 +166,7 @@ impl ServerState {
             ReportKind::Exceptions => return self.exception_findings(now, p).await,
             ReportKind::Drift => self.drift(now, p).await?,
             ReportKind::Rotation => self.rotation(now).await?,
+            ReportKind::Tasks => self.task_findings(now).await?,
             ReportKind::Compliance => {
                 let mut all = Report::default();
                 for k in ReportKind::ALL.into_iter().filter(|k| *k != ReportKind::Compliance) {
@@ -212,11 +231,12 @@ impl ServerState {
                         rfc3339_relative(c.not_after, now)
                     ),
                     nhi: "NHI7",
+                    asi: None,
                 });
             }
         }
         for (subject, detail) in self.authorities.renewal_gaps(now, p.within)? {
-            out.push(Finding { check: "ca_expiring", subject, detail, nhi: "NHI7" });
+            out.push(Finding { check: "ca_expiring", subject, detail, nhi: "NHI7", asi: None });
         }
         Ok(out)
     }
@@ -252,8 +272,70 @@ impl ServerState {
                     e.spiffe_id, e.owner, e.parent_id
                 ),
                 nhi: "NHI4",
+                asi: None,
             })
             .collect())
+    }
+
+    /// AI-agent tasks: each with requests outside its scope (ASI02, NHI5),
+    /// each running for an agent whose entry has no active owner (ASI03,
+    /// NHI1), and each not ended past its lifetime (the sweep ends them within
+    /// a second: one listed here means it is not running; ASI10, NHI7).
+    async fn task_findings(&self, now: i64) -> Result<Vec<Finding>, ServerError> {
+        let active: HashSet<String> =
+            self.store.owners().await?.into_iter().filter(|o| o.active).map(|o| o.name).collect();
+        let owners: HashMap<String, String> =
+            self.store.entries(None).await?.into_iter().map(|e| (e.id, e.owner)).collect();
+        let mut out = Vec::new();
+        for t in self.store.tasks(None, false).await? {
+            if t.breaches > 0 {
+                let ended = match (&t.ended_at, &t.end_reason) {
+                    (Some(_), Some(r)) => format!("; ended: {r}"),
+                    _ => String::new(),
+                };
+                out.push(Finding {
+                    check: "task_scope_breach",
+                    subject: t.id.clone(),
+                    detail: format!(
+                        "task of entry {} asked {} time(s) for tokens outside its scope{ended}",
+                        t.entry_id, t.breaches
+                    ),
+                    nhi: "NHI5",
+                    asi: Some("ASI02"),
+                });
+            }
+            if t.ended_at.is_some() {
+                continue;
+            }
+            match owners.get(&t.entry_id) {
+                Some(owner) if active.contains(owner) => {}
+                owner => out.push(Finding {
+                    check: "task_without_owner",
+                    subject: t.id.clone(),
+                    detail: format!(
+                        "running task of entry {} has no active owner ({})",
+                        t.entry_id,
+                        owner.map_or("entry deleted".to_owned(), |o| format!("`{o}`"))
+                    ),
+                    nhi: "NHI1",
+                    asi: Some("ASI03"),
+                }),
+            }
+            if t.expires_at <= now {
+                out.push(Finding {
+                    check: "task_past_lifetime",
+                    subject: t.id.clone(),
+                    detail: format!(
+                        "task of entry {} is not ended although its lifetime ran out {}",
+                        t.entry_id,
+                        rfc3339_relative(t.expires_at, now)
+                    ),
+                    nhi: "NHI7",
+                    asi: Some("ASI10"),
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn orphans(&self, now: i64) -> Result<Vec<Finding>, ServerError> {
@@ -269,6 +351,7 @@ impl ServerState {
                     subject: e.id.clone(),
                     detail: format!("{} has no active owner (`{}`)", e.spiffe_id, e.owner),
                     nhi: "NHI1",
+                    asi: None,
                 });
             }
         }
@@ -279,6 +362,7 @@ impl ServerState {
                     subject: c.id.clone(),
                     detail: format!("live {} {} issued to orphaned entry {}", c.kind, c.id, c.entry_id),
                     nhi: "NHI1",
+                    asi: None,
                 });
             }
         }
@@ -316,6 +400,7 @@ impl ServerState {
                         ))
                     ),
                     nhi: "NHI4",
+                    asi: None,
                 });
             }
             match state {
@@ -338,6 +423,7 @@ impl ServerState {
                                  (approved by {by})"
                             ),
                             nhi: "NHI7",
+                            asi: None,
                         });
                     } else if x.expires_at <= now.saturating_add(p.within) {
                         r.notes.push(Finding {
@@ -345,6 +431,7 @@ impl ServerState {
                             subject: x.id.clone(),
                             detail: format!("{where_} ends {until}; the normal rule applies again by itself"),
                             nhi: "NHI7",
+                            asi: None,
                         });
                     }
                 }
@@ -353,6 +440,7 @@ impl ServerState {
                     subject: x.id.clone(),
                     detail: format!("{where_} awaits approval (requested by {})", x.requested_by),
                     nhi: "NHI7",
+                    asi: None,
                 }),
                 _ => {}
             }
@@ -385,6 +473,7 @@ impl ServerState {
                             e.spiffe_id, e.class
                         ),
                         nhi: "NHI7",
+                        asi: None,
                     });
                 }
             }
@@ -401,6 +490,7 @@ impl ServerState {
                             .unwrap_or_default()
                     ),
                     nhi: "NHI1",
+                    asi: None,
                 });
             }
         }
@@ -419,6 +509,7 @@ impl ServerState {
                         c.entry_id
                     ),
                     nhi: "NHI1",
+                    asi: None,
                 });
             }
         }
@@ -467,6 +558,7 @@ impl ServerState {
                     rfc3339_relative(c.not_after, now)
                 ),
                 nhi: "NHI7",
+                asi: None,
             });
         }
         Ok(out)
@@ -486,6 +578,7 @@ impl ServerState {
                 subject: id.clone(),
                 detail: format!("{id} is registered by {} entries ({})", list.len(), list.join(", ")),
                 nhi: "NHI9",
+                asi: None,
             });
         }
         for e in &entries {
@@ -505,6 +598,7 @@ impl ServerState {
                         e.spiffe_id
                     ),
                     nhi: "NHI5",
+                    asi: None,
                 });
             }
         }

@@ -25,6 +25,8 @@ pub fn describe(target: &RevokeTarget) -> (&'static str, &str) {
         RevokeTarget::Entry(id) => ("entry", id),
         RevokeTarget::Owner(name) => ("owner", name),
         RevokeTarget::Node(id) => ("node", id),
+        RevokeTarget::Task(id) => ("task", id),
+        RevokeTarget::AgentEntry(id) => ("agent_entry", id),
     }
 }
 
@@ -61,7 +63,14 @@ impl ServerState {
         Ok(out)
     }
 
-    async fn revoke_now(&self, target: &RevokeTarget, reason: &str, by: &str) -> Result<RevokeOutcome, ServerError> {
+    /// Revokes `target` now, recorded, and wakes the feeds: no second look
+    /// (see [`ServerState::revoke`]).
+    pub(crate) async fn revoke_now(
+        &self,
+        target: &RevokeTarget,
+        reason: &str,
+        by: &str,
+    ) -> Result<RevokeOutcome, ServerError> {
         let (kind, subject) = describe(target);
         // One record of what this revocation did, none when it found nothing
         // (left) to revoke; a node ban is recorded as such.
@@ -75,6 +84,7 @@ impl ServerState {
                 "credentials": out.credentials,
                 "entries": out.entries,
                 "node": out.node,
+                "tasks": out.tasks,
             });
             let action = if out.node.is_some() { "node_ban" } else { "revoke" };
             vec![self.audit_event(by, action, subject, "ok", details)]
@@ -95,6 +105,7 @@ impl ServerState {
             credentials = out.credentials.len(),
             entries = out.entries.len(),
             node = out.node.as_deref().unwrap_or(""),
+            tasks = out.tasks.len(),
             "revoked"
         );
         Ok(out)
@@ -102,7 +113,7 @@ impl ServerState {
 }
 
 fn revoked_nothing(out: &RevokeOutcome) -> bool {
-    out.credentials.is_empty() && out.entries.is_empty() && out.node.is_none()
+    out.credentials.is_empty() && out.entries.is_empty() && out.node.is_none() && out.tasks.is_empty()
 }
 
 /// Reads the datastore's revocation log and broadcasts each record to the

@@ -195,6 +195,7 @@ impl ServerState {
             ttl_secs: self.settings.agent_svid_ttl.secs(),
             now: now_unix(),
             profile: SvidProfile::Server,
+            task_id: None,
         };
         let signed = ca.sign_svid(&t)?;
         let key = provider()

@@ -109,7 +109,14 @@ async fn sign_one(
     csr: Vec<u8>,
     evidence: Vec<String>,
 ) -> hallmark_proto::node::SvidResult {
-    let req = SvidRequest { entry_id: entry_id.to_owned(), csr, evidence, renewal: false, process: None };
+    let req = SvidRequest {
+        entry_id: entry_id.to_owned(),
+        csr,
+        evidence,
+        renewal: false,
+        process: None,
+        lineage: Vec::new(),
+    };
     let r = c.sign_x509_svids(SignX509SvidsRequest { requests: vec![req] }).await.unwrap().into_inner();
     r.results.into_iter().next().unwrap()
 }
@@ -117,7 +124,13 @@ async fn sign_one(
 /// MintJWTSVID for `entry_id` and `audience`, with [`ev`] as the evidence.
 async fn mint_jwt(c: &mut NodeClient<Channel>, entry_id: &str, audience: &[&str]) -> Result<(), tonic::Status> {
     let audience = audience.iter().map(|&a| a.to_owned()).collect();
-    let req = MintJwtSvidRequest { entry_id: entry_id.to_owned(), audience, evidence: ev(), process: None };
+    let req = MintJwtSvidRequest {
+        entry_id: entry_id.to_owned(),
+        audience,
+        evidence: ev(),
+        process: None,
+        lineage: Vec::new(),
+    };
     c.mint_jwt_svid(req).await.map(|_| ())
 }
 
@@ -146,6 +159,7 @@ async fn only_the_agent_svid_issued_to_a_node_authenticates_it() {
             ttl_secs: 600,
             now: hallmark_core::now_unix(),
             profile,
+            task_id: None,
         };
         let forged = ca.sign_svid(&t).unwrap();
         let mut c = mtls_client(&s, forged.chain, kc.key_pkcs8);
@@ -184,8 +198,14 @@ async fn process_facts_are_recorded_with_the_evidence() {
     let process = ProcessInstance { pid: 4242, start_ticks: 987_654, started_at: 1_767_225_600 };
     let sign = |process: ProcessInstance| {
         let csr = new_key_and_csr(Some(&sid)).unwrap().csr_der;
-        let req =
-            SvidRequest { entry_id: entry.id.clone(), csr, evidence: ev(), renewal: false, process: Some(process) };
+        let req = SvidRequest {
+            entry_id: entry.id.clone(),
+            csr,
+            evidence: ev(),
+            renewal: false,
+            process: Some(process),
+            lineage: Vec::new(),
+        };
         SignX509SvidsRequest { requests: vec![req] }
     };
     let r = b.sign_x509_svids(sign(process)).await.unwrap().into_inner().results.remove(0);
@@ -206,6 +226,7 @@ async fn process_facts_are_recorded_with_the_evidence() {
         audience: vec!["x".into()],
         evidence: ev(),
         process: Some(ProcessInstance { pid: 4243, ..process }),
+        lineage: Vec::new(),
     };
     let jti = b.mint_jwt_svid(req).await.unwrap().into_inner().jti;
     let j = s.state.store.credential(&jti).await.unwrap().unwrap();

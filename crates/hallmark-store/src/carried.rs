@@ -58,6 +58,9 @@ pub struct Credential {
     /// For a JWT-SVID, the audiences it was minted for, comma-joined.
     #[serde(default)]
     pub audience: Option<String>,
+    /// The task it was issued for (`bind: task` entries).
+    #[serde(default)]
+    pub task_id: Option<String>,
 }
 
 /// A denial to record, carried by the audit event that records it.

@@ -21,7 +21,7 @@ pub struct EntryChange {
     pub parent_id: String,
 }
 
-const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at, bind";
+const ENTRY_COLUMNS: &str = "id, spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, revision, created_at, updated_at, revoked_at, bound_to AS bind";
 
 fn canonical_selectors(s: &SelectorSet) -> String {
     s.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
@@ -277,7 +277,7 @@ impl Store {
         let mut tx = self.begin_entry_change().await?;
         Self::check_id_owners(&mut tx, std::slice::from_ref(spec), None).await?;
         bind_spec(sqlx::query(
-            "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, bind, id, revision, created_at, updated_at) \
+            "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, bound_to, id, revision, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13)",
             ),
             spec,
@@ -309,7 +309,7 @@ impl Store {
         for (chunk, specs) in entries.chunks(ROWS).zip(specs.chunks(ROWS)) {
             let sql = format!(
                 "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, \
-                 recovery, bind, id, revision, created_at, updated_at) VALUES {}",
+                 recovery, bound_to, id, revision, created_at, updated_at) VALUES {}",
                 values_list(self.backend(), 15, chunk.len())
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -355,7 +355,7 @@ impl Store {
                      || char(31) || owner || char(31) || class || char(31) || x509_ttl || char(31) || jwt_ttl || char(31) \
                      || dns_names || char(31) || ifnull(hint, char(2)) || char(31) || recovery || char(31) || revision \
                      || char(31) || created_at || char(31) || updated_at || char(31) || ifnull(revoked_at, char(2)) \
-                     || char(31) || bind, \
+                     || char(31) || bound_to, \
                      char(30)) AS page, MAX(rid) AS last \
                      FROM (SELECT rowid AS rid, * FROM entries WHERE rowid > $1 ORDER BY rowid LIMIT $2)",
                 )
@@ -370,7 +370,7 @@ impl Store {
                     "SELECT string_agg(concat(id, chr(31), spiffe_id, chr(31), parent_id, chr(31), selectors, chr(31), \
                      owner, chr(31), class, chr(31), x509_ttl, chr(31), jwt_ttl, chr(31), dns_names, chr(31), \
                      coalesce(hint, chr(2)), chr(31), recovery, chr(31), revision, chr(31), created_at, chr(31), \
-                     updated_at, chr(31), coalesce(revoked_at::text, chr(2)), chr(31), bind), chr(30)) AS page, \
+                     updated_at, chr(31), coalesce(revoked_at::text, chr(2)), chr(31), bound_to), chr(30)) AS page, \
                      MAX(id) AS last \
                      FROM (SELECT * FROM entries WHERE id > $1 ORDER BY id LIMIT $2) AS p",
                 )
@@ -412,7 +412,7 @@ impl Store {
         Self::check_id_owners(&mut tx, std::slice::from_ref(spec), Some(id)).await?;
         bind_spec(sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
-             jwt_ttl = $7, dns_names = $8, hint = $9, recovery = $10, bind = $11, revision = revision + 1, updated_at = $12 \
+             jwt_ttl = $7, dns_names = $8, hint = $9, recovery = $10, bound_to = $11, revision = revision + 1, updated_at = $12 \
              WHERE id = $13",
             ),
             spec,

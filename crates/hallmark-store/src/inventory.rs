@@ -26,6 +26,8 @@ pub struct CredentialFilter {
     pub expiring_before: Option<i64>,
     /// Only unexpired, unrevoked ones at this instant.
     pub live_at: Option<i64>,
+    /// Only those issued for this task.
+    pub task_id: Option<String>,
 }
 
 impl Store {
@@ -36,7 +38,7 @@ impl Store {
             "SELECT {CREDENTIAL_COLUMNS} FROM credentials \
              WHERE ($1 = '' OR entry_id = $1) AND ($2 = '' OR owner = $2) AND ($3 = '' OR node_id = $3) \
              AND ($4 < 0 OR not_after <= $4) AND ($5 < 0 OR (not_after > $5 AND revoked_at IS NULL)) \
-             AND ($7 = '' OR id = $7) ORDER BY not_after, id LIMIT $6"
+             AND ($7 = '' OR id = $7) AND ($8 = '' OR task_id = $8) ORDER BY not_after, id LIMIT $6"
         )))
         .bind(f.entry_id.clone().unwrap_or_default())
         .bind(f.owner.clone().unwrap_or_default())
@@ -45,6 +47,7 @@ impl Store {
         .bind(f.live_at.unwrap_or(-1))
         .bind(limit)
         .bind(f.id.clone().unwrap_or_default())
+        .bind(f.task_id.clone().unwrap_or_default())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(credential_from_row).collect()
@@ -92,7 +95,7 @@ impl Store {
 
 const CREDENTIAL_COLUMNS: &str = "id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
     evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq, \
-    delivered_to, delivered_at, audience";
+    delivered_to, delivered_at, audience, task_id";
 
 /// The `kind` column of a `credentials` row; an unknown one is a
 /// [`StoreError::Corrupt`] naming the value and the credential.
@@ -125,5 +128,6 @@ fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
         delivered_to: r.try_get("delivered_to")?,
         delivered_at: r.try_get("delivered_at")?,
         audience: r.try_get("audience")?,
+        task_id: r.try_get("task_id")?,
     })
 }

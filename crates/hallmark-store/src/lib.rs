@@ -19,6 +19,7 @@ mod nodes;
 mod recorded;
 mod revocation;
 mod store;
+mod tasks;
 
 pub use admin_tokens::{AdminToken, NewAdminToken};
 pub use audit::{
@@ -36,3 +37,4 @@ pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, Nod
 pub use recorded::Recorder;
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{Backend, Store, StoreError, hash_secret, new_secret, random_hex};
+pub use tasks::{NewTask, Task, TaskProcess};

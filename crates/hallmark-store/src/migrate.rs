@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_evidence.sql")),
     (11, include_str!("../migrations/0011_bind_process.sql")),
     (12, include_str!("../migrations/0012_node_provenance.sql")),
+    (13, include_str!("../migrations/0013_tasks.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

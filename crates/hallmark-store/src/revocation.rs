@@ -1,5 +1,5 @@
-//! Revocation: of one credential, an entry, everything an owner has, or a
-//! node, each in one transaction that marks the inventory, disables what must
+//! Revocation: of one credential, an entry, everything an owner has, a
+//! node, a task or every task of an agent's entry, each in one transaction that marks the inventory, disables what must
 //! not be issued again, and appends to the revocation log.
 //!
 //! The revocation log is read in order by every server (as the entry change
@@ -26,6 +26,25 @@ pub enum RevokeTarget {
     /// A node: it is banned (its agent SVID refused from then on) and every
     /// live credential issued through it is revoked.
     Node(String),
+    /// A task: it ends (nothing is issued for it again) and every live
+    /// credential issued for it is revoked.
+    Task(String),
+    /// Every running task of an agent's entry, as [`RevokeTarget::Task`]; the
+    /// entry itself stays (a new task may start).
+    AgentEntry(String),
+}
+
+/// Which credentials [`Store::revoke_credentials_where`] selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CredentialSelector {
+    /// One, by serial or jti.
+    Id,
+    /// The live ones of an entry.
+    Entry,
+    /// The live ones issued through a node.
+    Node,
+    /// The live ones of a task.
+    Task,
 }
 
 /// What a revocation did.
@@ -37,6 +56,9 @@ pub struct RevokeOutcome {
     pub entries: Vec<String>,
     /// The node banned, if any.
     pub node: Option<String>,
+    /// Tasks ended now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
     /// Position of the last revocation-log record written (0 when none).
     pub last_seq: i64,
 }
@@ -82,6 +104,14 @@ fn revocation(r: &AnyRow) -> Result<Revocation, StoreError> {
     })
 }
 
+/// `NotFound` naming `what` unless `select` (a static query on `$1`) finds `id`.
+async fn known(tx: &mut AnyConnection, select: &'static str, id: &str, what: &str) -> Result<(), StoreError> {
+    match sqlx::query(select).bind(id.to_owned()).fetch_optional(&mut *tx).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(format!("{what} `{id}`"))),
+    }
+}
+
 const REVOCATION_COLUMNS: &str = "seq, kind, id, authority_id, not_after, at, reason";
 
 impl Store {
@@ -108,28 +138,32 @@ impl Store {
         Ok(r.try_get("seq")?)
     }
 
-    /// Revokes the unrevoked credentials selected by `condition` (a static
-    /// SQL predicate over `$1`), recording each in the log.
-    async fn revoke_credentials_where(
+    /// Revokes the unrevoked credentials `condition` selects by `value`,
+    /// recording each in the log.
+    pub(crate) async fn revoke_credentials_where(
         tx: &mut AnyConnection,
-        condition: &'static str,
+        condition: CredentialSelector,
         value: &str,
         now: i64,
         reason: &str,
         out: &mut RevokeOutcome,
     ) -> Result<(), StoreError> {
         let select = match condition {
-            "id" => "SELECT id, kind, authority_id, not_after FROM credentials WHERE id = $1 AND revoked_at IS NULL",
-            "entry" => {
+            CredentialSelector::Id => {
+                "SELECT id, kind, authority_id, not_after FROM credentials WHERE id = $1 AND revoked_at IS NULL"
+            }
+            CredentialSelector::Entry => {
                 "SELECT id, kind, authority_id, not_after FROM credentials WHERE entry_id = $1 AND revoked_at IS NULL AND not_after > $2"
             }
-            "node" => {
+            CredentialSelector::Node => {
                 "SELECT id, kind, authority_id, not_after FROM credentials WHERE node_id = $1 AND revoked_at IS NULL AND not_after > $2"
             }
-            other => return Err(StoreError::Schema(format!("unknown credential selector `{other}`"))),
+            CredentialSelector::Task => {
+                "SELECT id, kind, authority_id, not_after FROM credentials WHERE task_id = $1 AND revoked_at IS NULL AND not_after > $2"
+            }
         };
         let mut q = sqlx::query(select).bind(value.to_owned());
-        if condition != "id" {
+        if condition != CredentialSelector::Id {
             q = q.bind(now);
         }
         let rows = q.fetch_all(&mut *tx).await?;
@@ -174,7 +208,7 @@ impl Store {
             if !issued {
                 return Err(StoreError::NotFound(format!("entry `{id}`")));
             }
-            return Self::revoke_credentials_where(tx, "entry", id, now, reason, out).await;
+            return Self::revoke_credentials_where(tx, CredentialSelector::Entry, id, now, reason, out).await;
         };
         let parent: String = r.try_get("parent_id")?;
         if r.try_get::<Option<i64>, _>("revoked_at")?.is_none() {
@@ -189,7 +223,29 @@ impl Store {
             Self::log_change(tx, id, &parent, now).await?;
             out.entries.push(id.to_owned());
         }
-        Self::revoke_credentials_where(tx, "entry", id, now, reason, out).await
+        Self::revoke_credentials_where(tx, CredentialSelector::Entry, id, now, reason, out).await
+    }
+
+    /// Ends one task (an ended one stays as it ended) and revokes its live
+    /// credentials.
+    async fn end_task_in(
+        tx: &mut AnyConnection,
+        id: &str,
+        now: i64,
+        reason: &str,
+        out: &mut RevokeOutcome,
+    ) -> Result<(), StoreError> {
+        let ended = sqlx::query("UPDATE tasks SET ended_at = $1, end_reason = $2 WHERE id = $3 AND ended_at IS NULL")
+            .bind(now)
+            .bind(reason.to_owned())
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if ended > 0 {
+            out.tasks.push(id.to_owned());
+        }
+        Self::revoke_credentials_where(tx, CredentialSelector::Task, id, now, reason, out).await
     }
 
     /// Revokes `target` in one transaction, recorded by `rec`, and returns
@@ -217,7 +273,7 @@ impl Store {
                 if !known {
                     return Err(StoreError::NotFound(format!("credential `{id}` in the inventory")));
                 }
-                Self::revoke_credentials_where(&mut tx, "id", id, now, reason, &mut out).await?;
+                Self::revoke_credentials_where(&mut tx, CredentialSelector::Id, id, now, reason, &mut out).await?;
             }
             RevokeTarget::Entry(id) => Self::revoke_entry_in(&mut tx, id, now, reason, &mut out).await?,
             RevokeTarget::Owner(name) => {
@@ -253,7 +309,8 @@ impl Store {
                         .bind(agent.clone())
                         .execute(&mut *tx)
                         .await?;
-                    Self::revoke_credentials_where(&mut tx, "node", agent, now, reason, &mut out).await?;
+                    Self::revoke_credentials_where(&mut tx, CredentialSelector::Node, agent, now, reason, &mut out)
+                        .await?;
                     // The agent's own SVID goes on its authority's CRL; the
                     // node record, last, is what ends the agent's sessions.
                     let (serial, authority, not_after): (String, String, i64) =
@@ -263,6 +320,24 @@ impl Store {
                     out.last_seq =
                         Self::log_revocation(&mut tx, RevocationKind::Node, agent, "", i64::MAX, now, reason).await?;
                     out.node = Some(agent.clone());
+                }
+            }
+            RevokeTarget::Task(id) => {
+                known(&mut tx, "SELECT 1 AS one FROM tasks WHERE id = $1", id, "task").await?;
+                Self::end_task_in(&mut tx, id, now, reason, &mut out).await?;
+            }
+            RevokeTarget::AgentEntry(entry) => {
+                known(&mut tx, "SELECT 1 AS one FROM entries WHERE id = $1", entry, "entry").await?;
+                let ids: Vec<String> =
+                    sqlx::query("SELECT id FROM tasks WHERE entry_id = $1 AND ended_at IS NULL ORDER BY id")
+                        .bind(entry.clone())
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|r| r.try_get("id"))
+                        .collect::<Result<_, _>>()?;
+                for id in ids {
+                    Self::end_task_in(&mut tx, &id, now, reason, &mut out).await?;
                 }
             }
         }

@@ -232,6 +232,7 @@ async fn unknown_credential_and_revocation_kinds_are_corrupt_rows() {
             audit_seq: 0,
             delivered_to: None,
             delivered_at: None,
+            task_id: None,
             audience: Some("db".into()),
         });
         s.append_audit(&[e]).await.unwrap();
@@ -608,6 +609,7 @@ async fn inventory_is_written_with_the_audit_record() {
                 audit_seq: 0,
                 delivered_to: None,
                 delivered_at: None,
+                task_id: None,
                 audience: None,
             });
             e
@@ -689,6 +691,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
                     audit_seq: 0,
                     delivered_to: None,
                     delivered_at: None,
+                    task_id: None,
                     audience: None,
                 });
                 events.push(e);
@@ -963,6 +966,7 @@ async fn denials_are_written_with_their_record() {
             audit_seq: 0,
             delivered_to: None,
             delivered_at: None,
+            task_id: None,
             audience: None,
         });
         s.append_audit(std::slice::from_ref(&cred)).await.unwrap();
@@ -1050,5 +1054,110 @@ async fn a_change_whose_record_fails_is_not_stored() {
         assert!(s.admin_tokens().await.unwrap().is_empty(), "{name}");
         assert!(s.consume_join_token(&hash_secret("j"), "agent-a", now).await.unwrap().is_err(), "{name}");
         assert_eq!(s.verify_audit().await.unwrap().records, records, "{name}");
+    }
+}
+
+/// Issue 18: a task is bound once, found from any process of its tree,
+/// approved item by item; a new objective withdraws the approvals and
+/// revokes its credentials; ending it (alone, or every task of its entry)
+/// revokes the rest and nothing is issued for it again.
+#[tokio::test]
+async fn tasks_bind_once_and_revoke_with_their_objective_and_their_end() {
+    let now = hallmark_core::now_unix();
+    for (name, s) in stores().await {
+        let mut v = spec("agent", 1000);
+        v.bind = hallmark_core::Bind::Task;
+        let entry = s.create_entry(&v, rec()).await.unwrap();
+        assert_eq!(s.entry(&entry.id).await.unwrap().unwrap().bind, hallmark_core::Bind::Task, "{name}");
+        let node = entry.parent_id.to_string();
+        let scope = hallmark_core::parse_scope(&["tickets:read".into(), "mail".into()], &["mail".into()]).unwrap();
+        let new = hallmark_store::NewTask {
+            entry_id: &entry.id,
+            objective: "triage",
+            scope: &scope,
+            on_behalf_of: Some("alice@example.org"),
+            revoke_on_breach: false,
+            created_by: "bootstrap",
+            ttl_secs: 600,
+        };
+        let t = s.create_task(&new, now, rec()).await.unwrap();
+        assert_eq!(t.state(now), "waiting", "{name}");
+        assert_eq!(t.objective_sha256, hallmark_core::objective_sha256("triage"));
+        // Not bound yet: no process finds it.
+        assert!(s.task_of_process(&entry.id, &node, &[(4242, 77)]).await.unwrap().is_none());
+        let t = s.bind_task_process(&t.id, &node, 4242, 77, now, rec()).await.unwrap();
+        assert_eq!(t.state(now), "active");
+        let again = s.bind_task_process(&t.id, &node, 4243, 78, now, rec()).await.unwrap_err();
+        assert!(matches!(again, StoreError::Duplicate(_)), "{name}: bound once: {again}");
+        // Found from a descendant (its ancestors listed after it), on its node only.
+        let found = s.task_of_process(&entry.id, &node, &[(5000, 90), (4242, 77), (1, 1)]).await.unwrap();
+        assert_eq!(found.map(|f| f.id), Some(t.id.clone()));
+        assert!(s.task_of_process(&entry.id, &node, &[(4242, 78)]).await.unwrap().is_none(), "another instance");
+        assert!(s.task_of_process(&entry.id, "spiffe://example.org/other", &[(4242, 77)]).await.unwrap().is_none());
+
+        let t = s.approve_task_scope(&t.id, "mail", "tess", now, rec()).await.unwrap();
+        assert!(t.scope_item("mail").unwrap().cleared());
+        assert!(s.approve_task_scope(&t.id, "tickets", "tess", now, rec()).await.is_err(), "needs no approval");
+
+        // Two credentials issued for the task, one not.
+        let mut events = Vec::new();
+        for (i, task) in [Some(t.id.clone()), Some(t.id.clone()), None].into_iter().enumerate() {
+            let mut e = event(i as i64);
+            e.credential = Some(hallmark_store::Credential {
+                id: format!("t{i}"),
+                kind: CredentialKind::Jwt,
+                entry_id: entry.id.clone(),
+                spiffe_id: entry.spiffe_id.to_string(),
+                node_id: node.clone(),
+                class: "agent".into(),
+                owner: "team-a".into(),
+                policy_version: 1,
+                evidence_digest: "d".into(),
+                issued_at: now,
+                not_before: now,
+                not_after: now + 300,
+                revoked_at: None,
+                revoke_reason: None,
+                authority_id: "kid1".into(),
+                audit_seq: 0,
+                delivered_to: None,
+                delivered_at: None,
+                task_id: task,
+                audience: Some("tickets".into()),
+            });
+            events.push(e);
+        }
+        s.append_audit(&events).await.unwrap();
+        let of_task = hallmark_store::CredentialFilter { task_id: Some(t.id.clone()), ..Default::default() };
+        assert_eq!(s.credentials(&of_task, 10).await.unwrap().len(), 2, "{name}");
+
+        // A new objective: approvals withdrawn, the task's credentials revoked.
+        let (t, out) = s.change_task_objective(&t.id, "close duplicates", now, rec()).await.unwrap();
+        assert_eq!(out.credentials.len(), 2, "{name}");
+        assert!(!t.scope_item("mail").unwrap().cleared());
+        assert_eq!(t.objective_sha256, hallmark_core::objective_sha256("close duplicates"));
+        assert!(s.credential("t2").await.unwrap().unwrap().revoked_at.is_none(), "not the task's");
+        let start = s.last_revocation().await.unwrap();
+        assert!(start > 0);
+
+        // A breach is counted; the end of every task of the entry ends it.
+        assert_eq!(s.record_task_breach(&t.id, rec()).await.unwrap().breaches, 1);
+        let out = s.revoke(&RevokeTarget::AgentEntry(entry.id.clone()), "incident", now, rec()).await.unwrap();
+        assert_eq!(out.tasks, vec![t.id.clone()], "{name}");
+        let ended = s.task(&t.id).await.unwrap().unwrap();
+        assert_eq!((ended.state(now), ended.end_reason.as_deref()), ("ended", Some("incident")));
+        assert!(s.task_of_process(&entry.id, &node, &[(4242, 77)]).await.unwrap().is_none());
+        assert!(s.entry(&entry.id).await.unwrap().unwrap().revoked_at.is_none(), "the entry stays");
+        assert!(s.change_task_objective(&t.id, "x", now, rec()).await.is_err(), "an ended task stays ended");
+        assert!(matches!(
+            s.revoke(&RevokeTarget::Task("nope".into()), "x", now, rec()).await,
+            Err(StoreError::NotFound(_))
+        ));
+
+        // Lifetime: a task past it is listed for the sweep.
+        let short = hallmark_store::NewTask { ttl_secs: 1, ..new.clone() };
+        let t2 = s.create_task(&short, now - 5, rec()).await.unwrap();
+        assert_eq!(s.expired_tasks(now).await.unwrap(), vec![t2.id.clone()], "{name}");
+        assert_eq!(t2.state(now), "expired");
     }
 }

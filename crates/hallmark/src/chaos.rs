@@ -331,6 +331,7 @@ async fn issue(
                     start_ticks: 1,
                     started_at: 1,
                 }),
+                lineage: Vec::new(),
             })
             .await;
         let mut got = Vec::new();
@@ -351,6 +352,7 @@ async fn issue(
                 audience: vec![DENIED_AUDIENCE.into()],
                 evidence: vec!["unix:uid:1000".into()],
                 process: None,
+                lineage: Vec::new(),
             })
             .await;
         if got.is_empty() {

@@ -98,10 +98,11 @@ pub struct EntryFields {
     /// Attach a recovery path (only for --class human).
     #[arg(long)]
     recovery: bool,
-    /// What the credentials belong to: none (default: the workload's evidence)
-    /// or process (the one process instance that asked; when it exits they are
-    /// withdrawn and revoked, and a restarted process gets new ones).
-    #[arg(long, value_parser = ["none", "process"])]
+    /// What the credentials belong to: none (default: the workload's evidence),
+    /// process (the one process instance that asked; when it exits they are
+    /// withdrawn and revoked, and a restarted process gets new ones), or task
+    /// (as process, and only for processes of a running AI-agent task: `hallmark task run`).
+    #[arg(long, value_parser = ["none", "process", "task"])]
     bind: Option<String>,
 }
 
@@ -138,8 +139,8 @@ pub struct EntryUpdate {
     /// New hint (empty string removes it).
     #[arg(long)]
     hint: Option<String>,
-    /// New bind: none or process.
-    #[arg(long, value_parser = ["none", "process"])]
+    /// New bind: none, process or task.
+    #[arg(long, value_parser = ["none", "process", "task"])]
     bind: Option<String>,
 }
 

@@ -32,6 +32,12 @@ pub struct RevokeArgs {
     /// A node (agent SPIFFE ID): banned, and everything issued through it revoked.
     #[arg(long, group = "target", value_name = "AGENT_ID")]
     node: Option<String>,
+    /// An AI-agent task: it ends, and every credential issued for it is revoked.
+    #[arg(long, group = "target", value_name = "TASK_ID")]
+    task: Option<String>,
+    /// Every running task of an agent's entry, as `--task` (the entry stays).
+    #[arg(long, group = "target", value_name = "ENTRY_ID")]
+    agent_entry: Option<String>,
     /// Why (recorded in the inventory and the audit chain).
     #[arg(long)]
     reason: String,
@@ -43,7 +49,16 @@ pub async fn revoke(a: RevokeArgs, conn: &Conn) -> anyhow::Result<()> {
         bail!("--reason must not be empty");
     }
     let mut body = json!({ "reason": a.reason });
-    for (k, v) in [("serial", a.serial), ("jti", a.jti), ("entry", a.entry), ("owner", a.owner), ("node", a.node)] {
+    let targets = [
+        ("serial", a.serial),
+        ("jti", a.jti),
+        ("entry", a.entry),
+        ("owner", a.owner),
+        ("node", a.node),
+        ("task", a.task),
+        ("agent_entry", a.agent_entry),
+    ];
+    for (k, v) in targets {
         if let (Some(v), Some(fields)) = (v, body.as_object_mut()) {
             fields.insert(k.to_owned(), json!(v));
         }
@@ -56,6 +71,9 @@ pub async fn revoke(a: RevokeArgs, conn: &Conn) -> anyhow::Result<()> {
             println!("Node banned : {n}");
         }
         println!("Entries     : {}", list("entries"));
+        if list("tasks") > 0 {
+            println!("Tasks ended : {}", list("tasks"));
+        }
         println!("Credentials : {}", list("credentials"));
         for c in v["credentials"].as_array().into_iter().flatten() {
             println!("  {}", c.as_str().unwrap_or(""));

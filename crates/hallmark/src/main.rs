@@ -12,6 +12,7 @@ mod lifecycle;
 mod local;
 mod ops;
 mod table;
+mod task;
 mod up;
 
 use std::path::PathBuf;
@@ -148,7 +149,16 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Revoke in one step: a credential, an entry, an owner's entries, or a node.
+    /// AI-agent tasks: run a command as a task (credentials for its scope
+    /// only, ended and revoked with it), approve, re-aim, end and list them.
+    Task {
+        #[command(subcommand)]
+        cmd: task::TaskCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke in one step: a credential, an entry, an owner's entries, a node,
+    /// a task or every task of an agent's entry.
     Revoke {
         #[command(flatten)]
         args: lifecycle::RevokeArgs,
@@ -314,6 +324,7 @@ fn main() -> ExitCode {
             Command::Audit { cmd, conn } => governance::audit(cmd, &conn).await,
             Command::Credential { cmd, conn } => governance::credential(cmd, &conn).await,
             Command::Report { args, conn } => governance::report(args, &conn).await,
+            Command::Task { cmd, conn } => task::task(cmd, &conn).await,
             Command::Revoke { args, conn } => lifecycle::revoke(args, &conn).await,
             Command::Revocation { cmd, conn } => lifecycle::revocation(cmd, &conn).await,
             Command::Ca { cmd, conn } => lifecycle::ca(cmd, &conn).await,

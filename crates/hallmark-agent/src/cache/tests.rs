@@ -553,6 +553,24 @@ fn an_ended_instance_loses_everything_bound_and_gets_nothing_more() {
 }
 
 #[test]
+fn a_task_process_hands_its_jwt_on_to_its_task_but_not_its_x509() {
+    let (cache, w, digest) = serving_bound();
+    let mut job = entry("job", &["unix:uid:1000"]);
+    job.bind = Bind::Task;
+    cache.upsert_entry(job);
+    let _ = cache.open_instance(P1, &w, None);
+    assert!(cache.due(T0).iter().any(|d| d.key == bound_key(&digest, P1)), "held per process, like bind: process");
+    let _ = cache.put_svid(bound_key(&digest, P1), svid("s1", T0, T0 + 3600, T0 + 1800));
+    assert_eq!(cache.put_jwt(&bound_key(&digest, P1), &["db".into()], jwt("j1", T0 + 300, T0 + 150)), Kept::Yes);
+    assert_eq!(
+        cache.end_instance(P1),
+        vec![Ended { id: "s1".into(), not_after: T0 + 3600 }],
+        "the X.509-SVID ends with its process; the JWT-SVID lives until the task ends"
+    );
+    assert!(cache.jwt(&bound_key(&digest, P1), &["db".into()], T0).is_none(), "withdrawn here all the same");
+}
+
+#[test]
 fn a_change_of_bind_drops_what_was_held_under_the_old_one() {
     let (cache, w, digest) = serving_web();
     let _ = cache.put_svid(key("web", &digest), svid("s1", T0, T0 + 3600, T0 + 1800));

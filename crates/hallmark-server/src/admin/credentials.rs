@@ -33,6 +33,9 @@ pub(crate) struct CredentialQuery {
     expiring_within: Option<i64>,
     #[serde(default)]
     live: Option<bool>,
+    /// Issued for this task.
+    #[serde(default)]
+    task: Option<String>,
 }
 
 /// `GET /v1/credentials`: the inventory, filtered; an owner sees its own.
@@ -62,6 +65,7 @@ pub(crate) async fn list(
         expiring_before: q.expiring_within.map(|w| now.saturating_add(w)),
         live_at: q.live.filter(|l| *l).map(|_| now),
         id: q.id,
+        task_id: q.task,
     };
     let list = s.store.credentials(&filter, 100_000).await?;
     Ok(Json(json!({ "credentials": list })))

@@ -125,6 +125,20 @@ pub(crate) async fn list(
 }
 
 /// Loads an entry the caller may see.
+/// For an `owner:NAME` caller, the ids of NAME's entries (what it may see
+/// things of); `None` for every other role, which sees all.
+pub(crate) async fn own_entry_ids(
+    s: &ServerState,
+    who: &Admin,
+) -> Result<Option<std::collections::HashSet<String>>, ApiError> {
+    Ok(match who.owner_scope() {
+        Some(mine) => {
+            Some(s.store.entries(None).await?.into_iter().filter(|e| e.owner == mine).map(|e| e.id).collect())
+        }
+        None => None,
+    })
+}
+
 pub(crate) async fn visible_entry(s: &ServerState, who: &Admin, id: &str) -> Result<Entry, ApiError> {
     who.may(Perm::ReadEntries)?;
     let e = s.store.entry(id).await?.ok_or_else(|| ApiError::not_found(format!("entry `{id}` not found")))?;

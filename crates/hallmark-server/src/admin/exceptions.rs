@@ -107,12 +107,7 @@ pub(crate) async fn list(
     }
     let now = now_unix();
     // Owners see the exceptions on their own entries only.
-    let own: Option<std::collections::HashSet<String>> = match who.owner_scope() {
-        Some(mine) => {
-            Some(s.store.entries(None).await?.into_iter().filter(|e| e.owner == mine).map(|e| e.id).collect())
-        }
-        None => None,
-    };
+    let own = super::entries::own_entry_ids(&s, &who).await?;
     let list: Vec<serde_json::Value> = s
         .store
         .exceptions()

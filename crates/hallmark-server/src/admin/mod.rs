@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! mod (router) ─> entries, owners, policy, exceptions, admin_tokens, nodes,
-//!                 credentials, reports, audit, revocations, authorities, bundle
+//!                 credentials, reports, audit, revocations, authorities, bundle, tasks
 //!                   (one file per resource; a handler may use another's helper,
 //!                    e.g. entries -> owners for the owner's scopes, audit ->
 //!                    credentials for the evidence sets)
@@ -36,6 +36,7 @@ mod policy;
 mod reports;
 mod revocations;
 pub mod roles;
+mod tasks;
 
 use std::sync::Arc;
 
@@ -93,6 +94,12 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/exceptions/{id}/approve", post(exceptions::approve))
         .route("/v1/exceptions/{id}/revoke", post(exceptions::revoke))
         .route("/v1/revocations", post(revocations::revoke).get(revocations::list))
+        .route("/v1/tasks", post(tasks::create).get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::show))
+        .route("/v1/tasks/{id}/process", post(tasks::bind_process))
+        .route("/v1/tasks/{id}/objective", post(tasks::change_objective))
+        .route("/v1/tasks/{id}/approve", post(tasks::approve))
+        .route("/v1/tasks/{id}/end", post(tasks::end))
         .route("/v1/nodes", get(nodes::list_nodes))
         .route("/v1/nodes/{id}/unban", post(nodes::unban_node))
         .route("/v1/authorities", get(authorities::list))

@@ -58,5 +58,15 @@ pub(crate) async fn report(
             .collect();
         super::guard::set_field(&mut body, "nhi", json!(items));
     }
+    if matches!(kind, crate::reports::ReportKind::Compliance | crate::reports::ReportKind::Tasks) {
+        let items: Vec<serde_json::Value> = crate::reports::ASI
+            .iter()
+            .map(|(id, title)| {
+                let n = findings.iter().filter(|f| f.asi == Some(*id)).count();
+                json!({ "id": id, "title": title, "findings": n })
+            })
+            .collect();
+        super::guard::set_field(&mut body, "asi", json!(items));
+    }
     Ok(Json(body))
 }

@@ -1,5 +1,5 @@
 //! Admin API: revocation in one step, `/v1/revocations`: a credential, an
-//! entry, an owner's entries or a node, written with its audit record in one
+//! entry, an owner's entries, a node, a task or every task of an agent's entry, written with its audit record in one
 //! transaction ([`ServerState::revoke`]).
 
 use std::sync::Arc;
@@ -31,6 +31,10 @@ pub(crate) struct RevokeRequest {
     owner: Option<String>,
     #[serde(default)]
     node: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    agent_entry: Option<String>,
     reason: String,
 }
 
@@ -46,9 +50,11 @@ impl RevokeRequest {
         given.extend(self.entry.map(RevokeTarget::Entry));
         given.extend(self.owner.map(RevokeTarget::Owner));
         given.extend(self.node.map(RevokeTarget::Node));
+        given.extend(self.task.map(RevokeTarget::Task));
+        given.extend(self.agent_entry.map(RevokeTarget::AgentEntry));
         let target = match given.len() {
             1 => given.remove(0),
-            _ => return Err(ApiError::bad("give exactly one of serial, jti, entry, owner, node")),
+            _ => return Err(ApiError::bad("give exactly one of serial, jti, entry, owner, node, task, agent_entry")),
         };
         let (_, value) = crate::revocation::describe(&target);
         if value.is_empty() || value.len() > 2048 || value.chars().any(char::is_control) {
@@ -63,7 +69,11 @@ async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -
     let Some(mine) = who.owner_scope() else { return Ok(()) };
     let owner = match target {
         RevokeTarget::Credential(id) => s.store.credential(id).await?.map(|c| c.owner),
-        RevokeTarget::Entry(id) => s.store.entry(id).await?.map(|e| e.owner),
+        RevokeTarget::Entry(id) | RevokeTarget::AgentEntry(id) => s.store.entry(id).await?.map(|e| e.owner),
+        RevokeTarget::Task(id) => match s.store.task(id).await? {
+            Some(t) => s.store.entry(&t.entry_id).await?.map(|e| e.owner),
+            None => None,
+        },
         RevokeTarget::Owner(name) => Some(name.clone()),
         RevokeTarget::Node(_) => {
             return Err(ApiError::forbidden(format!("role `{}` may not ban nodes", who.token.role)));

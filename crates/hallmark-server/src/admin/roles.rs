@@ -44,6 +44,11 @@ pub enum Perm {
     ReadAuthorities,
     /// Prepare, activate, taint and revoke signing authorities.
     ManageAuthorities,
+    /// Start AI-agent tasks, bind them to their process, change their
+    /// objective and end them.
+    RunTasks,
+    /// Approve a task's scope items that wait for a person.
+    ApproveTasks,
 }
 
 impl Perm {
@@ -67,6 +72,8 @@ impl Perm {
             Self::Revoke => "revoke",
             Self::ReadAuthorities => "read the signing authorities",
             Self::ManageAuthorities => "manage the signing authorities",
+            Self::RunTasks => "run tasks",
+            Self::ApproveTasks => "approve task scope",
         }
     }
 }
@@ -108,6 +115,7 @@ pub const ROLES: &[Role] = {
                 Revoke,
                 ReadAuthorities,
                 ReadNodes,
+                RunTasks,
             ]),
         },
         Role {
@@ -124,7 +132,16 @@ pub const ROLES: &[Role] = {
         },
         Role {
             name: OWNER_ROLE,
-            grants: Grants::Only(&[ReadEntries, WriteEntries, ReadPolicy, RequestException, ReadExceptions, Revoke]),
+            grants: Grants::Only(&[
+                ReadEntries,
+                WriteEntries,
+                ReadPolicy,
+                RequestException,
+                ReadExceptions,
+                Revoke,
+                RunTasks,
+                ApproveTasks,
+            ]),
         },
     ]
 };

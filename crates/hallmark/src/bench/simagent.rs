@@ -66,6 +66,7 @@ pub fn svid_requests(entry: &str, csrs: &[Vec<u8>], from: usize, count: usize) -
             renewal: false,
             // As a real agent sends it: one process, so one evidence set.
             process: Some(hallmark_proto::node::ProcessInstance { pid: 4242, start_ticks: 1, started_at: 1 }),
+            lineage: Vec::new(),
         })
         .collect()
 }

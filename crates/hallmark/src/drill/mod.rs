@@ -13,6 +13,7 @@
 //! `ca-rotation`, which rotates the deployment's authorities and so needs
 //! `--confirm-rotation` when live.
 
+mod agent;
 pub mod probe;
 pub mod proxy;
 pub mod report;
@@ -48,6 +49,13 @@ pub enum DrillKind {
     CaRotation,
     /// The drill's own node is banned.
     NodeBan,
+    /// An AI-agent task (the probe, bound to this process) asks for a token
+    /// outside its scope: refused, recorded, and the task ends with
+    /// everything it was issued.
+    AgentScopeBreach,
+    /// An AI-agent task's objective changes: everything it holds is revoked
+    /// at once and re-issued under the new objective.
+    AgentObjectiveChange,
 }
 
 impl DrillKind {
@@ -57,7 +65,14 @@ impl DrillKind {
             Self::Revocation => "revocation",
             Self::CaRotation => "ca-rotation",
             Self::NodeBan => "node-ban",
+            Self::AgentScopeBreach => "agent-scope-breach",
+            Self::AgentObjectiveChange => "agent-objective-change",
         }
+    }
+
+    /// Whether the probe is an AI-agent task (its entry `bind: task`).
+    fn is_task(self) -> bool {
+        matches!(self, Self::AgentScopeBreach | Self::AgentObjectiveChange)
     }
 }
 
@@ -159,10 +174,11 @@ async fn setup(a: &DrillArgs, report: &mut Report) -> anyhow::Result<Setup> {
     }
     local::ensure_owner(&admin, "hallmark-drill", "probe identities created by hallmark drill").await?;
     let spiffe_id = format!("spiffe://{}/hallmark-drill/{}/{}", report.trust_domain, a.kind.name(), now_ms());
+    let bind = if a.kind.is_task() { "task" } else { "none" };
     let entry = json!({
         "spiffe_id": spiffe_id, "parent_id": agent.id, "owner": "hallmark-drill",
         "selectors": local::this_process_selectors()?,
-        "x509_ttl": format!("{}s", ttl.secs()), "jwt_ttl": "1m",
+        "x509_ttl": format!("{}s", ttl.secs()), "jwt_ttl": "1m", "bind": bind,
     });
     let e = admin.json(Method::POST, "/v1/entries", Some(&entry)).await?;
     let entry_id = e["id"].as_str().context("no entry id")?.to_owned();
@@ -219,6 +235,12 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
     let mut report = Report::new(a.kind.name(), mode, a.conn.server.as_deref().unwrap_or(""));
     let mut s = setup(&a, &mut report).await?;
     report.server = s.server_url.clone();
+    // A task drill's probe is a task: this process, bound before it asks.
+    let task = match a.kind {
+        DrillKind::AgentScopeBreach => Some(agent::start_task(&s, true, &mut report).await?),
+        DrillKind::AgentObjectiveChange => Some(agent::start_task(&s, false, &mut report).await?),
+        _ => None,
+    };
     let probe = Probe::start(s.socket.clone());
     let first = probe.wait_for(60, |_| true).await;
     let outcome = match first {
@@ -233,6 +255,13 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
                 DrillKind::Revocation => revocation(&s, &probe, &mut report).await,
                 DrillKind::CaRotation => ca_rotation(&s, &probe, a.self_contained, &mut report).await,
                 DrillKind::NodeBan => node_ban(&s, &probe, &mut report).await,
+                DrillKind::AgentScopeBreach | DrillKind::AgentObjectiveChange => match &task {
+                    Some(t) if a.kind == DrillKind::AgentScopeBreach => {
+                        agent::scope_breach(&s, t, &probe, &mut report).await
+                    }
+                    Some(t) => agent::objective_change(&s, t, &probe, &mut report).await,
+                    None => Ok(()),
+                },
             }
         }
     };
@@ -243,6 +272,9 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         if expired.is_empty() { "every SVID received was unexpired on arrival".to_owned() } else { expired.join("; ") },
     );
     drop(probe);
+    if let Some(t) = &task {
+        agent::end_task(&s, t).await;
+    }
     cleanup(&mut s, a.kind, &mut report).await;
     if let Err(e) = outcome {
         report.control("the drill ran to the end", false, format!("{e:#}"));
@@ -340,6 +372,32 @@ async fn server_outage(s: &mut Setup, probe: &Probe, r: &mut Report) -> anyhow::
     Ok(())
 }
 
+/// A JWT-SVID for `audience` from the Workload API at `socket`, or why not.
+async fn fetch_jwt(socket: &str, audience: &str) -> Result<String, String> {
+    let mut wl = connect(socket).await.map_err(|e| format!("{e:#}"))?;
+    let r =
+        wl.fetch_jwtsvid(request(JwtsvidRequest { audience: vec![audience.into()], spiffe_id: String::new() })).await;
+    match r {
+        Ok(r) => r.into_inner().svids.into_iter().next().map(|s| s.svid).ok_or_else(|| "no JWT-SVID".to_owned()),
+        Err(e) => Err(format!("FetchJWTSVID: {}", e.message())),
+    }
+}
+
+/// The claims of a compact JWT (not verified: the drill reads what it was given).
+fn jwt_claims(token: &str) -> anyhow::Result<Value> {
+    let claims = token.split('.').nth(1).context("not a JWT")?;
+    Ok(serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)?)?)
+}
+
+/// When (ms) ValidateJWTSVID at `socket` first refused `token`, waiting up to 10 s.
+async fn refused_by_validate(socket: &str, audience: &str, token: &str) -> Option<i64> {
+    wait(10, async || {
+        let req = request(ValidateJwtsvidRequest { audience: audience.into(), svid: token.to_owned() });
+        connect(socket).await.ok()?.validate_jwtsvid(req).await.is_err().then(now_ms)
+    })
+    .await
+}
+
 async fn health_status(addr: &str) -> Option<u16> {
     health_get(addr, "/ready").await.map(|(s, _)| s)
 }
@@ -420,29 +478,12 @@ async fn revocation(s: &Setup, probe: &Probe, r: &mut Report) -> anyhow::Result<
     r.control("relying parties see it on the authority's CRL", listed.is_some(), "GET /v1/crl/{authority}");
 
     // One jti: ValidateJWTSVID refuses it.
-    let mut wl = connect(&s.socket).await?;
-    let jwt = wl
-        .fetch_jwtsvid(request(JwtsvidRequest { audience: vec!["drill".into()], spiffe_id: String::new() }))
-        .await
-        .map_err(|e| anyhow::anyhow!("FetchJWTSVID: {}", e.message()))?
-        .into_inner()
-        .svids
-        .into_iter()
-        .next()
-        .context("no JWT-SVID")?
-        .svid;
-    let claims = jwt.split('.').nth(1).context("not a JWT")?;
-    let claims: Value =
-        serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)?)?;
-    let jti = claims["jti"].as_str().context("no jti")?.to_owned();
+    let jwt = fetch_jwt(&s.socket, "drill").await.map_err(anyhow::Error::msg)?;
+    let jti = jwt_claims(&jwt)?["jti"].as_str().context("no jti")?.to_owned();
     let t_jwt = now_ms();
     revoke(s, json!({ "jti": jti, "reason": "hallmark drill" })).await?;
     r.step(format!("revoked jti {jti}"));
-    let rejected = wait(10, async || {
-        let req = request(ValidateJwtsvidRequest { audience: "drill".into(), svid: jwt.clone() });
-        connect(&s.socket).await.ok()?.validate_jwtsvid(req).await.is_err().then(now_ms)
-    })
-    .await;
+    let rejected = refused_by_validate(&s.socket, "drill", &jwt).await;
     r.measure("jti revocation: command to ValidateJWTSVID refusing it", rejected.map(|t| t - t_jwt), "under 1000 ms");
     r.control(
         "a revoked JWT-SVID no longer validates",

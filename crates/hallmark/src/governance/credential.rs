@@ -32,6 +32,9 @@ pub enum CredentialCmd {
         /// Only unexpired, unrevoked credentials.
         #[arg(long)]
         live: bool,
+        /// Only those issued for this AI-agent task.
+        #[arg(long, value_name = "TASK_ID")]
+        task: Option<String>,
     },
     /// Show one credential and the workload evidence it was issued on: which
     /// executable (its SHA-256 and path), as which user and groups, in which
@@ -45,8 +48,8 @@ pub enum CredentialCmd {
 /// `hallmark credential ...`
 pub async fn credential(cmd: CredentialCmd, conn: &Conn) -> anyhow::Result<()> {
     match cmd {
-        CredentialCmd::List { entry, owner, node, expiring_within, live } => {
-            list(conn, entry, owner, node, expiring_within, live).await
+        CredentialCmd::List { entry, owner, node, expiring_within, live, task } => {
+            list(conn, ListFilter { entry, owner, node, expiring_within, live, task }).await
         }
         CredentialCmd::Show { id } => show(conn, &id).await,
     }
@@ -112,16 +115,20 @@ async fn show(conn: &Conn, id: &str) -> anyhow::Result<()> {
 }
 
 /// `hallmark credential list ...`
-async fn list(
-    conn: &Conn,
+/// What `credential list` filters on.
+struct ListFilter {
     entry: Option<String>,
     owner: Option<String>,
     node: Option<String>,
     expiring_within: Option<String>,
     live: bool,
-) -> anyhow::Result<()> {
+    task: Option<String>,
+}
+
+async fn list(conn: &Conn, f: ListFilter) -> anyhow::Result<()> {
+    let ListFilter { entry, owner, node, expiring_within, live, task } = f;
     let mut q = Vec::new();
-    for (k, v) in [("entry", entry), ("owner", owner), ("node", node)] {
+    for (k, v) in [("entry", entry), ("owner", owner), ("node", node), ("task", task)] {
         if let Some(v) = v {
             q.push(format!("{k}={}", encode(&v)));
         }

@@ -13,7 +13,9 @@ use crate::commands::client;
 /// `hallmark report KIND`
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// expiring, orphans, exceptions, drift, rotation, or compliance (OWASP NHI Top 10).
+    /// expiring, orphans, exceptions, drift, rotation, tasks (AI-agent tasks,
+    /// also mapped to the OWASP Top 10 for Agentic Applications), or
+    /// compliance (every one, mapped to the OWASP NHI Top 10).
     #[arg(value_parser = str::parse::<ReportKind>)]
     kind: ReportKind,
     /// Window for "expiring soon".
@@ -49,14 +51,19 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
     if conn.json {
         println!("{}", serde_json::to_string_pretty(&crate::table::with_rfc3339(&v))?);
     } else if a.csv {
-        println!("check,subject,nhi,detail");
+        // `asi` (task findings) last: scripts reading the first four columns keep working.
+        println!("check,subject,nhi,detail,asi");
         for f in &findings {
-            let row = [field(f, "check"), field(f, "subject"), field(f, "nhi"), field(f, "detail")];
+            let row = [field(f, "check"), field(f, "subject"), field(f, "nhi"), field(f, "detail"), field(f, "asi")];
             println!("{}", row.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(","));
         }
     } else {
-        if let Some(items) = v["nhi"].as_array() {
-            println!("OWASP Non-Human Identities Top 10 (2025)");
+        for (key, title) in [
+            ("nhi", "OWASP Non-Human Identities Top 10 (2025)"),
+            ("asi", "OWASP Top 10 for Agentic Applications (2026), AI-agent tasks"),
+        ] {
+            let Some(items) = v[key].as_array() else { continue };
+            println!("{title}");
             for i in items {
                 println!(
                     "  {:<6} {:<42} {}",
@@ -69,7 +76,11 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
         }
         println!("{} report: {} finding(s)", a.kind, findings.len());
         for f in &findings {
-            println!("  [{}] {:<26} {}", field(f, "nhi"), field(f, "check"), field(f, "detail"));
+            let tag = match f["asi"].as_str() {
+                Some(asi) => format!("{} {asi}", field(f, "nhi")),
+                None => field(f, "nhi"),
+            };
+            println!("  [{tag}] {:<26} {}", field(f, "check"), field(f, "detail"));
         }
         let notes = v["notes"].as_array().cloned().unwrap_or_default();
         if !notes.is_empty() {

@@ -881,6 +881,7 @@ async fn an_agent_with_another_agents_a_foreign_or_a_revoked_svid_gets_nothing()
         ttl_secs: 3600,
         now,
         profile: hallmark_ca::x509::SvidProfile::Agent,
+        task_id: None,
     };
     let forged = foreign.sign_svid(&template).unwrap();
     hallmark_ca::keys::write_secret_file(&b_data.join("agent.key.der"), &kc.key_pkcs8).unwrap();

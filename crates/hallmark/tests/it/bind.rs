@@ -72,24 +72,6 @@ fn ended_with_its_process(up: &Up, id: &str) -> bool {
     !c["revoked_at"].is_null() && c["revoke_reason"] == "ended with its process"
 }
 
-/// The serials the active X.509 authority's CRL lists.
-fn crl_serials(up: &Up) -> Vec<String> {
-    use x509_parser::prelude::FromDer;
-    let ca = up.cli_json(&["ca", "show"])["authorities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["kind"] == "x509" && a["state"] == "active")
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (status, der) = http_get(&format!("{}/v1/crl/{ca}", up.env["HALLMARK_SERVER"]));
-    assert_eq!(status, 200);
-    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
-    crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bound_credential_ends_with_its_process() {
     let up = Up::start();

@@ -67,6 +67,19 @@ fn drill_node_ban_self_contained() {
     assert_held("node-ban", &out, &report, &md);
 }
 
+#[test]
+fn drill_agent_scope_breach_self_contained() {
+    let (out, report, md) = run_drill(&["agent-scope-breach", "--self-contained"], &[]);
+    assert_held("agent-scope-breach", &out, &report, &md);
+    assert!(md.contains("scope breach"), "{md}");
+}
+
+#[test]
+fn drill_agent_objective_change_self_contained() {
+    let (out, report, md) = run_drill(&["agent-objective-change", "--self-contained"], &[]);
+    assert_held("agent-objective-change", &out, &report, &md);
+}
+
 /// The drill agent's and the throwaway server's `[node_attestor]` tables in
 /// files, for `drill --node-attestor FILE --server-node-attestor FILE`.
 pub fn attestor_files(dir: &std::path::Path, agent: &str, server: &str) -> (String, String) {

@@ -308,3 +308,21 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
         b = &b[eol + 4 + n..];
     }
 }
+
+/// The serials the active X.509 authority's CRL lists.
+pub fn crl_serials(up: &Up) -> Vec<String> {
+    use x509_parser::prelude::FromDer;
+    let ca = up.cli_json(&["ca", "show"])["authorities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "x509" && a["state"] == "active")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, der) = http_get(&format!("{}/v1/crl/{ca}", up.env["HALLMARK_SERVER"]));
+    assert_eq!(status, 200);
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+    crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect()
+}

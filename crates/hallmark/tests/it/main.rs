@@ -5,6 +5,7 @@
 // Integration tests: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::unreachable)]
 
+mod agent_tools;
 mod attacks;
 mod bind;
 mod cli;
@@ -27,6 +28,7 @@ mod rotation;
 mod sds;
 mod secrets;
 mod separate;
+mod tasks;
 #[cfg(feature = "tpm")]
 mod tpm;
 mod trust;

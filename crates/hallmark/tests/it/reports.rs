@@ -201,7 +201,7 @@ async fn scenario(cli: &dyn Fn(&[&str]) -> Output, socket: &str, parent: Option<
     let failing = cli(&["report", "orphans", "--fail-on-findings"]);
     assert!(!failing.status.success());
     let csv = cli(&["report", "orphans", "--csv"]);
-    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("check,subject,nhi,detail\n"));
+    assert!(String::from_utf8_lossy(&csv.stdout).starts_with("check,subject,nhi,detail,asi\n"));
     let unknown = cli(&["report", "everything"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown report `everything`"));
 }

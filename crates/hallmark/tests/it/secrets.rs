@@ -381,6 +381,7 @@ async fn no_private_key_material_in_logs_audit_metrics_or_errors() {
                 evidence: vec![uid.clone()],
                 renewal: false,
                 process: None,
+                lineage: Vec::new(),
             }],
         })
         .await;
@@ -393,6 +394,7 @@ async fn no_private_key_material_in_logs_audit_metrics_or_errors() {
             audience: vec!["db".into()],
             evidence: vec![uid.clone()],
             process: None,
+            lineage: Vec::new(),
         })
         .await;
     got.add("MintJWTSVID for an unknown entry", format!("{r:?}"));
