@@ -25,6 +25,7 @@ mod revocation;
 mod robustness;
 mod rotation;
 mod sds;
+mod token_exchange;
 mod secrets;
 mod separate;
 #[cfg(feature = "tpm")]
