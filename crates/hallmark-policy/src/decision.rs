@@ -517,7 +517,12 @@ mod tests {
         assert_eq!(ask(&engine, &e, Action::IssueJwt, Some("a"), &raised, &c).ttl_secs(), Some(30 * 3600));
     }
 
-    fn exchange<'a>(actor: &'a str, audience: &'a str, chain: &'a [String], scope: &'a [String]) -> ExchangeRequest<'a> {
+    fn exchange<'a>(
+        actor: &'a str,
+        audience: &'a str,
+        chain: &'a [String],
+        scope: &'a [String],
+    ) -> ExchangeRequest<'a> {
         ExchangeRequest {
             actor,
             actor_path: actor.trim_start_matches("spiffe://example.org"),
@@ -569,9 +574,21 @@ mod tests {
         let v = decide_exchange(&engine, &exchange(&tool, "db", &two, &read));
         assert_eq!((v.decided_by, v.policy_ids), (DecidedBy::Forbid, vec!["no-deep-tools".to_owned()]));
         // Without a cap, the server's maximum.
-        let uncapped = PolicyEngine::compile(r#"permit(principal, action == Action::"exchange_token", resource);"#, 3)
-            .unwrap();
+        let uncapped =
+            PolicyEngine::compile(r#"permit(principal, action == Action::"exchange_token", resource);"#, 3).unwrap();
         assert_eq!(decide_exchange(&uncapped, &exchange(&planner, "db", &one, &[])).ttl_secs(), Some(300));
+        // The README's sample validates.
+        let sample = r#"
+            @id("agents-act-for-users") @max_ttl("2m")
+            permit(principal, action == Action::"exchange_token", resource == Audience::"db")
+              when { principal.path like "/agents/*" && context.origin like "spiffe://example.org/user/*"
+                     && context.depth <= 2 && ["read"].containsAll(context.scope) };
+            @id("no-untrusted-tools-in-chains")
+            forbid(principal, action == Action::"exchange_token", resource)
+              when { context.chain.contains("spiffe://example.org/agents/untrusted") };
+        "#;
+        let sample = PolicyEngine::compile(sample, 5).unwrap();
+        assert!(decide_exchange(&sample, &exchange(&planner, "db", &one, &read)).allowed());
         // An exchange policy reading issuance context does not validate.
         let bad = PolicyEngine::compile(
             r#"permit(principal, action == Action::"exchange_token", resource) when { context.selectors.isEmpty() };"#,

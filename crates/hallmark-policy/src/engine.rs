@@ -507,12 +507,8 @@ impl PolicyEngine {
         let principal = Names::uid(&n.actor, r.actor);
         let resource = Names::uid(&n.audience, r.audience);
         let considered: Vec<String> = {
-            let mut ids: Vec<String> = self
-                .exchange
-                .policies()
-                .filter(|p| p.effect() == Effect::Permit)
-                .map(|p| p.id().to_string())
-                .collect();
+            let mut ids: Vec<String> =
+                self.exchange.policies().filter(|p| p.effect() == Effect::Permit).map(|p| p.id().to_string()).collect();
             ids.sort();
             ids
         };

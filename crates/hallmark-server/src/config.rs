@@ -369,10 +369,8 @@ impl TokenExchangeConfig {
         }
         let mut oidc_issuers: Vec<std::sync::Arc<OidcIssuer>> = Vec::new();
         for c in &self.oidc_issuer {
-            let msg = |e: String| ConfigError::Value {
-                key: "token_exchange.oidc_issuer",
-                msg: format!("`{}`: {e}", c.name),
-            };
+            let msg =
+                |e: String| ConfigError::Value { key: "token_exchange.oidc_issuer", msg: format!("`{}`: {e}", c.name) };
             if c.audience.is_empty() {
                 return Err(msg("audience must not be empty".into()));
             }
@@ -383,13 +381,8 @@ impl TokenExchangeConfig {
                 Some(path) => hallmark_http::roots_from_pem_file(path).map_err(|e| msg(format!("ca_file: {e}")))?,
                 None => webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect(),
             };
-            let keys = crate::jwks::IssuerKeys::new(
-                &c.issuer,
-                roots,
-                c.jwks_url.as_deref(),
-                Duration::from_secs(300),
-            )
-            .map_err(msg)?;
+            let keys = crate::jwks::IssuerKeys::new(&c.issuer, roots, c.jwks_url.as_deref(), Duration::from_secs(300))
+                .map_err(msg)?;
             oidc_issuers.push(std::sync::Arc::new(OidcIssuer {
                 name: c.name.clone(),
                 issuer: c.issuer.clone(),

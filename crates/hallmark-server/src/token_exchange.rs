@@ -214,10 +214,7 @@ pub fn parse_request(body: &[u8]) -> Result<TokenRequest, ExchangeError> {
     match take("requested_token_type").as_deref() {
         None | Some(TOKEN_TYPE_JWT) => {}
         Some(other) => {
-            return Err(bad(format!(
-                "requested_token_type `{}` is not supported (`{TOKEN_TYPE_JWT}`)",
-                shown(other)
-            )));
+            return Err(bad(format!("requested_token_type `{}` is not supported (`{TOKEN_TYPE_JWT}`)", shown(other))));
         }
     }
     if audiences.is_empty() {
@@ -336,10 +333,7 @@ pub fn build_chain(
         let names = may.get("sub").and_then(Value::as_str) == Some(actor_sub)
             && may.get("iss").is_none_or(|i| i.as_str() == Some(actor_iss));
         if !names {
-            return Err(refused(format!(
-                "the subject token's `may_act` does not name actor `{}`",
-                shown(actor_sub)
-            )));
+            return Err(refused(format!("the subject token's `may_act` does not name actor `{}`", shown(actor_sub))));
         }
     }
     let mut actors = vec![actor_sub.to_owned()];
@@ -350,7 +344,8 @@ pub fn build_chain(
         if actors.len() > crate::config::MAX_EXCHANGE_DEPTH as usize {
             break;
         }
-        let sub = act.get("sub").and_then(Value::as_str).ok_or_else(|| refused("an `act` level has no `sub`".into()))?;
+        let sub =
+            act.get("sub").and_then(Value::as_str).ok_or_else(|| refused("an `act` level has no `sub`".into()))?;
         actors.push(sub.to_owned());
         level = act.get("act");
     }
@@ -455,7 +450,8 @@ impl ServerState {
         ) {
             Ok(c) => c,
             Err(e) => {
-                let asked = Asked { actor: &actor, subject: &subject, request, actors: &[actor.sub.clone()] };
+                let asked =
+                    Asked { actor: &actor, subject: &subject, request, actors: std::slice::from_ref(&actor.sub) };
                 self.record_refusal(&asked, e.code(), &e.to_string(), &[]).await?;
                 return Err(e);
             }
@@ -596,7 +592,8 @@ impl ServerState {
     async fn verify_own(&self, token: &str, now: i64) -> Result<Verified, ExchangeError> {
         let refused = |m: String| ExchangeError::InvalidGrant(m);
         let bundle = self.authorities.bundle().borrow().clone();
-        let claims = hallmark_ca::jwt::verify(token, &bundle.jwt_authorities, now).map_err(|e| refused(e.to_string()))?;
+        let claims =
+            hallmark_ca::jwt::verify(token, &bundle.jwt_authorities, now).map_err(|e| refused(e.to_string()))?;
         let audience = &self.settings.token_exchange.audience;
         let aud: Option<Aud> = claims.get("aud").cloned().and_then(|a| serde_json::from_value(a).ok());
         if !aud.is_some_and(|a| a.contains(audience)) {

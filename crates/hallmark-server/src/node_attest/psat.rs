@@ -51,8 +51,8 @@ use hallmark_proto::node::PsatEvidence;
 use serde::Deserialize;
 
 use super::{AttestError, NodeProof};
-pub use crate::jwks::{MAX_KEY_AGE, REFETCH_INTERVAL};
 use crate::jwks::{HTTP_LIMITS, IssuerKeys, Jws, JwsError, KeyError, shown};
+pub use crate::jwks::{MAX_KEY_AGE, REFETCH_INTERVAL};
 
 /// The attestor's name, first segment of the agent path and selector type.
 pub const ATTESTOR: &str = "k8s_psat";

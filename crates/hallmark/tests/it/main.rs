@@ -25,9 +25,9 @@ mod revocation;
 mod robustness;
 mod rotation;
 mod sds;
-mod token_exchange;
 mod secrets;
 mod separate;
+mod token_exchange;
 #[cfg(feature = "tpm")]
 mod tpm;
 mod trust;

@@ -72,7 +72,12 @@ fn exchange(dep: &Deployment, params: &[(&str, &str)]) -> (u16, Value, String) {
     (status.parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null), headers)
 }
 
-fn params<'a>(subject: &'a str, subject_type: &'a str, actor: &'a str, audiences: &[&'a str]) -> Vec<(&'a str, &'a str)> {
+fn params<'a>(
+    subject: &'a str,
+    subject_type: &'a str,
+    actor: &'a str,
+    audiences: &[&'a str],
+) -> Vec<(&'a str, &'a str)> {
     let mut p = vec![
         ("grant_type", GRANT),
         ("subject_token", subject),
@@ -106,10 +111,8 @@ claims = jwt.decode(token, key=key, algorithms=["ES256"], audience=audience, iss
                     options={"require": ["exp", "iat", "sub", "aud", "jti", "iss"]})
 print(json.dumps(claims))
 "#;
-    let out = Command::new(python)
-        .args(["-c", script, &String::from_utf8(jwks).unwrap(), token, audience])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(python).args(["-c", script, &String::from_utf8(jwks).unwrap(), token, audience]).output().unwrap();
     assert!(out.status.success(), "PyJWT: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -216,12 +219,7 @@ async fn agents_exchange_tokens_along_a_delegation_chain() {
     // JWT-SVID for another audience, nor garbage.
     refused(exchange(&dep, &params(&svids[ALICE], JWT, &hop1, &["db"])), 401, "invalid_client", "cannot act");
     let for_db = client.fetch_jwt_svid(["db"], Some(&spiffe::SpiffeId::new(PLANNER).unwrap())).await.unwrap();
-    refused(
-        exchange(&dep, &params(&svids[ALICE], JWT, for_db.token(), &["db"])),
-        401,
-        "invalid_client",
-        "audience",
-    );
+    refused(exchange(&dep, &params(&svids[ALICE], JWT, for_db.token(), &["db"])), 401, "invalid_client", "audience");
     refused(exchange(&dep, &params(&svids[ALICE], JWT, "a.b.c", &["db"])), 401, "invalid_client", "actor token");
 
     // A subject signed by someone else, or expired.
