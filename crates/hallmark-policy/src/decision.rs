@@ -322,6 +322,94 @@ fn quoted(ids: &[String]) -> String {
     ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
 }
 
+/// What the subject token of a token exchange is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    /// A JWT-SVID this server issued.
+    JwtSvid,
+    /// An ID token from a configured OpenID Connect issuer.
+    IdToken,
+    /// A token this server's token exchange issued earlier (the chain grows).
+    Exchanged,
+}
+
+impl SubjectKind {
+    /// The value of the context's `subject_kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::JwtSvid => "jwt_svid",
+            Self::IdToken => "id_token",
+            Self::Exchanged => "exchanged",
+        }
+    }
+}
+
+/// One token exchange (RFC 8693) for one audience: everything the decision
+/// reads. Both tokens are verified before it is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeRequest<'a> {
+    /// The actor's SPIFFE ID (its token's `sub`): the principal.
+    pub actor: &'a str,
+    /// That SPIFFE ID's path.
+    pub actor_path: &'a str,
+    /// The audience or resource asked for: the resource.
+    pub audience: &'a str,
+    /// The subject token's `sub`.
+    pub subject: &'a str,
+    /// The subject token's issuer.
+    pub subject_issuer: &'a str,
+    /// What the subject token is.
+    pub subject_kind: SubjectKind,
+    /// Every actor SPIFFE ID in the new token's `act` chain, newest first.
+    pub chain: &'a [String],
+    /// How many `act` levels the new token nests.
+    pub depth: u32,
+    /// Where the chain starts (the subject).
+    pub origin: &'a str,
+    /// The scopes asked for.
+    pub scope: &'a [String],
+    /// Unix seconds of the decision.
+    pub now: i64,
+    /// The longest lifetime the server gives an exchanged token, seconds
+    /// (`[token_exchange] max_ttl`); a permit's `@max_ttl` may lower it.
+    pub max_ttl: u64,
+}
+
+/// Decides one token exchange: Cedar, over the policies whose action scope
+/// names `exchange_token` (an unscoped permit does not allow delegation),
+/// then the lifetime (the least of `max_ttl` and the determining permits'
+/// `@max_ttl`). No permit is a denial; so is a decision that cannot be made.
+pub fn decide_exchange(engine: &PolicyEngine, request: &ExchangeRequest<'_>) -> Verdict {
+    let version = engine.version();
+    let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = match engine.evaluate_exchange(request) {
+        Ok(e) => e,
+        Err(error) => {
+            return Verdict {
+                decision: Decision::Denied { reason: format!("policy v{version} (evaluation failed)") },
+                decided_by: DecidedBy::EvaluationFailed { error },
+                policy_ids: Vec::new(),
+                policy_version: version,
+                skipped: Vec::new(),
+            };
+        }
+    };
+    let (decision, decided_by) = if allowed {
+        let ttl_secs = ttl_cap.map_or(request.max_ttl, |cap| cap.min(request.max_ttl));
+        (Decision::Allowed { ttl_secs }, DecidedBy::Permit)
+    } else if !policy_ids.is_empty() {
+        let reason = format!("policy v{version}: forbidden by {}", quoted(&policy_ids));
+        (Decision::Denied { reason }, DecidedBy::Forbid)
+    } else {
+        let reason = if considered.is_empty() {
+            format!("policy v{version}: no permit names action `exchange_token` (default deny)")
+        } else {
+            format!("policy v{version}: no permit matched (default deny); permits considered: {}", quoted(&considered))
+        };
+        (Decision::Denied { reason }, DecidedBy::NoPermit { considered })
+    };
+    Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +537,85 @@ mod tests {
         assert_eq!(v.ttl_secs(), Some(day), "long_lived_certificate raises X.509 only");
         let raised = [long(ExceptionRule::TtlAboveClassMax, "30h")];
         assert_eq!(ask(&engine, &e, Action::IssueJwt, Some("a"), &raised, &c).ttl_secs(), Some(30 * 3600));
+    }
+
+    fn exchange<'a>(
+        actor: &'a str,
+        audience: &'a str,
+        chain: &'a [String],
+        scope: &'a [String],
+    ) -> ExchangeRequest<'a> {
+        ExchangeRequest {
+            actor,
+            actor_path: actor.trim_start_matches("spiffe://example.org"),
+            audience,
+            subject: "spiffe://example.org/user/alice",
+            subject_issuer: "spiffe://example.org",
+            subject_kind: SubjectKind::JwtSvid,
+            chain,
+            depth: u32::try_from(chain.len()).unwrap(),
+            origin: "spiffe://example.org/user/alice",
+            scope,
+            now: 1_700_000_000,
+            max_ttl: 300,
+        }
+    }
+
+    /// An exchange is decided only by policies naming `exchange_token`: the
+    /// default policy permits issuance, not delegation; a permit reads the
+    /// actor, the chain, the depth and the scopes; forbids win; `@max_ttl`
+    /// lowers the server's maximum.
+    #[test]
+    fn exchanges_are_decided_by_policies_naming_exchange_token() {
+        let planner = "spiffe://example.org/agents/planner".to_owned();
+        let tool = "spiffe://example.org/agents/tool".to_owned();
+        let one = [planner.clone()];
+        let two = [tool.clone(), planner.clone()];
+        let read = ["read".to_owned()];
+        let default = PolicyEngine::compile(crate::DEFAULT_POLICY, 1).unwrap();
+        let v = decide_exchange(&default, &exchange(&planner, "db", &one, &read));
+        assert_eq!(v.reason(), Some("policy v1: no permit names action `exchange_token` (default deny)"));
+
+        let text = r#"
+            @id("agents-to-db") @max_ttl("1m")
+            permit(principal, action == Action::"exchange_token", resource == Audience::"db")
+              when { principal.path like "/agents/*" && context.depth <= 2
+                     && context.chain.contains("spiffe://example.org/agents/planner")
+                     && context.subject_kind == "jwt_svid" && context.origin like "spiffe://example.org/user/*"
+                     && context.scope.containsAll(["read"]) };
+            @id("no-deep-tools") forbid(principal, action in [Action::"exchange_token"], resource)
+              when { context.depth > 1 && principal.spiffe_id == "spiffe://example.org/agents/tool" };
+            @id("issuance") permit(principal, action, resource) when { context.selectors.contains("unix:uid:0") };
+        "#;
+        let engine = PolicyEngine::compile(text, 2).unwrap();
+        let v = decide_exchange(&engine, &exchange(&planner, "db", &one, &read));
+        assert_eq!((v.ttl_secs(), v.policy_ids.clone()), (Some(60), vec!["agents-to-db".to_owned()]), "{v:?}");
+        let v = decide_exchange(&engine, &exchange(&planner, "db", &one, &[]));
+        assert_eq!(v.decided_by, DecidedBy::NoPermit { considered: vec!["agents-to-db".into()] }, "scope missing");
+        assert!(!decide_exchange(&engine, &exchange(&planner, "s3", &one, &read)).allowed(), "other audience");
+        let v = decide_exchange(&engine, &exchange(&tool, "db", &two, &read));
+        assert_eq!((v.decided_by, v.policy_ids), (DecidedBy::Forbid, vec!["no-deep-tools".to_owned()]));
+        // Without a cap, the server's maximum.
+        let uncapped =
+            PolicyEngine::compile(r#"permit(principal, action == Action::"exchange_token", resource);"#, 3).unwrap();
+        assert_eq!(decide_exchange(&uncapped, &exchange(&planner, "db", &one, &[])).ttl_secs(), Some(300));
+        // The README's sample validates.
+        let sample = r#"
+            @id("agents-act-for-users") @max_ttl("2m")
+            permit(principal, action == Action::"exchange_token", resource == Audience::"db")
+              when { principal.path like "/agents/*" && context.origin like "spiffe://example.org/user/*"
+                     && context.depth <= 2 && ["read"].containsAll(context.scope) };
+            @id("no-untrusted-tools-in-chains")
+            forbid(principal, action == Action::"exchange_token", resource)
+              when { context.chain.contains("spiffe://example.org/agents/untrusted") };
+        "#;
+        let sample = PolicyEngine::compile(sample, 5).unwrap();
+        assert!(decide_exchange(&sample, &exchange(&planner, "db", &one, &read)).allowed());
+        // An exchange policy reading issuance context does not validate.
+        let bad = PolicyEngine::compile(
+            r#"permit(principal, action == Action::"exchange_token", resource) when { context.selectors.isEmpty() };"#,
+            4,
+        );
+        assert!(matches!(bad, Err(PolicyError::Validation(_))), "{bad:?}");
     }
 }

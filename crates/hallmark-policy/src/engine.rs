@@ -20,7 +20,14 @@ use cedar_policy::{
 use hallmark_core::{Entry, Ttl};
 use sha2::{Digest, Sha256};
 
-use crate::{Action, IssuanceRequest, SCHEMA, TaskFacts};
+use crate::{Action, ExchangeRequest, IssuanceRequest, SCHEMA, TaskFacts};
+
+/// The line of the schema after which the token-exchange part begins
+/// (validated only for policies naming `exchange_token`).
+const EXCHANGE_SECTION: &str = "// ---- token exchange (RFC 8693) ----";
+
+/// The Cedar id of the token-exchange action.
+pub const EXCHANGE_ACTION: &str = "exchange_token";
 
 /// Why a policy set was refused or a decision could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +128,9 @@ pub struct PolicyEngine {
     index: HashMap<(Scope, Scope), PolicySet>,
     effects: HashMap<PolicyId, Effect>,
     caps: HashMap<PolicyId, u64>,
+    /// The policies whose action scope names `exchange_token`: the only
+    /// ones that decide an exchange.
+    exchange: PolicySet,
     authorizer: Authorizer,
     names: Names,
     /// Cedar entities keyed by everything they are built from (entry id,
@@ -151,7 +161,9 @@ struct Names {
     owner: EntityTypeName,
     trust_domain: EntityTypeName,
     audience: EntityTypeName,
+    actor: EntityTypeName,
     actions: HashMap<Action, EntityUid>,
+    exchange: EntityUid,
 }
 
 impl Names {
@@ -166,6 +178,8 @@ impl Names {
             owner: type_name("Owner")?,
             trust_domain: type_name("TrustDomain")?,
             audience: type_name("Audience")?,
+            actor: type_name("Actor")?,
+            exchange: EntityUid::from_type_name_and_id(action, EntityId::new(EXCHANGE_ACTION)),
             actions,
         })
     }
@@ -217,18 +231,43 @@ fn diagnostic(text: &str, d: &dyn miette::Diagnostic) -> String {
     out
 }
 
-/// Hallmark's schema, parsed.
+/// Hallmark's schema, parsed: issuance and token exchange.
 pub fn schema() -> Result<Schema, PolicyError> {
-    Schema::from_cedarschema_str(SCHEMA)
+    parse_schema(SCHEMA)
+}
+
+/// The issuance part of the schema (everything before the token-exchange
+/// section), which policies that do not name `exchange_token` are
+/// validated against: a policy with an unscoped action that reads issuance
+/// context must not become invalid because another action exists.
+fn issuance_schema() -> Result<Schema, PolicyError> {
+    let (issuance, _) = SCHEMA
+        .split_once(EXCHANGE_SECTION)
+        .ok_or_else(|| PolicyError::Validation("built-in schema: no token-exchange section".into()))?;
+    parse_schema(issuance)
+}
+
+fn parse_schema(text: &str) -> Result<Schema, PolicyError> {
+    Schema::from_cedarschema_str(text)
         .map(|(s, _)| s)
         .map_err(|e| PolicyError::Validation(format!("built-in schema: {e}")))
+}
+
+/// Whether `p`'s action scope names `exchange_token`.
+fn names_exchange(p: &Policy, exchange: &EntityUid) -> bool {
+    match p.action_constraint() {
+        ActionConstraint::Any => false,
+        ActionConstraint::Eq(a) => &a == exchange,
+        ActionConstraint::In(list) => list.contains(exchange),
+    }
 }
 
 impl PolicyEngine {
     /// Parses, names (`@id`), validates (strict, against the schema), checks
     /// annotations and indexes `text` as policy `version`.
     pub fn compile(text: &str, version: u64) -> Result<Self, PolicyError> {
-        let schema = schema()?;
+        let (schema, issuance) = (schema()?, issuance_schema()?);
+        let names = Names::new()?;
         let parsed = PolicySet::from_str(text)
             .map_err(|e| PolicyError::Parse(e.iter().map(|d| diagnostic(text, d)).collect::<Vec<_>>().join("; ")))?;
         if parsed.templates().next().is_some() {
@@ -255,11 +294,20 @@ impl PolicyEngine {
             }
             named.add(p).map_err(|e| PolicyError::Parse(one_line(e)))?;
         }
-        let result = Validator::new(schema.clone()).validate(&named, ValidationMode::Strict);
-        if !result.validation_passed() {
-            let errs: Vec<String> = result.validation_errors().map(|d| diagnostic(text, d)).collect();
+        // Policies naming `exchange_token` are checked against the whole
+        // schema, the others against the issuance part (see the schema).
+        let (exchange, rest): (Vec<Policy>, Vec<Policy>) =
+            named.policies().cloned().partition(|p| names_exchange(p, &names.exchange));
+        let mut errs: Vec<String> = Vec::new();
+        for (list, schema) in [(&exchange, &schema), (&rest, &issuance)] {
+            let set = PolicySet::from_policies(list.iter().cloned()).map_err(|e| PolicyError::Parse(one_line(e)))?;
+            let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+            errs.extend(result.validation_errors().map(|d| diagnostic(text, d)));
+        }
+        if !errs.is_empty() {
             return Err(PolicyError::Validation(errs.join("; ")));
         }
+        let exchange = PolicySet::from_policies(exchange).map_err(|e| PolicyError::Parse(one_line(e)))?;
         let mut buckets: HashMap<(Scope, Scope), Vec<Policy>> = HashMap::new();
         let mut effects = HashMap::new();
         let mut count = 0;
@@ -294,8 +342,9 @@ impl PolicyEngine {
             index,
             effects,
             caps,
+            exchange,
             authorizer: Authorizer::new(),
-            names: Names::new()?,
+            names,
             entities: Mutex::new(HashMap::new()),
         })
     }
@@ -464,6 +513,60 @@ impl PolicyEngine {
         let determining = if forbids.is_empty() { &permits } else { &forbids };
         let ttl_cap = if allowed { permits.iter().filter_map(|id| self.caps.get(id).copied()).min() } else { None };
         let mut policy_ids: Vec<String> = determining.iter().map(ToString::to_string).collect();
+        policy_ids.sort();
+        Ok(Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
+    }
+}
+
+impl PolicyEngine {
+    /// Cedar's answer to one token exchange, from the policies whose action
+    /// scope names `exchange_token` (no others decide an exchange). Only
+    /// [`crate::decide_exchange`] asks.
+    pub(crate) fn evaluate_exchange(&self, r: &ExchangeRequest<'_>) -> Result<Evaluation, PolicyError> {
+        let n = &self.names;
+        let principal = Names::uid(&n.actor, r.actor);
+        let resource = Names::uid(&n.audience, r.audience);
+        let considered: Vec<String> = {
+            let mut ids: Vec<String> =
+                self.exchange.policies().filter(|p| p.effect() == Effect::Permit).map(|p| p.id().to_string()).collect();
+            ids.sort();
+            ids
+        };
+        let attrs = HashMap::from([
+            ("spiffe_id".to_owned(), RestrictedExpression::new_string(r.actor.to_owned())),
+            ("path".to_owned(), RestrictedExpression::new_string(r.actor_path.to_owned())),
+        ]);
+        let actor = Entity::new(principal.clone(), attrs, HashSet::new()).map_err(request_error("the actor entity"))?;
+        let entities = Entities::from_entities([actor], None).map_err(request_error("the entities"))?;
+        let context = Context::from_pairs([
+            ("subject".to_owned(), RestrictedExpression::new_string(r.subject.to_owned())),
+            ("subject_issuer".to_owned(), RestrictedExpression::new_string(r.subject_issuer.to_owned())),
+            ("subject_kind".to_owned(), RestrictedExpression::new_string(r.subject_kind.as_str().to_owned())),
+            ("chain".to_owned(), str_set(r.chain.iter().map(String::as_str))),
+            ("depth".to_owned(), RestrictedExpression::new_long(i64::from(r.depth))),
+            ("origin".to_owned(), RestrictedExpression::new_string(r.origin.to_owned())),
+            ("scope".to_owned(), str_set(r.scope.iter().map(String::as_str))),
+            ("now".to_owned(), RestrictedExpression::new_long(r.now)),
+        ])
+        .map_err(request_error("the context"))?;
+        let request = Request::new(principal, n.exchange.clone(), resource, context, None)
+            .map_err(request_error("the request"))?;
+        let resp = self.authorizer.is_authorized(&request, &self.exchange, &entities);
+        let (mut forbids, mut permits) = (Vec::new(), Vec::new());
+        for id in resp.diagnostics().reason() {
+            match self.effects.get(id) {
+                Some(Effect::Forbid) => forbids.push(id.to_string()),
+                _ => permits.push(id.to_string()),
+            }
+        }
+        let errors = resp.diagnostics().errors().map(one_line).collect();
+        let allowed = forbids.is_empty() && !permits.is_empty();
+        let ttl_cap = if allowed {
+            permits.iter().filter_map(|id| self.caps.get(&PolicyId::new(id)).copied()).min()
+        } else {
+            None
+        };
+        let mut policy_ids = if forbids.is_empty() { permits } else { forbids };
         policy_ids.sort();
         Ok(Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
     }

@@ -4,6 +4,8 @@
 //!   [`IssuanceRequest`] and returns its [`Verdict`]: the class gate, Cedar,
 //!   failing closed and the lifetime, in that order. The server and
 //!   `hallmark policy test` both call it, and nothing else decides.
+//!   [`decide_exchange`] decides a token exchange (RFC 8693,
+//!   `exchange_token`) the same way, from the policies naming that action.
 //! - [`engine`]: Cedar policies validated against Hallmark's schema and
 //!   indexed by scope.
 //! - [`lifecycle`]: lifecycle classes (machine, agent, human) with their TTL
@@ -21,7 +23,10 @@ pub mod engine;
 pub mod exception;
 pub mod lifecycle;
 
-pub use decision::{Action, ActionError, DecidedBy, Decision, Evidence, IssuanceRequest, TaskFacts, Verdict, decide};
+pub use decision::{
+    Action, ActionError, DecidedBy, Decision, Evidence, ExchangeRequest, IssuanceRequest, SubjectKind, TaskFacts,
+    Verdict, decide, decide_exchange,
+};
 pub use engine::{PolicyEngine, PolicyError};
 pub use exception::{ActiveException, ExceptionRule, ExceptionRuleError};
 pub use lifecycle::{ClassRules, Classes, IssuancePath, UnknownIssuancePath};

@@ -70,7 +70,83 @@ pub struct ServerConfig {
     /// with a `type` (`x509pop`, `tpm`, `k8s_psat`) and that type's keys.
     #[serde(default)]
     pub node_attestor: Vec<crate::node_attest::NodeAttestorConfig>,
+    /// OAuth 2.0 Token Exchange (`POST /v1/token`): the `[token_exchange]`
+    /// table; every key has a default.
+    #[serde(default)]
+    pub token_exchange: TokenExchangeConfig,
 }
+
+/// The `[token_exchange]` table: how `POST /v1/token` verifies and bounds
+/// the tokens it exchanges (RFC 8693). Cedar decides each exchange; these
+/// are the limits no policy can lift.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    /// The audience a subject or actor token must carry to be exchanged
+    /// here (default `spiffe://<trust domain>/hallmark/token`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Longest lifetime of an exchanged token (default 5m).
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    /// Most `act` levels an exchanged token may nest (default 5).
+    #[serde(default)]
+    pub max_depth: Option<u32>,
+    /// OpenID Connect issuers whose ID tokens may be the subject token.
+    #[serde(default)]
+    pub oidc_issuer: Vec<OidcIssuerConfig>,
+}
+
+/// One `[[token_exchange.oidc_issuer]]`: an OpenID Connect provider whose
+/// ID tokens may be exchanged (the subject a person or another system is).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// A name for records and logs.
+    pub name: String,
+    /// The issuer, an https:// URL; the ID token's `iss` must be exactly this.
+    pub issuer: String,
+    /// The audience the ID token must carry (the client id Hallmark is
+    /// registered under at the provider).
+    pub audience: String,
+    /// The JWKS URL, https://; without it, the `jwks_uri` of
+    /// `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// PEM file of the CA(s) to trust for the issuer's HTTPS; without it, the
+    /// public web roots compiled into Hallmark.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Validated `[token_exchange]` settings.
+#[derive(Debug, Clone)]
+pub struct TokenExchangeSettings {
+    /// The audience subject and actor tokens must carry.
+    pub audience: String,
+    /// Longest lifetime of an exchanged token.
+    pub max_ttl: Ttl,
+    /// Most `act` levels.
+    pub max_depth: u32,
+    /// The OpenID Connect issuers, by issuer URL.
+    pub oidc_issuers: Vec<std::sync::Arc<OidcIssuer>>,
+}
+
+/// A configured OpenID Connect issuer, with its keys.
+#[derive(Debug)]
+pub struct OidcIssuer {
+    /// Its name.
+    pub name: String,
+    /// Its issuer URL.
+    pub issuer: String,
+    /// The audience its ID tokens must carry.
+    pub audience: String,
+    /// Its signing keys (fetched on first use, cached).
+    pub keys: crate::jwks::IssuerKeys,
+}
+
+/// Most `act` levels `max_depth` may allow.
+pub const MAX_EXCHANGE_DEPTH: u32 = 32;
 
 /// The `[admin_api]` table: how the admin listener bounds its clients.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -193,6 +269,8 @@ pub struct ServerSettings {
     pub admin_limits: AdminLimits,
     /// The node attestors configured besides join tokens.
     pub node_attestors: std::sync::Arc<crate::node_attest::NodeAttestors>,
+    /// Token exchange (`POST /v1/token`).
+    pub token_exchange: TokenExchangeSettings,
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -237,7 +315,7 @@ impl ServerConfig {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("hallmark.db").display()));
         let ca_ttl = ttl("ca.ttl", self.ca.ttl.as_deref().unwrap_or("24h"))?;
         let settings = ServerSettings {
-            trust_domain,
+            trust_domain: trust_domain.clone(),
             data_dir: self.data_dir.clone(),
             datastore,
             listen: self.listen.clone(),
@@ -259,6 +337,7 @@ impl ServerConfig {
                 crate::node_attest::NodeAttestors::new(&self.node_attestor)
                     .map_err(|msg| ConfigError::Value { key: "node_attestor", msg })?,
             ),
+            token_exchange: self.token_exchange.validate(&trust_domain)?,
         };
         if settings.join_token_ttl.secs() > settings.max_join_token_ttl.secs() {
             return Err(ConfigError::Value {
@@ -271,6 +350,47 @@ impl ServerConfig {
             return Err(ConfigError::Value { key: "ca.ttl", msg: "must be at least 20s".into() });
         }
         Ok(settings)
+    }
+}
+
+impl TokenExchangeConfig {
+    fn validate(&self, td: &TrustDomain) -> Result<TokenExchangeSettings, ConfigError> {
+        let audience = self.audience.clone().unwrap_or_else(|| format!("spiffe://{}/hallmark/token", td.as_str()));
+        if audience.is_empty() || audience.len() > 1024 {
+            return Err(ConfigError::Value { key: "token_exchange.audience", msg: "must be 1-1024 bytes".into() });
+        }
+        let max_ttl = ttl("token_exchange.max_ttl", self.max_ttl.as_deref().unwrap_or("5m"))?;
+        let max_depth = self.max_depth.unwrap_or(5);
+        if !(1..=MAX_EXCHANGE_DEPTH).contains(&max_depth) {
+            return Err(ConfigError::Value {
+                key: "token_exchange.max_depth",
+                msg: format!("must be 1-{MAX_EXCHANGE_DEPTH}"),
+            });
+        }
+        let mut oidc_issuers: Vec<std::sync::Arc<OidcIssuer>> = Vec::new();
+        for c in &self.oidc_issuer {
+            let msg =
+                |e: String| ConfigError::Value { key: "token_exchange.oidc_issuer", msg: format!("`{}`: {e}", c.name) };
+            if c.audience.is_empty() {
+                return Err(msg("audience must not be empty".into()));
+            }
+            if oidc_issuers.iter().any(|o| o.issuer == c.issuer || o.name == c.name) {
+                return Err(msg("an issuer (or name) is configured twice".into()));
+            }
+            let roots = match &c.ca_file {
+                Some(path) => hallmark_http::roots_from_pem_file(path).map_err(|e| msg(format!("ca_file: {e}")))?,
+                None => webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect(),
+            };
+            let keys = crate::jwks::IssuerKeys::new(&c.issuer, roots, c.jwks_url.as_deref(), Duration::from_secs(300))
+                .map_err(msg)?;
+            oidc_issuers.push(std::sync::Arc::new(OidcIssuer {
+                name: c.name.clone(),
+                issuer: c.issuer.clone(),
+                audience: c.audience.clone(),
+                keys,
+            }));
+        }
+        Ok(TokenExchangeSettings { audience, max_ttl, max_depth, oidc_issuers })
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`authority`]: CA and JWT key lifecycle and the bundle.
 //! - [`background`]: the loops that follow the datastore and keep authorities fresh.
 //! - [`config`]: the configuration file.
+//! - [`token_exchange`]: delegation by OAuth 2.0 Token Exchange (RFC 8693), top to bottom.
 //!
 //! The modules form a tree: each imports an item from the module that
 //! defines it (never through this root's re-exports), and none imports from
@@ -19,9 +20,11 @@
 //! background, node_api, admin::*, issuance, delivery, process_end, reports,
 //! revocation, audit_check ─> state  (handlers and `impl ServerState` blocks)
 //! node_api, delivery, process_end, admin::nodes ─> issuance ─> state
+//! admin::token ─> token_exchange ─> state, jwks;  node_attest::psat ─> jwks
 //! state ─> authority, audit, registry, change_hub, refusals, metrics,
 //!          tls_listener, config, error       (the state's parts: leaves)
 //! authority::{keys, rotation, publish} ─> authority ─> config, private_dir
+//! config ─> jwks (the OIDC issuers' keys)
 //! audit ─> metrics (append latency);  admin::listener ─> config (limits)
 //! everything ─> error
 //! ```
@@ -36,6 +39,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod issuance;
+pub mod jwks;
 pub mod metrics;
 pub mod node_api;
 pub mod node_attest;
@@ -48,6 +52,7 @@ pub mod revocation;
 pub mod start;
 pub mod state;
 pub mod tls_listener;
+pub mod token_exchange;
 
 pub use error::ServerError;
 pub use private_dir::ensure_private_dir;

@@ -1,12 +1,15 @@
 //! The admin HTTP/JSON API: the router, and a module per concern.
 //!
-//! Every `/v1` route but the bundle and the CRLs needs a bearer token; tokens
+//! Every `/v1` route but the bundle, the CRLs and token exchange
+//! (`/v1/token`, where the caller's actor token authenticates it) needs a
+//! bearer token; tokens
 //! are stored only as SHA-256 hashes. The modules form a tree, and only this
 //! router sits above the handlers:
 //!
 //! ```text
 //! mod (router) ─> entries, owners, policy, exceptions, admin_tokens, nodes,
-//!                 credentials, reports, audit, revocations, authorities, bundle, tasks
+//!                 credentials, reports, audit, revocations, authorities, bundle,
+//!                 tasks, token (-> crate::token_exchange)
 //!                   (one file per resource; a handler may use another's helper,
 //!                    e.g. entries -> owners for the owner's scopes, audit ->
 //!                    credentials for the evidence sets)
@@ -37,6 +40,7 @@ mod reports;
 mod revocations;
 pub mod roles;
 mod tasks;
+mod token;
 
 use std::sync::Arc;
 
@@ -63,6 +67,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/metrics", get(metrics::serve))
         .route("/bundle", get(bundle::spiffe_bundle))
         .route("/v1/bundle", get(bundle::bundle))
+        // No admin token: the caller authenticates with its actor token.
+        .route("/v1/token", post(token::exchange))
         .route("/v1/entries", post(entries::create).get(entries::list))
         .route("/v1/entries/batch", post(entries::create_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route("/v1/entries/{id}", get(entries::show).put(entries::update).delete(entries::delete))

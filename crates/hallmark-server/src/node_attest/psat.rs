@@ -45,18 +45,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hallmark_core::Selector;
-use hallmark_http::{HttpsClient, HttpsUrl, Limits, roots_from_pem_file};
+use hallmark_http::{HttpsClient, HttpsUrl, roots_from_pem_file};
 use hallmark_proto::node::PsatEvidence;
 use serde::Deserialize;
-use serde_json::{Map, Value};
-use tokio::sync::Mutex;
-use tokio::time::Instant;
 
 use super::{AttestError, NodeProof};
+use crate::jwks::{HTTP_LIMITS, IssuerKeys, Jws, JwsError, KeyError, shown};
+pub use crate::jwks::{MAX_KEY_AGE, REFETCH_INTERVAL};
 
 /// The attestor's name, first segment of the agent path and selector type.
 pub const ATTESTOR: &str = "k8s_psat";
@@ -68,16 +64,6 @@ pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// ahead of the server's. `exp` gets no leeway: it is the issuer's hard
 /// limit, and the kubelet renews a token long before it expires.
 pub const CLOCK_SKEW: i64 = 60;
-
-/// Least time between two fetches of an issuer's keys when a token names a
-/// key not in the cache (or a fetch failed).
-pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Oldest keys used when the issuer cannot be reached for fresh ones.
-pub const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
-
-/// Requests to issuers and API servers: 5 s each, 1 MiB answers at most.
-const HTTP_LIMITS: Limits = Limits { timeout: Duration::from_secs(5), max_body: 1024 * 1024 };
 
 /// How often an issuer's keys are fetched when `jwks_refresh` is not set.
 const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
@@ -174,36 +160,9 @@ struct Cluster {
 #[derive(Debug)]
 enum Check {
     /// Their signature, with the issuer's published keys.
-    Jwks(Jwks),
+    Jwks(IssuerKeys),
     /// By the cluster's API server.
     TokenReview(TokenReview),
-}
-
-#[derive(Debug)]
-struct Jwks {
-    /// The configured issuer, which the discovery document must name.
-    issuer: String,
-    client: HttpsClient,
-    /// Where the keys are: given, or found in the discovery document.
-    source: KeySource,
-    refresh: Duration,
-    cache: Mutex<KeyCache>,
-}
-
-#[derive(Debug)]
-enum KeySource {
-    Jwks(HttpsUrl),
-    Discovery(HttpsUrl),
-}
-
-#[derive(Debug, Default)]
-struct KeyCache {
-    keys: Vec<Jwk>,
-    /// When `keys` were fetched.
-    fetched_at: Option<Instant>,
-    /// When a fetch was last tried, and why it failed if it did.
-    last_attempt: Option<Instant>,
-    last_error: Option<String>,
 }
 
 #[derive(Debug)]
@@ -211,40 +170,6 @@ struct TokenReview {
     client: HttpsClient,
     url: HttpsUrl,
     token_path: PathBuf,
-}
-
-/// A signing key from a JWKS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Jwk {
-    kid: Option<String>,
-    /// The JWK's `alg`, when it names one.
-    alg: Option<String>,
-    key: PublicKey,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PublicKey {
-    /// RSA modulus and exponent, big-endian.
-    Rsa { n: Vec<u8>, e: Vec<u8> },
-    /// P-256, the uncompressed point `04 || x || y`.
-    P256(Vec<u8>),
-}
-
-/// The signature algorithms accepted: what kube-apiserver signs with (RS256
-/// for an RSA key, the default; ES256 for an EC P-256 key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Alg {
-    Rs256,
-    Es256,
-}
-
-impl Alg {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Rs256 => "RS256",
-            Self::Es256 => "ES256",
-        }
-    }
 }
 
 impl PsatVerifier {
@@ -325,17 +250,7 @@ impl Cluster {
                     Some(path) => roots_from_pem_file(path).map_err(|e| format!("issuer_ca_path: {e}"))?,
                     None => webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect(),
                 };
-                let client = HttpsClient::new(roots, HTTP_LIMITS).map_err(|e| e.to_string())?;
-                let source = match &c.jwks_url {
-                    Some(u) => KeySource::Jwks(HttpsUrl::parse(u).map_err(|e| format!("jwks_url: {e}"))?),
-                    None => {
-                        let base = c.issuer.trim_end_matches('/');
-                        let url = HttpsUrl::parse(&format!("{base}/.well-known/openid-configuration"))
-                            .map_err(|e| format!("issuer: {e}"))?;
-                        KeySource::Discovery(url)
-                    }
-                };
-                Check::Jwks(Jwks { issuer: c.issuer.clone(), client, source, refresh, cache: Mutex::default() })
+                Check::Jwks(IssuerKeys::new(&c.issuer, roots, c.jwks_url.as_deref(), refresh)?)
             }
         };
         let allowed_node_names = c.allowed_node_names.as_ref().map(|n| n.iter().cloned().collect());
@@ -351,7 +266,10 @@ impl Cluster {
 
     async fn verify(&self, token: &str, now: i64) -> Result<NodeProof, AttestError> {
         // 1. A compact JWS with an accepted algorithm.
-        let jws = Jws::parse(token)?;
+        let jws: Jws<'_, Claims> = Jws::parse(token, MAX_TOKEN_LEN).map_err(|e| match e {
+            JwsError::Malformed(m) => AttestError::Malformed(format!("PSAT: {m}")),
+            JwsError::Refused(m) => refused(m),
+        })?;
         // 2. This cluster's issuer.
         let claims = &jws.claims;
         let iss = claims.iss.as_deref().ok_or_else(|| refused("the token has no `iss`"))?;
@@ -366,7 +284,10 @@ impl Cluster {
         // 3. Authenticated: by signature, or by the API server.
         let facts = match &self.check {
             Check::Jwks(jwks) => {
-                jwks.verify_signature(&jws).await?;
+                jwks.verify_signature(&jws).await.map_err(|e| match e {
+                    KeyError::Unavailable(_) => AttestError::Unavailable(e.to_string()),
+                    KeyError::Refused(m) => refused(m),
+                })?;
                 // 4. Time, audience, subject.
                 check_claims(claims, &self.audience, now)?;
                 PodFacts::from_claims(claims)?
@@ -542,196 +463,6 @@ struct ObjectRef {
     uid: String,
 }
 
-/// A compact JWS, parsed but not verified.
-struct Jws<'a> {
-    alg: Alg,
-    kid: Option<String>,
-    /// `header.payload`, what the signature covers.
-    signing_input: &'a str,
-    signature: Vec<u8>,
-    claims: Claims,
-}
-
-impl<'a> Jws<'a> {
-    /// Full recognition before anything else: three base64url parts, a
-    /// header of `alg`, `kid`, `typ` only, an accepted `alg`, a JSON object
-    /// of claims of the right types.
-    fn parse(token: &'a str) -> Result<Self, AttestError> {
-        let malformed = |m: &str| AttestError::Malformed(format!("PSAT: {m}"));
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(malformed("the token is longer than 16 KiB"));
-        }
-        let mut parts = token.split('.');
-        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(malformed("the token is not three dot-separated parts"));
-        };
-        let header: Map<String, Value> = decode_json(h).ok_or_else(|| malformed("the header is not base64url JSON"))?;
-        if let Some(k) = header.keys().find(|k| !matches!(k.as_str(), "alg" | "kid" | "typ")) {
-            return Err(refused(format!("JWT header `{}` is not accepted", shown(k))));
-        }
-        let alg = match header.get("alg").and_then(Value::as_str) {
-            Some("RS256") => Alg::Rs256,
-            Some("ES256") => Alg::Es256,
-            Some(other) => {
-                return Err(refused(format!("JWT algorithm `{}` is not accepted (RS256, ES256)", shown(other))));
-            }
-            None => return Err(malformed("the header has no `alg`")),
-        };
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(k)) => Some(k.clone()),
-            Some(_) => return Err(malformed("the header's `kid` is not a string")),
-        };
-        let claims: Claims =
-            decode_json(c).ok_or_else(|| malformed("the claims are not base64url JSON of the right types"))?;
-        let signature = B64.decode(s).map_err(|_| malformed("the signature is not base64url"))?;
-        let signing_input = token.get(..h.len() + 1 + c.len()).ok_or_else(|| malformed("the token is cut short"))?;
-        Ok(Self { alg, kid, signing_input, signature, claims })
-    }
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
-    serde_json::from_slice(&B64.decode(part).ok()?).ok()
-}
-
-impl Jwks {
-    async fn verify_signature(&self, jws: &Jws<'_>) -> Result<(), AttestError> {
-        let keys = self.keys_for(jws).await?;
-        let verified = keys.iter().any(|k| verify(jws.alg, k, jws.signing_input.as_bytes(), &jws.signature));
-        if verified { Ok(()) } else { Err(refused("the token's signature does not verify")) }
-    }
-
-    /// The cached keys that may have signed `jws`, fetching the keys when
-    /// they are due, or once early when none is found.
-    async fn keys_for(&self, jws: &Jws<'_>) -> Result<Vec<Jwk>, AttestError> {
-        let mut cache = self.cache.lock().await;
-        let due = cache.fetched_at.is_none_or(|t| t.elapsed() >= self.refresh);
-        if due && cache.may_fetch() {
-            self.fetch(&mut cache).await;
-        }
-        let usable = cache.fetched_at.is_some_and(|t| t.elapsed() < MAX_KEY_AGE);
-        if !usable {
-            let why = cache.last_error.clone().unwrap_or_else(|| "not fetched yet".into());
-            return Err(AttestError::Unavailable(format!("the issuer's keys: {why}")));
-        }
-        let mut found = cache.matching(jws);
-        if found.is_empty() && cache.may_fetch() {
-            self.fetch(&mut cache).await;
-            found = cache.matching(jws);
-        }
-        if found.is_empty() {
-            let kid = jws.kid.as_deref().map_or_else(|| "(none)".to_owned(), shown);
-            return Err(refused(format!("no {} key with kid `{kid}` in the issuer's JWKS", jws.alg.name())));
-        }
-        Ok(found)
-    }
-
-    /// Fetches the keys into `cache`, or records why not (the old keys stay).
-    async fn fetch(&self, cache: &mut KeyCache) {
-        cache.last_attempt = Some(Instant::now());
-        match self.fetch_keys().await {
-            Ok(keys) => {
-                cache.keys = keys;
-                cache.fetched_at = Some(Instant::now());
-                cache.last_error = None;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "k8s_psat: cannot fetch the issuer's keys");
-                cache.last_error = Some(e);
-            }
-        }
-    }
-
-    async fn fetch_keys(&self) -> Result<Vec<Jwk>, String> {
-        let url = match &self.source {
-            KeySource::Jwks(url) => url.clone(),
-            KeySource::Discovery(url) => {
-                #[derive(Deserialize)]
-                struct Discovery {
-                    issuer: String,
-                    jwks_uri: String,
-                }
-                let doc: Discovery = self.client.get_json(url, None).await.map_err(|e| format!("{url}: {e}"))?;
-                // OpenID Connect Discovery 1.0 §4.3: the document is the
-                // issuer's only if it names exactly that issuer.
-                if doc.issuer != self.issuer {
-                    return Err(format!("{url}: names issuer `{}`, not `{}`", shown(&doc.issuer), self.issuer));
-                }
-                HttpsUrl::parse(&doc.jwks_uri).map_err(|e| format!("{url}: jwks_uri: {e}"))?
-            }
-        };
-        #[derive(Deserialize)]
-        struct JwkSet {
-            keys: Vec<Map<String, Value>>,
-        }
-        let set: JwkSet = self.client.get_json(&url, None).await.map_err(|e| format!("{url}: {e}"))?;
-        let keys: Vec<Jwk> = set.keys.iter().filter_map(Jwk::from_json).collect();
-        if keys.is_empty() {
-            return Err(format!("{url}: no RSA or P-256 signing key"));
-        }
-        Ok(keys)
-    }
-}
-
-impl KeyCache {
-    fn may_fetch(&self) -> bool {
-        self.last_attempt.is_none_or(|t| t.elapsed() >= REFETCH_INTERVAL)
-    }
-
-    /// The keys of `jws`'s `kid` (every key when it names none) that fit its
-    /// algorithm.
-    fn matching(&self, jws: &Jws<'_>) -> Vec<Jwk> {
-        self.keys
-            .iter()
-            .filter(|k| jws.kid.is_none() || k.kid == jws.kid)
-            .filter(|k| k.alg.as_deref().is_none_or(|a| a == jws.alg.name()))
-            .filter(|k| {
-                matches!((&k.key, jws.alg), (PublicKey::Rsa { .. }, Alg::Rs256) | (PublicKey::P256(_), Alg::Es256))
-            })
-            .cloned()
-            .collect()
-    }
-}
-
-impl Jwk {
-    /// A signing key from a JWK; `None` for keys of other kinds or uses.
-    fn from_json(jwk: &Map<String, Value>) -> Option<Self> {
-        let field = |k: &str| jwk.get(k).and_then(Value::as_str);
-        let bytes = |k: &str| field(k).and_then(|v| B64.decode(v).ok());
-        if field("use").is_some_and(|u| u != "sig") {
-            return None;
-        }
-        let key = match field("kty")? {
-            "RSA" => PublicKey::Rsa { n: bytes("n")?, e: bytes("e")? },
-            "EC" if field("crv")? == "P-256" => {
-                let (x, y) = (bytes("x")?, bytes("y")?);
-                if x.len() != 32 || y.len() != 32 {
-                    return None;
-                }
-                let mut point = Vec::with_capacity(65);
-                point.push(0x04);
-                point.extend_from_slice(&x);
-                point.extend_from_slice(&y);
-                PublicKey::P256(point)
-            }
-            _ => return None,
-        };
-        Some(Self { kid: field("kid").map(str::to_owned), alg: field("alg").map(str::to_owned), key })
-    }
-}
-
-fn verify(alg: Alg, jwk: &Jwk, msg: &[u8], sig: &[u8]) -> bool {
-    match (alg, &jwk.key) {
-        (Alg::Rs256, PublicKey::Rsa { n, e }) => {
-            RsaPublicKeyComponents { n, e }.verify(&signature::RSA_PKCS1_2048_8192_SHA256, msg, sig).is_ok()
-        }
-        (Alg::Es256, PublicKey::P256(point)) => {
-            UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).verify(msg, sig).is_ok()
-        }
-        _ => false,
-    }
-}
-
 impl TokenReview {
     /// Asks the API server whether `token` is valid for `audience`, and for
     /// which pod.
@@ -823,18 +554,12 @@ fn is_path_segment(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-/// Text from a token, fit for a one-line message: at most 64 characters,
-/// control characters replaced.
-fn shown(s: &str) -> String {
-    s.chars().take(64).map(|c| if c.is_control() { '?' } else { c }).collect()
-}
-
 /// Parses and checks the token's form only, with no key and no clock: what
 /// the fuzz target drives. `Ok` when the token would go on to signature
 /// verification.
 #[doc(hidden)]
 pub fn parse_for_fuzzing(token: &str) -> Result<(), AttestError> {
-    let jws = Jws::parse(token)?;
+    let jws: Jws<'_, Claims> = Jws::parse(token, MAX_TOKEN_LEN).map_err(|e| AttestError::Malformed(e.to_string()))?;
     let _ = PodFacts::from_claims(&jws.claims);
     let _ = check_claims(&jws.claims, "hallmark", 0);
     Ok(())

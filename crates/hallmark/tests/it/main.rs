@@ -29,6 +29,7 @@ mod sds;
 mod secrets;
 mod separate;
 mod tasks;
+mod token_exchange;
 #[cfg(feature = "tpm")]
 mod tpm;
 mod trust;
