@@ -265,14 +265,15 @@ fn start_ticks(pid: i32) -> Option<u64> {
     hallmark_agent::attest::parse_stat_starttime(&stat)
 }
 
-/// A private directory holding the gate the command waits at.
-struct Gate {
+/// A private directory holding the gate a command waits at (a named pipe
+/// it reads one line from), so it can be bound to a task before it runs.
+pub(crate) struct Gate {
     dir: PathBuf,
     fifo: PathBuf,
 }
 
 impl Gate {
-    fn new() -> anyhow::Result<Self> {
+    pub(crate) fn new() -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("hallmark-task-{}", hallmark_store::random_hex::<8>()));
         std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("{}", dir.display()))?;
         let fifo = dir.join("gate");
@@ -281,14 +282,29 @@ impl Gate {
         Ok(Self { dir, fifo })
     }
 
-    /// Lets the command run.
-    fn open(&self) -> anyhow::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).open(&self.fifo)?;
-        f.write_all(b"go\n")?;
-        Ok(())
+    /// Lets the command run. The pipe opens once the command waits at it;
+    /// one that never does (it died first) is an error after 10 s, not a hang.
+    pub(crate) fn open(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let opened = std::fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(&self.fifo);
+            match opened {
+                Ok(mut f) => {
+                    f.write_all(b"go\n")?;
+                    return Ok(());
+                }
+                // ENXIO: nobody reads it yet.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(e).context("the command never reached its gate"),
+            }
+        }
     }
 
-    fn path(&self) -> &Path {
+    /// The named pipe.
+    pub(crate) fn path(&self) -> &Path {
         &self.fifo
     }
 }

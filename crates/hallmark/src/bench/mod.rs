@@ -6,6 +6,7 @@ mod process_end;
 mod propagation;
 mod scale;
 pub mod simagent;
+mod tasks;
 mod workload_api;
 
 use clap::Subcommand;
@@ -25,6 +26,9 @@ pub enum BenchCmd {
     /// `bind: process`: from a workload process's exit to its credential
     /// withdrawn by the agent and its jti refused by ValidateJWTSVID.
     ProcessEnd(process_end::Args),
+    /// AI-agent tasks: task credential minting, and an objective change or a
+    /// task's end until its credentials are withdrawn and refused.
+    Tasks(tasks::Args),
     /// Server start with a million entries, authorized-entry lookup with
     /// 50 000 agents, agent memory per cached SVID.
     Scale(scale::Args),
@@ -38,6 +42,7 @@ pub async fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::WorkloadApi(a) => workload_api::run(a).await,
         BenchCmd::Scale(a) => scale::run(a).await,
         BenchCmd::ProcessEnd(a) => process_end::run(a).await,
+        BenchCmd::Tasks(a) => tasks::run(a).await,
     }
 }
 
