@@ -673,6 +673,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_task_is_in_the_context() {
+        let text = r#"
+            @id("agents") permit(principal, action, resource);
+            @id("payments-only-for-a-person") forbid(principal, action == Action::"issue_jwt", resource == Audience::"payments")
+              when { context.task_on_behalf_of == "" };
+            @id("only-tasks") forbid(principal, action, resource) when { principal.class == "agent" && context.task_id == "" };
+            @id("objective") forbid(principal, action, resource)
+              when { context.task_id != "" && !context.task_scope.contains("payments") && context.delegation_depth > 0 };
+        "#;
+        let p = PolicyEngine::compile(text, 5).unwrap();
+        let mut e = entry("agent", "team");
+        e.class = hallmark_core::Class::Agent;
+        let ev = crate::Evidence {
+            selectors: ["unix:uid:1000".parse().unwrap()].into_iter().collect(),
+            node_id: "spiffe://example.org/hallmark/agent/local".into(),
+            node_attestation: "local".into(),
+            node_selectors: vec![],
+            process: None,
+        };
+        let task = |on_behalf_of: &str| crate::TaskFacts {
+            id: "t1".into(),
+            objective_sha256: "ab".repeat(32),
+            scope: vec!["payments".into()],
+            on_behalf_of: on_behalf_of.into(),
+            approved: vec![],
+            pending_approval: vec![],
+            delegation_depth: 0,
+        };
+        let ask_task = |t: Option<&crate::TaskFacts>| {
+            p.evaluate(&IssuanceRequest {
+                action: Action::IssueJwt,
+                entry: &e,
+                audience: Some("payments"),
+                evidence: &ev,
+                exceptions: &[],
+                now: 1_700_000_000,
+                classes: &crate::Classes::default(),
+                trust_domain: "example.org",
+                task: t,
+            })
+            .unwrap()
+        };
+        assert_eq!(ask_task(None).policy_ids, vec!["only-tasks".to_owned(), "payments-only-for-a-person".to_owned()]);
+        assert_eq!(ask_task(Some(&task(""))).policy_ids, vec!["payments-only-for-a-person".to_owned()]);
+        assert!(ask_task(Some(&task("alice@example.org"))).allowed);
+    }
+
+    #[test]
     fn caps_scope_and_audiences() {
         let text = r#"
             @id("db-short") @max_ttl("15m")

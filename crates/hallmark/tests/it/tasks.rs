@@ -352,6 +352,15 @@ async fn task_start_binds_a_running_process_and_the_lifetime_ends_a_task() {
     let id = v["id"].as_str().unwrap().to_owned();
     assert_eq!(v["state"], "active");
     assert_eq!(v["process"]["pid"].as_i64().unwrap().to_string(), pid);
+    // Its owner leaves: the running task is a finding until someone takes it over.
+    let out = up.cli(&["owner", "deactivate", "team-test"]);
+    assert!(out.status.success(), "{out:?}");
+    let report = up.cli_json(&["report", "tasks"]);
+    let f = report["findings"].as_array().unwrap().iter().find(|f| f["check"] == "task_without_owner").unwrap();
+    assert_eq!(
+        (f["subject"].as_str(), f["asi"].as_str(), f["nhi"].as_str()),
+        (Some(id.as_str()), Some("ASI03"), Some("NHI1"))
+    );
     let shown = String::from_utf8_lossy(&up.cli(&["task", "show", &id]).stdout).into_owned();
     assert!(shown.contains(&format!("pid {pid}")) && shown.contains("Scope         : wiki"), "{shown}");
     // Its lifetime runs out: the sweep ends it.
