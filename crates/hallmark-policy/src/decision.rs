@@ -569,12 +569,9 @@ mod tests {
         classes.machine.paths = vec![IssuancePath::X509];
         let v = ask(&default, &e, Action::IssueWit, None, &[], &classes);
         assert_eq!(v.decided_by, DecidedBy::ClassRule { class: Class::Machine, path: IssuancePath::Jwt });
-        // A WIT policy naming an audience does not validate.
-        let bad = PolicyEngine::compile(
-            r#"permit(principal, action == Action::"issue_wit", resource == Audience::"db");"#,
-            3,
-        );
-        assert!(matches!(bad, Err(PolicyError::Validation(_))), "{bad:?}");
+        // A WIT's resource is the trust domain: a permit naming an audience never applies to it.
+        let aud = PolicyEngine::compile(r#"permit(principal, action, resource == Audience::"db");"#, 3).unwrap();
+        assert!(!ask(&aud, &e, Action::IssueWit, None, &[], &c).allowed());
     }
 
     fn exchange<'a>(
