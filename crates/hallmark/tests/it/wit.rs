@@ -117,6 +117,21 @@ async fn a_python_client_verifies_a_wit_and_proves_possession_of_its_key() {
     let refused = run(client(&python, &up, &["fetch", AUDIENCE, "spiffe://example.org/not-mine"]));
     assert_eq!(refused["error"], "PERMISSION_DENIED", "{refused}");
 
+    // The operator's view: `hallmark api fetch-wit` prints no key, writes it 0600.
+    let dir = up.dir.path().join("wits");
+    let shown = up.cli_json(&["api", "fetch-wit", "--write", dir.to_str().unwrap()]);
+    assert_eq!((shown[0]["spiffe_id"].as_str(), shown[0]["hint"].as_str()), (Some(WEB), Some("web")), "{shown}");
+    assert!(shown[0]["cnf"]["jwk"]["x"].is_string() && !shown.to_string().contains("\"d\""), "{shown}");
+    let key = dir.join("wit.0.jwk");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let jwk: Value = serde_json::from_slice(&std::fs::read(&key).unwrap()).unwrap();
+    assert_eq!(jwk["x"], shown[0]["cnf"]["jwk"]["x"]);
+    assert_eq!(std::fs::read_to_string(dir.join("wit.0.jwt")).unwrap(), shown[0]["wit"].as_str().unwrap());
+    let out = up.cli(&["api", "fetch-bundle", "--kind", "wit"]);
+    let bundle: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(bundle["spiffe://example.org"]["keys"].as_array().unwrap().iter().all(|k| k["use"] == "wit-svid"));
+
     // The private key (the workload's, shown to this test by its client) is
     // in no log and no audit record.
     let d = r["key"]["d"].as_str().unwrap();
