@@ -219,3 +219,33 @@ async fn a_wit_for_an_entry_bound_to_tasks_carries_its_task_and_only_its_process
         up.cli_json(&["credential", "show", jti])["credential"]["revoked_at"].as_i64()
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wit_of_an_entry_bound_to_its_process_ends_with_the_process() {
+    let Some(python) = python() else { return };
+    let up = Up::start();
+    entry(&up, WEB, &["--bind", "process"]);
+    let r = run(client(&python, &up, &["fetch", AUDIENCE]));
+    assert!(r.get("error").is_none(), "{r}");
+    // The client has exited: the agent reports its WIT, the server revokes it.
+    let jti = r["claims"]["jti"].as_str().unwrap();
+    let row = wait_for("the process's end to revoke its WIT", 15, || {
+        Some(up.cli_json(&["credential", "show", jti])["credential"].clone()).filter(|c| c["revoked_at"].is_i64())
+    });
+    assert_eq!((row["kind"].as_str(), row["revoke_reason"].as_str()), (Some("wit"), Some("ended with its process")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_renews_a_wit_before_it_expires() {
+    let Some(python) = python() else { return };
+    let up = Up::start();
+    entry(&up, WEB, &["--jwt-ttl", "8s"]);
+    let (mut child, lines) = watch(&python, &up);
+    let first = lines.recv_timeout(Duration::from_secs(30)).expect("the first message at once");
+    let next = lines.recv_timeout(Duration::from_secs(12)).expect("a renewed WIT");
+    assert_ne!(next["jti"], first["jti"]);
+    assert!(next["exp"].as_i64() > first["exp"].as_i64(), "{first} then {next}");
+    assert!(hallmark_core::now_unix() < first["exp"].as_i64().unwrap(), "renewed before the first expired");
+    let _ = child.kill();
+    let _ = child.wait();
+}
