@@ -21,7 +21,13 @@
 //! [`Cache::end_instance`] withdraws them all when it exits. Two processes
 //! with the same evidence never share one, and an instance that has ended
 //! is never given another (one issued while it was exiting is refused by
-//! [`Cache::put_svid`] and [`Cache::put_jwt`], for the caller to report).
+//! [`Cache::put_svid`], [`Cache::put_jwt`] and [`Cache::put_wit`], for the
+//! caller to report).
+//!
+//! WIT-SVIDs are held like JWT-SVIDs, per (entry, evidence, process instance
+//! of a bound entry), with the private key made for each: revocations (by
+//! `jti`), a revoked or tainted signing key, an entry change and expiry drop
+//! them as they drop JWT-SVIDs.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -158,6 +164,36 @@ pub struct HeldJwt {
     pub refresh_at: i64,
 }
 
+/// A WIT-SVID held for (entry, evidence, process instance of a bound
+/// entry), with the key it binds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HeldWit {
+    /// The token (compact JWS, `typ` `wit+jwt`).
+    pub token: String,
+    /// The private key its `cnf.jwk` binds, as a JWK: made on this node,
+    /// sent only to the workload. Never logged.
+    pub key: String,
+    /// Its `jti`, as revocations name it.
+    pub jti: String,
+    /// The key that signed it.
+    pub kid: String,
+    /// `exp`.
+    pub expires_at: i64,
+    /// Re-mint after this.
+    pub refresh_at: i64,
+}
+
+impl std::fmt::Debug for HeldWit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldWit")
+            .field("jti", &self.jti)
+            .field("kid", &self.kid)
+            .field("expires_at", &self.expires_at)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A workload evidence set that wants identities.
 #[derive(Debug, Clone)]
 struct Interest {
@@ -201,6 +237,7 @@ struct Inner {
     bundle: Option<Arc<Bundle>>,
     svids: HashMap<SvidKey, HeldSvid>,
     jwts: HashMap<JwtKey, HeldJwt>,
+    wits: HashMap<SvidKey, HeldWit>,
     interests: HashMap<String, Interest>,
     /// Live process instances that asked, for bound entries.
     instances: HashMap<ProcessInstance, InstanceInterest>,
@@ -215,6 +252,7 @@ impl Inner {
         self.svids.retain(|k, _| k.entry_id != id);
         self.denied.retain(|k, _| k.entry_id != id);
         self.jwts.retain(|k, _| k.svid.entry_id != id);
+        self.wits.retain(|k, _| k.entry_id != id);
     }
 }
 
@@ -297,6 +335,7 @@ impl Cache {
                 i.drop_entry(&e.id);
             }
             i.jwts.retain(|k, _| k.svid.entry_id != e.id);
+            i.wits.retain(|k, _| k.entry_id != e.id);
             i.denied.retain(|k, _| k.entry_id != e.id);
             i.entries.insert(e.id.clone(), e);
             ((), true)
@@ -321,6 +360,7 @@ impl Cache {
             let tainted: HashSet<&String> = b.status.tainted.iter().collect();
             i.svids.retain(|_, s| !revoked.contains(&s.authority_id));
             i.jwts.retain(|_, j| !revoked.contains(&j.kid) && !tainted.contains(&j.kid));
+            i.wits.retain(|_, w| !revoked.contains(&w.kid) && !tainted.contains(&w.kid));
             for s in i.svids.values_mut().filter(|s| tainted.contains(&s.authority_id)) {
                 s.rotate_at = s.rotate_at.min(now);
             }
@@ -330,17 +370,18 @@ impl Cache {
     }
 
     /// Applies revocations: what they name is dropped at once and refused if
-    /// it arrives later. Returns how many held SVIDs and JWTs were dropped.
+    /// it arrives later. Returns how many held SVIDs, JWTs and WITs were dropped.
     pub fn revoke(&self, revocations: &[Revocation], now: i64) -> usize {
         self.write(|i| {
             for r in revocations.iter().filter(|r| r.not_after > now) {
                 i.revoked.insert(r.id.clone(), r.not_after);
             }
-            let before = i.svids.len() + i.jwts.len();
+            let before = i.svids.len() + i.jwts.len() + i.wits.len();
             let revoked = &i.revoked;
             i.svids.retain(|_, s| !revoked.contains_key(&s.serial));
             i.jwts.retain(|_, j| !revoked.contains_key(&j.jti));
-            let dropped = before - i.svids.len() - i.jwts.len();
+            i.wits.retain(|_, w| !revoked.contains_key(&w.jti));
+            let dropped = before - i.svids.len() - i.jwts.len() - i.wits.len();
             (dropped, dropped > 0)
         })
     }
@@ -366,6 +407,7 @@ impl Cache {
             i.instances.clear();
             i.svids.clear();
             i.jwts.clear();
+            i.wits.clear();
             i.denied.clear();
             ((), true)
         });
@@ -459,12 +501,12 @@ impl Cache {
         self.read(|i| i.instances.contains_key(&instance))
     }
 
-    /// Process instance `instance` exited: withdraws every SVID and JWT held
-    /// for it (open streams are woken at once) and forgets it. Returns what
-    /// was withdrawn, for the server to revoke, except the JWT-SVIDs of a
-    /// task's process: a tool call's process may exit and hand its bearer
-    /// token on to the rest of its task, so those live until the task ends
-    /// (the server revokes them then). A task's X.509-SVIDs end with their
+    /// Process instance `instance` exited: withdraws every SVID, JWT and WIT
+    /// held for it (open streams are woken at once) and forgets it. Returns
+    /// what was withdrawn, for the server to revoke, except the JWT-SVIDs and
+    /// WIT-SVIDs of a task's process: a tool call's process may exit and hand
+    /// its token (and a WIT's key) on to the rest of its task, so those live
+    /// until the task ends (the server revokes them then). A task's X.509-SVIDs end with their
     /// process, like those of `bind: process` entries.
     pub fn end_instance(&self, instance: ProcessInstance) -> Vec<Ended> {
         self.write(|i| {
@@ -483,8 +525,15 @@ impl Cache {
                     .filter(|(k, _)| mine(&k.svid) && jwt_ends(&k.svid))
                     .map(|(_, j)| Ended { id: j.jti.clone(), not_after: j.expires_at }),
             );
+            ended.extend(
+                i.wits
+                    .iter()
+                    .filter(|(k, _)| mine(k) && jwt_ends(k))
+                    .map(|(_, w)| Ended { id: w.jti.clone(), not_after: w.expires_at }),
+            );
             i.svids.retain(|k, _| !mine(k));
             i.jwts.retain(|k, _| !mine(&k.svid));
+            i.wits.retain(|k, _| !mine(k));
             i.denied.retain(|k, _| !mine(k));
             let changed = known || !ended.is_empty();
             (ended, changed)
@@ -577,17 +626,21 @@ impl Cache {
         self.write(|i| {
             i.svids.remove(&key);
             i.jwts.retain(|k, _| k.svid != key);
+            i.wits.remove(&key);
             i.denied.insert(key, retry_at);
             ((), true)
         });
     }
 
-    /// Drops expired SVIDs and JWTs, idle interests and old denials; returns how many SVIDs went.
+    /// Drops expired SVIDs, JWTs and WITs, idle interests and old denials;
+    /// returns how many SVIDs went.
     pub fn expire(&self, now: i64) -> usize {
         self.write(|i| {
             let before = i.svids.len();
+            let wits = i.wits.len();
             i.svids.retain(|_, s| s.not_after > now);
             i.jwts.retain(|_, j| j.expires_at > now);
+            i.wits.retain(|_, w| w.expires_at > now);
             i.revoked.retain(|_, not_after| *not_after > now);
             i.interests.retain(|_, x| x.streams > 0 || now - x.last_seen <= INTEREST_KEEP_SECS);
             i.denied.retain(|k, _| match k.instance {
@@ -595,7 +648,8 @@ impl Cache {
                 None => i.interests.contains_key(&k.digest),
             });
             let gone = before - i.svids.len();
-            (gone, gone > 0)
+            // Open WIT streams are woken to stop serving what expired.
+            (gone, gone > 0 || i.wits.len() < wits)
         })
     }
 
@@ -629,13 +683,14 @@ impl Cache {
         })
     }
 
-    /// Whether an X.509-SVID (by serial) or a JWT-SVID (by jti) is held,
-    /// unexpired and unrevoked, for the workload evidence `digest`.
+    /// Whether an X.509-SVID (by serial) or a JWT-SVID or WIT-SVID (by jti)
+    /// is held, unexpired and unrevoked, for the workload evidence `digest`.
     pub fn holds(&self, digest: &str, id: &str, now: i64) -> bool {
         self.read(|i| {
             !i.revoked.contains_key(id)
                 && (i.svids.iter().any(|(k, s)| k.digest == digest && s.serial == id && s.not_after > now)
-                    || i.jwts.iter().any(|(k, j)| k.svid.digest == digest && j.jti == id && j.expires_at > now))
+                    || i.jwts.iter().any(|(k, j)| k.svid.digest == digest && j.jti == id && j.expires_at > now)
+                    || i.wits.iter().any(|(k, w)| k.digest == digest && w.jti == id && w.expires_at > now))
         })
     }
 
@@ -660,10 +715,50 @@ impl Cache {
         })
     }
 
+    /// A held WIT for (entry, evidence, process instance of a bound entry)
+    /// still before its refresh point (and so unexpired and unrevoked).
+    pub fn wit(&self, key: &SvidKey, now: i64) -> Option<HeldWit> {
+        self.read(|i| {
+            i.wits
+                .get(key)
+                .filter(|w| w.refresh_at > now && w.expires_at > now && !i.revoked.contains_key(&w.jti))
+                .cloned()
+        })
+    }
+
+    /// Whether the WIT `jti` may still be served at `now`: held, unexpired
+    /// and unrevoked.
+    pub fn wit_servable(&self, jti: &str, now: i64) -> bool {
+        self.read(|i| !i.revoked.contains_key(jti) && i.wits.values().any(|w| w.jti == jti && w.expires_at > now))
+    }
+
+    /// Keeps a WIT (replacing the one held for `key`) until it expires; for a
+    /// bound entry, only while its process instance lives; never one revoked
+    /// while it was being minted.
+    pub fn put_wit(&self, key: &SvidKey, w: HeldWit) -> Kept {
+        self.write(|i| {
+            if key.instance.is_some_and(|x| !i.instances.contains_key(&x)) {
+                return (Kept::ProcessEnded, false);
+            }
+            if i.entries.contains_key(&key.entry_id) && i.wits.len() < 100_000 && !i.revoked.contains_key(&w.jti) {
+                i.wits.insert(key.clone(), w);
+                return (Kept::Yes, false);
+            }
+            (Kept::No, false)
+        })
+    }
+
     /// The earliest expiry (unix seconds) of anything held, so the agent can
     /// withdraw it at that second rather than at its next periodic pass.
     pub fn next_expiry(&self) -> Option<i64> {
-        self.read(|i| i.svids.values().map(|s| s.not_after).chain(i.jwts.values().map(|j| j.expires_at)).min())
+        self.read(|i| {
+            i.svids
+                .values()
+                .map(|s| s.not_after)
+                .chain(i.jwts.values().map(|j| j.expires_at))
+                .chain(i.wits.values().map(|w| w.expires_at))
+                .min()
+        })
     }
 
     /// Number of SVIDs held (for tests and metrics).

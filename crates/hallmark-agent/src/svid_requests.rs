@@ -19,7 +19,8 @@
 //!
 //! JWT-SVIDs are minted on request instead ([`jwt_svid`]): the one held is
 //! reused until its refresh point, else the server mints one on the
-//! workload's evidence.
+//! workload's evidence. So are WIT-SVIDs ([`wit_svid`]), each for a new key
+//! made here, whose public half alone goes to the server.
 //!
 //! [`Cache::expire`]: crate::cache::Cache::expire
 //! [`Cache::due`]: crate::cache::Cache::due
@@ -30,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hallmark_ca::WitKey;
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_ca::svid;
 use hallmark_core::ProcessInstance as RecordedProcess;
@@ -38,7 +40,7 @@ use hallmark_proto::node as pb;
 use tonic::{Code, Status};
 
 use crate::admission::Attested;
-use crate::cache::{Due, Ended, HeldJwt, HeldSvid, Kept, SvidKey};
+use crate::cache::{Due, Ended, HeldJwt, HeldSvid, HeldWit, Kept, SvidKey};
 use crate::error::AgentError;
 use crate::instance::ProcessInstance;
 use crate::state::AgentInner;
@@ -287,22 +289,78 @@ async fn mint_jwt(
         process: caller.process.as_ref().map(process_message),
         lineage: lineage_message(entry, instance),
     };
-    match agent.client().mint_jwt_svid(req).await {
-        Ok(r) => Ok(r.into_inner()),
-        Err(s) if s.code() == Code::PermissionDenied || s.code() == Code::NotFound => {
-            tracing::info!(entry = entry_id, reason = %s.message(), "JWT-SVID denied");
+    let minted = agent.client().mint_jwt_svid(req).await;
+    minted.map(tonic::Response::into_inner).map_err(|s| refused("JWT-SVID", entry_id, s))
+}
+
+/// What a workload is told when the server would not mint a token
+/// (`what`) for `entry_id`: a denial is PermissionDenied (with its reason
+/// when it is about the caller's own task), a malformed request
+/// InvalidArgument, anything else Unavailable.
+fn refused(what: &str, entry_id: &str, s: Status) -> Status {
+    match s.code() {
+        Code::PermissionDenied | Code::NotFound => {
+            tracing::info!(entry = entry_id, reason = %s.message(), "{what} denied");
             // A task's refusal is about the caller's own task (no running
             // task, pending approval, a scope breach): it is told why.
             match s.message().strip_prefix("task: ") {
-                Some(why) => Err(Status::permission_denied(format!("no identity issued: {why}"))),
-                None => Err(Status::permission_denied("no identity issued")),
+                Some(why) => Status::permission_denied(format!("no identity issued: {why}")),
+                None => Status::permission_denied("no identity issued"),
             }
         }
-        Err(s) if s.code() == Code::InvalidArgument => Err(Status::invalid_argument(s.message().to_owned())),
-        Err(s) => {
-            tracing::warn!(status = %s, "JWT-SVID mint failed");
-            Err(Status::unavailable("server unavailable"))
+        Code::InvalidArgument => Status::invalid_argument(s.message().to_owned()),
+        _ => {
+            tracing::warn!(status = %s, "{what} mint failed");
+            Status::unavailable("server unavailable")
         }
+    }
+}
+
+/// A WIT-SVID of `entry` for the attested workload `caller` (running as
+/// process `instance`, which a bound entry needs), with its private key: the
+/// one held while before its refresh point, else one minted by the server
+/// now for a new key made here, and kept for reuse until it expires.
+pub(crate) async fn wit_svid(
+    agent: &AgentInner,
+    entry: &Entry,
+    caller: &Attested,
+    instance: Option<ProcessInstance>,
+    now: i64,
+) -> Result<HeldWit, Status> {
+    let digest = evidence_digest(&caller.selectors);
+    let key = SvidKey::of(entry, &digest, instance).ok_or_else(no_process)?;
+    if key.instance.is_some_and(|x| !agent.cache.instance_live(x)) {
+        return Err(no_process());
+    }
+    if let Some(w) = agent.cache.wit(&key, now) {
+        return Ok(w);
+    }
+    // A key for this WIT alone; its private half goes only to the workload.
+    let made = WitKey::generate().and_then(|k| Ok((k.public_jwk()?, k.private_jwk()?)));
+    let (public, private) = made.map_err(|e| {
+        tracing::error!(error = %e, "cannot generate a WIT key");
+        Status::internal("cannot generate a key")
+    })?;
+    let req = pb::MintWitSvidRequest {
+        entry_id: entry.id.clone(),
+        public_key: serde_json::Value::Object(public.to_json()).to_string(),
+        evidence: caller.selectors.iter().map(ToString::to_string).collect(),
+        process: caller.process.as_ref().map(process_message),
+        lineage: lineage_message(entry, key.instance),
+    };
+    let m = agent.client().mint_wit_svid(req).await.map_err(|s| refused("WIT-SVID", &entry.id, s))?.into_inner();
+    // The server says when to mint a replacement; half the remaining life when it does not.
+    let refresh_at = if m.refresh_at > now { m.refresh_at } else { now + (m.expires_at - now) / 2 };
+    let held = HeldWit { token: m.token, key: private, jti: m.jti, kid: m.kid, expires_at: m.expires_at, refresh_at };
+    match agent.cache.put_wit(&key, held.clone()) {
+        Kept::Yes => Ok(held),
+        Kept::ProcessEnded => {
+            // Minted for a process that exited meanwhile: it ends with it.
+            agent.ended.push(vec![Ended { id: held.jti, not_after: held.expires_at }]);
+            Err(no_process())
+        }
+        // Revoked, or its entry withdrawn, while it was minted.
+        Kept::No => Err(Status::unavailable("the WIT-SVID was withdrawn as it was minted; retry")),
     }
 }
 

@@ -60,6 +60,14 @@
 //! `fetch_jwtsvid` admits the caller, then `svid_requests.rs`'s `jwt_svid`
 //! serves the one held for that entry, evidence and audience, or has the
 //! server mint one (`MintJwtSvid`) and keeps it until its refresh point.
+//!
+//! A WIT-SVID stream (`fetch_witsvid`) is served the same way, per stream:
+//! `svid_requests.rs`'s `wit_svid` serves the WIT held for each entry the
+//! caller matches, or makes a key and has the server mint one
+//! (`MintWitSvid`); the stream sends again when one is renewed at its
+//! refresh point or dropped from the cache (revoked, expired, its entry or
+//! signing key gone), and ends with an error rather than serve one that can
+//! no longer be used (fail closed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -74,7 +82,7 @@ use hallmark_core::{SelectorSet, SpiffeId, now_unix};
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use hallmark_proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse, WitsvidRequest, WitsvidResponse,
+    ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse, Witsvid, WitsvidRequest, WitsvidResponse,
     X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest, X509svidResponse,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -360,6 +368,131 @@ fn x509_message(
     }))
 }
 
+/// How soon a WIT stream tries again after the server could not mint.
+const WIT_RETRY: Duration = Duration::from_secs(2);
+
+/// One FetchWITSVID stream: the attested caller, its process, and the one
+/// SPIFFE ID it asked for, if any.
+struct WitStream {
+    agent: Arc<AgentInner>,
+    caller: Attested,
+    process: Option<crate::instance::Process>,
+    want: Option<SpiffeId>,
+}
+
+/// A WIT-SVID answer, and what the stream must know of it.
+struct WitMessage {
+    msg: WitsvidResponse,
+    /// The `jti`s served, to stop serving them once they are revoked or expire.
+    jtis: Vec<String>,
+    /// When to look again: the earliest refresh point (or a retry, when an
+    /// entry could not be served now).
+    wake_at: i64,
+}
+
+impl WitStream {
+    /// The WITs to send now, one per entry the caller matches (or the one it
+    /// asked for), each held or minted: an error when none can be served
+    /// (PermissionDenied when no entry matches or every one was denied).
+    async fn message(&self) -> Result<WitMessage, Status> {
+        let agent = &self.agent;
+        let mut entries = agent.cache.matching(&self.caller.selectors);
+        if let Some(p) = &self.process {
+            process_end::watch(agent, p, &self.caller, &entries);
+        }
+        if let Some(want) = &self.want {
+            entries.retain(|e| &e.spiffe_id == want);
+        }
+        let instance = self.process.as_ref().map(|p| p.instance);
+        let now = now_unix();
+        let mut out = WitMessage { msg: WitsvidResponse { svids: Vec::new() }, jtis: Vec::new(), wake_at: i64::MAX };
+        let mut refusal = None;
+        let mut hints = std::collections::HashSet::new();
+        for e in entries {
+            match svid_requests::wit_svid(agent, &e, &self.caller, instance, now).await {
+                Ok(w) => {
+                    let hint = e.hint.clone().unwrap_or_default();
+                    if !hint.is_empty() && !hints.insert(hint.clone()) {
+                        continue;
+                    }
+                    out.wake_at = out.wake_at.min(w.refresh_at).min(w.expires_at);
+                    out.jtis.push(w.jti);
+                    out.msg.svids.push(Witsvid {
+                        spiffe_id: e.spiffe_id.to_string(),
+                        wit_svid: w.token,
+                        wit_svid_key: w.key,
+                        hint,
+                    });
+                }
+                Err(s) => {
+                    if s.code() != tonic::Code::PermissionDenied {
+                        out.wake_at = out.wake_at.min(now + WIT_RETRY.as_secs() as i64);
+                    }
+                    refusal.get_or_insert(s);
+                }
+            }
+        }
+        if out.msg.svids.is_empty() {
+            return Err(refusal.unwrap_or_else(no_identity));
+        }
+        Ok(out)
+    }
+
+    /// Whether every WIT of the last message may still be served.
+    fn still_servable(&self, jtis: &[String]) -> bool {
+        let now = now_unix();
+        jtis.iter().all(|j| self.agent.cache.wit_servable(j, now))
+    }
+
+    /// Sends `first`, then a new message whenever the WITs to serve change:
+    /// at a refresh point, and on every cache change (a revocation, an
+    /// expiry, an entry or key change). When nothing can be minted and
+    /// what was sent can no longer be used, the stream ends with the error.
+    fn stream(self, first: WitMessage) -> Streamed<WitsvidResponse> {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut version = self.agent.cache.subscribe();
+            version.borrow_and_update();
+            let WitMessage { msg, mut jtis, mut wake_at } = first;
+            if tx.send(Ok(msg.clone())).await.is_err() {
+                return;
+            }
+            let mut last = msg;
+            loop {
+                let wait = u64::try_from(wake_at.saturating_sub(now_unix())).unwrap_or(0).max(1);
+                tokio::select! {
+                    r = version.changed() => if r.is_err() { return },
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                }
+                version.borrow_and_update();
+                match self.message().await {
+                    Ok(m) => {
+                        wake_at = m.wake_at;
+                        jtis = m.jtis;
+                        if m.msg != last {
+                            if tx.send(Ok(m.msg.clone())).await.is_err() {
+                                return;
+                            }
+                            last = m.msg;
+                        }
+                    }
+                    // The server is away but what was sent still holds: keep it, and retry.
+                    Err(s) if s.code() == tonic::Code::Unavailable && self.still_servable(&jtis) => {
+                        tracing::debug!(status = %s, "WIT-SVID not renewed yet; retrying");
+                        wake_at = now_unix() + WIT_RETRY.as_secs() as i64;
+                    }
+                    Err(s) => {
+                        let _ = tx.send(Err(s)).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
 fn json_to_prost(v: &serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match v {
@@ -503,17 +636,34 @@ impl SpiffeWorkloadApi for WorkloadApi {
 
     type FetchWITSVIDStream = Streamed<WitsvidResponse>;
 
-    async fn fetch_witsvid(&self, _req: Request<WitsvidRequest>) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
-        Err(Status::unimplemented("WIT-SVIDs are not supported"))
+    async fn fetch_witsvid(&self, req: Request<WitsvidRequest>) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        let caller = self.admit(&req).await?;
+        let process = admission::process(&req);
+        let want = match req.get_ref().spiffe_id.as_str() {
+            "" => None,
+            id => Some(SpiffeId::new(id).map_err(|e| Status::invalid_argument(e.to_string()))?),
+        };
+        let wits = WitStream { agent: self.agent.clone(), caller, process, want };
+        // The first message at once, or the refusal as the call's status.
+        let first = wits.message().await?;
+        Ok(Response::new(wits.stream(first)))
     }
 
     type FetchWITBundlesStream = Streamed<WitBundlesResponse>;
 
     async fn fetch_wit_bundles(
         &self,
-        _req: Request<WitBundlesRequest>,
+        req: Request<WitBundlesRequest>,
     ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
-        Err(Status::unimplemented("WIT-SVIDs are not supported"))
+        self.admit_identified(&req).await?;
+        let stream = watch_stream(self.agent.clone(), (), |agent, _| {
+            let Some(b) = agent.cache.bundle() else {
+                return Ok(None);
+            };
+            let bundles = HashMap::from([(trust_domain_key(agent), hallmark_ca::wit::jwks(&b.jwt_authorities))]);
+            Ok(Some(WitBundlesResponse { bundles }))
+        });
+        Ok(Response::new(stream))
     }
 }
 

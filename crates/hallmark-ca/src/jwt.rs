@@ -86,6 +86,26 @@ pub struct MintClaims<'a> {
     pub extra: Option<&'a Map<String, Value>>,
 }
 
+/// The `typ` header of a token this server signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Typ {
+    /// `JWT`: JWT-SVIDs and exchanged tokens.
+    Jwt,
+    /// `wit+jwt`: WIT-SVIDs (workload identity tokens).
+    Wit,
+}
+
+impl Typ {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "JWT",
+            Self::Wit => "wit+jwt",
+        }
+    }
+}
+
 /// The trust domain's JWT signing key (EC P-256, ES256).
 pub struct JwtKey {
     kid: String,
@@ -166,7 +186,13 @@ impl JwtKey {
     /// not a JWT-SVID's alone (token exchange adds `act` and `scope`); the
     /// caller decides the claims and answers for them.
     pub fn sign_claims(&self, claims: &Map<String, Value>) -> Result<String, CaError> {
-        let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
+        self.sign_typed(Typ::Jwt, claims)
+    }
+
+    /// Signs `claims` as they are, with the header `alg` ES256, this key's
+    /// `kid`, and `typ` (`wit+jwt` for a WIT-SVID: [`crate::wit::mint`]).
+    pub fn sign_typed(&self, typ: Typ, claims: &Map<String, Value>) -> Result<String, CaError> {
+        let header = json!({"alg": "ES256", "kid": self.kid, "typ": typ.as_str()});
         let body = Value::Object(claims.clone()).to_string();
         let signing_input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(body));
         let sig =
@@ -217,6 +243,18 @@ pub fn validate(
 /// (`typ` JWT or JOSE), the signature with the key of that `kid` (any key
 /// when it names none), `exp` in the future and `nbf` not.
 pub fn verify(token: &str, authorities: &[JwtAuthority], now: i64) -> Result<Map<String, Value>, JwtError> {
+    verify_typed(token, authorities, now, &["JWT", "JOSE"], false)
+}
+
+/// [`verify`], accepting only the `typ` values in `typ` (and none at all
+/// unless `typ_required` is false).
+pub(crate) fn verify_typed(
+    token: &str,
+    authorities: &[JwtAuthority],
+    now: i64,
+    typ: &[&str],
+    typ_required: bool,
+) -> Result<Map<String, Value>, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::Malformed("token too long"));
     }
@@ -230,10 +268,10 @@ pub fn verify(token: &str, authorities: &[JwtAuthority], now: i64) -> Result<Map
             return Err(JwtError::Header(format!("`{}`", k.chars().take(32).collect::<String>())));
         }
     }
-    if let Some(typ) = header.get("typ")
-        && !matches!(typ.as_str(), Some("JWT" | "JOSE"))
-    {
-        return Err(JwtError::Header("`typ` must be JWT or JOSE".into()));
+    match header.get("typ") {
+        Some(t) if t.as_str().is_some_and(|t| typ.contains(&t)) => {}
+        None if !typ_required => {}
+        _ => return Err(JwtError::Header(format!("`typ` must be {}", typ.join(" or ")))),
     }
     let alg = header.get("alg").and_then(Value::as_str).ok_or(JwtError::Malformed("no `alg` header"))?;
     let claims = b64_json(c)?;

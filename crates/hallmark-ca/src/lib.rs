@@ -3,6 +3,8 @@
 //! - [`x509`]: the X.509 CA (self-signed, or an intermediate under an upstream
 //!   root) that turns a verified CSR into an X.509-SVID.
 //! - [`jwt`]: the ES256 JWT signing key, JWT-SVID minting and validation.
+//! - [`wit`]: WIT-SVIDs (workload identity tokens binding a workload's key),
+//!   their keys as JWKs, and the WIT bundle.
 //! - [`bundle`]: the trust bundle as PEM and as a SPIFFE bundle (JWKS).
 //! - [`svid`]: reading SPIFFE IDs and checking SPIFFE rules on certificates.
 //! - [`tls`]: rustls verifiers that authorize agents and servers by SPIFFE ID.
@@ -14,11 +16,13 @@ pub mod jwt;
 pub mod keys;
 pub mod svid;
 pub mod tls;
+pub mod wit;
 pub mod x509;
 pub mod x509pop;
 
 pub use bundle::{AuthorityStatus, Bundle, JwtAuthority};
-pub use jwt::{JwtClaims, JwtError, JwtKey, MintClaims};
+pub use jwt::{JwtClaims, JwtError, JwtKey, MintClaims, Typ};
+pub use wit::{EcPublicJwk, JwkError, WitClaims, WitKey};
 pub use x509::{RevokedSerial, SignedSvid, X509Authority, authority_id};
 
 /// Errors from the CA layer. Messages are one line and never contain key material.

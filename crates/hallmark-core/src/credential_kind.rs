@@ -2,7 +2,7 @@
 //! inventory, the revocation log, the admin API and the CLI name them.
 //!
 //! Both are stored and serialised as their lowercase names (`x509`, `jwt`,
-//! `node`), so the JSON API and the database keep exactly those strings.
+//! `wit`, `node`), so the JSON API and the database keep exactly those strings.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,22 +17,26 @@ pub enum CredentialKind {
     X509,
     /// A JWT-SVID, named by its `jti`.
     Jwt,
+    /// A WIT-SVID (a workload identity token binding the workload's key),
+    /// named by its `jti`.
+    Wit,
 }
 
 /// An unknown credential kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown credential kind `{0}` (known: x509, jwt)")]
+#[error("unknown credential kind `{0}` (known: x509, jwt, wit)")]
 pub struct CredentialKindError(pub String);
 
 impl CredentialKind {
     /// Every kind, in the order metrics and listings show them.
-    pub const ALL: [Self; 2] = [Self::X509, Self::Jwt];
+    pub const ALL: [Self; 3] = [Self::X509, Self::Jwt, Self::Wit];
 
     /// The name as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::X509 => "x509",
             Self::Jwt => "jwt",
+            Self::Wit => "wit",
         }
     }
 }
@@ -56,7 +60,8 @@ impl FromStr for CredentialKind {
 pub enum RevocationKind {
     /// An X.509-SVID serial.
     X509,
-    /// A JWT-SVID `jti`.
+    /// A token's `jti`: a JWT-SVID's or a WIT-SVID's (see the
+    /// `From<CredentialKind>` below).
     Jwt,
     /// An agent's SPIFFE ID: the node is banned.
     Node,
@@ -94,12 +99,16 @@ impl FromStr for RevocationKind {
     }
 }
 
-/// Revoking a credential logs a record of the same kind.
+/// Revoking a credential logs a record of its kind. A WIT-SVID is logged
+/// as `jwt`: the log names tokens by `jti`, and agents (old ones included)
+/// drop and refuse every token whose `jti` a `jwt` record names, whichever
+/// token kind it is; a kind of its own would be one more name every agent
+/// must learn before a revoked WIT stops being served.
 impl From<CredentialKind> for RevocationKind {
     fn from(k: CredentialKind) -> Self {
         match k {
             CredentialKind::X509 => Self::X509,
-            CredentialKind::Jwt => Self::Jwt,
+            CredentialKind::Jwt | CredentialKind::Wit => Self::Jwt,
         }
     }
 }
@@ -110,7 +119,7 @@ mod tests {
 
     #[test]
     fn credential_kinds_round_trip_as_their_names() {
-        for (k, name) in CredentialKind::ALL.into_iter().zip(["x509", "jwt"]) {
+        for (k, name) in CredentialKind::ALL.into_iter().zip(["x509", "jwt", "wit"]) {
             assert_eq!(k.as_str(), name);
             assert_eq!(k.to_string(), name);
             assert_eq!(name.parse::<CredentialKind>(), Ok(k));
@@ -141,9 +150,10 @@ mod tests {
     }
 
     #[test]
-    fn a_credential_is_revoked_under_its_own_kind() {
-        for k in CredentialKind::ALL {
+    fn a_credential_is_revoked_under_its_own_kind_and_a_wit_as_a_jwt() {
+        for k in [CredentialKind::X509, CredentialKind::Jwt] {
             assert_eq!(RevocationKind::from(k).as_str(), k.as_str());
         }
+        assert_eq!(RevocationKind::from(CredentialKind::Wit), RevocationKind::Jwt, "named by jti, dropped by jti");
     }
 }

@@ -25,7 +25,7 @@ pub struct CaseFile {
 pub struct Case {
     /// Shown on mismatch.
     pub name: String,
-    /// `issue_x509`, `renew` or `issue_jwt`.
+    /// `issue_x509`, `renew`, `issue_jwt` or `issue_wit`.
     pub action: String,
     /// For `issue_jwt`.
     #[serde(default)]

@@ -1,8 +1,9 @@
 //! Where policy decides: one credential request in, one [`Verdict`] out.
 //!
-//! Every X.509 issuance, every renewal and every JWT-SVID audience is decided
-//! by [`decide`], by the server and by `hallmark policy test` alike, so a
-//! policy author's test table cannot drift from what the server does. The
+//! Every X.509 issuance, every renewal, every JWT-SVID audience and every
+//! WIT-SVID is decided by [`decide`], by the server and by `hallmark policy
+//! test` alike, so a policy author's test table cannot drift from what the
+//! server does. The
 //! steps, in order:
 //!
 //! 1. the entry's lifecycle class must allow the issuance path (server
@@ -33,6 +34,10 @@ pub enum Action {
     Renew,
     /// A JWT-SVID for one audience.
     IssueJwt,
+    /// A WIT-SVID: a workload identity token binding the workload's key,
+    /// with no audience (its resource is the trust domain). It takes the
+    /// JWT path: the class's JWT rules and the entry's `jwt_ttl`.
+    IssueWit,
 }
 
 impl Action {
@@ -42,6 +47,7 @@ impl Action {
             Self::IssueX509 => "issue_x509",
             Self::Renew => "renew",
             Self::IssueJwt => "issue_jwt",
+            Self::IssueWit => "issue_wit",
         }
     }
 
@@ -49,14 +55,14 @@ impl Action {
     pub fn path(self) -> IssuancePath {
         match self {
             Self::IssueX509 | Self::Renew => IssuancePath::X509,
-            Self::IssueJwt => IssuancePath::Jwt,
+            Self::IssueJwt | Self::IssueWit => IssuancePath::Jwt,
         }
     }
 }
 
-/// An action name that is none of Hallmark's three.
+/// An action name that is none of Hallmark's issuance actions.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown action `{0}` (issue_x509, renew, issue_jwt)")]
+#[error("unknown action `{0}` (issue_x509, renew, issue_jwt, issue_wit)")]
 pub struct ActionError(pub String);
 
 impl FromStr for Action {
@@ -66,6 +72,7 @@ impl FromStr for Action {
             "issue_x509" => Ok(Self::IssueX509),
             "renew" => Ok(Self::Renew),
             "issue_jwt" => Ok(Self::IssueJwt),
+            "issue_wit" => Ok(Self::IssueWit),
             o => Err(ActionError(o.to_owned())),
         }
     }
@@ -537,6 +544,34 @@ mod tests {
         assert_eq!(v.ttl_secs(), Some(day), "long_lived_certificate raises X.509 only");
         let raised = [long(ExceptionRule::TtlAboveClassMax, "30h")];
         assert_eq!(ask(&engine, &e, Action::IssueJwt, Some("a"), &raised, &c).ttl_secs(), Some(30 * 3600));
+    }
+
+    /// A WIT-SVID is its own Cedar action on the trust domain: the default
+    /// permit allows it, a policy can name it alone, and it takes the JWT
+    /// path (the class's JWT rules, the entry's `jwt_ttl`).
+    #[test]
+    fn wits_are_decided_on_the_trust_domain_by_the_jwt_path() {
+        assert_eq!("issue_wit".parse::<Action>(), Ok(Action::IssueWit));
+        assert_eq!(Action::IssueWit.as_str(), "issue_wit");
+        let c = Classes::default();
+        let mut e = entry("w", "team");
+        e.x509_ttl = Ttl::parse("12h").unwrap();
+        e.jwt_ttl = Ttl::parse("10m").unwrap();
+        let default = PolicyEngine::compile(crate::DEFAULT_POLICY, 1).unwrap();
+        let v = ask(&default, &e, Action::IssueWit, None, &[], &c);
+        assert_eq!(v.ttl_secs(), Some(600), "the entry's jwt_ttl: {v:?}");
+        let text = r#"@id("wit") @max_ttl("5m") permit(principal, action == Action::"issue_wit", resource == TrustDomain::"example.org");
+                      @id("no-wit-for-root") forbid(principal, action == Action::"issue_wit", resource) when { context.selectors.contains("unix:uid:0") };"#;
+        let engine = PolicyEngine::compile(text, 2).unwrap();
+        assert_eq!(ask(&engine, &e, Action::IssueWit, None, &[], &c).ttl_secs(), Some(300));
+        assert!(!ask(&engine, &e, Action::IssueJwt, Some("db"), &[], &c).allowed(), "a WIT permit is not a JWT's");
+        let mut classes = Classes::default();
+        classes.machine.paths = vec![IssuancePath::X509];
+        let v = ask(&default, &e, Action::IssueWit, None, &[], &classes);
+        assert_eq!(v.decided_by, DecidedBy::ClassRule { class: Class::Machine, path: IssuancePath::Jwt });
+        // A WIT's resource is the trust domain: a permit naming an audience never applies to it.
+        let aud = PolicyEngine::compile(r#"permit(principal, action, resource == Audience::"db");"#, 3).unwrap();
+        assert!(!ask(&aud, &e, Action::IssueWit, None, &[], &c).allowed());
     }
 
     fn exchange<'a>(

@@ -169,7 +169,7 @@ struct Names {
 impl Names {
     fn new() -> Result<Self, PolicyError> {
         let action = type_name("Action")?;
-        let actions = [Action::IssueX509, Action::Renew, Action::IssueJwt]
+        let actions = [Action::IssueX509, Action::Renew, Action::IssueJwt, Action::IssueWit]
             .into_iter()
             .map(|a| (a, EntityUid::from_type_name_and_id(action.clone(), EntityId::new(a.as_str()))))
             .collect();

@@ -1,5 +1,6 @@
 //! The issuance path, top to bottom. Every X.509-SVID (first issue and
-//! renewal) and every JWT-SVID takes these steps, numbered in the code:
+//! renewal), every JWT-SVID and every WIT-SVID takes these steps, numbered
+//! in the code:
 //!
 //! 1. entitle: the entry exists, the calling agent (authenticated by mTLS
 //!    before this module) serves it, and the workload's evidence satisfies it;
@@ -161,7 +162,7 @@ pub struct IssuedX509 {
     pub authority_id: String,
 }
 
-/// An issued JWT-SVID.
+/// An issued JWT-SVID or WIT-SVID.
 #[derive(Debug)]
 pub struct IssuedJwt {
     /// The compact JWS.
@@ -296,6 +297,14 @@ fn task_claims(t: &Task, entry: &Entry, audience: &[String]) -> serde_json::Map<
     m
 }
 
+/// The audiences of `t`'s scope that are cleared (approved where the task
+/// asks for approval): what a task's WIT-SVID, which names no audience,
+/// carries in its `task` claim, so a verifier of the WIT's proof can check
+/// the proof's audience against it.
+fn cleared_scope(t: &Task) -> Vec<String> {
+    t.scope.iter().filter(|i| i.cleared()).map(|i| i.audience.clone()).collect()
+}
+
 /// What step 2 grants when the verdict allows.
 struct Granted {
     /// The lifetime decided, seconds.
@@ -306,7 +315,7 @@ struct Granted {
 
 /// What step 3 signed, as its inventory row records it.
 struct SignedCredential<'a> {
-    /// X.509-SVID or JWT-SVID.
+    /// X.509-SVID, JWT-SVID or WIT-SVID.
     kind: CredentialKind,
     /// The serial or `jti`.
     id: &'a str,
@@ -735,6 +744,82 @@ impl ServerState {
         // 5. Return, with when to mint a replacement.
         let kid = key.kid().to_owned();
         self.metrics.issued(entry.class, CredentialKind::Jwt);
+        let refresh_at = renewal_point(now, exp, self.settings.classes.rules(entry.class));
+        Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at })
+    }
+
+    /// Mints a WIT-SVID for `entry_id` binding `public_key` (an EC P-256
+    /// public JWK the agent made for the workload): one decision, on the
+    /// trust domain (`issue_wit`), with the JWT path's lifetime; no audience.
+    pub async fn issue_wit(
+        &self,
+        caller: &AuthenticatedAgent,
+        entry_id: &str,
+        public_key: &str,
+        evidence: WorkloadEvidence,
+    ) -> Result<IssuedJwt, IssueError> {
+        let bound = hallmark_ca::EcPublicJwk::parse(public_key).map_err(|e| IssueError::BadRequest(e.to_string()))?;
+        let now = now_unix();
+        // 1. Entitle: the entry exists, belongs to the calling agent, and the
+        //    evidence satisfies it; for an entry bound to tasks, a task holds the process.
+        let (mut entitled, tree) = self.entitled_entry(caller, entry_id, evidence)?;
+        self.task_for(&mut entitled, &tree, Action::IssueWit, now).await?;
+        let entry = &entitled.entry;
+        let task = entitled.task.as_ref().map(|(t, _)| t);
+        // 2. Decide: class path (JWT), policy and lifetime; never past the task's end.
+        let exceptions = self.active_exceptions(&entry.id, now);
+        let granted = self.decide(&self.issuance_request(Action::IssueWit, &entitled, &exceptions, now)).await?;
+        let mut ttl_secs = granted.ttl_secs;
+        if let Some(t) = task {
+            ttl_secs = ttl_secs.min(u64::try_from(t.expires_at - now).unwrap_or(1).max(1));
+        }
+        // 3. Sign; a token never outlives the key that signs it.
+        let key = self.authorities.jwt()?;
+        let exp = (now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
+        let mut random = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut random);
+        let jti = hex::encode(hallmark_core::time_ordered_id(random));
+        let extra = task.map(|t| task_claims(t, entry, &cleared_scope(t)));
+        let token = hallmark_ca::wit::mint(
+            &key,
+            &hallmark_ca::WitClaims {
+                sub: &entry.spiffe_id,
+                issued_at: now,
+                expires_at: exp,
+                jti: &jti,
+                issuer: self.settings.jwt_issuer.as_deref(),
+                key: &bound,
+                extra: extra.as_ref(),
+            },
+        )
+        .map_err(IssueError::Signing)?;
+        // 4. Record, durably, before the token leaves the server.
+        let details = serde_json::json!({
+            "spiffe_id": entry.spiffe_id.as_str(),
+            "jti": jti,
+            "not_after": exp,
+            "owner": entry.owner,
+            "class": entry.class.as_str(),
+            "evidence_digest": entitled.recorded.digest,
+            "policy_ids": granted.policy_ids,
+            "task": task.map(|t| t.id.as_str()),
+        });
+        let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_wit", &entry.id, "ok", details);
+        let signed = SignedCredential {
+            kind: CredentialKind::Wit,
+            id: &jti,
+            authority_id: key.kid().to_owned(),
+            audience: None,
+            not_before: now,
+            not_after: exp,
+        };
+        event.credential = Some(entitled.inventory_row(signed, &event));
+        event.evidence = Some(entitled.recorded.clone());
+        self.audit.record(event).await?;
+        tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued WIT-SVID");
+        // 5. Return, with when to mint a replacement.
+        let kid = key.kid().to_owned();
+        self.metrics.issued(entry.class, CredentialKind::Wit);
         let refresh_at = renewal_point(now, exp, self.settings.classes.rules(entry.class));
         Ok(IssuedJwt { token, jti, kid, expires_at: exp, refresh_at })
     }

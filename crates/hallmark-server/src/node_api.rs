@@ -7,9 +7,10 @@ use hallmark_ca::{Bundle, CaError};
 use hallmark_core::{Entry, RevocationKind, SelectorSet, SpiffeId};
 use hallmark_proto::node::node_server::Node;
 use hallmark_proto::node::{
-    self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, RecordDeliveriesRequest,
-    RecordDeliveriesResponse, RenewAgentRequest, ReportProcessEndedRequest, ReportProcessEndedResponse,
-    SignX509SvidsRequest, SignX509SvidsResponse, SvidResult, SyncEntriesRequest, SyncEvent, sync_event,
+    self as pb, AgentSvid, AttestNodeRequest, MintJwtSvidRequest, MintJwtSvidResponse, MintWitSvidRequest,
+    MintWitSvidResponse, RecordDeliveriesRequest, RecordDeliveriesResponse, RenewAgentRequest,
+    ReportProcessEndedRequest, ReportProcessEndedResponse, SignX509SvidsRequest, SignX509SvidsResponse, SvidResult,
+    SyncEntriesRequest, SyncEvent, sync_event,
 };
 use hallmark_store::Revocation;
 use tokio::sync::{broadcast, mpsc};
@@ -302,6 +303,20 @@ impl Node for NodeApi {
             refresh_at: j.refresh_at,
             jti: j.jti,
             kid: j.kid,
+        }))
+    }
+
+    async fn mint_wit_svid(&self, req: Request<MintWitSvidRequest>) -> Result<Response<MintWitSvidResponse>, Status> {
+        let caller = self.authenticate(&req).await?;
+        let r = req.into_inner();
+        let evidence = workload(&r.evidence, r.process, &r.lineage).map_err(status)?;
+        let w = self.state.issue_wit(&caller, &r.entry_id, &r.public_key, evidence).await.map_err(status)?;
+        Ok(Response::new(MintWitSvidResponse {
+            token: w.token,
+            expires_at: w.expires_at,
+            refresh_at: w.refresh_at,
+            jti: w.jti,
+            kid: w.kid,
         }))
     }
 

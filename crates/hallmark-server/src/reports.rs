@@ -153,6 +153,7 @@ fn denial_blocks(d: &hallmark_store::DenialRecord, c: &hallmark_store::Credentia
                     (Some(_), None) => false,
                 }
         }
+        CredentialKind::Wit => d.action == "issue_wit",
     }
 }
 

@@ -12,8 +12,8 @@ use hallmark_ca::keys::new_key_and_csr;
 use hallmark_core::{EntrySpec, SpiffeId, Ttl};
 use hallmark_proto::node::node_client::NodeClient;
 use hallmark_proto::node::{
-    AttestNodeRequest, MintJwtSvidRequest, ReportProcessEndedRequest, SignX509SvidsRequest, SvidRequest,
-    SyncEntriesRequest,
+    AttestNodeRequest, MintJwtSvidRequest, MintWitSvidRequest, ReportProcessEndedRequest, SignX509SvidsRequest,
+    SvidRequest, SyncEntriesRequest,
 };
 use hallmark_server::config::ServerConfig;
 use tonic::Code;
@@ -456,4 +456,57 @@ async fn an_entry_needing_another_nodes_provenance_is_refused() {
     assert!(r.cert_chain.is_empty() && r.denied, "{r:?}");
     assert!(r.error.contains("node selectors its node did not prove"), "{r:?}");
     assert!(mint_jwt(&mut a, &entry.id, &["db"]).await.is_err());
+}
+
+/// MintWitSvid: a WIT binding the key the agent sent, signed by the trust
+/// domain's JWT key, recorded as a `wit` with its jti and revoked as a `jwt`
+/// record; a key that is not a public EC P-256 JWK is refused, and so is
+/// another agent's entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_mints_wits_binding_the_key_it_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path()).await;
+    let (a_id, mut a) = attested_agent(&s).await;
+    let (_, mut b) = attested_agent(&s).await;
+    let entry = entry_for_uid_1000(&s, &a_id, "spiffe://example.org/wit").await;
+    let key = hallmark_ca::WitKey::generate().unwrap();
+    let public = serde_json::Value::Object(key.public_jwk().unwrap().to_json()).to_string();
+    let req = |public_key: String| MintWitSvidRequest {
+        entry_id: entry.id.clone(),
+        public_key,
+        evidence: ev(),
+        process: None,
+        lineage: Vec::new(),
+    };
+    let w = a.mint_wit_svid(req(public.clone())).await.unwrap().into_inner();
+    let authorities = s.state.authorities.bundle().borrow().jwt_authorities.clone();
+    let (claims, bound) = hallmark_ca::wit::verify(&w.token, &authorities, hallmark_core::now_unix()).unwrap();
+    assert_eq!(bound, key.public_jwk().unwrap());
+    assert_eq!((claims["sub"].as_str(), claims["jti"].as_str()), (Some("spiffe://example.org/wit"), Some(&*w.jti)));
+    assert!(
+        w.refresh_at < w.expires_at && w.expires_at - claims["iat"].as_i64().unwrap() == 300,
+        "the entry's jwt_ttl"
+    );
+    let row = s.state.store.credential(&w.jti).await.unwrap().unwrap();
+    assert_eq!(
+        (row.kind, row.authority_id.as_str(), row.audience),
+        (hallmark_core::CredentialKind::Wit, &*w.kid, None)
+    );
+
+    // The private key, or any other curve, is refused before anything is decided.
+    let private = key.private_jwk().unwrap();
+    let refused = a.mint_wit_svid(req(private)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("`d`") && !refused.message().contains("\"d\":"), "{}", refused.message());
+    assert_eq!(a.mint_wit_svid(req("{}".into())).await.unwrap_err().code(), Code::InvalidArgument);
+    // Another agent's entry.
+    assert_eq!(b.mint_wit_svid(req(public)).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // Revoked by jti: the log says `jwt`, which every agent drops by jti.
+    let target = hallmark_store::RevokeTarget::Credential(w.jti.clone());
+    s.state.revoke(&target, "test", "test").await.unwrap();
+    let log = s.state.store.revocations_since(0, 100).await.unwrap();
+    let r = log.iter().find(|r| r.id == w.jti).unwrap();
+    assert_eq!(r.kind, hallmark_core::RevocationKind::Jwt);
+    assert!(s.state.verify_audit(&[]).await.unwrap().broken.is_none());
 }

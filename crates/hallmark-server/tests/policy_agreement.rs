@@ -2,7 +2,7 @@
 //!
 //! Every case of the policy corpus (`crates/hallmark-policy/tests/corpus/`,
 //! each `NAME.cedar` with `NAME.cases.json`) is replayed on a real server
-//! in-process, through its issuance path (`issue_x509` / `issue_jwt`: entitle,
+//! in-process, through its issuance path (`issue_x509` / `issue_jwt` / `issue_wit`: entitle,
 //! decide, sign, record), and through `policy test`'s own code
 //! (`hallmark_policy::cases`). The decision, the lifetime signed, the denial
 //! reason and the policy ids recorded for `hallmark entry denials` must be
@@ -163,6 +163,17 @@ async fn serve(s: &RunningServer, c: &Case, entry_id: &str) -> Served {
             let audience = vec![c.audience.clone().unwrap()];
             st.issue_jwt(&caller, entry_id, &audience, selectors.into()).await.map(|j| {
                 let payload = j.token.split('.').nth(1).unwrap();
+                let claims: serde_json::Value =
+                    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
+                        .unwrap();
+                claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap()
+            })
+        }
+        Action::IssueWit => {
+            let key = hallmark_ca::WitKey::generate().unwrap().public_jwk().unwrap().to_json();
+            let key = serde_json::Value::Object(key).to_string();
+            st.issue_wit(&caller, entry_id, &key, selectors.into()).await.map(|w| {
+                let payload = w.token.split('.').nth(1).unwrap();
                 let claims: serde_json::Value =
                     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap())
                         .unwrap();

@@ -14,7 +14,7 @@ pub struct DenialRecord {
     pub entry_id: String,
     /// Unix seconds.
     pub at: i64,
-    /// `issue_x509`, `renew` or `issue_jwt`.
+    /// `issue_x509`, `renew`, `issue_jwt` or `issue_wit`.
     pub action: String,
     /// The audience, for `issue_jwt`.
     pub audience: Option<String>,

@@ -9,7 +9,8 @@ use hallmark_core::now_unix;
 use hallmark_core::time::rfc3339_relative;
 use hallmark_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use hallmark_proto::workload::{
-    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, X509BundlesRequest, X509svidRequest,
+    JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, WitBundlesRequest, WitsvidRequest, X509BundlesRequest,
+    X509svidRequest,
 };
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -41,6 +42,22 @@ pub enum ApiCmd {
         /// Only this SPIFFE ID.
         #[arg(long)]
         spiffe_id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch this process's WIT-SVIDs (first message of the stream). The
+    /// private keys are never printed: `--write` puts them in files (0600).
+    FetchWit {
+        /// Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET).
+        #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+        socket: String,
+        /// Only this SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: Option<String>,
+        /// Write wit.N.jwt and wit.N.jwk (its private key, mode 0600) to this directory.
+        #[arg(long)]
+        write: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -79,10 +96,11 @@ pub enum ApiCmd {
         /// Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET).
         #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
         socket: String,
-        /// x509 (PEM certificates) or jwt (JWKS per trust domain).
-        #[arg(long, default_value = "x509", value_parser = ["x509", "jwt"])]
+        /// x509 (PEM certificates), jwt or wit (JWKS per trust domain).
+        #[arg(long, default_value = "x509", value_parser = ["x509", "jwt", "wit"])]
         kind: String,
-        /// Write bundle.pem (x509) or bundle.jwks.json (jwt) to this directory instead of stdout.
+        /// Write bundle.pem (x509), bundle.jwks.json (jwt) or bundle.wit.jwks.json (wit) to this
+        /// directory instead of stdout.
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -197,6 +215,44 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ApiCmd::FetchWit { socket, spiffe_id, write, json } => {
+            let mut c = connect(&socket).await?;
+            let req = WitsvidRequest { spiffe_id: spiffe_id.unwrap_or_default() };
+            let mut stream = c.fetch_witsvid(request(req)).await.map_err(status)?.into_inner();
+            let msg = stream.message().await.map_err(status)?.context("stream ended with no message")?;
+            let mut out = Vec::new();
+            for (i, s) in msg.svids.iter().enumerate() {
+                if let Some(dir) = &write {
+                    std::fs::create_dir_all(dir)?;
+                    std::fs::write(dir.join(format!("wit.{i}.jwt")), &s.wit_svid)?;
+                    hallmark_ca::keys::write_secret_file(&dir.join(format!("wit.{i}.jwk")), s.wit_svid_key.as_bytes())?;
+                }
+                let claims = jwt_claims(&s.wit_svid)?;
+                out.push(json!({
+                    "spiffe_id": s.spiffe_id,
+                    "hint": s.hint,
+                    "jti": claims["jti"],
+                    "exp": claims["exp"],
+                    "cnf": claims["cnf"],
+                    "wit": s.wit_svid,
+                }));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for o in &out {
+                    println!("SPIFFE ID : {}", o["spiffe_id"].as_str().unwrap_or(""));
+                    println!("JTI       : {}", o["jti"].as_str().unwrap_or(""));
+                    println!("Not after : {}", rfc3339_relative(o["exp"].as_i64().unwrap_or(0), now_unix()));
+                    if let Some(h) = o["hint"].as_str().filter(|h| !h.is_empty()) {
+                        println!("Hint      : {h}");
+                    }
+                    println!("WIT       : {}", o["wit"].as_str().unwrap_or(""));
+                    println!();
+                }
+            }
+            Ok(())
+        }
         ApiCmd::ValidateJwt { socket, audience, svid, json } => {
             let mut c = connect(&socket).await?;
             let r = c
@@ -251,7 +307,16 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
         }
         ApiCmd::FetchBundle { socket, kind, write } => {
             let mut c = connect(&socket).await?;
-            let (name, text) = if kind == "jwt" {
+            let (name, text) = if kind == "wit" {
+                let mut stream = c.fetch_wit_bundles(request(WitBundlesRequest {})).await.map_err(status)?.into_inner();
+                let msg = stream.message().await.map_err(status)?.context("stream ended with no message")?;
+                let mut doc = serde_json::Map::new();
+                for (td, jwks) in msg.bundles {
+                    let v: serde_json::Value = serde_json::from_str(&jwks).context("the WIT bundle is not JSON")?;
+                    doc.insert(td, v);
+                }
+                ("bundle.wit.jwks.json", serde_json::to_string_pretty(&doc)? + "\n")
+            } else if kind == "jwt" {
                 let mut stream = c.fetch_jwt_bundles(request(JwtBundlesRequest {})).await.map_err(status)?.into_inner();
                 let msg = stream.message().await.map_err(status)?.context("stream ended with no message")?;
                 let mut doc = serde_json::Map::new();
@@ -283,6 +348,14 @@ pub async fn run(cmd: ApiCmd) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The claims of a compact JWS, unverified (to show what the agent sent).
+fn jwt_claims(token: &str) -> anyhow::Result<serde_json::Value> {
+    use base64::Engine;
+    let body = token.split('.').nth(1).context("the token is not a compact JWS")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).context("the token is not base64url")?;
+    serde_json::from_slice(&bytes).context("the token's claims are not JSON")
 }
 
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {

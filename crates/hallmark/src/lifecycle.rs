@@ -20,7 +20,7 @@ pub struct RevokeArgs {
     /// One X.509-SVID, by serial number (hex, as `credential list` shows it).
     #[arg(long, group = "target")]
     serial: Option<String>,
-    /// One JWT-SVID, by its `jti`.
+    /// One JWT-SVID or WIT-SVID, by its `jti`.
     #[arg(long, group = "target")]
     jti: Option<String>,
     /// An entry: it is never served again and its live credentials are revoked.

@@ -579,3 +579,88 @@ fn a_change_of_bind_drops_what_was_held_under_the_old_one() {
     cache.upsert_entry(bound);
     assert!(cache.x509_for(&w, None, T0).is_empty(), "the shared SVID is not kept for a now-bound entry");
 }
+
+// ---- WIT-SVIDs ----
+
+fn wit(jti: &str, expires_at: i64, refresh_at: i64) -> HeldWit {
+    HeldWit {
+        token: format!("wit-{jti}"),
+        key: format!("{{\"d\":\"secret-{jti}\"}}"),
+        jti: jti.to_owned(),
+        kid: "k1".into(),
+        expires_at,
+        refresh_at,
+    }
+}
+
+#[test]
+fn a_wit_is_reused_until_its_refresh_point_and_never_served_expired() {
+    let (cache, _, digest) = serving_web();
+    let k = key("web", &digest);
+    assert_eq!(cache.put_wit(&k, wit("w1", T0 + 300, T0 + 150)), Kept::Yes);
+    assert_eq!(cache.wit(&k, T0 + 149).map(|w| w.jti), Some("w1".to_owned()));
+    assert!(cache.wit_servable("w1", T0 + 299));
+    assert!(cache.wit(&k, T0 + 150).is_none(), "minted afresh from its refresh point");
+    assert!(!cache.wit_servable("w1", T0 + 300), "never served at or past its expiry");
+    assert!(cache.holds(&digest, "w1", T0));
+    assert_eq!(cache.next_expiry(), Some(T0 + 300), "the sweep wakes at its expiry");
+    let mut version = cache.subscribe();
+    version.borrow_and_update();
+    cache.expire(T0 + 300);
+    assert!(version.has_changed().unwrap(), "open WIT streams are woken when one expires");
+    assert!(!cache.holds(&digest, "w1", T0), "swept at its expiry");
+    assert_eq!(cache.put_wit(&key("gone", &digest), wit("w2", T0 + 300, T0 + 150)), Kept::No, "entry not served");
+}
+
+#[test]
+fn a_revoked_wit_is_dropped_refused_and_its_stream_woken() {
+    let (cache, _, digest) = serving_web();
+    let k = key("web", &digest);
+    let _ = cache.put_wit(&k, wit("w1", T0 + 300, T0 + 150));
+    let mut version = cache.subscribe();
+    version.borrow_and_update();
+    // Revoked as a `jwt` record: named by its jti.
+    assert_eq!(cache.revoke(&[revocation("w1", T0 + 300)], T0), 1);
+    assert!(version.has_changed().unwrap());
+    assert!(cache.wit(&k, T0).is_none());
+    assert!(!cache.wit_servable("w1", T0));
+    assert_eq!(cache.put_wit(&k, wit("w1", T0 + 300, T0 + 150)), Kept::No, "a revoked jti is never kept again");
+}
+
+#[test]
+fn a_wit_goes_with_its_signing_key_and_its_entry() {
+    let (cache, _, digest) = serving_web();
+    let k = key("web", &digest);
+    let _ = cache.put_wit(&k, wit("w1", T0 + 300, T0 + 150));
+    cache.set_bundle(bundle(AuthorityStatus { tainted: vec!["k1".into()], ..Default::default() }), T0);
+    assert!(cache.wit(&k, T0).is_none(), "a tainted key: minted again now");
+    let _ = cache.put_wit(&k, wit("w2", T0 + 300, T0 + 150));
+    cache.upsert_entry(entry("web", &["unix:uid:1000"]));
+    assert!(cache.wit(&k, T0).is_none(), "an entry change: minted again");
+    let _ = cache.put_wit(&k, wit("w3", T0 + 300, T0 + 150));
+    cache.delete_entry("web");
+    assert!(!cache.wit_servable("w3", T0));
+}
+
+#[test]
+fn a_bound_wit_ends_with_its_process_and_a_tasks_with_its_task() {
+    let (cache, w, digest) = serving_bound();
+    let _ = cache.open_instance(P1, &w, None);
+    assert_eq!(cache.put_wit(&bound_key(&digest, P1), wit("w1", T0 + 300, T0 + 150)), Kept::Yes);
+    assert_eq!(cache.end_instance(P1), vec![Ended { id: "w1".into(), not_after: T0 + 300 }]);
+    assert_eq!(cache.put_wit(&bound_key(&digest, P1), wit("w2", T0 + 300, T0 + 150)), Kept::ProcessEnded);
+    let mut job = entry("job", &["unix:uid:1000"]);
+    job.bind = Bind::Task;
+    cache.upsert_entry(job);
+    let _ = cache.open_instance(P2, &w, None);
+    let _ = cache.put_wit(&bound_key(&digest, P2), wit("w3", T0 + 300, T0 + 150));
+    assert!(cache.end_instance(P2).is_empty(), "a task's WIT lives until the task ends (the server revokes it)");
+    assert!(cache.wit(&bound_key(&digest, P2), T0).is_none(), "withdrawn here all the same");
+}
+
+#[test]
+fn a_held_wit_never_shows_its_key_in_debug() {
+    let shown = format!("{:?}", wit("w1", T0 + 300, T0 + 150));
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(shown.contains("<redacted>") && shown.contains("w1"), "{shown}");
+}

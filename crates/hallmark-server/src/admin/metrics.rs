@@ -15,7 +15,7 @@ pub fn render(s: &ServerState) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# HELP hallmark_server_credentials_issued_total Credentials issued (X.509 first issues and renewals, JWTs), by class.\n\
+        "# HELP hallmark_server_credentials_issued_total Credentials issued (X.509 first issues and renewals, JWTs, WITs), by class.\n\
          # TYPE hallmark_server_credentials_issued_total counter"
     );
     for (class, row) in CLASSES.iter().zip(&m.issued) {

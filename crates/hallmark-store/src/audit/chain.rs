@@ -16,7 +16,7 @@ pub struct AuditEvent {
     pub at: i64,
     /// Who: an admin identity, or `node:<agent id>` (with the evidence digest in details).
     pub actor: String,
-    /// What: `issue_x509`, `renew`, `issue_jwt`, `deny`, `attest_node`, `entry_create`, ...
+    /// What: `issue_x509`, `renew`, `issue_jwt`, `issue_wit`, `deny`, `attest_node`, `entry_create`, ...
     pub action: String,
     /// On what: an entry id, SPIFFE ID, owner, policy version, exception id.
     pub subject: String,

@@ -34,4 +34,5 @@ mod token_exchange;
 mod tpm;
 mod trust;
 mod up;
+mod wit;
 mod workload_containers;

@@ -130,11 +130,21 @@ async fn protocol_errors_follow_the_spec() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::InvalidArgument);
-    // WIT profile: Unimplemented.
-    let s = raw.fetch_witsvid(with_header(WitsvidRequest::default())).await.err().unwrap();
-    assert_eq!(s.code(), tonic::Code::Unimplemented);
-    let s = raw.fetch_wit_bundles(with_header(WitBundlesRequest::default())).await.err().unwrap();
-    assert_eq!(s.code(), tonic::Code::Unimplemented);
+    // WIT profile: the same header rule; a malformed SPIFFE ID is InvalidArgument;
+    // with the header, the first message of each stream at once.
+    let s = raw.fetch_witsvid(WitsvidRequest::default()).await.err().unwrap();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    let s = raw.fetch_wit_bundles(WitBundlesRequest::default()).await.err().unwrap();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    let s = raw.fetch_witsvid(with_header(WitsvidRequest { spiffe_id: "not an id".into() })).await.err().unwrap();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    let mut wits = raw.fetch_witsvid(with_header(WitsvidRequest::default())).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), wits.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.svids.len(), 1);
+    assert!(first.svids[0].wit_svid.split('.').count() == 3 && first.svids[0].wit_svid_key.contains("\"d\""));
+    let mut bundles = raw.fetch_wit_bundles(with_header(WitBundlesRequest::default())).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), bundles.message()).await.unwrap().unwrap().unwrap();
+    assert!(first.bundles["spiffe://example.org"].contains("\"wit-svid\""), "{first:?}");
     // With the header, the first stream message arrives at once and holds the full state.
     let mut stream = raw.fetch_x509svid(with_header(X509svidRequest {})).await.unwrap().into_inner();
     let first = tokio::time::timeout(Duration::from_secs(20), stream.message()).await.unwrap().unwrap().unwrap();
