@@ -260,6 +260,18 @@ struct Entitled {
     task: Option<(Task, TaskFacts)>,
 }
 
+/// A new `jti`: time-ordered, with 64 random bits.
+pub(crate) fn new_jti() -> String {
+    let mut random = [0u8; 8];
+    rand::Rng::fill(&mut rand::rng(), &mut random);
+    hex::encode(hallmark_core::time_ordered_id(random))
+}
+
+/// Seconds task `t` has left at `now` (at least 1): no credential outlives its task.
+fn remaining(t: &Task, now: i64) -> u64 {
+    u64::try_from(t.expires_at - now).unwrap_or(1).max(1)
+}
+
 /// What the decision sees of `t`.
 fn task_facts(t: &Task) -> TaskFacts {
     TaskFacts {
@@ -618,7 +630,7 @@ impl ServerState {
         let mut granted = self.decide(&self.issuance_request(action, &entitled, &exceptions, now)).await?;
         let task = entitled.task.as_ref().map(|(t, _)| t);
         if let Some(t) = task {
-            granted.ttl_secs = granted.ttl_secs.min(u64::try_from(t.expires_at - now).unwrap_or(1).max(1));
+            granted.ttl_secs = granted.ttl_secs.min(remaining(t, now));
         }
         // 3. Sign: the CSR signature is verified and may ask for no other identity.
         let ca = self.authorities.x509()?;
@@ -696,14 +708,12 @@ impl ServerState {
             policy_ids.extend(granted.policy_ids);
         }
         if let Some(t) = task {
-            ttl_secs = ttl_secs.min(u64::try_from(t.expires_at - now).unwrap_or(1).max(1));
+            ttl_secs = ttl_secs.min(remaining(t, now));
         }
         // 3. Sign; a token never outlives the key that signs it.
         let key = self.authorities.jwt()?;
         let exp = (now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
-        let mut random = [0u8; 8];
-        rand::Rng::fill(&mut rand::rng(), &mut random);
-        let jti = hex::encode(hallmark_core::time_ordered_id(random));
+        let jti = new_jti();
         let extra = task.map(|t| task_claims(t, entry, audience));
         let token = key
             .mint(&MintClaims {
@@ -771,14 +781,12 @@ impl ServerState {
         let granted = self.decide(&self.issuance_request(Action::IssueWit, &entitled, &exceptions, now)).await?;
         let mut ttl_secs = granted.ttl_secs;
         if let Some(t) = task {
-            ttl_secs = ttl_secs.min(u64::try_from(t.expires_at - now).unwrap_or(1).max(1));
+            ttl_secs = ttl_secs.min(remaining(t, now));
         }
         // 3. Sign; a token never outlives the key that signs it.
         let key = self.authorities.jwt()?;
         let exp = (now + i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2)).min(self.authorities.jwt_not_after()?);
-        let mut random = [0u8; 8];
-        rand::Rng::fill(&mut rand::rng(), &mut random);
-        let jti = hex::encode(hallmark_core::time_ordered_id(random));
+        let jti = new_jti();
         let extra = task.map(|t| task_claims(t, entry, &cleared_scope(t)));
         let token = hallmark_ca::wit::mint(
             &key,

@@ -503,11 +503,7 @@ impl ServerState {
             .min(subject.exp)
             .min(actor.exp)
             .min(self.authorities.jwt_not_after()?);
-        let jti = {
-            let mut random = [0u8; 8];
-            rand::Rng::fill(&mut rand::rng(), &mut random);
-            hex::encode(hallmark_core::time_ordered_id(random))
-        };
+        let jti = crate::issuance::new_jti();
         let mut claims = Map::new();
         let iss = self.settings.jwt_issuer.clone().unwrap_or_else(|| self.settings.trust_domain.id().to_string());
         claims.insert("iss".into(), Value::String(iss));
