@@ -12,7 +12,8 @@
 //!    denial is recorded with its audit record and returned;
 //! 3. sign with the lifetime decided;
 //! 4. record in the inventory and the audit chain, durably, before the
-//!    credential leaves the server;
+//!    credential leaves the server (a task's credential is then checked
+//!    against its task once more: one that ended meanwhile revokes it);
 //! 5. return it, with when to renew.
 //!
 //! Every issuance and every renewal is decided here; nothing is cached as
@@ -290,6 +291,17 @@ fn task_facts(t: &Task) -> TaskFacts {
 /// and, when the task acts for someone, `act` naming the agent as the
 /// acting party (RFC 8693 section 4.1); `sub` stays the SPIFFE ID.
 fn task_claims(t: &Task, entry: &Entry, audience: &[String]) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("task".into(), task_claim(t, audience));
+    if t.on_behalf_of.is_some() {
+        m.insert("act".into(), serde_json::json!({ "sub": entry.spiffe_id.as_str() }));
+    }
+    m
+}
+
+/// The `task` claim of a token of `t` for `audience`: the scope items of
+/// those audiences only (a token exchanged for other audiences gets its own).
+pub(crate) fn task_claim(t: &Task, audience: &[String]) -> serde_json::Value {
     let claim = TaskClaim {
         id: t.id.clone(),
         objective_sha256: t.objective_sha256.clone(),
@@ -301,12 +313,7 @@ fn task_claims(t: &Task, entry: &Entry, audience: &[String]) -> serde_json::Map<
             .collect(),
         on_behalf_of: t.on_behalf_of.clone(),
     };
-    let mut m = serde_json::Map::new();
-    m.insert("task".into(), serde_json::to_value(claim).unwrap_or_default());
-    if t.on_behalf_of.is_some() {
-        m.insert("act".into(), serde_json::json!({ "sub": entry.spiffe_id.as_str() }));
-    }
-    m
+    serde_json::to_value(claim).unwrap_or_default()
 }
 
 /// The audiences of `t`'s scope that are cleared (approved where the task
@@ -459,6 +466,23 @@ impl ServerState {
         let request = self.issuance_request(action, entitled, &[], now);
         self.record_refusal(&request, 0, &[], &refusal).await?;
         Err(IssueError::Task(refusal))
+    }
+
+    /// After step 4, for a task's credential `id`: the task it was decided
+    /// for must still be running under the same objective. A task that ended
+    /// (or changed objective) while this credential was being decided and
+    /// recorded revoked what was recorded before; this one is revoked here,
+    /// so none decided under an ended task or an old objective survives.
+    async fn still_in_task(&self, task: Option<&Task>, id: &str) -> Result<(), IssueError> {
+        let Some(t) = task else { return Ok(()) };
+        let now = self.store.task(&t.id).await?;
+        let why = match now {
+            Some(n) if n.ended_at.is_none() && n.objective_sha256 == t.objective_sha256 => return Ok(()),
+            Some(n) if n.ended_at.is_some() => format!("task `{}` ended while it was issued", t.id),
+            _ => format!("task `{}` changed objective while it was issued", t.id),
+        };
+        self.revoke_now(&RevokeTarget::Credential(id.to_owned()), &why, "hallmark/issuance").await?;
+        Err(IssueError::Task(why))
     }
 
     /// Step 1, for a task's JWT: `request`'s audience must be in the task's
@@ -667,6 +691,7 @@ impl ServerState {
         event.credential = Some(entitled.inventory_row(signed, &event));
         event.evidence = Some(entitled.recorded.clone());
         self.audit.record(event).await?;
+        self.still_in_task(task, &svid.serial).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs = granted.ttl_secs, "issued X.509-SVID");
         // 5. Return, with the class's renewal point.
         let renew_at = renewal_point(now, svid.not_after, self.settings.classes.rules(entry.class));
@@ -750,6 +775,7 @@ impl ServerState {
         event.credential = Some(entitled.inventory_row(signed, &event));
         event.evidence = Some(entitled.recorded.clone());
         self.audit.record(event).await?;
+        self.still_in_task(task, &jti).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         // 5. Return, with when to mint a replacement.
         let kid = key.kid().to_owned();
@@ -824,6 +850,7 @@ impl ServerState {
         event.credential = Some(entitled.inventory_row(signed, &event));
         event.evidence = Some(entitled.recorded.clone());
         self.audit.record(event).await?;
+        self.still_in_task(task, &jti).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued WIT-SVID");
         // 5. Return, with when to mint a replacement.
         let kid = key.kid().to_owned();

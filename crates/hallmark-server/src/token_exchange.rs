@@ -263,8 +263,6 @@ struct Verified {
     act: Option<Value>,
     /// `may_act` (RFC 8693 §4.4).
     may_act: Option<Value>,
-    /// `task`, carried from an actor token.
-    task: Option<Value>,
     /// `jti`.
     jti: Option<String>,
     /// Its inventory row, for this server's tokens.
@@ -440,6 +438,11 @@ impl ServerState {
             }
             s
         };
+        if subject.jti.is_some() && subject.jti == actor.jti {
+            return Err(ExchangeError::InvalidGrant(
+                "the subject token is the actor token: an agent cannot delegate to itself".into(),
+            ));
+        }
         // 4. The chain. From here on, a refusal is recorded.
         let chain = match build_chain(
             &actor.sub,
@@ -457,6 +460,9 @@ impl ServerState {
             }
         };
         let asked = Asked { actor: &actor, subject: &subject, request, actors: &chain.actors };
+        // An actor working for a task gets tokens only for the task's scope
+        // (approved where it asks), as the Workload API would give it.
+        let task = self.actor_task(&asked).await?;
         // 5. Decide each audience, the chain in view.
         let engine = self.policy()?;
         let depth = u32::try_from(chain.actors.len()).unwrap_or(u32::MAX);
@@ -516,8 +522,8 @@ impl ServerState {
             claims.insert("scope".into(), Value::String(request.scope.join(" ")));
         }
         claims.insert("act".into(), chain.act.clone());
-        if let Some(task) = &actor.task {
-            claims.insert("task".into(), task.clone());
+        if let Some(t) = &task {
+            claims.insert("task".into(), crate::issuance::task_claim(t, &request.audiences));
         }
         let token = key.sign_claims(&claims).map_err(|e| ExchangeError::Server(ServerError::Ca(e)))?;
         // 7. Record, durably, before the token leaves the server.
@@ -583,6 +589,48 @@ impl ServerState {
         Ok(())
     }
 
+    /// The running task the actor's token was issued for, if any. Each
+    /// requested audience must be in its scope and cleared; one outside is a
+    /// breach of the task (counted, and the end of a strict task), one
+    /// waiting for approval is refused; both are recorded. A task that ended
+    /// refuses the exchange.
+    async fn actor_task(&self, asked: &Asked<'_>) -> Result<Option<hallmark_store::Task>, ExchangeError> {
+        let Some(id) = asked.actor.row.as_ref().and_then(|r| r.task_id.clone()) else { return Ok(None) };
+        let refuse = async |reason: String| -> Result<Option<hallmark_store::Task>, ExchangeError> {
+            self.record_exchange_refusal(asked, "invalid_target", &reason, &[]).await?;
+            Err(ExchangeError::InvalidTarget(reason))
+        };
+        let task = match self.store.task(&id).await? {
+            Some(t) if t.active(now_unix()) => t,
+            _ => return refuse(format!("the actor's task `{id}` is not running")).await,
+        };
+        for aud in &asked.request.audiences {
+            match task.scope_item(aud) {
+                Some(item) if item.cleared() => {}
+                Some(_) => {
+                    return refuse(format!("pending approval: audience `{aud}` of task `{id}` waits for approval"))
+                        .await;
+                }
+                None => {
+                    let reason = format!("scope breach: audience `{aud}` is outside the scope of task `{id}`");
+                    let details = json!({ "audience": aud, "via": "token_exchange" });
+                    let rec = self.record_change(
+                        "hallmark/token-exchange",
+                        "task_breach",
+                        move |t: &hallmark_store::Task| crate::audit::Change::new(&t.id, details),
+                    );
+                    let t = self.store.record_task_breach(&id, rec).await?;
+                    if t.revoke_on_breach {
+                        let target = hallmark_store::RevokeTarget::Task(id.clone());
+                        self.revoke_now(&target, &reason, "hallmark/token-exchange").await?;
+                    }
+                    return refuse(reason).await;
+                }
+            }
+        }
+        Ok(Some(task))
+    }
+
     /// Verifies a JWT this server signed (any key still in the bundle) for
     /// the exchange audience: times, `sub`, and a `jti` the inventory holds
     /// unrevoked. Failures are `invalid_grant`; the caller renames them for
@@ -590,8 +638,15 @@ impl ServerState {
     async fn verify_own(&self, token: &str, now: i64) -> Result<Verified, ExchangeError> {
         let refused = |m: String| ExchangeError::InvalidGrant(m);
         let bundle = self.authorities.bundle().borrow().clone();
-        let claims =
-            hallmark_ca::jwt::verify(token, &bundle.jwt_authorities, now).map_err(|e| refused(e.to_string()))?;
+        // A tainted key is being retired because it may be compromised: what
+        // it signed is not exchanged for a fresh token.
+        let keys: Vec<hallmark_ca::JwtAuthority> = bundle
+            .jwt_authorities
+            .iter()
+            .filter(|k| !bundle.status.tainted.iter().any(|t| t == k.kid()))
+            .cloned()
+            .collect();
+        let claims = hallmark_ca::jwt::verify(token, &keys, now).map_err(|e| refused(e.to_string()))?;
         let audience = &self.settings.token_exchange.audience;
         let aud: Option<Aud> = claims.get("aud").cloned().and_then(|a| serde_json::from_value(a).ok());
         if !aud.is_some_and(|a| a.contains(audience)) {
@@ -633,7 +688,14 @@ impl ServerState {
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(refused("`iss` is not a string".into())),
         };
-        let act = claims.get("act").cloned();
+        // A task's JWT-SVID acting for someone names its own agent in `act`
+        // (`act.sub` = `sub`, nothing nested): it is a JWT-SVID, and its
+        // `act` is no earlier actor. A token this endpoint issued names
+        // another party there.
+        let act = claims
+            .get("act")
+            .cloned()
+            .filter(|a| a.get("sub").and_then(Value::as_str) != Some(sub.as_str()) || a.get("act").is_some());
         let kind = if act.is_some() { SubjectKind::Exchanged } else { SubjectKind::JwtSvid };
         Ok(Verified {
             sub,
@@ -642,7 +704,6 @@ impl ServerState {
             kind,
             act,
             may_act: claims.get("may_act").cloned(),
-            task: claims.get("task").cloned(),
             jti: Some(jti),
             row: Some(row),
         })
@@ -696,7 +757,6 @@ impl ServerState {
             kind: SubjectKind::IdToken,
             act: None,
             may_act: claims.may_act.clone(),
-            task: None,
             jti: None,
             row: None,
         })

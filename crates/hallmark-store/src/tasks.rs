@@ -159,6 +159,15 @@ async fn task_in(conn: &mut sqlx::AnyConnection, id: &str) -> Result<Task, Store
     row_in(conn, format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"), id, "task", task_from_row).await
 }
 
+/// The task, locked until the transaction ends, for a change made from
+/// what it holds now: on PostgreSQL a row lock (READ COMMITTED would let two
+/// changes read the same row and the later overwrite the earlier); SQLite
+/// writers are serialised by `BEGIN IMMEDIATE` already.
+async fn task_for_change(conn: &mut sqlx::AnyConnection, backend: Backend, id: &str) -> Result<Task, StoreError> {
+    let lock = if backend == Backend::Postgres { " FOR UPDATE" } else { "" };
+    row_in(conn, format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1{lock}"), id, "task", task_from_row).await
+}
+
 impl Store {
     /// Creates a task, recorded by `rec`. It waits for its process
     /// ([`Store::bind_task_process`]).
@@ -198,10 +207,26 @@ impl Store {
         rec: Recorder<'_, Task>,
     ) -> Result<Task, StoreError> {
         let mut tx = self.begin_recorded().await?;
-        let t = task_in(&mut tx, id).await?;
+        let t = task_for_change(&mut tx, self.backend(), id).await?;
         refuse_ended(&t)?;
         if t.process.is_some() {
             return Err(StoreError::Duplicate(format!("task `{id}` is already bound to a process")));
+        }
+        // One process, one running task of an entry: which task a credential
+        // is for must never be a choice.
+        let held = sqlx::query(
+            "SELECT id FROM tasks WHERE entry_id = $1 AND node_id = $2 AND pid = $3 AND start_ticks = $4 \
+             AND ended_at IS NULL",
+        )
+        .bind(t.entry_id.clone())
+        .bind(node_id.to_owned())
+        .bind(pid)
+        .bind(start_ticks)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(other) = held {
+            let other: String = other.try_get("id")?;
+            return Err(StoreError::Duplicate(format!("process {pid} is already bound to running task `{other}`")));
         }
         sqlx::query(
             "UPDATE tasks SET node_id = $1, pid = $2, start_ticks = $3, bound_at = $4 WHERE id = $5 AND node_id IS NULL",
@@ -250,7 +275,8 @@ impl Store {
             return Ok(None);
         }
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE entry_id = $1 AND node_id = $2 AND ended_at IS NULL"
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE entry_id = $1 AND node_id = $2 AND ended_at IS NULL \
+             ORDER BY created_at DESC, id DESC"
         )))
         .bind(entry_id.to_owned())
         .bind(node_id.to_owned())
@@ -272,7 +298,7 @@ impl Store {
         rec: Recorder<'_, Task>,
     ) -> Result<Task, StoreError> {
         let mut tx = self.begin_recorded().await?;
-        let mut t = task_in(&mut tx, id).await?;
+        let mut t = task_for_change(&mut tx, self.backend(), id).await?;
         refuse_ended(&t)?;
         let item = t
             .scope
@@ -307,7 +333,7 @@ impl Store {
         if self.backend() == Backend::Postgres {
             sqlx::query("LOCK TABLE revocations IN EXCLUSIVE MODE").execute(&mut *tx).await?;
         }
-        let mut t = task_in(&mut tx, id).await?;
+        let mut t = task_for_change(&mut tx, self.backend(), id).await?;
         refuse_ended(&t)?;
         for item in &mut t.scope {
             item.approved_by = None;

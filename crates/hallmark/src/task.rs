@@ -318,6 +318,48 @@ impl Drop for Gate {
 /// `hallmark task run ... -- COMMAND`
 async fn run(conn: &Conn, spec: &TaskSpec, command: &[String]) -> anyhow::Result<()> {
     let id = create(conn, spec).await?;
+    // From here on, every way out ends the task: nothing it was issued may
+    // outlive this command.
+    let status = match start_and_wait(conn, &id, command).await {
+        Ok(status) => status,
+        Err(e) => {
+            let _ = end_retrying(conn, &id, "task run failed before its process ended").await;
+            return Err(e.context(format!("task {id}: ended")));
+        }
+    };
+    let reason = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(code), _) => format!("task process exited (status {code})"),
+        (None, Some(sig)) => format!("task process ended by signal {sig}"),
+        (None, None) => "task process ended".to_owned(),
+    };
+    end_retrying(conn, &id, &reason)
+        .await
+        .with_context(|| format!("task {id}: the process exited, but ending the task failed"))?;
+    eprintln!("task {id}: ended ({reason}); its credentials are revoked");
+    // The command's status, as a shell reports it (128 + N for signal N).
+    match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(0), _) => Ok(()),
+        (Some(code), _) => std::process::exit(code),
+        (None, Some(sig)) => std::process::exit(128 + sig),
+        (None, None) => std::process::exit(1),
+    }
+}
+
+/// Ends task `id`, trying again for up to 10 s (a server restarting).
+async fn end_retrying(conn: &Conn, id: &str, reason: &str) -> anyhow::Result<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match end(conn, id, reason).await {
+            Ok(v) => return Ok(v),
+            Err(_) if std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Starts `command` held at a gate, binds task `id` to it, lets it run and
+/// waits for it.
+async fn start_and_wait(conn: &Conn, id: &str, command: &[String]) -> anyhow::Result<std::process::ExitStatus> {
     let gate = Gate::new()?;
     // The shell waits at the gate, then becomes the command (`exec` keeps the
     // PID and the start time), so the task is bound before the command runs.
@@ -329,30 +371,15 @@ async fn run(conn: &Conn, spec: &TaskSpec, command: &[String]) -> anyhow::Result
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
+        .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("cannot start {}", command.join(" ")))?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).context("the command has no PID")?;
-    if let Err(e) = bind(conn, &id, pid).await {
-        let _ = child.start_kill();
-        let _ = end(conn, &id, "could not bind the task to its process").await;
-        return Err(e.context(format!("task {id}: cannot bind it to its process")));
-    }
+    bind(conn, id, pid).await.context("cannot bind the task to its process")?;
     gate.open().context("cannot open the gate for the command")?;
     drop(gate);
     eprintln!("task {id}: running `{}` as pid {pid}", command.join(" "));
-    let status = wait_child(&mut child).await?;
-    let reason = match status.code() {
-        Some(code) => format!("task process exited (status {code})"),
-        None => "task process ended by a signal".to_owned(),
-    };
-    end(conn, &id, &reason)
-        .await
-        .with_context(|| format!("task {id}: the process exited, but ending the task failed"))?;
-    eprintln!("task {id}: ended ({reason}); its credentials are revoked");
-    if !status.success() {
-        std::process::exit(status.code().unwrap_or(1));
-    }
-    Ok(())
+    wait_child(&mut child).await
 }
 
 /// Waits for the command, passing on Ctrl-C and SIGTERM to it (a terminal
@@ -361,15 +388,20 @@ async fn wait_child(child: &mut tokio::process::Child) -> anyhow::Result<std::pr
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let pass_on = |child: &tokio::process::Child, sig: nix::sys::signal::Signal| {
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    };
     loop {
         tokio::select! {
             status = child.wait() => return Ok(status?),
-            _ = int.recv() => {}
-            _ = term.recv() => {
-                if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-                }
-            }
+            // A terminal's Ctrl-C reaches the command too; one sent with
+            // `kill` to this process alone is passed on.
+            _ = int.recv() => pass_on(child, nix::sys::signal::Signal::SIGINT),
+            _ = term.recv() => pass_on(child, nix::sys::signal::Signal::SIGTERM),
+            _ = hup.recv() => pass_on(child, nix::sys::signal::Signal::SIGHUP),
         }
     }
 }
@@ -395,11 +427,16 @@ async fn start(conn: &Conn, spec: &TaskSpec, pid: i32, detach: bool) -> anyhow::
     if detach {
         return print(conn, &v, print_task);
     }
-    eprintln!("task {id}: bound to pid {pid}; ends when it exits");
-    while start_ticks(pid) == Some(started) && !zombie(pid) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let v = end(conn, &id, "task process exited").await?;
+    eprintln!("task {id}: bound to pid {pid}; ends when it exits (or when this command is interrupted)");
+    let reason = tokio::select! {
+        () = async {
+            while start_ticks(pid) == Some(started) && !zombie(pid) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } => "task process exited",
+        _ = tokio::signal::ctrl_c() => "task start interrupted",
+    };
+    let v = end_retrying(conn, &id, reason).await?;
     print(conn, &v, print_with_revoked)
 }
 

@@ -139,6 +139,14 @@ pub(crate) async fn bind_process(
         return Err(ApiError::bad("pid must be 2-2147483647 and start_ticks not negative"));
     }
     let t = visible_task(&s, &who, &id).await?;
+    // Only its starter binds a task (or a trust-admin): another runner must
+    // not point someone else's task at a process of its own.
+    if t.created_by != who.token.name && who.token.role != "trust-admin" {
+        return Err(ApiError::forbidden(format!(
+            "task `{id}` was started by `{}`; only it binds the task",
+            t.created_by
+        )));
+    }
     let entry = visible_entry(&s, &who, &t.entry_id).await?;
     let rec =
         s.record_change(&who.token.name, "task_bind", |t: &Task| Change::new(&t.id, json!({ "process": t.process })));

@@ -375,3 +375,81 @@ async fn task_start_binds_a_running_process_and_the_lifetime_ends_a_task() {
     assert!(listed["tasks"].as_array().unwrap().iter().any(|t| t["id"] == id.as_str()));
     assert!(up.cli_json(&["task", "list"])["tasks"].as_array().unwrap().is_empty(), "no running task left");
 }
+
+/// `POST /v1/token` with curl (form-encoded); returns (status, body).
+fn exchange(up: &Up, subject: &str, actor: &str, audience: &str) -> (u16, Value) {
+    const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+    let url = format!("{}/v1/token", up.env["HALLMARK_SERVER"]);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}"]).arg(&url);
+    for (k, v) in [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("subject_token", subject),
+        ("subject_token_type", JWT),
+        ("actor_token", actor),
+        ("actor_token_type", JWT),
+        ("audience", audience),
+    ] {
+        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+    }
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tasks_agent_exchanges_tokens_only_for_its_scope_and_they_end_with_the_task() {
+    const TOKEN_AUD: &str = "spiffe://example.org/hallmark/token";
+    const USER: &str = "spiffe://example.org/user/alice";
+    let up = Up::start();
+    let entry = agent_entry(&up);
+    up.create_entry(USER, &["--selector", &format!("unix:uid:{}", my_uid())]);
+    let policy = up.dir.path().join("policy.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"default-allow\") permit(principal, action, resource);\n\
+         @id(\"agents-act\") permit(principal, action == Action::\"exchange_token\", resource);\n",
+    )
+    .unwrap();
+    let set = up.cli(&["policy", "set", policy.to_str().unwrap()]);
+    assert!(set.status.success(), "{set:?}");
+    let (mut run, id) = TaskRun::start(
+        &up,
+        &entry,
+        &["--objective", "act for alice", "--scope", TOKEN_AUD, "--scope", "tickets:read", "--on-behalf-of", USER],
+    );
+    // The task's JWT-SVID for the endpoint is the actor (its `act` names
+    // itself: no earlier actor); a user's JWT-SVID is the subject.
+    let actor = run.call(TOKEN_AUD).unwrap();
+    assert_eq!(claims(&actor)["act"]["sub"], AGENT);
+    let out = up.cli(&["api", "fetch-jwt", "--audience", TOKEN_AUD, "--spiffe-id", USER, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let subject = serde_json::from_slice::<Value>(&out.stdout).unwrap()[0]["svid"].as_str().unwrap().to_owned();
+
+    // In scope: the token speaks for the user, acted by the agent, and carries the task for its audience.
+    let (status, body) = exchange(&up, &subject, &actor, "tickets");
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let c = claims(token);
+    assert_eq!((c["sub"].as_str(), c["act"]["sub"].as_str()), (Some(USER), Some(AGENT)));
+    assert!(c["act"]["act"].is_null(), "the task's own `act` is no earlier actor: {c}");
+    assert_eq!(c["task"]["id"], id.as_str());
+    assert_eq!(c["task"]["scope"], serde_json::json!([{ "aud": "tickets", "actions": ["read"] }]));
+    // Outside the scope: refused as a breach of the task, as the Workload API would.
+    let (status, body) = exchange(&up, &subject, &actor, "payments");
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_target")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("scope breach"), "{body}");
+    assert_eq!(task(&up, &id)["task"]["breaches"], 1);
+    // An agent cannot delegate to itself.
+    let (status, _) = exchange(&up, &actor, &actor, "tickets");
+    assert_eq!(status, 400);
+
+    // The task ends: the exchanged token is revoked with everything else.
+    let jti = c["jti"].as_str().unwrap().to_owned();
+    up.cli_json(&["task", "end", &id]);
+    let shown = up.cli_json(&["credential", "show", &jti]);
+    assert!(!shown["credential"]["revoked_at"].is_null(), "{shown}");
+    let (status, body) = exchange(&up, &subject, &actor, "tickets");
+    assert_eq!(status, 401, "a revoked actor token: {body}");
+}
