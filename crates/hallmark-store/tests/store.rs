@@ -1089,6 +1089,11 @@ async fn tasks_bind_once_and_revoke_with_their_objective_and_their_end() {
         assert_eq!(t.state(now), "active");
         let again = s.bind_task_process(&t.id, &node, 4243, 78, now, rec()).await.unwrap_err();
         assert!(matches!(again, StoreError::Duplicate(_)), "{name}: bound once: {again}");
+        // One process, one running task of an entry.
+        let other = s.create_task(&new, now, rec()).await.unwrap();
+        let taken = s.bind_task_process(&other.id, &node, 4242, 77, now, rec()).await.unwrap_err();
+        assert!(taken.to_string().contains("already bound to running task"), "{name}: {taken}");
+        s.revoke(&RevokeTarget::Task(other.id.clone()), "not needed", now, rec()).await.unwrap();
         // Found from a descendant (its ancestors listed after it), on its node only.
         let found = s.task_of_process(&entry.id, &node, &[(5000, 90), (4242, 77), (1, 1)]).await.unwrap();
         assert_eq!(found.map(|f| f.id), Some(t.id.clone()));
