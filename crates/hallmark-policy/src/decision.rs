@@ -286,15 +286,7 @@ pub fn decide(engine: &PolicyEngine, request: &IssuanceRequest<'_>) -> Verdict {
     // 2. Cedar; failing to decide is denying.
     let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = match engine.evaluate(request) {
         Ok(e) => e,
-        Err(error) => {
-            return Verdict {
-                decision: Decision::Denied { reason: format!("policy v{version} (evaluation failed)") },
-                decided_by: DecidedBy::EvaluationFailed { error },
-                policy_ids: Vec::new(),
-                policy_version: version,
-                skipped: Vec::new(),
-            };
-        }
+        Err(error) => return evaluation_failed(version, error),
     };
     let (decision, decided_by) = if allowed {
         // 3. The lifetime.
@@ -382,6 +374,17 @@ pub struct ExchangeRequest<'a> {
     pub max_ttl: u64,
 }
 
+/// The verdict when Cedar could not decide: a denial.
+fn evaluation_failed(version: u64, error: PolicyError) -> Verdict {
+    Verdict {
+        decision: Decision::Denied { reason: format!("policy v{version} (evaluation failed)") },
+        decided_by: DecidedBy::EvaluationFailed { error },
+        policy_ids: Vec::new(),
+        policy_version: version,
+        skipped: Vec::new(),
+    }
+}
+
 /// Decides one token exchange: Cedar, over the policies whose action scope
 /// names `exchange_token` (an unscoped permit does not allow delegation),
 /// then the lifetime (the least of `max_ttl` and the determining permits'
@@ -390,15 +393,7 @@ pub fn decide_exchange(engine: &PolicyEngine, request: &ExchangeRequest<'_>) -> 
     let version = engine.version();
     let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = match engine.evaluate_exchange(request) {
         Ok(e) => e,
-        Err(error) => {
-            return Verdict {
-                decision: Decision::Denied { reason: format!("policy v{version} (evaluation failed)") },
-                decided_by: DecidedBy::EvaluationFailed { error },
-                policy_ids: Vec::new(),
-                policy_version: version,
-                skipped: Vec::new(),
-            };
-        }
+        Err(error) => return evaluation_failed(version, error),
     };
     let (decision, decided_by) = if allowed {
         let ttl_secs = ttl_cap.map_or(request.max_ttl, |cap| cap.min(request.max_ttl));
