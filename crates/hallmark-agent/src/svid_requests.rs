@@ -50,6 +50,12 @@ use crate::state::AgentInner;
 const SIGN_BATCH: usize = 500;
 /// How long to wait before asking again after policy denied an SVID.
 const DENIAL_RETRY_SECS: i64 = 30;
+/// How long to wait before asking again after an entry bound to tasks was
+/// refused for a task reason (no running task holds the process yet): a
+/// running process bound to a task a moment later (`hallmark task start
+/// --pid`, or a new task after one ended) should not wait the policy
+/// back-off for its X.509-SVID.
+const TASK_RETRY_SECS: i64 = 3;
 /// How long to wait before asking again after a `SignX509Svids` call failed
 /// (the server unreachable or failing).
 const UNAVAILABLE_RETRY_SECS: i64 = 2;
@@ -153,7 +159,8 @@ fn store(agent: &AgentInner, req: Requested, r: pb::SvidResult, now: i64, retry_
     let key = req.key;
     if r.denied {
         tracing::info!(entry = %key.entry_id, reason = %r.error, "SVID denied; withdrawn");
-        agent.cache.deny(key, now + DENIAL_RETRY_SECS);
+        let retry = if r.error.starts_with("task: ") { TASK_RETRY_SECS } else { DENIAL_RETRY_SECS };
+        agent.cache.deny(key, now + retry);
         return;
     }
     if !r.error.is_empty() {

@@ -453,3 +453,52 @@ async fn a_tasks_agent_exchanges_tokens_only_for_its_scope_and_they_end_with_the
     let (status, body) = exchange(&up, &subject, &actor, "tickets");
     assert_eq!(status, 401, "a revoked actor token: {body}");
 }
+
+/// A process already running, which asked before any task held it, gets its
+/// X.509-SVID within seconds of being bound (`task start --pid`), and again
+/// when a new task takes it after the first ended: a task refusal is asked
+/// again after 3 s, not the 30 s policy back-off. The process is a shell
+/// that keeps a `hallmark api watch` running (one ends when its only SVID
+/// is withdrawn); each watch asks before its task is bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_process_bound_later_gets_its_x509_within_seconds() {
+    use std::io::BufRead;
+    let up = Up::start();
+    let entry = agent_entry(&up);
+    let mut shell = Command::new("/bin/sh")
+        .args(["-c", "while :; do \"$0\" api watch --json; sleep 0.2; done", bin()])
+        .envs(&up.env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = shell.id().to_string();
+    let mut lines = std::io::BufReader::new(shell.stdout.take().unwrap()).lines();
+    for round in 0..2 {
+        // The watch asks with no task (refused), then its shell is bound.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let v = up.cli_json(&[
+            "task",
+            "start",
+            "--entry",
+            &entry,
+            "--objective",
+            "watch",
+            "--scope",
+            "wiki",
+            "--pid",
+            &pid,
+            "--detach",
+        ]);
+        let id = v["id"].as_str().unwrap().to_owned();
+        let bound = Instant::now();
+        let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let waited = bound.elapsed();
+        assert!(line["svids"].as_array().is_some_and(|s| !s.is_empty()), "round {round}: {line}");
+        assert!(waited < std::time::Duration::from_secs(15), "round {round}: waited {waited:?}");
+        eprintln!("round {round}: X.509-SVID {waited:?} after the task was bound");
+        up.cli_json(&["task", "end", &id]);
+    }
+    let _ = shell.kill();
+    let _ = shell.wait();
+}
