@@ -1,7 +1,7 @@
 """The Workload API through plain grpcio with `:authority` set to the raw
 socket path, the way grpc-java connects over a Unix socket. Stubs are
 generated at run time from the project's proto/workload.proto with
-grpcio-tools (no generated code is committed).
+grpcio-tools (no generated code is committed; workload_stubs.py).
 
     grpcio_client.py PROTO_DIR AUDIENCE
 
@@ -11,39 +11,15 @@ JWT-SVID through ValidateJWTSVID, and prints report.emit's JSON. Any failure:
 a message on stderr and exit status 1."""
 
 import importlib.metadata
-import importlib.resources
 import json
 import os
 import sys
 import tempfile
 
 import grpc
-from grpc_tools import protoc
 
 import report
-
-TIMEOUT = 30
-METADATA = [("workload.spiffe.io", "true")]
-
-
-def stubs(proto_dir: str, out: str):
-    well_known = str(importlib.resources.files("grpc_tools") / "_proto")
-    args = ["protoc", f"-I{proto_dir}", f"-I{well_known}", f"--python_out={out}", f"--grpc_python_out={out}"]
-    if protoc.main(args + ["workload.proto"]) != 0:
-        raise SystemExit(f"grpc_tools.protoc failed on {proto_dir}/workload.proto")
-    sys.path.insert(0, out)
-    import workload_pb2
-    import workload_pb2_grpc
-
-    return workload_pb2, workload_pb2_grpc
-
-
-def first(stream):
-    """The first message of a server stream, then cancel it."""
-    try:
-        return next(stream)
-    finally:
-        stream.cancel()
+from workload_stubs import METADATA, TIMEOUT, first, stubs
 
 
 def main(proto_dir: str, audience: str) -> None:
