@@ -468,6 +468,26 @@ impl ServerState {
         Err(IssueError::Task(refusal))
     }
 
+    /// Step 4: records `signed`, issued to `entitled` through `caller`, in the
+    /// inventory and the audit chain (an `action` record with `details`),
+    /// durably, before it leaves the server; a task's credential is then
+    /// checked against its task once more ([`ServerState::still_in_task`]).
+    async fn record_issued(
+        &self,
+        caller: &AuthenticatedAgent,
+        action: &str,
+        entitled: &Entitled,
+        details: serde_json::Value,
+        signed: SignedCredential<'_>,
+    ) -> Result<(), IssueError> {
+        let id = signed.id.to_owned();
+        let mut event = self.audit_event(&format!("node:{}", caller.agent), action, &entitled.entry.id, "ok", details);
+        event.credential = Some(entitled.inventory_row(signed, &event));
+        event.evidence = Some(entitled.recorded.clone());
+        self.audit.record(event).await?;
+        self.still_in_task(entitled.task.as_ref().map(|(t, _)| t), &id).await
+    }
+
     /// After step 4, for a task's credential `id`: the task it was decided
     /// for must still be running under the same objective. A task that ended
     /// (or changed objective) while this credential was being decided and
@@ -679,7 +699,6 @@ impl ServerState {
             "policy_ids": granted.policy_ids,
             "task": task.map(|t| t.id.as_str()),
         });
-        let mut event = self.audit_event(&format!("node:{}", caller.agent), action.as_str(), &entry.id, "ok", details);
         let signed = SignedCredential {
             kind: CredentialKind::X509,
             id: &svid.serial,
@@ -688,10 +707,7 @@ impl ServerState {
             not_before: svid.not_before,
             not_after: svid.not_after,
         };
-        event.credential = Some(entitled.inventory_row(signed, &event));
-        event.evidence = Some(entitled.recorded.clone());
-        self.audit.record(event).await?;
-        self.still_in_task(task, &svid.serial).await?;
+        self.record_issued(caller, action.as_str(), &entitled, details, signed).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, serial = %svid.serial, ttl_secs = granted.ttl_secs, "issued X.509-SVID");
         // 5. Return, with the class's renewal point.
         let renew_at = renewal_point(now, svid.not_after, self.settings.classes.rules(entry.class));
@@ -763,7 +779,6 @@ impl ServerState {
             "policy_ids": policy_ids,
             "task": task.map(|t| t.id.as_str()),
         });
-        let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_jwt", &entry.id, "ok", details);
         let signed = SignedCredential {
             kind: CredentialKind::Jwt,
             id: &jti,
@@ -772,10 +787,7 @@ impl ServerState {
             not_before: now,
             not_after: exp,
         };
-        event.credential = Some(entitled.inventory_row(signed, &event));
-        event.evidence = Some(entitled.recorded.clone());
-        self.audit.record(event).await?;
-        self.still_in_task(task, &jti).await?;
+        self.record_issued(caller, "issue_jwt", &entitled, details, signed).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued JWT-SVID");
         // 5. Return, with when to mint a replacement.
         let kid = key.kid().to_owned();
@@ -838,7 +850,6 @@ impl ServerState {
             "policy_ids": granted.policy_ids,
             "task": task.map(|t| t.id.as_str()),
         });
-        let mut event = self.audit_event(&format!("node:{}", caller.agent), "issue_wit", &entry.id, "ok", details);
         let signed = SignedCredential {
             kind: CredentialKind::Wit,
             id: &jti,
@@ -847,10 +858,7 @@ impl ServerState {
             not_before: now,
             not_after: exp,
         };
-        event.credential = Some(entitled.inventory_row(signed, &event));
-        event.evidence = Some(entitled.recorded.clone());
-        self.audit.record(event).await?;
-        self.still_in_task(task, &jti).await?;
+        self.record_issued(caller, "issue_wit", &entitled, details, signed).await?;
         tracing::debug!(entry = %entry.id, spiffe_id = %entry.spiffe_id, %jti, "issued WIT-SVID");
         // 5. Return, with when to mint a replacement.
         let kid = key.kid().to_owned();

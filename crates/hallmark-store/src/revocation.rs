@@ -104,12 +104,23 @@ fn revocation(r: &AnyRow) -> Result<Revocation, StoreError> {
     })
 }
 
-/// `NotFound` naming `what` unless `select` (a static query on `$1`) finds `id`.
-async fn known(tx: &mut AnyConnection, select: &'static str, id: &str, what: &str) -> Result<(), StoreError> {
-    match sqlx::query(select).bind(id.to_owned()).fetch_optional(&mut *tx).await? {
+/// `NotFound` with `missing` unless `select` (a static query on `$1`) finds `key`.
+async fn known(
+    tx: &mut AnyConnection,
+    select: &'static str,
+    key: &str,
+    missing: impl FnOnce() -> String,
+) -> Result<(), StoreError> {
+    match sqlx::query(select).bind(key.to_owned()).fetch_optional(&mut *tx).await? {
         Some(_) => Ok(()),
-        None => Err(StoreError::NotFound(format!("{what} `{id}`"))),
+        None => Err(StoreError::NotFound(missing())),
     }
+}
+
+/// The `id` column of every row `select` (a static query on `$1`) finds for `key`.
+async fn ids_of(tx: &mut AnyConnection, select: &'static str, key: &str) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(select).bind(key.to_owned()).fetch_all(&mut *tx).await?;
+    rows.iter().map(|r| r.try_get("id").map_err(StoreError::from)).collect()
 }
 
 const REVOCATION_COLUMNS: &str = "seq, kind, id, authority_id, not_after, at, reason";
@@ -265,34 +276,17 @@ impl Store {
         let mut out = RevokeOutcome::default();
         match target {
             RevokeTarget::Credential(id) => {
-                let known = sqlx::query("SELECT 1 AS one FROM credentials WHERE id = $1")
-                    .bind(id.clone())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-                if !known {
-                    return Err(StoreError::NotFound(format!("credential `{id}` in the inventory")));
-                }
+                known(&mut tx, "SELECT 1 AS one FROM credentials WHERE id = $1", id, || {
+                    format!("credential `{id}` in the inventory")
+                })
+                .await?;
                 Self::revoke_credentials_where(&mut tx, CredentialSelector::Id, id, now, reason, &mut out).await?;
             }
             RevokeTarget::Entry(id) => Self::revoke_entry_in(&mut tx, id, now, reason, &mut out).await?,
             RevokeTarget::Owner(name) => {
-                let known = sqlx::query("SELECT 1 AS one FROM owners WHERE name = $1")
-                    .bind(name.clone())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .is_some();
-                if !known {
-                    return Err(StoreError::NotFound(format!("owner `{name}`")));
-                }
-                let ids: Vec<String> = sqlx::query("SELECT id FROM entries WHERE owner = $1 ORDER BY id")
-                    .bind(name.clone())
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get("id"))
-                    .collect::<Result<_, _>>()?;
-                for id in ids {
+                known(&mut tx, "SELECT 1 AS one FROM owners WHERE name = $1", name, || format!("owner `{name}`"))
+                    .await?;
+                for id in ids_of(&mut tx, "SELECT id FROM entries WHERE owner = $1 ORDER BY id", name).await? {
                     Self::revoke_entry_in(&mut tx, &id, now, reason, &mut out).await?;
                 }
             }
@@ -323,20 +317,14 @@ impl Store {
                 }
             }
             RevokeTarget::Task(id) => {
-                known(&mut tx, "SELECT 1 AS one FROM tasks WHERE id = $1", id, "task").await?;
+                known(&mut tx, "SELECT 1 AS one FROM tasks WHERE id = $1", id, || format!("task `{id}`")).await?;
                 Self::end_task_in(&mut tx, id, now, reason, &mut out).await?;
             }
             RevokeTarget::AgentEntry(entry) => {
-                known(&mut tx, "SELECT 1 AS one FROM entries WHERE id = $1", entry, "entry").await?;
-                let ids: Vec<String> =
-                    sqlx::query("SELECT id FROM tasks WHERE entry_id = $1 AND ended_at IS NULL ORDER BY id")
-                        .bind(entry.clone())
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .iter()
-                        .map(|r| r.try_get("id"))
-                        .collect::<Result<_, _>>()?;
-                for id in ids {
+                known(&mut tx, "SELECT 1 AS one FROM entries WHERE id = $1", entry, || format!("entry `{entry}`"))
+                    .await?;
+                let running = "SELECT id FROM tasks WHERE entry_id = $1 AND ended_at IS NULL ORDER BY id";
+                for id in ids_of(&mut tx, running, entry).await? {
                     Self::end_task_in(&mut tx, &id, now, reason, &mut out).await?;
                 }
             }

@@ -156,6 +156,14 @@ fn agent_entry(up: &Up) -> String {
     e["id"].as_str().unwrap().to_owned()
 }
 
+/// `hallmark task start --pid PID --detach` for `entry`, scope `wiki`, with `extra` flags.
+fn start_detached(up: &Up, entry: &str, pid: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["task", "start", "--entry", entry, "--objective", "watch", "--scope", "wiki"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--pid", pid, "--detach"]);
+    up.cli_json(&args)
+}
+
 fn pem_subject(pem: &str) -> (String, String) {
     use x509_parser::pem::parse_x509_pem;
     let (_, p) = parse_x509_pem(pem.as_bytes()).unwrap();
@@ -334,21 +342,7 @@ async fn task_start_binds_a_running_process_and_the_lifetime_ends_a_task() {
     // A process started elsewhere, bound by PID; `--detach` returns at once.
     let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
     let pid = sleeper.id().to_string();
-    let v = up.cli_json(&[
-        "task",
-        "start",
-        "--entry",
-        &entry,
-        "--objective",
-        "watch",
-        "--scope",
-        "wiki",
-        "--ttl",
-        "2s",
-        "--pid",
-        &pid,
-        "--detach",
-    ]);
+    let v = start_detached(&up, &entry, &pid, &["--ttl", "2s"]);
     let id = v["id"].as_str().unwrap().to_owned();
     assert_eq!(v["state"], "active");
     assert_eq!(v["process"]["pid"].as_i64().unwrap().to_string(), pid);
@@ -477,19 +471,7 @@ async fn a_running_process_bound_later_gets_its_x509_within_seconds() {
     for round in 0..2 {
         // The watch asks with no task (refused), then its shell is bound.
         std::thread::sleep(std::time::Duration::from_secs(2));
-        let v = up.cli_json(&[
-            "task",
-            "start",
-            "--entry",
-            &entry,
-            "--objective",
-            "watch",
-            "--scope",
-            "wiki",
-            "--pid",
-            &pid,
-            "--detach",
-        ]);
+        let v = start_detached(&up, &entry, &pid, &[]);
         let id = v["id"].as_str().unwrap().to_owned();
         let bound = Instant::now();
         let line: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
