@@ -378,6 +378,7 @@ impl Entitled {
             delivered_at: None,
             audience: signed.audience,
             task_id: self.task.as_ref().map(|(t, _)| t.id.clone()),
+            person_id: None,
         }
     }
 }

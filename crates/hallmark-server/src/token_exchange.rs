@@ -558,6 +558,7 @@ impl ServerState {
             audience: Some(request.audiences.join(",")),
             // The actor's task: ending the task revokes what it delegated.
             task_id: row.task_id.clone(),
+            person_id: None,
         });
         self.audit.record(event).await?;
         tracing::info!(actor = %actor.sub, subject = %shown(&subject.sub), depth, %jti, "token exchanged");

@@ -61,6 +61,9 @@ pub struct Credential {
     /// The task it was issued for (`bind: task` entries).
     #[serde(default)]
     pub task_id: Option<String>,
+    /// The person a human certificate was issued to (`None` for machines).
+    #[serde(default)]
+    pub person_id: Option<String>,
 }
 
 /// A denial to record, carried by the audit event that records it.

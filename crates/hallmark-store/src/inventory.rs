@@ -95,7 +95,7 @@ impl Store {
 
 const CREDENTIAL_COLUMNS: &str = "id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
     evidence_digest, issued_at, not_before, not_after, revoked_at, revoke_reason, authority_id, audit_seq, \
-    delivered_to, delivered_at, audience, task_id";
+    delivered_to, delivered_at, audience, task_id, person_id";
 
 /// The `kind` column of a `credentials` row; an unknown one is a
 /// [`StoreError::Corrupt`] naming the value and the credential.
@@ -129,5 +129,6 @@ fn credential_from_row(r: &AnyRow) -> Result<Credential, StoreError> {
         delivered_at: r.try_get("delivered_at")?,
         audience: r.try_get("audience")?,
         task_id: r.try_get("task_id")?,
+        person_id: r.try_get("person_id")?,
     })
 }

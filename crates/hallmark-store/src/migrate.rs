@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/0011_bind_process.sql")),
     (12, include_str!("../migrations/0012_node_provenance.sql")),
     (13, include_str!("../migrations/0013_tasks.sql")),
+    (14, include_str!("../migrations/0014_people.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -233,6 +233,7 @@ async fn unknown_credential_and_revocation_kinds_are_corrupt_rows() {
             delivered_to: None,
             delivered_at: None,
             task_id: None,
+            person_id: None,
             audience: Some("db".into()),
         });
         s.append_audit(&[e]).await.unwrap();
@@ -610,6 +611,7 @@ async fn inventory_is_written_with_the_audit_record() {
                 delivered_to: None,
                 delivered_at: None,
                 task_id: None,
+                person_id: None,
                 audience: None,
             });
             e
@@ -692,6 +694,7 @@ async fn revocation_by_credential_entry_owner_and_node() {
                     delivered_to: None,
                     delivered_at: None,
                     task_id: None,
+                    person_id: None,
                     audience: None,
                 });
                 events.push(e);
@@ -967,6 +970,7 @@ async fn denials_are_written_with_their_record() {
             delivered_to: None,
             delivered_at: None,
             task_id: None,
+            person_id: None,
             audience: None,
         });
         s.append_audit(std::slice::from_ref(&cred)).await.unwrap();
@@ -1128,6 +1132,7 @@ async fn tasks_bind_once_and_revoke_with_their_objective_and_their_end() {
                 delivered_to: None,
                 delivered_at: None,
                 task_id: task,
+                person_id: None,
                 audience: Some("tickets".into()),
             });
             events.push(e);

@@ -114,7 +114,7 @@ impl<'a> Batch<'a> {
         let mut sql = String::from(if own_transaction { "BEGIN IMMEDIATE; " } else { "" });
         for (prefix, cols, rows, suffix) in [
             (AUDIT_INSERT, 10, self.rows.len(), ""),
-            (CREDENTIALS_INSERT, 16, creds.len(), ""),
+            (CREDENTIALS_INSERT, 17, creds.len(), ""),
             (DENIALS_INSERT, 10, denials.len(), ""),
             (EVIDENCE_INSERT, 5, evidence.len(), EVIDENCE_ONCE),
             (CHECKPOINT_INSERT, 5, usize::from(self.checkpoint.is_some()), ""),
@@ -161,7 +161,8 @@ impl<'a> Batch<'a> {
                 .bind(seq)
                 .bind(c.authority_id.clone())
                 .bind(c.audience.clone())
-                .bind(c.task_id.clone());
+                .bind(c.task_id.clone())
+                .bind(c.person_id.clone());
         }
         for (at, d) in denials {
             q = q
@@ -247,16 +248,17 @@ impl<'a> Batch<'a> {
                     seq,
                     c.authority_id,
                     c.audience,
-                    c.task_id
+                    c.task_id,
+                    c.person_id
                 ])
             })
             .collect();
         if !creds.is_empty() {
             sqlx::query(
                 "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, policy_version, \
-                 evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience, task_id) \
+                 evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience, task_id, person_id) \
                  SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, (v->>7)::bigint, v->>8, (v->>9)::bigint, \
-                 (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, v->>13, v->>14, v->>15 \
+                 (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, v->>13, v->>14, v->>15, v->>16 \
                  FROM json_array_elements($1::json) AS v",
             )
             .bind(serde_json::Value::Array(creds).to_string())
@@ -342,7 +344,7 @@ const CHECKPOINT_INSERT: &str = "INSERT INTO audit_checkpoints (seq, hash, at, k
 const AUDIT_INSERT: &str =
     "INSERT INTO audit (seq, at, actor, action, subject, outcome, policy_version, details, prev_hash, hash) VALUES ";
 const CREDENTIALS_INSERT: &str = "INSERT INTO credentials (id, kind, entry_id, spiffe_id, node_id, class, owner, \
-     policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience, task_id) VALUES ";
+     policy_version, evidence_digest, issued_at, not_before, not_after, audit_seq, authority_id, audience, task_id, person_id) VALUES ";
 /// Each distinct evidence set is stored once: the first record naming it
 /// writes it, and the same digest is the same content.
 const EVIDENCE_INSERT: &str = "INSERT INTO evidence (digest, selectors, pid, start_ticks, started_at) VALUES ";
