@@ -171,9 +171,23 @@ pub enum EntryError {
     /// The hint is too long or has control characters.
     #[error("invalid hint: at most 1024 bytes with no control characters")]
     Hint,
-    /// A machine or agent entry was attached to a recovery path.
-    #[error("only `human` entries may use a recovery path; this entry is `{0}`")]
+    /// An entry was attached to a recovery path: only people are recovered,
+    /// by the help desk (`hallmark human recover`), never a workload.
+    #[error(
+        "registration entries have no recovery path (this entry is `{0}`): machines fail closed and are re-issued from attestation; people are recovered with `hallmark human recover`"
+    )]
     Recovery(Class),
+    /// An entry of class `human`: people get certificates from `hallmark
+    /// login`, never from a registration entry through the Workload API.
+    #[error(
+        "class `human` is not for registration entries: people sign in with `hallmark login` and get their certificate from the human issuing authority"
+    )]
+    HumanClass,
+    /// An entry holding a person's SPIFFE ID.
+    #[error(
+        "SPIFFE ID `{0}` is a person's: paths under `/human/` are issued only by `hallmark login`, never to a workload"
+    )]
+    HumanId(String),
     /// No parent was given and no default applies.
     #[error("an entry needs a parent (`--parent`): the SPIFFE ID of the agent that serves it")]
     NoParent,
@@ -371,6 +385,10 @@ impl EntrySpec {
         if spiffe_id.is_reserved() {
             return Err(EntryError::Reserved(spiffe_id.to_string()));
         }
+        // Nor may it hold a person's: the Workload API never serves a human identity.
+        if spiffe_id.is_human() {
+            return Err(EntryError::HumanId(spiffe_id.to_string()));
+        }
         let parent_id = match (&self.parent_id, default_parent) {
             (Some(p), _) => SpiffeId::workload_in(p, td)?,
             (None, Some(d)) => d.clone(),
@@ -424,8 +442,11 @@ impl EntrySpec {
         if let Some(h) = &self.hint {
             validate_hint(h)?;
         }
+        if class == Class::Human {
+            return Err(EntryError::HumanClass);
+        }
         let recovery = self.recovery.unwrap_or(false);
-        if recovery && class != Class::Human {
+        if recovery {
             return Err(EntryError::Recovery(class));
         }
         let bind = self.bind.as_deref().map(Bind::from_str).transpose()?.unwrap_or_default();

@@ -10,6 +10,7 @@ mod credential_kind;
 mod duration;
 mod entry;
 mod evidence;
+mod human;
 mod scope;
 mod selector;
 mod spiffe_id;
@@ -25,9 +26,10 @@ pub use entry::{
     validate_owner,
 };
 pub use evidence::{ProcessInstance, ProcessInstanceError, canonical_selectors, evidence_digest, evidence_digest_of};
+pub use human::{HumanClaims, HumanIdTemplate, HumanTemplateError};
 pub use scope::{MAX_SCOPES, NodeScope, OutOfScope, OwnerScopes, PathScope, ScopeError, ScopeLists};
 pub use selector::{NAMESPACE_KINDS, NODE_KINDS, Selector, SelectorError, SelectorSet, is_image_digest};
-pub use spiffe_id::{RESERVED_SEGMENT, SpiffeId, SpiffeIdError, TrustDomain};
+pub use spiffe_id::{HUMAN_SEGMENT, RESERVED_SEGMENT, SpiffeId, SpiffeIdError, TrustDomain};
 pub use task::{
     ClaimScope, MAX_OBJECTIVE_LEN, MAX_SCOPE_ITEMS, ScopeItem, TaskClaim, TaskError, check_objective, check_subject,
     objective_sha256, parse_scope,

@@ -108,6 +108,9 @@ impl TrustDomain {
 /// any letter case.
 pub const RESERVED_SEGMENT: &str = "hallmark";
 
+/// The first path segment of every person's SPIFFE ID (`spiffe://TD/human/...`).
+pub const HUMAN_SEGMENT: &str = "human";
+
 impl fmt::Display for TrustDomain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -198,6 +201,14 @@ impl SpiffeId {
     pub fn is_reserved(&self) -> bool {
         let first = self.path().trim_start_matches('/').split('/').next().unwrap_or_default();
         first.eq_ignore_ascii_case(RESERVED_SEGMENT)
+    }
+
+    /// True for a person's ID: the first path segment is `human`, in any
+    /// letter case. Only `hallmark login` issues these, under the human
+    /// issuing authority; no registration entry may hold one.
+    pub fn is_human(&self) -> bool {
+        let first = self.path().trim_start_matches('/').split('/').next().unwrap_or_default();
+        first.eq_ignore_ascii_case(HUMAN_SEGMENT)
     }
 
     /// True for an agent's ID: `/hallmark/agent/` followed by at least one segment.

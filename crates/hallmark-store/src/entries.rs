@@ -275,6 +275,7 @@ impl Store {
         let now = now_unix();
         let id = new_id();
         let mut tx = self.begin_entry_change().await?;
+        refuse_people(std::slice::from_ref(spec))?;
         Self::check_id_owners(&mut tx, std::slice::from_ref(spec), None).await?;
         bind_spec(sqlx::query(
             "INSERT INTO entries (spiffe_id, parent_id, selectors, owner, class, x509_ttl, jwt_ttl, dns_names, hint, recovery, bound_to, id, revision, created_at, updated_at) \
@@ -305,6 +306,7 @@ impl Store {
         let now = now_unix();
         let entries: Vec<Entry> = specs.iter().map(|s| s.clone().into_entry(new_id(), now)).collect();
         let mut tx = self.begin_entry_change().await?;
+        refuse_people(specs)?;
         Self::check_id_owners(&mut tx, specs, None).await?;
         for (chunk, specs) in entries.chunks(ROWS).zip(specs.chunks(ROWS)) {
             let sql = format!(
@@ -409,6 +411,7 @@ impl Store {
         {
             return Err(StoreError::Conflict { id: id.to_owned(), expected, actual: old.revision });
         }
+        refuse_people(std::slice::from_ref(spec))?;
         Self::check_id_owners(&mut tx, std::slice::from_ref(spec), Some(id)).await?;
         bind_spec(sqlx::query(
             "UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, owner = $4, class = $5, x509_ttl = $6, \
@@ -579,4 +582,20 @@ mod tests {
             assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         }
     }
+}
+
+/// Refuses entries for people: class `human`, a SPIFFE ID under `/human/`, or
+/// a recovery path. [`ValidEntrySpec`]'s parser refuses them too; the store
+/// checks again so that no caller of it (a batch, an import, a future API)
+/// can put a person's identity on the Workload API.
+fn refuse_people(specs: &[ValidEntrySpec]) -> Result<(), StoreError> {
+    for s in specs {
+        if s.class == hallmark_core::Class::Human || s.spiffe_id.is_human() || s.recovery {
+            return Err(StoreError::PersonOnWorkloadPath(format!(
+                "entry for `{}` refused: registration entries are for workloads; people (class `human`, IDs under /human/, recovery) sign in with `hallmark login`",
+                s.spiffe_id
+            )));
+        }
+    }
+    Ok(())
 }

@@ -48,6 +48,11 @@ pub enum StoreError {
         /// The owner whose entries hold it.
         owner: String,
     },
+    /// A registration entry for a person: class `human` or a SPIFFE ID under
+    /// `/human/`. The store refuses it whoever asks, so the Workload API can
+    /// never serve a person's identity.
+    #[error("{0}")]
+    PersonOnWorkloadPath(String),
     /// The database file could not be created or its mode set.
     #[error("{path}: {source}")]
     File {

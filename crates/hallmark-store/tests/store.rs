@@ -371,14 +371,37 @@ async fn the_database_refuses_recovery_on_machine_entries() {
         let err =
             sqlx::query("UPDATE entries SET recovery = 1 WHERE id = $1").bind(e.id.clone()).execute(s.pool()).await;
         assert!(err.is_err(), "{name}: CHECK constraint must refuse recovery on a machine entry");
-        let mut human = spec("alice", 1001);
-        human.class = hallmark_core::Class::Human;
-        human.recovery = true;
-        let h = s.create_entry(&human, rec()).await.unwrap();
-        assert!(h.recovery, "{name}");
         let mut machine = spec("bot", 1002);
         machine.recovery = true;
         assert!(s.create_entry(&machine, rec()).await.is_err(), "{name}");
+    }
+}
+
+/// Issue 19: the store itself refuses a registration entry for a person
+/// (class `human`, an ID under `/human/`, a recovery path), on create, batch
+/// and update, whoever calls it: the Workload API can never serve one.
+#[tokio::test]
+async fn the_store_refuses_entries_for_people() {
+    for (name, s) in stores().await {
+        let mut human = spec("alice", 1001);
+        human.class = hallmark_core::Class::Human;
+        let mut human_id = spec("bob", 1002);
+        human_id.spiffe_id = "spiffe://example.org/human/example.com/bob".parse().unwrap();
+        let mut upper = spec("carol", 1003);
+        upper.spiffe_id = "spiffe://example.org/HUMAN/carol".parse().unwrap();
+        let mut recovery = spec("dave", 1004);
+        recovery.recovery = true;
+        for bad in [&human, &human_id, &upper, &recovery] {
+            let err = s.create_entry(bad, rec()).await.unwrap_err();
+            assert!(matches!(err, StoreError::PersonOnWorkloadPath(_)), "{name}: {err}");
+            let err = s.create_entries(std::slice::from_ref(bad), rec()).await.unwrap_err();
+            assert!(matches!(err, StoreError::PersonOnWorkloadPath(_)), "{name}: {err}");
+        }
+        let ok = s.create_entry(&spec("web", 1000), rec()).await.unwrap();
+        let err = s.update_entry(&ok.id, &human_id, None, rec()).await.unwrap_err();
+        assert!(matches!(err, StoreError::PersonOnWorkloadPath(_)), "{name}: {err}");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries").fetch_one(s.pool()).await.unwrap();
+        assert_eq!(n, 1, "{name}: nothing but the workload's entry is stored");
     }
 }
 

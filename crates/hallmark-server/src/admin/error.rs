@@ -63,6 +63,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => Self::not_found(e),
+            StoreError::PersonOnWorkloadPath(_) => Self::bad(e),
             StoreError::Duplicate(_) | StoreError::Conflict { .. } | StoreError::HeldByOtherOwner { .. } => {
                 Self::conflict(e)
             }
