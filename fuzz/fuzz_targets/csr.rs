@@ -17,7 +17,7 @@ fn ca() -> &'static X509Authority {
 
 fuzz_target!(|data: &[u8]| {
     let id = SpiffeId::new("spiffe://example.org/web").unwrap();
-    let t = SvidTemplate { csr_der: data, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now: 1_800_000_000, profile: hallmark_ca::x509::SvidProfile::Workload, task_id: None };
+    let t = SvidTemplate { csr_der: data, spiffe_id: &id, dns_names: &[], ttl_secs: 60, now: 1_800_000_000, profile: hallmark_ca::x509::SvidProfile::Workload, task_id: None, person_name: None };
     if let Ok(s) = ca().sign_svid(&t) {
         let leaf = hallmark_ca::svid::parse_leaf(&s.chain[0]).expect("what the CA signs parses");
         assert_eq!(leaf.spiffe_id, id, "a CSR never obtains another identity");

@@ -80,6 +80,7 @@ fn main() {
             now,
             profile: hallmark_ca::x509::SvidProfile::Workload,
             task_id: None,
+            person_name: None,
         };
         let s = ca.sign_svid(&t).unwrap();
         material += s.chain.iter().map(Vec::len).sum::<usize>() + kc.key_pkcs8.len();

@@ -23,7 +23,7 @@ pub mod x509pop;
 pub use bundle::{AuthorityStatus, Bundle, JwtAuthority};
 pub use jwt::{JwtClaims, JwtError, JwtKey, MintClaims, Typ};
 pub use wit::{EcPublicJwk, JwkError, WitClaims, WitKey};
-pub use x509::{RevokedSerial, SignedSvid, X509Authority, authority_id};
+pub use x509::{CaPurpose, RevokedSerial, SignedSvid, X509Authority, authority_id};
 
 /// Errors from the CA layer. Messages are one line and never contain key material.
 #[derive(Debug, thiserror::Error)]

@@ -289,6 +289,7 @@ mod tests {
                 now,
                 profile,
                 task_id: None,
+                person_name: None,
             };
             let s = ca.sign_svid(&t).unwrap();
             assert_eq!(svid::parse_leaf(&s.chain[0]).unwrap().profile, Some(profile));

@@ -58,6 +58,24 @@ pub enum SvidProfile {
     Agent,
     /// A server's own certificate: serverAuth only.
     Server,
+    /// A person's certificate (`hallmark login`), signed only by the human
+    /// issuing authority: clientAuth only, subject `OU=people` (and
+    /// `OU=break-glass` for an emergency one) with the person's name as CN.
+    Person {
+        /// An emergency (break-glass) certificate.
+        break_glass: bool,
+    },
+}
+
+/// What an authority signs for: workloads (and Hallmark's own servers and
+/// agents) or people. The two are separate authorities with their own keys,
+/// told apart by their subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaPurpose {
+    /// The trust domain's workload CA.
+    Workloads,
+    /// The human issuing authority.
+    People,
 }
 
 /// What to issue: the identity and lifetime are decided by the caller, never by the CSR.
@@ -78,6 +96,8 @@ pub struct SvidTemplate<'a> {
     /// The AI-agent task it is issued for: named in the subject as
     /// `OU=task:<id>` (the URI SAN stays the entry's SPIFFE ID).
     pub task_id: Option<&'a str>,
+    /// For [`SvidProfile::Person`]: the person's name, as the subject's CN.
+    pub person_name: Option<&'a str>,
 }
 
 /// A loaded X.509 CA able to sign SVIDs.
@@ -115,11 +135,22 @@ fn datetime(unix: i64) -> Result<OffsetDateTime, CaError> {
     OffsetDateTime::from_unix_timestamp(unix).map_err(|source| CaError::TimeOutOfRange { unix, source })
 }
 
-fn ca_params(td: &TrustDomain, not_before: i64, not_after: i64) -> Result<CertificateParams, CaError> {
+fn ca_params(
+    td: &TrustDomain,
+    purpose: CaPurpose,
+    not_before: i64,
+    not_after: i64,
+) -> Result<CertificateParams, CaError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Hallmark");
-    dn.push(DnType::CommonName, format!("Hallmark CA {td}"));
+    dn.push(
+        DnType::CommonName,
+        match purpose {
+            CaPurpose::Workloads => format!("Hallmark CA {td}"),
+            CaPurpose::People => format!("Hallmark human CA {td}"),
+        },
+    );
     p.distinguished_name = dn;
     let uri = td.id().as_str().try_into().map_err(|source| CaError::NotIa5 {
         what: "trust domain",
@@ -143,9 +174,19 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CaError> {
 impl X509Authority {
     /// Generates a new self-signed root for `td`, valid `ttl_secs` from `now`.
     pub fn generate_self_signed(td: &TrustDomain, ttl_secs: u64, now: i64) -> Result<Self, CaError> {
+        Self::generate_self_signed_for(td, CaPurpose::Workloads, ttl_secs, now)
+    }
+
+    /// As [`X509Authority::generate_self_signed`], for `purpose`.
+    pub fn generate_self_signed_for(
+        td: &TrustDomain,
+        purpose: CaPurpose,
+        ttl_secs: u64,
+        now: i64,
+    ) -> Result<Self, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::x509("generate the CA key"))?;
         let ttl = i64::try_from(ttl_secs).map_err(|source| CaError::TtlOutOfRange { what: "CA TTL", source })?;
-        let cert = ca_params(td, now - BACKDATE_SECS, now + ttl)?
+        let cert = ca_params(td, purpose, now - BACKDATE_SECS, now + ttl)?
             .self_signed(&key)
             .map_err(CaError::x509("self-sign the CA certificate"))?;
         Self::from_parts(&key.serialize_pem(), vec![cert.der().to_vec()])
@@ -156,6 +197,18 @@ impl X509Authority {
     /// as PEM. Its lifetime is cut short at the upstream certificate's expiry.
     pub fn generate_intermediate(
         td: &TrustDomain,
+        ttl_secs: u64,
+        now: i64,
+        upstream_chain_pem: &str,
+        upstream_key_pem: &str,
+    ) -> Result<Self, CaError> {
+        Self::generate_intermediate_for(td, CaPurpose::Workloads, ttl_secs, now, upstream_chain_pem, upstream_key_pem)
+    }
+
+    /// As [`X509Authority::generate_intermediate`], for `purpose`.
+    pub fn generate_intermediate_for(
+        td: &TrustDomain,
+        purpose: CaPurpose,
         ttl_secs: u64,
         now: i64,
         upstream_chain_pem: &str,
@@ -173,7 +226,7 @@ impl X509Authority {
         if not_after <= now {
             return Err(CaError::AuthorityExpired(upstream_not_after));
         }
-        let cert = ca_params(td, now - BACKDATE_SECS, not_after)?
+        let cert = ca_params(td, purpose, now - BACKDATE_SECS, not_after)?
             .signed_by(&key, &upstream_issuer)
             .map_err(CaError::x509("sign the intermediate CA certificate"))?;
         let mut chain = vec![cert.der().to_vec()];
@@ -305,6 +358,12 @@ impl X509Authority {
         if let Some(task) = t.task_id {
             dn.push(DnType::OrganizationalUnitName, format!("task:{task}"));
         }
+        if let SvidProfile::Person { break_glass } = t.profile {
+            dn.push(DnType::OrganizationalUnitName, if break_glass { "break-glass" } else { "people" });
+            if let Some(name) = t.person_name {
+                dn.push(DnType::CommonName, name);
+            }
+        }
         p.distinguished_name = dn;
         let uri = t.spiffe_id.as_str().try_into().map_err(|source| CaError::NotIa5 {
             what: "SPIFFE ID",
@@ -325,7 +384,7 @@ impl X509Authority {
             vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment, KeyUsagePurpose::KeyAgreement];
         p.extended_key_usages = match t.profile {
             SvidProfile::Workload => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
-            SvidProfile::Agent => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            SvidProfile::Agent | SvidProfile::Person { .. } => vec![ExtendedKeyUsagePurpose::ClientAuth],
             SvidProfile::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
         };
         p.not_before = datetime(not_before)?;
@@ -359,6 +418,7 @@ pub(crate) mod test_support {
             now,
             profile: SvidProfile::Workload,
             task_id: None,
+            person_name: None,
         };
         ca.sign_svid(&template).unwrap()
     }
@@ -390,6 +450,7 @@ mod tests {
                 now,
                 profile: SvidProfile::Workload,
                 task_id: None,
+                person_name: None,
             })
             .unwrap();
         assert_eq!(s.chain.len(), 1);
@@ -446,6 +507,7 @@ mod tests {
                 now,
                 profile: SvidProfile::Workload,
                 task_id: None,
+                person_name: None,
             })
         };
         let kc = new_key_and_csr(Some(&other)).unwrap();

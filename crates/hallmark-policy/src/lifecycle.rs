@@ -100,10 +100,12 @@ impl Default for Classes {
                 renew_fraction: 0.5,
                 paths: vec![IssuancePath::X509, IssuancePath::Jwt],
             },
+            // People: certificates from `hallmark login` only (no JWT-SVIDs,
+            // never through the Workload API), for a working day at most.
             human: ClassRules {
-                max_ttl: ttl(12 * 3600),
+                max_ttl: ttl(8 * 3600),
                 renew_fraction: 0.5,
-                paths: vec![IssuancePath::X509, IssuancePath::Jwt, IssuancePath::Recovery],
+                paths: vec![IssuancePath::X509, IssuancePath::Recovery],
             },
         }
     }

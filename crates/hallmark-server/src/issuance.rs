@@ -687,6 +687,7 @@ impl ServerState {
             now,
             profile: SvidProfile::Workload,
             task_id: task.map(|t| t.id.as_str()),
+            person_name: None,
         };
         let svid = ca.sign_svid(&template)?;
         // 4. Record, durably, before the SVID leaves the server.
@@ -963,6 +964,7 @@ impl ServerState {
             now: now_unix(),
             profile: SvidProfile::Agent,
             task_id: None,
+            person_name: None,
         };
         let svid = ca.sign_svid(&t)?;
         Ok(IssuedAgentSvid { agent_id: agent.clone(), svid, authority_id: ca.id() })

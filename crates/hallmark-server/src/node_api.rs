@@ -610,6 +610,7 @@ mod tests {
             now,
             profile: SvidProfile::Workload,
             task_id: None,
+            person_name: None,
         };
         let sign = || -> Result<(), IssueError> {
             ca.sign_svid(&t)?;

@@ -196,6 +196,7 @@ impl ServerState {
             now: now_unix(),
             profile: SvidProfile::Server,
             task_id: None,
+            person_name: None,
         };
         let signed = ca.sign_svid(&t)?;
         let key = provider()

@@ -160,6 +160,7 @@ async fn only_the_agent_svid_issued_to_a_node_authenticates_it() {
             now: hallmark_core::now_unix(),
             profile,
             task_id: None,
+            person_name: None,
         };
         let forged = ca.sign_svid(&t).unwrap();
         let mut c = mtls_client(&s, forged.chain, kc.key_pkcs8);

@@ -84,18 +84,20 @@ pub async fn revoke(a: RevokeArgs, conn: &Conn) -> anyhow::Result<()> {
 /// `hallmark ca ...`
 #[derive(Subcommand)]
 pub enum CaCmd {
-    /// List the X.509 authorities and JWT keys: state, taint, validity, holder.
+    /// List the signing authorities: the workload X.509 CA (`x509`), the JWT
+    /// keys (`jwt`) and the human issuing authority (`human`, people's
+    /// certificates from `hallmark login`): state, taint, validity, holder.
     Show,
     /// Create the next authority of a kind: published in the bundle, not yet signing.
     Prepare {
-        /// x509 or jwt.
+        /// x509, jwt or human.
         #[arg(long, default_value = "x509")]
         kind: String,
     },
     /// Make the prepared authority of a kind the one that signs; the current
     /// one stays in the bundle until it expires.
     Activate {
-        /// x509 or jwt.
+        /// x509, jwt or human.
         #[arg(long, default_value = "x509")]
         kind: String,
     },
@@ -134,8 +136,8 @@ fn print_authority(a: &Value) {
 }
 
 fn kind_body(kind: &str) -> anyhow::Result<Value> {
-    if !matches!(kind, "x509" | "jwt") {
-        bail!("unknown authority kind `{kind}` (x509, jwt)");
+    if !matches!(kind, "x509" | "jwt" | "human") {
+        bail!("unknown authority kind `{kind}` (x509, jwt, human)");
     }
     Ok(json!({ "kind": kind }))
 }

@@ -45,7 +45,8 @@ pub(crate) struct KindRequest {
 
 fn kind(body: Result<JsonObject<KindRequest>, ApiError>) -> Result<Kind, ApiError> {
     let JsonObject(req) = body?;
-    Kind::parse(&req.kind).ok_or_else(|| ApiError::bad(format!("unknown authority kind `{}` (x509, jwt)", req.kind)))
+    Kind::parse(&req.kind)
+        .ok_or_else(|| ApiError::bad(format!("unknown authority kind `{}` (x509, jwt, human)", req.kind)))
 }
 
 async fn done(
@@ -63,7 +64,7 @@ async fn done(
     Ok(Json(row_json(&row, s.authorities.server_id())))
 }
 
-/// `POST /v1/authorities/prepare` `{"kind": "x509" | "jwt"}`
+/// `POST /v1/authorities/prepare` `{"kind": "x509" | "jwt" | "human"}`
 pub(crate) async fn prepare(
     State(s): State<Arc<ServerState>>,
     who: Admin,
@@ -74,7 +75,7 @@ pub(crate) async fn prepare(
     done(&s, &who, "ca_prepare", row).await
 }
 
-/// `POST /v1/authorities/activate` `{"kind": "x509" | "jwt"}`
+/// `POST /v1/authorities/activate` `{"kind": "x509" | "jwt" | "human"}`
 pub(crate) async fn activate(
     State(s): State<Arc<ServerState>>,
     who: Admin,

@@ -1,4 +1,4 @@
-//! Authority key files on disk (`DATA_DIR/keys/{x509,jwt}/`, mode 0600),
+//! Authority key files on disk (`DATA_DIR/keys/{x509,jwt,human}/`, mode 0600),
 //! loading them at start, generating new authorities and removing retired keys.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hallmark_ca::keys::{read_secret_file, refuse_exposed_secret_file, write_secret_file};
-use hallmark_ca::{CaError, JwtKey, X509Authority, svid};
+use hallmark_ca::{CaError, CaPurpose, JwtKey, X509Authority, svid};
 use hallmark_core::now_unix;
 use hallmark_store::{AuthorityRow, AuthorityState};
 
@@ -20,6 +20,11 @@ fn not_utf8(path: &Path) -> impl FnOnce(std::string::FromUtf8Error) -> ServerErr
 
 fn bad_file(path: &Path) -> impl FnOnce(CaError) -> ServerError {
     move |source| ServerError::AuthorityFile { path: path.to_owned(), source }
+}
+
+/// The in-memory record of a loaded authority.
+fn local<K>(r: &AuthorityRow, key: K) -> Local<K> {
+    Local { id: r.id.clone(), key: Arc::new(key), state: r.state, not_before: r.not_before, not_after: r.not_after }
 }
 
 impl Authorities {
@@ -35,24 +40,15 @@ impl Authorities {
                 refuse_exposed_secret_file(&self.key_path(kind, &r.id, "key.pem")).map_err(ca_err)?;
             }
             match Kind::parse(&r.kind) {
-                Some(Kind::X509) => match self.read_x509(&r.id) {
-                    Ok(ca) => keys.x509.push(Local {
-                        id: r.id.clone(),
-                        key: Arc::new(ca),
-                        state: r.state,
-                        not_before: r.not_before,
-                        not_after: r.not_after,
-                    }),
-                    Err(e) => tracing::warn!(authority = %r.id, error = %e, "X.509 authority key unusable; not loaded"),
+                Some(kind @ (Kind::X509 | Kind::Human)) => match (self.read_x509(kind, &r.id), keys.x509_of(kind)) {
+                    (Ok(ca), Some(list)) => list.push(local(r, ca)),
+                    (Ok(_), None) => {}
+                    (Err(e), _) => {
+                        tracing::warn!(authority = %r.id, kind = kind.as_str(), error = %e, "X.509 authority key unusable; not loaded")
+                    }
                 },
                 Some(Kind::Jwt) => match self.read_jwt(&r.id) {
-                    Ok(k) => keys.jwt.push(Local {
-                        id: r.id.clone(),
-                        key: Arc::new(k),
-                        state: r.state,
-                        not_before: r.not_before,
-                        not_after: r.not_after,
-                    }),
+                    Ok(k) => keys.jwt.push(local(r, k)),
                     Err(e) => tracing::warn!(authority = %r.id, error = %e, "JWT key unusable; not loaded"),
                 },
                 None => tracing::warn!(kind = %r.kind, "unknown authority kind; ignored"),
@@ -66,8 +62,8 @@ impl Authorities {
         self.dir.join(kind.as_str()).join(format!("{id}.{suffix}"))
     }
 
-    fn read_x509(&self, id: &str) -> Result<X509Authority, ServerError> {
-        let (kp, cp) = (self.key_path(Kind::X509, id, "key.pem"), self.key_path(Kind::X509, id, "chain.pem"));
+    fn read_x509(&self, kind: Kind, id: &str) -> Result<X509Authority, ServerError> {
+        let (kp, cp) = (self.key_path(kind, id, "key.pem"), self.key_path(kind, id, "chain.pem"));
         let key = read_secret_file(&kp).map_err(ca_err)?;
         let key = String::from_utf8(key).map_err(not_utf8(&kp))?;
         let chain = std::fs::read_to_string(&cp).map_err(io(&cp))?;
@@ -102,14 +98,22 @@ impl Authorities {
         now: i64,
     ) -> Result<AuthorityRow, ServerError> {
         let row = match kind {
-            Kind::X509 => {
+            Kind::X509 | Kind::Human => {
+                let purpose = if kind == Kind::Human { CaPurpose::People } else { CaPurpose::Workloads };
                 let ca = match &self.upstream {
-                    None => X509Authority::generate_self_signed(&self.td, self.ttl_secs, now),
+                    None => X509Authority::generate_self_signed_for(&self.td, purpose, self.ttl_secs, now),
                     Some((cert, key)) => {
                         let chain = std::fs::read_to_string(cert).map_err(io(cert))?;
                         let key_bytes = read_secret_file(key).map_err(ca_err)?;
                         let key_pem = String::from_utf8(key_bytes).map_err(not_utf8(key))?;
-                        X509Authority::generate_intermediate(&self.td, self.ttl_secs, now, &chain, &key_pem)
+                        X509Authority::generate_intermediate_for(
+                            &self.td,
+                            purpose,
+                            self.ttl_secs,
+                            now,
+                            &chain,
+                            &key_pem,
+                        )
                     }
                 }
                 .map_err(ca_err)?;
@@ -131,7 +135,9 @@ impl Authorities {
                 };
                 let local =
                     Local { id, key: Arc::new(ca), state, not_before: row.not_before, not_after: row.not_after };
-                self.keys.write().map_err(|_| lock_err())?.x509.push(local);
+                if let Some(list) = self.keys.write().map_err(|_| lock_err())?.x509_of(kind) {
+                    list.push(local);
+                }
                 row
             }
             Kind::Jwt => {

@@ -37,14 +37,22 @@ use tokio::sync::watch;
 use crate::config::ServerSettings;
 use crate::error::ServerError;
 
-/// The two kinds of signing authority.
+/// The kinds of signing authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// The X.509 CA.
+    /// The X.509 CA of workloads (and of Hallmark's own servers and agents).
     X509,
     /// The JWT signing key.
     Jwt,
+    /// The human issuing authority: an X.509 CA that signs only people's
+    /// certificates (`hallmark login`). It is in the published bundle, so
+    /// services can authenticate people, and never among the anchors the
+    /// server trusts for its agents.
+    Human,
 }
+
+/// Every kind, in the order they are rotated and listed.
+pub const KINDS: [Kind; 3] = [Kind::X509, Kind::Jwt, Kind::Human];
 
 impl Kind {
     /// The stored name.
@@ -52,14 +60,16 @@ impl Kind {
         match self {
             Self::X509 => "x509",
             Self::Jwt => "jwt",
+            Self::Human => "human",
         }
     }
 
-    /// Parses `x509` or `jwt`.
+    /// Parses `x509`, `jwt` or `human`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "x509" => Some(Self::X509),
             "jwt" => Some(Self::Jwt),
+            "human" => Some(Self::Human),
             _ => None,
         }
     }
@@ -116,6 +126,18 @@ struct KindSummary {
 struct LocalKeys {
     x509: Vec<Local<X509Authority>>,
     jwt: Vec<Local<JwtKey>>,
+    human: Vec<Local<X509Authority>>,
+}
+
+impl LocalKeys {
+    /// The X.509 authorities of `kind` (workloads' or people's); `None` for JWT.
+    fn x509_of(&mut self, kind: Kind) -> Option<&mut Vec<Local<X509Authority>>> {
+        match kind {
+            Kind::X509 => Some(&mut self.x509),
+            Kind::Human => Some(&mut self.human),
+            Kind::Jwt => None,
+        }
+    }
 }
 
 fn active<K>(list: &[Local<K>]) -> Option<&Local<K>> {
@@ -175,7 +197,7 @@ impl Authorities {
         let dir = s.data_dir.join("keys");
         // Key directories are 0700 even inside a private data directory: the
         // key files are 0600 on their own, and no one else may list them.
-        for d in [dir.clone(), dir.join("x509"), dir.join("jwt")] {
+        for d in [dir.clone(), dir.join("x509"), dir.join("jwt"), dir.join("human")] {
             crate::private_dir::ensure_private_dir(&d)?;
         }
         let server_id = server_id(&s.data_dir)?;
@@ -215,6 +237,12 @@ impl Authorities {
     pub fn x509(&self) -> Result<Arc<X509Authority>, ServerError> {
         let keys = self.keys.read().map_err(|_| lock_err())?;
         active(&keys.x509).map(|l| l.key.clone()).ok_or(ServerError::NoActiveAuthority("X.509 authority"))
+    }
+
+    /// The human issuing authority currently signing (people's certificates).
+    pub fn human(&self) -> Result<Arc<X509Authority>, ServerError> {
+        let keys = self.keys.read().map_err(|_| lock_err())?;
+        active(&keys.human).map(|l| l.key.clone()).ok_or(ServerError::NoActiveAuthority("human issuing authority"))
     }
 
     /// The JWT key currently signing.
@@ -258,6 +286,7 @@ impl Authorities {
         match kind {
             Kind::X509 => promote(&mut keys.x509, id),
             Kind::Jwt => promote(&mut keys.jwt, id),
+            Kind::Human => promote(&mut keys.human, id),
         }
         Ok(())
     }
@@ -268,6 +297,7 @@ impl Authorities {
         Ok(match kind {
             Kind::X509 => keys.x509.len(),
             Kind::Jwt => keys.jwt.len(),
+            Kind::Human => keys.human.len(),
         })
     }
 
@@ -283,6 +313,7 @@ impl Authorities {
         Ok(match kind {
             Kind::X509 => pick(&keys.x509),
             Kind::Jwt => pick(&keys.jwt),
+            Kind::Human => pick(&keys.human),
         })
     }
 }

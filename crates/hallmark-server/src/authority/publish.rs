@@ -17,13 +17,17 @@ use crate::error::ServerError;
 const CRL_VALIDITY_SECS: i64 = 2 * 3600;
 
 impl Authorities {
-    /// Signs a fresh CRL for every X.509 authority this server holds, listing
+    /// Signs a fresh CRL for every X.509 authority this server holds (the
+    /// workload CAs and the human issuing authority), listing
     /// the revoked serials it signed that have not expired, and stores it for
     /// every server to publish.
     pub async fn refresh_crls(&self) -> Result<(), ServerError> {
         let now = now_unix();
         let (revoked, _) = self.store.live_revocations(now).await?;
-        let cas: Vec<Local<X509Authority>> = self.keys.read().map_err(|_| lock_err())?.x509.clone();
+        let cas: Vec<Local<X509Authority>> = {
+            let keys = self.keys.read().map_err(|_| lock_err())?;
+            keys.x509.iter().chain(&keys.human).cloned().collect()
+        };
         let number = u64::try_from(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0),
         )
@@ -72,6 +76,10 @@ impl Authorities {
             status: AuthorityStatus::default(),
         };
         let mut tainted = HashSet::new();
+        // The anchors this server trusts for its agents' mTLS: the workload
+        // CAs only. The human issuing authority is published for relying
+        // parties but never authenticates an agent.
+        let mut agent_anchors: Vec<Vec<u8>> = Vec::new();
         for r in rows {
             if r.state == AuthorityState::Revoked {
                 b.status.revoked.push(r.id.clone());
@@ -81,10 +89,16 @@ impl Authorities {
                 b.status.tainted.push(r.id.clone());
             }
             match r.kind.as_str() {
-                "x509" => {
+                kind @ ("x509" | "human") => {
                     match STANDARD.decode(&r.public) {
-                        Ok(der) if !b.x509_authorities.contains(&der) => b.x509_authorities.push(der),
-                        Ok(_) => {}
+                        Ok(der) => {
+                            if kind == "x509" && !agent_anchors.contains(&der) {
+                                agent_anchors.push(der.clone());
+                            }
+                            if !b.x509_authorities.contains(&der) {
+                                b.x509_authorities.push(der);
+                            }
+                        }
                         Err(_) => tracing::warn!(authority = %r.id, "published X.509 authority is not base64; ignored"),
                     }
                     if let Some(crl) = r.crl.as_deref().and_then(|c| STANDARD.decode(c).ok()) {
@@ -106,7 +120,7 @@ impl Authorities {
         if b.x509_authorities.is_empty() || b.jwt_authorities.is_empty() {
             return Err(ServerError::EmptyBundle);
         }
-        *self.anchors.write().map_err(|_| lock_err())? = b.x509_authorities.clone();
+        *self.anchors.write().map_err(|_| lock_err())? = agent_anchors;
         self.bundle_tx.send_if_modified(|cur| {
             if **cur == b {
                 false

@@ -28,7 +28,7 @@ impl Authorities {
         // The maintenance task runs every 5 s; a step later than this has stalled.
         const STALLED_AFTER: i64 = 60;
         let mut out = Vec::new();
-        for kind in [Kind::X509, Kind::Jwt] {
+        for kind in super::KINDS {
             let subject = format!("{}-authority", kind.as_str());
             let KindSummary { active, prepared } = self.local_summary(kind)?;
             let Some((nb, na)) = active else {
@@ -152,7 +152,7 @@ impl Authorities {
                 "authority `{id}` is not tainted; taint it first so that what it signed is re-issued"
             )));
         }
-        if row.kind == Kind::X509.as_str() {
+        if row.kind == Kind::X509.as_str() || row.kind == Kind::Human.as_str() {
             let anchor = STANDARD.decode(&row.public).unwrap_or_default();
             if authority_id(&anchor) != row.id {
                 return Err(AuthorityError::Refused(format!(
@@ -168,6 +168,7 @@ impl Authorities {
             let mut keys = self.keys.write().map_err(|_| lock_err())?;
             keys.x509.retain(|l| l.id != id);
             keys.jwt.retain(|l| l.id != id);
+            keys.human.retain(|l| l.id != id);
             drop(keys);
             self.forget_key(kind, id);
         }
@@ -181,7 +182,7 @@ impl Authorities {
     /// about to expire. Returns whether anything changed.
     pub async fn rotate_if_due(&self) -> Result<bool, ServerError> {
         let mut changed = false;
-        for kind in [Kind::X509, Kind::Jwt] {
+        for kind in super::KINDS {
             let now = now_unix();
             let KindSummary { active, prepared } = self.local_summary(kind)?;
             let min_remaining = MIN_REMAINING_SECS.min(i64::try_from(self.ttl_secs / 10).unwrap_or(i64::MAX));
@@ -240,9 +241,11 @@ impl Authorities {
                 .filter(|l| l.not_after <= now)
                 .map(|l| (Kind::X509, l.id.clone()))
                 .chain(keys.jwt.iter().filter(|l| l.not_after <= now).map(|l| (Kind::Jwt, l.id.clone())))
+                .chain(keys.human.iter().filter(|l| l.not_after <= now).map(|l| (Kind::Human, l.id.clone())))
                 .collect();
             keys.x509.retain(|l| l.not_after > now);
             keys.jwt.retain(|l| l.not_after > now);
+            keys.human.retain(|l| l.not_after > now);
             gone
         };
         for (kind, id) in expired {

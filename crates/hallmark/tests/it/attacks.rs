@@ -882,6 +882,7 @@ async fn an_agent_with_another_agents_a_foreign_or_a_revoked_svid_gets_nothing()
         now,
         profile: hallmark_ca::x509::SvidProfile::Agent,
         task_id: None,
+        person_name: None,
     };
     let forged = foreign.sign_svid(&template).unwrap();
     hallmark_ca::keys::write_secret_file(&b_data.join("agent.key.der"), &kc.key_pkcs8).unwrap();
