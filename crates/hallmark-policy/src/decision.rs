@@ -412,6 +412,76 @@ pub fn decide_exchange(engine: &PolicyEngine, request: &ExchangeRequest<'_>) -> 
     Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
 }
 
+/// A person's login (`hallmark login`) or break-glass login: everything the
+/// decision reads. The ID token is verified before it is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginRequest<'a> {
+    /// The person's SPIFFE ID (rendered from the token): the principal.
+    pub spiffe_id: &'a str,
+    /// Its path.
+    pub path: &'a str,
+    /// The configured issuer's name.
+    pub issuer: &'a str,
+    /// The token's `iss`.
+    pub issuer_url: &'a str,
+    /// The token's `sub`.
+    pub subject: &'a str,
+    /// The token's `email`, or "".
+    pub email: &'a str,
+    /// The token's `email_verified`.
+    pub email_verified: bool,
+    /// The token's `name`, or "".
+    pub name: &'a str,
+    /// The token's `groups`.
+    pub token_groups: &'a [String],
+    /// The person's SCIM groups.
+    pub scim_groups: &'a [String],
+    /// Whether SCIM provisioned the person.
+    pub provisioned: bool,
+    /// The token's `amr`.
+    pub amr: &'a [String],
+    /// Seconds asked for.
+    pub requested_ttl: u64,
+    /// A break-glass login (action `break_glass`) rather than `login`.
+    pub break_glass: bool,
+    /// The trust domain: the resource.
+    pub trust_domain: &'a str,
+    /// Unix seconds of the decision.
+    pub now: i64,
+    /// The longest lifetime the server gives: the human class's maximum, or
+    /// the break-glass lifetime; a permit's `@max_ttl` may lower it.
+    pub max_ttl: u64,
+}
+
+/// Decides a person's login: Cedar, over the policies whose action scope
+/// names `login` (or `break_glass`), then the lifetime (the least of what
+/// was asked, `max_ttl` and the determining permits' `@max_ttl`). No permit
+/// is a denial; so is a decision that cannot be made.
+pub fn decide_login(engine: &PolicyEngine, request: &LoginRequest<'_>) -> Verdict {
+    let version = engine.version();
+    let action = if request.break_glass { "break_glass" } else { "login" };
+    let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = match engine.evaluate_login(request) {
+        Ok(e) => e,
+        Err(error) => return evaluation_failed(version, error),
+    };
+    let (decision, decided_by) = if allowed {
+        let ceiling = request.max_ttl.min(request.requested_ttl.max(1));
+        let ttl_secs = ttl_cap.map_or(ceiling, |cap| cap.min(ceiling));
+        (Decision::Allowed { ttl_secs }, DecidedBy::Permit)
+    } else if !policy_ids.is_empty() {
+        let reason = format!("policy v{version}: forbidden by {}", quoted(&policy_ids));
+        (Decision::Denied { reason }, DecidedBy::Forbid)
+    } else {
+        let reason = if considered.is_empty() {
+            format!("policy v{version}: no permit names action `{action}` (default deny)")
+        } else {
+            format!("policy v{version}: no permit matched (default deny); permits considered: {}", quoted(&considered))
+        };
+        (Decision::Denied { reason }, DecidedBy::NoPermit { considered })
+    };
+    Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,5 +717,62 @@ mod tests {
             4,
         );
         assert!(matches!(bad, Err(PolicyError::Validation(_))), "{bad:?}");
+    }
+
+    fn login<'a>(groups: &'a [String], break_glass: bool) -> LoginRequest<'a> {
+        LoginRequest {
+            spiffe_id: "spiffe://example.org/human/example.com/alice",
+            path: "/human/example.com/alice",
+            issuer: "corp",
+            issuer_url: "https://idp.example.com",
+            subject: "alice",
+            email: "alice@example.com",
+            email_verified: true,
+            name: "Alice",
+            token_groups: groups,
+            scim_groups: &[],
+            provisioned: false,
+            amr: &[],
+            requested_ttl: 8 * 3600,
+            break_glass,
+            trust_domain: "example.org",
+            now: 1_700_000_000,
+            max_ttl: 8 * 3600,
+        }
+    }
+
+    /// Issue 19: logins are decided only by policies naming `login` (or
+    /// `break_glass`): the default policy names them; a workload policy's
+    /// unscoped permit does not let anyone sign in; a group rule and a
+    /// `@max_ttl` apply; a forbid wins.
+    #[test]
+    fn logins_are_decided_by_login_policies_only() {
+        let eng = PolicyEngine::compile(crate::DEFAULT_POLICY, 1).unwrap();
+        let v = decide_login(&eng, &login(&[], false));
+        assert_eq!(v.decision, Decision::Allowed { ttl_secs: 8 * 3600 });
+        assert_eq!(v.policy_ids, vec!["people-login".to_owned()]);
+        assert!(decide_login(&eng, &login(&[], true)).allowed());
+
+        let workloads_only = PolicyEngine::compile("permit(principal, action, resource);", 2).unwrap();
+        let v = decide_login(&workloads_only, &login(&[], false));
+        assert!(!v.allowed());
+        assert!(v.reason().unwrap().contains("no permit names action `login`"), "{:?}", v.reason());
+
+        let groups = PolicyEngine::compile(
+            r#"@id("eng") @max_ttl("1h") permit(principal, action == Action::"login", resource)
+                 when { context.groups.contains("eng") && context.email_verified };
+               @id("no-contractors") forbid(principal, action in [Action::"login", Action::"break_glass"], resource)
+                 when { context.groups.contains("contractors") };"#,
+            3,
+        )
+        .unwrap();
+        let eng_group = ["eng".to_owned()];
+        assert_eq!(decide_login(&groups, &login(&eng_group, false)).decision, Decision::Allowed { ttl_secs: 3600 });
+        assert!(!decide_login(&groups, &login(&[], false)).allowed());
+        assert!(!decide_login(&groups, &login(&eng_group, true)).allowed(), "break_glass is its own action");
+        let both = ["eng".to_owned(), "contractors".to_owned()];
+        let v = decide_login(&groups, &login(&both, false));
+        assert!(!v.allowed());
+        assert_eq!(v.policy_ids, vec!["no-contractors".to_owned()]);
     }
 }

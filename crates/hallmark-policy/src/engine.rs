@@ -20,7 +20,7 @@ use cedar_policy::{
 use hallmark_core::{Entry, Ttl};
 use sha2::{Digest, Sha256};
 
-use crate::{Action, ExchangeRequest, IssuanceRequest, SCHEMA, TaskFacts};
+use crate::{Action, ExchangeRequest, IssuanceRequest, LoginRequest, SCHEMA, TaskFacts};
 
 /// The line of the schema after which the token-exchange part begins
 /// (validated only for policies naming `exchange_token`).
@@ -28,6 +28,9 @@ const EXCHANGE_SECTION: &str = "// ---- token exchange (RFC 8693) ----";
 
 /// The Cedar id of the token-exchange action.
 pub const EXCHANGE_ACTION: &str = "exchange_token";
+
+/// The Cedar ids of a person's login and break-glass login.
+pub const LOGIN_ACTIONS: [&str; 2] = ["login", "break_glass"];
 
 /// Why a policy set was refused or a decision could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,6 +134,9 @@ pub struct PolicyEngine {
     /// The policies whose action scope names `exchange_token`: the only
     /// ones that decide an exchange.
     exchange: PolicySet,
+    /// The policies whose action scope names `login` or `break_glass`: the
+    /// only ones that decide a person's login.
+    people: PolicySet,
     authorizer: Authorizer,
     names: Names,
     /// Cedar entities keyed by everything they are built from (entry id,
@@ -162,8 +168,11 @@ struct Names {
     trust_domain: EntityTypeName,
     audience: EntityTypeName,
     actor: EntityTypeName,
+    human: EntityTypeName,
     actions: HashMap<Action, EntityUid>,
     exchange: EntityUid,
+    /// `login`, `break_glass`.
+    logins: [EntityUid; 2],
 }
 
 impl Names {
@@ -179,6 +188,8 @@ impl Names {
             trust_domain: type_name("TrustDomain")?,
             audience: type_name("Audience")?,
             actor: type_name("Actor")?,
+            human: type_name("Human")?,
+            logins: LOGIN_ACTIONS.map(|a| EntityUid::from_type_name_and_id(action.clone(), EntityId::new(a))),
             exchange: EntityUid::from_type_name_and_id(action, EntityId::new(EXCHANGE_ACTION)),
             actions,
         })
@@ -253,12 +264,12 @@ fn parse_schema(text: &str) -> Result<Schema, PolicyError> {
         .map_err(|e| PolicyError::Validation(format!("built-in schema: {e}")))
 }
 
-/// Whether `p`'s action scope names `exchange_token`.
-fn names_exchange(p: &Policy, exchange: &EntityUid) -> bool {
+/// Whether `p`'s action scope names one of `actions`.
+fn names_any(p: &Policy, actions: &[EntityUid]) -> bool {
     match p.action_constraint() {
         ActionConstraint::Any => false,
-        ActionConstraint::Eq(a) => &a == exchange,
-        ActionConstraint::In(list) => list.contains(exchange),
+        ActionConstraint::Eq(a) => actions.contains(&a),
+        ActionConstraint::In(list) => list.iter().any(|a| actions.contains(a)),
     }
 }
 
@@ -294,12 +305,16 @@ impl PolicyEngine {
             }
             named.add(p).map_err(|e| PolicyError::Parse(one_line(e)))?;
         }
-        // Policies naming `exchange_token` are checked against the whole
-        // schema, the others against the issuance part (see the schema).
-        let (exchange, rest): (Vec<Policy>, Vec<Policy>) =
-            named.policies().cloned().partition(|p| names_exchange(p, &names.exchange));
+        // Policies naming `exchange_token`, `login` or `break_glass` are
+        // checked against the whole schema, the others against the issuance
+        // part (see the schema).
+        let scoped = |p: &Policy| names_any(p, std::slice::from_ref(&names.exchange)) || names_any(p, &names.logins);
+        let (whole, rest): (Vec<Policy>, Vec<Policy>) = named.policies().cloned().partition(scoped);
+        let exchange: Vec<Policy> =
+            whole.iter().filter(|p| names_any(p, std::slice::from_ref(&names.exchange))).cloned().collect();
+        let people: Vec<Policy> = whole.iter().filter(|p| names_any(p, &names.logins)).cloned().collect();
         let mut errs: Vec<String> = Vec::new();
-        for (list, schema) in [(&exchange, &schema), (&rest, &issuance)] {
+        for (list, schema) in [(&whole, &schema), (&rest, &issuance)] {
             let set = PolicySet::from_policies(list.iter().cloned()).map_err(|e| PolicyError::Parse(one_line(e)))?;
             let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
             errs.extend(result.validation_errors().map(|d| diagnostic(text, d)));
@@ -308,6 +323,7 @@ impl PolicyEngine {
             return Err(PolicyError::Validation(errs.join("; ")));
         }
         let exchange = PolicySet::from_policies(exchange).map_err(|e| PolicyError::Parse(one_line(e)))?;
+        let people = PolicySet::from_policies(people).map_err(|e| PolicyError::Parse(one_line(e)))?;
         let mut buckets: HashMap<(Scope, Scope), Vec<Policy>> = HashMap::new();
         let mut effects = HashMap::new();
         let mut count = 0;
@@ -343,6 +359,7 @@ impl PolicyEngine {
             effects,
             caps,
             exchange,
+            people,
             authorizer: Authorizer::new(),
             names,
             entities: Mutex::new(HashMap::new()),
@@ -552,6 +569,72 @@ impl PolicyEngine {
         let request = Request::new(principal, n.exchange.clone(), resource, context, None)
             .map_err(request_error("the request"))?;
         let resp = self.authorizer.is_authorized(&request, &self.exchange, &entities);
+        let (mut forbids, mut permits) = (Vec::new(), Vec::new());
+        for id in resp.diagnostics().reason() {
+            match self.effects.get(id) {
+                Some(Effect::Forbid) => forbids.push(id.to_string()),
+                _ => permits.push(id.to_string()),
+            }
+        }
+        let errors = resp.diagnostics().errors().map(one_line).collect();
+        let allowed = forbids.is_empty() && !permits.is_empty();
+        let ttl_cap = if allowed {
+            permits.iter().filter_map(|id| self.caps.get(&PolicyId::new(id)).copied()).min()
+        } else {
+            None
+        };
+        let mut policy_ids = if forbids.is_empty() { permits } else { forbids };
+        policy_ids.sort();
+        Ok(Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
+    }
+}
+
+impl PolicyEngine {
+    /// Cedar's answer to a person's login (or break-glass login), from the
+    /// policies naming that action only. Only [`crate::decide_login`] asks.
+    pub(crate) fn evaluate_login(&self, r: &LoginRequest<'_>) -> Result<Evaluation, PolicyError> {
+        let n = &self.names;
+        let principal = Names::uid(&n.human, r.spiffe_id);
+        let resource = Names::uid(&n.trust_domain, r.trust_domain);
+        let action = n.logins[usize::from(r.break_glass)].clone();
+        let considered: Vec<String> = {
+            let mut ids: Vec<String> = self
+                .people
+                .policies()
+                .filter(|p| p.effect() == Effect::Permit && names_any(p, std::slice::from_ref(&action)))
+                .map(|p| p.id().to_string())
+                .collect();
+            ids.sort();
+            ids
+        };
+        let attrs = HashMap::from([
+            ("spiffe_id".to_owned(), RestrictedExpression::new_string(r.spiffe_id.to_owned())),
+            ("path".to_owned(), RestrictedExpression::new_string(r.path.to_owned())),
+            ("issuer".to_owned(), RestrictedExpression::new_string(r.issuer.to_owned())),
+        ]);
+        let human = Entity::new(principal.clone(), attrs, HashSet::new()).map_err(request_error("the human entity"))?;
+        let entities = Entities::from_entities([human], None).map_err(request_error("the entities"))?;
+        let groups = r.token_groups.iter().chain(r.scim_groups).map(String::as_str);
+        let context = Context::from_pairs([
+            ("issuer_url".to_owned(), RestrictedExpression::new_string(r.issuer_url.to_owned())),
+            ("subject".to_owned(), RestrictedExpression::new_string(r.subject.to_owned())),
+            ("email".to_owned(), RestrictedExpression::new_string(r.email.to_owned())),
+            ("email_verified".to_owned(), RestrictedExpression::new_bool(r.email_verified)),
+            ("name".to_owned(), RestrictedExpression::new_string(r.name.to_owned())),
+            ("groups".to_owned(), str_set(groups)),
+            ("token_groups".to_owned(), str_set(r.token_groups.iter().map(String::as_str))),
+            ("scim_groups".to_owned(), str_set(r.scim_groups.iter().map(String::as_str))),
+            ("provisioned".to_owned(), RestrictedExpression::new_bool(r.provisioned)),
+            ("amr".to_owned(), str_set(r.amr.iter().map(String::as_str))),
+            (
+                "requested_ttl".to_owned(),
+                RestrictedExpression::new_long(i64::try_from(r.requested_ttl).unwrap_or(i64::MAX)),
+            ),
+            ("now".to_owned(), RestrictedExpression::new_long(r.now)),
+        ])
+        .map_err(request_error("the context"))?;
+        let request = Request::new(principal, action, resource, context, None).map_err(request_error("the request"))?;
+        let resp = self.authorizer.is_authorized(&request, &self.people, &entities);
         let (mut forbids, mut permits) = (Vec::new(), Vec::new());
         for id in resp.diagnostics().reason() {
             match self.effects.get(id) {

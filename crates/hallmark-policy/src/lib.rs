@@ -24,8 +24,8 @@ pub mod exception;
 pub mod lifecycle;
 
 pub use decision::{
-    Action, ActionError, DecidedBy, Decision, Evidence, ExchangeRequest, IssuanceRequest, SubjectKind, TaskFacts,
-    Verdict, decide, decide_exchange,
+    Action, ActionError, DecidedBy, Decision, Evidence, ExchangeRequest, IssuanceRequest, LoginRequest, SubjectKind,
+    TaskFacts, Verdict, decide, decide_exchange, decide_login,
 };
 pub use engine::{PolicyEngine, PolicyError};
 pub use exception::{ActiveException, ExceptionRule, ExceptionRuleError};
