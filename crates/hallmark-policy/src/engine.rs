@@ -596,7 +596,8 @@ impl PolicyEngine {
         let n = &self.names;
         let principal = Names::uid(&n.human, r.spiffe_id);
         let resource = Names::uid(&n.trust_domain, r.trust_domain);
-        let action = n.logins[usize::from(r.break_glass)].clone();
+        let [login, break_glass] = &n.logins;
+        let action = if r.break_glass { break_glass.clone() } else { login.clone() };
         let considered: Vec<String> = {
             let mut ids: Vec<String> = self
                 .people
