@@ -13,6 +13,7 @@ mod denials;
 mod entries;
 mod evidence;
 mod governance;
+mod human_track;
 mod inventory;
 mod migrate;
 mod nodes;
@@ -32,6 +33,10 @@ pub use denials::DenialRecord;
 pub use entries::{EntryChange, parse_entries_page};
 pub use evidence::{CheckedEvidence, EvidenceMismatch};
 pub use governance::{ExceptionError, ExceptionRecord, NewException, Owner, PolicyVersion};
+pub use human_track::{
+    BreakGlassGrant, BreakGlassUse, LoginNonce, LoginNonceError, MAX_LOGINS_IN_FLIGHT, RecoveryRequest, RecoveryState,
+    RecoveryStep,
+};
 pub use inventory::CredentialFilter;
 pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid, join_token_id};
 pub use recorded::Recorder;

@@ -1194,3 +1194,83 @@ async fn tasks_bind_once_and_revoke_with_their_objective_and_their_end() {
         assert_eq!(t2.state(now), "expired");
     }
 }
+
+/// Issue 19: a login nonce is used once (a replayed login is refused), not
+/// after it expires, and not for an unknown login.
+#[tokio::test]
+async fn login_nonces_are_used_once() {
+    for (name, s) in stores().await {
+        let now = 1_800_000_000;
+        let n = s.create_login_nonce("corp", "abc", now, 600).await.unwrap();
+        assert!(n.id.starts_with("lg_"), "{name}");
+        let taken = s.take_login_nonce(&n.id, now + 1).await.unwrap().unwrap();
+        assert_eq!((taken.issuer.as_str(), taken.nonce.as_str()), ("corp", "abc"), "{name}");
+        assert!(s.take_login_nonce(&n.id, now + 2).await.unwrap().is_none(), "{name}: replayed");
+        let late = s.create_login_nonce("corp", "def", now, 600).await.unwrap();
+        assert!(s.take_login_nonce(&late.id, now + 600).await.unwrap().is_none(), "{name}: expired");
+        assert!(s.take_login_nonce("lg_nope", now).await.unwrap().is_none(), "{name}");
+    }
+}
+
+/// Issue 19: a recovery request moves requested -> verified -> approved
+/// under the store's lock, as the caller's check decides; one open request
+/// per subject.
+#[tokio::test]
+async fn recovery_requests_move_on_under_the_callers_check() {
+    use hallmark_store::{RecoveryState, RecoveryStep};
+    for (name, s) in stores().await {
+        let subject = format!("spiffe://example.org/human/example.com/{}", rand_suffix());
+        let r = s.create_recovery(&subject, "lost laptop", "helpdesk", 10, rec()).await.unwrap();
+        assert_eq!(r.state, RecoveryState::Requested, "{name}");
+        assert!(matches!(
+            s.create_recovery(&subject, "again", "helpdesk", 11, rec()).await,
+            Err(StoreError::Duplicate(_))
+        ));
+        let refused =
+            s.advance_recovery(&r.id, |_| Err(StoreError::Duplicate("not yet".into())), 12, rec()).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Duplicate(_)), "{name}");
+        let v = s
+            .advance_recovery(
+                &r.id,
+                |_| Ok(RecoveryStep::Verify { by: "helpdesk".into(), note: "video call, badge".into() }),
+                13,
+                rec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!((v.state, v.verify_note.as_deref()), (RecoveryState::Verified, Some("video call, badge")));
+        let a =
+            s.advance_recovery(&r.id, |_| Ok(RecoveryStep::Approve { by: "admin2".into() }), 14, rec()).await.unwrap();
+        assert_eq!(
+            (a.state, a.approved_by.as_deref(), a.closed_at),
+            (RecoveryState::Approved, Some("admin2"), Some(14))
+        );
+        assert!(s.recoveries(Some(&subject), true).await.unwrap().is_empty(), "{name}: none open");
+        // A new request may be filed once the last one is closed.
+        let again = s.create_recovery(&subject, "lost phone", "helpdesk", 20, rec()).await.unwrap();
+        let c = s.advance_recovery(&again.id, |_| Ok(RecoveryStep::Cancel), 21, rec()).await.unwrap();
+        assert_eq!(c.state, RecoveryState::Cancelled, "{name}");
+    }
+}
+
+/// Issue 19: a break-glass grant is usable until it expires or is revoked;
+/// each use stays unreviewed until reviewed once.
+#[tokio::test]
+async fn break_glass_grants_and_their_reviewed_uses() {
+    for (name, s) in stores().await {
+        let subject = format!("spiffe://example.org/human/example.com/{}", rand_suffix());
+        assert!(s.break_glass_grant_for(&subject, 100).await.unwrap().is_none(), "{name}");
+        let g = s.grant_break_glass(&subject, "on-call", "admin", 100, 200, rec()).await.unwrap();
+        assert_eq!(s.break_glass_grant_for(&subject, 150).await.unwrap().as_ref(), Some(&g), "{name}");
+        assert!(s.break_glass_grant_for(&subject, 200).await.unwrap().is_none(), "{name}: expired");
+        let u = s.record_break_glass_use(&g, "serial1", 150, rec()).await.unwrap();
+        assert!(s.break_glass_uses(true).await.unwrap().iter().any(|x| x.id == u.id), "{name}");
+        let r = s.review_break_glass_use(&u.id, "auditor", "outage INC-7", 160, rec()).await.unwrap();
+        assert_eq!(r.review_note.as_deref(), Some("outage INC-7"), "{name}");
+        assert!(s.review_break_glass_use(&u.id, "auditor", "again", 161, rec()).await.is_err(), "{name}");
+        assert!(!s.break_glass_uses(true).await.unwrap().iter().any(|x| x.id == u.id), "{name}");
+        s.revoke_break_glass(&g.id, 170, rec()).await.unwrap();
+        assert!(s.break_glass_grant_for(&subject, 171).await.unwrap().is_none(), "{name}: revoked");
+        assert!(s.revoke_break_glass(&g.id, 172, rec()).await.is_err(), "{name}");
+    }
+}
