@@ -517,6 +517,22 @@ impl Store {
     }
 }
 
+/// Refuses entries for people: class `human`, a SPIFFE ID under `/human/`, or
+/// a recovery path. [`ValidEntrySpec`]'s parser refuses them too; the store
+/// checks again so that no caller of it (a batch, an import, a future API)
+/// can put a person's identity on the Workload API.
+fn refuse_people(specs: &[ValidEntrySpec]) -> Result<(), StoreError> {
+    for s in specs {
+        if s.class == hallmark_core::Class::Human || s.spiffe_id.is_human() || s.recovery {
+            return Err(StoreError::PersonOnWorkloadPath(format!(
+                "entry for `{}` refused: registration entries are for workloads; people (class `human`, IDs under /human/, recovery) sign in with `hallmark login`",
+                s.spiffe_id
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,20 +598,4 @@ mod tests {
             assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         }
     }
-}
-
-/// Refuses entries for people: class `human`, a SPIFFE ID under `/human/`, or
-/// a recovery path. [`ValidEntrySpec`]'s parser refuses them too; the store
-/// checks again so that no caller of it (a batch, an import, a future API)
-/// can put a person's identity on the Workload API.
-fn refuse_people(specs: &[ValidEntrySpec]) -> Result<(), StoreError> {
-    for s in specs {
-        if s.class == hallmark_core::Class::Human || s.spiffe_id.is_human() || s.recovery {
-            return Err(StoreError::PersonOnWorkloadPath(format!(
-                "entry for `{}` refused: registration entries are for workloads; people (class `human`, IDs under /human/, recovery) sign in with `hallmark login`",
-                s.spiffe_id
-            )));
-        }
-    }
-    Ok(())
 }
