@@ -74,6 +74,10 @@ pub struct ServerConfig {
     /// table; every key has a default.
     #[serde(default)]
     pub token_exchange: TokenExchangeConfig,
+    /// People (`hallmark login`): the `[people]` table and its
+    /// `[[people.oidc_issuer]]`s.
+    #[serde(default)]
+    pub people: crate::human::PeopleConfig,
 }
 
 /// The `[token_exchange]` table: how `POST /v1/token` verifies and bounds
@@ -271,6 +275,8 @@ pub struct ServerSettings {
     pub node_attestors: std::sync::Arc<crate::node_attest::NodeAttestors>,
     /// Token exchange (`POST /v1/token`).
     pub token_exchange: TokenExchangeSettings,
+    /// People: login issuers and the human track's limits.
+    pub people: crate::human::PeopleSettings,
 }
 
 fn ttl(key: &'static str, v: &str) -> Result<Ttl, ConfigError> {
@@ -338,6 +344,7 @@ impl ServerConfig {
                     .map_err(|msg| ConfigError::Value { key: "node_attestor", msg })?,
             ),
             token_exchange: self.token_exchange.validate(&trust_domain)?,
+            people: self.people.validate(&trust_domain)?,
         };
         if settings.join_token_ttl.secs() > settings.max_join_token_ttl.secs() {
             return Err(ConfigError::Value {

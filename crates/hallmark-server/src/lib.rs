@@ -38,6 +38,7 @@ pub mod change_hub;
 pub mod config;
 pub mod delivery;
 pub mod error;
+pub mod human;
 pub mod issuance;
 pub mod jwks;
 pub mod metrics;

@@ -17,6 +17,7 @@ mod human_track;
 mod inventory;
 mod migrate;
 mod nodes;
+mod people;
 mod recorded;
 mod revocation;
 mod store;
@@ -39,6 +40,7 @@ pub use human_track::{
 };
 pub use inventory::CredentialFilter;
 pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid, join_token_id};
+pub use people::Person;
 pub use recorded::Recorder;
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{Backend, Store, StoreError, hash_secret, new_secret, random_hex};

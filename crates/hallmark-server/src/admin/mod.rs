@@ -1,15 +1,16 @@
 //! The admin HTTP/JSON API: the router, and a module per concern.
 //!
-//! Every `/v1` route but the bundle, the CRLs and token exchange
-//! (`/v1/token`, where the caller's actor token authenticates it) needs a
-//! bearer token; tokens
+//! Every `/v1` route but the bundle, the CRLs, token exchange (`/v1/token`,
+//! where the caller's actor token authenticates it) and people's logins
+//! (`/v1/login/start`, `/v1/login`, where the ID token does) needs a bearer
+//! token; tokens
 //! are stored only as SHA-256 hashes. The modules form a tree, and only this
 //! router sits above the handlers:
 //!
 //! ```text
 //! mod (router) ─> entries, owners, policy, exceptions, admin_tokens, nodes,
 //!                 credentials, reports, audit, revocations, authorities, bundle,
-//!                 tasks, token (-> crate::token_exchange)
+//!                 tasks, token (-> crate::token_exchange), people (-> crate::human)
 //!                   (one file per resource; a handler may use another's helper,
 //!                    e.g. entries -> owners for the owner's scopes, audit ->
 //!                    credentials for the evidence sets)
@@ -35,6 +36,7 @@ pub mod listener;
 mod metrics;
 mod nodes;
 mod owners;
+mod people;
 mod policy;
 mod reports;
 mod revocations;
@@ -69,6 +71,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/bundle", get(bundle::bundle))
         // No admin token: the caller authenticates with its actor token.
         .route("/v1/token", post(token::exchange))
+        // No admin token: the person's ID token authenticates the login.
+        .route("/v1/login/start", post(people::start))
+        .route("/v1/login", post(people::login))
         .route("/v1/entries", post(entries::create).get(entries::list))
         .route("/v1/entries/batch", post(entries::create_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)))
         .route("/v1/entries/{id}", get(entries::show).put(entries::update).delete(entries::delete))

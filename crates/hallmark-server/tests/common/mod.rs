@@ -43,9 +43,18 @@ pub async fn call_raw(
 /// A server for trust domain `example.org` on loopback ports, its data in
 /// `dir`, on SQLite unless `datastore` names one.
 pub async fn start_server(dir: &std::path::Path, datastore: Option<&str>) -> hallmark_server::RunningServer {
+    start_server_with(dir, datastore, "").await
+}
+
+/// As [`start_server`], with `extra` TOML (tables) appended to the configuration.
+pub async fn start_server_with(
+    dir: &std::path::Path,
+    datastore: Option<&str>,
+    extra: &str,
+) -> hallmark_server::RunningServer {
     let ds = datastore.map(|d| format!("datastore = \"{d}\"\n")).unwrap_or_default();
     let cfg = format!(
-        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{ds}",
+        "trust_domain = \"example.org\"\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{ds}{extra}",
         dir.display()
     );
     let settings = hallmark_server::config::ServerConfig::parse(&cfg, &Default::default()).unwrap().validate().unwrap();
