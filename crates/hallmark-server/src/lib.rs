@@ -10,6 +10,7 @@
 //! - [`background`]: the loops that follow the datastore and keep authorities fresh.
 //! - [`config`]: the configuration file.
 //! - [`token_exchange`]: delegation by OAuth 2.0 Token Exchange (RFC 8693), top to bottom.
+//! - [`scim`]: the SCIM 2.0 service provider: joiners, movers and leavers.
 //!
 //! The modules form a tree: each imports an item from the module that
 //! defines it (never through this root's re-exports), and none imports from
@@ -21,6 +22,8 @@
 //! revocation, audit_check ─> state  (handlers and `impl ServerState` blocks)
 //! node_api, delivery, process_end, admin::nodes ─> issuance ─> state
 //! admin::token ─> token_exchange ─> state, jwks;  node_attest::psat ─> jwks
+//! admin (the router) ─> scim ─> admin::{auth, roles, error}, state
+//!   (the SCIM service provider: handlers under the admin router)
 //! state ─> authority, audit, registry, change_hub, refusals, metrics,
 //!          tls_listener, config, error       (the state's parts: leaves)
 //! authority::{keys, rotation, publish} ─> authority ─> config, private_dir
@@ -50,6 +53,7 @@ pub mod refusals;
 pub mod registry;
 pub mod reports;
 pub mod revocation;
+pub mod scim;
 pub mod start;
 pub mod state;
 pub mod tls_listener;

@@ -18,7 +18,8 @@ use crate::state::ServerState;
 pub enum ReportKind {
     /// Credentials and authorities expiring with no renewal to replace them.
     Expiring,
-    /// Identities nobody owns any more, or that nothing uses.
+    /// Identities nobody owns any more (or whose owner's person left), or
+    /// that nothing uses.
     Orphans,
     /// Exceptions beyond their class, approved by a new admin, pending or ending.
     Exceptions,
@@ -339,9 +340,15 @@ impl ServerState {
         Ok(out)
     }
 
+    /// Entries with no active owner, entries whose owner's accountable
+    /// person left ("owner left"), and the live credentials of both (NHI1).
     async fn orphans(&self, now: i64) -> Result<Vec<Finding>, ServerError> {
         let active: HashSet<String> =
             self.store.owners().await?.into_iter().filter(|o| o.active).map(|o| o.name).collect();
+        // Owners whose accountable person left (SCIM): their machines keep
+        // working, and stay findings until transferred to another owner.
+        let left: HashMap<String, hallmark_store::OwnerPerson> =
+            self.store.owner_people().await?.into_iter().filter(|l| l.left).map(|l| (l.owner.clone(), l)).collect();
         let mut out = Vec::new();
         let mut orphaned = HashSet::new();
         for e in self.store.entries(None).await? {
@@ -351,6 +358,20 @@ impl ServerState {
                     check: "orphan_entry",
                     subject: e.id.clone(),
                     detail: format!("{} has no active owner (`{}`)", e.spiffe_id, e.owner),
+                    nhi: "NHI1",
+                    asi: None,
+                });
+            } else if let Some(l) = left.get(&e.owner) {
+                orphaned.insert(e.id.clone());
+                let when = l.left_at.map(|t| format!(" at {}", rfc3339(t))).unwrap_or_default();
+                out.push(Finding {
+                    check: "owner_left",
+                    subject: e.id.clone(),
+                    detail: format!(
+                        "owner left: {} is owned by `{}`, whose accountable person `{}` left{when}; transfer it \
+                         (`hallmark owner transfer {} --to OWNER`)",
+                        e.spiffe_id, e.owner, l.user_name, e.owner
+                    ),
                     nhi: "NHI1",
                     asi: None,
                 });

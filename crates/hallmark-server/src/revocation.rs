@@ -27,6 +27,8 @@ pub fn describe(target: &RevokeTarget) -> (&'static str, &str) {
         RevokeTarget::Node(id) => ("node", id),
         RevokeTarget::Task(id) => ("task", id),
         RevokeTarget::AgentEntry(id) => ("agent_entry", id),
+        RevokeTarget::Person(id) => ("person", id),
+        RevokeTarget::Human(id) => ("human", id),
     }
 }
 

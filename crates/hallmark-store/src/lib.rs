@@ -40,7 +40,7 @@ pub use human_track::{
 };
 pub use inventory::CredentialFilter;
 pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid, join_token_id};
-pub use people::Person;
+pub use people::{GroupChange, GroupWrite, Moved, OwnerPerson, Person, PersonChange, PersonWrite, ScimGroup};
 pub use recorded::Recorder;
 pub use revocation::{Revocation, RevokeOutcome, RevokeTarget};
 pub use store::{Backend, Store, StoreError, hash_secret, new_secret, random_hex};

@@ -1,6 +1,8 @@
 //! Revocation: of one credential, an entry, everything an owner has, a
-//! node, a task or every task of an agent's entry, each in one transaction that marks the inventory, disables what must
-//! not be issued again, and appends to the revocation log.
+//! node, a task, every task of an agent's entry, everything issued to a
+//! person or to a human SPIFFE ID, each in one transaction that marks the
+//! inventory, disables what must not be issued again, and appends to the
+//! revocation log.
 //!
 //! The revocation log is read in order by every server (as the entry change
 //! log is): it is what pushes revocations to agents and what CRLs are built
@@ -32,6 +34,13 @@ pub enum RevokeTarget {
     /// Every running task of an agent's entry, as [`RevokeTarget::Task`]; the
     /// entry itself stays (a new task may start).
     AgentEntry(String),
+    /// Every live credential issued to a person (by person id): what a
+    /// leaver loses at once. The person record itself is the SCIM
+    /// provisioning's to change.
+    Person(String),
+    /// Every live credential of class `human` issued to this SPIFFE ID,
+    /// whoever it was issued to.
+    Human(String),
 }
 
 /// Which credentials [`Store::revoke_credentials_where`] selects.
@@ -45,6 +54,10 @@ pub(crate) enum CredentialSelector {
     Node,
     /// The live ones of a task.
     Task,
+    /// The live ones issued to a person.
+    Person,
+    /// The live ones of class `human` with a SPIFFE ID.
+    Human,
 }
 
 /// What a revocation did.
@@ -171,6 +184,15 @@ impl Store {
             }
             CredentialSelector::Task => {
                 "SELECT id, kind, authority_id, not_after FROM credentials WHERE task_id = $1 AND revoked_at IS NULL AND not_after > $2"
+            }
+            CredentialSelector::Person => {
+                "SELECT id, kind, authority_id, not_after FROM credentials WHERE person_id = $1 AND revoked_at IS NULL AND not_after > $2"
+            }
+            // No index on the SPIFFE ID: every index is paid for on each
+            // issuance (see 0005_inventory.sql), and revoking a human's
+            // certificates by ID is rare; this scans the inventory.
+            CredentialSelector::Human => {
+                "SELECT id, kind, authority_id, not_after FROM credentials WHERE spiffe_id = $1 AND class = 'human' AND revoked_at IS NULL AND not_after > $2"
             }
         };
         let mut q = sqlx::query(select).bind(value.to_owned());
@@ -327,6 +349,17 @@ impl Store {
                 for id in ids_of(&mut tx, running, entry).await? {
                     Self::end_task_in(&mut tx, &id, now, reason, &mut out).await?;
                 }
+            }
+            RevokeTarget::Person(id) => {
+                known(&mut tx, "SELECT 1 AS one FROM people WHERE id = $1", id, || format!("person `{id}`")).await?;
+                Self::revoke_credentials_where(&mut tx, CredentialSelector::Person, id, now, reason, &mut out).await?;
+            }
+            RevokeTarget::Human(spiffe_id) => {
+                let issued = "SELECT 1 AS one FROM credentials WHERE spiffe_id = $1 AND class = 'human' LIMIT 1";
+                known(&mut tx, issued, spiffe_id, || format!("human credential of `{spiffe_id}` in the inventory"))
+                    .await?;
+                Self::revoke_credentials_where(&mut tx, CredentialSelector::Human, spiffe_id, now, reason, &mut out)
+                    .await?;
             }
         }
         tx.commit(&out, rec).await?;

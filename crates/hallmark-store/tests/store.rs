@@ -1274,3 +1274,175 @@ async fn break_glass_grants_and_their_reviewed_uses() {
         assert!(s.revoke_break_glass(&g.id, 172, rec()).await.is_err(), "{name}");
     }
 }
+
+fn person(user_name: &str, email: Option<&str>, active: bool) -> hallmark_store::PersonWrite {
+    hallmark_store::PersonWrite {
+        user_name: user_name.into(),
+        external_id: None,
+        email: email.map(str::to_owned),
+        display_name: None,
+        active,
+        resource: serde_json::json!({ "userName": user_name, "active": active }),
+    }
+}
+
+fn group(name: &str, members: &[&str]) -> hallmark_store::GroupWrite {
+    hallmark_store::GroupWrite {
+        display_name: name.into(),
+        external_id: None,
+        resource: serde_json::json!({ "displayName": name }),
+        members: members.iter().map(|m| (*m).to_owned()).collect(),
+    }
+}
+
+/// Joiner, mover, leaver, rejoiner and deletion, as SCIM provisions them:
+/// each change is one record; a leaver's row stays and still answers logins.
+#[tokio::test]
+async fn people_join_move_and_leave() {
+    for (name, s) in stores().await {
+        let alice = s.create_person(&person("Alice", Some("Alice@Example.org"), true), 100, rec()).await.unwrap().after;
+        assert_eq!((alice.email.as_deref(), alice.version, alice.has_left()), (Some("alice@example.org"), 1, false));
+        let dup = s.create_person(&person("ALICE", None, true), 100, rec()).await.unwrap_err();
+        assert!(matches!(dup, StoreError::Duplicate(_)), "{name}: {dup}");
+        let bob = s.create_person(&person("bob", Some("alice@example.org"), true), 101, rec()).await.unwrap().after;
+        // userName first (any letter case), then email; the order given decides.
+        assert_eq!(s.person_for_login(&["aLiCe"]).await.unwrap().unwrap().id, alice.id, "{name}");
+        assert_eq!(s.person_for_login(&["nobody", "BOB"]).await.unwrap().unwrap().id, bob.id);
+        assert_eq!(s.person_for_login(&["ALICE@example.org", "bob"]).await.unwrap().unwrap().id, bob.id);
+        assert!(s.person_for_login(&["carol"]).await.unwrap().is_none());
+
+        // Joining a group and moving to another: every member whose group
+        // names change is a mover.
+        let eng = s.create_group(&group("eng", &[&alice.id, "no-such-person"]), 102, rec()).await.unwrap();
+        let eng = eng.after.unwrap();
+        assert_eq!(eng.members, vec![alice.id.clone()], "{name}: unknown members are dropped");
+        let ops = s.create_group(&group("ops", &[]), 102, rec()).await.unwrap().after.unwrap();
+        assert!(matches!(s.create_group(&group("OPS", &[]), 102, rec()).await, Err(StoreError::Duplicate(_))));
+        let out = s.update_group::<StoreError>(&ops.id, 103, |_| Ok(group("ops", &[&alice.id])), rec()).await.unwrap();
+        assert_eq!(
+            (out.moved[0].from.clone(), out.moved[0].to.clone()),
+            (vec!["eng".into()], vec!["eng".into(), "ops".into()])
+        );
+        let out = s.update_group::<StoreError>(&eng.id, 104, |_| Ok(group("eng", &[])), rec()).await.unwrap();
+        assert_eq!(out.moved.len(), 1, "{name}");
+        assert_eq!(out.moved[0].user_name, "Alice");
+        assert_eq!(s.person_group_names(&alice.id).await.unwrap(), vec!["ops".to_owned()]);
+        // A rename moves everyone still in the group.
+        let out =
+            s.update_group::<StoreError>(&ops.id, 105, |_| Ok(group("operations", &[&alice.id])), rec()).await.unwrap();
+        assert_eq!(out.moved[0].to, vec!["operations".to_owned()], "{name}");
+
+        // Leaving (active false), then coming back.
+        let out = s
+            .update_person::<StoreError>(&alice.id, 106, |p| Ok(person(&p.user_name, p.email.as_deref(), false)), rec())
+            .await
+            .unwrap();
+        assert!(out.left() && !out.rejoined(), "{name}");
+        assert_eq!(
+            (out.after.left_at, out.after.version, out.groups.clone()),
+            (Some(106), 2, vec!["operations".into()])
+        );
+        let out = s
+            .update_person::<StoreError>(&alice.id, 107, |p| Ok(person(&p.user_name, None, true)), rec())
+            .await
+            .unwrap();
+        assert!(out.rejoined() && !out.after.has_left() && out.after.left_at.is_none(), "{name}");
+        // A refusal from the caller writes nothing.
+        let refused =
+            s.update_person(&alice.id, 108, |_| Err(StoreError::Duplicate("stale".into())), rec()).await.unwrap_err();
+        assert!(matches!(refused, StoreError::Duplicate(_)));
+        assert_eq!(s.person(&alice.id).await.unwrap().unwrap().version, 3);
+
+        // Deleted: the row stays, logins still find it, SCIM no longer lists it.
+        let out = s.delete_person::<StoreError>(&alice.id, 109, |_| Ok(()), rec()).await.unwrap();
+        assert!(out.left() && out.after.deleted_at == Some(109) && out.after.left_at == Some(109), "{name}");
+        assert!(s.person_group_names(&alice.id).await.unwrap().is_empty());
+        assert!(s.person_for_login(&["alice"]).await.unwrap().unwrap().has_left());
+        assert_eq!(s.people().await.unwrap().iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), vec![bob.id.as_str()]);
+        assert!(matches!(
+            s.update_person::<StoreError>(&alice.id, 110, |p| Ok(person(&p.user_name, None, true)), rec()).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.create_person(&person("alice", None, true), 110, rec()).await,
+            Err(StoreError::Duplicate(_))
+        ));
+        // Deleting a group moves its members out.
+        s.update_group::<StoreError>(&ops.id, 111, |_| Ok(group("operations", &[&bob.id])), rec()).await.unwrap();
+        let out = s.delete_group::<StoreError>(&ops.id, |_| Ok(()), rec()).await.unwrap();
+        assert_eq!((out.after.is_none(), out.moved[0].person_id.as_str()), (true, bob.id.as_str()), "{name}");
+        assert!(s.scim_group(&ops.id).await.unwrap().is_none());
+        assert_eq!(s.scim_groups().await.unwrap().len(), 1);
+
+        // Owners linked to people report whether the person left.
+        s.create_owner("team-a", "a@example.org", "", &Default::default(), rec()).await.unwrap();
+        let link = s.link_owner_person("team-a", Some(&alice.id), rec()).await.unwrap().unwrap();
+        assert!(link.left && link.user_name == "Alice", "{name}: {link:?}");
+        s.link_owner_person("team-a", Some(&bob.id), rec()).await.unwrap();
+        assert!(!s.owner_people().await.unwrap()[0].left);
+        assert!(s.link_owner_person("team-a", None, rec()).await.unwrap().is_none());
+        assert!(s.owner_people().await.unwrap().is_empty());
+        assert!(matches!(s.link_owner_person("nope", None, rec()).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(s.link_owner_person("team-a", Some("nobody"), rec()).await, Err(StoreError::NotFound(_))));
+        assert!(s.verify_audit().await.unwrap().broken.is_none());
+    }
+}
+
+/// A person's credentials, and a human SPIFFE ID's, are revoked together;
+/// a machine credential with the same SPIFFE ID is not a human's.
+#[tokio::test]
+async fn revocation_by_person_and_human_spiffe_id() {
+    for (name, s) in stores().await {
+        let now = hallmark_core::now_unix();
+        let alice = s.create_person(&person("alice", None, true), now, rec()).await.unwrap().after;
+        let mk = |id: &str, class: &str, spiffe: &str, person: Option<&str>, not_after: i64| {
+            let mut e = event(1);
+            e.credential = Some(hallmark_store::Credential {
+                id: id.into(),
+                kind: CredentialKind::X509,
+                entry_id: "e-human".into(),
+                spiffe_id: spiffe.into(),
+                node_id: "spiffe://example.org/hallmark/server".into(),
+                class: class.into(),
+                owner: "people".into(),
+                policy_version: 1,
+                evidence_digest: "d".into(),
+                issued_at: now,
+                not_before: now - 10,
+                not_after,
+                revoked_at: None,
+                revoke_reason: None,
+                authority_id: "ca1".into(),
+                audit_seq: 0,
+                delivered_to: None,
+                delivered_at: None,
+                task_id: None,
+                person_id: person.map(str::to_owned),
+                audience: None,
+            });
+            e
+        };
+        let me = "spiffe://example.org/user/alice";
+        s.append_audit(&[
+            mk("h1", "human", me, Some(&alice.id), now + 600),
+            mk("h2", "human", me, Some(&alice.id), now + 600),
+            mk("h-old", "human", me, Some(&alice.id), now - 1),
+            mk("h3", "human", me, None, now + 600),
+            mk("m1", "machine", me, None, now + 600),
+        ])
+        .await
+        .unwrap();
+        let out = s.revoke(&RevokeTarget::Person(alice.id.clone()), "person left", now, rec()).await.unwrap();
+        assert_eq!(out.credentials, vec!["h1".to_owned(), "h2".to_owned()], "{name}: live ones only");
+        let out = s.revoke(&RevokeTarget::Person(alice.id.clone()), "again", now, rec()).await.unwrap();
+        assert!(out.credentials.is_empty(), "{name}");
+        let out = s.revoke(&RevokeTarget::Human(me.into()), "device lost", now, rec()).await.unwrap();
+        assert_eq!(out.credentials, vec!["h3".to_owned()], "{name}: the machine credential stays");
+        assert!(s.credential("m1").await.unwrap().unwrap().revoked_at.is_none());
+        for unknown in [RevokeTarget::Person("nobody".into()), RevokeTarget::Human("spiffe://example.org/w".into())] {
+            assert!(matches!(s.revoke(&unknown, "x", now, rec()).await, Err(StoreError::NotFound(_))), "{name}");
+        }
+        let kinds: Vec<String> = s.revocations_since(0, 100).await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(kinds, vec!["h1", "h2", "h3"], "{name}: the CRL source has each");
+    }
+}

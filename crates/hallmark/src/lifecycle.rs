@@ -38,6 +38,12 @@ pub struct RevokeArgs {
     /// Every running task of an agent's entry, as `--task` (the entry stays).
     #[arg(long, group = "target", value_name = "ENTRY_ID")]
     agent_entry: Option<String>,
+    /// Every live credential issued to a person (SCIM id or userName).
+    #[arg(long, group = "target", value_name = "ID|USERNAME")]
+    person: Option<String>,
+    /// Every live credential of class `human` with this SPIFFE ID.
+    #[arg(long, group = "target", value_name = "SPIFFE_ID")]
+    human: Option<String>,
     /// Why (recorded in the inventory and the audit chain).
     #[arg(long)]
     reason: String,
@@ -57,6 +63,8 @@ pub async fn revoke(a: RevokeArgs, conn: &Conn) -> anyhow::Result<()> {
         ("node", a.node),
         ("task", a.task),
         ("agent_entry", a.agent_entry),
+        ("person", a.person),
+        ("human", a.human),
     ];
     for (k, v) in targets {
         if let (Some(v), Some(fields)) = (v, body.as_object_mut()) {

@@ -158,7 +158,7 @@ enum Command {
         conn: Conn,
     },
     /// Revoke in one step: a credential, an entry, an owner's entries, a node,
-    /// a task or every task of an agent's entry.
+    /// a task, every task of an agent's entry, or a person's credentials.
     Revoke {
         #[command(flatten)]
         args: lifecycle::RevokeArgs,

@@ -10,7 +10,8 @@
 //! ```text
 //! mod (router) ─> entries, owners, policy, exceptions, admin_tokens, nodes,
 //!                 credentials, reports, audit, revocations, authorities, bundle,
-//!                 tasks, token (-> crate::token_exchange), people (-> crate::human)
+//!                 tasks, token (-> crate::token_exchange), people (-> crate::human),
+//!                 /scim/v2 (-> crate::scim, its own router)
 //!                   (one file per resource; a handler may use another's helper,
 //!                    e.g. entries -> owners for the owner's scopes, audit ->
 //!                    credentials for the evidence sets)
@@ -54,6 +55,7 @@ use axum::routing::{delete, get, post, put};
 pub use auth::{Admin, PeerAddr};
 pub use entries::{MAX_BATCH_BODY, MAX_ENTRY_BATCH};
 pub use error::ApiError;
+pub(crate) use error::ErrorMessage;
 pub use nodes::NewJoinToken;
 
 use crate::state::ServerState;
@@ -119,6 +121,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/v1/authorities/{id}/taint", post(authorities::taint))
         .route("/v1/authorities/{id}/revoke", post(authorities::revoke))
         .route("/v1/crl/{id}", get(bundle::crl))
+        .route("/v1/owners/{name}/person", post(owners::link_person))
+        // The SCIM service provider (its own errors and media type).
+        .nest("/scim/v2", crate::scim::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(guard::refuse_nul_in_uri))

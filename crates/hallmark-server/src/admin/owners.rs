@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use hallmark_core::{OwnerScopes, ScopeLists, ValidEntrySpec};
-use hallmark_store::Owner;
+use hallmark_store::{Owner, OwnerPerson};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -129,10 +129,24 @@ pub(crate) async fn set_scopes(
     Ok(Json(o))
 }
 
+/// An owner as the API shows it: its record, and when it is linked to the
+/// person accountable for it, `person` (the id), `person_user_name` and
+/// `person_left`.
+fn shown(o: &Owner, links: &[OwnerPerson]) -> serde_json::Value {
+    let mut v = serde_json::to_value(o).unwrap_or_default();
+    let link = links.iter().find(|l| l.owner == o.name);
+    super::guard::set_field(&mut v, "person", json!(link.map(|l| &l.person_id)));
+    super::guard::set_field(&mut v, "person_user_name", json!(link.map(|l| &l.user_name)));
+    super::guard::set_field(&mut v, "person_left", json!(link.is_some_and(|l| l.left)));
+    v
+}
+
 /// `GET /v1/owners`
 pub(crate) async fn list(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<serde_json::Value>, ApiError> {
     who.may(Perm::ReadEntries)?;
-    Ok(Json(json!({ "owners": s.store.owners().await? })))
+    let links = s.store.owner_people().await?;
+    let owners: Vec<serde_json::Value> = s.store.owners().await?.iter().map(|o| shown(o, &links)).collect();
+    Ok(Json(json!({ "owners": owners })))
 }
 
 /// `GET /v1/owners/{name}`: the owner, with how many entries it has.
@@ -144,7 +158,7 @@ pub(crate) async fn show(
     who.may(Perm::ReadEntries)?;
     let o = s.store.owner(&name).await?.ok_or_else(|| ApiError::not_found(format!("owner `{name}` not found")))?;
     let entries = s.store.entries(None).await?.into_iter().filter(|e| e.owner == name).count();
-    let mut v = serde_json::to_value(o).unwrap_or_default();
+    let mut v = shown(&o, &s.store.owner_people().await?);
     super::guard::set_field(&mut v, "entries", json!(entries));
     Ok(Json(v))
 }
@@ -195,4 +209,46 @@ pub(crate) async fn transfer(
     s.entries_written().await;
     tracing::info!(admin = %who.token.name, from = %name, to = %r.to, moved, "entries transferred");
     Ok(Json(json!({ "from": name, "to": r.to, "entries": moved })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkRequest {
+    /// A person's SCIM id or userName; null unlinks. Required (a missing
+    /// field is no unlinking by accident).
+    person: serde_json::Value,
+}
+
+/// `POST /v1/owners/{name}/person`: links the owner to the person
+/// accountable for it (`{"person": null}` unlinks). When that person
+/// leaves, the owner's machines keep their identities and are reported
+/// "owner left" (`report orphans`) until transferred.
+pub(crate) async fn link_person(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(name): Path<String>,
+    body: Result<JsonObject<LinkRequest>, ApiError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    who.may(Perm::ManageOwners)?;
+    let JsonObject(r) = body?;
+    let person = match &r.person {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(named) => {
+            if named.is_empty() || named.len() > 2048 || named.chars().any(char::is_control) {
+                return Err(ApiError::bad("`person` must be 1-2048 bytes with no control characters"));
+            }
+            Some(super::revocations::person_id(&s, named).await?)
+        }
+        _ => return Err(ApiError::bad("`person` is a person's id or userName, or null to unlink")),
+    };
+    let rec = s.record_change(&who.token.name, "owner_person_link", |l: &Option<OwnerPerson>| {
+        Change::new(
+            &name,
+            json!({ "person": l.as_ref().map(|l| &l.person_id), "user_name": l.as_ref().map(|l| &l.user_name) }),
+        )
+    });
+    let link = s.store.link_owner_person(&name, person.as_deref(), rec).await?;
+    tracing::info!(admin = %who.token.name, owner = %name, person = ?person, "owner linked to a person");
+    let o = s.store.owner(&name).await?.ok_or_else(|| ApiError::not_found(format!("owner `{name}` not found")))?;
+    Ok(Json(shown(&o, &link.into_iter().collect::<Vec<_>>())))
 }

@@ -1,6 +1,7 @@
 //! Admin API: revocation in one step, `/v1/revocations`: a credential, an
-//! entry, an owner's entries, a node, a task or every task of an agent's entry, written with its audit record in one
-//! transaction ([`ServerState::revoke`]).
+//! entry, an owner's entries, a node, a task, every task of an agent's
+//! entry, everything issued to a person or to a human SPIFFE ID, written
+//! with its audit record in one transaction ([`ServerState::revoke`]).
 
 use std::sync::Arc;
 
@@ -35,6 +36,12 @@ pub(crate) struct RevokeRequest {
     task: Option<String>,
     #[serde(default)]
     agent_entry: Option<String>,
+    /// A person, by id or userName.
+    #[serde(default)]
+    person: Option<String>,
+    /// A human SPIFFE ID.
+    #[serde(default)]
+    human: Option<String>,
     reason: String,
 }
 
@@ -52,9 +59,15 @@ impl RevokeRequest {
         given.extend(self.node.map(RevokeTarget::Node));
         given.extend(self.task.map(RevokeTarget::Task));
         given.extend(self.agent_entry.map(RevokeTarget::AgentEntry));
+        given.extend(self.person.map(RevokeTarget::Person));
+        given.extend(self.human.map(RevokeTarget::Human));
         let target = match given.len() {
             1 => given.remove(0),
-            _ => return Err(ApiError::bad("give exactly one of serial, jti, entry, owner, node, task, agent_entry")),
+            _ => {
+                return Err(ApiError::bad(
+                    "give exactly one of serial, jti, entry, owner, node, task, agent_entry, person, human",
+                ));
+            }
         };
         let (_, value) = crate::revocation::describe(&target);
         if value.is_empty() || value.len() > 2048 || value.chars().any(char::is_control) {
@@ -78,6 +91,10 @@ async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -
         RevokeTarget::Node(_) => {
             return Err(ApiError::forbidden(format!("role `{}` may not ban nodes", who.token.role)));
         }
+        // People are no owner's: their credentials are not machines'.
+        RevokeTarget::Person(_) | RevokeTarget::Human(_) => {
+            return Err(ApiError::forbidden(format!("role `{}` may not revoke people's credentials", who.token.role)));
+        }
     };
     match owner {
         Some(o) if o == mine => Ok(()),
@@ -86,6 +103,18 @@ async fn owner_may_revoke(s: &ServerState, who: &Admin, target: &RevokeTarget) -
         Some(_) => {
             Err(ApiError::forbidden(format!("role `{}` may only revoke what owner `{mine}` holds", who.token.role)))
         }
+    }
+}
+
+/// The id of the person `named` (an id, or else a userName in any letter
+/// case); 404 when it is neither.
+pub(crate) async fn person_id(s: &ServerState, named: &str) -> Result<String, ApiError> {
+    if let Some(p) = s.store.person(named).await? {
+        return Ok(p.id);
+    }
+    match s.store.person_by_user_name(named).await? {
+        Some(p) => Ok(p.id),
+        None => Err(ApiError::not_found(format!("person `{named}` not found (give a SCIM id or userName)"))),
     }
 }
 
@@ -99,6 +128,10 @@ pub(crate) async fn revoke(
     let JsonObject(req) = body?;
     let (target, reason) = req.target()?;
     owner_may_revoke(&s, &who, &target).await?;
+    let target = match target {
+        RevokeTarget::Person(named) => RevokeTarget::Person(person_id(&s, &named).await?),
+        other => other,
+    };
     let out = s.revoke(&target, &reason, &who.token.name).await.map_err(revocation)?;
     let (kind, value) = crate::revocation::describe(&target);
     Ok(Json(json!({

@@ -49,6 +49,9 @@ pub enum Perm {
     RunTasks,
     /// Approve a task's scope items that wait for a person.
     ApproveTasks,
+    /// Provision people and groups over SCIM (`/scim/v2`): joiners,
+    /// movers and leavers.
+    Scim,
 }
 
 impl Perm {
@@ -74,6 +77,7 @@ impl Perm {
             Self::ManageAuthorities => "manage the signing authorities",
             Self::RunTasks => "run tasks",
             Self::ApproveTasks => "approve task scope",
+            Self::Scim => "provision people over SCIM",
         }
     }
 }
@@ -130,6 +134,8 @@ pub const ROLES: &[Role] = {
                 ReadAdmins,
             ]),
         },
+        // An identity provider's SCIM client: people and groups, nothing else.
+        Role { name: "scim", grants: Grants::Only(&[Scim]) },
         Role {
             name: OWNER_ROLE,
             grants: Grants::Only(&[
@@ -176,7 +182,7 @@ pub(crate) fn valid_role(name: &str) -> bool {
     role(name).is_some() && name.strip_prefix("owner:").is_none_or(|o| validate_owner(o).is_ok())
 }
 
-/// The role names, for messages: `trust-admin, operator, auditor, owner:NAME`.
+/// The role names, for messages: `trust-admin, operator, auditor, scim, owner:NAME`.
 pub(crate) fn role_names() -> String {
     ROLES.iter().map(|r| r.name).collect::<Vec<_>>().join(", ")
 }
@@ -232,6 +238,9 @@ mod tests {
         assert!(
             !valid_role("owner:") && !valid_role("owner:a b") && !valid_role("owner:NAME ") && !valid_role("admin")
         );
-        assert_eq!(role_names(), "trust-admin, operator, auditor, owner:NAME");
+        assert!(role_allows("scim", Perm::Scim) && role_allows("trust-admin", Perm::Scim));
+        assert!(!role_allows("scim", Perm::ReadEntries) && !role_allows("operator", Perm::Scim));
+        assert!(valid_role("scim"));
+        assert_eq!(role_names(), "trust-admin, operator, auditor, scim, owner:NAME");
     }
 }

@@ -53,6 +53,21 @@ pub enum OwnerCmd {
         #[arg(long)]
         to: String,
     },
+    /// Link an owner to the person accountable for it (provisioned over
+    /// SCIM). When that person leaves, the owner's machines keep their
+    /// identities and `report orphans` lists them as "owner left" until
+    /// transferred.
+    #[command(group = clap::ArgGroup::new("link").required(true).multiple(false))]
+    Link {
+        /// Owner name.
+        name: String,
+        /// The person: SCIM id or userName.
+        #[arg(long, group = "link", value_name = "ID|USERNAME")]
+        person: Option<String>,
+        /// Remove the link.
+        #[arg(long, group = "link")]
+        unlink: bool,
+    },
 }
 
 /// What an owner may register (set by a trust-admin).
@@ -81,6 +96,10 @@ fn print_owner(v: &Value) {
             println!("{label}{}", list.join(", "));
         }
     }
+    if let Some(p) = v["person"].as_str() {
+        let left = if v["person_left"].as_bool() == Some(true) { " (left: owner left)" } else { "" };
+        println!("Person      : {} ({p}){left}", v["person_user_name"].as_str().unwrap_or(""));
+    }
     if let Some(n) = v["entries"].as_u64() {
         println!("Entries     : {n}");
     }
@@ -104,10 +123,15 @@ pub async fn owner(cmd: OwnerCmd, conn: &Conn) -> anyhow::Result<()> {
         OwnerCmd::List => {
             let v = c.json(Method::GET, "/v1/owners", None).await?;
             print(conn, &v, |v| {
-                let mut t = Table::new(&["OWNER", "CONTACT", "STATE", "DESCRIPTION"]);
+                let mut t = Table::new(&["OWNER", "CONTACT", "STATE", "PERSON", "DESCRIPTION"]);
                 for o in v["owners"].as_array().into_iter().flatten() {
                     let state = if o["active"].as_bool() == Some(true) { "active" } else { "deactivated" };
-                    t.row(vec![text(o, "name"), text(o, "contact"), state.into(), text(o, "description")]);
+                    let person = match (o["person_user_name"].as_str(), o["person_left"].as_bool()) {
+                        (Some(p), Some(true)) => format!("{p} (left)"),
+                        (Some(p), _) => p.to_owned(),
+                        (None, _) => String::new(),
+                    };
+                    t.row(vec![text(o, "name"), text(o, "contact"), state.into(), person, text(o, "description")]);
                 }
                 t.print_or("no owners");
             })
@@ -118,6 +142,11 @@ pub async fn owner(cmd: OwnerCmd, conn: &Conn) -> anyhow::Result<()> {
         }
         OwnerCmd::Deactivate { name } => {
             let v = c.json(Method::POST, &format!("/v1/owners/{}/deactivate", encode(&name)), None).await?;
+            print(conn, &v, print_owner)
+        }
+        OwnerCmd::Link { name, person, unlink } => {
+            let body = json!({ "person": if unlink { None } else { person } });
+            let v = c.json(Method::POST, &format!("/v1/owners/{}/person", encode(&name)), Some(&body)).await?;
             print(conn, &v, print_owner)
         }
         OwnerCmd::Transfer { name, to } => {
