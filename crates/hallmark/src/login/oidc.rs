@@ -150,9 +150,8 @@ impl Provider {
         let url = HttpsUrl::parse(&format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/')))
             .with_context(|| format!("the identity provider `{issuer}` the Hallmark server names"))?;
         let doc: Discovery = http.get_json(&url, None).await.map_err(|e| match e {
-            HttpError::Io(_) | HttpError::Timeout(_) => {
-                anyhow::Error::new(e).context(format!("cannot reach {url}{hint}"))
-            }
+            // In one line: an I/O error's source repeats its own text.
+            HttpError::Io(_) | HttpError::Timeout(_) => anyhow::anyhow!("cannot reach {url}: {e}{hint}"),
             other => anyhow::Error::new(other).context(format!("cannot read the discovery document {url}")),
         })?;
         if doc.issuer != issuer {
