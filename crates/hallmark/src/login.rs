@@ -157,6 +157,9 @@ struct Start {
     scopes: Vec<String>,
     nonce: String,
     expires_at: i64,
+    /// The longest certificate the server gives a person, when it says.
+    #[serde(default)]
+    max_ttl: Option<String>,
 }
 
 /// `POST /v1/login`'s request.
@@ -217,6 +220,7 @@ pub async fn run(args: LoginArgs, conn: &Conn) -> anyhow::Result<()> {
     // stretches it.
     let server_left = u64::try_from(start.expires_at.saturating_sub(now_unix())).unwrap_or(0).clamp(60, 600);
     let deadline = Instant::now() + SIGN_IN_LIMIT.min(Duration::from_secs(server_left));
+    note_ttl_cap(args.ttl.as_deref(), start.max_ttl.as_deref());
     let scope = start.scopes.join(" ");
     // The device flow when asked for, or when no browser can be opened;
     // without one at the provider, the URL is printed for a browser the
@@ -302,6 +306,20 @@ async fn start(server: &Client, issuer: Option<&str>) -> anyhow::Result<Start> {
     }
     let answer = reply.json().context("the Hallmark server cannot start a login")?;
     serde_json::from_value(answer).context("the Hallmark server's /v1/login/start answer is not as expected")
+}
+
+/// Says so before the sign-in when `--ttl` asks for more than the server
+/// gives: it caps the lifetime rather than refusing, and the person should
+/// not learn it only from the expiry printed at the end.
+fn note_ttl_cap(asked: Option<&str>, max: Option<&str>) {
+    let (Some(asked), Some(max)) = (asked, max) else { return };
+    if let (Ok(a), Ok(m)) = (Ttl::parse(asked), Ttl::parse(max))
+        && a.secs() > m.secs()
+    {
+        eprintln!(
+            "note: --ttl {asked} is more than this server gives a person ({max}); the certificate will live {max}"
+        );
+    }
 }
 
 /// Step 3 by the browser: the authorization code flow with PKCE and a

@@ -170,12 +170,13 @@ impl Loopback {
         let timeout = tokio::time::sleep_until(deadline);
         tokio::pin!(timeout);
         loop {
-            while serving.try_join_next().is_some() {}
             tokio::select! {
                 () = &mut timeout => {
                     bail!("the sign-in was not completed in time: no redirect from the identity provider reached \
                            {}; run `hallmark login` again", self.redirect_uri);
                 }
+                // A connection served (or timed out) makes room for the next.
+                Some(_) = serving.join_next(), if !serving.is_empty() => {}
                 accepted = self.listener.accept(), if serving.len() < MAX_CONNECTIONS => {
                     // A failed accept (a connection reset before it was
                     // taken) concerns that connection only.
@@ -377,7 +378,8 @@ mod tests {
     }
 
     /// The listener takes the redirect with the right state, after ignoring
-    /// a stray request and one with another state.
+    /// a stray request and one with another state, while a silent
+    /// connection stays open.
     #[tokio::test]
     async fn the_listener_waits_for_this_logins_redirect() {
         let lb = Loopback::bind().await.unwrap();
@@ -395,6 +397,8 @@ mod tests {
         };
         let waiting =
             tokio::spawn(lb.wait(Expect { require_iss: false, ..expect() }, Instant::now() + Duration::from_secs(10)));
+        // A browser's speculative connection that sends nothing holds up no other.
+        let _silent = TcpStream::connect(&addr).await.unwrap();
         assert!(get("/favicon.ico").await.starts_with("HTTP/1.1 404"));
         assert!(get("/callback?code=evil&state=guess").await.starts_with("HTTP/1.1 400"));
         assert!(get("/callback?code=good&state=s-123").await.starts_with("HTTP/1.1 200"));
