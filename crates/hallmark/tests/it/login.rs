@@ -200,11 +200,35 @@ fn login(world: &World, args: &[&str]) -> Command {
     cmd
 }
 
-/// Neither the ID token (a JWS: its header starts `eyJ`) nor the
-/// authorization code is ever shown.
+/// Whether `text` holds something shaped like a compact JWS: `eyJ` (a
+/// base64url JSON header) then base64url, a dot, base64url and a dot.
+/// Random base64url (a state, a nonce) never has the dots.
+fn holds_jwt(text: &str) -> bool {
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").any(|(at, _)| {
+        let mut rest = &text[at..];
+        for _ in 0..2 {
+            let run = rest.find(|c: char| !b64(c)).unwrap_or(rest.len());
+            if run == 0 || !rest[run..].starts_with('.') {
+                return false;
+            }
+            rest = &rest[run + 1..];
+        }
+        true
+    })
+}
+
+#[test]
+fn jwt_shapes_are_recognised() {
+    assert!(holds_jwt("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln end"));
+    assert!(!holds_jwt("state=eyJ_T3g5S1VbPfzE9SF1KZsR14dSiWBtRhfOm8tBKSS0&nonce=x"));
+    assert!(!holds_jwt("eyJ. nothing"));
+}
+
+/// Neither the ID token nor the authorization code is ever shown.
 fn assert_no_secrets(ran: &Ran) {
     for text in [&ran.stdout, &ran.stderr] {
-        assert!(!text.contains("eyJ"), "a JWT was printed:\n{text}");
+        assert!(!holds_jwt(text), "a JWT was printed:\n{text}");
         // `user_code=` in the device flow's URL is meant to be shown.
         assert!(!text.contains("?code=") && !text.contains("&code="), "an authorization code was printed:\n{text}");
     }
