@@ -250,7 +250,6 @@ pub async fn run(args: LoginArgs, conn: &Conn) -> anyhow::Result<()> {
     };
     let body = serde_json::to_value(&request)?;
     let reply = server.send(Method::POST, "/v1/login", Some(&body), None).await?;
-    drop(body);
     let answer = reply.json().context("the Hallmark server refused the login")?;
     let issued: Issued =
         serde_json::from_value(answer.clone()).context("the Hallmark server's login answer is not as expected")?;
@@ -282,7 +281,7 @@ pub async fn run(args: LoginArgs, conn: &Conn) -> anyhow::Result<()> {
         println!("Signed in at {} as {}", start.issuer_name, issued.spiffe_id);
         println!("Valid until {}", hallmark_core::time::rfc3339_relative(issued.not_after, now_unix()));
         if issued.break_glass {
-            println!("Break-glass: this certificate is recorded as emergency access");
+            println!("Break-glass: yes");
         }
         println!("  key     {}  (private, mode 0600)", files.key.display());
         println!("  cert    {}", files.cert.display());
