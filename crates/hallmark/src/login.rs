@@ -516,24 +516,26 @@ mod tests {
         assert!(prepare_out_dir(&dir).unwrap_err().to_string().contains("--out"));
     }
 
-    /// A chain and bundle as a server would answer, from Hallmark's own CA code.
+    /// A chain and bundle as a server would answer: a test CA (rcgen, so
+    /// that the test does not depend on how the server signs) certifying the
+    /// CSR's key for `id` with a person's certificate profile.
     fn issue(csr_der: &[u8], id: &str) -> (String, String) {
-        use hallmark_ca::x509::{SvidProfile, SvidTemplate};
-        let td = hallmark_core::TrustDomain::new("example.org").unwrap();
-        let ca = hallmark_ca::X509Authority::generate_self_signed(&td, 3600, now_unix()).unwrap();
-        let id = hallmark_core::SpiffeId::new(id).unwrap();
-        let svid = ca
-            .sign_svid(&SvidTemplate {
-                csr_der,
-                spiffe_id: &id,
-                dns_names: &[],
-                ttl_secs: 600,
-                now: now_unix(),
-                profile: SvidProfile::Agent,
-                task_id: None,
-            })
-            .unwrap();
-        (hallmark_ca::svid::to_pem(&svid.chain), hallmark_ca::svid::to_pem(ca.anchors()))
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertificateSigningRequestParams, ExtendedKeyUsagePurpose, IsCa,
+            Issuer, KeyPair, KeyUsagePurpose, SanType,
+        };
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+        let mut csr = CertificateSigningRequestParams::from_der(&csr_der.to_vec().into()).unwrap();
+        csr.params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        csr.params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let leaf = csr.signed_by(&issuer).unwrap();
+        (leaf.pem(), ca.pem())
     }
 
     #[test]
