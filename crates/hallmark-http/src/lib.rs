@@ -4,10 +4,12 @@
 //! Who uses it: the agent asks its container runtime (over a Unix socket)
 //! and the kubelet (over HTTPS) about workloads; the server asks a
 //! Kubernetes cluster's service-account issuer for its signing keys and the
-//! cluster's API server to review a token. Each request opens a connection,
-//! sends one request, reads one JSON answer of bounded size and closes: none
-//! of them is frequent enough for pooled connections to pay for themselves,
-//! and a fresh connection carries nothing from one answer to the next.
+//! cluster's API server to review a token; `hallmark login` asks a person's
+//! OpenID provider for its configuration and (with a form body, as OAuth 2.0
+//! wants) for tokens. Each request opens a connection, sends one request,
+//! reads one JSON answer of bounded size and closes: none of them is
+//! frequent enough for pooled connections to pay for themselves, and a fresh
+//! connection carries nothing from one answer to the next.
 //!
 //! Every answer read here is a security fact, so HTTPS trusts only the roots
 //! its caller hands it (a cluster CA file, or a root set the caller chose)
@@ -191,6 +193,49 @@ impl HttpsUrl {
     }
 }
 
+/// A JSON answer taken whatever its status: OAuth 2.0 endpoints (RFC 6749
+/// section 5.2, RFC 8628 section 3.5) answer 400 with a JSON body such as
+/// `{"error": "authorization_pending"}` that the caller must read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer<T> {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The decoded body.
+    pub body: T,
+}
+
+impl<T> Answer<T> {
+    /// True for a 2xx status.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// `pairs` as an `application/x-www-form-urlencoded` body. Every byte but
+/// the unreserved ones (RFC 3986: letters, digits, `-._~`) is
+/// percent-encoded, spaces included, which every form decoder reads back.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    fn push(out: &mut String, text: &str) {
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        push(&mut out, k);
+        out.push('=');
+        push(&mut out, v);
+    }
+    out
+}
+
 /// The certificates in PEM file `path`, as the only roots to trust.
 pub fn roots_from_pem_file(path: &Path) -> Result<rustls::RootCertStore, SetupError> {
     let shown = || path.display().to_string();
@@ -239,7 +284,8 @@ impl HttpsClient {
         url: &HttpsUrl,
         bearer: Option<&str>,
     ) -> Result<T, HttpError> {
-        self.call(url, Call { method: hyper::Method::GET, path: url.path(), bearer, body: None }).await
+        let call = Call { method: hyper::Method::GET, path: url.path(), bearer, body: None, any_status: false };
+        decode(self.call(url, call).await?)
     }
 
     /// POSTs the JSON `body` to `url` (with a bearer token, when given) and
@@ -250,10 +296,36 @@ impl HttpsClient {
         bearer: Option<&str>,
         body: Vec<u8>,
     ) -> Result<T, HttpError> {
-        self.call(url, Call { method: hyper::Method::POST, path: url.path(), bearer, body: Some(body) }).await
+        let call = Call {
+            method: hyper::Method::POST,
+            path: url.path(),
+            bearer,
+            body: Some(Body::Json(body)),
+            any_status: false,
+        };
+        decode(self.call(url, call).await?)
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(&self, url: &HttpsUrl, call: Call<'_>) -> Result<T, HttpError> {
+    /// POSTs `form` (`application/x-www-form-urlencoded`) to `url` and
+    /// decodes the JSON answer as `T` whatever its status, so that an OAuth
+    /// 2.0 error body can be read. A body that is not JSON is
+    /// [`HttpError::Status`] for a status other than 2xx.
+    pub async fn post_form<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &HttpsUrl,
+        form: &[(&str, &str)],
+    ) -> Result<Answer<T>, HttpError> {
+        let body = Some(Body::Form(form_encode(form)));
+        let call = Call { method: hyper::Method::POST, path: url.path(), bearer: None, body, any_status: true };
+        let raw = self.call(url, call).await?;
+        match serde_json::from_slice(&raw.body) {
+            Ok(body) => Ok(Answer { status: raw.status, body }),
+            Err(_) if !raw.is_success() => Err(HttpError::Status(raw.status)),
+            Err(e) => Err(HttpError::Json(e)),
+        }
+    }
+
+    async fn call(&self, url: &HttpsUrl, call: Call<'_>) -> Result<Answer<Bytes>, HttpError> {
         let ask = async {
             let tcp = tokio::net::TcpStream::connect(&url.connect_to).await?;
             let tls = self.tls.connect(url.server_name.clone(), tcp).await?;
@@ -277,7 +349,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     T: serde::de::DeserializeOwned,
 {
-    exchange(stream, host, Call { method: hyper::Method::GET, path, bearer, body: None }, max_body).await
+    let call = Call { method: hyper::Method::GET, path, bearer, body: None, any_status: false };
+    decode(exchange(stream, host, call, max_body).await?)
 }
 
 /// One request.
@@ -285,14 +358,30 @@ struct Call<'a> {
     method: hyper::Method,
     path: &'a str,
     bearer: Option<&'a str>,
-    /// A JSON body, for POST.
-    body: Option<Vec<u8>>,
+    /// The body, for POST.
+    body: Option<Body>,
+    /// Read the body of an answer other than 2xx too (else it is
+    /// [`HttpError::Status`], unread).
+    any_status: bool,
 }
 
-async fn exchange<S, T>(stream: S, host: &str, call: Call<'_>, max_body: usize) -> Result<T, HttpError>
+/// A request body and the content type it is sent as.
+enum Body {
+    Json(Vec<u8>),
+    Form(String),
+}
+
+/// The JSON body of a 2xx answer.
+fn decode<T: serde::de::DeserializeOwned>(raw: Answer<Bytes>) -> Result<T, HttpError> {
+    if !raw.is_success() {
+        return Err(HttpError::Status(raw.status));
+    }
+    Ok(serde_json::from_slice(&raw.body)?)
+}
+
+async fn exchange<S>(stream: S, host: &str, call: Call<'_>, max_body: usize) -> Result<Answer<Bytes>, HttpError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    T: serde::de::DeserializeOwned,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     let conn = tokio::spawn(conn);
@@ -305,21 +394,25 @@ where
         req = req.header("authorization", format!("Bearer {token}"));
     }
     let body = match call.body {
-        Some(json) => {
+        Some(Body::Json(json)) => {
             req = req.header("content-type", "application/json");
             Bytes::from(json)
+        }
+        Some(Body::Form(form)) => {
+            req = req.header("content-type", "application/x-www-form-urlencoded");
+            Bytes::from(form)
         }
         None => Bytes::new(),
     };
     let answer = async {
         let resp = sender.send_request(req.body(Full::new(body))?).await?;
         let status = resp.status();
-        if !status.is_success() {
+        if !status.is_success() && !call.any_status {
             return Err(HttpError::Status(status.as_u16()));
         }
         let body =
             Limited::new(resp.into_body(), max_body).collect().await.map_err(|e| HttpError::Body(e.to_string()))?;
-        Ok(serde_json::from_slice(&body.to_bytes())?)
+        Ok(Answer { status: status.as_u16(), body: body.to_bytes() })
     };
     let result = answer.await;
     conn.abort();
@@ -329,6 +422,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_bodies_encode_every_reserved_byte() {
+        assert_eq!(
+            form_encode(&[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("scope", "openid email")]),
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&scope=openid%20email"
+        );
+        assert_eq!(form_encode(&[("a&b", "c=d+e/\u{e9}")]), "a%26b=c%3Dd%2Be%2F%C3%A9");
+        assert_eq!(form_encode(&[]), "");
+    }
 
     #[test]
     fn urls() {

@@ -10,6 +10,7 @@ mod governance;
 mod helper;
 mod lifecycle;
 mod local;
+mod login;
 mod ops;
 mod table;
 mod task;
@@ -77,6 +78,15 @@ enum Command {
     /// HALLMARK_TOKEN, so `source DIR/env` makes every other command work.
     /// Running it again on the same DIR resumes with the same CA, entries and tokens.
     Up(up::UpArgs),
+    /// Sign in as a person at the identity provider and receive a short-lived
+    /// X.509 certificate (key.pem, cert.pem, bundle.pem); no admin token needed.
+    #[command(long_about = login::LONG_ABOUT)]
+    Login {
+        #[command(flatten)]
+        args: login::LoginArgs,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Manage registration entries.
     Entry {
         #[command(subcommand)]
@@ -313,6 +323,7 @@ fn main() -> ExitCode {
                 init_logging(cli.log_format);
                 helper::run(args).await
             }
+            Command::Login { args, conn } => login::run(args, &conn).await,
             Command::Entry { cmd, conn } => commands::entry(cmd, &conn).await,
             Command::Token { cmd, conn } => commands::token(cmd, &conn).await,
             Command::Bundle { cmd, conn } => commands::bundle(cmd, &conn).await,

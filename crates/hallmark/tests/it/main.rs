@@ -17,6 +17,7 @@ mod failclosed;
 mod harness;
 mod helper;
 mod interop;
+mod login;
 mod node_attestation;
 mod operator;
 mod policy;

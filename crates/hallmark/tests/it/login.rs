@@ -1,0 +1,357 @@
+//! `hallmark login` (issue 19) end to end against a real OpenID provider:
+//! node-oidc-provider (`tests/interop/oidc_provider.mjs`, an OpenID
+//! Certified implementation) over HTTPS under a test CA made here, named as
+//! the people's issuer in `hallmark up`'s configuration. The person is
+//! played by `tests/interop/oidc_browser.mjs` (as `$BROWSER`: login form,
+//! consent, then the loopback redirect) or `oidc_device.mjs` (the device
+//! flow's verification page). The certificate that comes back is checked
+//! as a relying party would: its SPIFFE ID, client-only EKU, the key in
+//! `key.pem` (mode 0600) and `openssl verify` against `bundle.pem`.
+//!
+//! Node.js and `tests/interop/node_modules/oidc-provider` are needed; a run
+//! without them skips, except under `scripts/test.sh` or CI
+//! (`HALLMARK_INTEROP=1` or `CI`), where it fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const ALICE: &str = "spiffe://example.org/human/example.com/alice";
+const CAROL: &str = "spiffe://example.org/human/example.com/carol";
+
+fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop")
+}
+
+/// True when `node` and the provider package are here; otherwise false
+/// (skip) with the reason printed, or a failure when they are required.
+fn provider_available() -> bool {
+    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let package = interop_dir().join("node_modules/oidc-provider/package.json").is_file();
+    if node && package {
+        return true;
+    }
+    let why = if node {
+        "tests/interop/node_modules/oidc-provider is missing (npm ci --prefix tests/interop)"
+    } else {
+        "node is not on PATH"
+    };
+    let required = std::env::var("HALLMARK_INTEROP").is_ok_and(|v| v == "1") || std::env::var("CI").is_ok();
+    assert!(!required, "{why}; scripts/test.sh installs it");
+    println!("skipped: {why}; scripts/test.sh installs it");
+    false
+}
+
+/// The provider's HTTPS: a throwaway CA (`ca.pem`) and a certificate for
+/// the IP address 127.0.0.1 under it (`idp.pem`, `idp.key`).
+fn test_pki(dir: &Path) -> PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.distinguished_name.push(DnType::CommonName, "hallmark login test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_ca_cert_der(ca.der(), &ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into())];
+    params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let leaf = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("idp.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("idp.key"), key.serialize_pem()).unwrap();
+    dir.join("ca.pem")
+}
+
+/// The provider and `hallmark up` naming it as the people's issuer `corp`.
+struct World {
+    // Fields drop in order: `up` (and the directory) first, then the provider.
+    up: Up,
+    _idp: Proc,
+    ca: PathBuf,
+}
+
+fn start_world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_pki(dir.path());
+    let mut cmd = Command::new("node");
+    cmd.arg(interop_dir().join("oidc_provider.mjs"))
+        .args(["--port", "0", "--cert"])
+        .arg(dir.path().join("idp.pem"))
+        .arg("--key")
+        .arg(dir.path().join("idp.key"));
+    let idp = Proc::spawn(cmd, &dir.path().join("idp.log"));
+    let issuer = wait_for("the OpenID provider to print READY", 30, || {
+        idp.log().lines().find_map(|l| l.strip_prefix("READY ").map(str::to_owned))
+    });
+    assert!(issuer.starts_with("https://127.0.0.1:"), "{issuer}");
+
+    // The people's issuer, in the server configuration keys of issue 19.
+    let people = format!(
+        "[[people.oidc_issuer]]\nname = \"corp\"\nissuer = \"{issuer}\"\nclient_id = \"hallmark-cli\"\n\
+         ca_file = \"{}\"\nspiffe_id = \"spiffe://example.org/human/{{email}}\"\n",
+        ca.display()
+    );
+    // Checked first, so that a server that does not take these keys fails
+    // here at once with its reason rather than as `up` never starting.
+    let check = dir.path().join("check.toml");
+    std::fs::write(
+        &check,
+        format!("trust_domain = \"example.org\"\ndata_dir = \"{}\"\n{people}", dir.path().join("check").display()),
+    )
+    .unwrap();
+    let out = Command::new(bin()).args(["config", "check", "--kind", "server"]).arg(&check).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the server refuses the people issuer configuration: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("up.toml");
+    std::fs::write(&config, people).unwrap();
+    let up = Up::start_with(dir, &["--config", config.to_str().unwrap()]);
+    World { up, _idp: idp, ca }
+}
+
+/// A `$BROWSER` for the tests: one executable, as `hallmark login` runs it.
+fn browser_wrapper(dir: &Path) -> PathBuf {
+    let path = dir.join("browser.sh");
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\nexec node '{}' \"$@\"\n", interop_dir().join("oidc_browser.mjs").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A finished `hallmark login`.
+struct Ran {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `cmd` (stdout and stderr piped) for at most `secs`; `on_line` sees
+/// each stderr line as it comes, and may act on it (the device flow's URL).
+fn run(mut cmd: Command, secs: u64, mut on_line: impl FnMut(&str)) -> Ran {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut lines = Vec::new();
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                on_line(&line);
+                lines.push(line);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hallmark login still running after {secs} s; stderr so far:\n{}", lines.join("\n"));
+        }
+    };
+    lines.extend(rx.iter());
+    Ran { status, stdout: stdout.join().unwrap(), stderr: lines.join("\n") }
+}
+
+/// `hallmark login` against `world`, with no admin token in its
+/// environment (a person has none), no display, and the test CA for Node.
+fn login(world: &World, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("login")
+        .arg("--issuer-ca")
+        .arg(&world.ca)
+        .args(args)
+        .envs(&world.up.env)
+        .env_remove("HALLMARK_TOKEN")
+        .env_remove("BROWSER")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("NODE_EXTRA_CA_CERTS", &world.ca);
+    cmd
+}
+
+/// Whether `text` holds something shaped like a compact JWS: `eyJ` (a
+/// base64url JSON header) then base64url, a dot, base64url and a dot.
+/// Random base64url (a state, a nonce) never has the dots.
+fn holds_jwt(text: &str) -> bool {
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    text.match_indices("eyJ").any(|(at, _)| {
+        let mut rest = &text[at..];
+        for _ in 0..2 {
+            let run = rest.find(|c: char| !b64(c)).unwrap_or(rest.len());
+            if run == 0 || !rest[run..].starts_with('.') {
+                return false;
+            }
+            rest = &rest[run + 1..];
+        }
+        true
+    })
+}
+
+#[test]
+fn jwt_shapes_are_recognised() {
+    assert!(holds_jwt("token eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln end"));
+    assert!(!holds_jwt("state=eyJ_T3g5S1VbPfzE9SF1KZsR14dSiWBtRhfOm8tBKSS0&nonce=x"));
+    assert!(!holds_jwt("eyJ. nothing"));
+}
+
+/// Neither the ID token nor the authorization code is ever shown.
+fn assert_no_secrets(ran: &Ran) {
+    for text in [&ran.stdout, &ran.stderr] {
+        assert!(!holds_jwt(text), "a JWT was printed:\n{text}");
+        // `user_code=` in the device flow's URL is meant to be shown.
+        assert!(!text.contains("?code=") && !text.contains("&code="), "an authorization code was printed:\n{text}");
+    }
+}
+
+/// The files of a successful login for `want`: modes, the certificate's
+/// SPIFFE ID and client-only EKU, the key matching it, and the chain
+/// verifying against the bundle with openssl.
+fn check_login_files(ran: &Ran, out: &Path, want: &str) -> Value {
+    assert!(ran.status.success(), "hallmark login failed:\n{}", ran.stderr);
+    assert_no_secrets(ran);
+    let json: Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(json["spiffe_id"], want, "{json}");
+    assert!(json.get("certificate_chain").is_none() && json.get("trust_bundle").is_none(), "{json}");
+    for (field, name) in [("key_file", "key.pem"), ("cert_file", "cert.pem"), ("bundle_file", "bundle.pem")] {
+        assert_eq!(json[field].as_str().map(PathBuf::from), Some(out.join(name)), "{json}");
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(out), 0o700, "the output directory");
+    assert_eq!(mode(&out.join("key.pem")), 0o600, "key.pem");
+    let mut names: Vec<String> =
+        std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["bundle.pem", "cert.pem", "key.pem"], "no temporary file left behind");
+
+    let chain = pem::parse_many(std::fs::read(out.join("cert.pem")).unwrap()).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain[0].contents()).unwrap();
+    let uris: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(uris, [want]);
+    let eku = leaf.extended_key_usage().unwrap().expect("an EKU extension").value;
+    assert!(eku.client_auth && !eku.server_auth && !eku.any && eku.other.is_empty(), "clientAuth only: {eku:?}");
+    assert!(!leaf.is_ca());
+
+    // The key written is the certificate's.
+    let key = pem::parse(std::fs::read(out.join("key.pem")).unwrap()).unwrap();
+    assert_eq!(key.tag(), "PRIVATE KEY");
+    let pubkey = |args: &[&str], file: &str| {
+        let o = Command::new("openssl").args(args).arg(out.join(file)).output().expect("openssl");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    assert_eq!(
+        pubkey(&["pkey", "-pubout", "-in"], "key.pem"),
+        pubkey(&["x509", "-noout", "-pubkey", "-in"], "cert.pem")
+    );
+    openssl_verify(&out.join("bundle.pem"), &out.join("cert.pem"));
+    json
+}
+
+/// The browser flow: a refused person gets the server's reason and no
+/// files; alice gets her certificate; signing in again replaces the files.
+#[test]
+fn login_in_the_browser_writes_a_verifiable_client_certificate() {
+    if !provider_available() {
+        return;
+    }
+    let world = start_world();
+    let browser = browser_wrapper(world.up.dir.path());
+    let out = world.up.dir.path().join("login");
+    let as_user = |user: &str| {
+        let mut cmd = login(&world, &["--out", out.to_str().unwrap(), "--json"]);
+        cmd.env("BROWSER", &browser).env("OIDC_TEST_USER", user);
+        run(cmd, 60, |_| {})
+    };
+
+    // bob's email is not verified: the server's 401 reason is shown as it
+    // is, and nothing is written.
+    let bob = as_user("bob");
+    assert!(!bob.status.success(), "bob was let in: {}", bob.stdout);
+    assert!(bob.stderr.contains("ID token"), "{}", bob.stderr);
+    assert_no_secrets(&bob);
+    assert!(!out.join("key.pem").exists());
+
+    let first = as_user("alice");
+    let json = check_login_files(&first, &out, ALICE);
+    assert!(json["not_after"].as_i64().unwrap() > hallmark_core::now_unix());
+    let key_before = std::fs::read(out.join("key.pem")).unwrap();
+    let again = as_user("alice");
+    check_login_files(&again, &out, ALICE);
+    assert_ne!(std::fs::read(out.join("key.pem")).unwrap(), key_before, "a new key at each login");
+}
+
+/// The device flow: the CLI prints the verification URL and code, the
+/// person completes it elsewhere, the CLI's polls pick the ID token up.
+#[test]
+fn login_by_device_code_writes_a_verifiable_client_certificate() {
+    if !provider_available() {
+        return;
+    }
+    let world = start_world();
+    let out = world.up.dir.path().join("device-login");
+    let cmd = login(&world, &["--device", "--out", out.to_str().unwrap(), "--json"]);
+    let ca = world.ca.clone();
+    let mut driver = None;
+    let ran = run(cmd, 60, |line| {
+        let Some(rest) = line.strip_prefix("To sign in, open ") else { return };
+        let (url, code) = rest.split_once(" and enter the code ").expect("URL and code");
+        assert!(!code.is_empty() && url.starts_with("https://127.0.0.1:"), "{line}");
+        // The person, on another device: run while the CLI keeps polling.
+        driver = Some(
+            Command::new("node")
+                .arg(interop_dir().join("oidc_device.mjs"))
+                .args([url, "carol"])
+                .env("NODE_EXTRA_CA_CERTS", &ca)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    });
+    let driver = driver.expect("hallmark login printed `To sign in, open URL and enter the code CODE`");
+    let person = driver.wait_with_output().unwrap();
+    assert!(person.status.success(), "oidc_device.mjs: {}", String::from_utf8_lossy(&person.stderr));
+    check_login_files(&ran, &out, CAROL);
+}
