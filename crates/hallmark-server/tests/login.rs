@@ -236,3 +236,131 @@ async fn no_entry_may_hold_a_persons_id() {
         assert_eq!(st, 400, "{v}");
     }
 }
+
+/// An admin identity `name` with `role`; returns its token.
+async fn admin(e: &Env, name: &str, role: &str) -> String {
+    let t = hallmark_store::new_secret();
+    let st = &e.srv.state;
+    st.store.add_admin_token(&hallmark_store::hash_secret(&t), name, role, fixture(st)).await.unwrap();
+    t
+}
+
+/// The serials the human issuing authority's CRL lists now.
+async fn human_crl_serials(e: &Env) -> Vec<String> {
+    let id = e.srv.state.authorities.human().unwrap().id();
+    let der = e.srv.state.authorities.crl(&id).await.unwrap().unwrap();
+    let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+    crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect()
+}
+
+/// Help-desk recovery: filing locks the person out; a note is required to
+/// verify; neither the one who filed nor the one who verified may approve;
+/// approval revokes every earlier certificate (CRL) and lets them in again.
+/// Machines have no such path.
+#[tokio::test]
+async fn recovery_needs_the_help_desk_and_a_second_admin() {
+    let e = env().await;
+    let helpdesk = admin(&e, "helpdesk", "operator").await;
+    let second = admin(&e, "second", "trust-admin").await;
+    let (st, v) = e.try_with(|_| {}).await;
+    assert_eq!(st, 200, "{v}");
+    let old_serial = v["serial"].as_str().unwrap().to_owned();
+    let alice = "spiffe://example.org/human/example.com/alice";
+
+    let body = json!({"subject": "spiffe://example.org/web", "reason": "lost"});
+    refused(
+        call(&e.addr, "POST", "/v1/people/recoveries", Some(&helpdesk), Some(&body)).await,
+        400,
+        "machines have no recovery path",
+    );
+    let body = json!({"subject": alice, "reason": "laptop stolen, ticket HD-7"});
+    let (st, r) = call(&e.addr, "POST", "/v1/people/recoveries", Some(&helpdesk), Some(&body)).await;
+    assert_eq!(st, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    refused(e.try_with(|_| {}).await, 403, "recovery request");
+
+    let path = |step: &str| format!("/v1/people/recoveries/{id}/{step}");
+    refused(call(&e.addr, "POST", &path("approve"), Some(&second), None).await, 409, "verifies it first");
+    refused(
+        call(&e.addr, "POST", &path("verify"), Some(&helpdesk), Some(&json!({"note": " "}))).await,
+        400,
+        "note is required",
+    );
+    let note = json!({"note": "video call, badge checked against HR photo"});
+    let (st, v) = call(&e.addr, "POST", &path("verify"), Some(&helpdesk), Some(&note)).await;
+    assert_eq!(st, 200, "{v}");
+    // The help desk cannot approve (role), nor could a trust-admin who verified or filed.
+    refused(call(&e.addr, "POST", &path("approve"), Some(&helpdesk), None).await, 403, "may not approve");
+    let (st, v) = call(&e.addr, "POST", &path("approve"), Some(&second), None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["request"]["state"], "approved");
+    assert!(v["revoked"].as_array().unwrap().iter().any(|s| s == old_serial.as_str()), "{v}");
+    // The revocation feed re-signs the CRL at once (well within a second).
+    let mut on_crl = false;
+    for _ in 0..40 {
+        if human_crl_serials(&e).await.contains(&old_serial) {
+            on_crl = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(on_crl, "the lost certificate is on the human authority's CRL within 2 s");
+    let (st, v) = e.try_with(|_| {}).await;
+    assert_eq!(st, 200, "a new login after approval: {v}");
+
+    // Self-approval: the trust-admin who filed and verified cannot approve.
+    let body = json!({"subject": alice, "reason": "phone lost"});
+    let (_, r) = call(&e.addr, "POST", "/v1/people/recoveries", Some(&second), Some(&body)).await;
+    let id2 = r["id"].as_str().unwrap();
+    let (st, _) =
+        call(&e.addr, "POST", &format!("/v1/people/recoveries/{id2}/verify"), Some(&second), Some(&note)).await;
+    assert_eq!(st, 200);
+    refused(
+        call(&e.addr, "POST", &format!("/v1/people/recoveries/{id2}/approve"), Some(&second), None).await,
+        403,
+        "a second, different admin",
+    );
+}
+
+/// Break-glass: only under a live grant, minutes long, marked in its
+/// subject, and a finding until reviewed.
+#[tokio::test]
+async fn break_glass_is_short_granted_and_reviewed() {
+    let e = env().await;
+    let auditor = admin(&e, "auditor", "auditor").await;
+    let helpdesk = admin(&e, "helpdesk", "operator").await;
+    let (id, nonce) = e.start().await;
+    let csr = hallmark_ca::keys::new_key_and_csr(None).unwrap();
+    let tok = e.signer.token(&e.claims(&nonce, "alice@example.com"));
+    let body = json!({"login_id": id, "id_token": tok, "csr": STANDARD.encode(&csr.csr_der), "break_glass": true});
+    refused(call(&e.addr, "POST", "/v1/login", None, Some(&body)).await, 403, "no live break-glass grant");
+
+    let grant =
+        json!({"subject": "spiffe://example.org/human/example.com/alice", "reason": "on-call DBA", "expires_in": "7d"});
+    refused(call(&e.addr, "POST", "/v1/people/break-glass", Some(&helpdesk), Some(&grant)).await, 403, "may not grant");
+    let (st, g) = call(&e.addr, "POST", "/v1/people/break-glass", Some(&e.token), Some(&grant)).await;
+    assert_eq!(st, 201, "{g}");
+
+    let (id, nonce) = e.start().await;
+    let tok = e.signer.token(&e.claims(&nonce, "alice@example.com"));
+    let body = json!({"login_id": id, "id_token": tok, "csr": STANDARD.encode(&csr.csr_der), "break_glass": true});
+    let (st, v) = call(&e.addr, "POST", "/v1/login", None, Some(&body)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["break_glass"], true);
+    assert!(v["not_after"].as_i64().unwrap() <= now() + 15 * 60 + 1, "15 minutes by default");
+    let chain = hallmark_ca::svid::pem_certs(v["certificate_chain"].as_str().unwrap()).unwrap();
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+    assert!(leaf.subject().to_string().contains("OU=break-glass"), "{}", leaf.subject());
+
+    let (_, list) = call(&e.addr, "GET", "/v1/people/break-glass", Some(&auditor), None).await;
+    let uses = list["uses"].as_array().unwrap();
+    assert_eq!(uses.len(), 1, "{list}");
+    assert!(uses[0]["reviewed_at"].is_null());
+    let use_id = uses[0]["id"].as_str().unwrap();
+    let review = format!("/v1/people/break-glass/uses/{use_id}/review");
+    refused(call(&e.addr, "POST", &review, Some(&auditor), Some(&json!({"note": ""}))).await, 400, "note");
+    let (st, r) =
+        call(&e.addr, "POST", &review, Some(&auditor), Some(&json!({"note": "INC-42 outage, justified"}))).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["reviewed_by"], "auditor");
+}

@@ -6,11 +6,21 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use hallmark_core::{SpiffeId, Ttl, now_unix};
+use hallmark_store::{
+    BreakGlassGrant, BreakGlassUse, Recorder, RecoveryRequest, RecoveryState, RecoveryStep, RevokeTarget, StoreError,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
+use super::admin_tokens::independent_of;
+use super::auth::Admin;
 use super::error::ApiError;
 use super::guard::JsonObject;
+use super::roles::Perm;
+use crate::audit::Change;
 use crate::human::{LoginCertificate, LoginError, LoginRequest, LoginStart};
 use crate::state::ServerState;
 
@@ -50,4 +60,260 @@ pub(crate) async fn login(
 ) -> Result<Json<LoginCertificate>, ApiError> {
     let JsonObject(r) = body?;
     Ok(Json(s.login(&r).await?))
+}
+
+// ---- help-desk recovery ------------------------------------------------
+
+/// Longest reason or note.
+const MAX_TEXT: usize = 2048;
+
+/// `text` as a required, bounded, single-paragraph field named `what`.
+fn required_text(what: &str, text: &str) -> Result<String, ApiError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(ApiError::bad(format!("`{what}` is required")));
+    }
+    if t.len() > MAX_TEXT || t.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::bad(format!("`{what}` must be at most {MAX_TEXT} bytes with no control characters")));
+    }
+    Ok(t.to_owned())
+}
+
+/// A person's SPIFFE ID in this trust domain.
+fn person_id(s: &ServerState, subject: &str) -> Result<SpiffeId, ApiError> {
+    let id = SpiffeId::new(subject).map_err(|e| ApiError::bad(format!("subject: {e}")))?;
+    if id.trust_domain() != s.settings.trust_domain || !id.is_human() {
+        return Err(ApiError::bad(format!(
+            "subject `{subject}` is not a person's SPIFFE ID (spiffe://{}/human/...): machines have no recovery path or break-glass; they fail closed and are re-issued from attestation",
+            s.settings.trust_domain
+        )));
+    }
+    Ok(id)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecoveryFiled {
+    subject: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Note {
+    note: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecoveryQuery {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    open: bool,
+}
+
+fn recorded<'a>(s: &'a ServerState, who: &'a Admin, action: &'a str) -> Recorder<'a, RecoveryRequest> {
+    s.record_change(&who.token.name, action, |r: &RecoveryRequest| {
+        Change::new(&r.id, json!({ "subject": r.subject, "state": r.state, "note": r.verify_note }))
+    })
+}
+
+/// `POST /v1/people/recoveries` `{subject, reason}`: a person lost a device
+/// or key. Their logins are refused from now until the request is approved
+/// (or cancelled).
+pub(crate) async fn request_recovery(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<JsonObject<RecoveryFiled>, ApiError>,
+) -> Result<(StatusCode, Json<RecoveryRequest>), ApiError> {
+    who.may(Perm::HelpDesk)?;
+    let JsonObject(r) = body?;
+    let subject = person_id(&s, &r.subject)?;
+    let reason = required_text("reason", &r.reason)?;
+    let rec = recorded(&s, &who, "recovery_request");
+    let filed = s.store.create_recovery(subject.as_str(), &reason, &who.token.name, now_unix(), rec).await?;
+    tracing::warn!(subject = %subject, request = %filed.id, by = %who.token.name, "recovery requested; logins refused until approved");
+    Ok((StatusCode::CREATED, Json(filed)))
+}
+
+/// `GET /v1/people/recoveries[?subject=&open=true]`.
+pub(crate) async fn list_recoveries(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Query(q): Query<RecoveryQuery>,
+) -> Result<Json<Vec<RecoveryRequest>>, ApiError> {
+    who.may(Perm::ReadPeople)?;
+    Ok(Json(s.store.recoveries(q.subject.as_deref(), q.open).await?))
+}
+
+/// `GET /v1/people/recoveries/{id}`.
+pub(crate) async fn show_recovery(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<RecoveryRequest>, ApiError> {
+    who.may(Perm::ReadPeople)?;
+    Ok(Json(s.store.recovery(&id).await?.ok_or_else(|| ApiError::not_found(format!("recovery request `{id}`")))?))
+}
+
+/// `POST /v1/people/recoveries/{id}/verify` `{note}`: the help desk
+/// verified the person; the note (how) is required.
+pub(crate) async fn verify_recovery(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+    body: Result<JsonObject<Note>, ApiError>,
+) -> Result<Json<RecoveryRequest>, ApiError> {
+    who.may(Perm::HelpDesk)?;
+    let JsonObject(n) = body?;
+    let note = required_text("note", &n.note)
+        .map_err(|_| ApiError::bad("a help-desk note is required: say how the person was verified"))?;
+    let by = who.token.name.clone();
+    let step = move |r: &RecoveryRequest| match r.state {
+        RecoveryState::Requested => Ok(RecoveryStep::Verify { by, note }),
+        other => Err(StoreError::Duplicate(format!("recovery request `{}` is {other:?}, not requested", r.id))),
+    };
+    Ok(Json(s.store.advance_recovery(&id, step, now_unix(), recorded(&s, &who, "recovery_verify")).await?))
+}
+
+/// `POST /v1/people/recoveries/{id}/approve`: a second admin, neither the
+/// one who filed nor the one who verified (nor created by them), approves.
+/// Every earlier certificate of the person is revoked, then a new login is
+/// allowed.
+pub(crate) async fn approve_recovery(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    who.may(Perm::ApproveRecovery)?;
+    let me = who.token.name.clone();
+    let r = s.store.recovery(&id).await?.ok_or_else(|| ApiError::not_found(format!("recovery request `{id}`")))?;
+    check_approver(&r, &me)?;
+    for other in [Some(&r.requested_by), r.verified_by.as_ref()].into_iter().flatten() {
+        independent_of(&s, &me, other).await?;
+    }
+    // Revoke first: if anything fails after, the person stays locked out
+    // (the request is still open), never signed in beside a lost key.
+    let why = format!("recovery `{id}` approved by `{me}`");
+    let revoked =
+        s.revoke(&RevokeTarget::Human(r.subject.clone()), &why, &me).await.map_err(super::error::revocation)?;
+    let approver = me.clone();
+    let step = move |r: &RecoveryRequest| {
+        check_approver(r, &approver).map_err(|e| StoreError::Duplicate(e.1))?;
+        Ok(RecoveryStep::Approve { by: approver })
+    };
+    let done = s.store.advance_recovery(&id, step, now_unix(), recorded(&s, &who, "recovery_approve")).await?;
+    tracing::warn!(subject = %done.subject, request = %id, by = %me, revoked = revoked.credentials.len(), "recovery approved");
+    Ok(Json(json!({ "request": done, "revoked": revoked.credentials })))
+}
+
+/// The rules of approval on the request as it stands.
+fn check_approver(r: &RecoveryRequest, me: &str) -> Result<(), ApiError> {
+    if r.state != RecoveryState::Verified {
+        return Err(ApiError::conflict(format!(
+            "recovery request `{}` is {:?}: the help desk verifies it first (`hallmark human recover verify {} --note ...`)",
+            r.id, r.state, r.id
+        )));
+    }
+    if me == r.requested_by || r.verified_by.as_deref() == Some(me) {
+        return Err(ApiError::forbidden(format!(
+            "`{me}` filed or verified recovery request `{}`: a second, different admin approves",
+            r.id
+        )));
+    }
+    Ok(())
+}
+
+/// `POST /v1/people/recoveries/{id}/cancel`: withdrawn; logins allowed as before.
+pub(crate) async fn cancel_recovery(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<RecoveryRequest>, ApiError> {
+    who.may(Perm::HelpDesk)?;
+    let step = |r: &RecoveryRequest| {
+        if r.state.open() {
+            Ok(RecoveryStep::Cancel)
+        } else {
+            Err(StoreError::Duplicate(format!("recovery request `{}` is already closed", r.id)))
+        }
+    };
+    Ok(Json(s.store.advance_recovery(&id, step, now_unix(), recorded(&s, &who, "recovery_cancel")).await?))
+}
+
+// ---- break-glass ----------------------------------------------------------
+
+/// Longest a break-glass grant stays usable.
+const MAX_GRANT_SECS: u64 = 90 * 24 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantRequest {
+    subject: String,
+    reason: String,
+    /// How long the grant stays usable (default 30d, at most 90d).
+    #[serde(default)]
+    expires_in: Option<String>,
+}
+
+/// `POST /v1/people/break-glass` `{subject, reason, expires_in}`: pre-approves
+/// emergency logins of a person (trust-admin).
+pub(crate) async fn grant_break_glass(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    body: Result<JsonObject<GrantRequest>, ApiError>,
+) -> Result<(StatusCode, Json<BreakGlassGrant>), ApiError> {
+    who.may(Perm::ManageBreakGlass)?;
+    let JsonObject(g) = body?;
+    let subject = person_id(&s, &g.subject)?;
+    let reason = required_text("reason", &g.reason)?;
+    let life =
+        Ttl::parse(g.expires_in.as_deref().unwrap_or("30d")).map_err(|e| ApiError::bad(format!("expires_in: {e}")))?;
+    if life.secs() > MAX_GRANT_SECS {
+        return Err(ApiError::bad("expires_in: at most 90d; grant again when it ends"));
+    }
+    let now = now_unix();
+    let rec = s.record_change(&who.token.name, "break_glass_grant", |g: &BreakGlassGrant| {
+        Change::new(&g.id, json!({ "subject": g.subject, "reason": g.reason, "expires_at": g.expires_at }))
+    });
+    let until = now.saturating_add(i64::try_from(life.secs()).unwrap_or(i64::MAX));
+    let grant = s.store.grant_break_glass(subject.as_str(), &reason, &who.token.name, now, until, rec).await?;
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+/// `GET /v1/people/break-glass`: grants and uses.
+pub(crate) async fn list_break_glass(State(s): State<Arc<ServerState>>, who: Admin) -> Result<Json<Value>, ApiError> {
+    who.may(Perm::ReadPeople)?;
+    Ok(Json(json!({ "grants": s.store.break_glass_grants().await?, "uses": s.store.break_glass_uses(false).await? })))
+}
+
+/// `POST /v1/people/break-glass/{id}/revoke`: withdraws a grant.
+pub(crate) async fn revoke_break_glass(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<BreakGlassGrant>, ApiError> {
+    who.may(Perm::ManageBreakGlass)?;
+    let rec = s.record_change(&who.token.name, "break_glass_revoke", |g: &BreakGlassGrant| {
+        Change::new(&g.id, json!({ "subject": g.subject }))
+    });
+    Ok(Json(s.store.revoke_break_glass(&id, now_unix(), rec).await?))
+}
+
+/// `POST /v1/people/break-glass/uses/{id}/review` `{note}`: a use was
+/// looked at; it stops being a report finding.
+pub(crate) async fn review_break_glass(
+    State(s): State<Arc<ServerState>>,
+    who: Admin,
+    Path(id): Path<String>,
+    body: Result<JsonObject<Note>, ApiError>,
+) -> Result<Json<BreakGlassUse>, ApiError> {
+    who.may(Perm::ReviewBreakGlass)?;
+    let JsonObject(n) = body?;
+    let note = required_text("note", &n.note)?;
+    let rec = s.record_change(&who.token.name, "break_glass_review", |u: &BreakGlassUse| {
+        Change::new(&u.id, json!({ "subject": u.subject, "credential": u.credential, "note": u.review_note }))
+    });
+    Ok(Json(s.store.review_break_glass_use(&id, &who.token.name, &note, now_unix(), rec).await?))
 }

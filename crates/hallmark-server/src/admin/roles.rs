@@ -52,6 +52,16 @@ pub enum Perm {
     /// Provision people and groups over SCIM (`/scim/v2`): joiners,
     /// movers and leavers.
     Scim,
+    /// The help desk: file, verify and cancel a person's recovery request.
+    HelpDesk,
+    /// Approve a verified recovery request (a second admin).
+    ApproveRecovery,
+    /// Grant and withdraw break-glass logins.
+    ManageBreakGlass,
+    /// Review break-glass uses.
+    ReviewBreakGlass,
+    /// List recovery requests and break-glass grants and uses.
+    ReadPeople,
 }
 
 impl Perm {
@@ -78,6 +88,11 @@ impl Perm {
             Self::RunTasks => "run tasks",
             Self::ApproveTasks => "approve task scope",
             Self::Scim => "provision people over SCIM",
+            Self::HelpDesk => "file, verify or cancel a person's recovery",
+            Self::ApproveRecovery => "approve a person's recovery",
+            Self::ManageBreakGlass => "grant or withdraw break-glass logins",
+            Self::ReviewBreakGlass => "review break-glass uses",
+            Self::ReadPeople => "read recoveries and break-glass grants",
         }
     }
 }
@@ -120,6 +135,8 @@ pub const ROLES: &[Role] = {
                 ReadAuthorities,
                 ReadNodes,
                 RunTasks,
+                HelpDesk,
+                ReadPeople,
             ]),
         },
         Role {
@@ -132,6 +149,8 @@ pub const ROLES: &[Role] = {
                 ReadAuthorities,
                 ReadNodes,
                 ReadAdmins,
+                ReadPeople,
+                ReviewBreakGlass,
             ]),
         },
         // An identity provider's SCIM client: people and groups, nothing else.
