@@ -30,14 +30,27 @@ pub enum ReportKind {
     /// AI-agent tasks: scope breaches, tasks whose agent has no owner,
     /// tasks past their lifetime.
     Tasks,
-    /// Every finding above and reuse and privilege, mapped to the OWASP NHI Top 10.
+    /// People: break-glass uses not reviewed, stale recoveries, live
+    /// certificates of people who left; and every live certificate of a
+    /// person with its approval signal.
+    People,
+    /// Every finding above and reuse and privilege, mapped to the OWASP NHI
+    /// Top 10, with people in a section of their own.
     Compliance,
 }
 
 impl ReportKind {
     /// Every kind, in the order the compliance report runs them (itself last).
-    pub const ALL: [Self; 7] =
-        [Self::Expiring, Self::Orphans, Self::Exceptions, Self::Drift, Self::Rotation, Self::Tasks, Self::Compliance];
+    pub const ALL: [Self; 8] = [
+        Self::Expiring,
+        Self::Orphans,
+        Self::Exceptions,
+        Self::Drift,
+        Self::Rotation,
+        Self::Tasks,
+        Self::People,
+        Self::Compliance,
+    ];
 
     /// The name in the URL and the CLI.
     pub fn as_str(self) -> &'static str {
@@ -48,6 +61,7 @@ impl ReportKind {
             Self::Drift => "drift",
             Self::Rotation => "rotation",
             Self::Tasks => "tasks",
+            Self::People => "people",
             Self::Compliance => "compliance",
         }
     }
@@ -55,7 +69,7 @@ impl ReportKind {
 
 /// A name that is no report kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown report `{0}` (expiring, orphans, exceptions, drift, rotation, tasks, compliance)")]
+#[error("unknown report `{0}` (expiring, orphans, exceptions, drift, rotation, tasks, people, compliance)")]
 pub struct UnknownReport(pub String);
 
 impl std::str::FromStr for ReportKind {
@@ -107,11 +121,17 @@ pub struct Finding {
     pub subject: String,
     /// The evidence, in one line.
     pub detail: String,
-    /// The OWASP NHI item it falls under.
+    /// The OWASP NHI item it falls under ("" for a finding about people,
+    /// which the NHI Top 10 does not cover).
+    #[serde(skip_serializing_if = "no_nhi")]
     pub nhi: &'static str,
     /// The OWASP Top 10 for Agentic Applications item, for a task finding.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub asi: Option<&'static str>,
+}
+
+fn no_nhi(nhi: &&'static str) -> bool {
+    nhi.is_empty()
 }
 
 /// Report parameters.
@@ -131,6 +151,10 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Worth knowing, nothing to act on.
     pub notes: Vec<Finding>,
+    /// People (the `people` and `compliance` reports): their findings and
+    /// live certificates, apart from the machines'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub people: Option<crate::human::PeopleSection>,
 }
 
 /// How long past its renewal point (beyond the server's jitter) a credential
@@ -169,19 +193,25 @@ impl ServerState {
             ReportKind::Drift => self.drift(now, p).await?,
             ReportKind::Rotation => self.rotation(now).await?,
             ReportKind::Tasks => self.task_findings(now).await?,
+            ReportKind::People => {
+                return Ok(Report { people: Some(self.people_section().await?), ..Report::default() });
+            }
             ReportKind::Compliance => {
                 let mut all = Report::default();
                 for k in ReportKind::ALL.into_iter().filter(|k| *k != ReportKind::Compliance) {
                     let r = Box::pin(self.report(k, p)).await?;
                     all.findings.extend(r.findings);
                     all.notes.extend(r.notes);
+                    if r.people.is_some() {
+                        all.people = r.people;
+                    }
                 }
                 all.findings.extend(self.reuse_and_privilege().await?);
                 all.findings.extend(self.join_token_served().await?);
                 return Ok(all);
             }
         };
-        Ok(Report { findings, notes: Vec::new() })
+        Ok(Report { findings, notes: Vec::new(), people: None })
     }
 
     async fn live_credentials(&self, now: i64) -> Result<Vec<hallmark_store::Credential>, ServerError> {

@@ -45,9 +45,12 @@ pub(crate) async fn report(
         return Err(ApiError::bad("within and unused_for must not be negative"));
     }
     let params = crate::reports::ReportParams { within, unused_for };
-    let crate::reports::Report { findings, notes } =
+    let crate::reports::Report { findings, notes, people } =
         s.report(kind, params).await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let mut body = json!({ "kind": kind.as_str(), "generated_at": now_unix(), "findings": findings, "notes": notes });
+    if let Some(people) = people {
+        super::guard::set_field(&mut body, "people", json!(people));
+    }
     if kind == crate::reports::ReportKind::Compliance {
         let items: Vec<serde_json::Value> = crate::reports::NHI
             .iter()

@@ -7,6 +7,8 @@
 
 mod config;
 mod login;
+mod report;
 
 pub use config::{PeopleConfig, PeopleIssuer, PeopleIssuerConfig, PeopleSettings};
 pub use login::{LOGIN_WINDOW_SECS, LoginCertificate, LoginError, LoginRequest, LoginStart};
+pub use report::{PeopleSection, PersonCertificate};
