@@ -25,6 +25,7 @@ mod reports;
 mod revocation;
 mod robustness;
 mod rotation;
+mod scim;
 mod sds;
 mod secrets;
 mod separate;
