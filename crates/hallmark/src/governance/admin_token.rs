@@ -21,7 +21,7 @@ pub enum AdminCmd {
 pub enum AdminTokenCmd {
     /// Create a named admin identity with a role; prints its token on the last line.
     Create {
-        /// trust-admin, operator, auditor, or owner:NAME.
+        /// trust-admin, operator, auditor, scim (SCIM provisioning only), or owner:NAME.
         #[arg(long)]
         role: String,
         /// A unique name for the identity (shown in audit and approvals).

@@ -26,6 +26,7 @@ mod reports;
 mod revocation;
 mod robustness;
 mod rotation;
+mod scim;
 mod sds;
 mod secrets;
 mod separate;
