@@ -101,7 +101,10 @@ impl ServerState {
                 out.findings.push(Finding {
                     check: "person_left_certificate_live",
                     subject: c.id.clone(),
-                    detail: format!("{} has left but certificate {} is live: revoke it (`hallmark revoke --person {pid}`)", c.spiffe_id, c.id),
+                    detail: format!(
+                        "{} has left but certificate {} is live: revoke it (`hallmark revoke --person {pid}`)",
+                        c.spiffe_id, c.id
+                    ),
                     nhi: "",
                     asi: None,
                 });

@@ -144,6 +144,12 @@ async fn list(conn: &Conn, f: ListFilter) -> anyhow::Result<()> {
     let v = client(conn)?.json(Method::GET, &path, None).await?;
     print(conn, &v, |v| {
         let now = now_unix();
+        let all: Vec<&Value> = v["credentials"].as_array().into_iter().flatten().collect();
+        // Two tracks, two sections: workloads (machines and AI agents,
+        // issued on attestation through an agent) and people (issued on an
+        // OpenID Connect login, or a break-glass grant).
+        let (people, workloads): (Vec<&Value>, Vec<&Value>) =
+            all.into_iter().partition(|c| c["class"].as_str() == Some("human"));
         let mut t = Table::new(&[
             "KIND",
             "SERIAL / JTI",
@@ -155,7 +161,7 @@ async fn list(conn: &Conn, f: ListFilter) -> anyhow::Result<()> {
             "NODE",
             "DELIVERED TO",
         ]);
-        for c in v["credentials"].as_array().into_iter().flatten() {
+        for c in &workloads {
             let state = state(c, now);
             t.row(vec![
                 text(c, "kind"),
@@ -169,7 +175,25 @@ async fn list(conn: &Conn, f: ListFilter) -> anyhow::Result<()> {
                 text(c, "delivered_to"),
             ]);
         }
-        t.print_or("no credentials");
+        println!("Workloads (machines and AI agents; approved by attestation and policy):");
+        t.print_or("  no credentials");
+        if !people.is_empty() {
+            println!();
+            println!(
+                "People (approved by an OpenID Connect login and policy; `hallmark report people` shows break-glass):"
+            );
+            let mut p = Table::new(&["SERIAL", "SPIFFE ID", "PERSON", "EXPIRES", "STATE"]);
+            for c in &people {
+                p.row(vec![
+                    text(c, "id"),
+                    text(c, "spiffe_id"),
+                    text(c, "person_id"),
+                    time_rel(c, "not_after", now),
+                    state(c, now),
+                ]);
+            }
+            p.print_or("  none");
+        }
     })
 }
 

@@ -14,8 +14,10 @@ use crate::commands::client;
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// expiring, orphans, exceptions, drift, rotation, tasks (AI-agent tasks,
-    /// also mapped to the OWASP Top 10 for Agentic Applications), or
-    /// compliance (every one, mapped to the OWASP NHI Top 10).
+    /// also mapped to the OWASP Top 10 for Agentic Applications), people
+    /// (break-glass uses not reviewed, stale recoveries, and each person's
+    /// live certificates with their approval), or compliance (every one:
+    /// machines mapped to the OWASP NHI Top 10, people in their own section).
     #[arg(value_parser = str::parse::<ReportKind>)]
     kind: ReportKind,
     /// Window for "expiring soon".
@@ -47,13 +49,15 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
     let path = format!("/v1/reports/{}?within={within}&unused_for={unused}", encode(a.kind.as_str()));
     let v = client(conn)?.json(Method::GET, &path, None).await?;
     let findings = v["findings"].as_array().cloned().unwrap_or_default();
+    // People's findings (the `people` and `compliance` reports) are their own section.
+    let people = v["people"]["findings"].as_array().cloned().unwrap_or_default();
     let field = |f: &Value, k: &str| f[k].as_str().unwrap_or("").to_owned();
     if conn.json {
         println!("{}", serde_json::to_string_pretty(&crate::table::with_rfc3339(&v))?);
     } else if a.csv {
         // `asi` (task findings) last: scripts reading the first four columns keep working.
         println!("check,subject,nhi,detail,asi");
-        for f in &findings {
+        for f in findings.iter().chain(&people) {
             let row = [field(f, "check"), field(f, "subject"), field(f, "nhi"), field(f, "detail"), field(f, "asi")];
             println!("{}", row.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(","));
         }
@@ -89,9 +93,34 @@ pub async fn report(a: ReportArgs, conn: &Conn) -> anyhow::Result<()> {
                 println!("  {:<26} {}", field(f, "check"), field(f, "detail"));
             }
         }
+        if v["people"].is_object() {
+            println!();
+            println!("People: {} finding(s)", people.len());
+            for f in &people {
+                println!("  {:<30} {}", field(f, "check"), field(f, "detail"));
+            }
+            let certs = v["people"]["certificates"].as_array().cloned().unwrap_or_default();
+            println!(
+                "People's live certificates: {} (approval: `login` is an OpenID Connect login decided by policy)",
+                certs.len()
+            );
+            let now = hallmark_core::now_unix();
+            let mut t = crate::table::Table::new(&["SERIAL", "SPIFFE ID", "EXPIRES", "APPROVAL", "APPROVED BY"]);
+            for c in &certs {
+                t.row(vec![
+                    crate::table::text(c, "serial"),
+                    crate::table::text(c, "spiffe_id"),
+                    crate::table::time_rel(c, "not_after", now),
+                    crate::table::text(c, "approval"),
+                    crate::table::text(c, "approved_by"),
+                ]);
+            }
+            t.print_or("  none");
+        }
     }
-    if a.fail_on_findings && !findings.is_empty() {
-        bail!("{} finding(s) in the {} report", findings.len(), a.kind);
+    let total = findings.len() + people.len();
+    if a.fail_on_findings && total > 0 {
+        bail!("{total} finding(s) in the {} report", a.kind);
     }
     Ok(())
 }
