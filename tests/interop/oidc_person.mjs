@@ -1,8 +1,8 @@
 // The person at the browser, for the tests of `hallmark login`: a cookie jar
 // over plain `fetch` that follows redirects and submits the pages' forms the
 // way a person would (the login form as a given user, any password; consent
-// and device confirmation pages by their only form). Used by oidc_browser.mjs
-// and oidc_device.mjs; it understands the pages of oidc_provider.mjs (the
+// and device confirmation pages by their only form). Used by oidc_browser.mjs,
+// oidc_device.mjs and oidc_token.mjs; it understands the pages of oidc_provider.mjs (the
 // dev interactions of node-oidc-provider), not HTML in general.
 //
 // HTTPS to the provider is trusted through NODE_EXTRA_CA_CERTS (the test CA).
@@ -95,12 +95,18 @@ export class Person {
   /// Starts at `start` and goes on until `isEnd(url)` says a URL is where
   /// the person's part ends (it is requested, and its response returned with
   /// `reachedEnd` true), or a page has no form left to submit (its response
-  /// returned with `reachedEnd` false).
-  async browse(start, isEnd) {
+  /// returned with `reachedEnd` false). With `{ requestEnd: false }` the end
+  /// URL is not requested but returned as `url` (`response` and `text`
+  /// undefined): a redirect to a listener that is not there.
+  async browse(start, isEnd, { requestEnd = true } = {}) {
     let url = new URL(start);
     let method = 'GET';
     let body;
     for (let step = 0; step < MAX_STEPS; step += 1) {
+      if (!requestEnd && isEnd(url)) {
+        console.error(`${method} ${url.origin}${url.pathname} (end, not requested)`);
+        return { url, reachedEnd: true };
+      }
       const response = await this.#request(url, method, body);
       const shown = `${method} ${url.origin}${url.pathname}`;
       if (isEnd(url)) {

@@ -8,6 +8,13 @@
 //! as a relying party would: its SPIFFE ID, client-only EKU, the key in
 //! `key.pem` (mode 0600) and `openssl verify` against `bundle.pem`.
 //!
+//! The server's refusals are met with genuine tokens of the same provider
+//! (and of a second one Hallmark does not know), each wrong in one way:
+//! `tests/interop/oidc_token.mjs` gets them for a nonce the test asked for,
+//! and the test presents them to `POST /v1/login` itself; then the same
+//! cases again through `hallmark login`, with `tests/interop/login_proxy.mjs`
+//! in front of the server to steer it, which must write no file.
+//!
 //! Node.js and `tests/interop/node_modules/oidc-provider` are needed; a run
 //! without them skips, except under `scripts/test.sh` or CI
 //! (`HALLMARK_INTEROP=1` or `CI`), where it fails.
@@ -77,22 +84,31 @@ struct World {
     up: Up,
     _idp: Proc,
     ca: PathBuf,
+    /// The provider's issuer URL, `https://127.0.0.1:PORT`.
+    issuer: String,
+}
+
+/// An `oidc_provider.mjs` on a free port with the certificate `test_pki`
+/// made in `dir`, logging to `dir/{name}.log`; returns it and its issuer.
+fn start_provider(dir: &Path, name: &str) -> (Proc, String) {
+    let mut cmd = Command::new("node");
+    cmd.arg(interop_dir().join("oidc_provider.mjs"))
+        .args(["--port", "0", "--cert"])
+        .arg(dir.join("idp.pem"))
+        .arg("--key")
+        .arg(dir.join("idp.key"));
+    let idp = Proc::spawn(cmd, &dir.join(format!("{name}.log")));
+    let issuer = wait_for("the OpenID provider to print READY", 30, || {
+        idp.log().lines().find_map(|l| l.strip_prefix("READY ").map(str::to_owned))
+    });
+    assert!(issuer.starts_with("https://127.0.0.1:"), "{issuer}");
+    (idp, issuer)
 }
 
 fn start_world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let ca = test_pki(dir.path());
-    let mut cmd = Command::new("node");
-    cmd.arg(interop_dir().join("oidc_provider.mjs"))
-        .args(["--port", "0", "--cert"])
-        .arg(dir.path().join("idp.pem"))
-        .arg("--key")
-        .arg(dir.path().join("idp.key"));
-    let idp = Proc::spawn(cmd, &dir.path().join("idp.log"));
-    let issuer = wait_for("the OpenID provider to print READY", 30, || {
-        idp.log().lines().find_map(|l| l.strip_prefix("READY ").map(str::to_owned))
-    });
-    assert!(issuer.starts_with("https://127.0.0.1:"), "{issuer}");
+    let (idp, issuer) = start_provider(dir.path(), "idp");
 
     // The people's issuer, in the server configuration keys of issue 19.
     let people = format!(
@@ -117,7 +133,7 @@ fn start_world() -> World {
     let config = dir.path().join("up.toml");
     std::fs::write(&config, people).unwrap();
     let up = Up::start_with(dir, &["--config", config.to_str().unwrap()]);
-    World { up, _idp: idp, ca }
+    World { up, _idp: idp, ca, issuer }
 }
 
 /// A `$BROWSER` for the tests: one executable, as `hallmark login` runs it.
@@ -309,7 +325,7 @@ fn login_in_the_browser_writes_a_verifiable_client_certificate() {
     // is, and nothing is written.
     let bob = as_user("bob");
     assert!(!bob.status.success(), "bob was let in: {}", bob.stdout);
-    assert!(bob.stderr.contains("ID token"), "{}", bob.stderr);
+    assert!(bob.stderr.contains("ID token") && bob.stderr.contains("email_verified"), "{}", bob.stderr);
     assert_no_secrets(&bob);
     assert!(!out.join("key.pem").exists());
 
@@ -354,4 +370,225 @@ fn login_by_device_code_writes_a_verifiable_client_certificate() {
     let person = driver.wait_with_output().unwrap();
     assert!(person.status.success(), "oidc_device.mjs: {}", String::from_utf8_lossy(&person.stderr));
     check_login_files(&ran, &out, CAROL);
+}
+
+// ---- Refused ID tokens (issue 19's 401s), with a real provider's tokens ----
+
+/// A genuine ID token of the provider at `issuer` for `client` and `nonce`,
+/// signed in as `user`: `tests/interop/oidc_token.mjs` runs the
+/// authorization code flow itself, with no `hallmark login` in between.
+fn id_token(world: &World, issuer: &str, client: &str, nonce: &str, user: &str) -> String {
+    let out = Command::new("node")
+        .arg(interop_dir().join("oidc_token.mjs"))
+        .args([issuer, client, nonce, user])
+        .env("NODE_EXTRA_CA_CERTS", &world.ca)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "oidc_token.mjs: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(holds_jwt(&token), "oidc_token.mjs printed no JWT");
+    token
+}
+
+/// A claim of `token`'s payload (not verified: for the test's own timing).
+fn claim(token: &str, name: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()[name].clone()
+}
+
+/// `POST {HALLMARK_SERVER}{path}` with curl, JSON in and out, with no admin
+/// token (these routes need none); returns the status and the answer.
+fn post_json(world: &World, path: &str, body: &Value) -> (u16, Value) {
+    use std::io::Write;
+    let url = format!("{}{path}", world.up.env["HALLMARK_SERVER"]);
+    let mut child = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-H", "content-type: application/json"])
+        .args(["--data-binary", "@-"])
+        .arg(&url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("curl is installed by the test script");
+    // On stdin rather than in the arguments: the ID token is a secret.
+    child.stdin.take().unwrap().write_all(body.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (answer, status) = text.rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), serde_json::from_str(answer).unwrap_or(Value::Null))
+}
+
+/// `POST /v1/login/start` for the only issuer: (login_id, nonce).
+fn start_login(world: &World) -> (String, String) {
+    let (status, start) = post_json(world, "/v1/login/start", &serde_json::json!({}));
+    assert_eq!(status, 200, "{start}");
+    assert_eq!(start["issuer"], world.issuer.as_str(), "{start}");
+    assert_eq!(start["client_id"], "hallmark-cli", "{start}");
+    (start["login_id"].as_str().unwrap().to_owned(), start["nonce"].as_str().unwrap().to_owned())
+}
+
+/// A CSR for a new P-256 key, as `hallmark login` sends it: DER, standard
+/// base64, no SAN.
+fn csr() -> String {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(&key).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(csr.der())
+}
+
+/// `POST /v1/login` with `token` for `login_id`: (status, answer).
+fn present(world: &World, login_id: &str, token: &str) -> (u16, Value) {
+    post_json(world, "/v1/login", &serde_json::json!({ "login_id": login_id, "id_token": token, "csr": csr() }))
+}
+
+/// `POST /v1/login` that must be refused with 401 and no certificate;
+/// returns the server's reason.
+fn refused(world: &World, login_id: &str, token: &str) -> String {
+    let (status, answer) = present(world, login_id, token);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.get("certificate_chain").is_none(), "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default().to_owned();
+    assert!(!holds_jwt(&error), "the refusal quotes the token: {error}");
+    error
+}
+
+/// Each kind of ID token the server must not take, each a genuine token
+/// of a real provider that differs from a good one in one way only: another
+/// issuer, another audience, expired, or already used. The server says which
+/// (401), and a login it refused is used up.
+#[test]
+fn login_refuses_another_issuer_audience_expired_and_replayed_id_tokens() {
+    if !provider_available() {
+        return;
+    }
+    let world = start_world();
+    // A second provider, with the same test CA but an issuer Hallmark does
+    // not know, and its own signing keys.
+    let (_other_idp, other_issuer) = start_provider(world.up.dir.path(), "other-idp");
+    assert_ne!(other_issuer, world.issuer);
+
+    // 1. Another issuer, for the right client and nonce.
+    let (login_id, nonce) = start_login(&world);
+    let token = id_token(&world, &other_issuer, "hallmark-cli", &nonce, "alice");
+    let error = refused(&world, &login_id, &token);
+    assert!(
+        error.starts_with("ID token:") && error.contains(&other_issuer) && error.contains(&world.issuer),
+        "{error}"
+    );
+
+    // 2. Another client of the right issuer (audience `other-app`), with
+    // the login's nonce.
+    let (login_id, nonce) = start_login(&world);
+    let token = id_token(&world, &world.issuer, "other-app", &nonce, "alice");
+    assert_eq!(claim(&token, "aud"), "other-app");
+    let error = refused(&world, &login_id, &token);
+    assert!(error.starts_with("ID token:") && error.contains("audience") && error.contains("hallmark-cli"), "{error}");
+    // The refused login is used up: not even the right token opens it now.
+    let good = id_token(&world, &world.issuer, "hallmark-cli", &nonce, "alice");
+    let error = refused(&world, &login_id, &good);
+    assert!(error.contains("already used"), "{error}");
+
+    // 3. Expired: `hallmark-cli-short`'s ID tokens live 2 s. Its audience
+    // is wrong too, but the expiry is checked first and named.
+    let (login_id, nonce) = start_login(&world);
+    let token = id_token(&world, &world.issuer, "hallmark-cli-short", &nonce, "alice");
+    let exp = claim(&token, "exp").as_i64().unwrap();
+    assert!(exp - claim(&token, "iat").as_i64().unwrap() <= 2, "a short-lived token");
+    wait_for("the ID token to expire", 10, || (hallmark_core::now_unix() > exp).then_some(()));
+    let error = refused(&world, &login_id, &token);
+    assert!(error.starts_with("ID token:") && error.contains("expired"), "{error}");
+
+    // 4. Replayed: a token that just signed alice in, presented again.
+    let (login_id, nonce) = start_login(&world);
+    let token = id_token(&world, &world.issuer, "hallmark-cli", &nonce, "alice");
+    let (status, issued) = present(&world, &login_id, &token);
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["spiffe_id"], ALICE, "{issued}");
+    // Its own login again: that login is used.
+    let error = refused(&world, &login_id, &token);
+    assert!(error.contains(&login_id) && error.contains("already used"), "{error}");
+    // A new login: the token carries the old login's nonce.
+    let (login_id, _) = start_login(&world);
+    let error = refused(&world, &login_id, &token);
+    assert!(error.starts_with("ID token:") && error.contains("nonce"), "{error}");
+}
+
+/// `tests/interop/login_proxy.mjs` between `hallmark login` and the server,
+/// with `args` (what it changes); returns it and its `http://` URL.
+fn start_proxy(world: &World, name: &str, args: &[&str]) -> (Proc, String) {
+    let mut cmd = Command::new("node");
+    cmd.arg(interop_dir().join("login_proxy.mjs")).arg("--target").arg(&world.up.env["HALLMARK_SERVER"]).args(args);
+    let proxy = Proc::spawn(cmd, &world.up.dir.path().join(format!("proxy-{name}.log")));
+    let url = wait_for("login_proxy.mjs to print READY", 30, || {
+        proxy.log().lines().find_map(|l| l.strip_prefix("READY ").map(str::to_owned))
+    });
+    (proxy, url)
+}
+
+/// The refusals of the test above, met by `hallmark login` itself: the
+/// person signs in (`$BROWSER`) through a man in the middle that steers the
+/// CLI to another issuer or client, holds the login back until the token
+/// has expired, or swaps in a used token. Each time the CLI fails with the
+/// server's reason, prints no token, and writes no file.
+#[test]
+fn login_through_the_cli_writes_nothing_when_the_server_refuses() {
+    if !provider_available() {
+        return;
+    }
+    let world = start_world();
+    let dir = world.up.dir.path();
+    let (_other_idp, other_issuer) = start_provider(dir, "other-idp");
+    let browser = browser_wrapper(dir);
+    let refused_through = |name: &str, proxy_args: &[&str], want: &[&str]| {
+        let (proxy, url) = start_proxy(&world, name, proxy_args);
+        let out = dir.join(format!("login-{name}"));
+        let mut cmd = login(&world, &["--out", out.to_str().unwrap(), "--json"]);
+        cmd.env("BROWSER", &browser).env("OIDC_TEST_USER", "alice").env("HALLMARK_SERVER", &url);
+        let ran = run(cmd, 60, |_| {});
+        let log = proxy.log();
+        assert!(!ran.status.success(), "{name}: let in: {}\n{log}", ran.stdout);
+        assert!(log.contains("POST /v1/login -> 401"), "{name}: the server did not refuse it:\n{log}");
+        for w in want {
+            assert!(ran.stderr.contains(w), "{name}: no `{w}` in:\n{}\n{log}", ran.stderr);
+        }
+        assert_no_secrets(&ran);
+        assert!(ran.stdout.trim().is_empty(), "{name}: {}", ran.stdout);
+        // `hallmark login` makes the directory before signing in; it stays empty.
+        let left: Vec<_> =
+            std::fs::read_dir(&out).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{name}: files written: {left:?}");
+    };
+
+    // 1. The CLI is sent to another issuer, signs in there for the right
+    // nonce, and hands that token over.
+    refused_through("issuer", &["--start-set", &format!("issuer={other_issuer}")], &["ID token", &other_issuer]);
+    // 2. It signs in as the client `other-app`.
+    refused_through("audience", &["--start-set", "client_id=other-app"], &["ID token", "audience"]);
+    // 3. As `hallmark-cli-short` (2 s tokens), and the login arrives 3 s later.
+    refused_through(
+        "expired",
+        &["--start-set", "client_id=hallmark-cli-short", "--login-delay", "3000"],
+        &["ID token", "expired"],
+    );
+
+    // 4. A token that has already signed alice in, swapped into the CLI's
+    // login: with its login's id, and with the CLI's own.
+    let (used_login, nonce) = start_login(&world);
+    let used = id_token(&world, &world.issuer, "hallmark-cli", &nonce, "alice");
+    let (status, issued) = present(&world, &used_login, &used);
+    assert_eq!(status, 200, "{issued}");
+    let token_file = dir.join("used-token");
+    std::fs::write(&token_file, &used).unwrap();
+    let token_arg = format!("id_token=@{}", token_file.display());
+    refused_through(
+        "replayed-login",
+        &["--login-set", &format!("login_id={used_login}"), "--login-set", &token_arg],
+        &["already used"],
+    );
+    // Only the token swapped: the rest of this sign-in reaches the server
+    // as the CLI sent it, and the nonce is what it refuses.
+    refused_through("replayed-nonce", &["--login-set", &token_arg], &["ID token", "nonce"]);
 }
