@@ -592,3 +592,120 @@ fn login_through_the_cli_writes_nothing_when_the_server_refuses() {
     // as the CLI sent it, and the nonce is what it refuses.
     refused_through("replayed-nonce", &["--login-set", &token_arg], &["ID token", "nonce"]);
 }
+
+/// The human issuing authority's id, as `ca show` lists it.
+fn human_ca(world: &World) -> String {
+    let list = world.up.cli_json(&["ca", "show"]);
+    let a = list["authorities"].as_array().unwrap().iter().find(|a| a["kind"] == "human" && a["state"] == "active");
+    a.unwrap_or_else(|| panic!("no active human authority: {list}"))["id"].as_str().unwrap().to_owned()
+}
+
+/// `curl` to a TLS server with the person's certificate; whether the
+/// handshake and request succeeded.
+fn tls_with(world: &World, port: u16, out: &Path) -> bool {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(&world.ca)
+        .arg("--cert")
+        .arg(out.join("cert.pem"))
+        .arg("--key")
+        .arg(out.join("key.pem"))
+        .arg(format!("https://127.0.0.1:{port}/"))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// `openssl s_server` requiring a client certificate of the trust domain
+/// (the bundle `hallmark login` wrote), checked against the human
+/// authority's CRL as served now: a TLS server that uses the CRL.
+fn tls_server(world: &World, out: &Path, ca: &str, name: &str) -> (Proc, u16) {
+    let dir = world.up.dir.path();
+    let (status, der) = http_get(&format!("{}/v1/crl/{ca}", world.up.env["HALLMARK_SERVER"]));
+    assert_eq!(status, 200);
+    let crl = dir.join(format!("{name}.crl.pem"));
+    std::fs::write(&crl, pem::encode(&pem::Pem::new("X509 CRL", der))).unwrap();
+    let port = free_local_port();
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_server", "-accept", &port.to_string(), "-www", "-Verify", "1", "-verify_return_error", "-crl_check"])
+        .arg("-cert")
+        .arg(dir.join("idp.pem"))
+        .arg("-key")
+        .arg(dir.join("idp.key"))
+        .arg("-CAfile")
+        .arg(out.join("bundle.pem"))
+        .arg("-CRL")
+        .arg(&crl);
+    let p = Proc::spawn(cmd, &dir.join(format!("{name}.log")));
+    wait_for("openssl s_server to listen", 10, || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    (p, port)
+}
+
+/// Issue 19, end to end: alice, provisioned over SCIM, signs in with the
+/// real OpenID provider and uses her certificate with a TLS server that
+/// checks the human authority's CRL. She leaves (SCIM `active: false`):
+/// within a second `openssl verify -crl_check` refuses her certificate, a
+/// TLS server loading the CRL refuses her handshake, and she cannot sign in
+/// again.
+#[test]
+fn a_leavers_certificate_is_refused_by_the_crl_and_a_tls_server() {
+    use crate::scim::{curl, scim_url, token, verify_against_crl};
+    if !provider_available() {
+        return;
+    }
+    let world = start_world();
+    let scim = token(&world.up, "scim", "idp");
+    let user = r#"{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com",
+                   "emails": [{"value": "alice@example.com", "primary": true}], "active": true}"#;
+    let (status, alice, _) = curl("POST", &scim_url(&world.up, "/Users"), Some(&scim), Some(user));
+    assert_eq!(status, 201, "{alice}");
+    let alice_id = alice["id"].as_str().unwrap().to_owned();
+
+    let browser = browser_wrapper(world.up.dir.path());
+    let out = world.up.dir.path().join("login");
+    let sign_in = || {
+        let mut cmd = login(&world, &["--out", out.to_str().unwrap(), "--json"]);
+        cmd.env("BROWSER", &browser).env("OIDC_TEST_USER", "alice");
+        run(cmd, 60, |_| {})
+    };
+    let json = check_login_files(&sign_in(), &out, ALICE);
+    let serial = json["serial"].as_str().unwrap().to_owned();
+    let c = world.up.cli_json(&["credential", "show", &serial]);
+    assert_eq!(c["credential"]["person_id"], alice_id.as_str(), "the certificate is alice's: {c}");
+
+    let ca = human_ca(&world);
+    let (ok, said) =
+        verify_against_crl(&world.up, world.up.dir.path(), &ca, &out.join("bundle.pem"), &out.join("cert.pem"));
+    assert!(ok, "valid before alice leaves: {said}");
+    let (before, port) = tls_server(&world, &out, &ca, "tls-before");
+    assert!(tls_with(&world, port, &out), "the TLS server takes alice's certificate before she leaves");
+    drop(before);
+
+    let patch = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "active", "value": false}]}"#;
+    let started = std::time::Instant::now();
+    let (status, body, _) =
+        curl("PATCH", &scim_url(&world.up, &format!("/Users/{alice_id}")), Some(&scim), Some(patch));
+    assert_eq!(status, 200, "{body}");
+    let refused_after = loop {
+        let (ok, said) =
+            verify_against_crl(&world.up, world.up.dir.path(), &ca, &out.join("bundle.pem"), &out.join("cert.pem"));
+        if !ok {
+            assert!(said.contains("revoked"), "{said}");
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "the CRL still accepts alice: {said}");
+    };
+    let (_after, port) = tls_server(&world, &out, &ca, "tls-after");
+    assert!(!tls_with(&world, port, &out), "the TLS server refuses a leaver's certificate by the CRL");
+    let tls_after = started.elapsed();
+    println!(
+        "leaver: openssl verify refuses after {refused_after:?}; a TLS server with the new CRL after {tls_after:?}"
+    );
+    assert!(refused_after < std::time::Duration::from_secs(1), "the CRL took {refused_after:?}");
+
+    let again = sign_in();
+    assert!(!again.status.success(), "a leaver signed in again: {}", again.stdout);
+    assert!(again.stderr.contains("has left"), "{}", again.stderr);
+}

@@ -44,13 +44,13 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// A new admin token of role `role`.
-fn token(up: &Up, role: &str, name: &str) -> String {
+pub(crate) fn token(up: &Up, role: &str, name: &str) -> String {
     up.cli_json(&["admin", "token", "create", "--role", role, "--name", name])["token"].as_str().unwrap().to_owned()
 }
 
 /// One request with curl (an independent client); returns (status, JSON
 /// body or null, Content-Type).
-fn curl(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value, String) {
+pub(crate) fn curl(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u16, Value, String) {
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-X", method, "-o", "-", "-w", "\n%{http_code} %{content_type}", url]);
     if let Some(t) = token {
@@ -73,7 +73,7 @@ fn curl(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u1
     (status.parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null), media.to_owned())
 }
 
-fn scim_url(up: &Up, path: &str) -> String {
+pub(crate) fn scim_url(up: &Up, path: &str) -> String {
     format!("{}/scim/v2{path}", up.env["HALLMARK_SERVER"])
 }
 
@@ -220,7 +220,7 @@ fn active_ca(up: &Up) -> String {
 
 /// `openssl verify -crl_check` of `leaf` against the bundle and the CRL
 /// served now; returns whether openssl accepted it, and what it said.
-fn verify_against_crl(up: &Up, dir: &Path, ca: &str, bundle: &Path, leaf: &Path) -> (bool, String) {
+pub(crate) fn verify_against_crl(up: &Up, dir: &Path, ca: &str, bundle: &Path, leaf: &Path) -> (bool, String) {
     let (status, der) = http_get(&format!("{}/v1/crl/{ca}", up.env["HALLMARK_SERVER"]));
     assert_eq!(status, 200);
     let crl = dir.join(format!("crl-{}.pem", rand_tag()));
