@@ -34,12 +34,17 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with("{email}").await
+}
+
+/// A server whose people's issuer renders `claim` (`{email}`, `{sub}`, ...).
+async fn env_with(claim: &str) -> Env {
     let signer = Signer::ec("k1");
     let stub = IssuerStub::start(&[&signer]).await;
     let dir = tempfile::tempdir().unwrap();
     let people = format!(
         "[[people.oidc_issuer]]\nname = \"corp\"\nissuer = \"{}\"\nclient_id = \"{CLIENT}\"\nca_file = \"{}\"\n\
-         spiffe_id = \"spiffe://example.org/human/{{email}}\"\n",
+         spiffe_id = \"spiffe://example.org/human/{claim}\"\n",
         stub.url,
         stub.ca_path.display()
     );
@@ -363,4 +368,36 @@ async fn break_glass_is_short_granted_and_reviewed() {
         call(&e.addr, "POST", &review, Some(&auditor), Some(&json!({"note": "INC-42 outage, justified"}))).await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["reviewed_by"], "auditor");
+}
+
+/// An unverified email never matches a person SCIM knows: with a `{sub}`
+/// template, an account claiming someone else's address must not get that
+/// person's groups (nor be refused as that person when they left).
+#[tokio::test]
+async fn an_unverified_email_is_not_someone_elses_person() {
+    let e = env_with("corp/{sub}").await;
+    let pool = e.srv.state.store.pool();
+    for q in [
+        "INSERT INTO people (id, user_name, user_name_key, email, active, resource, created_at, updated_at) \
+         VALUES ('p-admin', 'root@example.com', 'root@example.com', 'root@example.com', 1, '{}', 1, 1)",
+        "INSERT INTO person_groups (id, display_name, display_name_key, resource, created_at, updated_at) \
+         VALUES ('g1', 'admins', 'admins', '{}', 1, 1)",
+        "INSERT INTO group_members (group_id, person_id) VALUES ('g1', 'p-admin')",
+    ] {
+        sqlx::query(q).execute(pool).await.unwrap();
+    }
+    let text = r#"@id("admins") permit(principal, action == Action::"login", resource) when { context.groups.contains("admins") };"#;
+    let (st, v) = call(&e.addr, "PUT", "/v1/policy", Some(&e.token), Some(&json!({"policy": text}))).await;
+    assert_eq!(st, 201, "{v}");
+    // The same address, verified: that is the person, and an admin.
+    let (st, v) = e.try_with(|c| c["email"] = json!("root@example.com")).await;
+    assert_eq!(st, 200, "{v}");
+    // Unverified: not the person, no groups, no login.
+    let got = e
+        .try_with(|c| {
+            c["email"] = json!("root@example.com");
+            c["email_verified"] = json!(false);
+        })
+        .await;
+    refused(got, 403, "no permit matched");
 }

@@ -296,8 +296,11 @@ impl ServerState {
                 "ID token: `email_verified` is not true, and the SPIFFE ID is made from the email".into(),
             ));
         }
-        let keys: Vec<&str> =
-            [token.email.as_deref(), token.preferred_username.as_deref()].into_iter().flatten().collect();
+        // Who SCIM says this is: by email only when the issuer verified it
+        // (anyone can put someone else's address on an account), then by
+        // username. A wrong match would hand one person another's groups.
+        let verified_email = token.email.as_deref().filter(|_| token.email_verified);
+        let keys: Vec<&str> = [verified_email, token.preferred_username.as_deref()].into_iter().flatten().collect();
         let person: Option<Person> = self.store.person_for_login(&keys).await?;
         if let Some(p) = &person
             && p.has_left()
