@@ -12,8 +12,10 @@
 
 use crate::{SpiffeId, TrustDomain};
 
-/// The placeholders a template may use.
-const PLACEHOLDERS: &[&str] = &["{email}", "{sub}", "{preferred_username}"];
+/// The placeholders a template may use: claims the issuer vouches for.
+/// `preferred_username` is not one: OpenID Connect Core 5.7 says it is
+/// neither unique nor stable, and people can often change it.
+const PLACEHOLDERS: &[&str] = &["{email}", "{sub}"];
 
 /// Longest claim value rendered.
 const MAX_VALUE_LEN: usize = 255;
@@ -25,9 +27,7 @@ pub enum HumanTemplateError {
     #[error("template `{0}` must start with `spiffe://{1}/human/` (people's IDs live under /human/)")]
     Prefix(String, String),
     /// Not exactly one placeholder, or an unknown one.
-    #[error(
-        "template `{0}` must use exactly one of {{email}}, {{sub}}, {{preferred_username}}, as a whole path segment at its end"
-    )]
+    #[error("template `{0}` must use exactly one of {{email}} or {{sub}}, as a whole path segment at its end")]
     Placeholder(String),
     /// The ID token lacks the claim the template uses.
     #[error("the ID token has no `{0}` claim, which the SPIFFE ID template uses")]
@@ -91,9 +91,14 @@ impl HumanIdTemplate {
         self.claim
     }
 
+    /// The fixed part, `spiffe://TD/human/...` ending in `/`: two issuers
+    /// whose prefixes are the same or nested could render the same ID.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The person's SPIFFE ID. `{email}` `local@domain` becomes
-    /// `domain/local`, lowercased; `{sub}` and `{preferred_username}` are one
-    /// segment as given.
+    /// `domain/local`, lowercased; `{sub}` is one segment as given.
     pub fn render(&self, c: &HumanClaims<'_>) -> Result<SpiffeId, HumanTemplateError> {
         let unfit = || HumanTemplateError::Unfit { claim: self.claim };
         let path = match self.claim {
@@ -105,9 +110,7 @@ impl HumanIdTemplate {
                 }
                 format!("{domain}/{local}")
             }
-            "sub" => one_segment(c.sub).ok_or_else(unfit)?,
-            _ => one_segment(c.preferred_username.ok_or(HumanTemplateError::MissingClaim("preferred_username"))?)
-                .ok_or_else(unfit)?,
+            _ => one_segment(c.sub).ok_or_else(unfit)?,
         };
         let id = SpiffeId::new(&format!("{}{path}", self.prefix)).map_err(|_| unfit())?;
         if !id.is_human() {
@@ -178,14 +181,16 @@ mod tests {
             "spiffe://example.org/human/",
             "spiffe://example.org/human/{email}/x",
             "spiffe://example.org/human/{name}",
+            "spiffe://example.org/human/{preferred_username}",
             "spiffe://example.org/human/{sub}{email}",
             "spiffe://example.org/human/{sub}/{email}",
             "spiffe://example.org/human//{email}",
         ] {
             assert!(HumanIdTemplate::parse(bad, &td()).is_err(), "{bad}");
         }
-        let t = HumanIdTemplate::parse("spiffe://example.org/human/idp-a/{preferred_username}", &td()).unwrap();
-        let id = t.render(&HumanClaims { sub: "s", email: None, preferred_username: Some("alice") }).unwrap();
+        let t = HumanIdTemplate::parse("spiffe://example.org/human/idp-a/{sub}", &td()).unwrap();
+        assert_eq!(t.prefix(), "spiffe://example.org/human/idp-a/");
+        let id = t.render(&HumanClaims { sub: "alice", email: None, preferred_username: Some("bob") }).unwrap();
         assert_eq!(id.as_str(), "spiffe://example.org/human/idp-a/alice");
     }
 }

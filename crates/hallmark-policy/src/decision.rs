@@ -774,5 +774,12 @@ mod tests {
         let v = decide_login(&groups, &login(&both, false));
         assert!(!v.allowed());
         assert_eq!(v.policy_ids, vec!["no-contractors".to_owned()]);
+
+        // A kill switch (a forbid for every action) stops logins as well.
+        let text = format!("{}\n@id(\"freeze\") forbid(principal, action, resource);", crate::DEFAULT_POLICY);
+        let frozen = PolicyEngine::compile(&text, 4).unwrap();
+        let v = decide_login(&frozen, &login(&[], false));
+        assert!(!v.allowed());
+        assert_eq!(v.policy_ids, vec!["freeze".to_owned()]);
     }
 }

@@ -312,7 +312,17 @@ impl PolicyEngine {
         let (whole, rest): (Vec<Policy>, Vec<Policy>) = named.policies().cloned().partition(scoped);
         let exchange: Vec<Policy> =
             whole.iter().filter(|p| names_any(p, std::slice::from_ref(&names.exchange))).cloned().collect();
-        let people: Vec<Policy> = whole.iter().filter(|p| names_any(p, &names.logins)).cloned().collect();
+        // A forbid for every action (a kill switch) stops logins too; one
+        // reading issuance context fails to evaluate for a login and is
+        // skipped, as Cedar skips a policy in error.
+        let people: Vec<Policy> = whole
+            .iter()
+            .filter(|p| names_any(p, &names.logins))
+            .chain(
+                rest.iter().filter(|p| p.effect() == Effect::Forbid && p.action_constraint() == ActionConstraint::Any),
+            )
+            .cloned()
+            .collect();
         let mut errs: Vec<String> = Vec::new();
         for (list, schema) in [(&whole, &schema), (&rest, &issuance)] {
             let set = PolicySet::from_policies(list.iter().cloned()).map_err(|e| PolicyError::Parse(one_line(e)))?;

@@ -283,6 +283,16 @@ async fn recovery_needs_the_help_desk_and_a_second_admin() {
     assert_eq!(st, 201, "{r}");
     let id = r["id"].as_str().unwrap().to_owned();
     refused(e.try_with(|_| {}).await, 403, "recovery request");
+    // Filing revoked the lost certificate at once (the CRL, within a second).
+    let mut on_crl = false;
+    for _ in 0..40 {
+        if human_crl_serials(&e).await.contains(&old_serial) {
+            on_crl = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(on_crl, "the lost certificate is on the human authority's CRL within 2 s of filing");
 
     let path = |step: &str| format!("/v1/people/recoveries/{id}/{step}");
     refused(call(&e.addr, "POST", &path("approve"), Some(&second), None).await, 409, "verifies it first");
@@ -299,17 +309,7 @@ async fn recovery_needs_the_help_desk_and_a_second_admin() {
     let (st, v) = call(&e.addr, "POST", &path("approve"), Some(&second), None).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["request"]["state"], "approved");
-    assert!(v["revoked"].as_array().unwrap().iter().any(|s| s == old_serial.as_str()), "{v}");
-    // The revocation feed re-signs the CRL at once (well within a second).
-    let mut on_crl = false;
-    for _ in 0..40 {
-        if human_crl_serials(&e).await.contains(&old_serial) {
-            on_crl = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(on_crl, "the lost certificate is on the human authority's CRL within 2 s");
+    assert_eq!(v["revoked"], json!([]), "already revoked when the request was filed: {v}");
     let (st, v) = e.try_with(|_| {}).await;
     assert_eq!(st, 200, "a new login after approval: {v}");
 
@@ -368,6 +368,43 @@ async fn break_glass_is_short_granted_and_reviewed() {
         call(&e.addr, "POST", &review, Some(&auditor), Some(&json!({"note": "INC-42 outage, justified"}))).await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["reviewed_by"], "auditor");
+
+    // Withdrawing the grant withdraws what it issued, and refuses more.
+    let serial = v["serial"].as_str().unwrap().to_owned();
+    let gid = g["id"].as_str().unwrap();
+    let (st, w) = call(&e.addr, "POST", &format!("/v1/people/break-glass/{gid}/revoke"), Some(&e.token), None).await;
+    assert_eq!(st, 200, "{w}");
+    let (_, c) = call(&e.addr, "GET", &format!("/v1/credentials/{serial}"), Some(&e.token), None).await;
+    assert!(!c["credential"]["revoked_at"].is_null(), "{c}");
+    let (id, nonce) = e.start().await;
+    let tok = e.signer.token(&e.claims(&nonce, "alice@example.com"));
+    let body = json!({"login_id": id, "id_token": tok, "csr": STANDARD.encode(&csr.csr_der), "break_glass": true});
+    refused(call(&e.addr, "POST", "/v1/login", None, Some(&body)).await, 403, "no live break-glass grant");
+}
+
+/// Two issuers whose templates could render the same ID are refused at start.
+#[test]
+fn overlapping_issuer_templates_are_refused() {
+    let issuer = |name: &str, url: &str, id: &str| {
+        format!(
+            "[[people.oidc_issuer]]\nname = \"{name}\"\nissuer = \"{url}\"\nclient_id = \"c\"\nspiffe_id = \"{id}\"\n"
+        )
+    };
+    let cfg = |extra: &str| {
+        let text = format!("trust_domain = \"example.org\"\ndata_dir = \"/tmp/x\"\n{extra}");
+        hallmark_server::config::ServerConfig::parse(&text, &Default::default()).unwrap().validate()
+    };
+    let a = issuer("a", "https://a.example.com", "spiffe://example.org/human/{email}");
+    let b = issuer("b", "https://b.example.com", "spiffe://example.org/human/b/{email}");
+    let err = cfg(&format!("{a}{b}")).unwrap_err().to_string();
+    assert!(err.contains("overlaps issuer `a`"), "{err}");
+    let b2 = issuer("b", "https://b.example.com", "spiffe://example.org/human/partner/{sub}");
+    let a2 = issuer("a", "https://a.example.com", "spiffe://example.org/human/corp/{email}");
+    assert!(cfg(&format!("{a2}{b2}")).is_ok());
+    let err = cfg(&issuer("c", "https://c.example.com", "spiffe://example.org/human/{preferred_username}"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("{email} or {sub}"), "{err}");
 }
 
 /// An unverified email never matches a person SCIM knows: with a `{sub}`

@@ -15,6 +15,10 @@ use crate::{Backend, Recorder, Store, StoreError};
 /// rather than grow the table without bound.
 pub const MAX_LOGINS_IN_FLIGHT: i64 = 10_000;
 
+/// Most logins in flight from one source address: one address cannot take
+/// every slot of [`MAX_LOGINS_IN_FLIGHT`] (a person needs one at a time).
+pub const MAX_LOGINS_PER_SOURCE: i64 = 20;
+
 /// A login nonce handed out by `POST /v1/login/start`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginNonce {
@@ -34,6 +38,9 @@ pub enum LoginNonceError {
     /// Too many logins are in flight.
     #[error("too many logins in flight ({MAX_LOGINS_IN_FLIGHT}); try again in a few minutes")]
     Busy,
+    /// Too many logins are in flight from this source.
+    #[error("too many logins in flight from this address ({MAX_LOGINS_PER_SOURCE}); finish or wait for them to expire")]
+    SourceBusy,
     /// The datastore failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -199,13 +206,15 @@ fn lock(backend: Backend) -> &'static str {
 }
 
 impl Store {
-    /// Hands out a nonce for a login with `issuer`, valid `ttl_secs`. Expired
-    /// nonces are deleted on the way; more than [`MAX_LOGINS_IN_FLIGHT`] live
-    /// ones refuses.
+    /// Hands out a nonce for a login with `issuer` asked from `source` (an
+    /// address), valid `ttl_secs`. Expired nonces are deleted on the way;
+    /// more than [`MAX_LOGINS_PER_SOURCE`] live ones from `source`, or
+    /// [`MAX_LOGINS_IN_FLIGHT`] in all, refuses.
     pub async fn create_login_nonce(
         &self,
         issuer: &str,
         nonce: &str,
+        source: &str,
         now: i64,
         ttl_secs: i64,
     ) -> Result<LoginNonce, LoginNonceError> {
@@ -222,21 +231,32 @@ impl Store {
         if live >= MAX_LOGINS_IN_FLIGHT {
             return Err(LoginNonceError::Busy);
         }
+        let mine: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM login_nonces WHERE used_at IS NULL AND source = $1")
+            .bind(source.to_owned())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+        if mine >= MAX_LOGINS_PER_SOURCE {
+            return Err(LoginNonceError::SourceBusy);
+        }
         let n = LoginNonce {
             id: format!("lg_{}", new_id()),
             issuer: issuer.to_owned(),
             nonce: nonce.to_owned(),
             expires_at: now.saturating_add(ttl_secs),
         };
-        sqlx::query("INSERT INTO login_nonces (id, issuer, nonce, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(n.id.clone())
-            .bind(n.issuer.clone())
-            .bind(n.nonce.clone())
-            .bind(now)
-            .bind(n.expires_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+        sqlx::query(
+            "INSERT INTO login_nonces (id, issuer, nonce, created_at, expires_at, source) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(n.id.clone())
+        .bind(n.issuer.clone())
+        .bind(n.nonce.clone())
+        .bind(now)
+        .bind(n.expires_at)
+        .bind(source.to_owned())
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(n)
     }
@@ -300,7 +320,8 @@ impl Store {
         .bind(by.to_owned())
         .bind(now)
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|e| crate::store::duplicate_or(e, || format!("a recovery request is already open for `{subject}`")))?;
         let r = recovery_in(&mut tx, self.backend(), &id, false).await?;
         tx.commit(&r, rec).await?;
         Ok(r)

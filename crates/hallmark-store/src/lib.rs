@@ -35,8 +35,8 @@ pub use entries::{EntryChange, parse_entries_page};
 pub use evidence::{CheckedEvidence, EvidenceMismatch};
 pub use governance::{ExceptionError, ExceptionRecord, NewException, Owner, PolicyVersion};
 pub use human_track::{
-    BreakGlassGrant, BreakGlassUse, LoginNonce, LoginNonceError, MAX_LOGINS_IN_FLIGHT, RecoveryRequest, RecoveryState,
-    RecoveryStep,
+    BreakGlassGrant, BreakGlassUse, LoginNonce, LoginNonceError, MAX_LOGINS_IN_FLIGHT, MAX_LOGINS_PER_SOURCE,
+    RecoveryRequest, RecoveryState, RecoveryStep,
 };
 pub use inventory::CredentialFilter;
 pub use nodes::{JoinTokenError, JoinTokenRecord, JoinTokenRevokeError, Node, NodeSvid, join_token_id};

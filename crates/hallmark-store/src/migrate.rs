@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/0012_node_provenance.sql")),
     (13, include_str!("../migrations/0013_tasks.sql")),
     (14, include_str!("../migrations/0014_people.sql")),
+    (15, include_str!("../migrations/0015_people_limits.sql")),
 ];
 
 fn render(sql: &str, backend: Backend) -> String {

@@ -1201,14 +1201,22 @@ async fn tasks_bind_once_and_revoke_with_their_objective_and_their_end() {
 async fn login_nonces_are_used_once() {
     for (name, s) in stores().await {
         let now = 1_800_000_000;
-        let n = s.create_login_nonce("corp", "abc", now, 600).await.unwrap();
+        let n = s.create_login_nonce("corp", "abc", "10.0.0.1", now, 600).await.unwrap();
         assert!(n.id.starts_with("lg_"), "{name}");
         let taken = s.take_login_nonce(&n.id, now + 1).await.unwrap().unwrap();
         assert_eq!((taken.issuer.as_str(), taken.nonce.as_str()), ("corp", "abc"), "{name}");
         assert!(s.take_login_nonce(&n.id, now + 2).await.unwrap().is_none(), "{name}: replayed");
-        let late = s.create_login_nonce("corp", "def", now, 600).await.unwrap();
+        let late = s.create_login_nonce("corp", "def", "10.0.0.1", now, 600).await.unwrap();
         assert!(s.take_login_nonce(&late.id, now + 600).await.unwrap().is_none(), "{name}: expired");
         assert!(s.take_login_nonce("lg_nope", now).await.unwrap().is_none(), "{name}");
+        // One address cannot take every slot.
+        let busy = format!("10.9.{}", rand_suffix());
+        for _ in 0..hallmark_store::MAX_LOGINS_PER_SOURCE {
+            s.create_login_nonce("corp", "n", &busy, now, 600).await.unwrap();
+        }
+        let refused = s.create_login_nonce("corp", "n", &busy, now, 600).await.unwrap_err();
+        assert!(matches!(refused, hallmark_store::LoginNonceError::SourceBusy), "{name}: {refused}");
+        s.create_login_nonce("corp", "n", "10.0.0.2", now, 600).await.unwrap();
     }
 }
 

@@ -47,10 +47,13 @@ pub(crate) struct StartRequest {
 /// `POST /v1/login/start` `{"issuer": NAME}`: a nonce for a login.
 pub(crate) async fn start(
     State(s): State<Arc<ServerState>>,
+    peer: Option<axum::Extension<super::auth::PeerAddr>>,
     body: Result<JsonObject<StartRequest>, ApiError>,
 ) -> Result<Json<LoginStart>, ApiError> {
     let JsonObject(r) = body?;
-    Ok(Json(s.start_login(r.issuer.as_deref()).await?))
+    // The address, not the port: a flood comes from one address over many ports.
+    let source = peer.map(|p| p.0.0.ip().to_string()).unwrap_or_default();
+    Ok(Json(s.start_login(r.issuer.as_deref(), &source).await?))
 }
 
 /// `POST /v1/login`: an ID token and a CSR for a person's certificate.
@@ -133,8 +136,22 @@ pub(crate) async fn request_recovery(
     let reason = required_text("reason", &r.reason)?;
     let rec = recorded(&s, &who, "recovery_request");
     let filed = s.store.create_recovery(subject.as_str(), &reason, &who.token.name, now_unix(), rec).await?;
-    tracing::warn!(subject = %subject, request = %filed.id, by = %who.token.name, "recovery requested; logins refused until approved");
+    // The lost device's certificates stop now, not when a second admin gets
+    // to the request: whoever holds the device must not keep using them.
+    let why = format!("recovery `{}` filed: device or key lost", filed.id);
+    let revoked = revoke_person(&s, subject.as_str(), &why, &who.token.name).await?;
+    tracing::warn!(subject = %subject, request = %filed.id, by = %who.token.name, revoked = revoked.len(), "recovery requested; certificates revoked, logins refused until approved");
     Ok((StatusCode::CREATED, Json(filed)))
+}
+
+/// Revokes every live certificate of person `subject`; none is no error.
+async fn revoke_person(s: &Arc<ServerState>, subject: &str, why: &str, by: &str) -> Result<Vec<String>, ApiError> {
+    match s.revoke(&RevokeTarget::Human(subject.to_owned()), why, by).await {
+        Ok(out) => Ok(out.credentials),
+        // Never issued a certificate: nothing to revoke.
+        Err(crate::error::ServerError::Store(StoreError::NotFound(_))) => Ok(Vec::new()),
+        Err(e) => Err(super::error::revocation(e)),
+    }
 }
 
 /// `GET /v1/people/recoveries[?subject=&open=true]`.
@@ -190,22 +207,24 @@ pub(crate) async fn approve_recovery(
     let me = who.token.name.clone();
     let r = s.store.recovery(&id).await?.ok_or_else(|| ApiError::not_found(format!("recovery request `{id}`")))?;
     check_approver(&r, &me)?;
+    // Independent both ways: the approver did not make the token that
+    // filed or verified, nor was made by it.
     for other in [Some(&r.requested_by), r.verified_by.as_ref()].into_iter().flatten() {
         independent_of(&s, &me, other).await?;
+        independent_of(&s, other, &me).await?;
     }
     // Revoke first: if anything fails after, the person stays locked out
     // (the request is still open), never signed in beside a lost key.
     let why = format!("recovery `{id}` approved by `{me}`");
-    let revoked =
-        s.revoke(&RevokeTarget::Human(r.subject.clone()), &why, &me).await.map_err(super::error::revocation)?;
+    let revoked = revoke_person(&s, &r.subject, &why, &me).await?;
     let approver = me.clone();
     let step = move |r: &RecoveryRequest| {
         check_approver(r, &approver).map_err(|e| StoreError::Duplicate(e.1))?;
         Ok(RecoveryStep::Approve { by: approver })
     };
     let done = s.store.advance_recovery(&id, step, now_unix(), recorded(&s, &who, "recovery_approve")).await?;
-    tracing::warn!(subject = %done.subject, request = %id, by = %me, revoked = revoked.credentials.len(), "recovery approved");
-    Ok(Json(json!({ "request": done, "revoked": revoked.credentials })))
+    tracing::warn!(subject = %done.subject, request = %id, by = %me, revoked = revoked.len(), "recovery approved");
+    Ok(Json(json!({ "request": done, "revoked": revoked })))
 }
 
 /// The rules of approval on the request as it stands.
@@ -298,7 +317,15 @@ pub(crate) async fn revoke_break_glass(
     let rec = s.record_change(&who.token.name, "break_glass_revoke", |g: &BreakGlassGrant| {
         Change::new(&g.id, json!({ "subject": g.subject }))
     });
-    Ok(Json(s.store.revoke_break_glass(&id, now_unix(), rec).await?))
+    let grant = s.store.revoke_break_glass(&id, now_unix(), rec).await?;
+    // And what it issued: a withdrawn grant leaves no emergency certificate live.
+    let why = format!("break-glass grant `{id}` withdrawn");
+    for u in s.store.break_glass_uses(false).await?.into_iter().filter(|u| u.grant_id == id) {
+        s.revoke(&RevokeTarget::Credential(u.credential.clone()), &why, &who.token.name)
+            .await
+            .map_err(super::error::revocation)?;
+    }
+    Ok(Json(grant))
 }
 
 /// `POST /v1/people/break-glass/uses/{id}/review` `{note}`: a use was

@@ -35,8 +35,7 @@ pub struct PeopleIssuerConfig {
     /// The client id `hallmark login` is registered under (a public client
     /// using PKCE); the ID token's audience must include it.
     pub client_id: String,
-    /// The SPIFFE ID template: `spiffe://TD/human/[...]/{email}` (or
-    /// `{sub}`, `{preferred_username}`).
+    /// The SPIFFE ID template: `spiffe://TD/human/[...]/{email}` (or `{sub}`).
     pub spiffe_id: String,
     /// The JWKS URL, https://; without it, discovery's `jwks_uri`.
     #[serde(default)]
@@ -105,6 +104,20 @@ impl PeopleConfig {
                 return Err(msg("an issuer (or name) is configured twice".into()));
             }
             let template = HumanIdTemplate::parse(&c.spiffe_id, td).map_err(|e| msg(format!("spiffe_id: {e}")))?;
+            // Two issuers must never render the same ID: one could then
+            // sign in as a person of the other.
+            if let Some(other) = issuers.iter().find(|o| {
+                let (a, b) = (o.template.prefix(), template.prefix());
+                a.starts_with(b) || b.starts_with(a)
+            }) {
+                return Err(msg(format!(
+                    "spiffe_id `{}` overlaps issuer `{}`'s (`{}{{...}}`): give each issuer its own path, e.g. spiffe://{td}/human/{}/{{email}}",
+                    c.spiffe_id,
+                    other.name,
+                    other.template.prefix(),
+                    c.name
+                )));
+            }
             let roots = match &c.ca_file {
                 Some(path) => hallmark_http::roots_from_pem_file(path).map_err(|e| msg(format!("ca_file: {e}")))?,
                 None => webpki_roots::TLS_SERVER_ROOTS.iter().cloned().collect(),

@@ -64,8 +64,8 @@ pub struct LoginStart {
     pub max_ttl: String,
 }
 
-/// `POST /v1/login`'s body.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/login`'s body. Its `Debug` leaves the token out.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// From `POST /v1/login/start`.
@@ -82,10 +82,14 @@ pub struct LoginRequest {
     pub break_glass: bool,
 }
 
-impl std::fmt::Display for LoginRequest {
+impl std::fmt::Debug for LoginRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
-        write!(f, "login {} (break_glass: {})", self.login_id, self.break_glass)
+        f.debug_struct("LoginRequest")
+            .field("login_id", &self.login_id)
+            .field("ttl", &self.ttl)
+            .field("break_glass", &self.break_glass)
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,7 +222,9 @@ struct Verified {
 impl ServerState {
     /// `POST /v1/login/start`: a nonce for a login with `issuer` (its
     /// name; the only one when there is one).
-    pub async fn start_login(&self, issuer: Option<&str>) -> Result<LoginStart, LoginError> {
+    /// `source` is the caller's address: one address holds a bounded
+    /// number of logins in flight.
+    pub async fn start_login(&self, issuer: Option<&str>, source: &str) -> Result<LoginStart, LoginError> {
         let issuers = &self.settings.people.issuers;
         let names = || issuers.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
         let chosen = match issuer {
@@ -238,9 +244,11 @@ impl ServerState {
         let now = now_unix();
         let nonce = hallmark_store::random_hex::<32>();
         let n =
-            self.store.create_login_nonce(&chosen.name, &nonce, now, LOGIN_WINDOW_SECS).await.map_err(|e| match e {
-                LoginNonceError::Busy => LoginError::Busy(e.to_string()),
-                LoginNonceError::Store(e) => e.into(),
+            self.store.create_login_nonce(&chosen.name, &nonce, source, now, LOGIN_WINDOW_SECS).await.map_err(|e| {
+                match e {
+                    LoginNonceError::Busy | LoginNonceError::SourceBusy => LoginError::Busy(e.to_string()),
+                    LoginNonceError::Store(e) => e.into(),
+                }
             })?;
         Ok(LoginStart {
             login_id: n.id,
@@ -296,11 +304,13 @@ impl ServerState {
                 "ID token: `email_verified` is not true, and the SPIFFE ID is made from the email".into(),
             ));
         }
-        // Who SCIM says this is: by email only when the issuer verified it
-        // (anyone can put someone else's address on an account), then by
-        // username. A wrong match would hand one person another's groups.
+        // Who SCIM says this is: by the email only, and only when the issuer
+        // verified it. Anyone can put someone else's address on an account,
+        // and `preferred_username` is neither verified nor unique (OpenID
+        // Connect Core 5.7); a wrong match would hand one person another's
+        // groups, or let a leaver through as a colleague.
         let verified_email = token.email.as_deref().filter(|_| token.email_verified);
-        let keys: Vec<&str> = [verified_email, token.preferred_username.as_deref()].into_iter().flatten().collect();
+        let keys: Vec<&str> = verified_email.into_iter().collect();
         let person: Option<Person> = self.store.person_for_login(&keys).await?;
         if let Some(p) = &person
             && p.has_left()
@@ -337,7 +347,14 @@ impl ServerState {
 
         // 4. Policy.
         let rules = &self.settings.classes.human;
-        let max_ttl = if r.break_glass { self.settings.people.break_glass_ttl.secs() } else { rules.max_ttl.secs() };
+        let max_ttl = match &grant {
+            // Never past the grant itself.
+            Some(g) => {
+                let left = u64::try_from(g.expires_at - now).unwrap_or(1).max(1);
+                self.settings.people.break_glass_ttl.secs().min(left)
+            }
+            None => rules.max_ttl.secs(),
+        };
         let policy = self.policy()?;
         let verdict = decide_login(
             &policy,
@@ -382,7 +399,10 @@ impl ServerState {
 
         // 5. Sign and record.
         let ca = self.authorities.human()?;
-        let name = token.name.clone().or_else(|| token.email.clone()).unwrap_or_else(|| token.sub.clone());
+        // The CN is what the issuer verified (the email) or the SPIFFE ID:
+        // services that map a CN to a user must never read a display name
+        // the person chose ("admin") as an account.
+        let name = verified_email.map_or_else(|| spiffe_id.to_string(), str::to_owned);
         let signed = ca
             .sign_svid(&SvidTemplate {
                 csr_der: &csr,
@@ -425,6 +445,7 @@ impl ServerState {
             person_id: person.as_ref().map(|p| p.id.clone()),
         });
         self.audit.record(event).await?;
+        self.still_allowed(&spiffe_id, person.as_ref(), grant.as_ref(), &signed.serial).await?;
         if let Some(g) = &grant {
             let serial = signed.serial.clone();
             let rec = self.record_change(spiffe_id.as_str(), "break_glass_use", move |u: &BreakGlassUse| {
@@ -446,6 +467,40 @@ impl ServerState {
             authority_id,
             break_glass: r.break_glass,
         })
+    }
+}
+
+impl ServerState {
+    /// After recording certificate `serial`: the person may still have it.
+    /// A leaver, a recovery filed or a break-glass grant withdrawn while it
+    /// was decided and recorded would otherwise leave it live (the checks
+    /// of step 3 ran before); it is revoked here and the login refused.
+    async fn still_allowed(
+        &self,
+        spiffe_id: &hallmark_core::SpiffeId,
+        person: Option<&Person>,
+        grant: Option<&BreakGlassGrant>,
+        serial: &str,
+    ) -> Result<(), LoginError> {
+        let now = now_unix();
+        let mut why = None;
+        if let Some(p) = person
+            && self.store.person(&p.id).await?.is_none_or(|p| p.has_left())
+        {
+            why = Some(format!("`{spiffe_id}` left while signing in"));
+        }
+        if !self.store.recoveries(Some(spiffe_id.as_str()), true).await?.is_empty() {
+            why = Some(format!("a recovery of `{spiffe_id}` was filed while signing in"));
+        }
+        if let Some(g) = grant
+            && self.store.break_glass_grant_for(spiffe_id.as_str(), now).await?.is_none_or(|live| live.id != g.id)
+        {
+            why = Some(format!("break-glass grant `{}` was withdrawn while signing in", g.id));
+        }
+        let Some(why) = why else { return Ok(()) };
+        let target = hallmark_store::RevokeTarget::Credential(serial.to_owned());
+        self.revoke_now(&target, &why, "hallmark/login").await?;
+        Err(LoginError::Forbidden(why))
     }
 }
 
