@@ -198,7 +198,8 @@ async fn forced_rotation_taint_and_revoke() {
     assert!(up.cli(&["ca", "revoke", &old]).status.success());
     assert!(up.cli(&["ca", "revoke", &old_kid]).status.success());
     let bundle = String::from_utf8_lossy(&up.cli(&["bundle", "show"]).stdout).to_string();
-    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1, "one X.509 authority left");
+    // The new workload CA and the human issuing authority (issue 19).
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2, "one workload X.509 authority left, and the human one");
     let jwks: Value = serde_json::from_slice(&up.cli(&["bundle", "show", "--format", "jwks"]).stdout).unwrap();
     assert!(!jwks.to_string().contains(&old_kid), "the revoked JWT key left the bundle");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
