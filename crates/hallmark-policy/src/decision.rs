@@ -385,6 +385,28 @@ fn evaluation_failed(version: u64, error: PolicyError) -> Verdict {
     }
 }
 
+/// The verdict of an action decided only by the policies naming it (token
+/// exchange, a login): allowed for the least of `ceiling` and the permits'
+/// `@max_ttl`; denied by the forbids, or by default when no permit matched.
+fn scoped_verdict(version: u64, action: &str, ceiling: u64, eval: Evaluation) -> Verdict {
+    let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = eval;
+    let (decision, decided_by) = if allowed {
+        let ttl_secs = ttl_cap.map_or(ceiling, |cap| cap.min(ceiling));
+        (Decision::Allowed { ttl_secs }, DecidedBy::Permit)
+    } else if !policy_ids.is_empty() {
+        let reason = format!("policy v{version}: forbidden by {}", quoted(&policy_ids));
+        (Decision::Denied { reason }, DecidedBy::Forbid)
+    } else {
+        let reason = if considered.is_empty() {
+            format!("policy v{version}: no permit names action `{action}` (default deny)")
+        } else {
+            format!("policy v{version}: no permit matched (default deny); permits considered: {}", quoted(&considered))
+        };
+        (Decision::Denied { reason }, DecidedBy::NoPermit { considered })
+    };
+    Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
+}
+
 /// Decides one token exchange: Cedar, over the policies whose action scope
 /// names `exchange_token` (an unscoped permit does not allow delegation),
 /// then the lifetime (the least of `max_ttl` and the determining permits'
@@ -395,21 +417,8 @@ pub fn decide_exchange(engine: &PolicyEngine, request: &ExchangeRequest<'_>) -> 
         Ok(e) => e,
         Err(error) => return evaluation_failed(version, error),
     };
-    let (decision, decided_by) = if allowed {
-        let ttl_secs = ttl_cap.map_or(request.max_ttl, |cap| cap.min(request.max_ttl));
-        (Decision::Allowed { ttl_secs }, DecidedBy::Permit)
-    } else if !policy_ids.is_empty() {
-        let reason = format!("policy v{version}: forbidden by {}", quoted(&policy_ids));
-        (Decision::Denied { reason }, DecidedBy::Forbid)
-    } else {
-        let reason = if considered.is_empty() {
-            format!("policy v{version}: no permit names action `exchange_token` (default deny)")
-        } else {
-            format!("policy v{version}: no permit matched (default deny); permits considered: {}", quoted(&considered))
-        };
-        (Decision::Denied { reason }, DecidedBy::NoPermit { considered })
-    };
-    Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
+    let eval = Evaluation { allowed, policy_ids, ttl_cap, errors, considered };
+    scoped_verdict(version, "exchange_token", request.max_ttl, eval)
 }
 
 /// A person's login (`hallmark login`) or break-glass login: everything the
@@ -464,22 +473,8 @@ pub fn decide_login(engine: &PolicyEngine, request: &LoginRequest<'_>) -> Verdic
         Ok(e) => e,
         Err(error) => return evaluation_failed(version, error),
     };
-    let (decision, decided_by) = if allowed {
-        let ceiling = request.max_ttl.min(request.requested_ttl.max(1));
-        let ttl_secs = ttl_cap.map_or(ceiling, |cap| cap.min(ceiling));
-        (Decision::Allowed { ttl_secs }, DecidedBy::Permit)
-    } else if !policy_ids.is_empty() {
-        let reason = format!("policy v{version}: forbidden by {}", quoted(&policy_ids));
-        (Decision::Denied { reason }, DecidedBy::Forbid)
-    } else {
-        let reason = if considered.is_empty() {
-            format!("policy v{version}: no permit names action `{action}` (default deny)")
-        } else {
-            format!("policy v{version}: no permit matched (default deny); permits considered: {}", quoted(&considered))
-        };
-        (Decision::Denied { reason }, DecidedBy::NoPermit { considered })
-    };
-    Verdict { decision, decided_by, policy_ids, policy_version: version, skipped: errors }
+    let ceiling = request.max_ttl.min(request.requested_ttl.max(1));
+    scoped_verdict(version, action, ceiling, Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
 }
 
 #[cfg(test)]

@@ -578,7 +578,14 @@ impl PolicyEngine {
         .map_err(request_error("the context"))?;
         let request = Request::new(principal, n.exchange.clone(), resource, context, None)
             .map_err(request_error("the request"))?;
-        let resp = self.authorizer.is_authorized(&request, &self.exchange, &entities);
+        Ok(self.answer(&request, &self.exchange, &entities, considered))
+    }
+
+    /// Cedar's answer to `request` over one policy set (token exchange, a
+    /// login): forbids win, then permits; the lifetime cap is the least of
+    /// the determining permits' `@max_ttl`.
+    fn answer(&self, request: &Request, set: &PolicySet, entities: &Entities, considered: Vec<String>) -> Evaluation {
+        let resp = self.authorizer.is_authorized(request, set, entities);
         let (mut forbids, mut permits) = (Vec::new(), Vec::new());
         for id in resp.diagnostics().reason() {
             match self.effects.get(id) {
@@ -595,7 +602,7 @@ impl PolicyEngine {
         };
         let mut policy_ids = if forbids.is_empty() { permits } else { forbids };
         policy_ids.sort();
-        Ok(Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
+        Evaluation { allowed, policy_ids, ttl_cap, errors, considered }
     }
 }
 
@@ -645,24 +652,7 @@ impl PolicyEngine {
         ])
         .map_err(request_error("the context"))?;
         let request = Request::new(principal, action, resource, context, None).map_err(request_error("the request"))?;
-        let resp = self.authorizer.is_authorized(&request, &self.people, &entities);
-        let (mut forbids, mut permits) = (Vec::new(), Vec::new());
-        for id in resp.diagnostics().reason() {
-            match self.effects.get(id) {
-                Some(Effect::Forbid) => forbids.push(id.to_string()),
-                _ => permits.push(id.to_string()),
-            }
-        }
-        let errors = resp.diagnostics().errors().map(one_line).collect();
-        let allowed = forbids.is_empty() && !permits.is_empty();
-        let ttl_cap = if allowed {
-            permits.iter().filter_map(|id| self.caps.get(&PolicyId::new(id)).copied()).min()
-        } else {
-            None
-        };
-        let mut policy_ids = if forbids.is_empty() { permits } else { forbids };
-        policy_ids.sort();
-        Ok(Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
+        Ok(self.answer(&request, &self.people, &entities, considered))
     }
 }
 

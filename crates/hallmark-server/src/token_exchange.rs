@@ -270,19 +270,28 @@ struct Verified {
 }
 
 /// What a token says of whom it is for, read from its claims: one string or
-/// a list.
+/// a list (also read by people's logins, [`crate::human`]).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum Aud {
+pub(crate) enum Aud {
     One(String),
     Many(Vec<String>),
 }
 
 impl Aud {
-    fn contains(&self, want: &str) -> bool {
+    /// Whether `want` is one of the audiences.
+    pub(crate) fn contains(&self, want: &str) -> bool {
         match self {
             Self::One(a) => a == want,
             Self::Many(list) => list.iter().any(|a| a == want),
+        }
+    }
+
+    /// How many audiences.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(list) => list.len(),
         }
     }
 }

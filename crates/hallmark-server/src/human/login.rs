@@ -31,6 +31,7 @@ use crate::audit::Change;
 use crate::error::ServerError;
 use crate::jwks::{Jws, JwsError, KeyError, shown};
 use crate::state::ServerState;
+use crate::token_exchange::Aud;
 
 /// How long a login may take between `start` and `finish`.
 pub const LOGIN_WINDOW_SECS: i64 = 600;
@@ -140,30 +141,6 @@ pub enum LoginError {
 impl From<StoreError> for LoginError {
     fn from(e: StoreError) -> Self {
         Self::Server(e.into())
-    }
-}
-
-/// One string or a list (`aud`).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Aud {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Aud {
-    fn contains(&self, want: &str) -> bool {
-        match self {
-            Self::One(a) => a == want,
-            Self::Many(list) => list.iter().any(|a| a == want),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::One(_) => 1,
-            Self::Many(list) => list.len(),
-        }
     }
 }
 
