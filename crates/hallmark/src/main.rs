@@ -8,6 +8,7 @@ mod commands;
 mod drill;
 mod governance;
 mod helper;
+mod human;
 mod lifecycle;
 mod local;
 mod login;
@@ -164,6 +165,15 @@ enum Command {
     Task {
         #[command(subcommand)]
         cmd: task::TaskCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// People's recovery after a lost device (file, verify, approve by a
+    /// second admin) and break-glass grants (grant, revoke, list, review uses).
+    #[command(long_about = human::LONG_ABOUT)]
+    Human {
+        #[command(subcommand)]
+        cmd: human::HumanCmd,
         #[command(flatten)]
         conn: Conn,
     },
@@ -336,6 +346,7 @@ fn main() -> ExitCode {
             Command::Credential { cmd, conn } => governance::credential(cmd, &conn).await,
             Command::Report { args, conn } => governance::report(args, &conn).await,
             Command::Task { cmd, conn } => task::task(cmd, &conn).await,
+            Command::Human { cmd, conn } => human::human(cmd, &conn).await,
             Command::Revoke { args, conn } => lifecycle::revoke(args, &conn).await,
             Command::Revocation { cmd, conn } => lifecycle::revocation(cmd, &conn).await,
             Command::Ca { cmd, conn } => lifecycle::ca(cmd, &conn).await,

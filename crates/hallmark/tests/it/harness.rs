@@ -78,11 +78,24 @@ impl Up {
         let _ = std::fs::remove_file(data.join("env"));
         let mut cmd = Command::new(bin());
         cmd.args(["up", "--data-dir"]).arg(&data).args(["--admin-listen", "127.0.0.1:0"]).args(extra);
-        let proc = Proc::spawn(cmd, &dir.path().join(format!("up-{}.log", rand_tag())));
+        let mut proc = Proc::spawn(cmd, &dir.path().join(format!("up-{}.log", rand_tag())));
         let env_file = data.join("env");
-        let text = wait_for("hallmark up to write its env file", 60, || {
-            std::fs::read_to_string(&env_file).ok().filter(|t| t.lines().count() >= 3)
-        });
+        // Like `wait_for`, but a failure says why: `up` exited, or its log so far.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let text = loop {
+            if let Some(t) = std::fs::read_to_string(&env_file).ok().filter(|t| t.lines().count() >= 3) {
+                break t;
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("hallmark up exited ({status}) before writing its env file:\n{}", proc.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for hallmark up to write its env file:\n{}",
+                proc.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let env = parse_env(&text);
         Up { proc, dir, env }
     }

@@ -20,6 +20,7 @@ mod interop;
 mod login;
 mod node_attestation;
 mod operator;
+mod people_cli;
 mod policy;
 mod psat;
 mod reports;
