@@ -92,8 +92,23 @@ impl Caller {
 
 /// Start time (clock ticks since boot) of process `pid`.
 pub(crate) fn start_time(pid: i32) -> Result<u64, AttestError> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| AttestError::Exited)?;
-    parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+    let stat = read_proc(&format!("/proc/{pid}/stat")).map_err(|_| AttestError::Exited)?;
+    parse_stat_starttime(&String::from_utf8_lossy(&stat)).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+}
+
+/// What a /proc file is read into at first: a `status` file (the largest
+/// read per call) is about 1.5 KiB.
+const PROC_READ: usize = 4096;
+
+/// Reads a /proc file whole. Its size shows as 0, so `fs::read_to_string`
+/// asks for it (a `statx`) and then reads in steps growing from 32 bytes:
+/// seven `read`s for a `status` file. Into a page, it takes one `read`, and
+/// one more that sees the end. A longer file (a `status` with thousands of
+/// supplementary groups) is still read whole: the buffer grows.
+fn read_proc(path: &str) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(PROC_READ);
+    File::open(path)?.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// The inode of namespace `kind` of `/proc/<which>`, if readable.
@@ -149,6 +164,11 @@ pub fn parse_status(text: &str) -> Result<ProcStatus, AttestError> {
             "Groups" => {
                 for g in v.split_whitespace() {
                     groups.push(g.parse().map_err(|_| AttestError::Proc(format!("bad Groups entry `{g}`")))?);
+                }
+                // The kernel writes Uid and Gid before Groups, and the forty
+                // lines after it say nothing read here.
+                if uid.is_some() && gid.is_some() {
+                    break;
                 }
             }
             _ => {}
@@ -297,11 +317,16 @@ impl UnixAttestor {
         }
         let pinned = self.check_pinned(caller)?;
         let proc_dir = format!("/proc/{pid}");
-        let status = std::fs::read_to_string(format!("{proc_dir}/status")).map_err(|_| AttestError::Exited)?;
-        let status = parse_status(&status)?;
-        let path = std::fs::read_link(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        let exe = File::open(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        let meta = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let status = read_proc(&format!("{proc_dir}/status")).map_err(|_| AttestError::Exited)?;
+        // The command name may hold any byte but a newline: it cannot make
+        // or hide the Uid, Gid or Groups lines, so a non-UTF-8 name is only
+        // replaced.
+        let status = parse_status(&String::from_utf8_lossy(&status))?;
+        let exe_link = format!("{proc_dir}/exe");
+        let path = std::fs::read_link(&exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        // The file the link names, as `fstat` of it opened would show it, in
+        // one call instead of three: it is opened only to be hashed.
+        let meta = std::fs::metadata(&exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         if caller.exe != Some(ExeIdentity::of(&meta)) {
             return Err(AttestError::Executed);
         }
@@ -314,12 +339,12 @@ impl UnixAttestor {
         let same_mount_ns = self.own_mount_ns.is_some() && mount_ns == self.own_mount_ns;
         // The kernel's word on which container and pod; never mountinfo.
         let cgroup = if self.reads_cgroup {
-            let text = std::fs::read_to_string(format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
-            parse_cgroup(&text)
+            let text = read_proc(&format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
+            parse_cgroup(&String::from_utf8_lossy(&text))
         } else {
             Ok(CgroupFacts::default())
         };
-        let Some(digest) = self.digest(exe, FileKey::of(&meta), may_hash)? else { return Ok(None) };
+        let Some(digest) = self.digest(&exe_link, FileKey::of(&meta), may_hash)? else { return Ok(None) };
         let again = self.check_pinned(caller)?;
         if again != pinned {
             return Err(AttestError::Exited);
@@ -401,13 +426,22 @@ impl UnixAttestor {
         }
     }
 
-    /// The executable's SHA-256, from the cache or (when `may_hash`) read in full.
-    fn digest(&self, mut exe: File, key: FileKey, may_hash: bool) -> Result<Option<String>, AttestError> {
+    /// The SHA-256 of the executable `exe_link` names, whose file is `key`:
+    /// from the cache, or (when `may_hash`) read in full.
+    fn digest(&self, exe_link: &str, key: FileKey, may_hash: bool) -> Result<Option<String>, AttestError> {
         if let Some(d) = self.digests.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(Some(d));
         }
         if !may_hash {
             return Ok(None);
+        }
+        let mut exe = File::open(exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        // What is hashed must be the file the key names: a process that
+        // executed another program since the key was read is refused, as
+        // it is once it has connected.
+        let opened = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        if FileKey::of(&opened) != key {
+            return Err(AttestError::Executed);
         }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -491,6 +525,12 @@ mod tests {
         }
         assert_eq!(facts.mount_ns, namespace_inode("self", "mnt"));
         assert!(facts.cgroup.is_ok(), "{:?}", facts.cgroup);
+    }
+
+    #[test]
+    fn status_parsing_stops_after_the_groups_line() {
+        let s = "Uid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nGroups:\t3\nNStgid:\t9\nUid:\t0\t0\t0\t0\n";
+        assert_eq!(parse_status(s).unwrap(), ProcStatus { uid: 1, gid: 2, groups: vec![3] });
     }
 
     #[test]
