@@ -114,7 +114,7 @@ pub(crate) fn process<T>(req: &Request<T>) -> Option<Process> {
 /// [`attest`], and the caller must match at least one entry.
 pub(crate) async fn attest_identified<T>(agent: &AgentInner, req: &Request<T>) -> Result<Attested, Status> {
     let attested = attest(agent, req).await?;
-    if agent.cache.matching(&attested.selectors).is_empty() {
+    if !agent.cache.matches_any(&attested.selectors) {
         return Err(no_identity());
     }
     Ok(attested)

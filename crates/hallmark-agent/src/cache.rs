@@ -222,7 +222,7 @@ pub struct Due {
     /// Where the result goes.
     pub key: SvidKey,
     /// The entry.
-    pub entry: Entry,
+    pub entry: Arc<Entry>,
     /// The workload evidence to decide on.
     pub selectors: SelectorSet,
     /// The process that showed it last, recorded with it.
@@ -233,7 +233,9 @@ pub struct Due {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    /// Shared with what calls read of them ([`Cache::matching`]): a call
+    /// takes a reference, not a copy of each entry it matches.
+    entries: HashMap<String, Arc<Entry>>,
     bundle: Option<Arc<Bundle>>,
     svids: HashMap<SvidKey, HeldSvid>,
     jwts: HashMap<JwtKey, HeldJwt>,
@@ -314,7 +316,7 @@ impl Cache {
             for id in gone {
                 i.drop_entry(&id);
             }
-            i.entries = entries.into_iter().map(|e| (e.id.clone(), e)).collect();
+            i.entries = entries.into_iter().map(|e| (e.id.clone(), Arc::new(e))).collect();
             ((), true)
         });
     }
@@ -337,7 +339,7 @@ impl Cache {
             i.jwts.retain(|k, _| k.svid.entry_id != e.id);
             i.wits.retain(|k, _| k.entry_id != e.id);
             i.denied.retain(|k, _| k.entry_id != e.id);
-            i.entries.insert(e.id.clone(), e);
+            i.entries.insert(e.id.clone(), Arc::new(e));
             ((), true)
         });
     }
@@ -420,10 +422,16 @@ impl Cache {
 
     /// Entries the workload's selectors match, ordered by SPIFFE ID then id,
     /// so the default identity (the first) is stable.
-    pub fn matching(&self, selectors: &SelectorSet) -> Vec<Entry> {
-        let mut v: Vec<Entry> = self.read(|i| i.entries.values().filter(|e| e.matches(selectors)).cloned().collect());
+    pub fn matching(&self, selectors: &SelectorSet) -> Vec<Arc<Entry>> {
+        let mut v: Vec<Arc<Entry>> =
+            self.read(|i| i.entries.values().filter(|e| e.matches(selectors)).cloned().collect());
         v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id).then_with(|| a.id.cmp(&b.id)));
         v
+    }
+
+    /// Whether the workload's selectors match any entry.
+    pub fn matches_any(&self, selectors: &SelectorSet) -> bool {
+        self.read(|i| i.entries.values().any(|e| e.matches(selectors)))
     }
 
     /// A workload with `selectors`, in `process`, opened a stream: keep its
@@ -547,18 +555,19 @@ impl Cache {
     pub fn due(&self, now: i64) -> Vec<Due> {
         self.read(|i| {
             let mut out = Vec::new();
-            let mut consider = |key: SvidKey, e: &Entry, selectors: &SelectorSet, process: Option<RecordedProcess>| {
-                if i.denied.get(&key).is_some_and(|t| *t > now) {
-                    return;
-                }
-                let renewal = match i.svids.get(&key) {
-                    None => false,
-                    Some(s) if s.not_after <= now => false,
-                    Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
-                    Some(_) => return,
+            let mut consider =
+                |key: SvidKey, e: &Arc<Entry>, selectors: &SelectorSet, process: Option<RecordedProcess>| {
+                    if i.denied.get(&key).is_some_and(|t| *t > now) {
+                        return;
+                    }
+                    let renewal = match i.svids.get(&key) {
+                        None => false,
+                        Some(s) if s.not_after <= now => false,
+                        Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
+                        Some(_) => return,
+                    };
+                    out.push(Due { key, entry: Arc::clone(e), selectors: selectors.clone(), process, renewal });
                 };
-                out.push(Due { key, entry: e.clone(), selectors: selectors.clone(), process, renewal });
-            };
             for (digest, interest) in &i.interests {
                 if interest.streams == 0 && now - interest.last_seen > INTEREST_KEEP_SECS {
                     continue;
