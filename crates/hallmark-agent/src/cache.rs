@@ -34,9 +34,10 @@ use std::sync::{Arc, RwLock};
 
 use hallmark_ca::Bundle;
 use hallmark_core::ProcessInstance as RecordedProcess;
-use hallmark_core::{Bind, Entry, SelectorSet, evidence_digest};
+use hallmark_core::{Bind, Entry, SelectorSet};
 use tokio::sync::watch;
 
+use crate::evidence::Evidence;
 use crate::instance::ProcessInstance;
 
 /// How long a workload's interest outlives its last request or stream.
@@ -434,11 +435,11 @@ impl Cache {
         self.read(|i| i.entries.values().any(|e| e.matches(selectors)))
     }
 
-    /// A workload with `selectors`, in `process`, opened a stream: keep its
+    /// A workload with `evidence`, in `process`, opened a stream: keep its
     /// SVIDs issued and renewed until [`Cache::close_interest`]. Returns the
     /// evidence digest.
-    pub fn open_interest(&self, selectors: &SelectorSet, process: Option<RecordedProcess>, now: i64) -> String {
-        let digest = evidence_digest(selectors);
+    pub fn open_interest(&self, evidence: &Evidence, process: Option<RecordedProcess>, now: i64) -> String {
+        let (selectors, digest) = (evidence.selectors(), evidence.digest().to_owned());
         self.write(|i| {
             if !i.interests.contains_key(&digest) && i.interests.len() >= MAX_INTERESTS {
                 // Forget the idlest evidence set that has no open stream.
@@ -483,22 +484,23 @@ impl Cache {
         });
     }
 
-    /// Process instance `instance`, showing `selectors`, asked for
+    /// Process instance `instance`, showing `evidence`, asked for
     /// identities: SVIDs of the bound entries it matches are issued for it
     /// until [`Cache::end_instance`]. Returns true the first time (the
     /// caller then watches for its exit).
     pub fn open_instance(
         &self,
         instance: ProcessInstance,
-        selectors: &SelectorSet,
+        evidence: &Evidence,
         process: Option<RecordedProcess>,
     ) -> bool {
-        let digest = evidence_digest(selectors);
+        let digest = evidence.digest();
         self.write(|i| {
             let new = !i.instances.contains_key(&instance);
             let changed = i.instances.get(&instance).is_none_or(|x| x.digest != digest);
             if changed {
-                i.instances.insert(instance, InstanceInterest { selectors: selectors.clone(), digest, process });
+                let selectors = evidence.selectors().clone();
+                i.instances.insert(instance, InstanceInterest { selectors, digest: digest.to_owned(), process });
             }
             (new, changed)
         })
@@ -588,21 +590,21 @@ impl Cache {
 
     /// Whether some entry this workload (process `instance`, when known)
     /// matches is still waiting for its first SVID (not held, not denied).
-    pub fn pending(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> bool {
-        !self.pending_ids(selectors, instance, now).is_empty()
+    pub fn pending(&self, evidence: &Evidence, instance: Option<ProcessInstance>, now: i64) -> bool {
+        !self.pending_ids(evidence, instance, now).is_empty()
     }
 
     /// The SPIFFE IDs of the entries this workload (process `instance`, when
     /// known) matches that are still waiting for their first SVID (not held,
     /// not denied). A bound entry waits only for a live instance.
-    pub fn pending_ids(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> Vec<String> {
-        let digest = evidence_digest(selectors);
+    pub fn pending_ids(&self, evidence: &Evidence, instance: Option<ProcessInstance>, now: i64) -> Vec<String> {
+        let digest = evidence.digest();
         self.read(|i| {
             i.entries
                 .values()
-                .filter(|e| e.matches(selectors))
+                .filter(|e| e.matches(evidence.selectors()))
                 .filter(|e| {
-                    let Some(key) = SvidKey::of(e, &digest, instance) else { return false };
+                    let Some(key) = SvidKey::of(e, digest, instance) else { return false };
                     if key.instance.is_some_and(|x| !i.instances.contains_key(&x)) {
                         return false;
                     }
@@ -665,14 +667,14 @@ impl Cache {
     /// The X.509-SVIDs to serve a workload with these selectors, valid at
     /// `now`: of bound entries, only those held for its process `instance`.
     /// SVIDs whose hint repeats an earlier one's are left out (hints are unique per response).
-    pub fn x509_for(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> Vec<ServedSvid> {
-        let entries = self.matching(selectors);
-        let digest = evidence_digest(selectors);
+    pub fn x509_for(&self, evidence: &Evidence, instance: Option<ProcessInstance>, now: i64) -> Vec<ServedSvid> {
+        let entries = self.matching(evidence.selectors());
+        let digest = evidence.digest();
         self.read(|i| {
             let mut hints = HashSet::new();
             let mut out = Vec::new();
             for e in entries {
-                let Some(key) = SvidKey::of(&e, &digest, instance) else { continue };
+                let Some(key) = SvidKey::of(&e, digest, instance) else { continue };
                 let Some(s) = i.svids.get(&key) else { continue };
                 if s.not_after <= now || s.not_before > now + 60 {
                     continue;

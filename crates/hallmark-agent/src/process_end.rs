@@ -128,7 +128,7 @@ pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, caller: &Atteste
     if !instance::alive(process) {
         return;
     }
-    if !agent.cache.open_instance(process.instance, &caller.selectors, caller.process) {
+    if !agent.cache.open_instance(process.instance, &caller.evidence, caller.process) {
         return;
     }
     let (agent, process) = (agent.clone(), process.clone());
