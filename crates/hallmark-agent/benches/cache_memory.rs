@@ -17,6 +17,7 @@
 
 use cap::Cap;
 use hallmark_agent::cache::{Cache, HeldSvid, SvidKey};
+use hallmark_agent::evidence::Evidence;
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_ca::x509::SvidTemplate;
 use hallmark_ca::{AuthorityStatus, Bundle, X509Authority};
@@ -63,7 +64,7 @@ fn main() {
     );
     let entries: Vec<Entry> = (0..n).map(|i| entry(&td, i, &selectors)).collect();
     cache.replace_entries(entries.clone());
-    let digest = cache.open_interest(&workload, None, now);
+    let digest = cache.open_interest(&Evidence::new(workload.clone()), None, now);
     assert_eq!(digest, evidence_digest(&workload));
 
     let before = ALLOC.allocated();

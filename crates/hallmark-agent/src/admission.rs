@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallmark_core::{ProcessInstance, SelectorSet, now_unix};
+use hallmark_core::{ProcessInstance, Selector, now_unix};
 use tonic::{Request, Status};
 
 use crate::attest::{Caller, ProcessFacts};
+use crate::evidence::Evidence;
 use crate::instance::{self, Process};
 use crate::process::process_instance;
 use crate::state::AgentInner;
@@ -33,8 +34,8 @@ pub(crate) fn require_security_header<T>(req: &Request<T>) -> Result<(), Status>
 /// A caller, attested.
 #[derive(Debug, Clone)]
 pub(crate) struct Attested {
-    /// Its selectors: its evidence, what entries match.
-    pub(crate) selectors: SelectorSet,
+    /// Its evidence: the selectors entries match, and their digest.
+    pub(crate) evidence: Arc<Evidence>,
     /// The process they were read from, sent with them to be recorded
     /// (never matched); `None` when its start time could not be read.
     pub(crate) process: Option<ProcessInstance>,
@@ -48,44 +49,47 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<At
     let caller = req
         .extensions()
         .get::<Option<Caller>>()
-        .cloned()
-        .flatten()
+        .and_then(Option::as_ref)
         .ok_or_else(|| Status::permission_denied("caller has no kernel credentials"))?;
-    let process = process_instance(&caller);
+    let process = process_instance(caller);
     // A few /proc reads, inline; reading an executable not yet hashed
     // goes to the blocking pool.
-    let attestor = agent.attestor.clone();
-    let facts = match attestor.attest_cached(&caller).map_err(|e| Status::permission_denied(e.to_string()))? {
+    let facts = match agent.attestor.attest_cached(caller).map_err(|e| Status::permission_denied(e.to_string()))? {
         Some(facts) => facts,
-        None => tokio::task::spawn_blocking(move || attestor.attest(&caller))
-            .await
-            .map_err(|_| Status::internal("attestation task failed"))?
-            .map_err(|e| Status::permission_denied(e.to_string()))?,
+        None => {
+            let (attestor, caller) = (agent.attestor.clone(), caller.clone());
+            tokio::task::spawn_blocking(move || attestor.attest(&caller))
+                .await
+                .map_err(|_| Status::internal("attestation task failed"))?
+                .map_err(|e| Status::permission_denied(e.to_string()))?
+        }
     };
-    let selectors = with_runtime_facts(agent, facts).await;
-    Ok(Attested { selectors, process })
+    let evidence = with_runtime_facts(agent, facts).await;
+    Ok(Attested { evidence, process })
 }
 
-/// The workload's `unix:*` selectors, with `container:*` and `k8s:*` added
-/// for the container and pod its cgroup names, where the agent is set up to
-/// ask. What fails here leaves the workload with its unix selectors only:
-/// an entry that needs container or pod facts then does not match.
-async fn with_runtime_facts(agent: &AgentInner, facts: ProcessFacts) -> SelectorSet {
-    let mut selectors = facts.selectors;
+/// The workload's `unix:*` evidence, with `container:*` and `k8s:*`
+/// selectors added for the container and pod its cgroup names, where the
+/// agent is set up to ask. What fails here leaves the workload with its unix
+/// selectors only: an entry that needs container or pod facts then does not
+/// match.
+async fn with_runtime_facts(agent: &AgentInner, facts: ProcessFacts) -> Arc<Evidence> {
+    let unix = facts.evidence;
     if agent.containers.is_none() && agent.kubelet.is_none() {
-        return selectors;
+        return unix;
     }
     let where_from = match facts.cgroup {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(pid = facts.pid, "{e}");
-            return selectors;
+            return unix;
         }
     };
-    let Some(container) = &where_from.container else { return selectors };
+    let Some(container) = &where_from.container else { return unix };
+    let mut more: Vec<Selector> = Vec::new();
     if let Some(containers) = &agent.containers {
         match containers.selectors(container, facts.mount_ns).await {
-            Ok(found) => selectors.extend(found),
+            Ok(found) => more.extend(found),
             Err(e) => tracing::warn!(pid = facts.pid, "no container selectors: {e}"),
         }
     }
@@ -95,12 +99,18 @@ async fn with_runtime_facts(agent: &AgentInner, facts: ProcessFacts) -> Selector
             tracing::warn!(pid = facts.pid, "pod {pod} named in a user's delegated cgroup subtree: no pod selectors");
         } else {
             match kubelet.selectors(pod, &container.id).await {
-                Ok(found) => selectors.extend(found.iter().cloned()),
+                Ok(found) => more.extend(found.iter().cloned()),
                 Err(e) => tracing::warn!(pid = facts.pid, "no pod selectors: {e}"),
             }
         }
     }
-    selectors
+    if more.is_empty() {
+        return unix;
+    }
+    // Evidence of its own, its digest computed once for the whole call.
+    let mut selectors = unix.selectors().clone();
+    selectors.extend(more);
+    Arc::new(Evidence::new(selectors))
 }
 
 /// The caller's process instance, for entries bound to their process;
@@ -114,7 +124,7 @@ pub(crate) fn process<T>(req: &Request<T>) -> Option<Process> {
 /// [`attest`], and the caller must match at least one entry.
 pub(crate) async fn attest_identified<T>(agent: &AgentInner, req: &Request<T>) -> Result<Attested, Status> {
     let attested = attest(agent, req).await?;
-    if agent.cache.matching(&attested.selectors).is_empty() {
+    if !agent.cache.matches_any(attested.evidence.selectors()) {
         return Err(no_identity());
     }
     Ok(attested)
@@ -136,7 +146,7 @@ pub(crate) struct InterestGuard {
 impl InterestGuard {
     /// Registers interest for an attested workload.
     pub(crate) fn open(agent: Arc<AgentInner>, caller: &Attested) -> Self {
-        let digest = agent.cache.open_interest(&caller.selectors, caller.process, now_unix());
+        let digest = agent.cache.open_interest(&caller.evidence, caller.process, now_unix());
         Self { agent, digest }
     }
 }

@@ -12,7 +12,13 @@
 //! Every call is attested afresh (a process can change uid or executable
 //! between calls); what is cached is only what cannot change for a given
 //! file or id: an executable's digest by (device, inode, size, times), and a
-//! uid's or gid's name for a few seconds.
+//! uid's or gid's name for a few seconds. The evidence made from a call's
+//! facts (the selectors and their digest) is kept too, keyed by every fact
+//! it is made from as read at that call (uid, gid, groups, the executable's
+//! file identity and path, the namespaces), so a call whose facts are all
+//! the same is given the same evidence without building it again: nothing
+//! in it is taken from an earlier call but the names (as the name cache
+//! would give them) and the digest of the very same file.
 //!
 //! A connection belongs to the program that opened it. The executable's
 //! identity (device, inode, size, times) is read when the connection is
@@ -37,6 +43,7 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +51,7 @@ use hallmark_core::{NAMESPACE_KINDS, Selector, SelectorSet};
 use sha2::{Digest, Sha256};
 
 use crate::cgroup::{CgroupError, CgroupFacts, parse_cgroup};
+use crate::evidence::Evidence;
 
 /// Why a caller could not be attested.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,8 +100,23 @@ impl Caller {
 
 /// Start time (clock ticks since boot) of process `pid`.
 pub(crate) fn start_time(pid: i32) -> Result<u64, AttestError> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|_| AttestError::Exited)?;
-    parse_stat_starttime(&stat).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+    let stat = read_proc(&format!("/proc/{pid}/stat")).map_err(|_| AttestError::Exited)?;
+    parse_stat_starttime(&String::from_utf8_lossy(&stat)).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+}
+
+/// What a /proc file is read into at first: a `status` file (the largest
+/// read per call) is about 1.5 KiB.
+const PROC_READ: usize = 4096;
+
+/// Reads a /proc file whole. Its size shows as 0, so `fs::read_to_string`
+/// asks for it (a `statx`) and then reads in steps growing from 32 bytes:
+/// seven `read`s for a `status` file. Into a page, it takes one `read`, and
+/// one more that sees the end. A longer file (a `status` with thousands of
+/// supplementary groups) is still read whole: the buffer grows.
+fn read_proc(path: &str) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(PROC_READ);
+    File::open(path)?.read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// The inode of namespace `kind` of `/proc/<which>`, if readable.
@@ -107,14 +130,15 @@ pub fn parse_namespace_link(text: &str, kind: &str) -> Option<u64> {
     text.strip_prefix(kind)?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// What attestation found about a process beyond its selectors: where it
-/// runs, for the container and pod attestors to look up.
+/// What attestation found about a process: its `unix:*` evidence, and
+/// where it runs, for the container and pod attestors to look up.
 #[derive(Debug, Clone)]
 pub struct ProcessFacts {
     /// Its pid.
     pub pid: i32,
-    /// Its `unix:*` selectors.
-    pub selectors: SelectorSet,
+    /// Its `unix:*` selectors and their digest; shared with other calls whose
+    /// facts were all the same.
+    pub evidence: Arc<Evidence>,
     /// What its cgroup file says, or why it says nothing usable (nothing
     /// when the attestor does not read cgroup files).
     pub cgroup: Result<CgroupFacts, CgroupError>,
@@ -123,7 +147,7 @@ pub struct ProcessFacts {
 }
 
 /// Parsed `/proc/<pid>/status` fields we use.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ProcStatus {
     /// Real uid.
     pub uid: u32,
@@ -149,6 +173,11 @@ pub fn parse_status(text: &str) -> Result<ProcStatus, AttestError> {
             "Groups" => {
                 for g in v.split_whitespace() {
                     groups.push(g.parse().map_err(|_| AttestError::Proc(format!("bad Groups entry `{g}`")))?);
+                }
+                // The kernel writes Uid and Gid before Groups, and the forty
+                // lines after it say nothing read here.
+                if uid.is_some() && gid.is_some() {
+                    break;
                 }
             }
             _ => {}
@@ -217,11 +246,42 @@ impl ExeIdentity {
     }
 }
 
-/// Attests callers; caches executable digests by file identity.
+/// How many namespace kinds a process is asked for ([`NAMESPACE_KINDS`]).
+const NAMESPACES: usize = NAMESPACE_KINDS.len();
+
+/// Every fact a call's `unix:*` selectors are made from, as read at that
+/// call, but the names of its uid and gid (looked up from the uid and gid):
+/// the key under which the evidence made from them is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Facts {
+    /// Real uid, gid and supplementary groups.
+    status: ProcStatus,
+    /// The executable's file identity, under which its digest is cached.
+    exe: FileKey,
+    /// The executable's path, when the process shares the agent's mount
+    /// namespace (else it gets no `unix:path`).
+    path: Option<PathBuf>,
+    /// The inode of each namespace, in [`NAMESPACE_KINDS`] order; `None`
+    /// where unreadable.
+    namespaces: [Option<u64>; NAMESPACES],
+}
+
+/// Evidence made from [`Facts`], and until when it may be given again.
+#[derive(Debug, Clone)]
+struct Made {
+    evidence: Arc<Evidence>,
+    /// When the oldest name in it is [`NAME_TTL`] old: the names are then
+    /// looked up again, as the name cache alone would have them.
+    until: Instant,
+}
+
+/// Attests callers; caches executable digests by file identity, and the
+/// evidence made from a call's facts by those facts.
 #[derive(Debug, Default, Clone)]
 pub struct UnixAttestor {
     digests: Arc<Mutex<HashMap<FileKey, String>>>,
     names: Arc<Mutex<NameCache>>,
+    made: Arc<Mutex<HashMap<Facts, Made>>>,
     /// The agent's own mount namespace's inode, when readable.
     own_mount_ns: Option<u64>,
     /// The agent's own namespaces (kind, inode): the host's, when the agent
@@ -258,6 +318,12 @@ const NAME_TTL: Duration = Duration::from_secs(10);
 
 /// Most cached digests; the cache is cleared beyond this.
 const MAX_CACHED_DIGESTS: usize = 4096;
+
+/// Most kept evidence sets (about 2 KiB each); the cache is cleared beyond
+/// this. Any local user can make new facts (a process in a new namespace),
+/// so this bounds what they can make the agent hold; once cleared, a call
+/// costs what it costs without the cache.
+const MAX_MADE: usize = 1024;
 
 impl UnixAttestor {
     /// A new attestor with an empty digest cache.
@@ -297,71 +363,114 @@ impl UnixAttestor {
         }
         let pinned = self.check_pinned(caller)?;
         let proc_dir = format!("/proc/{pid}");
-        let status = std::fs::read_to_string(format!("{proc_dir}/status")).map_err(|_| AttestError::Exited)?;
-        let status = parse_status(&status)?;
-        let path = std::fs::read_link(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        let exe = File::open(format!("{proc_dir}/exe")).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        let meta = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let status = read_proc(&format!("{proc_dir}/status")).map_err(|_| AttestError::Exited)?;
+        // The command name may hold any byte but a newline: it cannot make
+        // or hide the Uid, Gid or Groups lines, so a non-UTF-8 name is only
+        // replaced.
+        let status = parse_status(&String::from_utf8_lossy(&status))?;
+        let exe_link = format!("{proc_dir}/exe");
+        let path = std::fs::read_link(&exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        // The file the link names, as `fstat` of it opened would show it, in
+        // one call instead of three: it is opened only to be hashed.
+        let meta = std::fs::metadata(&exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         if caller.exe != Some(ExeIdentity::of(&meta)) {
             return Err(AttestError::Executed);
         }
         // Read while the process is pinned: a path seen from the agent's own
         // mount namespace, or none.
         let pid_text = pid.to_string();
-        let namespaces: Vec<(&str, u64)> =
-            NAMESPACE_KINDS.iter().filter_map(|kind| Some((*kind, namespace_inode(&pid_text, kind)?))).collect();
-        let mount_ns = namespaces.iter().find(|(kind, _)| *kind == "mnt").map(|(_, inode)| *inode);
+        let mut namespaces = [None; NAMESPACES];
+        for (inode, kind) in namespaces.iter_mut().zip(NAMESPACE_KINDS) {
+            *inode = namespace_inode(&pid_text, kind);
+        }
+        let mount_ns =
+            NAMESPACE_KINDS.iter().zip(namespaces).find_map(|(kind, inode)| (*kind == "mnt").then_some(inode));
+        let mount_ns = mount_ns.flatten();
         let same_mount_ns = self.own_mount_ns.is_some() && mount_ns == self.own_mount_ns;
         // The kernel's word on which container and pod; never mountinfo.
         let cgroup = if self.reads_cgroup {
-            let text = std::fs::read_to_string(format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
-            parse_cgroup(&text)
+            let text = read_proc(&format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
+            parse_cgroup(&String::from_utf8_lossy(&text))
         } else {
             Ok(CgroupFacts::default())
         };
-        let Some(digest) = self.digest(exe, FileKey::of(&meta), may_hash)? else { return Ok(None) };
+        let facts = Facts { status, exe: FileKey::of(&meta), path: same_mount_ns.then_some(path), namespaces };
+        let evidence = match self.made_before(&facts) {
+            Some(evidence) => evidence,
+            None => {
+                let Some(digest) = self.digest(&exe_link, facts.exe, may_hash)? else { return Ok(None) };
+                self.make(facts, &digest)
+            }
+        };
         let again = self.check_pinned(caller)?;
         if again != pinned {
             return Err(AttestError::Exited);
         }
+        Ok(Some(ProcessFacts { pid, evidence, cgroup, mount_ns }))
+    }
 
+    /// The evidence made from `facts` before, while its names are fresh.
+    fn made_before(&self, facts: &Facts) -> Option<Arc<Evidence>> {
+        let made = self.made.lock().ok()?.get(facts).cloned()?;
+        (Instant::now() < made.until).then_some(made.evidence)
+    }
+
+    /// The `unix:*` evidence of a process whose facts are `facts` and whose
+    /// executable's SHA-256 is `digest`; kept for the next call with the
+    /// same facts.
+    fn make(&self, facts: Facts, digest: &str) -> Arc<Evidence> {
+        let user = self.name(NameKey::User(facts.status.uid));
+        let group = self.name(NameKey::Group(facts.status.gid));
         let mut set = SelectorSet::new();
         let mut add = |k: &str, v: &str| {
             if let Ok(s) = Selector::new("unix", k, v) {
                 set.insert(s);
             }
         };
-        add("uid", &status.uid.to_string());
-        add("gid", &status.gid.to_string());
-        for g in &status.groups {
+        add("uid", &facts.status.uid.to_string());
+        add("gid", &facts.status.gid.to_string());
+        for g in &facts.status.groups {
             add("supplementary_gid", &g.to_string());
         }
-        if let Some(u) = self.name(NameKey::User(status.uid)) {
-            add("user", &u);
+        if let Some(u) = &user.name {
+            add("user", u);
         }
-        if let Some(g) = self.name(NameKey::Group(status.gid)) {
-            add("group", &g);
+        if let Some(g) = &group.name {
+            add("group", g);
         }
-        if same_mount_ns {
+        if let Some(path) = &facts.path {
             add("path", &path.to_string_lossy());
         }
-        add("sha256", &digest);
-        for (kind, inode) in &namespaces {
+        add("sha256", digest);
+        for (kind, inode) in NAMESPACE_KINDS.iter().zip(facts.namespaces) {
+            let Some(inode) = inode else { continue };
             add("ns", &format!("{kind}:{inode}"));
-            if self.own_namespaces.contains(&(*kind, *inode)) {
+            if self.own_namespaces.contains(&(*kind, inode)) {
                 add("host_ns", kind);
             }
         }
-        Ok(Some(ProcessFacts { pid, selectors: set, cgroup, mount_ns }))
+        let evidence = Arc::new(Evidence::new(set));
+        let oldest = user.at.min(group.at);
+        // Not kept at all in the (impossible) case that the clock overflows.
+        let until = oldest.checked_add(NAME_TTL).unwrap_or(oldest);
+        let made = Made { evidence: evidence.clone(), until };
+        if let Ok(mut m) = self.made.lock() {
+            if m.len() >= MAX_MADE {
+                m.clear();
+            }
+            m.insert(facts, made);
+        }
+        evidence
     }
 
-    /// The name of a uid (or gid), looked up at most every [`NAME_TTL`].
-    fn name(&self, key: NameKey) -> Option<String> {
+    /// The name of a uid (or gid), looked up at most every [`NAME_TTL`],
+    /// and when it was.
+    fn name(&self, key: NameKey) -> LookedUpName {
         let now = Instant::now();
         if let Some(cached) = self.names.lock().ok().and_then(|m| m.get(&key).cloned())
             && now.duration_since(cached.at) < NAME_TTL
         {
-            return cached.name;
+            return cached;
         }
         let name = match key {
             NameKey::Group(gid) => nix::unistd::Group::from_gid(gid.into()).ok().flatten().map(|g| g.name),
@@ -373,7 +482,7 @@ impl UnixAttestor {
             }
             m.insert(key, LookedUpName { name: name.clone(), at: now });
         }
-        name
+        LookedUpName { name, at: now }
     }
 
     /// Fails when the caller's process has exited. With a pidfd, one poll: a
@@ -401,13 +510,22 @@ impl UnixAttestor {
         }
     }
 
-    /// The executable's SHA-256, from the cache or (when `may_hash`) read in full.
-    fn digest(&self, mut exe: File, key: FileKey, may_hash: bool) -> Result<Option<String>, AttestError> {
+    /// The SHA-256 of the executable `exe_link` names, whose file is `key`:
+    /// from the cache, or (when `may_hash`) read in full.
+    fn digest(&self, exe_link: &str, key: FileKey, may_hash: bool) -> Result<Option<String>, AttestError> {
         if let Some(d) = self.digests.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(Some(d));
         }
         if !may_hash {
             return Ok(None);
+        }
+        let mut exe = File::open(exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        // What is hashed must be the file the key names: a process that
+        // executed another program since the key was read is refused, as
+        // it is once it has connected.
+        let opened = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        if FileKey::of(&opened) != key {
+            return Err(AttestError::Executed);
         }
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
@@ -457,14 +575,15 @@ mod tests {
         let me = std::process::id() as i32;
         let a = UnixAttestor::new().reading_cgroups();
         let facts = a.attest(&Caller::new(me, None)).unwrap();
-        let set = facts.selectors.clone();
+        let set = facts.evidence.selectors().clone();
         let uid = nix::unistd::getuid().as_raw().to_string();
         assert!(set.iter().any(|s| s.key() == "uid" && s.value() == uid));
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         let want = hex::encode(Sha256::digest(&exe));
         assert!(set.iter().any(|s| s.key() == "sha256" && s.value() == want));
+        assert_eq!(facts.evidence.digest(), hallmark_core::evidence_digest(&set));
         // Cached by file identity: the second call gives the same answer.
-        assert_eq!(a.attest(&Caller::new(me, None)).unwrap().selectors, set);
+        assert_eq!(a.attest(&Caller::new(me, None)).unwrap().evidence.selectors(), &set);
         assert_eq!(a.digests.lock().unwrap().len(), 1);
         assert!(a.attest(&Caller::new(0, None)).is_err());
         // Without a pidfd, a process that started after the connection was
@@ -491,6 +610,41 @@ mod tests {
         }
         assert_eq!(facts.mount_ns, namespace_inode("self", "mnt"));
         assert!(facts.cgroup.is_ok(), "{:?}", facts.cgroup);
+    }
+
+    /// The evidence made from a call's facts is given again to a call whose
+    /// facts are all the same, until its names are due to be looked up
+    /// again; each call still reads the facts (an exec is still seen).
+    #[test]
+    fn evidence_is_kept_by_facts() {
+        let me = std::process::id() as i32;
+        let a = UnixAttestor::new();
+        let first = a.attest(&Caller::new(me, None)).unwrap().evidence;
+        let second = a.attest_cached(&Caller::new(me, None)).unwrap().unwrap().evidence;
+        assert!(Arc::ptr_eq(&first, &second), "same facts, same evidence");
+        assert_eq!(a.made.lock().unwrap().len(), 1);
+        let mut other = Caller::new(me, None);
+        other.exe = Some(ExeIdentity::of(&std::fs::metadata("/bin/sh").unwrap()));
+        assert_eq!(a.attest_cached(&other).unwrap_err(), AttestError::Executed, "facts are read on every call");
+        // Once its names are due, it is made again (equal, but new).
+        for made in a.made.lock().unwrap().values_mut() {
+            made.until = Instant::now();
+        }
+        let third = a.attest_cached(&Caller::new(me, None)).unwrap().unwrap().evidence;
+        assert!(!Arc::ptr_eq(&first, &third));
+        assert_eq!(first, third);
+        // Other facts, other evidence: a key differing in one namespace.
+        let key = a.made.lock().unwrap().keys().next().cloned().unwrap();
+        let mut moved = key.clone();
+        moved.namespaces[0] = Some(1);
+        assert!(a.made_before(&key).is_some());
+        assert!(a.made_before(&moved).is_none());
+    }
+
+    #[test]
+    fn status_parsing_stops_after_the_groups_line() {
+        let s = "Uid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nGroups:\t3\nNStgid:\t9\nUid:\t0\t0\t0\t0\n";
+        assert_eq!(parse_status(s).unwrap(), ProcStatus { uid: 1, gid: 2, groups: vec![3] });
     }
 
     #[test]

@@ -34,9 +34,10 @@ use std::sync::{Arc, RwLock};
 
 use hallmark_ca::Bundle;
 use hallmark_core::ProcessInstance as RecordedProcess;
-use hallmark_core::{Bind, Entry, SelectorSet, evidence_digest};
+use hallmark_core::{Bind, Entry, SelectorSet};
 use tokio::sync::watch;
 
+use crate::evidence::Evidence;
 use crate::instance::ProcessInstance;
 
 /// How long a workload's interest outlives its last request or stream.
@@ -222,7 +223,7 @@ pub struct Due {
     /// Where the result goes.
     pub key: SvidKey,
     /// The entry.
-    pub entry: Entry,
+    pub entry: Arc<Entry>,
     /// The workload evidence to decide on.
     pub selectors: SelectorSet,
     /// The process that showed it last, recorded with it.
@@ -233,7 +234,9 @@ pub struct Due {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    /// Shared with what calls read of them ([`Cache::matching`]): a call
+    /// takes a reference, not a copy of each entry it matches.
+    entries: HashMap<String, Arc<Entry>>,
     bundle: Option<Arc<Bundle>>,
     svids: HashMap<SvidKey, HeldSvid>,
     jwts: HashMap<JwtKey, HeldJwt>,
@@ -314,7 +317,7 @@ impl Cache {
             for id in gone {
                 i.drop_entry(&id);
             }
-            i.entries = entries.into_iter().map(|e| (e.id.clone(), e)).collect();
+            i.entries = entries.into_iter().map(|e| (e.id.clone(), Arc::new(e))).collect();
             ((), true)
         });
     }
@@ -337,7 +340,7 @@ impl Cache {
             i.jwts.retain(|k, _| k.svid.entry_id != e.id);
             i.wits.retain(|k, _| k.entry_id != e.id);
             i.denied.retain(|k, _| k.entry_id != e.id);
-            i.entries.insert(e.id.clone(), e);
+            i.entries.insert(e.id.clone(), Arc::new(e));
             ((), true)
         });
     }
@@ -420,17 +423,23 @@ impl Cache {
 
     /// Entries the workload's selectors match, ordered by SPIFFE ID then id,
     /// so the default identity (the first) is stable.
-    pub fn matching(&self, selectors: &SelectorSet) -> Vec<Entry> {
-        let mut v: Vec<Entry> = self.read(|i| i.entries.values().filter(|e| e.matches(selectors)).cloned().collect());
+    pub fn matching(&self, selectors: &SelectorSet) -> Vec<Arc<Entry>> {
+        let mut v: Vec<Arc<Entry>> =
+            self.read(|i| i.entries.values().filter(|e| e.matches(selectors)).cloned().collect());
         v.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id).then_with(|| a.id.cmp(&b.id)));
         v
     }
 
-    /// A workload with `selectors`, in `process`, opened a stream: keep its
+    /// Whether the workload's selectors match any entry.
+    pub fn matches_any(&self, selectors: &SelectorSet) -> bool {
+        self.read(|i| i.entries.values().any(|e| e.matches(selectors)))
+    }
+
+    /// A workload with `evidence`, in `process`, opened a stream: keep its
     /// SVIDs issued and renewed until [`Cache::close_interest`]. Returns the
     /// evidence digest.
-    pub fn open_interest(&self, selectors: &SelectorSet, process: Option<RecordedProcess>, now: i64) -> String {
-        let digest = evidence_digest(selectors);
+    pub fn open_interest(&self, evidence: &Evidence, process: Option<RecordedProcess>, now: i64) -> String {
+        let (selectors, digest) = (evidence.selectors(), evidence.digest().to_owned());
         self.write(|i| {
             if !i.interests.contains_key(&digest) && i.interests.len() >= MAX_INTERESTS {
                 // Forget the idlest evidence set that has no open stream.
@@ -475,22 +484,23 @@ impl Cache {
         });
     }
 
-    /// Process instance `instance`, showing `selectors`, asked for
+    /// Process instance `instance`, showing `evidence`, asked for
     /// identities: SVIDs of the bound entries it matches are issued for it
     /// until [`Cache::end_instance`]. Returns true the first time (the
     /// caller then watches for its exit).
     pub fn open_instance(
         &self,
         instance: ProcessInstance,
-        selectors: &SelectorSet,
+        evidence: &Evidence,
         process: Option<RecordedProcess>,
     ) -> bool {
-        let digest = evidence_digest(selectors);
+        let digest = evidence.digest();
         self.write(|i| {
             let new = !i.instances.contains_key(&instance);
             let changed = i.instances.get(&instance).is_none_or(|x| x.digest != digest);
             if changed {
-                i.instances.insert(instance, InstanceInterest { selectors: selectors.clone(), digest, process });
+                let selectors = evidence.selectors().clone();
+                i.instances.insert(instance, InstanceInterest { selectors, digest: digest.to_owned(), process });
             }
             (new, changed)
         })
@@ -547,18 +557,19 @@ impl Cache {
     pub fn due(&self, now: i64) -> Vec<Due> {
         self.read(|i| {
             let mut out = Vec::new();
-            let mut consider = |key: SvidKey, e: &Entry, selectors: &SelectorSet, process: Option<RecordedProcess>| {
-                if i.denied.get(&key).is_some_and(|t| *t > now) {
-                    return;
-                }
-                let renewal = match i.svids.get(&key) {
-                    None => false,
-                    Some(s) if s.not_after <= now => false,
-                    Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
-                    Some(_) => return,
+            let mut consider =
+                |key: SvidKey, e: &Arc<Entry>, selectors: &SelectorSet, process: Option<RecordedProcess>| {
+                    if i.denied.get(&key).is_some_and(|t| *t > now) {
+                        return;
+                    }
+                    let renewal = match i.svids.get(&key) {
+                        None => false,
+                        Some(s) if s.not_after <= now => false,
+                        Some(s) if s.rotate_at <= now || s.revision < e.revision => true,
+                        Some(_) => return,
+                    };
+                    out.push(Due { key, entry: Arc::clone(e), selectors: selectors.clone(), process, renewal });
                 };
-                out.push(Due { key, entry: e.clone(), selectors: selectors.clone(), process, renewal });
-            };
             for (digest, interest) in &i.interests {
                 if interest.streams == 0 && now - interest.last_seen > INTEREST_KEEP_SECS {
                     continue;
@@ -579,21 +590,21 @@ impl Cache {
 
     /// Whether some entry this workload (process `instance`, when known)
     /// matches is still waiting for its first SVID (not held, not denied).
-    pub fn pending(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> bool {
-        !self.pending_ids(selectors, instance, now).is_empty()
+    pub fn pending(&self, evidence: &Evidence, instance: Option<ProcessInstance>, now: i64) -> bool {
+        !self.pending_ids(evidence, instance, now).is_empty()
     }
 
     /// The SPIFFE IDs of the entries this workload (process `instance`, when
     /// known) matches that are still waiting for their first SVID (not held,
     /// not denied). A bound entry waits only for a live instance.
-    pub fn pending_ids(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> Vec<String> {
-        let digest = evidence_digest(selectors);
+    pub fn pending_ids(&self, evidence: &Evidence, instance: Option<ProcessInstance>, now: i64) -> Vec<String> {
+        let digest = evidence.digest();
         self.read(|i| {
             i.entries
                 .values()
-                .filter(|e| e.matches(selectors))
+                .filter(|e| e.matches(evidence.selectors()))
                 .filter(|e| {
-                    let Some(key) = SvidKey::of(e, &digest, instance) else { return false };
+                    let Some(key) = SvidKey::of(e, digest, instance) else { return false };
                     if key.instance.is_some_and(|x| !i.instances.contains_key(&x)) {
                         return false;
                     }
@@ -656,14 +667,14 @@ impl Cache {
     /// The X.509-SVIDs to serve a workload with these selectors, valid at
     /// `now`: of bound entries, only those held for its process `instance`.
     /// SVIDs whose hint repeats an earlier one's are left out (hints are unique per response).
-    pub fn x509_for(&self, selectors: &SelectorSet, instance: Option<ProcessInstance>, now: i64) -> Vec<ServedSvid> {
-        let entries = self.matching(selectors);
-        let digest = evidence_digest(selectors);
+    pub fn x509_for(&self, evidence: &Evidence, instance: Option<ProcessInstance>, now: i64) -> Vec<ServedSvid> {
+        let entries = self.matching(evidence.selectors());
+        let digest = evidence.digest();
         self.read(|i| {
             let mut hints = HashSet::new();
             let mut out = Vec::new();
             for e in entries {
-                let Some(key) = SvidKey::of(&e, &digest, instance) else { continue };
+                let Some(key) = SvidKey::of(&e, digest, instance) else { continue };
                 let Some(s) = i.svids.get(&key) else { continue };
                 if s.not_after <= now || s.not_before > now + 60 {
                     continue;

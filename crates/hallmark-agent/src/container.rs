@@ -70,6 +70,9 @@ pub struct ContainerInfo {
     pub init_pid: i32,
     /// That process's start time (clock ticks since boot).
     pub init_start: u64,
+    /// The selectors made of the name, image, image digests and labels:
+    /// made once per answer, not on every call from the container.
+    pub selectors: Vec<Selector>,
 }
 
 /// Asks a container runtime about containers, and remembers the answers.
@@ -143,24 +146,18 @@ impl ContainerAttestor {
         if mount_ns.is_none() || init_ns != mount_ns {
             return Err(ContainerError::NotInContainer(container.id.clone()));
         }
-        let mut out = Vec::new();
-        let mut add = |key: &str, value: &str| {
-            if let Ok(s) = Selector::new("container", key, value) {
-                out.push(s);
-            }
-        };
-        add("id", &container.id);
-        if let Some(r) = container.runtime {
-            add("runtime", r.as_str());
+        // The id and runtime as this process's cgroup names them; the rest
+        // as the runtime said.
+        let mut out = Vec::with_capacity(info.selectors.len() + 2);
+        if let Ok(s) = Selector::new("container", "id", &container.id) {
+            out.push(s);
         }
-        add("name", &info.name);
-        add("image", &info.image);
-        for d in &info.image_digests {
-            add("image_digest", d);
+        if let Some(r) = container.runtime
+            && let Ok(s) = Selector::new("container", "runtime", r.as_str())
+        {
+            out.push(s);
         }
-        for (k, v) in info.labels.iter().take(MAX_LABELS) {
-            add("label", &format!("{k}:{v}"));
-        }
+        out.extend(info.selectors.iter().cloned());
         Ok(out)
     }
 
@@ -212,13 +209,17 @@ impl ContainerAttestor {
         image_digests.dedup();
         let init_start =
             crate::attest::start_time(c.state.pid).map_err(|_| ContainerError::NotRunning(id.to_owned()))?;
+        let name = c.name.trim_start_matches('/').to_owned();
+        let labels = c.config.labels.unwrap_or_default();
+        let selectors = described_by(&name, &c.config.image, &image_digests, &labels);
         Ok(ContainerInfo {
-            name: c.name.trim_start_matches('/').to_owned(),
+            name,
             image: c.config.image,
             image_digests,
-            labels: c.config.labels.unwrap_or_default(),
+            labels,
             init_pid: c.state.pid,
             init_start,
+            selectors,
         })
     }
 
@@ -232,6 +233,27 @@ impl ContainerAttestor {
         let timeout = HTTP_LIMITS.timeout;
         tokio::time::timeout(timeout, ask).await.map_err(|_| runtime(HttpError::Timeout(timeout)))?.map_err(runtime)
     }
+}
+
+/// The `container:*` selectors of what the runtime says of a container:
+/// its name, image, image digests and labels (the first [`MAX_LABELS`]).
+/// A value that makes no valid selector gives none.
+fn described_by(name: &str, image: &str, digests: &[String], labels: &BTreeMap<String, String>) -> Vec<Selector> {
+    let mut out = Vec::new();
+    let mut add = |key: &str, value: &str| {
+        if let Ok(s) = Selector::new("container", key, value) {
+            out.push(s);
+        }
+    };
+    add("name", name);
+    add("image", image);
+    for d in digests {
+        add("image_digest", d);
+    }
+    for (k, v) in labels.iter().take(MAX_LABELS) {
+        add("label", &format!("{k}:{v}"));
+    }
+    out
 }
 
 /// Whether the container's first process is still the one the runtime named.

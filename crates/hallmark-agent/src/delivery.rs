@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use hallmark_core::{evidence_digest, now_unix};
+use hallmark_core::now_unix;
 use hallmark_proto::agent::delivery_server::Delivery;
 use hallmark_proto::agent::{ReportDeliveryRequest, ReportDeliveryResponse};
 use hallmark_proto::node as pb;
@@ -43,14 +43,13 @@ impl Delivery for DeliveryApi {
         req: Request<ReportDeliveryRequest>,
     ) -> Result<Response<ReportDeliveryResponse>, Status> {
         admission::require_security_header(&req)?;
-        let selectors = admission::attest_identified(&self.agent, &req).await?.selectors;
+        let evidence = admission::attest_identified(&self.agent, &req).await?.evidence;
         let r = req.into_inner();
         if r.credential_ids.is_empty() || r.credential_ids.len() > MAX_IDS {
             return Err(Status::invalid_argument(format!("name 1 to {MAX_IDS} credentials")));
         }
-        let digest = evidence_digest(&selectors);
         let now = now_unix();
-        if let Some(id) = r.credential_ids.iter().find(|id| !self.agent.cache.holds(&digest, id, now)) {
+        if let Some(id) = r.credential_ids.iter().find(|id| !self.agent.cache.holds(evidence.digest(), id, now)) {
             return Err(Status::permission_denied(format!(
                 "credential `{}` is not held for this caller",
                 id.escape_debug()
@@ -59,7 +58,7 @@ impl Delivery for DeliveryApi {
         let forward = pb::RecordDeliveriesRequest {
             credential_ids: r.credential_ids,
             target: r.target,
-            evidence: selectors.iter().map(ToString::to_string).collect(),
+            evidence: evidence.selectors().iter().map(ToString::to_string).collect(),
         };
         match self.agent.client().record_deliveries(forward).await {
             Ok(resp) => Ok(Response::new(ReportDeliveryResponse { recorded: resp.into_inner().recorded })),

@@ -13,6 +13,8 @@
 //!   container; [`kubelet`]: what the kubelet says about that pod.
 //! - `process`: the process facts (PID, start time) recorded with a
 //!   workload's evidence.
+//! - [`evidence`]: a workload's selectors with their digest, made once per
+//!   attestation.
 //! - [`cache`]: entries, bundle, workloads' interests and SVIDs; what is due;
 //!   never serves an expired SVID.
 //! - `svid_requests`: the rotation loop that asks the server for the SVIDs
@@ -49,6 +51,7 @@ pub mod delivery;
 pub mod dir_mode;
 mod entry_sync;
 mod error;
+pub mod evidence;
 mod from_proto;
 pub mod health;
 mod health_endpoint;

@@ -119,7 +119,7 @@ impl EndedReports {
 /// anyway) is bound to its process: registered with the cache (so SVIDs of
 /// those entries are issued for it) and, the first time, a task waits for
 /// its exit. A caller with no bound entry is left alone.
-pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, caller: &Attested, matched: &[Entry]) {
+pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, caller: &Attested, matched: &[Arc<Entry>]) {
     if !matched.iter().any(|e| e.bind.per_process()) {
         return;
     }
@@ -128,7 +128,7 @@ pub(crate) fn watch(agent: &Arc<AgentInner>, process: &Process, caller: &Atteste
     if !instance::alive(process) {
         return;
     }
-    if !agent.cache.open_instance(process.instance, &caller.selectors, caller.process) {
+    if !agent.cache.open_instance(process.instance, &caller.evidence, caller.process) {
         return;
     }
     let (agent, process) = (agent.clone(), process.clone());

@@ -55,6 +55,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::cache::ServedSvid;
+use crate::evidence::Evidence;
 use crate::state::AgentInner;
 
 /// The name of the caller's default certificate.
@@ -103,20 +104,20 @@ struct View {
 }
 
 impl View {
-    fn now(agent: &AgentInner, selectors: &hallmark_core::SelectorSet) -> Self {
+    fn now(agent: &AgentInner, evidence: &Evidence) -> Self {
         let now = now_unix();
         let td = &agent.settings.trust_domain;
         Self {
             // Entries bound to their process are served on the Workload API
             // only: Envoy's SDS streams are not tied to one process instance here.
-            svids: agent.cache.x509_for(selectors, None, now),
-            entitled: agent.cache.matching(selectors).iter().map(|e| e.spiffe_id.to_string()).collect(),
+            svids: agent.cache.x509_for(evidence, None, now),
+            entitled: agent.cache.matching(evidence.selectors()).iter().map(|e| e.spiffe_id.to_string()).collect(),
             bundle: agent.cache.bundle().map(|b| TrustBundle {
                 id: td.id().to_string(),
                 name: td.to_string(),
                 pem: b.x509_pem(),
             }),
-            pending: agent.cache.pending_ids(selectors, None, now).into_iter().collect(),
+            pending: agent.cache.pending_ids(evidence, None, now).into_iter().collect(),
         }
     }
 
@@ -375,7 +376,7 @@ impl StreamState {
 /// Serves one `StreamSecrets` stream until either side ends it.
 async fn serve_stream(
     agent: Arc<AgentInner>,
-    selectors: hallmark_core::SelectorSet,
+    evidence: Arc<Evidence>,
     mut inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     _interest: InterestGuard,
@@ -410,7 +411,7 @@ async fn serve_stream(
             () = tokio::time::sleep(Duration::from_secs(1)), if waiting => false,
         };
         changes.borrow_and_update();
-        let view = View::now(&agent, &selectors);
+        let view = View::now(&agent, &evidence);
         waiting = false;
         match state.next(&view, requested) {
             Ok(Outcome::Send(secrets)) => {
@@ -500,14 +501,14 @@ impl SecretDiscoveryService for SdsApi {
         // Like a FetchX509SVID stream, an SDS stream keeps the caller's SVIDs issued and renewed.
         let interest = InterestGuard::open(self.agent.clone(), &caller);
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(serve_stream(self.agent.clone(), caller.selectors, req.into_inner(), tx, interest));
+        tokio::spawn(serve_stream(self.agent.clone(), caller.evidence, req.into_inner(), tx, interest));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
     async fn fetch_secrets(&self, req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
         let caller = admission::attest_identified(&self.agent, &req).await?;
         let _interest = InterestGuard::open(self.agent.clone(), &caller);
-        let selectors = caller.selectors;
+        let evidence = caller.evidence;
         let r = req.into_inner();
         let names = check_request(&r)?;
         let spiffe_validator = has_spiffe_validator(r.node.as_ref());
@@ -515,7 +516,7 @@ impl SecretDiscoveryService for SdsApi {
         let deadline = Instant::now() + FIRST_SVID_WAIT;
         loop {
             changes.borrow_and_update();
-            let view = View::now(&self.agent, &selectors);
+            let view = View::now(&self.agent, &evidence);
             if view.entitled.is_empty() {
                 return Err(no_identity());
             }

@@ -35,7 +35,7 @@ use hallmark_ca::WitKey;
 use hallmark_ca::keys::new_key_and_csr;
 use hallmark_ca::svid;
 use hallmark_core::ProcessInstance as RecordedProcess;
-use hallmark_core::{Bind, Entry, evidence_digest, now_unix};
+use hallmark_core::{Bind, Entry, now_unix};
 use hallmark_proto::node as pb;
 use tonic::{Code, Status};
 
@@ -251,8 +251,7 @@ pub(crate) async fn jwt_svid(
     instance: Option<ProcessInstance>,
     now: i64,
 ) -> Result<String, Status> {
-    let digest = evidence_digest(&caller.selectors);
-    let key = SvidKey::of(entry, &digest, instance).ok_or_else(no_process)?;
+    let key = SvidKey::of(entry, caller.evidence.digest(), instance).ok_or_else(no_process)?;
     if key.instance.is_some_and(|x| !agent.cache.instance_live(x)) {
         return Err(no_process());
     }
@@ -292,7 +291,7 @@ async fn mint_jwt(
     let req = pb::MintJwtSvidRequest {
         entry_id: entry_id.to_owned(),
         audience: audience.to_vec(),
-        evidence: caller.selectors.iter().map(ToString::to_string).collect(),
+        evidence: caller.evidence.selectors().iter().map(ToString::to_string).collect(),
         process: caller.process.as_ref().map(process_message),
         lineage: lineage_message(entry, instance),
     };
@@ -334,8 +333,7 @@ pub(crate) async fn wit_svid(
     instance: Option<ProcessInstance>,
     now: i64,
 ) -> Result<HeldWit, Status> {
-    let digest = evidence_digest(&caller.selectors);
-    let key = SvidKey::of(entry, &digest, instance).ok_or_else(no_process)?;
+    let key = SvidKey::of(entry, caller.evidence.digest(), instance).ok_or_else(no_process)?;
     if key.instance.is_some_and(|x| !agent.cache.instance_live(x)) {
         return Err(no_process());
     }
@@ -351,7 +349,7 @@ pub(crate) async fn wit_svid(
     let req = pb::MintWitSvidRequest {
         entry_id: entry.id.clone(),
         public_key: serde_json::Value::Object(public.to_json()).to_string(),
-        evidence: caller.selectors.iter().map(ToString::to_string).collect(),
+        evidence: caller.evidence.selectors().iter().map(ToString::to_string).collect(),
         process: caller.process.as_ref().map(process_message),
         lineage: lineage_message(entry, key.instance),
     };

@@ -78,7 +78,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::Stream;
-use hallmark_core::{SelectorSet, SpiffeId, now_unix};
+use hallmark_core::{SpiffeId, now_unix};
 use hallmark_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
 use hallmark_proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
@@ -95,6 +95,7 @@ use tonic::{Request, Response, Status};
 use crate::admission::{self, Attested, FIRST_SVID_WAIT, InterestGuard, no_identity};
 use crate::attest::Caller;
 use crate::client_stream::{ClientStream, PREFACE_TIMEOUT};
+use crate::evidence::Evidence;
 use crate::instance::ProcessInstance;
 use crate::process_end;
 use crate::state::AgentInner;
@@ -336,15 +337,15 @@ where
 
 fn x509_message(
     agent: &AgentInner,
-    selectors: &SelectorSet,
+    evidence: &Evidence,
     instance: Option<ProcessInstance>,
     waiting_first: bool,
 ) -> Result<Option<X509svidResponse>, Status> {
     let now = now_unix();
-    let svids = agent.cache.x509_for(selectors, instance, now);
+    let svids = agent.cache.x509_for(evidence, instance, now);
     if svids.is_empty() {
         // SVIDs are being issued for this workload: wait briefly rather than deny.
-        if waiting_first && agent.cache.pending(selectors, instance, now) {
+        if waiting_first && agent.cache.pending(evidence, instance, now) {
             return Ok(None);
         }
         return Err(no_identity());
@@ -396,7 +397,7 @@ impl WitStream {
     /// (PermissionDenied when no entry matches or every one was denied).
     async fn message(&self) -> Result<WitMessage, Status> {
         let agent = &self.agent;
-        let mut entries = agent.cache.matching(&self.caller.selectors);
+        let mut entries = agent.cache.matching(self.caller.evidence.selectors());
         if let Some(p) = &self.process {
             process_end::watch(agent, p, &self.caller, &entries);
         }
@@ -527,9 +528,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
             // On every change, not only at the start: an entry this process
             // matches may become bound while the stream is open.
             if let Some(p) = &process {
-                process_end::watch(&shared, p, &caller, &agent.cache.matching(&caller.selectors));
+                process_end::watch(&shared, p, &caller, &agent.cache.matching(caller.evidence.selectors()));
             }
-            x509_message(agent, &caller.selectors, process.as_ref().map(|p| p.instance), waiting)
+            x509_message(agent, &caller.evidence, process.as_ref().map(|p| p.instance), waiting)
         });
         Ok(Response::new(stream))
     }
@@ -559,7 +560,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         let caller = self.admit(&req).await?;
         let process = admission::process(&req);
-        let mut entries = self.agent.cache.matching(&caller.selectors);
+        let mut entries = self.agent.cache.matching(caller.evidence.selectors());
         if let Some(p) = &process {
             process_end::watch(&self.agent, p, &caller, &entries);
         }

@@ -3,15 +3,15 @@
 //! expired, and how long a workload's interest is kept.
 
 use hallmark_ca::{AuthorityStatus, Bundle};
-use hallmark_core::{Entry, EntrySpec, SelectorSet, SpiffeId, TrustDomain, Ttl, evidence_digest};
+use hallmark_core::{Entry, EntrySpec, SpiffeId, TrustDomain, Ttl, evidence_digest};
 
 use super::*;
 
 /// The moment most tests start at (unix seconds).
 const T0: i64 = 1_000_000;
 
-fn workload(selectors: &[&str]) -> SelectorSet {
-    selectors.iter().map(|s| s.parse().unwrap()).collect()
+fn workload(selectors: &[&str]) -> Evidence {
+    Evidence::new(selectors.iter().map(|s| s.parse().unwrap()).collect())
 }
 
 /// An entry `id` for `spiffe://example.org/<id>`, requiring `selectors`, at
@@ -74,7 +74,7 @@ fn bundle(status: AuthorityStatus) -> Bundle {
 
 /// A cache serving entry `web` (uid 1000) to a workload with uid 1000 that
 /// opened a stream at [`T0`]; returns the cache, the workload and its digest.
-fn serving_web() -> (Cache, SelectorSet, String) {
+fn serving_web() -> (Cache, Evidence, String) {
     let cache = Cache::default();
     cache.replace_entries(vec![entry("web", &["unix:uid:1000"])]);
     let w = workload(&["unix:uid:1000", "unix:gid:1000"]);
@@ -108,10 +108,10 @@ fn an_interest_makes_each_matching_entry_due_for_first_issue() {
     ]);
     let w = workload(&["unix:uid:1000", "unix:gid:1000"]);
     let digest = cache.open_interest(&w, None, T0);
-    assert_eq!(digest, evidence_digest(&w), "interests are keyed by the evidence digest");
+    assert_eq!(digest, evidence_digest(w.selectors()), "interests are keyed by the evidence digest");
     assert_eq!(due_keys(&cache, T0), vec![(key("db", &digest), false), (key("web", &digest), false)]);
     let due = cache.due(T0);
-    assert!(due.iter().all(|d| d.selectors == w), "each request carries the workload's own evidence");
+    assert!(due.iter().all(|d| &d.selectors == w.selectors()), "each request carries the workload's own evidence");
 }
 
 #[test]
@@ -348,7 +348,7 @@ fn serving_follows_the_evidence_that_was_decided_on() {
     let _ = cache.put_svid(key("web", &digest), svid("s1", T0, T0 + 3600, T0 + 1800));
     let other = workload(&["unix:uid:1000", "unix:gid:2000"]);
     assert!(cache.x509_for(&other, None, T0).is_empty(), "same entry, other evidence: not this SVID");
-    assert!(!cache.holds(&evidence_digest(&other), "s1", T0));
+    assert!(!cache.holds(other.digest(), "s1", T0));
     let served = cache.x509_for(&w, None, T0);
     assert_eq!(served.len(), 1);
     assert_eq!(served[0].spiffe_id, "spiffe://example.org/web");
@@ -484,7 +484,7 @@ const P2: ProcessInstance = ProcessInstance { pid: 101, start_time: 6 };
 
 /// A cache serving `web` (unbound) and `job` (bound to its process) to
 /// uid 1000; returns the cache, the workload and its digest.
-fn serving_bound() -> (Cache, SelectorSet, String) {
+fn serving_bound() -> (Cache, Evidence, String) {
     let cache = Cache::default();
     let mut job = entry("job", &["unix:uid:1000"]);
     job.bind = Bind::Process;
