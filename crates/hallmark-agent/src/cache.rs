@@ -51,7 +51,7 @@ pub const MAX_INTERESTS: usize = 10_000;
 pub struct SvidKey {
     /// The entry it was issued for.
     pub entry_id: String,
-    /// The digest of the evidence it was decided on ([`evidence_digest`]).
+    /// The digest of the evidence it was decided on (`hallmark_core::evidence_digest`).
     pub digest: String,
     /// The process instance it belongs to (`bind: process` entries only).
     pub instance: Option<ProcessInstance>,
