@@ -19,7 +19,9 @@
 # run with an `owner:ops` token (role refusals, owner confinement). Owners
 # `ops` and `payments` (the spec's example owner), an entry and a pending
 # exception exist beforehand, so that some entries can be created and
-# existing ones found. About 2-3 minutes on 2 cores with the default 150.
+# existing ones found. The runs may revoke and rotate only the admin identity
+# `api-fuzz-target` (scripts/api-fuzz.toml), never the tokens they run with.
+# About 2-3 minutes on 2 cores with the default 150.
 #
 # Checks: no 5xx; status codes, content types, headers and bodies as
 # documented; schema-invalid input refused with 4xx; missing or bad auth
@@ -100,8 +102,10 @@ for owner in ops payments; do
     "$bin" owner create "$owner" --contact "$owner@example.org" >/dev/null
 done
 token_of() { sed -n 's/^ *"token": *"\([^"]*\)".*/\1/p'; }
-# An operator's token, to ask for the exception below.
+# An operator's token, to ask for the exception below, and the only identity
+# the runs may revoke or rotate (scripts/api-fuzz.toml).
 operator_token=$("$bin" admin token create --name api-fuzz-operator --role operator --json | token_of)
+"$bin" admin token create --name api-fuzz-target --role auditor >/dev/null
 # An entry and a pending exception (asked for by the operator, so that the
 # trust-admin may approve it), so that the operations on existing ones
 # (show, update, approve, revoke...) get real ids from the first listings.
@@ -120,7 +124,7 @@ st_run() {
     log "schemathesis: $name"
     local rc=0
     # From $tmp: Schemathesis keeps a cache (.schemathesis/) in its working directory.
-    (cd "$tmp" && "$root/.venv/bin/st" run "$root/openapi/admin.yaml" --url "$HALLMARK_SERVER" \
+    (cd "$tmp" && "$root/.venv/bin/st" --config-file "$root/scripts/api-fuzz.toml" run "$root/openapi/admin.yaml" --url "$HALLMARK_SERVER" \
         --header "Authorization: Bearer $token" --checks "$checks" \
         --max-examples "$examples" --workers 1 --no-color \
         --report vcr --report-dir "$tmp/$name" --report-vcr-path "$tmp/$name/vcr.yaml" \
@@ -136,9 +140,8 @@ st_run seeded "$HALLMARK_TOKEN" --seed "$seed" --generation-database none \
     --phases examples,coverage,fuzzing,stateful || status=1
 st_run derandomized "$HALLMARK_TOKEN" --generation-deterministic --phases fuzzing,stateful || status=1
 # The same calls as owner:ops: role refusals (403) and owner confinement.
-# Its token is made only now: the trust-admin runs above revoke the admin
-# tokens they find (`POST /v1/admin-tokens/{name}/revoke`), and a token
-# made beforehand would make this run one of 401s.
+# Its token is made only now, so that nothing the runs above did to owners
+# and tokens can leave this run one of 401s.
 owner_token=$("$bin" admin token create --name "api-fuzz-ops-$seed" --role owner:ops --json | token_of) || true
 [ -n "$owner_token" ] || { echo "api-fuzz: could not create the owner:ops token" >&2; status=1; exit 1; }
 st_run owner-scoped "$owner_token" --seed "$seed" --generation-database none --phases fuzzing \

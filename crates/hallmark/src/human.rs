@@ -3,14 +3,15 @@
 //! `/v1/people/recoveries` and `/v1/people/break-glass`.
 //!
 //! - `human recover ...`: a person lost a device or key. Filing a request
-//!   locks the person's logins; an operator (the help desk) verifies the
-//!   person and says how in a note; a second admin, neither the one who
-//!   filed nor the one who verified, approves, which revokes every earlier
-//!   certificate of the person and lets them sign in again.
+//!   revokes the person's certificates at once and locks their logins; an
+//!   operator (the help desk) verifies the person and says how in a note; a
+//!   second admin, neither the one who filed nor the one who verified,
+//!   approves, which lets them sign in again.
 //! - `human break-glass ...`: a trust-admin grants a person emergency
 //!   logins ahead of time (`hallmark login --break-glass`); each use is a
-//!   short certificate marked break-glass and a finding until an auditor
-//!   reviews it.
+//!   short certificate marked break-glass, never outliving the grant, and a
+//!   finding until an auditor reviews it. Withdrawing the grant revokes what
+//!   it issued.
 //!
 //! Machines have neither: a workload that loses its key fails closed and is
 //! re-issued from attestation. The server enforces every rule; the checks
@@ -31,13 +32,13 @@ use crate::table::{Table, text, time_rel};
 pub const LONG_ABOUT: &str = "\
 The help desk's side of people who sign in with `hallmark login`.
 
-`human recover`: a person lost a device or key. Filing a request locks their logins at once; an \
-operator verifies the person and records how (--note); a second, different admin approves, which \
-revokes every earlier certificate of the person and lets them sign in again.
+`human recover`: a person lost a device or key. Filing a request revokes every certificate of the \
+person at once and locks their logins; an operator verifies the person and records how (--note); a \
+second, different admin approves, which lets them sign in again.
 
 `human break-glass`: a trust-admin grants a person emergency logins ahead of time; each use \
-(`hallmark login --break-glass`) gets a short certificate marked break-glass and stays a finding \
-until an auditor reviews it.
+(`hallmark login --break-glass`) gets a short certificate marked break-glass, never outliving the \
+grant, and stays a finding until an auditor reviews it. Withdrawing the grant revokes what it issued.
 
 Machines have neither: a workload that loses its key fails closed and is re-issued from attestation.";
 
@@ -47,21 +48,22 @@ pub enum HumanCmd {
     /// Help-desk recovery of a person who lost a device or key: file, verify,
     /// approve (a second admin), cancel, list, show.
     ///
-    /// Filing a request locks the person's logins until it is approved or
-    /// cancelled. An operator verifies the person and says how (--note); then a
-    /// second, different admin (trust-admin, neither the one who filed nor the
-    /// one who verified, nor created by them) approves: every earlier
-    /// certificate of the person is revoked, and a new `hallmark login` is
-    /// allowed. Machines have no recovery path: they are re-issued from
-    /// attestation.
+    /// Filing a request revokes every certificate of the person at once and
+    /// locks their logins until it is approved or cancelled. An operator
+    /// verifies the person and says how (--note); then a second, different
+    /// admin (trust-admin, neither the one who filed nor the one who verified,
+    /// nor one created by them or that created them) approves, and a new
+    /// `hallmark login` is allowed. Machines have no recovery path: they are
+    /// re-issued from attestation.
     #[command(subcommand)]
     Recover(RecoverCmd),
     /// Pre-approved emergency logins of a person: grant, revoke, list, review.
     ///
     /// A trust-admin grants a person break-glass logins for a while (default
     /// 30d, at most 90d). Each use (`hallmark login --break-glass`) gets a
-    /// short certificate marked break-glass and is recorded as a finding until
-    /// an auditor or trust-admin reviews it (`break-glass review`).
+    /// short certificate marked break-glass, never outliving the grant, and is
+    /// recorded as a finding until an auditor or trust-admin reviews it
+    /// (`break-glass review`). Withdrawing the grant revokes what it issued.
     #[command(name = "break-glass", subcommand)]
     BreakGlass(BreakGlassCmd),
 }
@@ -69,9 +71,11 @@ pub enum HumanCmd {
 /// `hallmark human recover ...`
 #[derive(Subcommand)]
 pub enum RecoverCmd {
-    /// File a recovery request: the person's logins are refused from now
-    /// until it is approved or cancelled (operator or trust-admin).
+    /// File a recovery request: the person's certificates are revoked now and
+    /// their logins refused until it is approved or cancelled (operator or
+    /// trust-admin).
     ///
+    /// Whoever holds the lost device cannot use its certificate from now on.
     /// One open request per person. The next steps are `recover verify` by the
     /// help desk and `recover approve` by a second admin.
     Request {
@@ -96,17 +100,18 @@ pub enum RecoverCmd {
         #[arg(long, value_name = "TEXT")]
         note: String,
     },
-    /// Approve a verified request: every earlier certificate of the person is
-    /// revoked and a new login is allowed (trust-admin).
+    /// Approve a verified request: the person may sign in again (trust-admin).
     ///
     /// A second, different admin approves: never the identity that filed or
-    /// verified the request, nor one created by them.
+    /// verified the request, nor one created by them or that created them. Any
+    /// certificate of the person still live is revoked first (those of the
+    /// lost device were revoked when the request was filed).
     Approve {
         /// Recovery request id.
         id: String,
     },
-    /// Withdraw an open request: the person may sign in as before (operator or
-    /// trust-admin). Nothing is revoked.
+    /// Withdraw an open request: the person may sign in again (operator or
+    /// trust-admin). Certificates revoked when it was filed stay revoked.
     Cancel {
         /// Recovery request id.
         id: String,
@@ -134,7 +139,8 @@ pub enum BreakGlassCmd {
     /// (trust-admin).
     ///
     /// While it lasts, `hallmark login --break-glass` gives the person a short
-    /// certificate marked break-glass; every use is a finding until reviewed.
+    /// certificate marked break-glass, never outliving the grant; every use is
+    /// a finding until reviewed.
     Grant {
         /// The person's SPIFFE ID (spiffe://TRUST_DOMAIN/human/...); a machine's
         /// ID is refused.
@@ -147,8 +153,8 @@ pub enum BreakGlassCmd {
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
     },
-    /// Withdraw a grant now (trust-admin). Certificates already issued under
-    /// it stay valid until they expire; revoke them with `hallmark revoke --human`.
+    /// Withdraw a grant now (trust-admin): no further break-glass login under
+    /// it, and the certificates it issued are revoked.
     Revoke {
         /// Grant id.
         id: String,
@@ -274,7 +280,10 @@ async fn recover(cmd: RecoverCmd, conn: &Conn) -> anyhow::Result<()> {
             let v = client(conn)?.json(Method::POST, "/v1/people/recoveries", Some(&body)).await?;
             print(conn, &v, |v| {
                 print_request(v);
-                eprintln!("logins of {} are refused until the request is approved or cancelled", text(v, "subject"));
+                eprintln!(
+                    "the certificates of {} are revoked; their logins are refused until the request is approved or cancelled",
+                    text(v, "subject")
+                );
             })
         }
         RecoverCmd::Verify { id, note } => {
@@ -289,7 +298,7 @@ async fn recover(cmd: RecoverCmd, conn: &Conn) -> anyhow::Result<()> {
                 print_request(&v["request"]);
                 let revoked: Vec<&str> =
                     v["revoked"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                println!("Revoked now  : {} certificate(s)", revoked.len());
+                println!("Revoked now  : {} certificate(s) still live", revoked.len());
                 for serial in revoked {
                     println!("               {serial}");
                 }

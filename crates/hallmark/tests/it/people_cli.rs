@@ -1,10 +1,10 @@
 //! `hallmark human ...` (the help desk's commands) against a real `hallmark
 //! up` whose people sign in at a test issuer (`hallmark_testkit`'s
 //! `IssuerStub`, over HTTPS, with ID tokens signed here): a person with a
-//! certificate loses their laptop; the help desk files and verifies a
-//! recovery, a second admin approves it through the CLI, and the lost
-//! certificate is revoked. Then break-glass: grant, an emergency login,
-//! list (an unreviewed use), review, revoke.
+//! certificate loses their laptop; the help desk files a recovery (which
+//! revokes the lost certificate at once) and verifies it, and a second admin
+//! approves it through the CLI. Then break-glass: grant, an emergency login,
+//! list (an unreviewed use), review, revoke (which revokes what it issued).
 //!
 //! The logins themselves are `POST /v1/login/start` and `POST /v1/login`
 //! made here (tests/it/login.rs drives `hallmark login` with a real
@@ -75,6 +75,11 @@ fn as_admin_json(up: &Up, token: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Whether the inventory has credential `serial` revoked.
+fn revoked(up: &Up, serial: &str) -> bool {
+    up.cli_json(&["credential", "show", serial])["credential"]["revoked_at"].is_i64()
+}
+
 /// `out` failed, and its error says `says`.
 #[track_caller]
 fn fails(out: &Output, says: &str) {
@@ -88,10 +93,10 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Recovery through the CLI: filing locks the person out, a note is
-/// required, the help desk cannot approve, a second admin can, and that
-/// revokes the lost certificate and lets the person in again. Then
-/// break-glass: grant, use, list (unreviewed), review, revoke.
+/// Recovery through the CLI: filing revokes the lost certificate and locks
+/// the person out, a note is required, the help desk cannot approve, a
+/// second admin can, and that lets the person in again. Then break-glass:
+/// grant, use, list (unreviewed), review, revoke.
 #[tokio::test(flavor = "multi_thread")]
 async fn help_desk_recovers_a_person_and_manages_break_glass_through_the_cli() {
     let signer = Signer::ec("k1");
@@ -132,7 +137,8 @@ async fn help_desk_recovers_a_person_and_manages_break_glass_through_the_cli() {
     );
     fails(&out, "machines have no recovery path");
 
-    // Filing locks Bob's logins.
+    // Filing revokes the lost certificate at once and locks Bob's logins.
+    assert!(!revoked(&up, &lost));
     let filed = as_admin_json(
         &up,
         &helpdesk,
@@ -142,12 +148,7 @@ async fn help_desk_recovers_a_person_and_manages_break_glass_through_the_cli() {
     assert_eq!(filed["requested_by"], "helpdesk");
     assert!(filed["requested_at_rfc3339"].is_string(), "--json adds RFC 3339 twins: {filed}");
     let id = filed["id"].as_str().unwrap().to_owned();
-    // Filing revoked the lost certificate at once.
-    let shown = up.cli_json(&["credential", "show", &lost]);
-    assert!(
-        !shown["credential"]["revoked_at"].is_null(),
-        "the lost certificate is revoked when the request is filed: {shown}"
-    );
+    assert!(revoked(&up, &lost), "the lost certificate is revoked when the request is filed");
     let (st, v) = bob_logs_in(&up, &signer, &stub, false);
     assert_eq!(st, 403, "{v}");
     assert!(v["error"].as_str().unwrap().contains(&id), "{v}");
@@ -169,7 +170,7 @@ async fn help_desk_recovers_a_person_and_manages_break_glass_through_the_cli() {
     let approved = as_admin_json(&up, &second, &["human", "recover", "approve", &id]);
     assert_eq!(approved["request"]["state"], "approved", "{approved}");
     assert_eq!(approved["request"]["approved_by"], "second");
-    assert_eq!(approved["revoked"], serde_json::json!([]), "nothing left to revoke at approval: {approved}");
+    assert_eq!(approved["revoked"], json!([]), "nothing was live any more: {approved}");
     let (st, v) = bob_logs_in(&up, &signer, &stub, false);
     assert_eq!(st, 200, "Bob signs in again after approval: {v}");
 
@@ -223,9 +224,12 @@ async fn help_desk_recovers_a_person_and_manages_break_glass_through_the_cli() {
     let text = stdout(&as_admin(&up, &auditor, &["human", "break-glass", "list"]));
     assert!(text.contains("reviewed by audit") && !text.contains("UNREVIEWED"), "{text}");
 
-    // Revoked: no more emergency logins under it.
+    // Withdrawn: what it issued is revoked, and no more emergency logins under it.
+    let emergency = bg["serial"].as_str().unwrap();
+    assert!(!revoked(&up, emergency));
     let r = as_admin_json(&up, &boot, &["human", "break-glass", "revoke", &grant_id]);
     assert!(r["revoked_at"].is_i64(), "{r}");
+    assert!(revoked(&up, emergency), "withdrawing the grant revokes what it issued");
     fails(&as_admin(&up, &boot, &["human", "break-glass", "revoke", &grant_id]), "already revoked");
     let text = stdout(&as_admin(&up, &auditor, &["human", "break-glass", "list"]));
     assert!(text.contains("revoked"), "{text}");
