@@ -85,7 +85,8 @@ fn required_text(what: &str, text: &str) -> Result<String, ApiError> {
 /// A person's SPIFFE ID in this trust domain.
 fn person_id(s: &ServerState, subject: &str) -> Result<SpiffeId, ApiError> {
     let id = SpiffeId::new(subject).map_err(|e| ApiError::bad(format!("subject: {e}")))?;
-    if id.trust_domain() != s.settings.trust_domain || !id.is_human() {
+    // A person's ID has a path below `/human/`, as the templates render it.
+    if id.trust_domain() != s.settings.trust_domain || !id.path().starts_with("/human/") {
         return Err(ApiError::bad(format!(
             "subject `{subject}` is not a person's SPIFFE ID (spiffe://{}/human/...): machines have no recovery path or break-glass; they fail closed and are re-issued from attestation",
             s.settings.trust_domain
@@ -321,9 +322,11 @@ pub(crate) async fn revoke_break_glass(
     // And what it issued: a withdrawn grant leaves no emergency certificate live.
     let why = format!("break-glass grant `{id}` withdrawn");
     for u in s.store.break_glass_uses(false).await?.into_iter().filter(|u| u.grant_id == id) {
-        s.revoke(&RevokeTarget::Credential(u.credential.clone()), &why, &who.token.name)
-            .await
-            .map_err(super::error::revocation)?;
+        match s.revoke(&RevokeTarget::Credential(u.credential.clone()), &why, &who.token.name).await {
+            // Expired long ago and pruned from the inventory: nothing to revoke.
+            Ok(_) | Err(crate::error::ServerError::Store(StoreError::NotFound(_))) => {}
+            Err(e) => return Err(super::error::revocation(e)),
+        }
     }
     Ok(Json(grant))
 }
