@@ -413,12 +413,10 @@ fn scoped_verdict(version: u64, action: &str, ceiling: u64, eval: Evaluation) ->
 /// `@max_ttl`). No permit is a denial; so is a decision that cannot be made.
 pub fn decide_exchange(engine: &PolicyEngine, request: &ExchangeRequest<'_>) -> Verdict {
     let version = engine.version();
-    let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = match engine.evaluate_exchange(request) {
-        Ok(e) => e,
-        Err(error) => return evaluation_failed(version, error),
-    };
-    let eval = Evaluation { allowed, policy_ids, ttl_cap, errors, considered };
-    scoped_verdict(version, "exchange_token", request.max_ttl, eval)
+    match engine.evaluate_exchange(request) {
+        Ok(eval) => scoped_verdict(version, "exchange_token", request.max_ttl, eval),
+        Err(error) => evaluation_failed(version, error),
+    }
 }
 
 /// A person's login (`hallmark login`) or break-glass login: everything the
@@ -469,12 +467,11 @@ pub struct LoginRequest<'a> {
 pub fn decide_login(engine: &PolicyEngine, request: &LoginRequest<'_>) -> Verdict {
     let version = engine.version();
     let action = if request.break_glass { "break_glass" } else { "login" };
-    let Evaluation { allowed, policy_ids, ttl_cap, errors, considered } = match engine.evaluate_login(request) {
-        Ok(e) => e,
-        Err(error) => return evaluation_failed(version, error),
-    };
     let ceiling = request.max_ttl.min(request.requested_ttl.max(1));
-    scoped_verdict(version, action, ceiling, Evaluation { allowed, policy_ids, ttl_cap, errors, considered })
+    match engine.evaluate_login(request) {
+        Ok(eval) => scoped_verdict(version, action, ceiling, eval),
+        Err(error) => evaluation_failed(version, error),
+    }
 }
 
 #[cfg(test)]
