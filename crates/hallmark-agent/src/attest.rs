@@ -20,6 +20,14 @@
 //! in it is taken from an earlier call but the names (as the name cache
 //! would give them) and the digest of the very same file.
 //!
+//! The caller's `/proc/<pid>` directory and its `status` file are opened
+//! once, when the connection is accepted ([`ProcDir`]), and every call reads
+//! through them. The directory holds the process itself, not its number:
+//! once that process has exited, reads through it fail even if the number
+//! has gone to another process. It also spares each call the walk from
+//! `/proc` for every file and the open and close of `status`, which were
+//! most of the agent's own work per call.
+//!
 //! A connection belongs to the program that opened it. The executable's
 //! identity (device, inode, size, times) is read when the connection is
 //! accepted, and a request on it is refused once the process runs another
@@ -38,16 +46,19 @@
 //! path selector is left out: entries for such workloads pin the digest.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hallmark_core::{NAMESPACE_KINDS, Selector, SelectorSet};
+use rustix::fs::{AtFlags, Mode, OFlags, Statx, StatxFlags};
 use sha2::{Digest, Sha256};
 
 use crate::cgroup::{CgroupError, CgroupFacts, parse_cgroup};
@@ -85,6 +96,9 @@ pub struct Caller {
     /// The executable the process ran when the connection was accepted
     /// (`None` when it could not be read: the caller is refused).
     pub exe: Option<ExeIdentity>,
+    /// Its `/proc` entries, opened when the connection was accepted (`None`
+    /// when they could not be: the caller is refused).
+    proc: Option<Arc<ProcDir>>,
 }
 
 impl Caller {
@@ -92,10 +106,115 @@ impl Caller {
     /// when the kernel gave one, else by the start time /proc shows now, and
     /// bound to the executable it runs now.
     pub fn new(pid: i32, pidfd: Option<OwnedFd>) -> Self {
-        let start_time = start_time(pid).ok();
-        let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok().map(|m| ExeIdentity::of(&m));
-        Self { pid, pidfd: pidfd.map(Arc::new), start_time, exe }
+        let proc = ProcDir::open(pid).ok();
+        let start_time = proc.as_ref().and_then(|p| p.start_time().ok());
+        let exe = proc.as_ref().and_then(|p| p.exe_stat().ok()).map(|m| ExeIdentity::of(&m));
+        Self { pid, pidfd: pidfd.map(Arc::new), start_time, exe, proc: proc.map(Arc::new) }
     }
+}
+
+/// A process's `/proc/<pid>` directory and its `status` file, opened once
+/// for a connection (four descriptors in all with its socket and pidfd).
+/// The directory refers to the process, not to its number: once the
+/// process has exited, every read through it fails, even after its number
+/// is given to another process.
+#[derive(Debug)]
+pub struct ProcDir {
+    /// `/proc/<pid>`, opened as a path only (`O_PATH`): a base for `*at` calls.
+    dir: OwnedFd,
+    /// `/proc/<pid>/status`, read again from its start at each call: a read
+    /// at offset 0 makes the kernel write it afresh.
+    status: File,
+    /// The inode of its PID namespace, read once: a process's own PID
+    /// namespace is fixed for its life (`unshare` and `setns` change only
+    /// its future children's), unlike its other namespaces.
+    pid_ns: Option<u64>,
+}
+
+/// The longest `status` file read: its `Groups` line with the kernel's
+/// maximum of 65 536 groups is under 720 KiB.
+const MAX_STATUS: usize = 1 << 20;
+
+impl ProcDir {
+    /// Opens `/proc/<pid>` and its `status` file.
+    pub fn open(pid: i32) -> std::io::Result<Self> {
+        let dir = rustix::fs::open(
+            format!("/proc/{pid}").as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let status = File::from(rustix::fs::openat(&dir, "status", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?);
+        let pid_ns = read_namespace(&dir, "pid");
+        Ok(Self { dir, status, pid_ns })
+    }
+
+    /// The `status` file's text, written by the kernel at this read. A
+    /// read shorter than the buffer holds all of it; a longer file (a
+    /// process with thousands of supplementary groups) is read again from
+    /// the start into a larger buffer, so the text is from one writing.
+    fn status(&self) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; PROC_READ];
+        loop {
+            let n = self.status.read_at(&mut buf, 0)?;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            if buf.len() >= MAX_STATUS {
+                return Err(std::io::Error::other("status file too long"));
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+
+    /// A file in the directory, read whole.
+    fn read(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        let file = File::from(rustix::fs::openat(&self.dir, name, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?);
+        read_whole(file)
+    }
+
+    /// The process's start time (clock ticks since boot).
+    fn start_time(&self) -> Result<u64, AttestError> {
+        let stat = self.read("stat").map_err(|_| AttestError::Exited)?;
+        parse_stat_starttime(&String::from_utf8_lossy(&stat)).ok_or_else(|| AttestError::Proc("unparsable stat".into()))
+    }
+
+    /// Where the `exe` link points, as the agent's mount namespace sees it.
+    fn exe_path(&self) -> std::io::Result<PathBuf> {
+        let link = rustix::fs::readlinkat(&self.dir, "exe", Vec::new())?;
+        Ok(PathBuf::from(OsStr::from_bytes(link.as_bytes())))
+    }
+
+    /// The executable file's status: the file the `exe` link names, as
+    /// `fstat` of it opened would show it, in one call.
+    fn exe_stat(&self) -> std::io::Result<Statx> {
+        Ok(rustix::fs::statx(&self.dir, "exe", AtFlags::empty(), StatxFlags::BASIC_STATS | StatxFlags::BTIME)?)
+    }
+
+    /// The executable file, opened to be hashed.
+    fn open_exe(&self) -> std::io::Result<File> {
+        Ok(File::from(rustix::fs::openat(&self.dir, "exe", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?))
+    }
+
+    /// The inode of namespace `kind` (`ns/<kind>`), if readable: read now,
+    /// but for the PID namespace, which cannot change.
+    fn namespace(&self, kind: &str) -> Option<u64> {
+        if kind == "pid" {
+            return self.pid_ns;
+        }
+        read_namespace(&self.dir, kind)
+    }
+}
+
+/// The inode of namespace `kind` of the process whose /proc directory is `dir`.
+fn read_namespace(dir: &OwnedFd, kind: &str) -> Option<u64> {
+    let link = rustix::fs::readlinkat(dir, format!("ns/{kind}").as_str(), Vec::new()).ok()?;
+    parse_namespace_link(&String::from_utf8_lossy(link.as_bytes()), kind)
+}
+
+/// The status of a file opened, as [`ProcDir::exe_stat`] gives it.
+fn stat_of(file: &File) -> std::io::Result<Statx> {
+    Ok(rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS | StatxFlags::BTIME)?)
 }
 
 /// Start time (clock ticks since boot) of process `pid`.
@@ -114,8 +233,13 @@ const PROC_READ: usize = 4096;
 /// one more that sees the end. A longer file (a `status` with thousands of
 /// supplementary groups) is still read whole: the buffer grows.
 fn read_proc(path: &str) -> std::io::Result<Vec<u8>> {
+    read_whole(File::open(path)?)
+}
+
+/// A /proc file opened, read whole (see [`read_proc`]).
+fn read_whole(mut file: File) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(PROC_READ);
-    File::open(path)?.read_to_end(&mut buf)?;
+    file.read_to_end(&mut buf)?;
     Ok(buf)
 }
 
@@ -155,6 +279,20 @@ pub struct ProcStatus {
     pub gid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
+}
+
+/// The start of a `status` file up to the end of its `Groups` line: all
+/// that [`parse_status`] reads (the kernel writes `Uid` and `Gid` before
+/// it), without the forty lines after it. The whole text when it has no
+/// `Groups` line.
+fn status_head(text: &[u8]) -> &[u8] {
+    const GROUPS: &[u8] = b"\nGroups:";
+    let Some(at) = text.windows(GROUPS.len()).position(|w| w == GROUPS) else { return text };
+    let line_start = at + 1;
+    match text.get(line_start..).and_then(|rest| rest.iter().position(|b| *b == b'\n')) {
+        Some(end) => text.get(..line_start + end + 1).unwrap_or(text),
+        None => text,
+    }
 }
 
 /// Parses `/proc/<pid>/status`. Small and strict so that it can be fuzzed.
@@ -215,15 +353,20 @@ struct FileKey {
 }
 
 impl FileKey {
-    fn of(m: &std::fs::Metadata) -> Self {
+    fn of(m: &Statx) -> Self {
         Self {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
+            dev: device(m),
+            ino: m.stx_ino,
+            size: m.stx_size,
+            mtime: (m.stx_mtime.tv_sec, i64::from(m.stx_mtime.tv_nsec)),
+            ctime: (m.stx_ctime.tv_sec, i64::from(m.stx_ctime.tv_nsec)),
         }
     }
+}
+
+/// A file's device, its major and minor numbers in one.
+fn device(m: &Statx) -> u64 {
+    (u64::from(m.stx_dev_major) << 32) | u64::from(m.stx_dev_minor)
 }
 
 /// Which executable file a process runs: what binds a connection to the
@@ -237,12 +380,16 @@ pub struct ExeIdentity {
     dev: u64,
     ino: u64,
     size: u64,
-    born: Option<std::time::SystemTime>,
+    /// Seconds and nanoseconds.
+    born: Option<(i64, u32)>,
 }
 
 impl ExeIdentity {
-    fn of(m: &std::fs::Metadata) -> Self {
-        Self { dev: m.dev(), ino: m.ino(), size: m.size(), born: m.created().ok() }
+    fn of(m: &Statx) -> Self {
+        let born = StatxFlags::from_bits_retain(m.stx_mask)
+            .contains(StatxFlags::BTIME)
+            .then_some((m.stx_btime.tv_sec, m.stx_btime.tv_nsec));
+        Self { dev: device(m), ino: m.stx_ino, size: m.stx_size, born }
     }
 }
 
@@ -361,27 +508,23 @@ impl UnixAttestor {
         if pid <= 0 {
             return Err(AttestError::NoCredentials);
         }
-        let pinned = self.check_pinned(caller)?;
-        let proc_dir = format!("/proc/{pid}");
-        let status = read_proc(&format!("{proc_dir}/status")).map_err(|_| AttestError::Exited)?;
+        let Some(proc) = caller.proc.as_deref() else { return Err(AttestError::Exited) };
+        let pinned = self.check_pinned(caller, proc)?;
+        let status = proc.status().map_err(|_| AttestError::Exited)?;
         // The command name may hold any byte but a newline: it cannot make
         // or hide the Uid, Gid or Groups lines, so a non-UTF-8 name is only
         // replaced.
-        let status = parse_status(&String::from_utf8_lossy(&status))?;
-        let exe_link = format!("{proc_dir}/exe");
-        let path = std::fs::read_link(&exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
-        // The file the link names, as `fstat` of it opened would show it, in
-        // one call instead of three: it is opened only to be hashed.
-        let meta = std::fs::metadata(&exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let status = parse_status(&String::from_utf8_lossy(status_head(&status)))?;
+        let path = proc.exe_path().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let meta = proc.exe_stat().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         if caller.exe != Some(ExeIdentity::of(&meta)) {
             return Err(AttestError::Executed);
         }
         // Read while the process is pinned: a path seen from the agent's own
         // mount namespace, or none.
-        let pid_text = pid.to_string();
         let mut namespaces = [None; NAMESPACES];
         for (inode, kind) in namespaces.iter_mut().zip(NAMESPACE_KINDS) {
-            *inode = namespace_inode(&pid_text, kind);
+            *inode = proc.namespace(kind);
         }
         let mount_ns =
             NAMESPACE_KINDS.iter().zip(namespaces).find_map(|(kind, inode)| (*kind == "mnt").then_some(inode));
@@ -389,7 +532,7 @@ impl UnixAttestor {
         let same_mount_ns = self.own_mount_ns.is_some() && mount_ns == self.own_mount_ns;
         // The kernel's word on which container and pod; never mountinfo.
         let cgroup = if self.reads_cgroup {
-            let text = read_proc(&format!("{proc_dir}/cgroup")).map_err(|_| AttestError::Exited)?;
+            let text = proc.read("cgroup").map_err(|_| AttestError::Exited)?;
             parse_cgroup(&String::from_utf8_lossy(&text))
         } else {
             Ok(CgroupFacts::default())
@@ -398,11 +541,11 @@ impl UnixAttestor {
         let evidence = match self.made_before(&facts) {
             Some(evidence) => evidence,
             None => {
-                let Some(digest) = self.digest(&exe_link, facts.exe, may_hash)? else { return Ok(None) };
+                let Some(digest) = self.digest(proc, facts.exe, may_hash)? else { return Ok(None) };
                 self.make(facts, &digest)
             }
         };
-        let again = self.check_pinned(caller)?;
+        let again = self.check_pinned(caller, proc)?;
         if again != pinned {
             return Err(AttestError::Exited);
         }
@@ -489,7 +632,7 @@ impl UnixAttestor {
     /// pidfd becomes readable when its process exits. Without one (older
     /// kernels), the process start time must still be the one read when the
     /// connection was accepted.
-    fn check_pinned(&self, caller: &Caller) -> Result<u64, AttestError> {
+    fn check_pinned(&self, caller: &Caller, proc: &ProcDir) -> Result<u64, AttestError> {
         match &caller.pidfd {
             Some(fd) => {
                 let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
@@ -501,7 +644,7 @@ impl UnixAttestor {
             }
             // Without a pidfd, the process start time tells a recycled PID apart.
             None => {
-                let now = start_time(caller.pid)?;
+                let now = proc.start_time()?;
                 match caller.start_time {
                     Some(at_accept) if at_accept == now => Ok(now),
                     _ => Err(AttestError::Exited),
@@ -510,20 +653,20 @@ impl UnixAttestor {
         }
     }
 
-    /// The SHA-256 of the executable `exe_link` names, whose file is `key`:
-    /// from the cache, or (when `may_hash`) read in full.
-    fn digest(&self, exe_link: &str, key: FileKey, may_hash: bool) -> Result<Option<String>, AttestError> {
+    /// The SHA-256 of the executable `proc` runs, whose file is `key`: from
+    /// the cache, or (when `may_hash`) read in full.
+    fn digest(&self, proc: &ProcDir, key: FileKey, may_hash: bool) -> Result<Option<String>, AttestError> {
         if let Some(d) = self.digests.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(Some(d));
         }
         if !may_hash {
             return Ok(None);
         }
-        let mut exe = File::open(exe_link).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let mut exe = proc.open_exe().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         // What is hashed must be the file the key names: a process that
         // executed another program since the key was read is refused, as
         // it is once it has connected.
-        let opened = exe.metadata().map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
+        let opened = stat_of(&exe).map_err(|e| AttestError::Proc(format!("exe: {e}")))?;
         if FileKey::of(&opened) != key {
             return Err(AttestError::Executed);
         }
@@ -570,6 +713,67 @@ mod tests {
         assert_eq!(parse_stat_starttime("garbage"), None);
     }
 
+    /// The identity of `/bin/sh`, an executable this test process does not run.
+    fn sh_identity() -> ExeIdentity {
+        let sh = File::open("/bin/sh").unwrap();
+        ExeIdentity::of(&stat_of(&sh).unwrap())
+    }
+
+    /// Reads through a process's /proc directory fail once it has exited,
+    /// and its status is written afresh at every read.
+    #[test]
+    fn a_proc_dir_reads_only_its_own_process() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        let dir = ProcDir::open(pid).unwrap();
+        let first = parse_status(&String::from_utf8_lossy(&dir.status().unwrap())).unwrap();
+        assert_eq!(parse_status(&String::from_utf8_lossy(&dir.status().unwrap())).unwrap(), first);
+        assert!(dir.exe_path().unwrap().ends_with("sleep"));
+        assert!(dir.namespace("mnt").is_some());
+        assert_eq!(dir.namespace("pid"), namespace_inode(&pid.to_string(), "pid"));
+        assert_eq!(dir.start_time().unwrap(), start_time(pid).unwrap());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(dir.status().is_err());
+        assert!(dir.exe_stat().is_err());
+        assert!(dir.namespace("mnt").is_none());
+        assert!(dir.start_time().is_err());
+    }
+
+    /// A status file longer than the first buffer (a process in 3 000
+    /// supplementary groups) is read whole. Setting groups takes root.
+    #[test]
+    fn a_long_status_is_read_whole() {
+        if !nix::unistd::getuid().is_root() {
+            eprintln!("skipped: setting 3 000 supplementary groups takes root");
+            return;
+        }
+        let groups: Vec<String> = (1..=3000).map(|g| g.to_string()).collect();
+        let mut child = std::process::Command::new("setpriv")
+            .arg("--groups")
+            .arg(groups.join(","))
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // setpriv sets the groups, then executes sleep.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let dir = loop {
+            let dir = ProcDir::open(pid).unwrap();
+            if dir.exe_path().unwrap().ends_with("sleep") {
+                break dir;
+            }
+            assert!(Instant::now() < deadline, "setpriv did not execute sleep");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let text = dir.status().unwrap();
+        assert!(text.len() > PROC_READ, "{} bytes", text.len());
+        let status = parse_status(&String::from_utf8_lossy(&text)).unwrap();
+        assert_eq!(status.groups, (1..=3000).collect::<Vec<u32>>());
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     #[test]
     fn attests_this_process() {
         let me = std::process::id() as i32;
@@ -588,15 +792,15 @@ mod tests {
         assert!(a.attest(&Caller::new(0, None)).is_err());
         // Without a pidfd, a process that started after the connection was
         // accepted (a recycled PID) is not the caller; nor is an unknown one.
-        let exe = Caller::new(me, None).exe;
-        let recycled = Caller { pid: me, pidfd: None, start_time: Some(1), exe };
+        let recycled = Caller { start_time: Some(1), ..Caller::new(me, None) };
         assert_eq!(a.attest(&recycled).unwrap_err(), AttestError::Exited);
-        let unknown = Caller { pid: me, pidfd: None, start_time: None, exe };
+        let unknown = Caller { start_time: None, ..Caller::new(me, None) };
         assert_eq!(a.attest(&unknown).unwrap_err(), AttestError::Exited);
+        let unopened = Caller { proc: None, ..Caller::new(me, None) };
+        assert_eq!(a.attest(&unopened).unwrap_err(), AttestError::Exited);
         // A connection opened by another executable than the one running now.
         let mut other = Caller::new(me, None);
-        let sh = std::fs::metadata("/bin/sh").unwrap();
-        other.exe = Some(ExeIdentity::of(&sh));
+        other.exe = Some(sh_identity());
         assert_eq!(a.attest(&other).unwrap_err(), AttestError::Executed);
         other.exe = None;
         assert_eq!(a.attest(&other).unwrap_err(), AttestError::Executed);
@@ -624,7 +828,7 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second), "same facts, same evidence");
         assert_eq!(a.made.lock().unwrap().len(), 1);
         let mut other = Caller::new(me, None);
-        other.exe = Some(ExeIdentity::of(&std::fs::metadata("/bin/sh").unwrap()));
+        other.exe = Some(sh_identity());
         assert_eq!(a.attest_cached(&other).unwrap_err(), AttestError::Executed, "facts are read on every call");
         // Once its names are due, it is made again (equal, but new).
         for made in a.made.lock().unwrap().values_mut() {
@@ -645,6 +849,17 @@ mod tests {
     fn status_parsing_stops_after_the_groups_line() {
         let s = "Uid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nGroups:\t3\nNStgid:\t9\nUid:\t0\t0\t0\t0\n";
         assert_eq!(parse_status(s).unwrap(), ProcStatus { uid: 1, gid: 2, groups: vec![3] });
+        assert_eq!(status_head(s.as_bytes()), b"Uid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nGroups:\t3\n");
+        assert_eq!(status_head(b"Uid:\t1\nGid:\t2\n"), b"Uid:\t1\nGid:\t2\n");
+        assert_eq!(status_head(b"Uid:\t1\nGroups:\t3"), b"Uid:\t1\nGroups:\t3");
+        // The part it keeps parses as the whole does.
+        let whole = std::fs::read("/proc/self/status").unwrap();
+        let head = status_head(&whole);
+        assert!(head.len() < whole.len());
+        assert_eq!(
+            parse_status(&String::from_utf8_lossy(head)).unwrap(),
+            parse_status(&String::from_utf8_lossy(&whole)).unwrap()
+        );
     }
 
     #[test]

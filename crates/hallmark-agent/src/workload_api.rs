@@ -137,7 +137,7 @@ impl AsyncWrite for UdsConn {
 }
 
 /// How many Workload API connections may be open: per uid, and in all. Each
-/// connection holds two file descriptors (its socket and a pidfd), so
+/// connection holds [`FDS_PER_CONNECTION`] file descriptors, so
 /// without a cap one local user could take every descriptor the agent may
 /// open, and with them the Workload API of every other user (and, under
 /// `hallmark up`, the admin API too).
@@ -149,16 +149,22 @@ pub struct ConnectionLimits {
     pub total: usize,
 }
 
+/// File descriptors a Workload API connection holds in the agent: its
+/// socket, the caller's pidfd, and its `/proc/<pid>` directory and `status`
+/// file ([`crate::attest::ProcDir`]).
+pub const FDS_PER_CONNECTION: u64 = 4;
+
 /// File descriptors kept out of the Workload API's reach, for everything
 /// else the process does (the datastore, TLS, the admin and health APIs).
 pub const RESERVED_FDS: u64 = 1024;
 
 impl ConnectionLimits {
     /// Limits that fit `open_files` (the process's descriptor limit):
-    /// everything but [`RESERVED_FDS`], two per connection, in all; a quarter
-    /// of that per uid unless `per_uid` is given.
+    /// everything but [`RESERVED_FDS`], [`FDS_PER_CONNECTION`] per
+    /// connection, in all; a quarter of that per uid unless `per_uid` is given.
     pub fn for_open_files(open_files: u64, per_uid: Option<usize>) -> Self {
-        let total = usize::try_from(open_files.saturating_sub(RESERVED_FDS) / 2).unwrap_or(usize::MAX).max(16);
+        let total =
+            usize::try_from(open_files.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION).unwrap_or(usize::MAX).max(16);
         Self { per_uid: per_uid.unwrap_or((total / 4).max(16)).min(total), total }
     }
 }
@@ -295,6 +301,10 @@ fn trust_domain_key(agent: &AgentInner) -> String {
 /// Runs `next` on every cache change and sends its result when it differs from
 /// the last one sent. `next` returning `Err` ends the stream with that status.
 /// `guard` lives as long as the stream.
+///
+/// The first message is made here, in the call, and is waiting in the stream
+/// when the call returns: the answer does not wait for the stream's task to be
+/// scheduled, which under load can be a time slice of another thread away.
 fn watch_stream<T, F, G>(agent: Arc<AgentInner>, guard: G, mut next: F) -> Streamed<T>
 where
     T: PartialEq + Clone + Send + 'static,
@@ -302,12 +312,31 @@ where
     G: Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
+    let mut version = agent.cache.subscribe();
+    let started = tokio::time::Instant::now();
+    version.borrow_and_update();
+    let mut last: Option<T> = None;
+    match next(&agent, true) {
+        // The channel is new and holds up to 4: this first send cannot fail.
+        Ok(Some(msg)) => {
+            if tx.try_send(Ok(msg.clone())).is_ok() {
+                last = Some(msg);
+            }
+        }
+        Ok(None) => {}
+        Err(s) => {
+            let _ = tx.try_send(Err(s));
+            return Box::pin(ReceiverStream::new(rx));
+        }
+    }
     tokio::spawn(async move {
         let _guard = guard;
-        let mut version = agent.cache.subscribe();
-        let mut last: Option<T> = None;
-        let started = tokio::time::Instant::now();
         loop {
+            tokio::select! {
+                r = version.changed() => if r.is_err() { return },
+                () = tx.closed() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)), if last.is_none() => {}
+            }
             version.borrow_and_update();
             let waiting_first = last.is_none() && started.elapsed() < FIRST_SVID_WAIT;
             match next(&agent, waiting_first) {
@@ -324,11 +353,6 @@ where
                     let _ = tx.send(Err(s)).await;
                     return;
                 }
-            }
-            tokio::select! {
-                r = version.changed() => if r.is_err() { return },
-                () = tx.closed() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)), if last.is_none() => {}
             }
         }
     });
@@ -675,7 +699,7 @@ mod tests {
     #[test]
     fn limits_follow_the_descriptor_limit() {
         let l = ConnectionLimits::for_open_files(20_000, None);
-        assert_eq!(l.total, (20_000 - 1024) / 2);
+        assert_eq!(l.total, (20_000 - 1024) / 4);
         assert_eq!(l.per_uid, l.total / 4);
         assert_eq!(ConnectionLimits::for_open_files(20_000, Some(10)).per_uid, 10);
         assert_eq!(ConnectionLimits::for_open_files(20_000, Some(1_000_000)).per_uid, l.total);
