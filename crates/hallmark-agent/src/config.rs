@@ -59,6 +59,23 @@ pub struct AgentConfig {
     /// File holding the service-account token presented to the kubelet.
     #[serde(default)]
     pub kubelet_token_path: Option<PathBuf>,
+    /// Threads that run a standalone agent's work, the Workload API's calls
+    /// among them; by default half the node's cores, at least one.
+    #[serde(default)]
+    pub worker_threads: Option<usize>,
+}
+
+/// The most threads `worker_threads` may ask for.
+const MAX_WORKER_THREADS: usize = 256;
+
+/// Threads for a standalone agent when `worker_threads` is not given: half
+/// the node's cores, at least one. The agent shares the node with the
+/// workloads it serves, whose calls wake it: on a 2-core node with four
+/// busy callers, one thread answered with a p99 of 610–690 µs where two
+/// (a thread per core, with the callers' threads on the same cores) took
+/// 0.9–3.2 ms, and served as many calls (BENCHMARKS.md, issue 16).
+pub fn default_worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 /// Validated agent settings.
@@ -86,6 +103,9 @@ pub struct AgentSettings {
     pub container_runtime_socket: Option<PathBuf>,
     /// The kubelet, when pod evidence is on.
     pub kubelet: Option<KubeletSettings>,
+    /// Threads for a standalone agent process's runtime (`hallmark agent`);
+    /// `hallmark up` runs the agent on the runtime it shares with the server.
+    pub worker_threads: usize,
 }
 
 /// The agent's `[node_attestor]` table: what the node proves itself with.
@@ -217,6 +237,16 @@ impl AgentConfig {
                 (a, _) => a.clone(),
             },
             bootstrap,
+            worker_threads: match self.worker_threads {
+                None => default_worker_threads(),
+                Some(n) if (1..=MAX_WORKER_THREADS).contains(&n) => n,
+                Some(n) => {
+                    return Err(ConfigError::Value {
+                        key: "worker_threads",
+                        msg: format!("{n} is not between 1 and {MAX_WORKER_THREADS}"),
+                    });
+                }
+            },
             health_listen: self.health_listen.clone(),
             max_connections_per_uid: match self.max_connections_per_uid {
                 Some(0) => {

@@ -538,12 +538,17 @@ async fn start_server(
     hallmark_server::start(settings).await
 }
 
+/// The agent configuration file at `config`, read and checked.
+pub fn agent_settings(config: &Path) -> anyhow::Result<hallmark_agent::config::AgentSettings> {
+    let text = read_config(config)?;
+    hallmark_agent::config::AgentConfig::parse(&text, &env_map())
+        .and_then(|c| c.validate())
+        .with_context(|| config.display().to_string())
+}
+
 /// `hallmark agent --config FILE`
 pub async fn run_agent(config: &Path) -> anyhow::Result<()> {
-    let text = read_config(config)?;
-    let settings = hallmark_agent::config::AgentConfig::parse(&text, &env_map())
-        .and_then(|c| c.validate())
-        .with_context(|| config.display().to_string())?;
+    let settings = agent_settings(config)?;
     let running = hallmark_agent::start(settings).await?;
     println!("SPIFFE_ENDPOINT_SOCKET=unix://{}", running.socket_path.display());
     tokio::select! {

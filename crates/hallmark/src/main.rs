@@ -305,7 +305,16 @@ fn exit_quietly_on_closed_stdout() {
 fn main() -> ExitCode {
     exit_quietly_on_closed_stdout();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // A standalone agent runs on the threads its configuration says
+    // (`worker_threads`); every other command on one per core.
+    if let Command::Agent { config } = &cli.command {
+        match commands::agent_settings(config) {
+            Ok(settings) => runtime.worker_threads(settings.worker_threads),
+            Err(e) => return print_error(&e),
+        };
+    }
+    let rt = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start runtime: {e}");
@@ -365,12 +374,15 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-            eprintln!("error: {}", chain.join(": "));
-            ExitCode::FAILURE
-        }
+        Err(e) => print_error(&e),
     }
+}
+
+/// Prints `e` with its causes on one line, as every command's error.
+fn print_error(e: &anyhow::Error) -> ExitCode {
+    let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+    eprintln!("error: {}", chain.join(": "));
+    ExitCode::FAILURE
 }
 
 #[cfg(test)]

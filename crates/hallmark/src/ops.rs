@@ -98,6 +98,7 @@ pub fn config(cmd: ConfigCmd) -> anyhow::Result<()> {
             "health_listen": s.health_listen,
             "container_runtime_socket": s.container_runtime_socket,
             "kubelet_url": s.kubelet.as_ref().map(|k| k.url.clone()),
+            "worker_threads": s.worker_threads,
         })
     } else {
         let s = hallmark_server::config::ServerConfig::parse(&text, &env)

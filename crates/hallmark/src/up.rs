@@ -108,6 +108,7 @@ fn agent_settings(
         kubelet_url: None,
         kubelet_ca_path: None,
         kubelet_token_path: None,
+        worker_threads: None,
     }
     .validate()
     .context("hallmark up: the embedded agent's settings")

@@ -234,6 +234,18 @@ fn operations_commands() {
     let out = Command::new(bin()).args(["config", "check", "--json"]).arg(&agent_toml).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["settings"]["kind"], "agent", "{v}");
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(v["settings"]["worker_threads"], (cores / 2).max(1), "half the cores by default: {v}");
+    std::fs::write(
+        &agent_toml,
+        "trust_domain = \"example.org\"\nserver_address = \"s:8443\"\ndata_dir = \"/a\"\nworker_threads = 0\n",
+    )
+    .unwrap();
+    let err = fail(&Command::new(bin()).args(["config", "check"]).arg(&agent_toml).output().unwrap());
+    assert!(err.contains("worker_threads") && err.contains("between 1 and 256"), "{err}");
+    // `hallmark agent` refuses it too, before it starts anything.
+    let err = fail(&Command::new(bin()).args(["agent", "--config"]).arg(&agent_toml).output().unwrap());
+    assert!(err.contains("worker_threads"), "{err}");
     std::fs::write(
         &agent_toml,
         "trust_domain = \"example.org\"\nserver_address = \"s:8443\"\ndata_dir = \"/a\"\nsocket = \"/x\"\n",
