@@ -18,7 +18,9 @@ For each binary and round it prints the benchmark's rows (calls per second,
 p50, p99), and the CPU time (user + system) its agent process used per
 Workload API call, sampled from /proc every 50 ms until the agent exits. At
 the end: calls per second summed over the rounds and the after/before ratio,
-the median p50 and p99 of each pass, and the agent CPU per call.
+the median p50 and p99 of each pass, and the agent CPU per call. Each run
+also says how many cores were idle and how many the hypervisor took for
+other guests (steal), on average: a run with steal measured a slower machine.
 """
 
 import os
@@ -39,6 +41,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def machine_ticks():
+    """The machine's (idle, steal) clock ticks since boot, from /proc/stat."""
+    fields = open("/proc/stat").readline().split()[1:]
+    return int(fields[3]) + int(fields[4]), int(fields[7])
+
+
 def agent_of(parent: int):
     """The pid of `hallmark agent` started by `parent`, if running."""
     for d in os.listdir("/proc"):
@@ -55,10 +63,16 @@ def agent_of(parent: int):
 
 
 def run(binary: str, result: dict) -> None:
+    started, (idle0, steal0) = time.monotonic(), machine_ticks()
     p = subprocess.Popen([binary, "bench", "workload-api"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     agent_cpu = 0.0
+    pid = None
     while p.poll() is None:
-        pid = agent_of(p.pid)
+        # The agent is looked for once: a scan of every process in /proc
+        # every 50 ms took a core for milliseconds at a time, and showed in
+        # the benchmark's p99. Then only its own stat file is read.
+        if pid is None:
+            pid = agent_of(p.pid)
         if pid is not None:
             try:
                 agent_cpu = cpu_seconds(pid)
@@ -66,6 +80,10 @@ def run(binary: str, result: dict) -> None:
                 pass
         time.sleep(0.05)
     out = p.stdout.read()
+    (idle1, steal1), wall = machine_ticks(), time.monotonic() - started
+    # Cores the hypervisor gave to others (steal) and cores left idle, on
+    # average over the run: a run with steal measured a slower machine.
+    result.update(steal=(steal1 - steal0) / TICK / wall, idle=(idle1 - idle0) / TICK / wall)
     rows = [(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)), int(m.group(6))) for m in ROW.finditer(out)]
     if p.returncode != 0 or not rows:
         sys.exit(f"{binary} bench workload-api failed:\n{out}")
@@ -99,7 +117,10 @@ def main() -> None:
             r = results[k]
             per_call = r["agent_cpu"] / r["calls"] * 1e6
             cpu[k].append(per_call)
-            print(f"== round {i}, {k}: agent CPU {per_call:.1f} µs per call ({r['calls']} calls)")
+            print(
+                f"== round {i}, {k}: agent CPU {per_call:.1f} µs per call ({r['calls']} calls);"
+                f" cores idle {r['idle']:.2f}, stolen {r['steal']:.2f}"
+            )
             for name, clients, calls, per_second, p50, p99 in r["rows"]:
                 print(f"   {name}, {clients} clients: {per_second}/s, p50 {p50} µs, p99 {p99} µs")
                 key = (name, clients)
