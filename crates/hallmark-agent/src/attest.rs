@@ -186,9 +186,13 @@ impl ProcDir {
     }
 
     /// The executable file's status: the file the `exe` link names, as
-    /// `fstat` of it opened would show it, in one call.
+    /// `fstat` of it opened would show it, in one call. From what the kernel
+    /// holds (`AT_STATX_DONT_SYNC`): an executable on a FUSE or network
+    /// filesystem whose server stops answering would otherwise hold the
+    /// agent's thread, and with it every other caller's call.
     fn exe_stat(&self) -> std::io::Result<Statx> {
-        Ok(rustix::fs::statx(&self.dir, "exe", AtFlags::empty(), StatxFlags::BASIC_STATS | StatxFlags::BTIME)?)
+        let flags = AtFlags::STATX_DONT_SYNC;
+        Ok(rustix::fs::statx(&self.dir, "exe", flags, StatxFlags::BASIC_STATS | StatxFlags::BTIME)?)
     }
 
     /// The executable file, opened to be hashed.
@@ -214,7 +218,8 @@ fn read_namespace(dir: &OwnedFd, kind: &str) -> Option<u64> {
 
 /// The status of a file opened, as [`ProcDir::exe_stat`] gives it.
 fn stat_of(file: &File) -> std::io::Result<Statx> {
-    Ok(rustix::fs::statx(file, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS | StatxFlags::BTIME)?)
+    let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC;
+    Ok(rustix::fs::statx(file, "", flags, StatxFlags::BASIC_STATS | StatxFlags::BTIME)?)
 }
 
 /// Start time (clock ticks since boot) of process `pid`.
