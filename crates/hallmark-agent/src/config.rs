@@ -71,9 +71,9 @@ const MAX_WORKER_THREADS: usize = 256;
 /// Threads for a standalone agent when `worker_threads` is not given: half
 /// the node's cores, at least one. The agent shares the node with the
 /// workloads it serves, whose calls wake it: on a 2-core node with four
-/// busy callers, one thread answered with a p99 of 610–690 µs where two
+/// busy callers, one thread answered with a p99 of 580–830 µs where two
 /// (a thread per core, with the callers' threads on the same cores) took
-/// 0.9–3.2 ms, and served as many calls (BENCHMARKS.md, issue 16).
+/// 0.86–3.2 ms, and served more calls (BENCHMARKS.md, issue 16).
 pub fn default_worker_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }

@@ -42,11 +42,17 @@ fn nginx_config(dir: &Path, svid_dir: &Path, port: u16) -> String {
 /// One HTTPS request with curl over mutual TLS; returns (success, body, the
 /// server certificate's expiry as curl printed it).
 fn curl(port: u16, bundle: &Path, client: &Path) -> (bool, String, Option<String>) {
+    // curl opens a combined file twice, for the certificate and then for the
+    // key: a rotation between the two gives it one SVID's certificate and the
+    // next one's key ("unable to set private key file"). The helper replaces
+    // the file whole, so one read of it is one SVID: curl gets that copy.
+    let snapshot = client.with_extension("snapshot.pem");
+    std::fs::write(&snapshot, std::fs::read(client).unwrap_or_default()).unwrap();
     let out = Command::new("curl")
         .args(["-sS", "-v", "--fail", "--max-time", "10", "--cacert"])
         .arg(bundle)
         .arg("--cert")
-        .arg(client)
+        .arg(&snapshot)
         .arg(format!("https://localhost:{port}/"))
         .output()
         .expect("curl is installed by the test script");
