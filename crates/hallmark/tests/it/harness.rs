@@ -42,6 +42,29 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits up to `secs` for a line of the log starting with `prefix` and
+    /// returns the rest of it. Fails at once if the process exits first, and
+    /// either way the failure shows the log, so that a helper that crashed or
+    /// hung says which.
+    pub fn wait_for_line(&mut self, prefix: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(rest) = self.log().lines().find_map(|l| l.strip_prefix(prefix).map(str::to_owned)) {
+                return rest;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}) before printing {prefix:?}; its log:\n{}", self.log.display(), self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} printed no {prefix:?} within {secs} s; its log:\n{}",
+                self.log.display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

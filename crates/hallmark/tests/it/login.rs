@@ -97,10 +97,10 @@ fn start_provider(dir: &Path, name: &str) -> (Proc, String) {
         .arg(dir.join("idp.pem"))
         .arg("--key")
         .arg(dir.join("idp.key"));
-    let idp = Proc::spawn(cmd, &dir.join(format!("{name}.log")));
-    let issuer = wait_for("the OpenID provider to print READY", 30, || {
-        idp.log().lines().find_map(|l| l.strip_prefix("READY ").map(str::to_owned))
-    });
+    let mut idp = Proc::spawn(cmd, &dir.join(format!("{name}.log")));
+    // Loading oidc-provider and making an RSA key is quick when idle, but the
+    // suite runs beside nginx, podman and PostgreSQL on two cores: 60 s.
+    let issuer = idp.wait_for_line("READY ", 60);
     assert!(issuer.starts_with("https://127.0.0.1:"), "{issuer}");
     (idp, issuer)
 }
@@ -521,10 +521,8 @@ fn login_refuses_another_issuer_audience_expired_and_replayed_id_tokens() {
 fn start_proxy(world: &World, name: &str, args: &[&str]) -> (Proc, String) {
     let mut cmd = Command::new("node");
     cmd.arg(interop_dir().join("login_proxy.mjs")).arg("--target").arg(&world.up.env["HALLMARK_SERVER"]).args(args);
-    let proxy = Proc::spawn(cmd, &world.up.dir.path().join(format!("proxy-{name}.log")));
-    let url = wait_for("login_proxy.mjs to print READY", 30, || {
-        proxy.log().lines().find_map(|l| l.strip_prefix("READY ").map(str::to_owned))
-    });
+    let mut proxy = Proc::spawn(cmd, &world.up.dir.path().join(format!("proxy-{name}.log")));
+    let url = proxy.wait_for_line("READY ", 60);
     (proxy, url)
 }
 
