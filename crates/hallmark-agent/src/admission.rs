@@ -53,10 +53,18 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<At
         .ok_or_else(|| Status::permission_denied("caller has no kernel credentials"))?;
     let process = process_instance(caller);
     // A few /proc reads, inline; reading an executable not yet hashed
-    // goes to the blocking pool.
+    // goes to the blocking pool, a bounded number at a time per uid and in
+    // all (`hash_slots`: a user's slow or stuck reads wait behind their own).
     let facts = match agent.attestor.attest_cached(caller).map_err(|e| Status::permission_denied(e.to_string()))? {
         Some(facts) => facts,
         None => {
+            let _slot = agent
+                .hash_slots
+                .take(caller.uid.unwrap_or(u32::MAX))
+                .await
+                .ok_or_else(|| Status::unavailable("cannot read the executable now; try again"))?;
+            // Another call may have read the same executable while this
+            // one waited: `attest` takes the digest from the cache then.
             let (attestor, caller) = (agent.attestor.clone(), caller.clone());
             tokio::task::spawn_blocking(move || attestor.attest(&caller))
                 .await

@@ -99,6 +99,10 @@ pub struct Caller {
     /// Its `/proc` entries, opened when the connection was accepted (`None`
     /// when they could not be: the caller is refused).
     proc: Option<Arc<ProcDir>>,
+    /// The uid the socket's peer credentials gave at accept: whose share of
+    /// the agent's work the caller's calls count against (`None` for a
+    /// caller not taken from a socket).
+    pub uid: Option<u32>,
 }
 
 impl Caller {
@@ -109,7 +113,12 @@ impl Caller {
         let proc = ProcDir::open(pid).ok();
         let start_time = proc.as_ref().and_then(|p| p.start_time().ok());
         let exe = proc.as_ref().and_then(|p| p.exe_stat().ok()).map(|m| ExeIdentity::of(&m));
-        Self { pid, pidfd: pidfd.map(Arc::new), start_time, exe, proc: proc.map(Arc::new) }
+        Self { pid, pidfd: pidfd.map(Arc::new), start_time, exe, proc: proc.map(Arc::new), uid: None }
+    }
+
+    /// The caller, connected as `uid` (the socket's peer credentials).
+    pub fn connected_as(self, uid: u32) -> Self {
+        Self { uid: Some(uid), ..self }
     }
 }
 

@@ -13,6 +13,8 @@
 //!   container; [`kubelet`]: what the kubelet says about that pod.
 //! - `process`: the process facts (PID, start time) recorded with a
 //!   workload's evidence.
+//! - [`hash_slots`]: how many executables are read in full at once, per uid
+//!   and in all.
 //! - [`evidence`]: a workload's selectors with their digest, made once per
 //!   attestation.
 //! - [`cache`]: entries, bundle, workloads' interests and SVIDs; what is due;
@@ -52,6 +54,7 @@ pub mod dir_mode;
 mod entry_sync;
 mod error;
 pub mod evidence;
+pub mod hash_slots;
 mod from_proto;
 pub mod health;
 mod health_endpoint;

@@ -15,6 +15,7 @@ use crate::cache::Cache;
 use crate::config::AgentSettings;
 use crate::container::ContainerAttestor;
 use crate::error::AgentError;
+use crate::hash_slots::HashSlots;
 use crate::health::Health;
 use crate::identity::{AgentIdentity, save_bundle};
 use crate::kubelet::KubeletAttestor;
@@ -38,6 +39,8 @@ pub struct AgentInner {
     pub cache: Cache,
     /// The workload attestor.
     pub attestor: UnixAttestor,
+    /// How many executables may be read in full at once, per uid and in all.
+    pub hash_slots: HashSlots,
     /// The container attestor, when a runtime socket is configured.
     pub containers: Option<ContainerAttestor>,
     /// The pod attestor, when a kubelet is configured.
@@ -71,6 +74,7 @@ impl AgentInner {
             } else {
                 UnixAttestor::new()
             },
+            hash_slots: HashSlots::default(),
             containers,
             kubelet,
             health: Health::new(now),

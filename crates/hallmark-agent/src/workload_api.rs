@@ -251,7 +251,7 @@ pub fn incoming(listener: UnixListener, limits: ConnectionLimits) -> ReceiverStr
                     let Ok(slot) = take_slot(&count, limits, cred.uid()) else { continue };
                     let pidfd: Option<OwnedFd> =
                         nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerPidfd).ok();
-                    let caller = cred.pid().map(|pid| Caller::new(pid, pidfd));
+                    let caller = cred.pid().map(|pid| Caller::new(pid, pidfd).connected_as(cred.uid()));
                     let stream = ClientStream::new(stream, PREFACE_TIMEOUT);
                     if tx.send(Ok(UdsConn { stream, caller, _slot: slot })).await.is_err() {
                         return;
