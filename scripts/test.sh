@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Hallmark's whole test suite on a fresh machine: installs what the tests
-# need (PostgreSQL, curl, nginx, podman, runc, swtpm and libtss2, Python's
+# need (PostgreSQL, curl, nginx, podman, runc, fuse3, swtpm and libtss2, Python's
 # venv, Node.js and npm from Debian packages; the interop clients' pinned packages from PyPI into
 # .venv and from npm into tests/interop/node_modules), starts a throwaway
 # PostgreSQL as the postgres user, runs every test, and stops it.
@@ -31,6 +31,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3 python3-ve
 # The Node interop client (@grpc/grpc-js).
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+# The hashing-bound attack test (crates/hallmark/tests/it/attacks.rs) serves
+# executables from a FUSE filesystem of its own, mounted with fusermount3.
+command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 # The `hallmark helper` test runs its own nginx (never the system service).
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 if [ ${#need_apt[@]} -gt 0 ]; then

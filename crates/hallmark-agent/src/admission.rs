@@ -58,7 +58,7 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<At
     let facts = match agent.attestor.attest_cached(caller).map_err(|e| Status::permission_denied(e.to_string()))? {
         Some(facts) => facts,
         None => {
-            let _slot = agent
+            let slot = agent
                 .hash_slots
                 .take(caller.uid.unwrap_or(u32::MAX))
                 .await
@@ -66,10 +66,17 @@ pub(crate) async fn attest<T>(agent: &AgentInner, req: &Request<T>) -> Result<At
             // Another call may have read the same executable while this
             // one waited: `attest` takes the digest from the cache then.
             let (attestor, caller) = (agent.attestor.clone(), caller.clone());
-            tokio::task::spawn_blocking(move || attestor.attest(&caller))
-                .await
-                .map_err(|_| Status::internal("attestation task failed"))?
-                .map_err(|e| Status::permission_denied(e.to_string()))?
+            // The slot goes with the read: if the client gives up, this
+            // future is dropped, but the read goes on until the file
+            // answers, and holds its slot until then.
+            tokio::task::spawn_blocking(move || {
+                let facts = attestor.attest(&caller);
+                drop(slot);
+                facts
+            })
+            .await
+            .map_err(|_| Status::internal("attestation task failed"))?
+            .map_err(|e| Status::permission_denied(e.to_string()))?
         }
     };
     let evidence = with_runtime_facts(agent, facts).await;

@@ -12,6 +12,7 @@
 //! ends the wait. Calls whose executable is already hashed take no slot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,10 +31,14 @@ pub struct HashSlots {
     per_uid: usize,
     in_all_size: usize,
     in_all: Arc<Semaphore>,
-    /// Only uids with a slot taken or awaited are here: a uid's entry goes
-    /// when its last holder or waiter does.
-    by_uid: Mutex<HashMap<u32, PerUid>>,
+    by_uid: Arc<Mutex<ByUid>>,
+    /// Callers waiting for a slot now.
+    waiting: Arc<AtomicUsize>,
 }
+
+/// Only uids with a slot taken or awaited are here: a uid's entry goes when
+/// its last holder or waiter does.
+type ByUid = HashMap<u32, PerUid>;
 
 #[derive(Debug)]
 struct PerUid {
@@ -49,13 +54,17 @@ impl Default for HashSlots {
 }
 
 /// A slot held (or, inside [`HashSlots::take`], awaited): given back when
-/// dropped, also when the caller stops waiting.
+/// dropped, also when the caller stops waiting. It owns what it needs, so
+/// that it can go with the read into the blocking pool: a call whose client
+/// gives up must not give back the slot of a read that is still stuck.
 #[derive(Debug)]
-pub struct HashSlot<'a> {
-    slots: &'a HashSlots,
+pub struct HashSlot {
+    by_uid: Arc<Mutex<ByUid>>,
     uid: u32,
     mine: Option<OwnedSemaphorePermit>,
     all: Option<OwnedSemaphorePermit>,
+    /// While waiting: the count it is in.
+    waiting: Option<Arc<AtomicUsize>>,
 }
 
 impl HashSlots {
@@ -65,7 +74,8 @@ impl HashSlots {
             per_uid: per_uid.max(1),
             in_all_size: in_all.max(1),
             in_all: Arc::new(Semaphore::new(in_all.max(1))),
-            by_uid: Mutex::new(HashMap::new()),
+            by_uid: Arc::new(Mutex::new(HashMap::new())),
+            waiting: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -73,9 +83,9 @@ impl HashSlots {
     /// so that a uid waiting behind its own reads holds none of the
     /// others' slots. `None` only if a semaphore was closed, which nothing
     /// does.
-    pub async fn take(&self, uid: u32) -> Option<HashSlot<'_>> {
+    pub async fn take(&self, uid: u32) -> Option<HashSlot> {
         let mine = {
-            let mut by_uid = self.lock();
+            let mut by_uid = lock(&self.by_uid);
             let entry = by_uid
                 .entry(uid)
                 .or_insert_with(|| PerUid { slots: Arc::new(Semaphore::new(self.per_uid)), callers: 0 });
@@ -83,16 +93,19 @@ impl HashSlots {
             entry.slots.clone()
         };
         // Counted from here: dropping `slot` (the caller gave up waiting, or
-        // is done) uncounts it.
-        let mut slot = HashSlot { slots: self, uid, mine: None, all: None };
+        // the read is done) uncounts it.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let mut slot =
+            HashSlot { by_uid: self.by_uid.clone(), uid, mine: None, all: None, waiting: Some(self.waiting.clone()) };
         slot.mine = Some(mine.acquire_owned().await.ok()?);
         slot.all = Some(self.in_all.clone().acquire_owned().await.ok()?);
+        slot.stop_waiting();
         Some(slot)
     }
 
     /// Slots of `uid` held now.
     pub fn held(&self, uid: u32) -> usize {
-        self.lock().get(&uid).map_or(0, |e| self.per_uid.saturating_sub(e.slots.available_permits()))
+        lock(&self.by_uid).get(&uid).map_or(0, |e| self.per_uid.saturating_sub(e.slots.available_permits()))
     }
 
     /// Slots held now, all uids together.
@@ -100,23 +113,37 @@ impl HashSlots {
         self.in_all_size.saturating_sub(self.in_all.available_permits())
     }
 
-    /// How many uids have a slot held or awaited.
-    pub fn uids(&self) -> usize {
-        self.lock().len()
+    /// Callers waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, PerUid>> {
-        self.by_uid.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// How many uids have a slot held or awaited.
+    pub fn uids(&self) -> usize {
+        lock(&self.by_uid).len()
     }
 }
 
-impl Drop for HashSlot<'_> {
+fn lock(by_uid: &Mutex<ByUid>) -> std::sync::MutexGuard<'_, ByUid> {
+    by_uid.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl HashSlot {
+    fn stop_waiting(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for HashSlot {
     fn drop(&mut self) {
+        self.stop_waiting();
         // The permits go back first, so a uid whose entry is removed below
         // holds nothing any more.
         drop(self.mine.take());
         drop(self.all.take());
-        let mut by_uid = self.slots.lock();
+        let mut by_uid = lock(&self.by_uid);
         if let Some(entry) = by_uid.get_mut(&self.uid) {
             entry.callers = entry.callers.saturating_sub(1);
             if entry.callers == 0 {
@@ -141,6 +168,7 @@ mod tests {
         // A third read of uid 1000 waits...
         let mut third = Box::pin(slots.take(1000));
         assert!((&mut third).now_or_never().is_none());
+        assert_eq!(slots.waiting(), 1);
         // ...while another uid is served at once.
         let other = slots.take(1001).now_or_never().flatten();
         assert!(other.is_some());
@@ -149,7 +177,7 @@ mod tests {
         drop(a);
         let third = (&mut third).now_or_never().flatten();
         assert!(third.is_some());
-        assert_eq!(slots.held(1000), 2);
+        assert_eq!((slots.held(1000), slots.waiting()), (2, 0));
     }
 
     #[tokio::test]
@@ -172,8 +200,9 @@ mod tests {
         // A caller that stops waiting (its deadline passed) leaves nothing.
         let mut waiting = Box::pin(slots.take(7));
         assert!((&mut waiting).now_or_never().is_none());
+        assert_eq!(slots.waiting(), 1);
         drop(waiting);
-        assert_eq!(slots.uids(), 1);
+        assert_eq!((slots.uids(), slots.waiting()), (1, 0));
         drop(a);
         assert_eq!((slots.uids(), slots.held(7), slots.held_in_all()), (0, 0, 0));
         // And the uid is served again from a fresh entry.

@@ -44,6 +44,16 @@ fn metrics_text(agent: &AgentInner) -> String {
         gauge("hallmark_agent_svid_expiry_seconds", "Seconds until the agent's own SVID expires.", not_after - now),
         gauge("hallmark_agent_entries", "Entries this agent may serve.", agent.cache.entry_count() as i64),
         gauge("hallmark_agent_x509_svids", "X.509-SVIDs held for workloads.", agent.cache.svid_count() as i64),
+        gauge(
+            "hallmark_agent_executables_being_read",
+            "Callers' executables being read in full to be hashed (at most 4 per uid, 64 in all).",
+            agent.hash_slots.held_in_all() as i64,
+        ),
+        gauge(
+            "hallmark_agent_executable_reads_waiting",
+            "Callers waiting for their executable to be read, behind their uid's or all uids' limit.",
+            agent.hash_slots.waiting() as i64,
+        ),
         counter(
             "hallmark_agent_svids_expired_withdrawn",
             "SVIDs withdrawn at expiry because they could not be renewed.",

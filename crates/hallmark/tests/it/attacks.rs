@@ -21,7 +21,11 @@
 //! - a process in another mount namespace gets no `unix:path` selector (a
 //!   bind mount there can make any path name any binary);
 //! - one uid opening connections by the thousand does not keep another uid
-//!   from its SVID.
+//!   from its SVID;
+//! - one uid running executables that never finish reading (a FUSE
+//!   filesystem that stops answering) holds at most 4 of the agent's
+//!   threads, even when its clients give up and try again, and keeps no one
+//!   else from their SVIDs.
 //!
 //! The client processes are this test binary (or a copy of it elsewhere)
 //! re-executed to run [`helper_hold_connection`]: it connects, says which
@@ -637,6 +641,104 @@ async fn one_uid_flooding_the_workload_api_starves_no_one_else() {
     assert!(alive < flood.len(), "the agent closed connections over the per-uid limit");
     assert!(log_mentions(&up, "connection limit reached"), "the limit is logged");
     drop(flood);
+}
+
+const HASHED_BEFORE: &str = "spiffe://example.org/nobody-hashed-before";
+const ROOT_BESIDE: &str = "spiffe://example.org/root-beside-stuck-reads";
+
+/// One local user (uid 65534) runs executables whose files never finish
+/// reading, as on a FUSE filesystem whose server stops answering (here one
+/// this test serves: `stuck_fs`). The agent reads an executable in full to
+/// hash it, so each such call holds a thread of its blocking pool in the
+/// kernel. The user's clients give up and try again with more: the reads
+/// still hold their slots, so the user never has more than 4 stuck at once,
+/// and the new callers wait without reading. Meanwhile the same user's
+/// workload hashed before is served, and so is another uid's new workload.
+/// When the filesystem answers (an error), every stuck caller is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn executables_that_never_finish_reading_hold_four_of_their_uids_threads_and_no_one_elses() {
+    let Some((shared, cli)) = open_dir_with_cli() else { return };
+    if !Path::new("/dev/fuse").exists() {
+        println!("skipped: no /dev/fuse");
+        return;
+    }
+    let mount = shared.path().join("fuse");
+    std::fs::create_dir(&mount).unwrap();
+    let stuck = crate::stuck_fs::StuckFs::mount(&cli, 8, &mount).unwrap();
+    let socket = shared.path().join("sock").join("api.sock");
+    let up = start_up_in(tempfile::tempdir().unwrap(), &[OsStr::new("--socket"), socket.as_os_str()]);
+    up.create_entry(HASHED_BEFORE, &["--selector", "unix:uid:65534"]);
+    up.create_entry(ROOT_BESIDE, &["--selector", "unix:uid:0"]);
+    // `timeout` for the calls that must be answered: a starved agent would
+    // keep them waiting for ever.
+    let as_nobody = |program: &Path, timeout: bool| {
+        let mut cmd = if timeout { Command::new("/usr/bin/timeout") } else { Command::new(program) };
+        if timeout {
+            cmd.arg("30").arg(program);
+        }
+        cmd.args(["api", "fetch-jwt", "--audience", "x"])
+            .env_clear()
+            .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+            .current_dir(shared.path())
+            .uid(65534)
+            .gid(65534);
+        cmd
+    };
+    let served = |out: std::process::Output, id: &str, what: &str| {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.starts_with(id), "{what}: {text}");
+    };
+    wait_for("uid 65534 to be served before the attack", 30, || {
+        Some(as_nobody(&cli, true).output().unwrap()).filter(|o| o.status.success())
+    });
+
+    // Four stuck callers, then their clients give up (killed: the agent
+    // sees the connections close and drops the calls).
+    let log = |i: u64| shared.path().join(format!("stuck-{i}.log"));
+    let first: Vec<Proc> = (0..4).map(|i| Proc::spawn(as_nobody(&stuck.file(i), false), &log(i))).collect();
+    wait_for("four reads of the executables to be stuck", 60, || (stuck.held() == 4).then_some(()));
+    drop(first);
+    // Four more from the same uid: their reads would be stuck too, were
+    // the given-up calls' slots given back.
+    let mut second: Vec<Proc> = (4..8).map(|i| Proc::spawn(as_nobody(&stuck.file(i), false), &log(i))).collect();
+    let metrics = format!("{}/metrics", up.env["HALLMARK_AGENT_HEALTH"]);
+    let gauge = |name: &str| {
+        let (_, body) = http_get(&metrics);
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.trim().parse::<i64>().unwrap()))
+    };
+    wait_for("the four new callers to wait for a slot", 60, || {
+        (gauge("hallmark_agent_executable_reads_waiting") == Some(4)).then_some(())
+    });
+    assert_eq!(gauge("hallmark_agent_executables_being_read"), Some(4));
+    assert_eq!(stuck.held(), 4, "uid 65534 has more than 4 executables being read");
+    assert!(second.iter_mut().all(|p| p.child.try_wait().unwrap().is_none()), "the new callers wait their turn");
+
+    // The same uid's workload hashed before: served, it takes no slot.
+    served(as_nobody(&cli, true).output().unwrap(), HASHED_BEFORE, "uid 65534, hashed before, beside its stuck reads");
+    // Another uid's workload, never hashed: served.
+    let fresh = shared.path().join("hallmark-root");
+    copy_exe(Path::new(bin()), &fresh);
+    let out = Command::new("/usr/bin/timeout")
+        .arg("30")
+        .arg(&fresh)
+        .args(["api", "fetch-jwt", "--audience", "x"])
+        .env_clear()
+        .env("SPIFFE_ENDPOINT_SOCKET", format!("unix://{}", socket.display()))
+        .output()
+        .unwrap();
+    served(out, ROOT_BESIDE, "root, a new executable, beside uid 65534's stuck reads");
+    assert_eq!(stuck.held(), 4);
+
+    // The filesystem answers at last (EIO): every stuck caller is refused.
+    stuck.release();
+    for p in &mut second {
+        let status = wait_for("a stuck caller to be answered", 60, || p.child.try_wait().unwrap());
+        let text = p.log();
+        assert!(!status.success(), "a caller whose executable cannot be read was served: {text}");
+        assert!(text.contains("PermissionDenied"), "{text}");
+    }
 }
 
 fn log_mentions(up: &Up, what: &str) -> bool {

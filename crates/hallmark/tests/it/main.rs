@@ -31,6 +31,7 @@ mod scim;
 mod sds;
 mod secrets;
 mod separate;
+mod stuck_fs;
 mod tasks;
 mod token_exchange;
 #[cfg(feature = "tpm")]
