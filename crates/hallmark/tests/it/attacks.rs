@@ -486,15 +486,8 @@ async fn a_path_seen_in_another_mount_namespace_is_not_evidence() {
 
 /// `hallmark up` with `extra` flags; its data directory is `dir/data`.
 fn start_up_in(dir: tempfile::TempDir, extra: &[&OsStr]) -> Up {
-    let data = dir.path().join("data");
-    let mut cmd = Command::new(bin());
-    cmd.args(["up", "--data-dir"]).arg(&data).args(["--admin-listen", "127.0.0.1:0"]).args(extra);
-    let proc = Proc::spawn(cmd, &dir.path().join("up.log"));
-    let env_file = data.join("env");
-    let text = wait_for("hallmark up to write its env file", 60, || {
-        std::fs::read_to_string(&env_file).ok().filter(|t| t.lines().count() >= 3)
-    });
-    Up { env: parse_env(&text), proc, dir }
+    let extra: Vec<&str> = extra.iter().map(|a| a.to_str().unwrap()).collect();
+    Up::start_with(dir, &extra)
 }
 
 /// A directory every user may enter (0755) holding a copy of the CLI, for
@@ -703,11 +696,7 @@ async fn executables_that_never_finish_reading_hold_four_of_their_uids_threads_a
     // the given-up calls' slots given back.
     let mut second: Vec<Proc> = (4..8).map(|i| Proc::spawn(as_nobody(&stuck.file(i), false), &log(i))).collect();
     let metrics = format!("{}/metrics", up.env["HALLMARK_AGENT_HEALTH"]);
-    let gauge = |name: &str| {
-        let (_, body) = http_get(&metrics);
-        let text = String::from_utf8_lossy(&body).into_owned();
-        text.lines().find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.trim().parse::<i64>().unwrap()))
-    };
+    let gauge = |name: &str| metric(&http_get(&metrics).1, name);
     wait_for("the four new callers to wait for a slot", 60, || {
         (gauge("hallmark_agent_executable_reads_waiting") == Some(4)).then_some(())
     });

@@ -13,10 +13,7 @@ fn free_port() -> u16 {
 }
 
 fn metric(body: &[u8], name: &str) -> i64 {
-    String::from_utf8_lossy(body)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.trim().parse().unwrap()))
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    crate::harness::metric(body, name).unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -42,27 +42,34 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits up to `secs` for a line of the log starting with `prefix` and
-    /// returns the rest of it. Fails at once if the process exits first, and
-    /// either way the failure shows the log, so that a helper that crashed or
-    /// hung says which.
-    pub fn wait_for_line(&mut self, prefix: &str, secs: u64) -> String {
+    /// Polls `f` until it returns `Some`, up to `secs`. Fails at once if the
+    /// process exits first, and either way the failure shows its log, so
+    /// that a process that crashed or hung says which.
+    pub fn wait_until<T>(&mut self, what: &str, secs: u64, mut f: impl FnMut(&Proc) -> Option<T>) -> T {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(rest) = self.log().lines().find_map(|l| l.strip_prefix(prefix).map(str::to_owned)) {
-                return rest;
+            if let Some(v) = f(self) {
+                return v;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited ({status}) before printing {prefix:?}; its log:\n{}", self.log.display(), self.log());
+                panic!("{} exited ({status}) before {what}; its log:\n{}", self.log.display(), self.log());
             }
             assert!(
                 Instant::now() < deadline,
-                "{} printed no {prefix:?} within {secs} s; its log:\n{}",
+                "timed out waiting for {what}; {} so far:\n{}",
                 self.log.display(),
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits up to `secs` for a line of the log starting with `prefix` and
+    /// returns the rest of it (see [`Proc::wait_until`]).
+    pub fn wait_for_line(&mut self, prefix: &str, secs: u64) -> String {
+        self.wait_until(&format!("printing {prefix:?}"), secs, |p| {
+            p.log().lines().find_map(|l| l.strip_prefix(prefix).map(str::to_owned))
+        })
     }
 
     /// Kills the process (SIGKILL) and waits for it.
@@ -103,22 +110,9 @@ impl Up {
         cmd.args(["up", "--data-dir"]).arg(&data).args(["--admin-listen", "127.0.0.1:0"]).args(extra);
         let mut proc = Proc::spawn(cmd, &dir.path().join(format!("up-{}.log", rand_tag())));
         let env_file = data.join("env");
-        // Like `wait_for`, but a failure says why: `up` exited, or its log so far.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let text = loop {
-            if let Some(t) = std::fs::read_to_string(&env_file).ok().filter(|t| t.lines().count() >= 3) {
-                break t;
-            }
-            if let Ok(Some(status)) = proc.child.try_wait() {
-                panic!("hallmark up exited ({status}) before writing its env file:\n{}", proc.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for hallmark up to write its env file:\n{}",
-                proc.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let text = proc.wait_until("writing its env file", 60, |_| {
+            std::fs::read_to_string(&env_file).ok().filter(|t| t.lines().count() >= 3)
+        });
         let env = parse_env(&text);
         Up { proc, dir, env }
     }
@@ -183,6 +177,13 @@ pub fn rand_tag() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The value of the Prometheus sample `name` in a `/metrics` body.
+pub fn metric(body: &[u8], name: &str) -> Option<i64> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(|v| v.trim().parse().unwrap()))
 }
 
 pub fn my_uid() -> String {
